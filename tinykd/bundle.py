@@ -1,0 +1,72 @@
+"""Per-item students saved together: each item (question) of an assessment has its own rubric.
+
+A :class:`Bundle` maps an item value (as a string) to a :class:`~tinykd.student.Student`
+and routes each row to its item's student. A row whose item has no student
+is an error that names the unknown items — never a silent guess.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class UnknownItemError(ValueError):
+    """Rows name items for which the bundle has no student."""
+
+
+class Bundle:
+    def __init__(self, students, item_col=None):
+        if not students:
+            raise ValueError("a bundle needs at least one student")
+        self.students = {str(k): v for k, v in students.items()}
+        self.item_col = item_col
+
+    @property
+    def items(self):
+        return list(self.students)
+
+    @property
+    def n_params(self):
+        return sum(s.n_params for s in self.students.values())
+
+    def _groups(self, items):
+        items = np.asarray([str(i) for i in items], dtype=object)
+        unknown = sorted(set(items.tolist()) - set(self.students))
+        if unknown:
+            raise UnknownItemError(f"no student for item(s) {', '.join(map(repr, unknown[:10]))}"
+                                   f"{' …' if len(unknown) > 10 else ''}; the model knows {', '.join(self.items)}")
+        return {it: np.flatnonzero(items == it) for it in self.students if (items == it).any()}
+
+    def predict_proba(self, texts, items, contexts=None):
+        """Per-row probabilities: a list of arrays (items may have different class sets)."""
+        texts = list(texts)
+        out = [None] * len(texts)
+        for it, idx in self._groups(items).items():
+            ctx = None if contexts is None else [contexts[i] for i in idx]
+            proba = self.students[it].predict_proba([texts[i] for i in idx], ctx)
+            for j, i in enumerate(idx):
+                out[i] = proba[j]
+        return out
+
+    def predict(self, texts, items, contexts=None):
+        texts = list(texts)
+        out = [None] * len(texts)
+        for it, idx in self._groups(items).items():
+            st = self.students[it]
+            ctx = None if contexts is None else [contexts[i] for i in idx]
+            for i, lab in zip(idx, st.predict([texts[i] for i in idx], ctx)):
+                out[i] = lab
+        return out
+
+    def save(self, path):
+        from .io import save
+
+        save(self, path)
+
+
+def as_students(model):
+    """``({file name: Student}, extra meta)`` for :func:`tinykd.io.save`."""
+    if isinstance(model, Bundle):
+        names = {f"item{k}": it for k, it in enumerate(model.students)}
+        return ({n: model.students[it] for n, it in names.items()},
+                {"item_col": model.item_col, "items": names})
+    return {"default": model}, {}

@@ -1,0 +1,147 @@
+"""The training loop: seeded mini-batches, Adam, early stopping with best-weight restore.
+
+Arrays in, a trained :class:`~tinykd.model.StudentNet` and a history out.
+The loss is :func:`tinykd.losses.kd_loss` (plus the weight penalties).
+Validation loss is plain cross-entropy on the hard labels — the score we
+care about — so λ and T do not change what "best" means.
+
+If the loss turns NaN or infinite, training stops at once, the best weights
+so far are restored and the history says why. Ctrl-C stops training the
+same way (best weights restored, ``stopped = "interrupted"``), and the
+caller decides whether to save.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .losses import kd_loss, log_softmax
+from .optim import Adam
+
+
+class TrainData:
+    """Encoded training rows: ``ids`` (n, L), ``lengths`` (n,), labels ``y`` (n,) with −1
+    for an unlabeled (transfer) row, and optional ``teacher`` probabilities (n, K) with
+    NaN rows where no teacher row exists."""
+
+    def __init__(self, ids, lengths, y, teacher=None):
+        self.ids = np.ascontiguousarray(ids, dtype=np.int32)
+        self.lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.teacher = None if teacher is None else np.asarray(teacher, dtype=np.float64)
+        n = len(self.lengths)
+        if self.ids.shape[0] != n or self.y.shape != (n,):
+            raise ValueError("ids, lengths and y must have the same number of rows")
+        if self.teacher is not None and self.teacher.shape[0] != n:
+            raise ValueError(f"teacher has {self.teacher.shape[0]} rows, data has {n}")
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def batch(self, idx):
+        idx = np.sort(idx)
+        lens = self.lengths[idx]
+        L = max(1, int(lens.max()))
+        t = None if self.teacher is None else self.teacher[idx]
+        return self.ids[idx, :L], lens, self.y[idx], t
+
+
+def evaluate_loss(net, data, batch_size=256):
+    """Mean hard-label cross-entropy and accuracy over the labeled rows of ``data``."""
+    z = net.predict_logits(data.ids, data.lengths, batch_size).astype(np.float64)
+    lab = data.y >= 0
+    logq = log_softmax(z[lab])
+    y = data.y[lab]
+    loss = float(-logq[np.arange(len(y)), y].mean()) if len(y) else float("nan")
+    acc = float((logq.argmax(1) == y).mean()) if len(y) else float("nan")
+    return loss, acc
+
+
+def _print_progress(rec, epochs, stream):
+    va = "" if rec["val_loss"] is None else f"  val_loss {rec['val_loss']:.4f}  val_acc {rec['val_acc']:.3f}"
+    print(f"epoch {rec['epoch']:>3}/{epochs}  loss {rec['loss']:.4f}{va}  {rec['seconds']:.1f}s",
+          file=stream, flush=True)
+
+
+def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
+          patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None):
+    """Train ``net`` in place on ``data`` (a :class:`TrainData`); return a history dict.
+
+    Each epoch shuffles with ``np.random.default_rng(seed)``; so do dropout masks.
+    Early stopping watches ``val`` loss (training loss if there is no ``val``),
+    stops after ``patience`` epochs without improvement, and restores the best
+    weights. ``history`` has per-epoch records, ``best_epoch`` and ``stopped``
+    (``"patience"``, ``"epochs"``, ``"non-finite loss"`` or ``"interrupted"``).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(data) == 0:
+        raise ValueError("no training rows")
+    stream = sys.stderr if stream is None else stream
+    rng = np.random.default_rng(seed)
+    opt = Adam(net.params, lr=lr, clip_norm=clip_norm)
+    hard_all = data.y >= 0
+    soft_all = None
+    if data.teacher is not None:
+        soft_all = np.isfinite(data.teacher).all(axis=1)
+    best_loss, best_params, best_epoch, bad = np.inf, net.params.copy(), 0, 0
+    history = {"epochs": [], "best_epoch": 0, "stopped": "epochs"}
+    n = len(data)
+    try:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            order = rng.permutation(n)
+            total, count, finite = 0.0, 0, True
+            for s in range(0, n, batch_size):
+                idx = order[s:s + batch_size]
+                ids, lens, y, tp = data.batch(idx)
+                hm = y >= 0
+                sm = None if soft_all is None else soft_all[np.sort(idx)]
+                z, cache = net.forward(ids, lens, training=True, rng=rng)
+                teacher = None
+                if tp is not None and sm.any():
+                    teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
+                loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=lam, temperature=temperature,
+                                      hard_mask=hm, soft_mask=sm)
+                loss += net.penalty()
+                if not np.isfinite(loss):
+                    finite = False
+                    break
+                net.backward(dz, cache)
+                opt.step(net.grads)
+                total += loss * len(idx)
+                count += len(idx)
+            if not finite or not np.isfinite(net.params).all():
+                history["stopped"] = "non-finite loss"
+                print(f"epoch {epoch}: loss is not finite; stopping and keeping the best weights "
+                      f"(epoch {best_epoch})", file=stream, flush=True)
+                break
+            rec = {"epoch": epoch, "loss": total / max(count, 1), "val_loss": None, "val_acc": None}
+            if val is not None and len(val):
+                rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val)
+            rec["seconds"] = time.perf_counter() - t0
+            history["epochs"].append(rec)
+            if verbose:
+                _print_progress(rec, epochs, stream)
+            if on_epoch is not None:
+                on_epoch(rec)
+            watch = rec["val_loss"] if rec["val_loss"] is not None else rec["loss"]
+            if watch < best_loss - 1e-6:
+                best_loss, best_epoch, bad = watch, epoch, 0
+                best_params[:] = net.params
+            else:
+                bad += 1
+                if bad >= patience:
+                    history["stopped"] = "patience"
+                    break
+    except KeyboardInterrupt:
+        history["stopped"] = "interrupted"
+        print("interrupted: keeping the best weights so far", file=stream, flush=True)
+    net.params[:] = best_params  # the initial weights if no epoch finished
+    history["best_epoch"] = best_epoch
+    history["best_val_loss"] = None if not np.isfinite(best_loss) else float(best_loss)
+    return history
