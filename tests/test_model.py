@@ -1,0 +1,206 @@
+"""The whole student network: gradients with the KD loss, padding invariance, loss identities, Adam."""
+import numpy as np
+import pytest
+
+from tinykd.losses import cross_entropy, kd_loss, log_softmax, soft_cross_entropy
+from tinykd.model import PRESETS, StudentNet, count_params, make_config
+from tinykd.optim import Adam
+from tinykd.text import OOV, PAD, SEP, Vocabulary, tokenize
+
+
+def batch(rng, V=25, B=4, L=7, lengths=(7, 3, 1, 5)):
+    lengths = np.array(lengths, np.int32)
+    ids = rng.integers(3, V, size=(B, L)).astype(np.int32)
+    for b in range(B):
+        ids[b, lengths[b]:] = PAD
+    return ids, lengths
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_network_gradient_with_kd_loss(preset):
+    """Finite differences (float64) through the whole net with λ > 0 and T ≠ 1, penalties included."""
+    rng = np.random.default_rng(3)
+    cfg = make_config(preset, dropout=0.0, embed_dim=6, units=4,
+                      dense_units=(5 if PRESETS[preset]["dense_units"] else 0))
+    net = StudentNet(cfg, 25, 3, seed=1, dtype=np.float64)
+    ids, lengths = batch(rng)
+    y = np.array([0, 2, 1, 2])
+    teacher = rng.dirichlet(np.ones(3), size=4)
+
+    def loss():
+        z, cache = net.forward(ids, lengths)
+        value, dz, _ = kd_loss(z, y, teacher, lam=0.7, temperature=2.5)
+        return value + net.penalty(), dz, cache
+
+    _, dz, cache = loss()
+    net.backward(dz, cache)
+    analytic = net.grads.copy()
+    idx = rng.choice(net.size, size=min(net.size, 250), replace=False)
+    numeric = np.empty(len(idx))
+    for j, k in enumerate(idx):
+        old = net.params[k]
+        net.params[k] = old + 1e-6
+        lp = loss()[0]
+        net.params[k] = old - 1e-6
+        lm = loss()[0]
+        net.params[k] = old
+        numeric[j] = (lp - lm) / 2e-6
+    err = np.abs(analytic[idx] - numeric).max() / max(1e-3, np.abs(numeric).max())
+    assert err < 1e-5, f"{preset}: relative gradient error {err:.2e}"
+
+
+@pytest.mark.parametrize("preset", ["7t", "bathtub"])
+def test_padding_invariance(preset):
+    """The same rows padded to different widths give the same logits and the same gradients."""
+    rng = np.random.default_rng(0)
+    net = StudentNet(make_config(preset, dropout=0.0), 30, 4, seed=2)
+    ids, lengths = batch(rng, V=30)
+    wide = np.zeros((4, 20), np.int32)
+    wide[:, :7] = ids
+    for b in range(4):  # junk (not PAD) after each row's end must not matter either
+        wide[b, lengths[b]:] = rng.integers(3, 30, size=20 - lengths[b])
+    y = np.array([0, 1, 2, 3])
+    results = []
+    for arr in (ids, wide):
+        z, cache = net.forward(arr, lengths)
+        _, dz, _ = kd_loss(z, y)
+        net.backward(dz, cache)
+        results.append((z.copy(), net.grads.copy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+
+
+def test_empty_answer_is_scored():
+    net = StudentNet(make_config("bathtub"), 10, 3, seed=0)
+    z, _ = net.forward(np.zeros((2, 1), np.int32), np.array([0, 0], np.int32))
+    assert np.isfinite(z).all() and np.allclose(z[0], z[1])
+
+
+def test_lambda_zero_is_plain_cross_entropy():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(6, 4))
+    y = rng.integers(0, 4, 6)
+    teacher = rng.dirichlet(np.ones(4), 6)
+    l0, g0, _ = kd_loss(z, y, teacher, lam=0.0, temperature=3.0)
+    lce, gce = cross_entropy(z, y)
+    assert l0 == lce
+    np.testing.assert_array_equal(g0, gce)
+
+
+def test_temperature_one_is_eq4_exactly():
+    """T = 1: L = CE(y, q) + λ CE(p, q), with gradient (q − y) + λ (q − p), over B."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(5, 3))
+    y = rng.integers(0, 3, 5)
+    p = rng.dirichlet(np.ones(3), 5)
+    lam = 0.6
+    loss, grad, parts = kd_loss(z, y, p, lam=lam, temperature=1.0)
+    q = np.exp(log_softmax(z))
+    expected = np.mean(-np.log(q[np.arange(5), y]) + lam * -(p * np.log(q)).sum(1))
+    assert loss == pytest.approx(expected, rel=1e-12)
+    onehot = np.eye(3)[y]
+    np.testing.assert_allclose(grad, ((q - onehot) + lam * (q - p)) / 5, atol=1e-14)
+    assert parts["soft"] == pytest.approx(lam * soft_cross_entropy(z, p)[0])
+
+
+def test_temperature_scaling_and_logits_input():
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(4, 3))
+    t_logits = rng.normal(size=(4, 3)) * 3
+    p = np.exp(log_softmax(t_logits))
+    T = 4.0
+    l_logit, g_logit, _ = kd_loss(z, None, t_logits, lam=1.0, temperature=T, from_logits=True)
+    l_prob, g_prob, _ = kd_loss(z, None, p, lam=1.0, temperature=T)
+    assert l_logit == pytest.approx(l_prob, rel=1e-9)
+    np.testing.assert_allclose(g_logit, g_prob, atol=1e-12)
+    pT = np.exp(log_softmax(t_logits / T))
+    expected = T * T * np.mean(-(pT * log_softmax(z / T)).sum(1))
+    assert l_logit == pytest.approx(expected, rel=1e-12)
+
+
+def test_masks_drop_rows_from_each_term():
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(4, 3))
+    y = np.array([0, 1, 2, 0])
+    p = rng.dirichlet(np.ones(3), 4)
+    hm = np.array([True, True, False, False])
+    loss, _, parts = kd_loss(z, y, p, lam=0.5, hard_mask=hm)
+    q = np.exp(log_softmax(z))
+    assert parts["hard"] == pytest.approx(-np.log(q[[0, 1], [0, 1]]).sum() / 4)
+    assert parts["soft"] == pytest.approx(0.5 * -(p * np.log(q)).sum() / 4)
+
+
+def test_adam_matches_the_formula():
+    theta = np.array([1.0, -2.0, 0.5], np.float32)
+    opt = Adam(theta, lr=0.1, eps=1e-7)
+    ref = theta.astype(np.float64).copy()
+    m = np.zeros(3)
+    v = np.zeros(3)
+    for t, g in enumerate([np.array([0.3, -1.0, 2.0]), np.array([0.1, 0.2, -0.5])], start=1):
+        opt.step(g.astype(np.float32))
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        ref -= 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-7)
+    np.testing.assert_allclose(theta, ref, rtol=1e-5)
+
+
+def test_adam_clips_the_global_norm():
+    theta = np.zeros(2, np.float32)
+    opt = Adam(theta, lr=0.1, clip_norm=1.0)
+    norm = opt.step(np.array([30.0, 40.0], np.float32))
+    assert norm == pytest.approx(50.0)
+    np.testing.assert_allclose(opt.m, 0.1 * np.array([0.6, 0.8]), rtol=1e-6)
+
+
+def test_parameter_counts_follow_the_layout():
+    cfg = make_config("7t")
+    # Emb 1000x64 + LSTM 4*64*(64+64+1) + Dense 64x32+32 + out 32x4+4
+    assert count_params(cfg, 1000, 4) == 64000 + 33024 + 2080 + 132
+    cfg = make_config("bathtub")
+    assert count_params(cfg, 1000, 4) == 64000 + 2 * 4 * 32 * (64 + 32 + 1) + (64 * 16 + 16) + (16 * 4 + 4)
+    for preset in PRESETS:
+        n = count_params(make_config(preset), make_config(preset)["max_vocab"], 4)
+        assert 20_000 <= n <= 110_000, (preset, n)
+
+
+def test_flat_buffer_views_share_memory():
+    net = StudentNet(make_config("falling_weights"), 20, 3)
+    net.p["out.b"][:] = 7.0
+    assert (net.params[-3:] == 7.0).all()
+    assert sum(v.size for v in net.p.values()) == net.size == net.params.size
+
+
+def test_unknown_preset_and_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("8t")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        make_config("7t", hidden_units=4)
+
+
+# ------------------------------------------------------------------------------ text
+def test_tokenizer_and_vocabulary():
+    assert tokenize("The Acid-rain, it's 2x!") == ["the", "acid", "rain", "it", "s", "2x"]
+    vocab = Vocabulary(max_size=6, min_count=1).fit(["b a a", "c a b", "d"])
+    assert vocab.tokens == ["<pad>", "<oov>", "<sep>", "a", "b", "c"]  # a:3 b:2 then c before d (tie, alphabetical)
+    ids, lengths = vocab.encode(["a d c", "", "b"])
+    np.testing.assert_array_equal(ids, [[3, OOV, 5], [PAD, PAD, PAD], [4, PAD, PAD]])
+    np.testing.assert_array_equal(lengths, [3, 0, 1])
+    assert ids.dtype == np.int32 and lengths.dtype == np.int32
+
+
+def test_vocabulary_min_count_and_context():
+    vocab = Vocabulary(max_size=100, min_count=2, max_len=6).fit(["x x y", "z"], contexts=["q q", "q q"])
+    assert vocab.tokens == ["<pad>", "<oov>", "<sep>", "q", "x"]
+    ids, lengths = vocab.encode(["x y"], contexts=["q q"])
+    np.testing.assert_array_equal(ids[0], [3, 3, SEP, 4, OOV])
+    long_ids, long_len = vocab.encode(["x " * 50], contexts=["q " * 20])
+    assert long_len[0] == 6 and list(long_ids[0][:3]) == [3, 3, 3] and long_ids[0][3] == SEP
+
+
+def test_vocabulary_round_trip():
+    vocab = Vocabulary(max_size=50, max_len=9).fit(["alpha beta", "beta gamma"])
+    again = Vocabulary.from_tokens(vocab.tokens, vocab.to_config())
+    a = vocab.encode(["gamma alpha delta"])
+    b = again.encode(["gamma alpha delta"])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert again.max_len == 9

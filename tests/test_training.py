@@ -1,0 +1,144 @@
+"""Training end to end: a learnable task, all presets, seeds, early stopping, save/load."""
+import numpy as np
+import pytest
+
+import tinykd
+from tinykd.model import StudentNet, make_config
+from tinykd.splits import split_712
+from tinykd.train import TrainData, train
+
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def make_task(n, seed):
+    """Label 1 if the answer mentions 'alpha', 2 if 'beta', else 0 — somewhere among noise words."""
+    rng = np.random.default_rng(seed)
+    texts, y = [], []
+    for _ in range(n):
+        toks = list(rng.choice(WORDS, rng.integers(3, 15)))
+        lab = int(rng.integers(0, 3))
+        if lab:
+            toks.insert(int(rng.integers(0, len(toks))), ["alpha", "beta"][lab - 1])
+        texts.append(" ".join(toks))
+        y.append(lab)
+    return texts, np.array(y)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(600, 0), make_task(200, 1)
+
+
+def test_learnable_task_reaches_high_accuracy(task):
+    (X, y), (Xt, yt) = task
+    st = tinykd.fit(X, y, preset="falling_weights", epochs=15, patience=3, seed=0, verbose=False)
+    acc = np.mean(np.array(st.predict(Xt)) == yt)
+    assert acc >= 0.95, acc
+    assert st.classes == [0, 1, 2]
+
+
+@pytest.mark.parametrize("preset", list(tinykd.PRESETS))
+def test_every_preset_builds_trains_and_reports_its_size(task, preset):
+    (X, y), _ = task
+    st = tinykd.fit(X[:200], y[:200], preset=preset, epochs=2, verbose=False)
+    assert st.n_params == st.net.params.size == tinykd.n_params(preset, len(st.vocab), 3)
+    assert len(st.meta["history"]) == 2
+    proba = st.predict_proba(X[:5])
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+
+
+def test_distillation_uses_the_teacher(task):
+    """With λ large and a teacher that says 'always class 2', the student follows the teacher."""
+    (X, y), _ = task
+    teacher = np.tile([0.0, 0.0, 1.0], (len(X), 1))
+    st = tinykd.fit(X, y, teacher_proba=teacher, lam=20.0, preset="falling_weights", epochs=4,
+                    validation=False, verbose=False)
+    assert np.mean(np.array(st.predict(X[:100])) == 2) > 0.8
+    assert st.meta["training"]["lam"] == 20.0 and st.meta["training"]["teacher"]
+
+
+def test_transfer_rows_train_only_the_soft_term(task):
+    (X, y), _ = task
+    teacher = np.eye(3)[y] * 0.9 + 0.1 / 3
+    st = tinykd.fit(X[:300], y[:300], teacher_proba=teacher[:300], transfer=(X[300:], teacher[300:]),
+                    preset="falling_weights", epochs=2, verbose=False)
+    assert st.meta["training"]["n_transfer"] == 300
+
+
+def test_same_seed_same_model_and_save_load_round_trip(task, tmp_path):
+    (X, y), (Xt, _) = task
+    kw = dict(preset="bathtub", epochs=2, seed=7, verbose=False)
+    a = tinykd.fit(X[:200], y[:200], **kw)
+    b = tinykd.fit(X[:200], y[:200], **kw)
+    np.testing.assert_array_equal(a.net.params, b.net.params)
+    np.testing.assert_array_equal(a.predict_proba(Xt), b.predict_proba(Xt))
+    c = tinykd.fit(X[:200], y[:200], **{**kw, "seed": 8})
+    assert not np.array_equal(a.net.params, c.net.params)
+
+    path = tmp_path / "m.npz"
+    a.save(path)
+    loaded = tinykd.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), a.predict_proba(Xt))
+    assert loaded.classes == a.classes and loaded.meta["training"]["seed"] == 7
+    assert loaded.vocab.tokens == a.vocab.tokens
+
+
+def test_string_labels_and_context(tmp_path):
+    X = ["yes it dissolves", "no", "it dissolves fast", "nothing happens"] * 10
+    y = ["correct", "incorrect", "correct", "incorrect"] * 10
+    ctx = ["what happens to marble?"] * 40
+    st = tinykd.fit(X, y, contexts=ctx, preset="falling_weights", epochs=3, verbose=False)
+    assert st.classes == ["correct", "incorrect"]
+    with pytest.raises(ValueError, match="context"):
+        st.predict(["yes"])
+    assert st.predict(["yes it dissolves"], contexts=["what happens to marble?"])[0] in st.classes
+    st.save(tmp_path / "ctx.npz")
+    assert tinykd.load(tmp_path / "ctx.npz").uses_context
+
+
+def test_early_stopping_restores_the_best_weights():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 20, size=(64, 6)).astype(np.int32)
+    lengths = np.full(64, 6, np.int32)
+    data = TrainData(ids, lengths, rng.integers(0, 2, 64))  # random labels: validation loss soon rises
+    val = TrainData(ids[:32], lengths[:32], rng.integers(0, 2, 32))
+    net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
+    hist = train(net, data, val, epochs=30, patience=2, lr=0.05, verbose=False)
+    assert hist["stopped"] == "patience"
+    best = min(hist["epochs"], key=lambda r: r["val_loss"])
+    assert hist["best_epoch"] == best["epoch"]
+    from tinykd.train import evaluate_loss
+
+    assert evaluate_loss(net, val)[0] == pytest.approx(best["val_loss"], rel=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_weights():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 20, size=(32, 5)).astype(np.int32)
+    data = TrainData(ids, np.full(32, 5, np.int32), rng.integers(0, 2, 32))
+    net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
+    before = net.params.copy()
+    hist = train(net, data, None, epochs=3, lr=float("nan"), verbose=False)
+    assert hist["stopped"] == "non-finite loss"
+    np.testing.assert_array_equal(net.params, before)
+
+
+def test_split_712_is_stratified_and_seeded():
+    y = np.repeat([0, 1, 2, 3], [100, 200, 300, 400])
+    tr, va, te = split_712(y, seed=3)
+    assert (len(tr), len(va), len(te)) == (700, 100, 200)
+    assert len(np.intersect1d(tr, te)) == 0 and len(np.union1d(np.union1d(tr, va), te)) == 1000
+    np.testing.assert_array_equal(np.bincount(y[te]), [20, 40, 60, 80])
+    np.testing.assert_array_equal(split_712(y, seed=3)[0], tr)
+
+
+def test_bad_teacher_rows_are_refused(task):
+    (X, y), _ = task
+    with pytest.raises(ValueError, match="shape"):
+        tinykd.fit(X, y, teacher_proba=np.ones((len(X), 2)) / 2, verbose=False)
+    bad = np.tile([0.5, 0.5, 0.5], (len(X), 1))
+    with pytest.raises(ValueError, match="sum to 1"):
+        tinykd.fit(X, y, teacher_proba=bad, verbose=False)
+    neg = np.tile([1.5, -0.5, 0.0], (len(X), 1))
+    with pytest.raises(ValueError, match="negative"):
+        tinykd.fit(X, y, teacher_proba=neg, verbose=False)
