@@ -34,12 +34,31 @@ class ModelFileError(ValueError):
     """A model file that cannot be read (with the reason)."""
 
 
+MAX_UNCOMPRESSED = 1 << 30  # a student is well under 10 MB; refuse archives claiming over 1 GiB
+
+
+def _umask_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    ``path`` is either left as it was or replaced by the complete new file: a crash,
+    a full disk or Ctrl-C mid-write removes the temporary file and raises. The new
+    file gets the usual permissions (0666 less the umask)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "is a folder; give a file name", path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     try:
+        try:
+            os.chmod(tmp, _umask_mode())
+        except OSError:
+            pass
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -93,15 +112,76 @@ def _json_default(o):
     raise TypeError(f"cannot store {type(o).__name__} in model metadata")
 
 
+def _check_members(path):
+    """Refuse archives that are not plain ``.npy`` members of a sane size, before any is loaded."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if not infos:
+                raise ModelFileError(f"{path}: not a tinykd model file (empty archive)")
+            total = 0
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise ModelFileError(f"{path}: not a tinykd model file (member {info.filename!r})")
+                total += info.file_size
+                if total > MAX_UNCOMPRESSED:
+                    raise ModelFileError(f"{path}: refused, the archive claims over {MAX_UNCOMPRESSED >> 20} MiB of data")
+                with zf.open(info) as m:  # the .npy header alone: shape × itemsize must fit the member
+                    version = np.lib.format.read_magic(m)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(m)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(m)
+                    else:
+                        raise ModelFileError(f"{path}: unsupported .npy version {version} in {info.filename!r}")
+                    if dtype.hasobject:
+                        raise ModelFileError(f"{path}: refused, the file holds pickled objects (never loaded)")
+                    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+                        raise ModelFileError(f"{path}: damaged model file ({info.filename!r} is shorter than its shape)")
+    except ModelFileError:
+        raise
+    except Exception as e:  # BadZipFile, EOFError, ValueError from a bad header, zlib.error, ...
+        raise ModelFileError(f"{path}: damaged or truncated model file ({type(e).__name__}: {e})") from None
+
+
 def read_file(path):
-    """Checked contents of a model file: ``(meta, {key: array})``."""
+    """Checked contents of a model file: ``(meta, {key: array})``.
+
+    Every failure is a :class:`ModelFileError` with a one-line reason; nothing in the
+    file is executed (no pickle), and array sizes are checked before allocation."""
+    path = os.fspath(path)
+    try:
+        return _read_file(path)
+    except ModelFileError:
+        raise
+    except MemoryError:
+        raise ModelFileError(f"{path}: refused, the file asks for more memory than a model needs") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: unreadable metadata (nested too deeply)") from None
+    except Exception as e:  # a last line of defence: a damaged file must never give a traceback
+        raise ModelFileError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
+
+
+def _read_file(path):
     from .model import param_shapes
 
-    path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: no such model file")
-    if not zipfile.is_zipfile(path):
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a folder, not a model file")
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not is_zip:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if head[:6] == b"\x93NUMPY" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            raise ModelFileError(f"{path}: not a tinykd model file (a bare NumPy array or a pickle; refused)")
+        if head.startswith(b"PK"):
+            raise ModelFileError(f"{path}: damaged or truncated model file (the zip directory is missing)")
         raise ModelFileError(f"{path}: not a tinykd model file (not an .npz archive)")
+    _check_members(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -111,6 +191,8 @@ def read_file(path):
         raise ModelFileError(f"{path}: damaged model file ({e})") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as e:
         raise ModelFileError(f"{path}: damaged or truncated model file ({type(e).__name__}: {e})") from None
+    if any(not isinstance(a, np.ndarray) for a in arrays.values()):
+        raise ModelFileError(f"{path}: not a tinykd model file (a member is not an array)")
     if "meta.json" not in arrays:
         raise ModelFileError(f"{path}: not a tinykd model file (no meta.json)")
     try:
@@ -120,19 +202,25 @@ def read_file(path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a tinykd model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{path}: not a tinykd model file (format version {version!r})")
+    if version > VERSION:
         raise ModelFileError(f"{path}: model format version {version!r} is newer than this tinykd reads "
                              f"({VERSION}); upgrade tinykd")
     students = meta.get("students")
     if not isinstance(students, dict) or not students:
         raise ModelFileError(f"{path}: the file holds no students")
     for name, sm in students.items():
+        if not isinstance(sm, dict) or not isinstance(sm.get("config"), dict) or not isinstance(sm.get("classes"), list):
+            raise ModelFileError(f"{path}: student {name!r} has malformed metadata")
+        if len(sm["classes"]) < 2 or len({json.dumps(c) for c in sm["classes"]}) != len(sm["classes"]):
+            raise ModelFileError(f"{path}: student {name!r} needs at least 2 distinct class labels")
         try:
             params, vocab = arrays[f"{name}/params"], arrays[f"{name}/vocab"]
             shapes = param_shapes(sm["config"], len(vocab), len(sm["classes"]))
         except (KeyError, TypeError) as e:
             raise ModelFileError(f"{path}: student {name!r} is incomplete (missing {e})") from None
-        need = int(sum(np.prod(s) for _, s in shapes))
+        need = int(sum(np.prod(s, dtype=np.float64) for _, s in shapes))
         if params.dtype != np.float32 or params.shape != (need,):
             raise ModelFileError(f"{path}: student {name!r} has {params.shape} {params.dtype} parameters, "
                                  f"its config needs ({need},) float32")
@@ -160,7 +248,7 @@ def load(path):
     meta, arrays = read_file(path)
     try:
         students = {name: _build_student(name, sm, arrays) for name, sm in meta["students"].items()}
-    except (KeyError, TypeError, ValueError) as e:
+    except Exception as e:  # KeyError, TypeError, ValueError from a config that does not add up
         raise ModelFileError(f"{os.fspath(path)}: invalid model contents ({e})") from None
     items = meta.get("items")
     if items is None:
@@ -171,5 +259,5 @@ def load(path):
 
     try:
         return Bundle({items[name]: st for name, st in students.items()}, item_col=meta.get("item_col"))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{os.fspath(path)}: item map does not match the students ({e})") from None

@@ -75,6 +75,15 @@ def predict_proba_ids(net, ids, lengths, batch_size=256):
     return out
 
 
+def _missing_labels(y):
+    """Boolean mask of missing labels: NaN in a float array; None or NaN in an object array."""
+    if y.dtype.kind == "f":
+        return np.isnan(y)
+    if y.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and v != v) for v in y.tolist()], dtype=bool)
+    return np.zeros(len(y), dtype=bool)
+
+
 def _check_teacher(teacher, n, k, what):
     t = np.asarray(teacher, dtype=np.float64)
     if t.shape != (n, k):
@@ -125,15 +134,26 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     stream = sys.stderr if stream is None else stream
     texts = list(texts)
     y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be one label per text (1-D), got shape {y.shape}")
     if len(texts) != len(y):
         raise ValueError(f"got {len(texts)} texts but {len(y)} labels")
+    missing = _missing_labels(y)
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise ValueError(f"y has {len(rows)} missing labels (NaN/None), rows {', '.join(map(str, rows[:5]))}"
+                         f"{' …' if len(rows) > 5 else ''}; drop them, or pass them as transfer=(texts, "
+                         "teacher_proba) if the teacher scored them")
     if len(texts) < 2:
         raise ValueError("need at least 2 training texts")
     if contexts is not None:
         contexts = list(contexts)
         if len(contexts) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(contexts)} contexts")
-    enc = LabelEncoder().fit(y)
+    try:
+        enc = LabelEncoder().fit(y)
+    except TypeError:
+        raise ValueError("y mixes numbers and text labels (e.g. 1 and 'correct'); use one kind") from None
     classes = enc.classes_
     if len(classes) < 2:
         raise ValueError(f"need at least 2 classes in y, found only {classes.tolist()}")

@@ -1,0 +1,354 @@
+"""CSV files in and out, with the standard library's :mod:`csv` only.
+
+Reading is forgiving where the meaning is clear and loud where it is not:
+
+* **Encoding.** UTF-8 (a byte-order mark is dropped). A UTF-16 file (Excel's
+  "Unicode text") is recognised by its BOM. A file that is not valid UTF-8 is
+  read as Windows-1252 (the usual Excel export on Windows), or as Latin-1 when
+  it holds bytes Windows-1252 leaves undefined; :attr:`CsvReader.note` says so
+  and where the first non-UTF-8 byte is, and the command line prints it.
+* **Dialect.** Quoted fields (commas and line breaks inside quotes), CRLF or LF
+  line ends; a header that only splits on ``;`` or a tab selects that delimiter.
+* **Errors** (:class:`DataFileError`, one line each): missing file, binary or
+  spreadsheet file, empty file, a header only, duplicate column names, a missing
+  column (naming the columns the file has), a row with a different number of
+  fields than the header (with its line number).
+
+Writing goes to a temporary file in the target folder that is renamed into
+place only when complete (:class:`AtomicCsvWriter`).
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import math
+import os
+import sys
+import tempfile
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 100,000-character answer is a real row
+
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null"})
+_BLOCK = 1 << 20
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used as it is (the message says why, and where)."""
+
+
+# ----------------------------------------------------------------------------- encoding
+def sniff_encoding(path):
+    """``(encoding, note)`` for a text file: ``note`` is ``None`` for clean UTF-8, else a
+    one-line explanation of the fallback. Reads the file in blocks (constant memory)."""
+    path = os.fspath(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataFileError(f"{path}: is a folder, not a CSV file") from None
+    except OSError as e:
+        raise DataFileError(f"{path}: cannot open ({e.strerror or e})") from None
+    with f:
+        head = f.read(4)
+        if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return "utf-16", f"{path}: read as UTF-16 (byte-order mark)"
+        if head[:4] == b"PK\x03\x04":
+            raise DataFileError(f"{path}: this is a zip or spreadsheet (.xlsx) file, not CSV; "
+                                "save it as 'CSV UTF-8' first")
+        f.seek(0)
+        dec = codecs.getincrementaldecoder("utf-8-sig")()
+        offset, line = 0, 1
+        while True:
+            block = f.read(_BLOCK)
+            if b"\x00" in block:
+                raise DataFileError(f"{path}: holds NUL bytes, so it is a binary file, not CSV text")
+            try:
+                dec.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                bad = offset + e.start
+                line += block[:e.start].count(b"\n")
+                f.seek(0)
+                raw = f.read()
+                try:
+                    raw.decode("cp1252")
+                    enc, name = "cp1252", "Windows-1252"
+                except UnicodeDecodeError:
+                    enc, name = "latin-1", "Latin-1"
+                return enc, (f"{path}: not valid UTF-8 (byte 0x{raw[bad]:02x} at line {line}); "
+                             f"read as {name} instead — check accented characters in the output")
+            if not block:
+                return "utf-8-sig", None
+            line += block.count(b"\n")
+            offset += len(block)
+
+
+# ----------------------------------------------------------------------------- reading
+class CsvReader:
+    """A CSV file with a header row, read lazily.
+
+    ``required`` columns must exist (a :class:`DataFileError` names the missing
+    ones and lists the file's columns); each may be a ``(name, option)`` pair,
+    where ``option`` (e.g. ``"--text-col"``) is named in the message.
+    Use as a context manager; :meth:`rows` yields ``(line_number, fields)``.
+    """
+
+    def __init__(self, path, required=(), *, encoding=None):
+        self.path = os.fspath(path)
+        if encoding is None:
+            self.encoding, self.note = sniff_encoding(self.path)
+        else:
+            self.encoding, self.note = encoding, None
+        self._f = open(self.path, "r", encoding=self.encoding, newline="")
+        try:
+            self._init(required)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _init(self, required):
+        first = self._f.readline()
+        if not first.strip():
+            rest = self._f.read(1)
+            raise DataFileError(f"{self.path}: empty file (no header row)" if not rest and not first
+                                else f"{self.path}: the first line is blank; it must be the header row")
+        delimiter = ","
+        if "," not in first:
+            for d in (";", "\t"):
+                if d in first:
+                    delimiter = d
+                    break
+        self.delimiter = delimiter
+        self._f.seek(0)
+        self._reader = csv.reader(self._f, delimiter=delimiter)
+        try:
+            header = next(self._reader)
+        except csv.Error as e:
+            raise DataFileError(f"{self.path}: unreadable header row ({e})") from None
+        self.header = [h.strip().lstrip("\ufeff") for h in header]
+        seen, dups = set(), []
+        for h in self.header:
+            if h in seen and h not in dups:
+                dups.append(h)
+            seen.add(h)
+        if dups:
+            raise DataFileError(f"{self.path}: duplicate column name(s) {', '.join(map(repr, dups))} in the header")
+        self.index = {h: i for i, h in enumerate(self.header)}
+        for col in required:
+            name, option = col if isinstance(col, tuple) else (col, None)
+            self.require(name, option)
+
+    def require(self, name, option=None):
+        """The position of column ``name``, or a :class:`DataFileError` that lists the file's columns."""
+        if name not in self.index:
+            hint = f" (set {option})" if option else ""
+            raise DataFileError(f"{self.path}: no column {name!r}{hint}; the file has columns: "
+                                f"{', '.join(self.header) if any(self.header) else '(none)'}")
+        return self.index[name]
+
+    def has(self, name):
+        return name is not None and name in self.index
+
+    def rows(self):
+        """Yield ``(line_number, fields)`` for each data row; blank lines are skipped."""
+        n = len(self.header)
+        try:
+            for fields in self._reader:
+                if not fields or (len(fields) == 1 and not fields[0].strip() and n > 1):
+                    continue
+                if len(fields) != n:
+                    if len(fields) > n and not any(f.strip() for f in fields[n:]):
+                        fields = fields[:n]  # trailing empty cells from a spreadsheet
+                    else:
+                        raise DataFileError(
+                            f"{self.path}: line {self._reader.line_num} has {len(fields)} fields, the header has "
+                            f"{n} (an unquoted '{self.delimiter}' or line break in a field?)")
+                yield self._reader.line_num, fields
+        except csv.Error as e:
+            raise DataFileError(f"{self.path}: line {self._reader.line_num}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise DataFileError(f"{self.path}: cannot decode as {self.encoding} ({e.reason})") from None
+
+    def chunks(self, size=5000):
+        """Yield lists of up to ``size`` rows (``fields`` only), for streaming."""
+        chunk = []
+        for _, fields in self.rows():
+            chunk.append(fields)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Table:
+    """A whole CSV file in memory: ``header``, ``rows`` (lists of strings), ``lines`` (line numbers)."""
+
+    def __init__(self, path, header, rows, lines, note=None, index=None):
+        self.path, self.header, self.rows, self.lines, self.note = path, header, rows, lines, note
+        self.index = index or {h: i for i, h in enumerate(header)}
+
+    def __len__(self):
+        return len(self.rows)
+
+    def has(self, name):
+        return name is not None and name in self.index
+
+    def require(self, name, option=None):
+        if name not in self.index:
+            hint = f" (set {option})" if option else ""
+            raise DataFileError(f"{self.path}: no column {name!r}{hint}; the file has columns: {', '.join(self.header)}")
+        return self.index[name]
+
+    def column(self, name, option=None):
+        k = self.require(name, option)
+        return [r[k] for r in self.rows]
+
+
+def read_table(path, required=(), *, allow_empty=False):
+    """Read a whole CSV (training and evaluation files); refuses a file with a header only."""
+    with CsvReader(path, required) as r:
+        rows, lines = [], []
+        for line, fields in r.rows():
+            rows.append(fields)
+            lines.append(line)
+        if not rows and not allow_empty:
+            raise DataFileError(f"{r.path}: has a header row but no data rows")
+        return Table(r.path, r.header, rows, lines, r.note, r.index)
+
+
+# ----------------------------------------------------------------------------- labels
+def parse_label(s):
+    """A label cell → ``None`` (missing: empty, NaN, NA, …), a number, or the stripped text."""
+    if s is None:
+        return None
+    if isinstance(s, float):
+        return None if math.isnan(s) else s
+    s = str(s).strip()
+    if s.lower() in MISSING_LABELS:
+        return None
+    return s
+
+
+def normalize_labels(cells):
+    """Normalise a label column: missing → ``None``; if every other cell is a finite
+    number, numbers (``"1"``, ``"1.0"``, ``" 1 "`` are all ``1``; integral values become
+    ``int``); otherwise the stripped strings, so ``"correct"`` stays ``"correct"``.
+
+    Returns ``(labels, kind)`` with ``kind`` in ``"int" | "float" | "str" | "none"``.
+    """
+    vals = [parse_label(c) for c in cells]
+    present = [v for v in vals if v is not None]
+    if not present:
+        return vals, "none"
+    nums = []
+    for v in present:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            nums = None
+            break
+        if not math.isfinite(x):
+            nums = None
+            break
+        nums.append(x)
+    if nums is None:
+        return [None if v is None else str(v) for v in vals], "str"
+    if all(x == int(x) for x in nums):
+        return [None if v is None else int(float(v)) for v in vals], "int"
+    return [None if v is None else float(v) for v in vals], "float"
+
+
+def coerce_labels(cells, classes):
+    """Labels from a file, matched to a model's ``classes`` (as their string forms):
+    ``"1.0"`` matches class ``1``. Returns labels in the classes' own types where
+    they match, else the normalised value (an unseen label)."""
+    labels, _ = normalize_labels(cells)
+    by_key = {label_key(c): c for c in classes}
+    return [None if v is None else by_key.get(label_key(v), v) for v in labels]
+
+
+def label_key(v):
+    """A canonical string for comparing labels across files and models."""
+    if isinstance(v, float) and v == int(v):
+        v = int(v)
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- writing
+def _umask_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+class AtomicCsvWriter:
+    """Write CSV rows to a temporary file beside ``path``; rename it into place on a clean
+    exit, delete it on an exception, so ``path`` is either the old file or the whole new one."""
+
+    def __init__(self, path, header, *, encoding="utf-8"):
+        self.path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise DataFileError(f"{self.path}: the folder {folder} does not exist")
+        if os.path.isdir(self.path):
+            raise DataFileError(f"{self.path}: is a folder; give a file name for the output")
+        fd, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv.part", dir=folder)
+        try:
+            os.chmod(self._tmp, _umask_mode())
+        except OSError:
+            pass
+        self._f = os.fdopen(fd, "w", encoding=encoding, newline="")
+        self._w = csv.writer(self._f, lineterminator="\n")
+        self._w.writerow(header)
+        self.n_rows = 0
+
+    def writerow(self, row):
+        self._w.writerow(row)
+        self.n_rows += 1
+
+    def writerows(self, rows):
+        for r in rows:
+            self.writerow(r)
+
+    def commit(self):
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def abort(self):
+        if self._tmp is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+        return False
