@@ -1,0 +1,127 @@
+"""A scikit-learn estimator over raw texts: :class:`KDClassifier`.
+
+    from sklearn.model_selection import cross_val_score
+    clf = tinykd.KDClassifier(preset="falling_weights", epochs=20)
+    clf.fit(texts, y, teacher_proba=p)          # p: (n, K), columns in sorted label order
+    clf.predict(["acid rain dissolves marble"])
+    cross_val_score(clf, texts, y, cv=5, params={"teacher_proba": p})
+
+``X`` is a sequence of answer strings (a list, a 1-D array, a pandas Series), or
+an (n, 2) array of ``(answer, context)`` pairs when a context such as the
+question goes before the answer. Missing texts (``None``/NaN) are blank answers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .student import fit as _fit
+
+
+def _as_texts(X):
+    """``(texts, contexts or None)`` from X."""
+    if isinstance(X, str):
+        raise ValueError("X must be a sequence of texts, not a single string; wrap it in a list")
+    if hasattr(X, "to_numpy"):  # pandas Series / DataFrame without importing pandas
+        X = X.to_numpy()
+    arr = np.asarray(X, dtype=object)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 2 and arr.shape[1] == 2:
+        return [_text(v) for v in arr[:, 0]], [_text(v) for v in arr[:, 1]]
+    if arr.ndim != 1:
+        raise ValueError(f"X must be a sequence of texts or an (n, 2) array of (text, context) pairs; "
+                         f"got shape {arr.shape}")
+    return [_text(v) for v in arr], None
+
+
+def _text(v):
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return v if isinstance(v, str) else str(v)
+
+
+class KDClassifier(ClassifierMixin, BaseEstimator):
+    """Knowledge-distilled LSTM scorer for short answers, as a scikit-learn classifier.
+
+    Parameters (stored as given; see :func:`tinykd.fit` for their meaning)
+    ----------
+    preset : {"7t", "falling_weights", "gelatin", "bathtub"}, default "7t"
+    lam : float or None — λ of the soft term; None = 1 with teacher probabilities, else 0.
+    temperature : float, default 1.0
+    epochs, batch_size, lr, patience : training settings.
+    validation_fraction : float — stratified share held out for early stopping.
+    config : dict or None — overrides of the preset's network config.
+    seed : int — every random choice (init, shuffling, dropout, holdout).
+    verbose : bool — print per-epoch progress to stderr.
+
+    Attributes (after ``fit``)
+    ----------
+    classes_ : array of class labels (the order of ``predict_proba``'s columns).
+    student_ : the fitted :class:`tinykd.Student` (``student_.save(path)`` writes a model file).
+    n_params_ : parameter count.
+    history_ : per-epoch training records.
+
+    Ctrl-C during ``fit`` stops training and re-raises ``KeyboardInterrupt`` (so a
+    ``cross_val_score`` stops too) and leaves the estimator unfitted.
+    """
+
+    def __init__(self, preset="7t", lam=None, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
+                 patience=5, validation_fraction=0.125, config=None, seed=0, verbose=False):
+        self.preset = preset
+        self.lam = lam
+        self.temperature = temperature
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.config = config
+        self.seed = seed
+        self.verbose = verbose
+
+    def fit(self, X, y, teacher_proba=None):
+        """Train on texts ``X`` and labels ``y``; ``teacher_proba`` (n, K) are the teacher's
+        probabilities with columns in sorted label order (``np.unique(y)``)."""
+        for attr in ("student_", "classes_", "n_params_", "history_"):
+            self.__dict__.pop(attr, None)
+        texts, contexts = _as_texts(X)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        student = _fit(texts, y, teacher_proba, contexts=contexts, preset=self.preset, config=self.config,
+                       lam=self.lam, temperature=self.temperature, epochs=self.epochs,
+                       batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+                       validation_fraction=self.validation_fraction, seed=self.seed, verbose=self.verbose)
+        if student.meta["training"]["stopped"] == "interrupted":
+            raise KeyboardInterrupt
+        self.student_ = student
+        self.classes_ = np.asarray(student.classes)
+        self.n_params_ = student.n_params
+        self.history_ = student.meta.get("history", [])
+        self._uses_context = contexts is not None
+        return self
+
+    def _texts(self, X):
+        check_is_fitted(self, "student_")
+        texts, contexts = _as_texts(X)
+        if self._uses_context and contexts is None:
+            raise ValueError("this classifier was fitted on (text, context) pairs; pass an (n, 2) array")
+        return texts, contexts
+
+    def predict_proba(self, X):
+        """Class probabilities (n, K) in the order of ``classes_``."""
+        texts, contexts = self._texts(X)
+        return self.student_.predict_proba(texts, contexts).astype(np.float64)
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False
+        return tags
