@@ -1,0 +1,308 @@
+"""``tinykd demo``: teacher vs plain NN vs KD student on bundled SciEntsBank answers.
+
+Bundled under ``tinykd/data/`` (package data, no downloads):
+
+* ``scientsbank-demo.csv.gz`` — the SciEntsBank ``train`` and ``test_ua`` answers
+  (SemEval-2013 Task 7; CC BY-SA 3.0, see ``SCIENTSBANK-README.txt`` and
+  ``SCIENTSBANK-LICENSE.txt``): ``id, item, split, label, text, question,
+  reference_answer`` with the official 3-way label (0 correct, 1 contradictory,
+  2 incorrect).
+* ``scientsbank-demo-teacher.csv.gz`` + ``.json`` — the class probabilities of the
+  project's fine-tuned MiniLM teacher for those ids (cross-fitted for the training
+  rows when the teacher run provides them), copied from
+  ``benchmarks/teacher/scientsbank*.csv`` by ``python -m tinykd.demo build``.
+
+The demo trains the plain NN (λ = 0) and the KD student (λ = 1) with the same
+seed, split and settings, on the answer with the reference answer as context;
+prints accuracy, QWK, macro-F1, parameters, size and milliseconds per response
+for each on ``test_ua`` (unseen answers to the training questions) beside the
+teacher's; saves the KD model and scores a few example answers. ``--quick`` is
+a reduced run (a sample, 2 epochs, a small network) for CI.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA_FILE = "scientsbank-demo.csv.gz"
+TEACHER_FILE = "scientsbank-demo-teacher.csv.gz"
+TEACHER_META = "scientsbank-demo-teacher.json"
+LABEL_NAMES = {0: "correct", 1: "contradictory", 2: "incorrect"}
+COLUMNS = ["id", "item", "split", "label", "text", "question", "reference_answer"]
+CONTEXT = "reference_answer"
+TEST_SPLIT = "test_ua"
+
+# full run: the paper's 7t student; early stopping with a short patience keeps it well under 2 minutes
+FULL = dict(preset="7t", config=None, epochs=12, patience=3)
+QUICK = dict(preset="7t", config=dict(embed_dim=16, units=16, dense_units=16), epochs=2, patience=2)
+
+
+def _read_gz_csv(path):
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_data(data_dir=DATA_DIR):
+    path = os.path.join(data_dir, DATA_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "the bundled demo data is missing from this install", path)
+    return _read_gz_csv(path)
+
+
+def _teacher(rows, classes, teacher_file):
+    """Teacher probabilities (n, K) for ``rows`` from a soft-label CSV (plain or .gz), via
+    :func:`tinykd.softlabels.read_soft_labels` (all checks apply)."""
+    from .softlabels import read_soft_labels
+
+    ids = [r["id"] for r in rows]
+    if teacher_file.endswith(".gz"):
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = os.path.join(tmp, "teacher.csv")
+            with gzip.open(teacher_file, "rb") as src, open(plain, "wb") as dst:
+                dst.write(src.read())
+            return read_soft_labels(plain, ids, classes)
+    return read_soft_labels(teacher_file, ids, classes)
+
+
+def _sample(rows, every):
+    return [r for k, r in enumerate(rows) if k % every == 0]
+
+
+def _ms_per_response(model, texts, ctx, repeats=3):
+    model.predict_proba(texts[:8], ctx[:8])  # warm-up (compiled kernels)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.predict_proba(texts, ctx)
+        best = min(best, time.perf_counter() - t)
+    return 1000.0 * best / max(len(texts), 1)
+
+
+def _size_of(model):
+    from .io import save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "m.npz")
+        save(model, p)
+        return os.path.getsize(p)
+
+
+def _fmt_size(n):
+    return f"{n / 1024:.0f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
+
+
+def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quiet=False, data_dir=DATA_DIR,
+             stream=None):
+    """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout."""
+    import numpy as np
+
+    from .metrics import scoring_metrics
+    from .splits import holdout
+    from .student import fit
+
+    out_stream = sys.stdout if stream is None else stream
+    log = sys.stderr if stream is None else stream
+
+    def say(msg=""):
+        print(msg, file=out_stream, flush=True)
+
+    t_start = time.time()
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(2, "the folder for --out does not exist", folder)
+    rows = load_data(data_dir)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    test_rows = [r for r in rows if r["split"] == TEST_SPLIT]
+    settings = QUICK if quick else FULL
+    if quick:
+        train_rows, test_rows = _sample(train_rows, 16), _sample(test_rows, 6)
+    y_train = np.array([int(r["label"]) for r in train_rows])
+    y_test = np.array([int(r["label"]) for r in test_rows])
+    classes = sorted(set(y_train.tolist()))
+
+    teacher_file = teacher_file or os.path.join(data_dir, TEACHER_FILE)
+    teacher_meta = {}
+    meta_path = os.path.join(data_dir, TEACHER_META)
+    if os.path.exists(meta_path):
+        with open(meta_path, encoding="utf-8") as f:
+            teacher_meta = json.load(f)
+    has_teacher = os.path.exists(teacher_file)
+
+    say(f"tinykd demo: SciEntsBank (SemEval-2013 Task 7, CC BY-SA 3.0), 3-way scores "
+        f"({', '.join(f'{k} {v}' for k, v in LABEL_NAMES.items())}); the reference answer as context")
+    say(f"training on {len(train_rows):,} answers to {len({r['item'] for r in train_rows})} questions, "
+        f"testing on {len(test_rows):,} unseen answers ({TEST_SPLIT})" + ("  [--quick: a reduced run]" if quick else ""))
+    if not has_teacher:
+        say("note: the bundled teacher probabilities are not in this install, so only the plain NN is "
+            "trained (no KD student, no teacher row)")
+
+    tr, va = holdout(y_train, 0.125, seed)
+    texts = [r["text"] for r in train_rows]
+    ctx = [r[CONTEXT] for r in train_rows]
+    pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
+    validation = (pick(texts, va), y_train[va], pick(ctx, va))
+    t_texts, t_ctx = [r["text"] for r in test_rows], [r[CONTEXT] for r in test_rows]
+    common = dict(contexts=pick(ctx, tr), preset=settings["preset"], config=settings["config"],
+                  validation=validation, epochs=settings["epochs"], patience=settings["patience"], seed=seed,
+                  verbose=not quiet, stream=log)
+
+    results = []
+    if has_teacher:
+        p_train = _teacher(train_rows, classes, teacher_file)
+        p_test = _teacher(test_rows, classes, teacher_file)
+        m = scoring_metrics(y_test, np.asarray(classes)[p_test.argmax(1)], labels=classes)
+        base = teacher_meta.get("base_model_name") or "fine-tuned MiniLM-L6 (BERT)"
+        results.append(dict(name="teacher", what=base, m=m, params=teacher_meta.get("n_params"),
+                            size=teacher_meta.get("size_bytes"), ms=teacher_meta.get("ms_per_response")))
+
+    print("\n[1/2] plain NN (λ = 0): human scores only" if has_teacher else "\n[1/1] plain NN (λ = 0)",
+          file=log, flush=True)
+    nn = fit(pick(texts, tr), y_train[tr], None, lam=0.0, **common)
+    nn_pred = nn.predict(t_texts, t_ctx)
+    results.append(dict(name="plain NN", what=f"{settings['preset']}, λ = 0", model=nn,
+                        m=scoring_metrics(y_test, nn_pred, labels=classes), params=nn.n_params,
+                        size=_size_of(nn), ms=_ms_per_response(nn, t_texts, t_ctx)))
+    final = nn
+    if has_teacher:
+        print("\n[2/2] KD student (λ = 1): human scores + the teacher's probabilities", file=log, flush=True)
+        kd = fit(pick(texts, tr), y_train[tr], p_train[tr], lam=1.0, **common)
+        kd_pred = kd.predict(t_texts, t_ctx)
+        results.append(dict(name="KD student", what=f"{settings['preset']}, λ = 1", model=kd,
+                            m=scoring_metrics(y_test, kd_pred, labels=classes), params=kd.n_params,
+                            size=_size_of(kd), ms=_ms_per_response(kd, t_texts, t_ctx)))
+        final = kd
+    for st in (r["model"] for r in results if "model" in r):
+        st.meta["columns"] = {"text": "text", "label": "label", "id": "id", "context": CONTEXT, "item": None}
+        st.meta["data_file"] = DATA_FILE
+    final.save(out)
+
+    say()
+    say(f"{TEST_SPLIT}: {len(test_rows):,} answers   accuracy    QWK  macro-F1   parameters      size  ms/response")
+    for r in results:
+        m = r["m"]
+        params = f"{r['params']:,}" if r.get("params") else "—"
+        size = _fmt_size(r["size"]) if r.get("size") else "—"
+        ms = f"{r['ms']:.3f}" if r.get("ms") is not None else "—"
+        say(f"{r['name']:<14}{r['what'][:22]:<23}{m['accuracy']:>6.3f} {m['qwk']:>6.3f} {m['macro_f1']:>9.3f}"
+            f" {params:>12} {size:>9} {ms:>12}")
+    if has_teacher and not all(results[0].get(k) for k in ("params", "size", "ms")):
+        say("(— : not recorded in the bundled teacher metadata)")
+    if has_teacher:
+        kd_m, nn_m = results[-1]["m"], results[-2]["m"]
+        say(f"KD vs plain NN: accuracy {kd_m['accuracy'] - nn_m['accuracy']:+.3f}, QWK {kd_m['qwk'] - nn_m['qwk']:+.3f}"
+            f" (one seed; see benchmarks/ for the multi-seed table)")
+    say(f"\nsaved the {'KD student' if final is not nn else 'plain NN'} to {out} "
+        f"({_fmt_size(os.path.getsize(out))}); score a CSV with:")
+    say(f"  tinykd score {out} answers.csv --out scored.csv      (columns: text, {CONTEXT})")
+
+    # a few example answers, scored by the saved model
+    from .io import load
+
+    saved = load(out)
+    by_item = {}
+    for r in test_rows:
+        by_item.setdefault(r["item"], []).append(r)
+    item = max(by_item, key=lambda k: (len({x["label"] for x in by_item[k]}), len(by_item[k]), k))
+    ex = sorted(by_item[item], key=lambda r: r["label"])
+    chosen, seen = [], set()
+    for r in ex:
+        if r["label"] not in seen:
+            chosen.append(r)
+            seen.add(r["label"])
+    chosen = chosen[:3]
+    ref = chosen[0][CONTEXT]
+    blank = dict(chosen[0], text="", label="")
+    say(f"\nexamples: question {item}: {chosen[0]['question']}")
+    say(f"  reference answer: {ref}")
+    proba = saved.predict_proba([r["text"] for r in chosen + [blank]], [r[CONTEXT] for r in chosen + [blank]])
+    for r, p in zip(chosen + [blank], proba):
+        k = int(p.argmax())
+        human = LABEL_NAMES.get(int(r["label"]), r["label"]) if r["label"] != "" else "—"
+        text = r["text"] if r["text"] else "(blank answer)"
+        say(f"  {text[:70] + ('…' if len(text) > 70 else ''):<72} human: {human:<13} model: "
+            f"{LABEL_NAMES.get(saved.classes[k], saved.classes[k])} ({p[k]:.2f})")
+    say(f"\ndemo finished in {time.time() - t_start:.0f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------ building the bundle
+def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR):
+    """Write the bundled files from the SciEntsBank CSV and the teacher's soft-label files.
+
+    ``teacher``: the teacher's soft-label CSV (``benchmarks/teacher/scientsbank.csv``);
+    ``crossfit``: optional out-of-fold probabilities for the training rows. Only ids and
+    probabilities are copied; the sidecar's metadata goes to ``scientsbank-demo-teacher.json``."""
+    from .io import atomic_write_bytes
+
+    with open(source, encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] in ("train", TEST_SPLIT)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([r["id"], r["item"], r["split"], r["label3"], r["text"], r["question"], r["reference_answer"]])
+    atomic_write_bytes(os.path.join(data_dir, DATA_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
+    if teacher is None:
+        return
+    from .softlabels import read_sidecar, read_soft_label_table
+
+    ids, classes, p = read_soft_label_table(teacher)
+    pos = {i: k for k, i in enumerate(ids)}
+    cf = None
+    if crossfit:
+        cids, cclasses, cp = read_soft_label_table(crossfit)
+        if cclasses != classes:
+            raise ValueError(f"crossfit classes {cclasses} differ from teacher classes {classes}")
+        cf = {i: cp[k] for k, i in enumerate(cids)}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id"] + [f"p_{c}" for c in classes])
+    missing = []
+    n_cf = 0
+    for r in rows:
+        if r["split"] == "train" and cf is not None and r["id"] in cf:
+            row, n_cf = cf[r["id"]], n_cf + 1
+        elif r["id"] in pos:
+            row = p[pos[r["id"]]]
+        else:
+            missing.append(r["id"])
+            continue
+        w.writerow([r["id"]] + ["%.6g" % v for v in row])
+    if missing:
+        raise ValueError(f"the teacher file has no rows for {len(missing)} ids, e.g. {missing[:3]}")
+    atomic_write_bytes(os.path.join(data_dir, TEACHER_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
+    side = read_sidecar(teacher)
+    meta = {"source": os.path.basename(teacher), "crossfit_source": os.path.basename(crossfit) if crossfit else None,
+            "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side}
+    meta["base_model_name"] = side.get("base_model")
+    for key in ("n_params", "size_bytes", "ms_per_response"):
+        if key in side:
+            meta[key] = side[key]
+    atomic_write_bytes(os.path.join(data_dir, TEACHER_META), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+
+
+def main(argv=None):  # python -m tinykd.demo [build SOURCE [--teacher F] [--crossfit F]]
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tinykd.demo")
+    sub = ap.add_subparsers(dest="cmd")
+    b = sub.add_parser("build", help="(maintainers) rebuild the bundled demo files")
+    b.add_argument("source", help="shared/data/scientsbank/scientsbank.csv")
+    b.add_argument("--teacher", help="benchmarks/teacher/scientsbank.csv")
+    b.add_argument("--crossfit", help="benchmarks/teacher/scientsbank-crossfit.csv")
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        build(args.source, args.teacher, args.crossfit)
+        return 0
+    return run_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
