@@ -15,102 +15,430 @@ result. With ``reverse=True`` the row is read from its last real token back
 to its first (the backward half of a bidirectional LSTM).
 
 Shapes: ``x`` (B, L, E) → ``hs`` (B, L, H) (the whole sequence) or (B, H)
-(the last state; zeros for an empty row). The input projection ``x W + b`` of
-all steps is one BLAS GEMM; the time loop runs in Numba, forward and backward.
+(the last state; zeros for an empty row).
+
+How it runs (see ``benchmarks/cpu.py`` for the measurements):
+
+* Only real steps are computed. The rows' real steps are stored "ragged"
+  (row after row, ``N = Σ lengths`` rows, no padding), so the input
+  projection ``x W + b`` of all steps — of both directions of a BiLSTM at
+  once — and the weight gradients are single BLAS GEMMs over real steps only.
+* The time loop runs in Numba over the whole batch at once: rows are sorted
+  by length (longest first), so at step ``k`` the rows still running are a
+  prefix, and ``h_{t-1} U`` is one (rows, H) × (H, 4H) product per step with a
+  register-blocked loop (two rows × four inputs per pass) that LLVM turns
+  into AVX/FMA code. No allocation inside the loop.
+* Independent work runs on the cores in parallel (``prange``): the two
+  directions of a BiLSTM, or the two halves of a large batch of an LSTM.
+* Float32 kernels stay in float32 (typed constants; tanh is a vectorisable
+  rational approximation, |error| < 3e-7, sigmoid(x) = ½ tanh(x/2) + ½);
+  float64 arrays (the gradient checks) use the exact ``np.tanh``/``np.exp``.
+* Carried gradients below 1e-30 are flushed to zero (no denormal slow-down).
+* Inference (:func:`lstm_features`) skips the caches, can read the input
+  projection of each token from a lookup table ``E W + b`` (see
+  :class:`ProjectionTable`) and fuses the pooling.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange, types
+from numba.extending import overload
 
 _TINY = 1e-30  # carried gradients below this are flushed to 0 (no denormal slow-down)
+_FM = {"contract", "nsz"}  # FMA contraction only: no reassociation, NaN/inf semantics kept
+_JIT = dict(cache=True, fastmath=_FM, error_model="numpy", nogil=True)
+
+#: run independent directions / batch halves on several cores (``prange``); tests flip it
+PARALLEL = True
+#: an LSTM batch with at least this many rows is split into two halves run in parallel
+SPLIT_ROWS = 16
+
+# ---------------------------------------------------------------- activations
+# float32: Eigen's rational approximation of tanh (clamped at ±7.9053, where it is 1 in float32)
+_A1 = np.float32(4.89352455891786e-03)
+_A3 = np.float32(6.37261928875436e-04)
+_A5 = np.float32(1.48572235717979e-05)
+_A7 = np.float32(5.12229709037114e-08)
+_A9 = np.float32(-8.60467152213735e-11)
+_A11 = np.float32(2.00018790482477e-13)
+_A13 = np.float32(-2.76076847742355e-16)
+_B0 = np.float32(4.89352518554385e-03)
+_B2 = np.float32(2.26843463243900e-03)
+_B4 = np.float32(1.18534705686654e-04)
+_B6 = np.float32(1.19825839466702e-06)
+_CLAMP = np.float32(7.90531110763549805)
+_HALF32 = np.float32(0.5)
 
 
-@njit(cache=True, inline="always")
-def _sigmoid(x):
-    if x >= 0:
-        return 1.0 / (1.0 + np.exp(-x))
-    e = np.exp(x)
-    return e / (1.0 + e)
+def _tanh(x):  # pragma: no cover - replaced by the overload inside Numba
+    return np.tanh(x)
 
 
-@njit(cache=True)
-def _lstm_forward_kernel(xz, lengths, U, reverse, gates, cs, hs):
-    """Time loop. xz (B,L,4H) = x W + b; writes gates (activated), cs, hs."""
-    B, L, G = xz.shape
+def _sigmoid(x):  # pragma: no cover
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@overload(_tanh, inline="always")
+def _tanh_ov(x):
+    if x == types.float32:
+        def impl(x):
+            x = min(max(x, -_CLAMP), _CLAMP)
+            x2 = x * x
+            p = ((((((x2 * _A13 + _A11) * x2 + _A9) * x2 + _A7) * x2 + _A5) * x2 + _A3) * x2 + _A1) * x
+            q = ((x2 * _B6 + _B4) * x2 + _B2) * x2 + _B0
+            return p / q
+        return impl
+
+    def impl64(x):
+        return np.tanh(x)
+    return impl64
+
+
+@overload(_sigmoid, inline="always")
+def _sigmoid_ov(x):
+    if x == types.float32:
+        def impl(x):
+            return _HALF32 * _tanh(_HALF32 * x) + _HALF32
+        return impl
+
+    def impl64(x):
+        if x >= 0:
+            return 1.0 / (1.0 + np.exp(-x))
+        e = np.exp(x)
+        return e / (1.0 + e)
+    return impl64
+
+
+# ------------------------------------------------------------ small products
+@njit(inline="always", **_JIT)
+def _rows_matmul_acc(A, Bm, C, n):
+    """C[:n] += A[:n] @ Bm. Two rows × four inner indices per pass (register-blocked)."""
+    K = A.shape[1]
+    N = Bm.shape[1]
+    K4 = K - K % 4
+    r = 0
+    while r + 1 < n:
+        for k in range(0, K4, 4):
+            a0 = A[r, k]
+            a1 = A[r, k + 1]
+            a2 = A[r, k + 2]
+            a3 = A[r, k + 3]
+            b0 = A[r + 1, k]
+            b1 = A[r + 1, k + 1]
+            b2 = A[r + 1, k + 2]
+            b3 = A[r + 1, k + 3]
+            for j in range(N):
+                u0 = Bm[k, j]
+                u1 = Bm[k + 1, j]
+                u2 = Bm[k + 2, j]
+                u3 = Bm[k + 3, j]
+                C[r, j] += a0 * u0 + a1 * u1 + a2 * u2 + a3 * u3
+                C[r + 1, j] += b0 * u0 + b1 * u1 + b2 * u2 + b3 * u3
+        for k in range(K4, K):
+            a0 = A[r, k]
+            b0 = A[r + 1, k]
+            for j in range(N):
+                C[r, j] += a0 * Bm[k, j]
+                C[r + 1, j] += b0 * Bm[k, j]
+        r += 2
+    if r < n:
+        for k in range(0, K4, 4):
+            a0 = A[r, k]
+            a1 = A[r, k + 1]
+            a2 = A[r, k + 2]
+            a3 = A[r, k + 3]
+            for j in range(N):
+                C[r, j] += a0 * Bm[k, j] + a1 * Bm[k + 1, j] + a2 * Bm[k + 2, j] + a3 * Bm[k + 3, j]
+        for k in range(K4, K):
+            a0 = A[r, k]
+            for j in range(N):
+                C[r, j] += a0 * Bm[k, j]
+
+
+# -------------------------------------------------------------- time loops
+@njit(inline="always", **_JIT)
+def _fwd_task(xz, col, start, lengths, rows, U, reverse, store, seq, gates, cs, hprev, out, ocol):
+    """One direction over the rows ``rows`` (sorted longest first), all rows per step.
+
+    xz (N, ·) ragged input projections (columns col:col+4H); writes the
+    activated gates (cols col:col+4H), c and h_{t-1} (cols ocol:ocol+H) at each
+    real step if ``store``, and h to ``out`` — (B, L, ·) if ``seq``, else the
+    state after the last real step to ``out[b, 0]``.
+    """
+    R = rows.shape[0]
+    if R == 0:
+        return
+    G = U.shape[1]
     H = G // 4
-    h = np.zeros(H, dtype=xz.dtype)
-    c = np.zeros(H, dtype=xz.dtype)
-    z = np.empty(G, dtype=xz.dtype)
-    for b in range(B):
-        n = lengths[b]
-        h[:] = 0.0
-        c[:] = 0.0
-        for k in range(n):
-            t = n - 1 - k if reverse else k
+    dt = xz.dtype
+    h = np.zeros((R, H), dtype=dt)
+    c = np.zeros((R, H), dtype=dt)
+    z = np.empty((R, G), dtype=dt)
+    kmax = lengths[rows[0]]
+    nact = R
+    for k in range(kmax):
+        while nact > 0 and lengths[rows[nact - 1]] <= k:
+            nact -= 1
+        for r in range(nact):
+            b = rows[r]
+            t = lengths[b] - 1 - k if reverse else k
+            p = start[b] + t
             for j in range(G):
-                z[j] = xz[b, t, j]
-            for m in range(H):
-                hm = h[m]
-                if hm != 0.0:
-                    for j in range(G):
-                        z[j] += hm * U[m, j]
-            for j in range(H):
-                ig = _sigmoid(z[j])
-                fg = _sigmoid(z[H + j])
-                gg = np.tanh(z[2 * H + j])
-                og = _sigmoid(z[3 * H + j])
-                cn = fg * c[j] + ig * gg
-                c[j] = cn
-                h[j] = og * np.tanh(cn)
-                gates[b, t, j] = ig
-                gates[b, t, H + j] = fg
-                gates[b, t, 2 * H + j] = gg
-                gates[b, t, 3 * H + j] = og
-                cs[b, t, j] = cn
-                hs[b, t, j] = h[j]
-
-
-@njit(cache=True)
-def _lstm_backward_kernel(dhs, gates, cs, lengths, U, reverse, dz):
-    """Backward time loop. dhs (B,L,H) = dLoss/dh_t; writes dz (B,L,4H) = dLoss/dz_t."""
-    B, L, G = gates.shape
-    H = G // 4
-    dh_next = np.zeros(H, dtype=gates.dtype)
-    dc_next = np.zeros(H, dtype=gates.dtype)
-    dzt = np.empty(G, dtype=gates.dtype)
-    for b in range(B):
-        n = lengths[b]
-        dh_next[:] = 0.0
-        dc_next[:] = 0.0
-        for k in range(n - 1, -1, -1):
+                z[r, j] = xz[p, col + j]
+        if k > 0:
+            _rows_matmul_acc(h, U, z, nact)
+        for r in range(nact):
+            b = rows[r]
+            n = lengths[b]
             t = n - 1 - k if reverse else k
-            tp = t + 1 if reverse else t - 1  # previous step in reading order
+            p = start[b] + t
+            zr = z[r]
+            hr = h[r]
+            cr = c[r]
+            if store:
+                hp = hprev[p]
+                for j in range(H):
+                    hp[ocol + j] = hr[j]
+            # simple unit-stride loops over one row: these vectorise (a loop mixing the four
+            # gate blocks does not)
+            for j in range(2 * H):
+                zr[j] = _sigmoid(zr[j])
+            for j in range(2 * H, 3 * H):
+                zr[j] = _tanh(zr[j])
+            for j in range(3 * H, G):
+                zr[j] = _sigmoid(zr[j])
             for j in range(H):
-                ig = gates[b, t, j]
-                fg = gates[b, t, H + j]
-                gg = gates[b, t, 2 * H + j]
-                og = gates[b, t, 3 * H + j]
-                c = cs[b, t, j]
-                c_prev = cs[b, tp, j] if k > 0 else 0.0
-                tc = np.tanh(c)
-                dh = dhs[b, t, j] + dh_next[j]
-                dc = dc_next[j] + dh * og * (1.0 - tc * tc)
-                dzt[j] = dc * gg * ig * (1.0 - ig)
-                dzt[H + j] = dc * c_prev * fg * (1.0 - fg)
-                dzt[2 * H + j] = dc * ig * (1.0 - gg * gg)
-                dzt[3 * H + j] = dh * tc * og * (1.0 - og)
-                dcn = dc * fg
-                dc_next[j] = dcn if abs(dcn) > _TINY else 0.0
-            for m in range(H):
-                acc = 0.0
+                cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
+                cr[j] = cn
+                hr[j] = zr[3 * H + j] * _tanh(cn)
+            if store:
+                gp = gates[p]
                 for j in range(G):
-                    acc += U[m, j] * dzt[j]
-                dh_next[m] = acc if abs(acc) > _TINY else 0.0
+                    gp[col + j] = zr[j]
+                cp = cs[p]
+                for j in range(H):
+                    cp[ocol + j] = cr[j]
+            if seq:
+                ob = out[b, t]
+                for j in range(H):
+                    ob[ocol + j] = hr[j]
+            elif k == n - 1:
+                ob = out[b, 0]
+                for j in range(H):
+                    ob[ocol + j] = hr[j]
+
+
+@njit(inline="always", **_JIT)
+def _bwd_task(dout, seq, gates, cs, start, lengths, rows, UT, reverse, col, ocol, dz):
+    """Backward of :func:`_fwd_task`: writes dz = dLoss/dz_t (ragged, cols col:col+4H)."""
+    R = rows.shape[0]
+    if R == 0:
+        return
+    G = UT.shape[0]
+    H = G // 4
+    dt = gates.dtype
+    one = dt.type(1)
+    zero = dt.type(0)
+    tiny = dt.type(_TINY)
+    dh_next = np.zeros((R, H), dtype=dt)
+    dc_next = np.zeros((R, H), dtype=dt)
+    zb = np.empty((R, G), dtype=dt)
+    kmax = lengths[rows[0]]
+    nact = 0
+    for k in range(kmax - 1, -1, -1):
+        while nact < R and lengths[rows[nact]] > k:
+            nact += 1
+        for r in range(nact):
+            b = rows[r]
+            n = lengths[b]
+            t = n - 1 - k if reverse else k
+            p = start[b] + t
+            pp = p + 1 if reverse else p - 1  # the previous step in reading order
+            if not seq and k == n - 1:
+                for j in range(H):
+                    dh_next[r, j] += dout[b, 0, ocol + j]
+            gp = gates[p, col:col + G]
+            cp = cs[p, ocol:ocol + H]
+            zr = zb[r]
+            dhr = dh_next[r]
+            dcr = dc_next[r]
+            if seq:
+                dop = dout[b, t, ocol:ocol + H]
+                for j in range(H):
+                    dhr[j] += dop[j]
+            if k > 0:
+                cq = cs[pp, ocol:ocol + H]
+                for j in range(H):
+                    zr[H + j] = cq[j]
+            else:
+                for j in range(H):
+                    zr[H + j] = zero
+            for j in range(H):
+                ig = gp[j]
+                fg = gp[H + j]
+                gg = gp[2 * H + j]
+                og = gp[3 * H + j]
+                tc = _tanh(cp[j])
+                dh = dhr[j]
+                dc = dcr[j] + dh * og * (one - tc * tc)
+                zr[j] = dc * gg * ig * (one - ig)
+                zr[H + j] = dc * zr[H + j] * fg * (one - fg)
+                zr[2 * H + j] = dc * ig * (one - gg * gg)
+                zr[3 * H + j] = dh * tc * og * (one - og)
+                dcn = dc * fg
+                dcr[j] = dcn if abs(dcn) > tiny else zero
+            dzp = dz[p]
             for j in range(G):
-                dz[b, t, j] = dzt[j]
+                dzp[col + j] = zr[j]
+        if k > 0:
+            for r in range(nact):
+                for j in range(H):
+                    dh_next[r, j] = zero
+            _rows_matmul_acc(zb, UT, dh_next, nact)
+            for r in range(nact):
+                for j in range(H):
+                    v = dh_next[r, j]
+                    dh_next[r, j] = v if abs(v) > tiny else zero
 
 
+@njit(parallel=True, **_JIT)
+def _fwd_parallel(xz, start, lengths, task_rows, task_ptr, task_dir, Us, reverses, store, seq,
+                  gates, cs, hprev, out):
+    for ti in prange(task_dir.shape[0]):
+        d = task_dir[ti]
+        G = Us.shape[2]
+        _fwd_task(xz, d * G, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], Us[d],
+                  reverses[d], store, seq, gates, cs, hprev, out, d * (G // 4))
+
+
+@njit(**_JIT)
+def _fwd_serial(xz, start, lengths, task_rows, task_ptr, task_dir, Us, reverses, store, seq,
+                gates, cs, hprev, out):
+    for ti in range(task_dir.shape[0]):
+        d = task_dir[ti]
+        G = Us.shape[2]
+        _fwd_task(xz, d * G, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], Us[d],
+                  reverses[d], store, seq, gates, cs, hprev, out, d * (G // 4))
+
+
+@njit(parallel=True, **_JIT)
+def _bwd_parallel(dout, seq, gates, cs, start, lengths, task_rows, task_ptr, task_dir, UTs, reverses, dz):
+    for ti in prange(task_dir.shape[0]):
+        d = task_dir[ti]
+        G = UTs.shape[1]
+        _bwd_task(dout, seq, gates, cs, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], UTs[d],
+                  reverses[d], d * G, d * (G // 4), dz)
+
+
+@njit(**_JIT)
+def _bwd_serial(dout, seq, gates, cs, start, lengths, task_rows, task_ptr, task_dir, UTs, reverses, dz):
+    for ti in range(task_dir.shape[0]):
+        d = task_dir[ti]
+        G = UTs.shape[1]
+        _bwd_task(dout, seq, gates, cs, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], UTs[d],
+                  reverses[d], d * G, d * (G // 4), dz)
+
+
+# ------------------------------------------------------------- ragged layout
+def _plan(lengths, n_dirs, B):
+    """Row order (longest first) split into tasks: one per direction, or two interleaved
+    halves of a large one-direction batch. Returns (rows, ptr, dir) int arrays."""
+    order = np.argsort(-lengths, kind="stable").astype(np.int32)
+    order = order[lengths[order] > 0]
+    if n_dirs == 1 and PARALLEL and B >= SPLIT_ROWS:
+        parts = [order[0::2], order[1::2]]
+        dirs = [0, 0]
+    else:
+        parts = [order] * n_dirs
+        dirs = list(range(n_dirs))
+    ptr = np.zeros(len(parts) + 1, np.int64)
+    ptr[1:] = np.cumsum([len(q) for q in parts])
+    return (np.concatenate(parts).astype(np.int32), ptr, np.asarray(dirs, np.int32))
+
+
+def _ragged(x, lengths):
+    """(N, E) real steps of x (B, L, E), row after row; ``start[b]`` = first index of row b."""
+    B, L = x.shape[:2]
+    start = np.zeros(B, np.int64)
+    if B:
+        np.cumsum(lengths[:-1], out=start[1:])
+    if B and (lengths == L).all():
+        return x.reshape(B * L, -1), start, None
+    flat = (np.arange(L)[None, :] < lengths[:, None]).ravel()
+    idx = np.flatnonzero(flat)
+    return x.reshape(B * L, -1)[idx], start, idx
+
+
+def _rnn_forward(x, lengths, dirs, return_sequences, store=True):
+    """Shared forward of one or two directions: ``dirs`` = [(W, U, b, reverse), ...]."""
+    x = np.ascontiguousarray(x)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+    B, L, E = x.shape
+    dt = x.dtype
+    D = len(dirs)
+    G = dirs[0][0].shape[1]
+    H = G // 4
+    xr, start, idx = _ragged(x, lengths)
+    N = xr.shape[0]
+    if D == 1:
+        Wc, bc = dirs[0][0], dirs[0][2]
+    else:
+        Wc = np.concatenate([d[0] for d in dirs], axis=1)
+        bc = np.concatenate([d[2] for d in dirs])
+    xz = xr @ Wc
+    xz += bc
+    Us = np.stack([np.ascontiguousarray(d[1], dtype=dt) for d in dirs])
+    reverses = np.array([bool(d[3]) for d in dirs])
+    rows, ptr, tdir = _plan(lengths, D, B)
+    if store:
+        gates = np.empty((N, D * G), dt)
+        cs = np.empty((N, D * H), dt)
+        hprev = np.empty((N, D * H), dt)
+    else:
+        gates = cs = hprev = np.empty((0, 0), dt)
+    out = np.zeros((B, L if return_sequences else 1, D * H), dt)
+    kern = _fwd_parallel if PARALLEL and len(tdir) > 1 else _fwd_serial
+    kern(xz, start, lengths, rows, ptr, tdir, Us, reverses, store, return_sequences, gates, cs, hprev, out)
+    cache = dict(x_shape=x.shape, xr=xr, idx=idx, start=start, lengths=lengths, Wc=Wc, Us=Us,
+                 reverses=reverses, rows=rows, ptr=ptr, tdir=tdir, gates=gates, cs=cs, hprev=hprev,
+                 seq=return_sequences, D=D)
+    return (out if return_sequences else out[:, 0]), cache
+
+
+def _rnn_backward(dout, cache):
+    """Returns (dx (B, L, E), dW (E, D·4H), dU list, db (D·4H,)) for the shared forward."""
+    B, L, E = cache["x_shape"]
+    D = cache["D"]
+    Wc, Us, gates = cache["Wc"], cache["Us"], cache["gates"]
+    dt = gates.dtype
+    H = Us.shape[1]
+    G = 4 * H
+    N = gates.shape[0]
+    seq = cache["seq"]
+    dout = np.ascontiguousarray(dout, dtype=dt)
+    dout3 = dout if seq else dout.reshape(B, 1, D * H)
+    UTs = np.ascontiguousarray(Us.transpose(0, 2, 1))
+    dz = np.empty((N, D * G), dt)
+    tdir = cache["tdir"]
+    kern = _bwd_parallel if PARALLEL and len(tdir) > 1 else _bwd_serial
+    kern(dout3, seq, gates, cache["cs"], cache["start"], cache["lengths"], cache["rows"],
+         cache["ptr"], tdir, UTs, cache["reverses"], dz)
+    dW = cache["xr"].T @ dz
+    hprev = cache["hprev"]
+    dU = [hprev[:, d * H:(d + 1) * H].T @ dz[:, d * G:(d + 1) * G] for d in range(D)]
+    db = dz.sum(axis=0)
+    dxr = dz @ Wc.T
+    idx = cache["idx"]
+    if idx is None:
+        dx = dxr.reshape(B, L, E)
+    else:
+        dx = np.zeros((B * L, E), dt)
+        dx[idx] = dxr
+        dx = dx.reshape(B, L, E)
+    return dx, dW, dU, db
+
+
+# ------------------------------------------------------------------- public
 def lstm_forward(x, lengths, W, U, b, reverse=False, return_sequences=True):
     """One LSTM direction.
 
@@ -118,19 +446,7 @@ def lstm_forward(x, lengths, W, U, b, reverse=False, return_sequences=True):
     Returns ``out`` — (B, L, H) if ``return_sequences`` else the last state
     (B, H) — and a cache for :func:`lstm_backward`.
     """
-    B, L, _ = x.shape
-    G = W.shape[1]
-    H = G // 4
-    xz = (x.reshape(B * L, -1) @ W).reshape(B, L, G)
-    xz += b
-    gates = np.zeros((B, L, G), dtype=x.dtype)
-    cs = np.zeros((B, L, H), dtype=x.dtype)
-    hs = np.zeros((B, L, H), dtype=x.dtype)
-    _lstm_forward_kernel(xz, lengths, U, reverse, gates, cs, hs)
-    cache = (x, lengths, W, U, reverse, return_sequences, gates, cs, hs)
-    if return_sequences:
-        return hs, cache
-    return last_state(hs, lengths, reverse), cache
+    return _rnn_forward(x, lengths, [(W, U, b, reverse)], return_sequences)
 
 
 def last_state(hs, lengths, reverse):
@@ -148,30 +464,11 @@ def lstm_backward(dout, cache, dW, dU, db):
     ``dout`` has the shape of the forward output. Adds the parameter gradients
     into ``dW``, ``dU``, ``db`` (``+=``) and returns ``dx`` (B, L, E).
     """
-    x, lengths, W, U, reverse, return_sequences, gates, cs, hs = cache
-    B, L, E = x.shape
-    G = W.shape[1]
-    H = G // 4
-    if return_sequences:
-        dhs = np.ascontiguousarray(dout)
-    else:
-        dhs = np.zeros((B, L, H), dtype=x.dtype)
-        idx = np.zeros(B, dtype=np.intp) if reverse else np.maximum(lengths - 1, 0).astype(np.intp)
-        keep = lengths > 0
-        dhs[np.arange(B)[keep], idx[keep]] = dout[keep]
-    dz = np.zeros((B, L, G), dtype=x.dtype)
-    _lstm_backward_kernel(dhs, gates, cs, lengths, U, reverse, dz)
-    # h_{t-1} in reading order; padded steps have dz = 0 so what sits there is irrelevant
-    hprev = np.zeros_like(hs)
-    if reverse:
-        hprev[:, :-1] = hs[:, 1:]
-    else:
-        hprev[:, 1:] = hs[:, :-1]
-    dz2 = dz.reshape(B * L, G)
-    dW += x.reshape(B * L, E).T @ dz2
-    dU += hprev.reshape(B * L, H).T @ dz2
-    db += dz2.sum(axis=0)
-    return (dz2 @ W.T).reshape(B, L, E)
+    dx, gW, gU, gb = _rnn_backward(dout, cache)
+    dW += gW
+    dU += gU[0]
+    db += gb
+    return dx
 
 
 def bilstm_forward(x, lengths, fwd, bwd, return_sequences=True):
@@ -180,15 +477,15 @@ def bilstm_forward(x, lengths, fwd, bwd, return_sequences=True):
     ``fwd`` and ``bwd`` are ``(W, U, b)`` triples. Output (B, L, 2H) or, for
     the last state, (B, 2H) = [forward state at len-1, backward state at 0].
     """
-    of, cf = lstm_forward(x, lengths, *fwd, reverse=False, return_sequences=return_sequences)
-    ob, cb = lstm_forward(x, lengths, *bwd, reverse=True, return_sequences=return_sequences)
-    return np.concatenate([of, ob], axis=-1), (cf, cb)
+    return _rnn_forward(x, lengths, [(*fwd, False), (*bwd, True)], return_sequences)
 
 
 def bilstm_backward(dout, cache, dfwd, dbwd):
     """Backward of :func:`bilstm_forward`; ``dfwd``/``dbwd`` are ``(dW, dU, db)``."""
-    cf, cb = cache
-    H = dout.shape[-1] // 2
-    dx = lstm_backward(np.ascontiguousarray(dout[..., :H]), cf, *dfwd)
-    dx += lstm_backward(np.ascontiguousarray(dout[..., H:]), cb, *dbwd)
+    dx, gW, gU, gb = _rnn_backward(dout, cache)
+    G = gb.shape[0] // 2
+    for d, grads in enumerate((dfwd, dbwd)):
+        grads[0] += gW[:, d * G:(d + 1) * G]
+        grads[1] += gU[d]
+        grads[2] += gb[d * G:(d + 1) * G]
     return dx
