@@ -110,8 +110,13 @@ def _read_teacher(path, ids, classes, args, allow_missing):
         from .softlabels import read_soft_labels
     except ImportError:  # pragma: no cover - the soft-label reader ships with tinykd
         raise CLIError("this tinykd has no soft-label reader (tinykd.softlabels)") from None
-    p = read_soft_labels(path, list(ids), [str(c) for c in classes], from_logits=args.from_logits,
-                         allow_missing=allow_missing)
+    from .softlabels import SoftLabelError
+
+    try:
+        p = read_soft_labels(path, list(ids), [str(c) for c in classes], from_logits=args.from_logits,
+                             allow_missing=allow_missing)
+    except SoftLabelError as e:  # name the command-line flag, not the Python argument
+        raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits")) from None
     return np.asarray(p, dtype=np.float64)
 
 
@@ -155,10 +160,26 @@ def _train_one(name, texts, y, ctx, teacher, v_texts, v_y, v_ctx, tx, args, quie
     validation = (v_texts, v_y, v_ctx) if v_texts else False
     if v_texts and v_ctx is None:
         validation = (v_texts, v_y)
-    student = fit(texts, np.asarray(y, dtype=object if isinstance(y[0], str) else None), teacher,
+    import warnings
+
+    with warnings.catch_warnings():  # overflow warnings of a diverging run: reported below, in one line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        student = _fit_quiet(fit, texts, y, teacher, ctx, validation, tx, args, quiet)
+    return _after_fit(student, name, v_texts, v_y, v_ctx, quiet)
+
+
+def _fit_quiet(fit, texts, y, teacher, ctx, validation, tx, args, quiet):
+    import numpy as np
+
+    return fit(texts, np.asarray(y, dtype=object if isinstance(y[0], str) else None), teacher,
                   contexts=ctx, preset=args.preset, lam=args.lam, temperature=args.temperature,
                   validation=validation, transfer=tx, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=args.lr, patience=args.patience, seed=args.seed, verbose=not quiet, stream=sys.stderr)
+               lr=args.lr, patience=args.patience, seed=args.seed, verbose=not quiet, stream=sys.stderr)
+
+
+def _after_fit(student, name, v_texts, v_y, v_ctx, quiet):
+    from .metrics import scoring_metrics
+
     tr = student.meta["training"]
     if tr["stopped"] == "interrupted":
         raise KeyboardInterrupt
