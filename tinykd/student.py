@@ -63,9 +63,33 @@ class Student:
 
 
 def predict_proba_ids(net, ids, lengths, batch_size=256):
-    """Probabilities for encoded rows; rows are batched by length so short answers stay cheap."""
+    """Probabilities for encoded rows; rows are batched by length so short answers stay cheap.
+
+    A float32 network is scored by the fused Numba inference path
+    (:func:`tinykd.nn.lstm.score_rows`: table lookup of the input projection,
+    batched time loop, pooling and head in one call, several cores for large
+    batches); other dtypes go through the reference ``net.forward``.
+    """
     n = len(lengths)
     out = np.empty((n, net.n_classes), dtype=np.float32)
+    if n == 0:
+        return out
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+    if net.dtype == np.float32:
+        from .nn.lstm import score_rows
+
+        table = _table_for(net)
+        if n <= batch_size:
+            return score_rows(net, table, ids, lengths, out)
+        order = np.argsort(lengths, kind="stable")
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            lens = lengths[idx]
+            part = np.empty((len(idx), net.n_classes), dtype=np.float32)
+            out[idx] = score_rows(net, table, np.ascontiguousarray(ids[idx, :max(1, int(lens.max()))]),
+                                  lens, part)
+        return out
     order = np.argsort(lengths, kind="stable")
     for s in range(0, n, batch_size):
         idx = order[s:s + batch_size]
@@ -75,13 +99,26 @@ def predict_proba_ids(net, ids, lengths, batch_size=256):
     return out
 
 
-def _missing_labels(y):
-    """Boolean mask of missing labels: NaN in a float array; None or NaN in an object array."""
-    if y.dtype.kind == "f":
-        return np.isnan(y)
-    if y.dtype.kind == "O":
-        return np.array([v is None or (isinstance(v, float) and v != v) for v in y.tolist()], dtype=bool)
-    return np.zeros(len(y), dtype=bool)
+_TABLES = None
+
+
+def _table_for(net):
+    """The (lazily filled, self-checking) input-projection table of ``net``, kept per network."""
+    global _TABLES
+    if _TABLES is None:
+        import weakref
+
+        _TABLES = weakref.WeakKeyDictionary()
+    table = _TABLES.get(net)
+    if table is None:
+        from .nn.lstm import ProjectionTable
+
+        E = net.p["emb.E"]
+        W = net.p["rnn.fwd.W"]
+        table = ProjectionTable(E.shape[0], E.shape[1], W.shape[1], 2 if net.config["rnn"] == "bilstm" else 1,
+                                net.dtype)
+        _TABLES[net] = table
+    return table
 
 
 def _check_teacher(teacher, n, k, what):

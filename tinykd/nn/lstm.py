@@ -489,3 +489,277 @@ def bilstm_backward(dout, cache, dfwd, dbwd):
         grads[1] += gU[d]
         grads[2] += gb[d * G:(d + 1) * G]
     return dx
+
+
+# ---------------------------------------------------------------- inference
+class ProjectionTable:
+    """Lookup table of the input projection ``T[d, v] = E[v] W_d + b_d`` for inference.
+
+    Scoring one token then costs a row copy instead of an (E × 4H) product.
+    Rows are filled lazily, the first time a token is scored, and are exact
+    functions of the weights they were computed from: every call compares
+    ``W_d``, ``b_d`` and the embedding row of each token it reads with the
+    copies the table was built from, and recomputes what changed — so
+    training a network further, or editing its weights, never gives a stale
+    result.
+    """
+
+    def __init__(self, V, E, G, D, dtype):
+        self.T = np.zeros((D, V, G), dtype)
+        self.Ec = np.zeros((V, E), dtype)
+        self.valid = np.zeros(V, np.uint8)
+        self.Wc = np.full((D, E, G), np.nan, dtype)
+        self.bc = np.full((D, G), np.nan, dtype)
+
+
+@njit(inline="always", **_JIT)
+def _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc):
+    """Bring the table rows of the tokens in ``ids`` up to date; -1 on an id out of range."""
+    same = True
+    for d in range(D):
+        W = W0 if d == 0 else W1
+        b = b0 if d == 0 else b1
+        Wd = Wc[d]
+        bd = bc[d]
+        for e in range(W.shape[0]):
+            for j in range(W.shape[1]):
+                if W[e, j] != Wd[e, j]:
+                    same = False
+        for j in range(b.shape[0]):
+            if b[j] != bd[j]:
+                same = False
+    if not same:
+        for d in range(D):
+            Wc[d] = W0 if d == 0 else W1
+            bc[d] = b0 if d == 0 else b1
+        valid[:] = 0
+    V, Ed = E.shape
+    G = T.shape[2]
+    for r in range(ids.shape[0]):
+        for t in range(lengths[r]):
+            v = ids[r, t]
+            if v < 0 or v >= V:
+                return -1
+            ok = valid[v] == 1
+            if ok:
+                for e in range(Ed):
+                    if E[v, e] != Ec[v, e]:
+                        ok = False
+            if not ok:
+                for e in range(Ed):
+                    Ec[v, e] = E[v, e]
+                for d in range(D):
+                    Wd = Wc[d]
+                    Td = T[d, v]
+                    for j in range(G):
+                        Td[j] = bc[d, j]
+                    for e in range(Ed):
+                        xe = Ec[v, e]
+                        for j in range(G):
+                            Td[j] += xe * Wd[e, j]
+                valid[v] = 1
+    return 0
+
+
+@njit(inline="always", **_JIT)
+def _infer_task(ids, lengths, rows, T, d, U, reverse, pool_max, feat):
+    """Inference time loop of one direction over ``rows`` (longest first); pooled features
+    (last state, or max over real steps) to ``feat[:, d*H:(d+1)*H]``."""
+    R = rows.shape[0]
+    if R == 0:
+        return
+    G = U.shape[1]
+    H = G // 4
+    dt = T.dtype
+    h = np.zeros((R, H), dtype=dt)
+    c = np.zeros((R, H), dtype=dt)
+    z = np.empty((R, G), dtype=dt)
+    m = np.empty((R, H), dtype=dt)
+    if pool_max:
+        m[:] = -np.inf
+    Td = T[d]
+    kmax = lengths[rows[0]]
+    nact = R
+    for k in range(kmax):
+        while nact > 0 and lengths[rows[nact - 1]] <= k:
+            nact -= 1
+        for r in range(nact):
+            b = rows[r]
+            t = lengths[b] - 1 - k if reverse else k
+            zr = z[r]
+            tr = Td[ids[b, t]]
+            for j in range(G):
+                zr[j] = tr[j]
+        if k > 0:
+            _rows_matmul_acc(h, U, z, nact)
+        for r in range(nact):
+            zr = z[r]
+            hr = h[r]
+            cr = c[r]
+            for j in range(2 * H):
+                zr[j] = _sigmoid(zr[j])
+            for j in range(2 * H, 3 * H):
+                zr[j] = _tanh(zr[j])
+            for j in range(3 * H, G):
+                zr[j] = _sigmoid(zr[j])
+            for j in range(H):
+                cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
+                cr[j] = cn
+                hr[j] = zr[3 * H + j] * _tanh(cn)
+            if pool_max:
+                mr = m[r]
+                for j in range(H):
+                    mr[j] = max(mr[j], hr[j])
+    zero = dt.type(0)
+    for r in range(R):
+        b = rows[r]
+        src = m[r] if pool_max else h[r]
+        fb = feat[b]
+        if lengths[b] == 0:
+            for j in range(H):
+                fb[d * H + j] = zero
+        else:
+            for j in range(H):
+                fb[d * H + j] = src[j]
+
+
+@njit(parallel=True, **_JIT)
+def _infer_parallel(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverses, pool_max, feat):
+    for ti in prange(task_dir.shape[0]):
+        d = task_dir[ti]
+        _infer_task(ids, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], T, d, U0 if d == 0 else U1,
+                    reverses[d], pool_max, feat)
+
+
+@njit(inline="always", **_JIT)
+def _head(feat, W1, b1, act, W2, b2, out):
+    """out = softmax(dense2(act(dense1(feat)))) in float64 (act: 0 none/linear, 1 relu, 2 selu;
+    no hidden layer if W1 has no columns)."""
+    B = feat.shape[0]
+    K = W2.shape[1]
+    hid = W1.shape[1]
+    dt = feat.dtype
+    zero = dt.type(0)
+    lam = dt.type(1.0507009873554805)
+    la = dt.type(1.0507009873554805 * 1.6732632423543772)
+    a = np.empty(max(hid, 1), dtype=dt)
+    zk = np.empty(K, dtype=np.float64)
+    for r in range(B):
+        x = feat[r]
+        if hid > 0:
+            for j in range(hid):
+                a[j] = b1[j]
+            for i in range(x.shape[0]):
+                xi = x[i]
+                for j in range(hid):
+                    a[j] += xi * W1[i, j]
+            for j in range(hid):
+                v = a[j]
+                if act == 1:
+                    v = max(v, zero)
+                elif act == 2:
+                    v = lam * v if v > zero else la * np.expm1(v)
+                a[j] = v
+            src = a[:hid]
+        else:
+            src = x
+        for k in range(K):
+            zk[k] = b2[k]
+        for i in range(src.shape[0]):
+            si = src[i]
+            for k in range(K):
+                zk[k] += si * W2[i, k]
+        mx = zk.max()
+        s = 0.0
+        for k in range(K):
+            zk[k] = np.exp(zk[k] - mx)
+            s += zk[k]
+        for k in range(K):
+            out[r, k] = zk[k] / s
+
+
+@njit(**_JIT)
+def _score_serial(ids, lengths, task_rows, task_ptr, task_dir, E, W0, b0, U0, W1, b1, U1, reverses, D,
+                  T, Ec, valid, Wc, bc, pool_max, feat, HW1, Hb1, act, HW2, Hb2, out):
+    """Everything for a small batch in one call: table sync, time loops, head."""
+    if _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc) < 0:
+        return -1
+    for ti in range(task_dir.shape[0]):
+        d = task_dir[ti]
+        _infer_task(ids, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], T, d, U0 if d == 0 else U1,
+                    reverses[d], pool_max, feat)
+    _head(feat, HW1, Hb1, act, HW2, Hb2, out)
+    return 0
+
+
+@njit(**_JIT)
+def _sync_only(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc):
+    return _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc)
+
+
+@njit(**_JIT)
+def _head_only(feat, W1, b1, act, W2, b2, out):
+    _head(feat, W1, b1, act, W2, b2, out)
+
+
+#: batches with at least this many rows run on several cores at scoring time
+PARALLEL_SCORE_ROWS = 64
+_ACT_CODES = {None: 0, "linear": 0, "relu": 1, "selu": 2}
+
+
+def score_rows(net, table, ids, lengths, out):
+    """Class probabilities of encoded rows into ``out`` (B, K) float32 — the fast
+    inference path of a float32 :class:`~tinykd.model.StudentNet` (no dropout, no caches)."""
+    cfg, p = net.config, net.p
+    bi = cfg["rnn"] == "bilstm"
+    D = 2 if bi else 1
+    B = lengths.shape[0]
+    fw = ("rnn.fwd.W", "rnn.fwd.b", "rnn.fwd.U")
+    bw = ("rnn.bwd.W", "rnn.bwd.b", "rnn.bwd.U") if bi else fw
+    W0, b0, U0 = (p[k] for k in fw)
+    W1, b1, U1 = (p[k] for k in bw)
+    reverses = _REV[D]
+    H = U0.shape[0]
+    if B == 1:
+        rows, ptr, tdir = (np.zeros(1, np.int32), _PTR1, _DIRS1) if D == 1 else \
+            (np.zeros(2, np.int32), _PTR2, _DIRS2)
+    else:
+        order = np.argsort(-lengths, kind="stable").astype(np.int32)
+        if D == 1 and B >= PARALLEL_SCORE_ROWS and PARALLEL:
+            parts = (order[0::2], order[1::2])
+            tdir = _DIRS11
+        else:
+            parts = (order,) * D
+            tdir = _DIRS1 if D == 1 else _DIRS2
+        rows = np.concatenate(parts)
+        ptr = np.array([0, len(parts[0]), len(rows)], np.int64)[:len(parts) + 1]
+    feat = np.zeros((B, D * H), table.T.dtype)
+    if cfg["dense_units"]:
+        HW1, Hb1 = p["hidden.W"], p["hidden.b"]
+    else:
+        HW1, Hb1 = _EMPTY_W, _EMPTY_B
+    act = _ACT_CODES[cfg["dense_activation"]]
+    pool_max = cfg["pooling"] == "max"
+    if B < PARALLEL_SCORE_ROWS or not PARALLEL:
+        rc = _score_serial(ids, lengths, rows, ptr, tdir, p["emb.E"], W0, b0, U0, W1, b1, U1, reverses, D,
+                           table.T, table.Ec, table.valid, table.Wc, table.bc, pool_max, feat,
+                           HW1, Hb1, act, p["out.W"], p["out.b"], out)
+    else:
+        rc = _sync_only(ids, lengths, p["emb.E"], W0, b0, W1, b1, D, table.T, table.Ec, table.valid,
+                        table.Wc, table.bc)
+        if rc == 0:
+            _infer_parallel(ids, lengths, rows, ptr, tdir, table.T, U0, U1, reverses, pool_max, feat)
+            _head_only(feat, HW1, Hb1, act, p["out.W"], p["out.b"], out)
+    if rc < 0:
+        raise IndexError(f"token ids out of range for a vocabulary of {p['emb.E'].shape[0]}")
+    return out
+
+
+_REV = {1: np.array([False]), 2: np.array([False, True])}
+_PTR1 = np.array([0, 1], np.int64)
+_PTR2 = np.array([0, 1, 2], np.int64)
+_DIRS1 = np.array([0], np.int32)
+_DIRS2 = np.array([0, 1], np.int32)
+_DIRS11 = np.array([0, 0], np.int32)
+_EMPTY_W = np.zeros((0, 0), np.float32)
+_EMPTY_B = np.zeros(0, np.float32)
