@@ -153,7 +153,7 @@ def _train_one(name, texts, y, ctx, teacher, v_texts, v_y, v_ctx, tx, args, quie
         if len(keep) < len(v_y):
             unseen = sorted({str(v) for v in v_y if repr(v) not in known})
             _note(f"{name}: {len(v_y) - len(keep)} validation rows have labels no training row has "
-                  f"({', '.join(unseen)}); not used for validation", quiet)
+                  f"({', '.join(unseen)}); not used for validation")
             v_texts = [v_texts[i] for i in keep]
             v_y = [v_y[i] for i in keep]
             v_ctx = None if v_ctx is None else [v_ctx[i] for i in keep]
@@ -187,7 +187,7 @@ def _after_fit(student, name, v_texts, v_y, v_ctx, quiet):
         if not tr["best_epoch"]:
             raise CLIError(f"{name}: training diverged in the first epoch (loss not finite); nothing saved — "
                            "try a smaller --lr")
-        _note(f"{name}: the loss became non-finite; kept the weights of epoch {tr['best_epoch']}", quiet)
+        _note(f"{name}: the loss became non-finite; kept the weights of epoch {tr['best_epoch']}")
     if v_texts:
         pred = student.predict(v_texts, v_ctx)
         student.meta["validation_metrics"] = scoring_metrics([str(v) for v in v_y], [str(p) for p in pred],
@@ -253,7 +253,7 @@ def cmd_train(args):
                    f"{' …' if len(dups) > 5 else ''}")
             if args.teacher:
                 raise CLIError(msg + "; ids must be unique to join the teacher's probabilities")
-            _note("warning: " + msg, quiet)
+            _note("warning: " + msg)
 
     # one group of rows per student
     if args.item_col:
@@ -276,15 +276,15 @@ def cmd_train(args):
         if args.allow_missing_teacher:
             miss = int(np.isnan(p).all(axis=1).sum())
             if miss:
-                _note(f"{miss} training rows have no teacher row; they get the hard-label term only", quiet)
+                _note(f"{miss} training rows have no teacher row; they get the hard-label term only")
         if unl_idx:
             pu = _read_teacher(args.teacher, [ids_all[i] for i in unl_idx], all_classes, args, allow_missing=True)
             got = np.isfinite(pu).all(axis=1)
             teacher_all.update({i: pu[k] for k, i in enumerate(unl_idx) if got[k]})
             if (~got).any():
-                _note(f"{int((~got).sum()):,} unlabeled training rows have no teacher row; not used", quiet)
+                _note(f"{int((~got).sum()):,} unlabeled training rows have no teacher row; not used")
     elif unl_idx:
-        _note(f"{len(unl_idx):,} training rows have no label and there is no --teacher; not used", quiet)
+        _note(f"{len(unl_idx):,} training rows have no label and there is no --teacher; not used")
 
     t0 = time.time()
     students = {}
@@ -326,7 +326,11 @@ def cmd_train(args):
         model = Bundle(students, item_col=args.item_col)
     else:
         model = students["default"]
-    model.save(args.out)
+    try:
+        model.save(args.out)
+    except OSError as e:
+        raise CLIError(f"cannot write {args.out}: {e.strerror or e}; nothing was written "
+                       "(an earlier file there is untouched)") from None
     _train_summary(args, model, students, time.time() - t0)
     return 0
 
@@ -408,7 +412,11 @@ def cmd_score(args):
         ti = reader.index[text_col]
         ci = reader.index[ctx_col] if ctx_col else None
         ii = reader.index[item_col] if item_col else None
-        with AtomicCsvWriter(args.out, reader.header + out_cols) as w:
+        try:
+            w = AtomicCsvWriter(args.out, reader.header + out_cols)
+        except OSError as e:
+            raise CLIError(f"cannot write {args.out}: {e.strerror or e}") from None
+        with _WriteErrors(args.out), w:
             for chunk in reader.chunks(args.chunk_size):
                 texts = [r[ti] for r in chunk]
                 ctx = None if ci is None else [r[ci] for r in chunk]
@@ -435,6 +443,23 @@ def cmd_score(args):
           f"({1000 * pred_time / max(n, 1):.2f} ms per response); {flagged:,} need review "
           f"(confidence < {args.review_below:g})")
     return 0
+
+
+class _WriteErrors:
+    """Turn an OSError while writing (a full disk) into a one-line error; the writer inside
+    has already removed its temporary file."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, OSError):
+            raise CLIError(f"cannot write {self.out}: {exc.strerror or exc}; nothing was written "
+                           "(an earlier file there is untouched)") from None
+        return False
 
 
 # ============================================================================ evaluate
