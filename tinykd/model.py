@@ -211,7 +211,7 @@ class StudentNet:
         if cfg["pooling"] == "max":
             dh = global_max_pool_backward(dh, cache["pool"])
         if cfg["rnn"] == "bilstm":
-            dx = bilstm_backward(dh, cache["rnn"], self._rnn_params(g, "fwd"), self._rnn_params(g, "bwd"))
+            dx = bilstm_backward(dh, cache["rnn"], list(self._rnn_params(g, "fwd")), list(self._rnn_params(g, "bwd")))
         else:
             dx = lstm_backward(dh, cache["rnn"], *self._rnn_params(g, "fwd"))
         embedding_backward(dx, cache["ids"], cache["lengths"], g["emb.E"])
