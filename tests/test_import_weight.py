@@ -1,0 +1,55 @@
+"""Scoring a saved model imports NumPy and Numba only: never scikit-learn (over a second and
+~80 MB to import), pandas or torch. (SciPy is not checked: Numba itself imports it when it
+is installed.)"""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinykd
+
+HEAVY = ["sklearn", "pandas", "torch", "transformers", "tinykd.estimator", "tinykd.metrics"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("iw")
+    texts = ["acid rain dissolves marble", "the rock is wet", "acid reacts", "nothing happens"] * 5
+    st = tinykd.fit(texts, np.arange(20) % 2, config=dict(embed_dim=8, units=8, dense_units=8), epochs=1,
+                    verbose=False, validation=False)
+    p = d / "m.npz"
+    st.save(p)
+    data = d / "d.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text"])
+        w.writerows([["acid rain"], [""], ["rock"]])
+    return str(p), str(data), str(d / "scored.csv")
+
+
+def _loaded(code):
+    code += f"\nimport sys, json; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_load_and_predict_import_no_heavy_module(model):
+    path, _, _ = model
+    assert _loaded(f"import tinykd\nm = tinykd.load({path!r})\nprint(m.predict(['acid rain', '']))") == []
+
+
+def test_cli_score_imports_no_heavy_module(model):
+    path, data, out = model
+    code = f"from tinykd.cli import main\nassert main(['score', {path!r}, {data!r}, '--out', {out!r}]) == 0"
+    assert _loaded(code) == []
+    with open(out) as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+def test_info_imports_no_heavy_module(model):
+    path, _, _ = model
+    assert _loaded(f"from tinykd.cli import main\nassert main(['info', {path!r}]) == 0") == []
