@@ -1,0 +1,452 @@
+"""Reproduce the paper's Table 2 on public data: teacher vs plain NN vs KD student (+ TF-IDF/LR).
+
+    python benchmarks/paper_table.py                 # the full run (see README for the time it takes)
+    python benchmarks/paper_table.py --quick         # a smoke run on a tiny slice (CI)
+
+For each data set and item it trains the plain NN (λ = 0) and the KD student
+(λ chosen on validation data) over several seeds, with the committed teacher
+soft labels from ``benchmarks/teacher/``, and reports accuracy (the paper's
+measure), QWK and macro-F1 on the held-out test split(s), mean ± sd over
+seeds, a paired t-test of KD against NN, and rows for what goes beyond the
+paper: temperature T, cross-fitted teacher probabilities, unlabeled transfer
+data. Writes ``benchmarks/results/paper_table.md``, ``paper_table.json`` and
+``paper_table.png``.
+
+Data (``../shared/data`` beside the project root, or ``--data-dir``):
+- asap-sas-science, items 1, 2, 5, 6, 10: one student per item; train on
+  ``aera_split == train``, validate on ``aera_split == val``, test on ``split == test``.
+- scientsbank, 3-way ``label3``, the question as context: train on ``train``
+  (a seeded stratified 1/8 held out for validation), test on test_ua / test_uq / test_ud.
+
+Preset by training-set size (the paper picks its student per data set):
+fewer than 2,000 training answers → ``bathtub``; more → ``7t``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tinykd  # noqa: E402
+from tinykd.metrics import scoring_metrics  # noqa: E402
+from tinykd.softlabels import read_soft_labels  # noqa: E402
+from tinykd.splits import holdout  # noqa: E402
+
+TEACHER_DIR = ROOT / "benchmarks" / "teacher"
+RESULTS = ROOT / "benchmarks" / "results"
+ASAP_ITEMS = ["1", "2", "5", "6", "10"]
+LAMBDAS = [0.5, 1.0, 2.0]
+TEMPERATURES = [2.0, 4.0]
+
+TASKS: dict = {}  # filled before the worker pool forks
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def preset_for(n_train):
+    return "bathtub" if n_train < 2000 else "7t"
+
+
+def _teacher(path, ids, classes):
+    return read_soft_labels(path, ids, classes) if path.exists() else None
+
+
+def load_tasks(data_dir, quick=False):
+    tasks = {}
+    asap = read_csv(data_dir / "asap-sas-science" / "asap-sas-science.csv")
+    unl = read_csv(data_dir / "asap-sas-science" / "asap-sas-science-unlabeled.csv")
+    for item in ASAP_ITEMS:
+        rows = [r for r in asap if r["item"] == item]
+        tr = [r for r in rows if r["split"] == "train" and r["aera_split"] == "train"]
+        va = [r for r in rows if r["split"] == "train" and r["aera_split"] == "val"]
+        te = [r for r in rows if r["split"] == "test"]
+        tx = [r for r in unl if r["item"] == item]
+        if quick:
+            tr, va, te, tx = tr[:150], va[:40], te[:60], tx[:40]
+        classes = sorted({int(r["label"]) for r in tr})
+        tfile = TEACHER_DIR / f"asap-sas-science-item{item}.csv"
+        cfile = TEACHER_DIR / f"asap-sas-science-item{item}-crossfit.csv"
+        tasks[f"asap-{item}"] = dict(
+            dataset="asap-sas-science", item=item, classes=classes, context=False,
+            train=([r["text"] for r in tr], np.array([int(r["label"]) for r in tr]), None),
+            val=([r["text"] for r in va], np.array([int(r["label"]) for r in va]), None),
+            tests={"test": ([r["text"] for r in te], np.array([int(r["label"]) for r in te]), None,
+                            [r["id"] for r in te])},
+            teacher=_teacher(tfile, [r["id"] for r in tr], classes),
+            crossfit=_teacher(cfile, [r["id"] for r in tr], classes),
+            teacher_tests={"test": _teacher(tfile, [r["id"] for r in te], classes)},
+            transfer=(([r["text"] for r in tx], _teacher(tfile, [r["id"] for r in tx], classes))
+                      if tfile.exists() else None),
+            teacher_meta=_sidecar(tfile),
+        )
+    sb = read_csv(data_dir / "scientsbank" / "scientsbank.csv")
+    train_rows = [r for r in sb if r["split"] == "train"]
+    if quick:
+        train_rows = train_rows[:300]
+    y_all = np.array([int(r["label3"]) for r in train_rows])
+    tr_idx, va_idx = holdout(y_all, 0.125, seed=0)
+    tr = [train_rows[i] for i in tr_idx]
+    va = [train_rows[i] for i in va_idx]
+    classes = sorted({int(r["label3"]) for r in tr})
+    tfile = TEACHER_DIR / "scientsbank.csv"
+    cfile = TEACHER_DIR / "scientsbank-crossfit.csv"
+    tests, teacher_tests = {}, {}
+    for split in ["test_ua", "test_uq", "test_ud"]:
+        te = [r for r in sb if r["split"] == split]
+        if quick:
+            te = te[:60]
+        tests[split] = ([r["text"] for r in te], np.array([int(r["label3"]) for r in te]),
+                        [r["question"] for r in te], [r["id"] for r in te])
+        teacher_tests[split] = _teacher(tfile, [r["id"] for r in te], classes)
+    tasks["scientsbank"] = dict(
+        dataset="scientsbank", item="3-way", classes=classes, context=True,
+        train=([r["text"] for r in tr], np.array([int(r["label3"]) for r in tr]), [r["question"] for r in tr]),
+        val=([r["text"] for r in va], np.array([int(r["label3"]) for r in va]), [r["question"] for r in va]),
+        tests=tests, teacher=_teacher(tfile, [r["id"] for r in tr], classes),
+        crossfit=_teacher(cfile, [r["id"] for r in tr], classes),
+        teacher_tests=teacher_tests, transfer=None, teacher_meta=_sidecar(tfile),
+    )
+    return tasks
+
+
+def _sidecar(csv_path):
+    p = csv_path.with_suffix(".json")
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+# ----------------------------------------------------------------------------- jobs
+def run_student(job):
+    """Train one student (one task, variant, seed) and measure it on validation and test."""
+    name, variant, seed, lam, T, epochs, patience = job
+    task = TASKS[name]
+    texts, y, ctx = task["train"]
+    teacher = {"nn": None, "kd": task["teacher"], "crossfit": task["crossfit"],
+               "transfer": task["teacher"]}[variant]
+    transfer = task["transfer"] if variant == "transfer" else None
+    if variant != "nn" and teacher is None:
+        return None
+    preset = preset_for(len(texts))
+    t0 = time.perf_counter()
+    st = tinykd.fit(texts, y, teacher_proba=teacher, contexts=ctx, preset=preset,
+                    lam=(0.0 if variant == "nn" else lam), temperature=T,
+                    validation=task["val"], transfer=transfer, epochs=epochs, patience=patience,
+                    seed=seed, verbose=False)
+    train_s = time.perf_counter() - t0
+    vt, vy, vc = task["val"]
+    out = {"task": name, "variant": variant, "seed": seed, "lam": lam, "T": T, "preset": preset,
+           "n_params": st.n_params, "train_seconds": train_s,
+           "best_epoch": st.meta["training"]["best_epoch"],
+           "val": scoring_metrics(vy, np.array(st.predict(vt, vc)), task["classes"]), "tests": {}}
+    with tempfile.TemporaryDirectory() as d:
+        st.save(os.path.join(d, "m.npz"))
+        out["file_bytes"] = os.path.getsize(os.path.join(d, "m.npz"))
+    n_scored, score_s = 0, 0.0
+    for split, (tt, ty, tc, _) in task["tests"].items():
+        t1 = time.perf_counter()
+        pred = np.array(st.predict(tt, tc))
+        score_s += time.perf_counter() - t1
+        n_scored += len(tt)
+        out["tests"][split] = scoring_metrics(ty, pred, task["classes"])
+    out["ms_per_response"] = 1000 * score_s / max(n_scored, 1)
+    return out
+
+
+def tfidf_baseline(task):
+    """TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression; C chosen on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    def join(texts, ctx):
+        return texts if ctx is None else [f"{c} || {t}" for c, t in zip(ctx, texts)]
+
+    tt, ty, tc = task["train"]
+    vt, vy, vc = task["val"]
+    best = None
+    for C in [1.0, 10.0]:
+        pipe = make_pipeline(
+            make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+            LogisticRegression(C=C, max_iter=3000))
+        pipe.fit(join(tt, tc), ty)
+        acc = float((pipe.predict(join(vt, vc)) == vy).mean())
+        if best is None or acc > best[0]:
+            best = (acc, C, pipe)
+    _, C, pipe = best
+    out = {"C": C, "tests": {}}
+    for split, (xt, xy, xc, _) in task["tests"].items():
+        out["tests"][split] = scoring_metrics(xy, pipe.predict(join(xt, xc)), task["classes"])
+    return out
+
+
+def teacher_metrics(task):
+    out = {}
+    for split, (_, ty, _, _) in task["tests"].items():
+        p = task["teacher_tests"][split]
+        if p is not None:
+            out[split] = scoring_metrics(ty, np.asarray(task["classes"])[p.argmax(1)], task["classes"])
+    return out
+
+
+# ------------------------------------------------------------------------------ stats
+def mean_sd(vals):
+    vals = np.asarray(vals, float)
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+
+
+def paired_test(a, b):
+    """Paired t-test of b − a over seeds (same seeds): mean difference and two-sided p."""
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or np.allclose(a, b):
+        return float((b - a).mean()), float("nan")
+    return float((b - a).mean()), float(ttest_rel(b, a).pvalue)
+
+
+# ------------------------------------------------------------------------------- main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds for NN and KD")
+    ap.add_argument("--extra-seeds", type=int, default=3, help="seeds for the T / cross-fit / transfer rows")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tasks", default="", help="comma-separated subset, e.g. asap-1,scientsbank")
+    ap.add_argument("--quick", action="store_true", help="tiny slice, 1 seed, 2 epochs (smoke test)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.extra_seeds, args.epochs = 1, 1, 2
+    t_start = time.time()
+    TASKS.update(load_tasks(args.data_dir, args.quick))
+    if args.tasks:
+        keep = set(args.tasks.split(","))
+        for k in list(TASKS):
+            if k not in keep:
+                del TASKS[k]
+    missing = [k for k, t in TASKS.items() if t["teacher"] is None]
+    if missing:
+        print(f"paper_table: no teacher soft labels under {TEACHER_DIR} for {', '.join(missing)}; "
+              "KD rows for them are left out (run teacher_export first)", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ctx = get_context("fork")
+    pool = ctx.Pool(args.workers) if args.workers > 1 else None
+    run = (lambda jobs: pool.map(run_student, jobs, chunksize=1)) if pool else (lambda jobs: list(map(run_student, jobs)))
+
+    # 1. choose λ on validation (seed 0, T = 1)
+    lam_jobs = [(k, "kd", 0, lam, 1.0, args.epochs, args.patience) for k in TASKS if TASKS[k]["teacher"] is not None
+                for lam in (LAMBDAS if not args.quick else [1.0])]
+    lam_results = [r for r in run(lam_jobs) if r]
+    chosen = {}
+    for k in TASKS:
+        cands = [r for r in lam_results if r["task"] == k]
+        if cands:
+            best = max(cands, key=lambda r: (r["val"]["accuracy"], r["val"]["qwk"], -r["lam"]))
+            chosen[k] = best["lam"]
+        print(f"[{time.time() - t_start:6.0f}s] λ for {k}: {chosen.get(k)} "
+              f"(val acc {[round(r['val']['accuracy'], 3) for r in cands]})", file=sys.stderr, flush=True)
+
+    # 2. NN and KD over seeds, then the extra rows
+    jobs = []
+    for k, t in TASKS.items():
+        lam = chosen.get(k, 1.0)
+        jobs += [(k, "nn", s, 0.0, 1.0, args.epochs, args.patience) for s in range(args.seeds)]
+        if t["teacher"] is not None:
+            jobs += [(k, "kd", s, lam, 1.0, args.epochs, args.patience) for s in range(args.seeds)]
+            jobs += [(k, "kd", s, lam, T, args.epochs, args.patience)
+                     for T in TEMPERATURES for s in range(args.extra_seeds)]
+        if t["crossfit"] is not None:
+            jobs += [(k, "crossfit", s, lam, 1.0, args.epochs, args.patience) for s in range(args.extra_seeds)]
+        if t["transfer"] is not None and t["teacher"] is not None:
+            jobs += [(k, "transfer", s, lam, 1.0, args.epochs, args.patience) for s in range(args.extra_seeds)]
+    print(f"[{time.time() - t_start:6.0f}s] {len(jobs)} student runs on {args.workers} workers",
+          file=sys.stderr, flush=True)
+    results = []
+    for i in range(0, len(jobs), 8):
+        results += [r for r in run(jobs[i:i + 8]) if r]
+        print(f"[{time.time() - t_start:6.0f}s] {len(results)}/{len(jobs)} runs done", file=sys.stderr, flush=True)
+    if pool:
+        pool.close()
+        pool.join()
+
+    baselines = {k: tfidf_baseline(t) for k, t in TASKS.items()}
+    teachers = {k: teacher_metrics(t) for k, t in TASKS.items()}
+    wall = time.time() - t_start
+    report = build_report(results, baselines, teachers, chosen, args, wall)
+    stem = "paper_table_quick" if args.quick else "paper_table"
+    (args.out / f"{stem}.md").write_text(report["markdown"])
+    (args.out / f"{stem}.json").write_text(json.dumps(report["json"], indent=1))
+    plot(report["json"], args.out / f"{stem}.png")
+    print(report["markdown"])
+    return 0
+
+
+def _fmt(ms):
+    m, s = ms
+    return f"{m:.3f} ± {s:.3f}"
+
+
+def build_report(results, baselines, teachers, chosen, args, wall):
+    rows, summary = [], []
+    for k, task in TASKS.items():
+        meta = task["teacher_meta"] or {}
+        for split in task["tests"]:
+            def sel(variant, T=1.0):
+                rs = sorted((r for r in results if r["task"] == k and r["variant"] == variant and r["T"] == T),
+                            key=lambda r: r["seed"])
+                return rs
+
+            entry = {"task": k, "dataset": task["dataset"], "item": task["item"], "split": split,
+                     "n_test": len(task["tests"][split][1]), "lam": chosen.get(k),
+                     "teacher": teachers[k].get(split), "tfidf_lr": baselines[k]["tests"][split],
+                     "teacher_params": meta.get("n_params") or meta.get("parameters"), "variants": {}}
+            for label, variant, T in [("NN", "nn", 1.0), ("KD", "kd", 1.0)] + \
+                    [(f"KD T={T:g}", "kd", T) for T in TEMPERATURES] + \
+                    [("KD cross-fit", "crossfit", 1.0), ("KD + transfer", "transfer", 1.0)]:
+                rs = sel(variant, T)
+                if not rs:
+                    continue
+                entry["variants"][label] = {
+                    "seeds": [r["seed"] for r in rs],
+                    **{m: [r["tests"][split][m] for r in rs] for m in ("accuracy", "qwk", "macro_f1")},
+                    "n_params": rs[0]["n_params"], "file_bytes": rs[0]["file_bytes"], "preset": rs[0]["preset"],
+                    "ms_per_response": float(np.mean([r["ms_per_response"] for r in rs])),
+                    "train_seconds": float(np.mean([r["train_seconds"] for r in rs])),
+                }
+            nn, kd = entry["variants"].get("NN"), entry["variants"].get("KD")
+            if nn and kd:
+                common = sorted(set(nn["seeds"]) & set(kd["seeds"]))
+                a = [nn["accuracy"][nn["seeds"].index(s)] for s in common]
+                b = [kd["accuracy"][kd["seeds"].index(s)] for s in common]
+                qa = [nn["qwk"][nn["seeds"].index(s)] for s in common]
+                qb = [kd["qwk"][kd["seeds"].index(s)] for s in common]
+                entry["kd_vs_nn"] = {"acc": paired_test(a, b), "qwk": paired_test(qa, qb)}
+            rows.append(entry)
+
+    def cell(v, m):
+        return _fmt(mean_sd(v[m])) if v else "–"
+
+    md = ["# Teacher vs plain NN vs KD student (paper Table 2, on public data)", ""]
+    md.append(f"Run: `python benchmarks/paper_table.py{' --quick' if args.quick else ''}` — "
+              f"{args.seeds} seeds for NN and KD, {args.extra_seeds} for the extra rows, up to {args.epochs} "
+              f"epochs, patience {args.patience}. Machine: {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, Python {platform.python_version()}, {args.workers} worker processes. "
+              f"Wall time {wall / 60:.1f} min.")
+    md.append("")
+    md.append("Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (seed 0, T = 1) from "
+              f"{LAMBDAS}; Δ = KD − NN accuracy (paired over seeds, two-sided t-test p).")
+    md.append("")
+    md.append("## Accuracy (the paper's measure)")
+    md.append("")
+    md.append("| data set | item / split | n test | teacher | TF-IDF+LR | NN (λ=0) | KD | Δ acc (p) | λ | student params | teacher params |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for e in rows:
+        t = e["teacher"]["accuracy"] if e["teacher"] else float("nan")
+        nn, kd = e["variants"].get("NN"), e["variants"].get("KD")
+        d = e.get("kd_vs_nn", {}).get("acc")
+        md.append(f"| {e['dataset']} | {e['item']} {e['split']} | {e['n_test']} | {t:.3f} | "
+                  f"{e['tfidf_lr']['accuracy']:.3f} | {cell(nn, 'accuracy')} | {cell(kd, 'accuracy')} | "
+                  + (f"{d[0]:+.3f} ({d[1]:.3f})" if d else "–") + f" | {e['lam']} | "
+                  f"{(kd or nn or {}).get('n_params', '–')} | {e['teacher_params'] or '–'} |")
+    for metric, title in [("qwk", "Quadratic weighted kappa"), ("macro_f1", "Macro-F1")]:
+        md += ["", f"## {title}", "", "| data set | item / split | teacher | TF-IDF+LR | NN (λ=0) | KD |"
+               + (" Δ QWK (p) |" if metric == "qwk" else ""), "|---|---|---|---|---|---|" + ("---|" if metric == "qwk" else "")]
+        for e in rows:
+            t = e["teacher"][metric] if e["teacher"] else float("nan")
+            line = (f"| {e['dataset']} | {e['item']} {e['split']} | {t:.3f} | {e['tfidf_lr'][metric]:.3f} | "
+                    f"{cell(e['variants'].get('NN'), metric)} | {cell(e['variants'].get('KD'), metric)} |")
+            if metric == "qwk":
+                d = e.get("kd_vs_nn", {}).get("qwk")
+                line += (f" {d[0]:+.3f} ({d[1]:.3f}) |" if d else " – |")
+            md.append(line)
+    md += ["", "## Beyond the paper: temperature, cross-fitted teacher, unlabeled transfer data", "",
+           "Accuracy / QWK, mean ± sd over the extra seeds (KD T=1 above uses the main seeds).", "",
+           "| data set | item / split | KD T=1 | " + " | ".join(f"KD T={T:g}" for T in TEMPERATURES)
+           + " | KD cross-fit | KD + transfer |", "|---|---|---|" + "---|" * len(TEMPERATURES) + "---|---|"]
+    for e in rows:
+        cells = []
+        for label in ["KD"] + [f"KD T={T:g}" for T in TEMPERATURES] + ["KD cross-fit", "KD + transfer"]:
+            v = e["variants"].get(label)
+            cells.append(f"{mean_sd(v['accuracy'])[0]:.3f} / {mean_sd(v['qwk'])[0]:.3f}" if v else "–")
+        md.append(f"| {e['dataset']} | {e['item']} {e['split']} | " + " | ".join(cells) + " |")
+    # averages over items/splits
+    md += ["", "## Averages over items and splits", ""]
+    avg = {}
+    for key in ["teacher", "TF-IDF+LR", "NN", "KD"]:
+        accs, qwks = [], []
+        for e in rows:
+            if key == "teacher" and e["teacher"]:
+                accs.append(e["teacher"]["accuracy"]), qwks.append(e["teacher"]["qwk"])
+            elif key == "TF-IDF+LR":
+                accs.append(e["tfidf_lr"]["accuracy"]), qwks.append(e["tfidf_lr"]["qwk"])
+            elif e["variants"].get(key):
+                accs.append(mean_sd(e["variants"][key]["accuracy"])[0])
+                qwks.append(mean_sd(e["variants"][key]["qwk"])[0])
+        if accs:
+            avg[key] = (float(np.mean(accs)), float(np.mean(qwks)), len(accs))
+    md += ["| model | mean accuracy | mean QWK | rows |", "|---|---|---|---|"]
+    for key, (a, q, n) in avg.items():
+        md.append(f"| {key} | {a:.3f} | {q:.3f} | {n} |")
+    if "teacher" in avg and "KD" in avg:
+        md += ["", f"KD student vs teacher: {100 * (avg['KD'][0] - avg['teacher'][0]):+.1f} accuracy points, "
+                   f"{avg['KD'][1] - avg['teacher'][1]:+.3f} QWK; KD vs NN: "
+                   f"{100 * (avg['KD'][0] - avg.get('NN', avg['KD'])[0]):+.1f} points, "
+                   f"{avg['KD'][1] - avg.get('NN', avg['KD'])[1]:+.3f} QWK."]
+    sizes = sorted({(e["task"], (e["variants"].get("KD") or e["variants"].get("NN") or {}).get("file_bytes"))
+                    for e in rows})
+    md += ["", "Student model files: " + ", ".join(f"{k} {b / 1024:.0f} KiB" for k, b in sizes if b) + "."]
+    md += ["", "![accuracy and QWK per item](paper_table" + ("_quick" if args.quick else "") + ".png)", ""]
+    return {"markdown": "\n".join(md) + "\n",
+            "json": {"rows": rows, "averages": avg, "lambdas": chosen, "wall_seconds": wall,
+                     "args": {k: str(v) for k, v in vars(args).items()}, "runs": results}}
+
+
+def plot(js, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("paper_table: matplotlib not installed (pip install '.[bench]'); no plot", file=sys.stderr)
+        return
+    rows = js["rows"]
+    labels = [f"{'ASAP ' + r['item'] if r['dataset'].startswith('asap') else 'SEB ' + r['split'][5:]}" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    x = np.arange(len(rows))
+    for ax, metric in zip(axes, ["accuracy", "qwk"]):
+        series = [("teacher", [r["teacher"][metric] if r["teacher"] else np.nan for r in rows], [0] * len(rows)),
+                  ("TF-IDF+LR", [r["tfidf_lr"][metric] for r in rows], [0] * len(rows))]
+        for key in ["NN", "KD"]:
+            ms = [mean_sd(r["variants"][key][metric]) if r["variants"].get(key) else (np.nan, 0) for r in rows]
+            series.append((key, [m for m, _ in ms], [s for _, s in ms]))
+        w = 0.2
+        for j, (name, vals, err) in enumerate(series):
+            ax.bar(x + (j - 1.5) * w, vals, w, yerr=err, capsize=2, label=name)
+        ax.set_xticks(x, labels, rotation=30)
+        ax.set_title(metric.upper() if metric == "qwk" else "accuracy")
+        ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
