@@ -231,6 +231,11 @@ def main(argv=None):
     ap.add_argument("--tasks", default="", help="comma-separated subset, e.g. asap-1,scientsbank")
     ap.add_argument("--quick", action="store_true", help="tiny slice, 1 seed, 2 epochs (smoke test)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--only-nn", action="store_true",
+                    help="train only the plain-NN runs (they need no teacher) and stop; they are cached")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="JSON-lines file of finished runs, reused by later calls "
+                         "(default: <out>/paper_table_runs.jsonl; delete it after changing the code)")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.extra_seeds, args.epochs = 1, 1, 2
@@ -248,7 +253,31 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = get_context("fork")
     pool = ctx.Pool(args.workers) if args.workers > 1 else None
-    run = (lambda jobs: pool.map(run_student, jobs, chunksize=1)) if pool else (lambda jobs: list(map(run_student, jobs)))
+    cache_path = None if args.quick else (args.cache or args.out / "paper_table_runs.jsonl")
+    cached = {}
+    if cache_path is not None and cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            r = json.loads(line)
+            cached[tuple(r["job"])] = r
+
+    def run(jobs):
+        todo = [j for j in jobs if tuple(j) not in cached]
+        done = pool.map(run_student, todo, chunksize=1) if pool else list(map(run_student, todo))
+        for j, r in zip(todo, done):
+            cached[tuple(j)] = r = r or {"job": list(j), "skipped": True}
+            r["job"] = list(j)
+            if cache_path is not None:
+                with open(cache_path, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+        return [None if cached[tuple(j)].get("skipped") else cached[tuple(j)] for j in jobs]
+
+    if args.only_nn:
+        jobs = [(k, "nn", s, 0.0, 1.0, args.epochs, args.patience) for k in TASKS for s in range(args.seeds)]
+        for i in range(0, len(jobs), 4):
+            run(jobs[i:i + 4])
+            print(f"[{time.time() - t_start:6.0f}s] {min(i + 4, len(jobs))}/{len(jobs)} NN runs done",
+                  file=sys.stderr, flush=True)
+        return 0
 
     # 1. choose λ on validation (seed 0, T = 1)
     lam_jobs = [(k, "kd", 0, lam, 1.0, args.epochs, args.patience) for k in TASKS if TASKS[k]["teacher"] is not None
