@@ -40,7 +40,7 @@ CONTEXT = "reference_answer"
 TEST_SPLIT = "test_ua"
 
 # full run: the paper's 7t student; early stopping with a short patience keeps it well under 2 minutes
-FULL = dict(preset="7t", config=None, epochs=12, patience=3)
+FULL = dict(preset="7t", config=dict(max_len=64), epochs=10, patience=2)
 QUICK = dict(preset="7t", config=dict(embed_dim=16, units=16, dense_units=16), epochs=2, patience=2)
 
 
@@ -75,7 +75,7 @@ def _sample(rows, every):
     return [r for k, r in enumerate(rows) if k % every == 0]
 
 
-def _ms_per_response(model, texts, ctx, repeats=3):
+def _ms_per_response(model, texts, ctx, repeats=5):
     model.predict_proba(texts[:8], ctx[:8])  # warm-up (compiled kernels)
     best = float("inf")
     for _ in range(repeats):
@@ -158,7 +158,7 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
         p_train = _teacher(train_rows, classes, teacher_file)
         p_test = _teacher(test_rows, classes, teacher_file)
         m = scoring_metrics(y_test, np.asarray(classes)[p_test.argmax(1)], labels=classes)
-        base = teacher_meta.get("base_model_name") or "fine-tuned MiniLM-L6 (BERT)"
+        base = teacher_meta.get("base_model_name") or "(soft-label file)"
         results.append(dict(name="teacher", what=base, m=m, params=teacher_meta.get("n_params"),
                             size=teacher_meta.get("size_bytes"), ms=teacher_meta.get("ms_per_response")))
 
@@ -198,6 +198,15 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
         kd_m, nn_m = results[-1]["m"], results[-2]["m"]
         say(f"KD vs plain NN: accuracy {kd_m['accuracy'] - nn_m['accuracy']:+.3f}, QWK {kd_m['qwk'] - nn_m['qwk']:+.3f}"
             f" (one seed; see benchmarks/ for the multi-seed table)")
+    # what --review-below 0.6 (tinykd score's default) would flag on these answers
+    from .cli import REVIEW_BELOW
+
+    proba_t = final.predict_proba(t_texts, t_ctx)
+    right = np.asarray(final.classes)[proba_t.argmax(1)] == y_test
+    flag = proba_t.max(1) < REVIEW_BELOW
+    if flag.any() and (~flag).any():
+        say(f"needs_review (confidence < {REVIEW_BELOW:g}): {flag.mean():.0%} of the answers; accuracy "
+            f"{right[~flag].mean():.3f} on the rest, {right[flag].mean():.3f} on the flagged ones")
     say(f"\nsaved the {'KD student' if final is not nn else 'plain NN'} to {out} "
         f"({_fmt_size(os.path.getsize(out))}); score a CSV with:")
     say(f"  tinykd score {out} answers.csv --out scored.csv      (columns: text, {CONTEXT})")
@@ -233,7 +242,66 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
 
 
 # ------------------------------------------------------------------------ building the bundle
-def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR):
+_TIMING_CODE = r"""
+import json, sys, time, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+folder, pairs_file, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
+pairs = json.load(open(pairs_file))
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+def run(batch):
+    enc = tok([p[0] for p in batch], [p[1] for p in batch], truncation=True, max_length=128,
+              padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**enc).logits
+run(pairs[:8])
+t = time.perf_counter()
+for s in range(0, len(pairs), 32):
+    run(pairs[s:s + 32])
+print(json.dumps({"ms_per_response": 1000 * (time.perf_counter() - t) / len(pairs)}))
+"""
+
+
+def _safetensors_params(path):
+    """Parameter count from a ``.safetensors`` header (no torch needed)."""
+    import struct
+
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    total = 0
+    for name, t in header.items():
+        if name != "__metadata__":
+            k = 1
+            for d in t["shape"]:
+                k *= d
+            total += k
+    return total
+
+
+def teacher_stats(teacher_dir, pairs, threads=2):
+    """Parameters and size of a saved teacher folder, and its scoring time per response on
+    ``pairs`` [(answer, context)], measured in a separate process (tinykd never imports torch)."""
+    import subprocess
+
+    weights = os.path.join(teacher_dir, "model.safetensors")
+    stats = {"n_params": _safetensors_params(weights), "size_bytes": os.path.getsize(weights)}
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = os.path.join(tmp, "pairs.json")
+        with open(pf, "w", encoding="utf-8") as f:
+            json.dump(pairs, f)
+        r = subprocess.run([sys.executable, "-c", _TIMING_CODE, teacher_dir, pf, str(threads)],
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"teacher timing failed: {r.stderr.strip().splitlines()[-1:]}")
+        stats.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    stats["timing"] = (f"batches of 32, dynamic padding, {threads} CPU threads, on the project's build machine "
+                       f"({len(pairs)} {TEST_SPLIT} answers)")
+    return stats
+
+
+def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None):
     """Write the bundled files from the SciEntsBank CSV and the teacher's soft-label files.
 
     ``teacher``: the teacher's soft-label CSV (``benchmarks/teacher/scientsbank.csv``);
@@ -281,10 +349,11 @@ def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR):
     side = read_sidecar(teacher)
     meta = {"source": os.path.basename(teacher), "crossfit_source": os.path.basename(crossfit) if crossfit else None,
             "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side}
-    meta["base_model_name"] = side.get("base_model")
-    for key in ("n_params", "size_bytes", "ms_per_response"):
-        if key in side:
-            meta[key] = side[key]
+    meta["base_model_name"] = "MiniLM-L6, fine-tuned" if "minilm" in str(side.get("base_model", "")).lower() \
+        else side.get("base_model")
+    if teacher_dir:
+        pairs = [[r["text"], r[CONTEXT]] for r in rows if r["split"] == TEST_SPLIT]
+        meta.update(teacher_stats(teacher_dir, pairs))
     atomic_write_bytes(os.path.join(data_dir, TEACHER_META), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
 
@@ -297,9 +366,10 @@ def main(argv=None):  # python -m tinykd.demo [build SOURCE [--teacher F] [--cro
     b.add_argument("source", help="shared/data/scientsbank/scientsbank.csv")
     b.add_argument("--teacher", help="benchmarks/teacher/scientsbank.csv")
     b.add_argument("--crossfit", help="benchmarks/teacher/scientsbank-crossfit.csv")
+    b.add_argument("--teacher-dir", help="the saved teacher folder: parameters, size and timing")
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        build(args.source, args.teacher, args.crossfit)
+        build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir)
         return 0
     return run_demo()
 
