@@ -124,7 +124,6 @@ def _train_one(name, texts, y, ctx, teacher, v_texts, v_y, v_ctx, tx, args, quie
     """Fit one student; returns it with validation metrics in ``meta``."""
     import numpy as np
 
-    from .metrics import scoring_metrics
     from .student import fit
 
     if prefix:
