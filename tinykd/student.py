@@ -121,6 +121,15 @@ def _table_for(net):
     return table
 
 
+def _missing_labels(y):
+    """Boolean mask of missing labels: NaN in a float array; None or NaN in an object array."""
+    if y.dtype.kind == "f":
+        return np.isnan(y)
+    if y.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and v != v) for v in y.tolist()], dtype=bool)
+    return np.zeros(len(y), dtype=bool)
+
+
 def _check_teacher(teacher, n, k, what):
     t = np.asarray(teacher, dtype=np.float64)
     if t.shape != (n, k):
