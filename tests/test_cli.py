@@ -266,3 +266,13 @@ def test_demo_quick(tmp_path, capsys):
     assert "ms/response" in text and "examples: question" in text and "(blank answer)" in text
     m = tinykd.load(out)
     assert m.meta["training"]["teacher"] is True and m.classes == [0, 1, 2] and m.uses_context
+
+
+def test_split_col_can_be_switched_off_and_evaluate_warns(files, tmp_path, capsys):
+    out = str(tmp_path / "all.npz")
+    assert main(["train", files["data"], "--out", out, "--split-col", "", "--epochs", "1", "-q"]) == 0
+    tr = tinykd.load(out).meta["training"]
+    assert tr["n_train"] + tr["n_val"] == 120  # every labeled row, whatever its split
+    capsys.readouterr()
+    assert main(["evaluate", out, files["data"]]) == 0
+    assert "evaluating on every row" in capsys.readouterr().err

@@ -482,6 +482,9 @@ def cmd_evaluate(args):
     if table.note:
         _note(table.note)
     rows = list(range(len(table)))
+    if args.split is None and table.has(args.split_col):
+        _note(f"note: evaluating on every row of {args.data} (the training rows too); "
+              f"use --split test for held-out rows")
     if args.split is not None:
         splits = [s.strip() for s in table.column(args.split_col)]
         rows = [i for i in rows if splits[i] == args.split]
@@ -657,7 +660,8 @@ def build_parser():
     t.add_argument("--label-col", default="label", help="human score column (default label)")
     t.add_argument("--id-col", default="id", help="id column joining --teacher rows (default id)")
     t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
-    t.add_argument("--split-col", default=None, help="split column (default: 'split' when the file has one)")
+    t.add_argument("--split-col", default=None,
+                   help="split column (default: 'split' when the file has one; '' to train on every row)")
     t.add_argument("--train-split", default="train", help="split value of training rows (default train)")
     t.add_argument("--val-split", default=None,
                    help="split value of validation rows (default: 'val' if present, else a seeded 1/8 holdout)")
@@ -731,7 +735,7 @@ def main(argv=None):
         return 2
     if args.cmd == "train":
         args.split_col_given = args.split_col is not None
-        args.split_col = args.split_col or "split"
+        args.split_col = "split" if args.split_col is None else (args.split_col or None)  # '' = no split
         args.val_split_given = args.val_split is not None
         args.val_split = args.val_split or "val"
     try:
