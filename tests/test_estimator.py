@@ -106,3 +106,23 @@ def test_in_a_pipeline():
     # the tokenizer lower-cases, so upper-casing first changes nothing
     direct = make().fit(X, y, teacher_proba=p)
     assert np.allclose(pipe.predict_proba(X), direct.predict_proba(X))
+
+
+def test_sklearn_contract_checks():
+    from sklearn.utils.estimator_checks import (check_get_params_invariance, check_no_attributes_set_in_init,
+                                                check_parameters_default_constructible, check_set_params)
+
+    for check in (check_no_attributes_set_in_init, check_parameters_default_constructible,
+                  check_get_params_invariance, check_set_params):
+        check("KDClassifier", KDClassifier())
+
+
+def test_pickles_and_saves_a_model_file(tmp_path):
+    import pickle
+
+    X, y, p = toy(30)
+    c = make().fit(X, y, teacher_proba=p)
+    back = pickle.loads(pickle.dumps(c))  # joblib (n_jobs > 1) needs this
+    assert np.array_equal(back.predict_proba(X), c.predict_proba(X))
+    c.student_.save(tmp_path / "m.npz")
+    assert np.allclose(tinykd.load(tmp_path / "m.npz").predict_proba(X), c.predict_proba(X), atol=1e-6)
