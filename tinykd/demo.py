@@ -98,6 +98,12 @@ def _fmt_size(n):
     return f"{n / 1024:.0f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
 
 
+def _stop_if_interrupted(student):
+    if student.meta["training"]["stopped"] == "interrupted":  # Ctrl-C: stop the demo, save nothing
+        raise KeyboardInterrupt
+    return student
+
+
 def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quiet=False, data_dir=DATA_DIR,
              stream=None):
     """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout."""
@@ -164,7 +170,7 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
 
     print("\n[1/2] plain NN (λ = 0): human scores only" if has_teacher else "\n[1/1] plain NN (λ = 0)",
           file=log, flush=True)
-    nn = fit(pick(texts, tr), y_train[tr], None, lam=0.0, **common)
+    nn = _stop_if_interrupted(fit(pick(texts, tr), y_train[tr], None, lam=0.0, **common))
     nn_pred = nn.predict(t_texts, t_ctx)
     results.append(dict(name="plain NN", what=f"{settings['preset']}, λ = 0", model=nn,
                         m=scoring_metrics(y_test, nn_pred, labels=classes), params=nn.n_params,
@@ -172,7 +178,7 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
     final = nn
     if has_teacher:
         print("\n[2/2] KD student (λ = 1): human scores + the teacher's probabilities", file=log, flush=True)
-        kd = fit(pick(texts, tr), y_train[tr], p_train[tr], lam=1.0, **common)
+        kd = _stop_if_interrupted(fit(pick(texts, tr), y_train[tr], p_train[tr], lam=1.0, **common))
         kd_pred = kd.predict(t_texts, t_ctx)
         results.append(dict(name="KD student", what=f"{settings['preset']}, λ = 1", model=kd,
                             m=scoring_metrics(y_test, kd_pred, labels=classes), params=kd.n_params,
