@@ -11,22 +11,6 @@ denormal (which makes every later step many times slower).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
-
-@njit(cache=True)
-def _adam_kernel(theta, g, m, v, lr_t, b1, b2, eps, scale):
-    for k in range(theta.shape[0]):
-        gk = g[k] * scale
-        mk = b1 * m[k] + (1.0 - b1) * gk
-        vk = b2 * v[k] + (1.0 - b2) * gk * gk
-        if vk < 1e-30:
-            vk = 0.0
-        if abs(mk) < 1e-30:
-            mk = 0.0
-        m[k] = mk
-        v[k] = vk
-        theta[k] -= lr_t * mk / (np.sqrt(vk) + eps)
 
 
 class Adam:
@@ -43,12 +27,14 @@ class Adam:
     def step(self, grad):
         """One update from the flat gradient ``grad``; returns the gradient's norm."""
         self.t += 1
-        norm = float(np.sqrt(np.dot(grad.astype(np.float64), grad.astype(np.float64))))
+        from .nn import _kernels as K
+
+        norm = float(np.sqrt(K.sq_norm(grad)))
         scale = 1.0
         if self.clip_norm is not None and norm > self.clip_norm:
             scale = self.clip_norm / norm
         lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
         # folding the bias corrections into lr_t; ε·√(1−β₂ᵗ) keeps the update exactly the formula above
-        _adam_kernel(self.theta, grad, self.m, self.v, lr_t, self.beta1, self.beta2,
+        K.adam_kernel(self.theta, grad, self.m, self.v, lr_t, self.beta1, self.beta2,
                      self.eps * np.sqrt(1.0 - self.beta2 ** self.t), scale)
         return norm

@@ -68,7 +68,9 @@ def predict_proba_ids(net, ids, lengths, batch_size=256):
     A float32 network is scored by the fused Numba inference path
     (:func:`tinykd.nn.lstm.score_rows`: table lookup of the input projection,
     batched time loop, pooling and head in one call, several cores for large
-    batches); other dtypes go through the reference ``net.forward``.
+    batches) — except a fresh process's first small jobs, which a NumPy time
+    loop scores without starting Numba (:func:`tinykd.nn.lstm.use_numba`);
+    other dtypes go through the reference ``net.forward``.
     """
     n = len(lengths)
     out = np.empty((n, net.n_classes), dtype=np.float32)
@@ -77,8 +79,12 @@ def predict_proba_ids(net, ids, lengths, batch_size=256):
     ids = np.ascontiguousarray(ids, dtype=np.int32)
     lengths = np.ascontiguousarray(lengths, dtype=np.int32)
     if net.dtype == np.float32:
-        from .nn.lstm import score_rows
+        from .nn.lstm import score_rows, score_rows_numpy, use_numba
 
+        if not use_numba(int(lengths.sum())):
+            if int(lengths.max()) > ids.shape[1]:
+                raise ValueError(f"lengths say {int(lengths.max())} tokens but ids have only {ids.shape[1]} columns")
+            return score_rows_numpy(net, ids, lengths, out)
         table = _table_for(net)
         if n <= batch_size:
             return score_rows(net, table, ids, lengths, out)

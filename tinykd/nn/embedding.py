@@ -10,7 +10,6 @@ added by :mod:`tinykd.nn.regularizers`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 
 def embedding_forward(E, ids):
@@ -18,17 +17,8 @@ def embedding_forward(E, ids):
     return E[ids], ids
 
 
-@njit(cache=True)
-def _scatter_add(dE, ids, lengths, dx):
-    B = ids.shape[0]
-    D = dE.shape[1]
-    for b in range(B):
-        for t in range(lengths[b]):
-            v = ids[b, t]
-            for d in range(D):
-                dE[v, d] += dx[b, t, d]
-
-
 def embedding_backward(dx, ids, lengths, dE):
     """Add the gradient of the lookup into ``dE`` (``+=``); real steps only."""
-    _scatter_add(dE, ids, lengths, np.ascontiguousarray(dx))
+    from ._kernels import scatter_add
+
+    scatter_add(dE, ids, lengths, np.ascontiguousarray(dx))

@@ -1,0 +1,201 @@
+"""The fast paths give the reference results (float32 tolerance).
+
+- float32 kernels (rational tanh, typed constants) vs the exact float64 kernels;
+- parallel (prange over directions / batch halves) vs serial;
+- row order: a permuted batch gives the permuted outputs and the same gradients;
+- ragged (variable lengths) vs a fixed-length batch of the same rows;
+- the scoring path (projection table, fused time loop + pooling + head, batch 1 and batched,
+  serial and parallel) vs ``net.forward`` + softmax, and the table never goes stale.
+"""
+import numpy as np
+import pytest
+
+import tinykd.nn.lstm as L
+from tinykd.model import PRESETS, StudentNet, make_config
+from tinykd.nn.dense import softmax
+from tinykd.student import predict_proba_ids
+
+ATOL = 2e-5
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.fixture
+def serial_and_parallel():
+    saved = L.PARALLEL, L.SPLIT_ROWS, L.PARALLEL_SCORE_ROWS
+    yield
+    L.PARALLEL, L.SPLIT_ROWS, L.PARALLEL_SCORE_ROWS = saved
+
+
+def params(rng, E, H, dtype):
+    return tuple(a.astype(dtype) for a in (rng.normal(0, 0.4, (E, 4 * H)), rng.normal(0, 0.4, (H, 4 * H)),
+                                           rng.normal(0, 0.4, 4 * H)))
+
+
+def run(x, lengths, dirs, seq, dout):
+    """Forward + backward of one LSTM or a BiLSTM; returns out, dx and all parameter gradients."""
+    if len(dirs) == 1:
+        out, cache = L.lstm_forward(x, lengths, *dirs[0], return_sequences=seq)
+        grads = [[np.zeros_like(a) for a in dirs[0]]]
+        dx = L.lstm_backward(dout(out), cache, *grads[0])
+    else:
+        out, cache = L.bilstm_forward(x, lengths, dirs[0], dirs[1], return_sequences=seq)
+        grads = [[np.zeros_like(a) for a in d] for d in dirs]
+        dx = L.bilstm_backward(dout(out), cache, *grads)
+    return out, dx, [g for gs in grads for g in gs]
+
+
+@pytest.mark.parametrize("bi", [False, True])
+@pytest.mark.parametrize("seq", [False, True])
+def test_float32_kernels_match_float64(rng, bi, seq):
+    B, T, E, H = 20, 9, 6, 8
+    x = rng.normal(size=(B, T, E))
+    lengths = rng.integers(0, T + 1, B).astype(np.int32)
+    dirs64 = [params(rng, E, H, np.float64) for _ in range(1 + bi)]
+    R = rng.normal(size=(B, T, (1 + bi) * H) if seq else (B, (1 + bi) * H))
+    o64, dx64, g64 = run(x, lengths, dirs64, seq, lambda o: R)
+    o32, dx32, g32 = run(x.astype(np.float32), lengths, [tuple(a.astype(np.float32) for a in d) for d in dirs64],
+                         seq, lambda o: R.astype(np.float32))
+    assert o32.dtype == dx32.dtype == np.float32
+    np.testing.assert_allclose(o32, o64, atol=ATOL)
+    np.testing.assert_allclose(dx32, dx64, atol=1e-4)
+    for a, b in zip(g32, g64):
+        np.testing.assert_allclose(a, b, atol=5e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bi", [False, True])
+def test_parallel_equals_serial(rng, serial_and_parallel, bi):
+    B, T, E, H = 33, 7, 5, 4  # odd batch: uneven halves, an odd row in the two-row blocks
+    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    lengths = rng.integers(0, T + 1, B).astype(np.int32)
+    dirs = [params(rng, E, H, np.float32) for _ in range(1 + bi)]
+    R = rng.normal(size=(B, T, (1 + bi) * H)).astype(np.float32)
+    L.PARALLEL = False
+    ref = run(x, lengths, dirs, True, lambda o: R)
+    L.PARALLEL, L.SPLIT_ROWS = True, 2
+    got = run(x, lengths, dirs, True, lambda o: R)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    for a, b in zip(got[2], ref[2]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("bi", [False, True])
+def test_row_order_does_not_matter(rng, bi):
+    B, T, E, H = 12, 8, 4, 4
+    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B).astype(np.int32)
+    dirs = [params(rng, E, H, np.float32) for _ in range(1 + bi)]
+    R = rng.normal(size=(B, T, (1 + bi) * H)).astype(np.float32)
+    perm = rng.permutation(B)
+    a = run(x, lengths, dirs, True, lambda o: R)
+    b = run(x[perm], lengths[perm], dirs, True, lambda o: R[perm])
+    np.testing.assert_allclose(b[0], a[0][perm], atol=1e-6)
+    np.testing.assert_allclose(b[1], a[1][perm], atol=1e-6)
+    for ga, gb in zip(a[2], b[2]):
+        np.testing.assert_allclose(gb, ga, atol=1e-5)
+
+
+def test_ragged_equals_fixed_length(rng):
+    """Rows of length 5 inside a batch padded to 9 give what a batch of exactly 5 steps gives."""
+    B, E, H = 6, 4, 4
+    x = rng.normal(size=(B, 9, E)).astype(np.float32)
+    x[:, 5:] = 99.0  # padding must never be read
+    dirs = [params(rng, E, H, np.float32) for _ in range(2)]
+    R = rng.normal(size=(B, 9, 2 * H)).astype(np.float32)
+    R[:, 5:] = 0.0
+    padded = run(x, np.full(B, 5, np.int32), dirs, True, lambda o: R)
+    exact = run(np.ascontiguousarray(x[:, :5]), np.full(B, 5, np.int32), dirs, True,
+                lambda o: np.ascontiguousarray(R[:, :5]))
+    np.testing.assert_allclose(padded[0][:, :5], exact[0], atol=1e-6)
+    assert np.all(padded[0][:, 5:] == 0) and np.all(padded[1][:, 5:] == 0)
+    np.testing.assert_allclose(padded[1][:, :5], exact[1], atol=1e-6)
+    for a, b in zip(padded[2], exact[2]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def reference_proba(net, ids, lengths):
+    z, _ = net.forward(ids, lengths)
+    return softmax(z.astype(np.float64))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_scoring_path_matches_reference(rng, serial_and_parallel, preset):
+    V = 50
+    net = StudentNet(make_config(preset), V, 3, seed=1)
+    net.params[:] += rng.normal(0, 0.05, net.size).astype(np.float32)  # off the initial weights
+    n, T = 70, 12
+    ids = rng.integers(0, V, size=(n, T)).astype(np.int32)
+    lengths = rng.integers(0, T + 1, n).astype(np.int32)
+    lengths[:2] = [0, T]  # an empty answer and a full one
+    ref = reference_proba(net, ids, lengths)
+    for par in (False, True):
+        L.PARALLEL, L.PARALLEL_SCORE_ROWS = par, 8
+        got = predict_proba_ids(net, ids, lengths)
+        np.testing.assert_allclose(got, ref, atol=ATOL)
+        small = predict_proba_ids(net, ids, lengths, batch_size=16)  # several batches, sorted by length
+        np.testing.assert_allclose(small, ref, atol=ATOL)
+    for i in (0, 1, 5):  # the one-response path
+        np.testing.assert_allclose(predict_proba_ids(net, ids[i:i + 1], lengths[i:i + 1]), ref[i:i + 1], atol=ATOL)
+
+
+def test_projection_table_follows_weight_changes(rng):
+    V = 30
+    net = StudentNet(make_config("bathtub"), V, 3, seed=0)
+    ids = rng.integers(0, V, size=(4, 10)).astype(np.int32)
+    lengths = np.array([10, 7, 3, 1], np.int32)
+    predict_proba_ids(net, ids, lengths)  # fills the table
+    for name, where in [("emb.E", (ids[0, 0], 0)), ("rnn.fwd.W", (1, 2)), ("rnn.bwd.b", (5,)),
+                        ("rnn.bwd.U", (0, 0)), ("out.b", (1,))]:
+        net.p[name][where] += 0.5
+        np.testing.assert_allclose(predict_proba_ids(net, ids, lengths), reference_proba(net, ids, lengths),
+                                   atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(predict_proba_ids(net, ids[:1], lengths[:1]),
+                                   reference_proba(net, ids[:1], lengths[:1]), atol=ATOL, err_msg=name)
+
+
+def test_scoring_refuses_out_of_range_ids():
+    net = StudentNet(make_config("7t"), 10, 2)
+    with pytest.raises(IndexError):
+        predict_proba_ids(net, np.array([[3, 10]], np.int32), np.array([2], np.int32))
+
+
+def test_float64_network_uses_the_reference_path(rng):
+    net = StudentNet(make_config("falling_weights"), 20, 3, dtype=np.float64)
+    ids = rng.integers(0, 20, size=(3, 6)).astype(np.int32)
+    lengths = np.array([6, 2, 0], np.int32)
+    np.testing.assert_allclose(predict_proba_ids(net, ids, lengths), reference_proba(net, ids, lengths), atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_numpy_scoring_path_matches_reference(rng, preset):
+    """The no-Numba path a fresh process uses for its first small jobs."""
+    V = 40
+    net = StudentNet(make_config(preset), V, 3, seed=2)
+    net.params[:] += rng.normal(0, 0.05, net.size).astype(np.float32)
+    ids = rng.integers(0, V, size=(9, 11)).astype(np.int32)
+    lengths = rng.integers(0, 12, 9).astype(np.int32)
+    lengths[0] = 0
+    ref = reference_proba(net, ids, lengths)
+    got = L.score_rows_numpy(net, ids, lengths, np.empty((9, 3), np.float32))
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+    one = L.score_rows_numpy(net, ids[3:4], lengths[3:4], np.empty((1, 3), np.float32))
+    np.testing.assert_allclose(one, ref[3:4], atol=ATOL)
+
+
+def test_fresh_process_defers_numba(monkeypatch):
+    """Small first jobs stay on NumPy; a large job, or the (NUMBA_AFTER_CALLS+1)-th small one, uses Numba."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tinykd.nn._kernels", raising=False)  # as in a fresh process
+    monkeypatch.delenv("TINYKD_JIT", raising=False)
+    monkeypatch.setattr(L, "_small_jobs", 0)
+    assert [L.use_numba(60) for _ in range(L.NUMBA_AFTER_CALLS)] == [False] * L.NUMBA_AFTER_CALLS
+    assert L.use_numba(60)
+    monkeypatch.setattr(L, "_small_jobs", 0)
+    assert L.use_numba(L.NUMBA_MIN_TOKENS)
+    monkeypatch.setenv("TINYKD_JIT", "never")
+    assert not L.use_numba(10 ** 6)
