@@ -65,6 +65,21 @@ def _print_progress(rec, epochs, stream):
           file=stream, flush=True)
 
 
+#: BLAS threads while training (None: leave NumPy's BLAS alone). The LSTM time loops already run
+#: on the cores in parallel; a multi-threaded BLAS between them only spins against them.
+BLAS_THREADS = 1
+
+
+def _blas_limit():
+    if BLAS_THREADS is None:
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a scikit-learn dependency
+        return None
+    return threadpool_limits(BLAS_THREADS, user_api="blas")
+
+
 def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
           patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None):
     """Train ``net`` in place on ``data`` (a :class:`TrainData`); return a history dict.
@@ -91,6 +106,7 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
     best_loss, best_params, best_epoch, bad = np.inf, net.params.copy(), 0, 0
     history = {"epochs": [], "best_epoch": 0, "stopped": "epochs"}
     n = len(data)
+    limit = _blas_limit()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -141,6 +157,9 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
     except KeyboardInterrupt:
         history["stopped"] = "interrupted"
         print("interrupted: keeping the best weights so far", file=stream, flush=True)
+    finally:
+        if limit is not None:
+            limit.restore_original_limits()
     net.params[:] = best_params  # the initial weights if no epoch finished
     history["best_epoch"] = best_epoch
     history["best_val_loss"] = None if not np.isfinite(best_loss) else float(best_loss)
