@@ -79,12 +79,13 @@ def predict_proba_ids(net, ids, lengths, batch_size=256):
     ids = np.ascontiguousarray(ids, dtype=np.int32)
     lengths = np.ascontiguousarray(lengths, dtype=np.int32)
     if net.dtype == np.float32:
-        from .nn.lstm import score_rows, score_rows_numpy, use_numba
+        from .nn import lstm
 
-        if not use_numba(int(lengths.sum())):
+        if "tinykd.nn._kernels" not in sys.modules and not lstm.use_numba(int(lengths.sum())):
             if int(lengths.max()) > ids.shape[1]:
                 raise ValueError(f"lengths say {int(lengths.max())} tokens but ids have only {ids.shape[1]} columns")
-            return score_rows_numpy(net, ids, lengths, out)
+            return lstm.score_rows_numpy(net, ids, lengths, out)
+        score_rows = lstm.score_rows
         table = _table_for(net)
         if n <= batch_size:
             return score_rows(net, table, ids, lengths, out)

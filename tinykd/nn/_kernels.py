@@ -335,20 +335,20 @@ def _bwd_serial(dout, seq, gates, cs, start, lengths, task_rows, task_ptr, task_
 @njit(inline="always", **_JIT)
 def _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc):
     """Bring the table rows of the tokens in ``ids`` up to date; -1 on an id out of range."""
-    same = True
+    ndiff = 0  # a branch-free count vectorises: the check reads W at full speed
     for d in range(D):
         W = W0 if d == 0 else W1
         b = b0 if d == 0 else b1
         Wd = Wc[d]
         bd = bc[d]
         for e in range(W.shape[0]):
+            We = W[e]
+            Wde = Wd[e]
             for j in range(W.shape[1]):
-                if W[e, j] != Wd[e, j]:
-                    same = False
+                ndiff += We[j] != Wde[j]
         for j in range(b.shape[0]):
-            if b[j] != bd[j]:
-                same = False
-    if not same:
+            ndiff += b[j] != bd[j]
+    if ndiff:
         for d in range(D):
             Wc[d] = W0 if d == 0 else W1
             bc[d] = b0 if d == 0 else b1
@@ -362,9 +362,12 @@ def _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc):
                 return -1
             ok = valid[v] == 1
             if ok:
+                nd = 0
+                Ev = E[v]
+                Ecv = Ec[v]
                 for e in range(Ed):
-                    if E[v, e] != Ec[v, e]:
-                        ok = False
+                    nd += Ev[e] != Ecv[e]
+                ok = nd == 0
             if not ok:
                 for e in range(Ed):
                     Ec[v, e] = E[v, e]

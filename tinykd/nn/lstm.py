@@ -237,6 +237,7 @@ class ProjectionTable:
         self.valid = np.zeros(V, np.uint8)
         self.Wc = np.full((D, E, G), np.nan, dtype)
         self.bc = np.full((D, G), np.nan, dtype)
+        self.prep = None
 
 
 #: batches with at least this many rows run on several cores at scoring time
@@ -319,22 +320,32 @@ def score_rows_numpy(net, ids, lengths, out):
     return out
 
 
+def _prepared(net, table):
+    """The network's arrays in kernel order (views into ``net.params``, built once per table)."""
+    prep = table.prep
+    if prep is None or prep[0] is not net.p["emb.E"]:
+        cfg, p = net.config, net.p
+        bi = cfg["rnn"] == "bilstm"
+        fw = ("rnn.fwd.W", "rnn.fwd.b", "rnn.fwd.U")
+        bw = ("rnn.bwd.W", "rnn.bwd.b", "rnn.bwd.U") if bi else fw
+        if cfg["dense_units"]:
+            HW1, Hb1 = p["hidden.W"], p["hidden.b"]
+        else:
+            HW1, Hb1 = _EMPTY_W, _EMPTY_B
+        prep = table.prep = (p["emb.E"], *(p[k] for k in fw), *(p[k] for k in bw), _REV[2 if bi else 1],
+                             2 if bi else 1, cfg["pooling"] == "max", HW1, Hb1,
+                             _ACT_CODES[cfg["dense_activation"]], p["out.W"], p["out.b"])
+    return prep
+
+
 def score_rows(net, table, ids, lengths, out):
     """Class probabilities of encoded rows into ``out`` (B, K) float32 — the fast
     inference path of a float32 :class:`~tinykd.model.StudentNet` (no dropout, no caches)."""
-    cfg, p = net.config, net.p
-    bi = cfg["rnn"] == "bilstm"
-    D = 2 if bi else 1
+    E, W0, b0, U0, W1, b1, U1, reverses, D, pool_max, HW1, Hb1, act, oW, ob = _prepared(net, table)
     B = lengths.shape[0]
-    fw = ("rnn.fwd.W", "rnn.fwd.b", "rnn.fwd.U")
-    bw = ("rnn.bwd.W", "rnn.bwd.b", "rnn.bwd.U") if bi else fw
-    W0, b0, U0 = (p[k] for k in fw)
-    W1, b1, U1 = (p[k] for k in bw)
-    reverses = _REV[D]
     H = U0.shape[0]
     if B == 1:
-        rows, ptr, tdir = (np.zeros(1, np.int32), _PTR1, _DIRS1) if D == 1 else \
-            (np.zeros(2, np.int32), _PTR2, _DIRS2)
+        rows, ptr, tdir = (_ROW0, _PTR1, _DIRS1) if D == 1 else (_ROW00, _PTR2, _DIRS2)
     else:
         order = np.argsort(-lengths, kind="stable").astype(np.int32)
         if D == 1 and B >= PARALLEL_SCORE_ROWS and PARALLEL:
@@ -345,30 +356,25 @@ def score_rows(net, table, ids, lengths, out):
             tdir = _DIRS1 if D == 1 else _DIRS2
         rows = np.concatenate(parts)
         ptr = np.array([0, len(parts[0]), len(rows)], np.int64)[:len(parts) + 1]
-    feat = np.zeros((B, D * H), table.T.dtype)
-    if cfg["dense_units"]:
-        HW1, Hb1 = p["hidden.W"], p["hidden.b"]
-    else:
-        HW1, Hb1 = _EMPTY_W, _EMPTY_B
-    act = _ACT_CODES[cfg["dense_activation"]]
-    pool_max = cfg["pooling"] == "max"
+    feat = np.empty((B, D * H), table.T.dtype)
+    K = _K()
     if B < PARALLEL_SCORE_ROWS or not PARALLEL:
-        K = _K()
-        rc = K._score_serial(ids, lengths, rows, ptr, tdir, p["emb.E"], W0, b0, U0, W1, b1, U1, reverses, D,
-                           table.T, table.Ec, table.valid, table.Wc, table.bc, pool_max, feat,
-                           HW1, Hb1, act, p["out.W"], p["out.b"], out)
+        rc = K._score_serial(ids, lengths, rows, ptr, tdir, E, W0, b0, U0, W1, b1, U1, reverses, D,
+                             table.T, table.Ec, table.valid, table.Wc, table.bc, pool_max, feat,
+                             HW1, Hb1, act, oW, ob, out)
     else:
-        K = _K()
-        rc = K._sync_only(ids, lengths, p["emb.E"], W0, b0, W1, b1, D, table.T, table.Ec, table.valid,
-                        table.Wc, table.bc)
+        rc = K._sync_only(ids, lengths, E, W0, b0, W1, b1, D, table.T, table.Ec, table.valid,
+                          table.Wc, table.bc)
         if rc == 0:
             K._infer_parallel(ids, lengths, rows, ptr, tdir, table.T, U0, U1, reverses, pool_max, feat)
-            K._head_only(feat, HW1, Hb1, act, p["out.W"], p["out.b"], out)
+            K._head_only(feat, HW1, Hb1, act, oW, ob, out)
     if rc < 0:
-        raise IndexError(f"token ids out of range for a vocabulary of {p['emb.E'].shape[0]}")
+        raise IndexError(f"token ids out of range for a vocabulary of {E.shape[0]}")
     return out
 
 
+_ROW0 = np.zeros(1, np.int32)
+_ROW00 = np.zeros(2, np.int32)
 _REV = {1: np.array([False]), 2: np.array([False, True])}
 _PTR1 = np.array([0, 1], np.int64)
 _PTR2 = np.array([0, 1, 2], np.int64)
