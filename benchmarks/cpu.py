@@ -466,6 +466,11 @@ def main(argv=None):
 
     info = machine()
     load0 = load_snapshot()
+    from tinykd.nn import lstm as tk_lstm
+    from tinykd import train as tk_train
+
+    info["tinykd_parallel"] = f"{tk_lstm.PARALLEL!r} → {'parallel' if tk_lstm._parallel() else 'serial'} at start"
+    info["tinykd_blas"] = tk_train.BLAS_THREADS
     t_start = time.time()
     print(f"{info['cpu']} ({info['cores']} cores, {info['simd']}, {info['mhz']:.0f} MHz); "
           f"load average {load0['loadavg'][0]:.2f}", flush=True)
@@ -581,7 +586,9 @@ def write_report(path, info, load0, load1, t_start, quick, train_rows, score, te
     w(f"- {info['platform']}, Python {info['python']}")
     w(f"- numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, onnxruntime {info['onnxruntime']}, "
       f"onnx {info['onnx']}, transformers {info['transformers']}")
-    w(f"- threads: {THREADS} for every library (torch.set_num_threads, ORT intra-op, Numba; NumPy's OpenBLAS default)")
+    w(f"- threads: {THREADS} for PyTorch (set_num_threads) and ONNX Runtime (intra-op); tinykd: Numba "
+      f"{THREADS} threads, parallel loops `PARALLEL={info['tinykd_parallel']}` (auto = parallel only while "
+      f"the 1-minute load average is below cores − ½), BLAS limited to {info['tinykd_blas']} thread while training")
     w(f"- load average at start {', '.join(f'{x:.2f}' for x in load0['loadavg'])}; "
       f"at end {', '.join(f'{x:.2f}' for x in load1['loadavg'])} (the machine is shared; busiest processes at start:)")
     w("")

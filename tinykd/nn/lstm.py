@@ -51,8 +51,30 @@ import numpy as np
 
 _TINY = 1e-30  # carried gradients below this are flushed to 0 (no denormal slow-down)
 
-#: run independent directions / batch halves on several cores (``prange``); tests flip it
-PARALLEL = True
+#: run independent directions / batch halves on several cores (``prange``): True, False, or
+#: "auto" — only while the machine has a core to spare (1-minute load average below cores − ½,
+#: re-read every second). On a busy machine the threads of a parallel loop wait for each other
+#: and the serial loop is several times faster.
+PARALLEL = "auto"
+_load_seen = [-1e9, False]
+
+
+def _parallel():
+    if PARALLEL != "auto":
+        return bool(PARALLEL)
+    import time
+
+    now = time.monotonic()
+    if now - _load_seen[0] > 1.0:
+        import os
+
+        n = os.cpu_count() or 1
+        try:
+            free = os.getloadavg()[0] < n - 0.5
+        except OSError:  # pragma: no cover - no load average on this platform
+            free = True
+        _load_seen[:] = [now, n >= 2 and free]
+    return _load_seen[1]
 #: an LSTM batch with at least this many rows is split into two halves run in parallel
 SPLIT_ROWS = 16
 
@@ -70,7 +92,7 @@ def _plan(lengths, n_dirs, B):
     halves of a large one-direction batch. Returns (rows, ptr, dir) int arrays."""
     order = np.argsort(-lengths, kind="stable").astype(np.int32)
     order = order[lengths[order] > 0]
-    if n_dirs == 1 and PARALLEL and B >= SPLIT_ROWS:
+    if n_dirs == 1 and B >= SPLIT_ROWS and _parallel():
         parts = [order[0::2], order[1::2]]
         dirs = [0, 0]
     else:
@@ -123,7 +145,7 @@ def _rnn_forward(x, lengths, dirs, return_sequences, store=True):
         gates = cs = hprev = np.empty((0, 0), dt)
     out = np.zeros((B, L if return_sequences else 1, D * H), dt)
     K = _K()
-    kern = K._fwd_parallel if PARALLEL and len(tdir) > 1 else K._fwd_serial
+    kern = K._fwd_parallel if len(tdir) > 1 and _parallel() else K._fwd_serial
     kern(xz, start, lengths, rows, ptr, tdir, Us, reverses, store, return_sequences, gates, cs, hprev, out)
     cache = dict(x_shape=x.shape, xr=xr, idx=idx, start=start, lengths=lengths, Wc=Wc, Us=Us,
                  reverses=reverses, rows=rows, ptr=ptr, tdir=tdir, gates=gates, cs=cs, hprev=hprev,
@@ -147,7 +169,7 @@ def _rnn_backward(dout, cache):
     dz = np.empty((N, D * G), dt)
     tdir = cache["tdir"]
     K = _K()
-    kern = K._bwd_parallel if PARALLEL and len(tdir) > 1 else K._bwd_serial
+    kern = K._bwd_parallel if len(tdir) > 1 and _parallel() else K._bwd_serial
     kern(dout3, seq, gates, cache["cs"], cache["start"], cache["lengths"], cache["rows"],
          cache["ptr"], tdir, UTs, cache["reverses"], dz)
     dW = cache["xr"].T @ dz
@@ -344,11 +366,12 @@ def score_rows(net, table, ids, lengths, out):
     E, W0, b0, U0, W1, b1, U1, reverses, D, pool_max, HW1, Hb1, act, oW, ob = _prepared(net, table)
     B = lengths.shape[0]
     H = U0.shape[0]
+    par = B >= PARALLEL_SCORE_ROWS and _parallel()
     if B == 1:
         rows, ptr, tdir = (_ROW0, _PTR1, _DIRS1) if D == 1 else (_ROW00, _PTR2, _DIRS2)
     else:
         order = np.argsort(-lengths, kind="stable").astype(np.int32)
-        if D == 1 and B >= PARALLEL_SCORE_ROWS and PARALLEL:
+        if D == 1 and par:
             parts = (order[0::2], order[1::2])
             tdir = _DIRS11
         else:
@@ -358,7 +381,7 @@ def score_rows(net, table, ids, lengths, out):
         ptr = np.array([0, len(parts[0]), len(rows)], np.int64)[:len(parts) + 1]
     feat = np.empty((B, D * H), table.T.dtype)
     K = _K()
-    if B < PARALLEL_SCORE_ROWS or not PARALLEL:
+    if not par:
         rc = K._score_serial(ids, lengths, rows, ptr, tdir, E, W0, b0, U0, W1, b1, U1, reverses, D,
                              table.T, table.Ec, table.valid, table.Wc, table.bc, pool_max, feat,
                              HW1, Hb1, act, oW, ob, out)
