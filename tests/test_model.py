@@ -180,6 +180,7 @@ def test_unknown_preset_and_keys_are_refused():
 # ------------------------------------------------------------------------------ text
 def test_tokenizer_and_vocabulary():
     assert tokenize("The Acid-rain, it's 2x!") == ["the", "acid", "rain", "it", "s", "2x"]
+    assert tokenize(float("nan")) == [] and tokenize(None) == []
     vocab = Vocabulary(max_size=6, min_count=1).fit(["b a a", "c a b", "d"])
     assert vocab.tokens == ["<pad>", "<oov>", "<sep>", "a", "b", "c"]  # a:3 b:2 then c before d (tie, alphabetical)
     ids, lengths = vocab.encode(["a d c", "", "b"])

@@ -30,8 +30,8 @@ _token_re = re.compile(TOKEN_PATTERN)
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens of ``text`` (``None`` counts as empty)."""
-    if text is None:
+    """Lower-cased word tokens of ``text`` (``None`` and a float NaN — an empty cell — count as empty)."""
+    if text is None or (isinstance(text, float) and text != text):
         return []
     return _token_re.findall(str(text).lower())
 
