@@ -278,8 +278,11 @@ def main(argv=None):
             r = json.loads(line)
             cached[tuple(r["job"])] = r
 
+    fresh = []
+
     def run(jobs):
         todo = [j for j in jobs if tuple(j) not in cached]
+        fresh.extend(todo)
         done = pool.map(run_student, todo, chunksize=1) if pool else list(map(run_student, todo))
         for j, r in zip(todo, done):
             cached[tuple(j)] = r = r or {"job": list(j), "skipped": True}
@@ -336,6 +339,10 @@ def main(argv=None):
     baselines = {k: tfidf_baseline(t) for k, t in TASKS.items()}
     teachers = {k: teacher_metrics(t) for k, t in TASKS.items()}
     wall = time.time() - t_start
+    args.n_fresh = len(fresh)
+    unique = {tuple(r["job"]): r for r in results + lam_results}
+    args.n_runs = len(unique)
+    args.train_minutes = sum(r["train_seconds"] for r in unique.values()) / 60
     report = build_report(results, baselines, teachers, chosen, args, wall)
     stem = "paper_table_quick" if args.quick else "paper_table"
     (args.out / f"{stem}.md").write_text(report["markdown"])
@@ -396,7 +403,9 @@ def build_report(results, baselines, teachers, chosen, args, wall):
               f"{args.seeds} seeds for NN and KD, {args.extra_seeds} for the extra rows, up to {args.epochs} "
               f"epochs, patience {args.patience}. Machine: {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, Python {platform.python_version()}, {args.workers} worker processes. "
-              f"Wall time {wall / 60:.1f} min.")
+              f"Wall time of this invocation {wall / 60:.1f} min, of which {args.n_fresh} student runs were "
+              f"trained now and the rest reused from the run cache; all {args.n_runs} student runs together "
+              f"took {args.train_minutes:.0f} min of training.")
     md.append("")
     md.append("Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (seed 0, T = 1) from "
               f"{LAMBDAS}; Δ = KD − NN accuracy (paired over seeds, two-sided t-test p).")
@@ -437,6 +446,28 @@ def build_report(results, baselines, teachers, chosen, args, wall):
             v = e["variants"].get(label)
             cells.append(f"{mean_sd(v['accuracy'])[0]:.3f} / {mean_sd(v['qwk'])[0]:.3f}" if v else "–")
         md.append(f"| {e['dataset']} | {e['item']} {e['split']} | " + " | ".join(cells) + " |")
+    md += ["", "## The teacher's soft labels on the students' training rows", "",
+           "How much a student can learn from the soft term depends on these: accuracy of the teacher's argmax "
+           "against the human score on the student's training rows (in-sample: the teacher trained on most of "
+           "them; out-of-fold: cross-fitted), mean top probability there, and the teacher's accuracy and mean top "
+           "probability on the first test split.", "",
+           "| task | train acc (in-sample) | train acc (out-of-fold) | mean top p train (in-sample) | "
+           "mean top p train (out-of-fold) | test acc | mean top p test |", "|---|---|---|---|---|---|---|"]
+    for k, task in TASKS.items():
+        if task["teacher"] is None:
+            continue
+        y = np.asarray(task["train"][1])
+        cls = np.asarray(task["classes"])
+
+        def acc_conf(p):
+            return (f"{float((cls[p.argmax(1)] == y).mean()):.3f}", f"{float(p.max(1).mean()):.3f}") \
+                if p is not None else ("–", "–")
+
+        (a_in, c_in), (a_cf, c_cf) = acc_conf(task["teacher"]), acc_conf(task["crossfit"])
+        split = next(iter(task["tests"]))
+        pt, ty = task["teacher_tests"][split], np.asarray(task["tests"][split][1])
+        md.append(f"| {k} | {a_in} | {a_cf} | {c_in} | {c_cf} | {float((cls[pt.argmax(1)] == ty).mean()):.3f} | "
+                  f"{float(pt.max(1).mean()):.3f} |")
     # averages over items/splits
     md += ["", "## Averages over items and splits", ""]
     avg = {}

@@ -57,6 +57,14 @@ def build_parser():
                    help="epochs of each fold teacher (default: the main run's best epoch)")
     f.add_argument("--no-save-teacher", action="store_true", help="do not save the fine-tuned model folder")
     f.add_argument("--progress-every", type=int, default=20, help="progress line every N batches (0: off)")
+    c = sub.add_parser("crossfit", help="out-of-fold soft labels for the training rows of a teacher 'fit' made")
+    c.add_argument("--soft", required=True, help="the soft-label CSV written by 'fit' (its .json beside it)")
+    _data_args(c)
+    c.add_argument("--k", type=int, default=3, help="folds")
+    c.add_argument("--epochs", type=int, default=None, help="epochs per fold teacher (default: fit's best epoch)")
+    c.add_argument("--lr", type=float, default=None, help="learning rate (default: the sidecar's)")
+    c.add_argument("--base", default=None, help="pre-trained base folder (default: the one the sidecar names)")
+    c.add_argument("--progress-every", type=int, default=20)
     e = sub.add_parser("export", help="export soft labels with an already fine-tuned teacher folder")
     e.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
     _data_args(e, label_default=None)
@@ -85,6 +93,13 @@ def main(argv=None):
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
                           freeze_embeddings=args.freeze_embeddings)
+        elif args.cmd == "crossfit":
+            from .export import run_crossfit
+
+            common.pop("seed")
+            res = run_crossfit(soft=args.soft, k=args.k, epochs=args.epochs, base=args.base, lr=args.lr,
+                               progress_every=args.progress_every, seed=args.seed, **common)
+            res["path"], res["metrics"] = res["crossfit_path"], {}
         else:
             from .export import run_export
 

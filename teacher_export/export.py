@@ -143,45 +143,119 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
               "teacher_dir": teacher_dir, "dataset": ds, "proba": proba}
 
     if crossfit and crossfit >= 2:
-        k = int(crossfit)
-        n_ep = int(crossfit_epochs or max(1, res.best_epoch))
-        tr_arr = np.asarray(tr, dtype=int)
-        fold_of_tr = stratified_folds(y[tr_arr], k, seed)
-        folds = np.full(len(ds.ids), -1, dtype=int)
-        folds[tr_arr] = fold_of_tr
-        cf_logits = logits.copy()
-        fold_train = {}
-        t_cf = time.time()
-        for f in range(k):
-            fit_idx = tr_arr[fold_of_tr != f]
-            hold_idx = tr_arr[fold_of_tr == f]
-            fold_train[f] = [ds.ids[i] for i in fit_idx]
-            log(f"cross-fit fold {f + 1}/{k}: train {len(fit_idx)}, predict {len(hold_idx)}, {n_ep} epochs")
-            set_seed(seed + 1 + f)
-            fm = load_classifier(base_path, len(ds.classes), ds.classes)
-            fine_tune(fm, enc, y, fit_idx, None, epochs=n_ep, lr=lr, batch_size=batch_size, warmup=warmup,
-                      weight_decay=weight_decay, seed=seed + 1 + f, device=device, pad_id=pad_id,
-                      progress_every=progress_every, class_weight=cw, tag=f"[fold {f}] ",
-                      freeze_embeddings=freeze_embeddings)
-            cf_logits[hold_idx] = predict_logits(fm, enc, hold_idx, batch_size=64, device=device, pad_id=pad_id)
-            del fm
-        cf_proba = softmax(cf_logits)
-        oof = metrics(y[tr_arr], cf_proba[tr_arr].argmax(1), len(ds.classes))
-        log(f"  train (out-of-fold): {oof}")
-        cmeta = dict(meta)
-        cmeta.update(producer="teacher_export fit --crossfit", crossfit_k=k, crossfit_epochs=n_ep,
-                     crossfit_seconds=round(time.time() - t_cf, 1),
-                     metrics={**m, "train (out-of-fold)": oof},
-                     fold_sizes={str(f): int((fold_of_tr == f).sum()) for f in range(k)},
-                     fold_column="role==train rows: the fold f whose teacher (trained on the other K-1 folds "
-                     "for crossfit_epochs epochs, without early stopping) did not see the row; -1: the full "
-                     "teacher's probability (val/test/unlabeled rows, which no teacher trained on)",
-                     probabilities="out-of-fold for role==train rows, full teacher otherwise")
-        cmeta["wall_seconds"] = round(time.time() - t_all, 1)
-        cpath = os.path.join(out, f"{name}-crossfit.csv")
-        _write(cpath, ds, cf_proba, cf_logits, folds, cmeta)
-        result.update(crossfit_path=cpath, folds=folds, fold_train_ids=fold_train, crossfit_proba=cf_proba)
+        result.update(_crossfit(ds, enc, y, logits, meta, k=int(crossfit),
+                                n_ep=int(crossfit_epochs or max(1, res.best_epoch)), base_path=base_path,
+                                lr=lr, batch_size=batch_size, warmup=warmup, weight_decay=weight_decay,
+                                seed=seed, device=device, pad_id=pad_id, progress_every=progress_every,
+                                class_weight=cw, freeze_embeddings=freeze_embeddings, out=out, name=name,
+                                t_all=t_all))
     return result
+
+
+def _crossfit(ds, enc, y, logits, meta, *, k, n_ep, base_path, lr, batch_size, warmup, weight_decay, seed,
+              device, pad_id, progress_every, class_weight, freeze_embeddings, out, name, t_all):
+    """Train K fold teachers on the role==train rows (each on K-1 folds, ``n_ep`` epochs, no early
+    stopping) and write ``out/<name>-crossfit.csv``: out-of-fold probabilities for training rows, the full
+    teacher's ``logits`` for every other row."""
+    m = meta.get("metrics", {})
+    tr_arr = np.asarray(ds.index("train"), dtype=int)
+    fold_of_tr = stratified_folds(y[tr_arr], k, seed)
+    folds = np.full(len(ds.ids), -1, dtype=int)
+    folds[tr_arr] = fold_of_tr
+    cf_logits = np.array(logits, dtype=np.float64, copy=True)
+    fold_train = {}
+    t_cf = time.time()
+    for f in range(k):
+        fit_idx = tr_arr[fold_of_tr != f]
+        hold_idx = tr_arr[fold_of_tr == f]
+        fold_train[f] = [ds.ids[i] for i in fit_idx]
+        log(f"cross-fit fold {f + 1}/{k}: train {len(fit_idx)}, predict {len(hold_idx)}, {n_ep} epochs")
+        set_seed(seed + 1 + f)
+        fm = load_classifier(base_path, len(ds.classes), ds.classes)
+        fine_tune(fm, enc, y, fit_idx, None, epochs=n_ep, lr=lr, batch_size=batch_size, warmup=warmup,
+                  weight_decay=weight_decay, seed=seed + 1 + f, device=device, pad_id=pad_id,
+                  progress_every=progress_every, class_weight=class_weight, tag=f"[fold {f}] ",
+                  freeze_embeddings=freeze_embeddings)
+        cf_logits[hold_idx] = predict_logits(fm, enc, hold_idx, batch_size=64, device=device, pad_id=pad_id)
+        del fm
+    cf_proba = softmax(cf_logits)
+    oof = metrics(y[tr_arr], cf_proba[tr_arr].argmax(1), len(ds.classes))
+    log(f"  train (out-of-fold): {oof}")
+    cmeta = dict(meta)
+    cmeta.update(producer="teacher_export crossfit", crossfit_k=k, crossfit_epochs=n_ep,
+                 crossfit_seconds=round(time.time() - t_cf, 1),
+                 metrics={**m, "train (out-of-fold)": oof},
+                 fold_sizes={str(f): int((fold_of_tr == f).sum()) for f in range(k)},
+                 fold_column="role==train rows: the fold f whose teacher (trained on the other K-1 folds "
+                 "for crossfit_epochs epochs, without early stopping) did not see the row; -1: the full "
+                 "teacher's probability (val/test/unlabeled rows, which no teacher trained on)",
+                 probabilities="out-of-fold for role==train rows, full teacher otherwise")
+    cmeta["wall_seconds"] = round(time.time() - t_all, 1)
+    cpath = os.path.join(out, f"{name}-crossfit.csv")
+    _write(cpath, ds, cf_proba, cf_logits, folds, cmeta)
+    return {"crossfit_path": cpath, "folds": folds, "fold_train_ids": fold_train, "crossfit_proba": cf_proba}
+
+
+def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, text_col="text",
+                 label_col="label", id_col="id", context_col=None, context_file=None, split_col=None,
+                 train_split="train", val_split=None, test_split=None, val_frac=0.1, where=None, unlabeled=None,
+                 seed=0, device=None, threads=None, progress_every=20, lr=None):
+    """Cross-fitted file for a teacher that ``fit`` already trained: ``soft`` is its soft-label CSV (with
+    the .json sidecar). The fold teachers reuse the sidecar's hyper-parameters and, by default, its best
+    epoch (``epochs``, ``lr`` override them); rows other than role==train keep the full teacher's logits from ``soft``. The data arguments
+    must select the same rows as the original run (checked: same data file hash, same training ids)."""
+    import csv
+
+    from tinykd.softlabels import read_sidecar
+
+    from .data import DataError
+
+    t_all = time.time()
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = pick_device(device)
+    side = read_sidecar(soft)
+    hp = side.get("hyperparameters") or {}
+    if base is None and side.get("base_model_path") and os.path.isdir(side["base_model_path"]):
+        base = side["base_model_path"]
+    base_path = resolve_base(base)
+    if os.path.exists(os.path.join(base_path, TEACHER_META)):
+        raise DataError(f"{base_path} is a fine-tuned teacher (it has seen the training rows), not a pre-trained "
+                        "base; pass --base the pre-trained folder the fold teachers should start from")
+    ds = load_dataset(data, text_col=text_col, label_col=label_col, id_col=id_col, context_col=context_col,
+                      context_file=context_file, split_col=split_col, train_split=train_split,
+                      val_split=val_split, test_split=test_split, val_frac=val_frac, seed=seed,
+                      where=where, unlabeled=unlabeled)
+    if side.get("data_sha256") and side["data_sha256"] != ds.info.get("data_sha256"):
+        raise DataError(f"{data} is not the data file {soft} was made from (sha256 differs)")
+    if [str(c) for c in side.get("classes", ds.classes)] != [str(c) for c in ds.classes]:
+        raise DataError(f"classes differ: {soft} has {side.get('classes')}, {data} gives {ds.classes}")
+    with open(soft, encoding="utf-8", newline="") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    missing = [i for i in ds.ids if i not in rows]
+    if missing:
+        raise DataError(f"{soft}: {len(missing)} of the data's ids are missing, e.g. {missing[:3]}")
+    train_soft = sorted(i for i, r in rows.items() if r.get("role") == "train")
+    if train_soft != sorted(ds.ids[i] for i in ds.index("train")):
+        raise DataError(f"the data arguments do not select the training rows {soft} was trained on")
+    logits = np.array([[float(rows[i][f"logit_{c}"]) for c in ds.classes] for i in ds.ids])
+    log(f"data: {split_sizes(ds)}; classes {ds.classes}; base {base_path}; device {device}")
+    name = name or os.path.splitext(os.path.basename(soft))[0]
+    os.makedirs(out, exist_ok=True)
+    tok = load_tokenizer(base_path)
+    max_length = int(hp.get("max_length", 128))
+    enc = encode(tok, ds.texts, ds.contexts, max_length)
+    y = np.full(len(ds.ids), -1, dtype=np.int64)
+    labelled = [i for i, r in enumerate(ds.roles) if r in ("train", "val", "test")]
+    y[labelled] = ds.y(labelled)
+    meta = {k_: v for k_, v in side.items() if k_ != "wall_seconds"}
+    return _crossfit(ds, enc, y, logits, meta, k=int(k), n_ep=int(epochs or side.get("best_epoch") or 1),
+                     base_path=base_path, lr=float(lr or hp.get("lr", 5e-5)),
+                     batch_size=int(hp.get("batch_size", 16)), warmup=float(hp.get("warmup", 0.1)),
+                     weight_decay=float(hp.get("weight_decay", 0.01)), seed=int(hp.get("seed", seed)),
+                     device=device, pad_id=tok.pad_token_id or 0, progress_every=progress_every,
+                     class_weight=hp.get("class_weight"), freeze_embeddings=bool(hp.get("freeze_embeddings")),
+                     out=out, name=name, t_all=t_all)
 
 
 def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, id_col=None,

@@ -229,3 +229,25 @@ def test_cli_fit_then_export_with_saved_teacher(tiny_base, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["fit", "--data", str(tmp_path / "none.csv"), "--base", tiny_base, "--out", out]) == 2
     assert "data file not found" in capsys.readouterr().err
+
+
+def test_crossfit_command_on_a_fitted_teacher_equals_fit_crossfit(fitted, tmp_path):
+    """``tinykd-teacher crossfit --soft`` adds the out-of-fold file to a teacher 'fit' already made; with the
+    sidecar's hyper-parameters and seed it reproduces ``fit --crossfit 3`` number for number."""
+    res, _, _, data = fitted
+    unl = os.path.join(os.path.dirname(data), "more.csv")
+    args = ["crossfit", "--soft", res["path"], "--data", data, "--context-col", "question", "--split-col", "split",
+            "--val-split", "val", "--test-split", "test", "--unlabeled", unl, "--out", str(tmp_path),
+            "--k", "3", "--threads", "1", "--progress-every", "0"]
+    assert cli.main(args) == 0
+    new = tmp_path / (os.path.basename(res["path"])[:-4] + "-crossfit.csv")
+    ids, classes, p_new = read_soft_label_table(new)
+    p_old = read_soft_labels(res["crossfit_path"], ids, classes)
+    np.testing.assert_allclose(p_new, p_old, atol=1e-5)
+    with open(new) as fh, open(res["crossfit_path"]) as gh:
+        assert {r["id"]: r["fold"] for r in csv.DictReader(fh)} == {r["id"]: r["fold"] for r in csv.DictReader(gh)}
+    assert read_sidecar(new)["producer"] == "teacher_export crossfit"
+    # data arguments that select other training rows are refused, nothing written
+    bad = tmp_path / "bad"
+    assert cli.main(args[:-8] + ["--out", str(bad), "--where", "item=1", "--k", "3"]) == 2
+    assert not bad.exists() or not list(bad.iterdir())
