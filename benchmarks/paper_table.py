@@ -47,7 +47,7 @@ from tinykd.splits import holdout  # noqa: E402
 TEACHER_DIR = ROOT / "benchmarks" / "teacher"
 RESULTS = ROOT / "benchmarks" / "results"
 ASAP_ITEMS = ["1", "2", "5", "6", "10"]
-LAMBDAS = [0.5, 1.0, 2.0]
+LAMBDAS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 TEMPERATURES = [2.0, 4.0]
 
 TASKS: dict = {}  # filled before the worker pool forks
@@ -92,7 +92,9 @@ def load_tasks(data_dir, quick=False, teacher_dir=TEACHER_DIR):
             teacher_tests={"test": _teacher(tfile, [r["id"] for r in te], classes)},
             transfer=(([r["text"] for r in tx], _teacher(tfile, [r["id"] for r in tx], classes))
                       if tfile.exists() else None),
-            teacher_meta=_sidecar(tfile),
+            teacher_meta=_sidecar(tfile), train_rows=tr,
+            augmented=None if quick else _augmented(teacher_dir / f"asap-sas-science-item{item}-augmented.csv",
+                                                    tr, classes, None),
         )
     sb = read_csv(data_dir / "scientsbank" / "scientsbank.csv")
     train_rows = [r for r in sb if r["split"] == "train"]
@@ -119,9 +121,32 @@ def load_tasks(data_dir, quick=False, teacher_dir=TEACHER_DIR):
         val=([r["text"] for r in va], np.array([int(r["label3"]) for r in va]), [r["question"] for r in va]),
         tests=tests, teacher=_teacher(tfile, [r["id"] for r in tr], classes),
         crossfit=_teacher(cfile, [r["id"] for r in tr], classes),
-        teacher_tests=teacher_tests, transfer=None, teacher_meta=_sidecar(tfile),
+        teacher_tests=teacher_tests, transfer=None, teacher_meta=_sidecar(tfile), train_rows=tr,
+        augmented=None if quick else _augmented(teacher_dir / "scientsbank-augmented.csv", tr, classes, "question"),
     )
     return tasks
+
+
+AUGMENT = dict(n=8, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0)  # benchmarks/augment_teacher.py uses these
+
+
+def augmented_texts(rows, context_col=None):
+    """The perturbed copies of the students' training answers (tinykd.augment, AUGMENT settings):
+    (ids, texts, contexts or None, source index)."""
+    from tinykd.augment import augment
+
+    ids, texts, src = augment([r["text"] for r in rows], [r["id"] for r in rows], **AUGMENT)
+    ctx = [rows[j][context_col] for j in src] if context_col else None
+    return ids, texts, ctx, src
+
+
+def _augmented(path, rows, classes, context_col):
+    """Transfer data ``(texts, teacher proba, contexts)`` of the augmented copies, if the teacher has
+    labelled them (``<name>-augmented.csv``, made by benchmarks/augment_teacher.py); else None."""
+    if not path.exists():
+        return None
+    ids, texts, ctx, _ = augmented_texts(rows, context_col)
+    return texts, read_soft_labels(path, ids, classes), ctx
 
 
 def teacher_size(n_classes):
@@ -153,8 +178,10 @@ def run_student(job):
     task = TASKS[name]
     texts, y, ctx = task["train"]
     teacher = {"nn": None, "kd": task["teacher"], "crossfit": task["crossfit"],
-               "transfer": task["teacher"]}[variant]
-    transfer = task["transfer"] if variant == "transfer" else None
+               "transfer": task["teacher"], "augmented": task["teacher"]}[variant]
+    transfer = {"transfer": task["transfer"], "augmented": task["augmented"]}.get(variant)
+    if variant in ("transfer", "augmented") and transfer is None:
+        return None
     if variant != "nn" and teacher is None:
         return None
     preset = preset_for(len(texts))
@@ -251,6 +278,9 @@ def main(argv=None):
     ap.add_argument("--teacher-dir", type=Path, default=TEACHER_DIR, help="where the soft-label files are")
     ap.add_argument("--only-nn", action="store_true",
                     help="train only the plain-NN runs (they need no teacher) and stop; they are cached")
+    ap.add_argument("--lambda-seeds", type=int, default=2, help="seeds averaged when choosing λ on validation")
+    ap.add_argument("--only-lambda", action="store_true",
+                    help="train only the λ-selection runs (seed 0, each λ) and stop; they are cached")
     ap.add_argument("--cache", type=Path, default=None,
                     help="JSON-lines file of finished runs, reused by later calls "
                          "(default: <out>/paper_table_runs.jsonl; delete it after changing the code)")
@@ -300,18 +330,27 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
         return 0
 
-    # 1. choose λ on validation (seed 0, T = 1)
-    lam_jobs = [(k, "kd", 0, lam, 1.0, args.epochs, args.patience) for k in TASKS if TASKS[k]["teacher"] is not None
-                for lam in (LAMBDAS if not args.quick else [1.0])]
-    lam_results = [r for r in run(lam_jobs) if r]
-    chosen = {}
+    # 1. choose λ on validation (T = 1): the best mean validation accuracy over the first lambda_seeds seeds
+    n_ls = 1 if args.quick else args.lambda_seeds
+    lam_jobs = [(k, "kd", s, lam, 1.0, args.epochs, args.patience) for k in TASKS if TASKS[k]["teacher"] is not None
+                for lam in (LAMBDAS if not args.quick else [1.0]) for s in range(n_ls)]
+    lam_results = []
+    for i in range(0, len(lam_jobs), 2):  # small chunks: an interrupted run keeps what it finished
+        lam_results += [r for r in run(lam_jobs[i:i + 2]) if r]
+    chosen, lam_val = {}, {}
     for k in TASKS:
-        cands = [r for r in lam_results if r["task"] == k]
-        if cands:
-            best = max(cands, key=lambda r: (r["val"]["accuracy"], r["val"]["qwk"], -r["lam"]))
-            chosen[k] = best["lam"]
-        print(f"[{time.time() - t_start:6.0f}s] λ for {k}: {chosen.get(k)} "
-              f"(val acc {[round(r['val']['accuracy'], 3) for r in cands]})", file=sys.stderr, flush=True)
+        by_lam = {}
+        for r in lam_results:
+            if r["task"] == k:
+                by_lam.setdefault(r["lam"], []).append((r["val"]["accuracy"], r["val"]["qwk"]))
+        if by_lam:
+            lam_val[k] = {lam: [float(np.mean([a for a, _ in v])), float(np.mean([q for _, q in v]))]
+                          for lam, v in sorted(by_lam.items())}
+            chosen[k] = max(lam_val[k], key=lambda lam: (lam_val[k][lam][0], lam_val[k][lam][1], -lam))
+        print(f"[{time.time() - t_start:6.0f}s] λ for {k}: {chosen.get(k)} (mean val acc "
+              f"{ {lam: round(v[0], 3) for lam, v in lam_val.get(k, {}).items()} })", file=sys.stderr, flush=True)
+    if args.only_lambda:
+        return 0
 
     # 2. NN and KD over seeds, then the extra rows
     jobs = []
@@ -326,6 +365,8 @@ def main(argv=None):
             jobs += [(k, "crossfit", s, lam, 1.0, args.epochs, args.patience) for s in range(args.extra_seeds)]
         if t["transfer"] is not None and t["teacher"] is not None:
             jobs += [(k, "transfer", s, lam, 1.0, args.epochs, args.patience) for s in range(args.extra_seeds)]
+        if t["augmented"] is not None and t["teacher"] is not None:
+            jobs += [(k, "augmented", s, lam, 1.0, args.epochs, args.patience) for s in range(args.seeds)]
     print(f"[{time.time() - t_start:6.0f}s] {len(jobs)} student runs on {args.workers} workers",
           file=sys.stderr, flush=True)
     results = []
@@ -343,7 +384,7 @@ def main(argv=None):
     unique = {tuple(r["job"]): r for r in results + lam_results}
     args.n_runs = len(unique)
     args.train_minutes = sum(r["train_seconds"] for r in unique.values()) / 60
-    report = build_report(results, baselines, teachers, chosen, args, wall)
+    report = build_report(results, baselines, teachers, chosen, args, wall, lam_val)
     stem = "paper_table_quick" if args.quick else "paper_table"
     (args.out / f"{stem}.md").write_text(report["markdown"])
     (args.out / f"{stem}.json").write_text(json.dumps(report["json"], indent=1))
@@ -357,7 +398,7 @@ def _fmt(ms):
     return f"{m:.3f} ± {s:.3f}"
 
 
-def build_report(results, baselines, teachers, chosen, args, wall):
+def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None):
     rows, summary = [], []
     for k, task in TASKS.items():
         meta = task["teacher_meta"] or {}
@@ -374,7 +415,8 @@ def build_report(results, baselines, teachers, chosen, args, wall):
                      "teacher_bytes": teacher_size(len(task["classes"]))[1], "variants": {}}
             for label, variant, T in [("NN", "nn", 1.0), ("KD", "kd", 1.0)] + \
                     [(f"KD T={T:g}", "kd", T) for T in TEMPERATURES] + \
-                    [("KD cross-fit", "crossfit", 1.0), ("KD + transfer", "transfer", 1.0)]:
+                    [("KD cross-fit", "crossfit", 1.0), ("KD + transfer", "transfer", 1.0),
+                     ("KD + augmented", "augmented", 1.0)]:
                 rs = sel(variant, T)
                 if not rs:
                     continue
@@ -385,14 +427,14 @@ def build_report(results, baselines, teachers, chosen, args, wall):
                     "ms_per_response": float(np.mean([r["ms_per_response"] for r in rs])),
                     "train_seconds": float(np.mean([r["train_seconds"] for r in rs])),
                 }
-            nn, kd = entry["variants"].get("NN"), entry["variants"].get("KD")
-            if nn and kd:
-                common = sorted(set(nn["seeds"]) & set(kd["seeds"]))
-                a = [nn["accuracy"][nn["seeds"].index(s)] for s in common]
-                b = [kd["accuracy"][kd["seeds"].index(s)] for s in common]
-                qa = [nn["qwk"][nn["seeds"].index(s)] for s in common]
-                qb = [kd["qwk"][kd["seeds"].index(s)] for s in common]
-                entry["kd_vs_nn"] = {"acc": paired_test(a, b), "qwk": paired_test(qa, qb)}
+            nn = entry["variants"].get("NN")
+            for key, label in [("kd_vs_nn", "KD"), ("aug_vs_nn", "KD + augmented")]:
+                kd = entry["variants"].get(label)
+                if nn and kd:
+                    common = sorted(set(nn["seeds"]) & set(kd["seeds"]))
+                    entry[key] = {m: paired_test([nn[m][nn["seeds"].index(s)] for s in common],
+                                                 [kd[m][kd["seeds"].index(s)] for s in common])
+                                  for m in ("accuracy", "qwk")}
             rows.append(entry)
 
     def cell(v, m):
@@ -407,42 +449,58 @@ def build_report(results, baselines, teachers, chosen, args, wall):
               f"trained now and the rest reused from the run cache; all {args.n_runs} student runs together "
               f"took {args.train_minutes:.0f} min of training.")
     md.append("")
-    md.append("Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (seed 0, T = 1) from "
-              f"{LAMBDAS}; Δ = KD − NN accuracy (paired over seeds, two-sided t-test p).")
+    md.append("Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (mean over seeds "
+              f"0..{max(1, getattr(args, 'lambda_seeds', 1)) - 1}, T = 1) from {LAMBDAS} (table at the end); "
+              "Δ = difference of the means (paired over seeds, two-sided t-test p).")
     md.append("")
     md.append("## Accuracy (the paper's measure)")
     md.append("")
-    md.append("| data set | item / split | n test | teacher | TF-IDF+LR | NN (λ=0) | KD | Δ acc (p) | λ | "
-              "student params | student file | teacher params | teacher file |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for e in rows:
-        t = e["teacher"]["accuracy"] if e["teacher"] else float("nan")
-        nn, kd = e["variants"].get("NN"), e["variants"].get("KD")
-        d = e.get("kd_vs_nn", {}).get("acc")
-        md.append(f"| {e['dataset']} | {e['item']} {e['split']} | {e['n_test']} | {t:.3f} | "
-                  f"{e['tfidf_lr']['accuracy']:.3f} | {cell(nn, 'accuracy')} | {cell(kd, 'accuracy')} | "
-                  + (f"{d[0]:+.3f} ({d[1]:.3f})" if d else "–") + f" | {e['lam']} | "
-                  f"{(kd or nn or {}).get('n_params', '–')} | {(kd or nn or {}).get('file_bytes', 0) / 1024:.0f} KiB | "
-                  f"{e['teacher_params'] or '–'} | "
-                  + (f"{e['teacher_bytes'] / 2**20:.1f} MiB |" if e["teacher_bytes"] else "– |"))
-    for metric, title in [("qwk", "Quadratic weighted kappa"), ("macro_f1", "Macro-F1")]:
-        md += ["", f"## {title}", "", "| data set | item / split | teacher | TF-IDF+LR | NN (λ=0) | KD |"
-               + (" Δ QWK (p) |" if metric == "qwk" else ""), "|---|---|---|---|---|---|" + ("---|" if metric == "qwk" else "")]
+    md.append("KD + aug: the KD student with teacher-labelled augmented copies of its training answers (beyond "
+              "the paper; see below), same seeds and λ.")
+    md.append("")
+
+    def delta(e, key, m):
+        d = e.get(key, {}).get(m)
+        return f"{d[0]:+.3f} ({d[1]:.3f})" if d else "–"
+
+    for metric, title in [("accuracy", None), ("qwk", "Quadratic weighted kappa"), ("macro_f1", "Macro-F1")]:
+        if title:
+            md += ["", f"## {title}", ""]
+        cols = ["data set", "item / split"] + (["n test"] if metric == "accuracy" else []) + \
+            ["teacher", "TF-IDF+LR", "NN (λ=0)", "KD"] + (["Δ KD−NN (p)"] if metric != "macro_f1" else []) + \
+            ["KD + aug"] + (["Δ aug−NN (p)"] if metric != "macro_f1" else []) + \
+            (["λ", "student params", "student file", "teacher params", "teacher file"] if metric == "accuracy" else [])
+        md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for e in rows:
             t = e["teacher"][metric] if e["teacher"] else float("nan")
-            line = (f"| {e['dataset']} | {e['item']} {e['split']} | {t:.3f} | {e['tfidf_lr'][metric]:.3f} | "
-                    f"{cell(e['variants'].get('NN'), metric)} | {cell(e['variants'].get('KD'), metric)} |")
-            if metric == "qwk":
-                d = e.get("kd_vs_nn", {}).get("qwk")
-                line += (f" {d[0]:+.3f} ({d[1]:.3f}) |" if d else " – |")
-            md.append(line)
-    md += ["", "## Beyond the paper: temperature, cross-fitted teacher, unlabeled transfer data", "",
-           "Accuracy / QWK, mean ± sd over the extra seeds (KD T=1 above uses the main seeds).", "",
+            v = e["variants"]
+            cells = [e["dataset"], f"{e['item']} {e['split']}"] + ([str(e["n_test"])] if metric == "accuracy" else [])
+            cells += [f"{t:.3f}", f"{e['tfidf_lr'][metric]:.3f}", cell(v.get("NN"), metric), cell(v.get("KD"), metric)]
+            if metric != "macro_f1":
+                cells.append(delta(e, "kd_vs_nn", metric))
+            cells.append(cell(v.get("KD + augmented"), metric))
+            if metric != "macro_f1":
+                cells.append(delta(e, "aug_vs_nn", metric))
+            if metric == "accuracy":
+                st = v.get("KD") or v.get("NN") or {}
+                cells += [str(e["lam"]), str(st.get("n_params", "–")), f"{st.get('file_bytes', 0) / 1024:.0f} KiB",
+                          str(e["teacher_params"] or "–"),
+                          f"{e['teacher_bytes'] / 2**20:.1f} MiB" if e["teacher_bytes"] else "–"]
+            md.append("| " + " | ".join(cells) + " |")
+    md += ["", "## Beyond the paper: temperature, cross-fitted teacher, transfer data", "",
+           "Accuracy / QWK, mean over the extra seeds (KD T=1 and KD + augmented: the main seeds), all at the λ chosen "
+           "above. Cross-fit: out-of-fold teacher probabilities (K = 3) for the training rows. Transfer: the "
+           "item's unlabeled ASAP-SAS answers, teacher-labelled, in the soft term. Augmented: "
+           f"{AUGMENT['n']} perturbed copies of every training answer (tinykd.augment: word drop "
+           f"{AUGMENT['p_drop']}, unigram swap {AUGMENT['p_swap']}, span {AUGMENT['p_span']}), teacher-labelled, "
+           "in the soft term.", "",
            "| data set | item / split | KD T=1 | " + " | ".join(f"KD T={T:g}" for T in TEMPERATURES)
-           + " | KD cross-fit | KD + transfer |", "|---|---|---|" + "---|" * len(TEMPERATURES) + "---|---|"]
+           + " | KD cross-fit | KD + transfer | KD + augmented |",
+           "|---|---|---|" + "---|" * len(TEMPERATURES) + "---|---|---|"]
     for e in rows:
         cells = []
-        for label in ["KD"] + [f"KD T={T:g}" for T in TEMPERATURES] + ["KD cross-fit", "KD + transfer"]:
+        for label in ["KD"] + [f"KD T={T:g}" for T in TEMPERATURES] + ["KD cross-fit", "KD + transfer",
+                                                                         "KD + augmented"]:
             v = e["variants"].get(label)
             cells.append(f"{mean_sd(v['accuracy'])[0]:.3f} / {mean_sd(v['qwk'])[0]:.3f}" if v else "–")
         md.append(f"| {e['dataset']} | {e['item']} {e['split']} | " + " | ".join(cells) + " |")
@@ -471,7 +529,7 @@ def build_report(results, baselines, teachers, chosen, args, wall):
     # averages over items/splits
     md += ["", "## Averages over items and splits", ""]
     avg = {}
-    for key in ["teacher", "TF-IDF+LR", "NN", "KD"]:
+    for key in ["teacher", "TF-IDF+LR", "NN", "KD", "KD + augmented"]:
         accs, qwks = [], []
         for e in rows:
             if key == "teacher" and e["teacher"]:
@@ -491,12 +549,27 @@ def build_report(results, baselines, teachers, chosen, args, wall):
                    f"{avg['KD'][1] - avg['teacher'][1]:+.3f} QWK; KD vs NN: "
                    f"{100 * (avg['KD'][0] - avg.get('NN', avg['KD'])[0]):+.1f} points, "
                    f"{avg['KD'][1] - avg.get('NN', avg['KD'])[1]:+.3f} QWK."]
+    aug_rows = [e for e in rows if e["variants"].get("KD + augmented") and e["teacher"]]
+    if aug_rows:
+        ga = np.mean([mean_sd(e["variants"]["KD + augmented"]["accuracy"])[0] - e["teacher"]["accuracy"]
+                      for e in aug_rows])
+        gq = np.mean([mean_sd(e["variants"]["KD + augmented"]["qwk"])[0] - e["teacher"]["qwk"] for e in aug_rows])
+        md += ["", f"KD + augmented vs teacher, over the {len(aug_rows)} rows that have it: {100 * ga:+.1f} accuracy "
+                   f"points, {gq:+.3f} QWK."]
     sizes = sorted({(e["task"], (e["variants"].get("KD") or e["variants"].get("NN") or {}).get("file_bytes"))
                     for e in rows})
     md += ["", "Student model files: " + ", ".join(f"{k} {b / 1024:.0f} KiB" for k, b in sizes if b) + "."]
+    if lam_val:
+        lams = sorted({lam for v in lam_val.values() for lam in v})
+        md += ["", "## λ selection: mean validation accuracy per λ (T = 1)", "",
+               "| task | " + " | ".join(f"λ={lam:g}" for lam in lams) + " | chosen |",
+               "|---|" + "---|" * (len(lams) + 1)]
+        for k, v in lam_val.items():
+            md.append(f"| {k} | " + " | ".join(f"{v[lam][0]:.3f}" if lam in v else "–" for lam in lams)
+                      + f" | {chosen.get(k)} |")
     md += ["", "![accuracy and QWK per item](paper_table" + ("_quick" if args.quick else "") + ".png)", ""]
     return {"markdown": "\n".join(md) + "\n",
-            "json": {"rows": rows, "averages": avg, "lambdas": chosen, "wall_seconds": wall,
+            "json": {"rows": rows, "averages": avg, "lambdas": chosen, "lambda_validation": lam_val, "wall_seconds": wall,
                      "args": {k: str(v) for k, v in vars(args).items()}, "runs": results}}
 
 

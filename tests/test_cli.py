@@ -276,3 +276,33 @@ def test_split_col_can_be_switched_off_and_evaluate_warns(files, tmp_path, capsy
     capsys.readouterr()
     assert main(["evaluate", out, files["data"]]) == 0
     assert "evaluating on every row" in capsys.readouterr().err
+
+
+def test_augment_then_train_with_the_copies_as_transfer(files, tmp_path, capsys):
+    """tinykd augment: the input rows unchanged, then n copies of each labelled *training* answer (empty
+    label, id <id>~aug<k>, other columns copied); trained with --teacher, the copies are transfer rows."""
+    aug = str(tmp_path / "aug.csv")
+    assert main(["augment", files["data"], "--out", aug, "--n", "3", "--item-col", "item", "--quiet"]) == 0
+    assert "copies of 80 labelled training answers" in capsys.readouterr().out
+    rows = read_csv(aug)
+    src = {r["id"]: r for r in files["rows"]}
+    assert rows[:len(src)] == [{k: str(v) for k, v in r.items()} for r in files["rows"]]
+    copies = rows[len(src):]
+    train = [r for r in files["rows"] if r["split"] == "train" and r["label"] != ""]
+    assert [c["id"] for c in copies] == [f"{r['id']}~aug{k}" for q in ("Q1", "Q2")
+                                         for r in train if r["item"] == q for k in range(3)]
+    for c in copies:
+        o = src[c["id"].split("~")[0]]
+        assert c["label"] == "" and (c["split"], c["item"], c["question"]) == (o["split"], o["item"], o["question"])
+        assert set(c["text"].split()) <= {w for r in train if r["item"] == o["item"] for w in r["text"].split()}
+    assert any(c["text"] != src[c["id"].split("~")[0]]["text"] for c in copies)
+    # a teacher labels everything; training then uses the 240 copies (+ the 10 unlabeled rows) as transfer
+    soft = teacher_for(rows, tmp_path / "soft.csv")
+    out = str(tmp_path / "m.npz")
+    assert main(["train", aug, "--teacher", soft, "--out", out, "--epochs", "2", "--quiet"]) == 0
+    assert tinykd.load(out).meta["training"]["n_transfer"] == 240 + 10
+    # augmenting an augmented file is refused (ids would clash); nothing written
+    again = str(tmp_path / "again.csv")
+    assert main(["augment", aug, "--out", again, "--n", "3"]) == 2
+    assert "already exist" in capsys.readouterr().err and not os.path.exists(again)
+    assert main(["augment", files["data"], "--out", again, "--p-drop", "2"]) == 2

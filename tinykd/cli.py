@@ -617,6 +617,63 @@ def cmd_info(args):
     return 0
 
 
+# ============================================================================= augment
+def cmd_augment(args):
+    """Write DATA's rows, then ``--n`` perturbed copies of every labelled training answer (label empty,
+    id ``<id>~aug<k>``, other columns as the original's): transfer data for a teacher to label."""
+    from .augment import augment
+    from .data import AtomicCsvWriter, normalize_labels, read_table
+
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    for name in ("p_drop", "p_swap", "p_span"):
+        v = getattr(args, name)
+        if not 0.0 <= v <= 1.0:
+            raise CLIError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
+    _check_out_path(args.out, [args.data])
+    required = [(args.text_col, "--text-col"), (args.label_col, "--label-col"), (args.id_col, "--id-col")]
+    if args.item_col:
+        required.append((args.item_col, "--item-col"))
+    table = read_table(args.data, required)
+    if table.note:
+        _note(table.note, args.quiet)
+    ids = [s.strip() for s in table.column(args.id_col)]
+    dups = _duplicates(ids)
+    if dups:
+        raise CLIError(f"{args.data}: duplicated ids in {args.id_col!r}: {', '.join(dups[:5])}")
+    labels, _ = normalize_labels(table.column(args.label_col))
+    train_idx, _, _, split_col = _select_rows(table, args)
+    src = [i for i in train_idx if labels[i] is not None]
+    if not src:
+        raise CLIError(f"{args.data}: no labelled training rows to copy")
+    groups = {}
+    items = [s.strip() for s in table.column(args.item_col)] if args.item_col else None
+    for i in src:
+        groups.setdefault(items[i] if items else None, []).append(i)
+    ti, li, ii = table.index[args.text_col], table.index[args.label_col], table.index[args.id_col]
+    t0 = time.time()
+    w = AtomicCsvWriter(args.out, table.header)
+    n_new = 0
+    with _WriteErrors(args.out), w:
+        w.writerows(table.rows)
+        for rows in groups.values():  # one unigram table per item
+            new_ids, new_texts, origin = augment([table.rows[i][ti] for i in rows], [ids[i] for i in rows],
+                                                 n=args.n, p_drop=args.p_drop, p_swap=args.p_swap,
+                                                 p_span=args.p_span, seed=args.seed)
+            clash = set(new_ids) & set(ids)
+            if clash:
+                raise CLIError(f"{args.data}: ids like {sorted(clash)[0]!r} already exist; is it an augmented file?")
+            for nid, text, j in zip(new_ids, new_texts, origin.tolist()):
+                row = list(table.rows[rows[j]])
+                row[ti], row[li], row[ii] = text, "", nid
+                w.writerow(row)
+                n_new += 1
+    print(f"wrote {args.out}: the {len(table):,} rows of {args.data} + {n_new:,} copies of {len(src):,} "
+          f"labelled training answers ({time.time() - t0:.1f} s). Next: label the file with the teacher "
+          f"(tinykd-teacher export --teacher FOLDER --data {args.out} …), then tinykd train {args.out} --teacher …")
+    return 0
+
+
 # ================================================================================ demo
 def cmd_demo(args):
     from .demo import run_demo
@@ -705,6 +762,29 @@ def build_parser():
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
+    a = sub.add_parser("augment", parents=[common], help="add perturbed copies of the training answers "
+                       "(transfer data for the teacher to label)",
+                       description="Copy DATA and append N perturbed copies of every labelled training answer "
+                       "(words dropped / swapped / an answer cut short; see tinykd.augment) with an empty label "
+                       "and id <id>~aug<k>. Label the result with the teacher, then train on it with --teacher: "
+                       "the copies enter the soft term only.")
+    a.add_argument("data", help="training CSV")
+    a.add_argument("--out", "-o", required=True, help="CSV to write (the input rows + the copies)")
+    a.add_argument("--n", type=int, default=8, help="copies per answer (default 8)")
+    a.add_argument("--p-drop", type=float, default=0.1, help="probability of dropping each word (default 0.1)")
+    a.add_argument("--p-swap", type=float, default=0.1,
+                   help="probability of replacing each word by a random training word (default 0.1)")
+    a.add_argument("--p-span", type=float, default=0.25,
+                   help="probability of keeping only a span of 30-90%% of the words (default 0.25)")
+    a.add_argument("--text-col", default="text")
+    a.add_argument("--label-col", default="label")
+    a.add_argument("--id-col", default="id")
+    a.add_argument("--split-col", default=None, help="split column (default split, if the file has it)")
+    a.add_argument("--train-split", default="train", help="split value of the rows to copy (default train)")
+    a.add_argument("--item-col", help="one word table per item (swaps stay within an item's answers)")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=cmd_augment)
+
     d = sub.add_parser("demo", parents=[common], help="teacher vs plain NN vs KD on bundled SciEntsBank data",
                        description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
                        "teacher probabilities, compare them with the teacher, save the KD model and score examples.")
@@ -733,11 +813,11 @@ def main(argv=None):
     if args.cmd is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.cmd == "train":
+    if args.cmd in ("train", "augment"):
         args.split_col_given = args.split_col is not None
         args.split_col = "split" if args.split_col is None else (args.split_col or None)  # '' = no split
-        args.val_split_given = args.val_split is not None
-        args.val_split = args.val_split or "val"
+        args.val_split_given = getattr(args, "val_split", None) is not None
+        args.val_split = getattr(args, "val_split", None) or "val"
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

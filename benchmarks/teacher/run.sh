@@ -29,3 +29,21 @@ for it in 5 6; do
     --freeze-embeddings
 done
 # (the committed item 5/6 sidecars merge both stages' histories under "stages")
+# Cross-fitted (out-of-fold) files for the training rows, K = 3: each fold teacher starts from the pre-trained
+# MiniLM and trains on the other two folds for the full teacher's best epoch count (items 5 and 6, whose
+# teachers were trained in two stages: 4 epochs at lr 1e-4 in one stage). Val/test/unlabeled rows keep the
+# full teacher's probabilities.
+MINILM=$(python -c "from teacher_export.model import resolve_base; print(resolve_base(None))")
+A="--data $DATA/asap-sas-science/asap-sas-science.csv --unlabeled $DATA/asap-sas-science/asap-sas-science-unlabeled.csv
+   --label-col label --split-col aera_split --train-split train --val-split val --test-split test --out runs/cf --k 3"
+for it in 1 2 10; do
+  python -m teacher_export crossfit --soft benchmarks/teacher/asap-sas-science-item$it.csv --where item=$it $A
+done
+for it in 5 6; do
+  python -m teacher_export crossfit --soft benchmarks/teacher/asap-sas-science-item$it.csv --where item=$it $A \
+    --base $MINILM --epochs 4 --lr 1e-4
+done
+python -m teacher_export crossfit --soft benchmarks/teacher/scientsbank.csv --data $DATA/scientsbank/scientsbank.csv \
+  --label-col label3 --context-col reference_answer --split-col split --train-split train --val-frac 0.1 \
+  --test-split test_ua,test_uq,test_ud --out runs/cf --k 3
+# (then copy runs/cf/*-crossfit.csv/.json here)

@@ -1,0 +1,56 @@
+"""tinykd.augment: deterministic, order-independent perturbed copies of training answers."""
+import numpy as np
+import pytest
+
+from tinykd.augment import augment
+from tinykd.text import tokenize
+
+TEXTS = ["The acid rain dissolves the marble because the acid reacts with it",
+         "", "Water boils at 100 degrees", "the plant needs light to grow and make food"]
+IDS = ["a1", "b2", "c3", "d4"]
+
+
+def test_copies_ids_sources_and_order_independence():
+    ids, texts, src = augment(TEXTS, IDS, n=5, seed=3)
+    assert ids == [f"{i}~aug{k}" for i in IDS for k in range(5)]
+    assert src.tolist() == [j for j in range(4) for _ in range(5)]
+    # same answers in another order: each copy is the same text (seeded by id and k, not by position)
+    order = [2, 0, 3, 1]
+    ids2, texts2, src2 = augment([TEXTS[j] for j in order], [IDS[j] for j in order], n=5, seed=3)
+    assert dict(zip(ids2, texts2)) == dict(zip(ids, texts))
+    # another seed gives other copies
+    assert augment(TEXTS, IDS, n=5, seed=4)[1] != texts
+    # an empty answer gives empty copies; every word comes from the training texts
+    assert all(t == "" for i, t in zip(ids, texts) if i.startswith("b2"))
+    vocab = {w for t in TEXTS for w in tokenize(t)}
+    assert all(set(t.split()) <= vocab for t in texts)
+    assert all(tokenize(t) == t.split() for t in texts)  # the students' tokenizer reads them back as written
+
+
+def test_probabilities_do_what_they_say():
+    long = [" ".join(f"w{i}" for i in range(50))] * 200
+    ids = [str(i) for i in range(200)]
+    # no perturbation: exact copies
+    _, same, _ = augment(long[:3], ids[:3], n=2, p_drop=0, p_swap=0, p_span=0)
+    assert same == [long[0]] * 6
+    # drops only: about 10 % of the tokens go, order kept
+    _, dropped, _ = augment(long, ids, n=1, p_drop=0.1, p_swap=0, p_span=0)
+    kept = np.mean([len(t.split()) for t in dropped]) / 50
+    assert 0.87 < kept < 0.93
+    assert all(t.split() == sorted(t.split(), key=lambda w: int(w[1:])) for t in dropped)
+    # spans only: a contiguous run of 30-90 % of the tokens, in about a quarter of the copies
+    _, spans, _ = augment(long, ids, n=1, p_drop=0, p_swap=0, p_span=0.25)
+    cut = [t for t in spans if t != long[0]]
+    assert 0.17 < len(cut) / 200 < 0.33
+    for t in cut:
+        ws = [int(w[1:]) for w in t.split()]
+        assert ws == list(range(ws[0], ws[0] + len(ws))) and 15 <= len(ws) <= 45
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(n=-1), "n must"), (dict(p_drop=1.5), "p_drop"),
+                                     (dict(ids=["a", "a", "b", "c"]), "unique"), (dict(ids=["a"]), "ids")])
+def test_bad_arguments(kw, msg):
+    args = dict(texts=TEXTS, ids=IDS, n=2)
+    args.update(kw)
+    with pytest.raises(ValueError, match=msg):
+        augment(**args)

@@ -1,0 +1,89 @@
+"""Transfer data made from the training answers, for the teacher to label (distillation by augmentation).
+
+A student learns the teacher's function only where it sees the teacher's outputs. With ~1,000 training
+answers that is little; Tang et al. (2019, "Distilling task-specific knowledge from BERT into simple neural
+networks") label *perturbed copies* of the training texts with the teacher and train the student on them with
+the soft term only. :func:`augment` makes such copies, deterministically, so that a teacher can label them
+once (``teacher_export export`` on the CSV written from them) and anyone can rebuild the same texts later from
+the same answers, ids and seed — the labels file need not (and for ASAP-SAS must not) carry the text.
+
+Each copy of an answer (its tokens, :func:`tinykd.text.tokenize`) is made by three operations:
+
+* **drop**: each token is removed with probability ``p_drop`` (Tang et al. mask it);
+* **swap**: each remaining token is replaced, with probability ``p_swap``, by a word drawn from the
+  unigram distribution of all the training tokens (Tang et al. draw a word of the same part of speech);
+* **span**: with probability ``p_span`` only a contiguous span of 30–90 % of the tokens is kept (an
+  answer cut short; Tang et al. sample a 1–5-gram, which for multi-sentence answers is too little).
+
+The random stream of copy ``k`` of the answer with id ``i`` is seeded by ``(seed, crc32(i), k)``: a copy
+depends only on its own answer, id and ``k`` (and on the unigram table of the whole training set), not on
+the order of the answers. The copy's id is ``f"{i}~aug{k}"``.
+"""
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+
+import numpy as np
+
+from .text import tokenize
+
+__all__ = ["augment"]
+
+
+def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
+    """``n`` perturbed copies of every text.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        Training answers (the unigram table for swaps is built from all of them).
+    ids : sequence
+        One id per text (compared as strings); copies get ids ``"<id>~aug<k>"``, k = 0..n-1.
+    n : int
+        Copies per text (>= 0).
+    p_drop, p_swap, p_span : float in [0, 1]
+        Probabilities of the three operations (see the module docstring).
+    seed : int
+
+    Returns
+    -------
+    (new_ids, new_texts, source) : list[str], list[str], int ndarray
+        ``source[j]`` is the index in ``texts`` of copy ``j``'s original. Texts are the lower-cased tokens
+        joined by spaces (what the students' tokenizer reads back unchanged); an empty answer gives empty
+        copies.
+    """
+    texts, ids = list(texts), [str(i).strip() for i in ids]
+    if len(texts) != len(ids):
+        raise ValueError(f"augment: {len(texts)} texts but {len(ids)} ids")
+    if len(set(ids)) != len(ids):
+        raise ValueError("augment: ids must be unique")
+    if int(n) != n or n < 0:
+        raise ValueError(f"augment: n must be a whole number >= 0, got {n!r}")
+    for name, p in (("p_drop", p_drop), ("p_swap", p_swap), ("p_span", p_span)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"augment: {name} must be within [0, 1], got {p!r}")
+    toks = [tokenize(t) for t in texts]
+    counts = Counter(w for ws in toks for w in ws)
+    words = sorted(counts)
+    prob = np.array([counts[w] for w in words], dtype=np.float64)
+    prob /= max(prob.sum(), 1.0)
+    new_ids, new_texts, source = [], [], []
+    for j, (i, ws) in enumerate(zip(ids, toks)):
+        crc = zlib.crc32(i.encode("utf-8"))
+        for k in range(int(n)):
+            rng = np.random.default_rng([int(seed), crc, k])
+            out = [w for w, keep in zip(ws, rng.random(len(ws)) >= p_drop) if keep]
+            swap = rng.random(len(out)) < p_swap
+            if swap.any() and words:
+                picks = rng.choice(len(words), size=int(swap.sum()), p=prob)
+                for pos, w in zip(np.flatnonzero(swap), picks):
+                    out[pos] = words[w]
+            if len(out) > 1 and rng.random() < p_span:
+                m = max(1, int(round(len(out) * rng.uniform(0.3, 0.9))))
+                start = int(rng.integers(0, len(out) - m + 1))
+                out = out[start:start + m]
+            new_ids.append(f"{i}~aug{k}")
+            new_texts.append(" ".join(out))
+            source.append(j)
+    return new_ids, new_texts, np.asarray(source, dtype=np.int64)
