@@ -55,6 +55,7 @@ def main(argv=None):
 
     tasks = pt.load_tasks(args.data_dir)
     args.work.mkdir(parents=True, exist_ok=True)
+    sources = {}  # data file -> {id: row}, read once
     for k in args.tasks.split(","):
         t0 = time.time()
         task = tasks[k]
@@ -63,11 +64,12 @@ def main(argv=None):
         ctx_col = "reference_answer" if k == "scientsbank" else None  # the teacher's second segment
         classes = [str(c) for c in task["classes"]]
         # 2. the folder must be the committed teacher: re-label 48 test answers and compare
-        split = next(iter(task["tests"]))
-        tt, _, _, tids = task["tests"][split]
-        src_rows = {r["id"]: r for r in pt.read_csv(
-            args.data_dir / ("scientsbank/scientsbank.csv" if k == "scientsbank" else
-                             "asap-sas-science/asap-sas-science.csv"))}
+        tids = next(iter(task["tests"].values()))[3]
+        data_file = args.data_dir / ("scientsbank/scientsbank.csv" if k == "scientsbank" else
+                                     "asap-sas-science/asap-sas-science.csv")
+        if data_file not in sources:
+            sources[data_file] = {r["id"]: r for r in pt.read_csv(data_file)}
+        src_rows = sources[data_file]
         check = args.work / f"{name}-check-input.csv"
         head = ["id", "text"] + ([ctx_col] if ctx_col else [])
         _write_csv(check, head, [[i, src_rows[i]["text"]] + ([src_rows[i][ctx_col]] if ctx_col else [])

@@ -49,6 +49,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 ASAP_ITEMS = ["1", "2", "5", "6", "10"]
 LAMBDAS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 TEMPERATURES = [2.0, 4.0]
+# the table's student rows: (label, variant, T); everything after NN and KD is "beyond the paper"
+ROWS = [("NN", "nn", 1.0), ("KD", "kd", 1.0)] + [(f"KD T={T:g}", "kd", T) for T in TEMPERATURES] + \
+    [("KD cross-fit", "crossfit", 1.0), ("KD + transfer", "transfer", 1.0), ("KD + augmented", "augmented", 1.0)]
 
 TASKS: dict = {}  # filled before the worker pool forks
 
@@ -280,7 +283,7 @@ def main(argv=None):
                     help="train only the plain-NN runs (they need no teacher) and stop; they are cached")
     ap.add_argument("--lambda-seeds", type=int, default=2, help="seeds averaged when choosing λ on validation")
     ap.add_argument("--only-lambda", action="store_true",
-                    help="train only the λ-selection runs (seed 0, each λ) and stop; they are cached")
+                    help="train only the λ-selection runs (each λ, --lambda-seeds seeds) and stop; they are cached")
     ap.add_argument("--cache", type=Path, default=None,
                     help="JSON-lines file of finished runs, reused by later calls "
                          "(default: <out>/paper_table_runs.jsonl; delete it after changing the code)")
@@ -331,9 +334,10 @@ def main(argv=None):
         return 0
 
     # 1. choose λ on validation (T = 1): the best mean validation accuracy over the first lambda_seeds seeds
-    n_ls = 1 if args.quick else args.lambda_seeds
+    if args.quick:
+        args.lambda_seeds = 1
     lam_jobs = [(k, "kd", s, lam, 1.0, args.epochs, args.patience) for k in TASKS if TASKS[k]["teacher"] is not None
-                for lam in (LAMBDAS if not args.quick else [1.0]) for s in range(n_ls)]
+                for lam in (LAMBDAS if not args.quick else [1.0]) for s in range(args.lambda_seeds)]
     lam_results = []
     for i in range(0, len(lam_jobs), 2):  # small chunks: an interrupted run keeps what it finished
         lam_results += [r for r in run(lam_jobs[i:i + 2]) if r]
@@ -413,10 +417,7 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
                      "teacher": teachers[k].get(split), "tfidf_lr": baselines[k]["tests"][split],
                      "teacher_params": teacher_size(len(task["classes"]))[0],
                      "teacher_bytes": teacher_size(len(task["classes"]))[1], "variants": {}}
-            for label, variant, T in [("NN", "nn", 1.0), ("KD", "kd", 1.0)] + \
-                    [(f"KD T={T:g}", "kd", T) for T in TEMPERATURES] + \
-                    [("KD cross-fit", "crossfit", 1.0), ("KD + transfer", "transfer", 1.0),
-                     ("KD + augmented", "augmented", 1.0)]:
+            for label, variant, T in ROWS:
                 rs = sel(variant, T)
                 if not rs:
                     continue
@@ -450,7 +451,7 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
               f"took {args.train_minutes:.0f} min of training.")
     md.append("")
     md.append("Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (mean over seeds "
-              f"0..{max(1, getattr(args, 'lambda_seeds', 1)) - 1}, T = 1) from {LAMBDAS} (table at the end); "
+              f"0..{args.lambda_seeds - 1}, T = 1) from {LAMBDAS} (table at the end); "
               "Δ = difference of the means (paired over seeds, two-sided t-test p).")
     md.append("")
     md.append("## Accuracy (the paper's measure)")
@@ -494,13 +495,11 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
            f"{AUGMENT['n']} perturbed copies of every training answer (tinykd.augment: word drop "
            f"{AUGMENT['p_drop']}, unigram swap {AUGMENT['p_swap']}, span {AUGMENT['p_span']}), teacher-labelled, "
            "in the soft term.", "",
-           "| data set | item / split | KD T=1 | " + " | ".join(f"KD T={T:g}" for T in TEMPERATURES)
-           + " | KD cross-fit | KD + transfer | KD + augmented |",
-           "|---|---|---|" + "---|" * len(TEMPERATURES) + "---|---|---|"]
+           "| data set | item / split | KD T=1 | " + " | ".join(label for label, _, _ in ROWS[2:]) + " |",
+           "|---|---|" + "---|" * (len(ROWS) - 1)]
     for e in rows:
         cells = []
-        for label in ["KD"] + [f"KD T={T:g}" for T in TEMPERATURES] + ["KD cross-fit", "KD + transfer",
-                                                                         "KD + augmented"]:
+        for label, _, _ in ROWS[1:]:
             v = e["variants"].get(label)
             cells.append(f"{mean_sd(v['accuracy'])[0]:.3f} / {mean_sd(v['qwk'])[0]:.3f}" if v else "–")
         md.append(f"| {e['dataset']} | {e['item']} {e['split']} | " + " | ".join(cells) + " |")

@@ -626,10 +626,6 @@ def cmd_augment(args):
 
     if args.n < 1:
         raise CLIError(f"--n must be >= 1, got {args.n}")
-    for name in ("p_drop", "p_swap", "p_span"):
-        v = getattr(args, name)
-        if not 0.0 <= v <= 1.0:
-            raise CLIError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
     _check_out_path(args.out, [args.data])
     required = [(args.text_col, "--text-col"), (args.label_col, "--label-col"), (args.id_col, "--id-col")]
     if args.item_col:
@@ -642,7 +638,7 @@ def cmd_augment(args):
     if dups:
         raise CLIError(f"{args.data}: duplicated ids in {args.id_col!r}: {', '.join(dups[:5])}")
     labels, _ = normalize_labels(table.column(args.label_col))
-    train_idx, _, _, split_col = _select_rows(table, args)
+    train_idx = _select_rows(table, args)[0]
     src = [i for i in train_idx if labels[i] is not None]
     if not src:
         raise CLIError(f"{args.data}: no labelled training rows to copy")
@@ -652,6 +648,7 @@ def cmd_augment(args):
         groups.setdefault(items[i] if items else None, []).append(i)
     ti, li, ii = table.index[args.text_col], table.index[args.label_col], table.index[args.id_col]
     t0 = time.time()
+    id_set = set(ids)
     w = AtomicCsvWriter(args.out, table.header)
     n_new = 0
     with _WriteErrors(args.out), w:
@@ -660,7 +657,7 @@ def cmd_augment(args):
             new_ids, new_texts, origin = augment([table.rows[i][ti] for i in rows], [ids[i] for i in rows],
                                                  n=args.n, p_drop=args.p_drop, p_swap=args.p_swap,
                                                  p_span=args.p_span, seed=args.seed)
-            clash = set(new_ids) & set(ids)
+            clash = id_set.intersection(new_ids)
             if clash:
                 raise CLIError(f"{args.data}: ids like {sorted(clash)[0]!r} already exist; is it an augmented file?")
             for nid, text, j in zip(new_ids, new_texts, origin.tolist()):

@@ -248,27 +248,6 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
 
 
 # ------------------------------------------------------------------------ building the bundle
-_TIMING_CODE = r"""
-import json, sys, time, torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-folder, pairs_file, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-torch.set_num_threads(threads)
-pairs = json.load(open(pairs_file))
-tok = AutoTokenizer.from_pretrained(folder)
-model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-def run(batch):
-    enc = tok([p[0] for p in batch], [p[1] for p in batch], truncation=True, max_length=128,
-              padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        return model(**enc).logits
-run(pairs[:8])
-t = time.perf_counter()
-for s in range(0, len(pairs), 32):
-    run(pairs[s:s + 32])
-print(json.dumps({"ms_per_response": 1000 * (time.perf_counter() - t) / len(pairs)}))
-"""
-
-
 def _safetensors_params(path):
     """Parameter count from a ``.safetensors`` header (no torch needed)."""
     import struct
@@ -297,7 +276,7 @@ def teacher_stats(teacher_dir, pairs, threads=2):
         pf = os.path.join(tmp, "pairs.json")
         with open(pf, "w", encoding="utf-8") as f:
             json.dump(pairs, f)
-        r = subprocess.run([sys.executable, "-c", _TIMING_CODE, teacher_dir, pf, str(threads)],
+        r = subprocess.run([sys.executable, "-m", "teacher_export.timing", teacher_dir, pf, str(threads)],
                            capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
             raise RuntimeError(f"teacher timing failed: {r.stderr.strip().splitlines()[-1:]}")
