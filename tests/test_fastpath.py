@@ -2,6 +2,8 @@
 
 - float32 kernels (rational tanh, typed constants) vs the exact float64 kernels;
 - parallel (prange over directions / batch halves) vs serial;
+- token lookup: an LSTM fed the embedding table and ids (each distinct token projected once)
+  vs one fed the gathered embeddings;
 - row order: a permuted batch gives the permuted outputs and the same gradients;
 - ragged (variable lengths) vs a fixed-length batch of the same rows;
 - the scoring path (projection table, fused time loop + pooling + head, batch 1 and batched,
@@ -115,6 +117,33 @@ def test_ragged_equals_fixed_length(rng):
     np.testing.assert_allclose(padded[1][:, :5], exact[1], atol=1e-6)
     for a, b in zip(padded[2], exact[2]):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("bi", [False, True])
+@pytest.mark.parametrize("par", [False, True])
+def test_token_lookup_equals_gathered_input(rng, serial_and_parallel, bi, par):
+    from tinykd.nn.embedding import Lookup, embedding_backward
+
+    B, T, V, E, H = 21, 9, 6, 5, 4  # 6 tokens over ~100 steps: every token repeats
+    Et = rng.normal(size=(V, E)).astype(np.float32)
+    ids = rng.integers(0, V, size=(B, T)).astype(np.int32)
+    ids[:, 7:] = 0  # padding ids, never read beyond the lengths
+    lengths = rng.integers(0, 8, B).astype(np.int32)
+    lengths[:2] = [0, 7]
+    dirs = [params(rng, E, H, np.float32) for _ in range(1 + bi)]
+    R = rng.normal(size=(B, (1 + bi) * H)).astype(np.float32)
+    L.PARALLEL, L.SPLIT_ROWS = par, 2
+    ref_out, ref_dx, ref_g = run(Et[ids], lengths, dirs, False, lambda o: R)
+    got_out, got_dx, got_g = run(Lookup(Et, ids), lengths, dirs, False, lambda o: R)
+    np.testing.assert_allclose(got_out, ref_out, atol=1e-6)
+    for a, b in zip(got_g, ref_g):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    dE_ref = np.zeros_like(Et)
+    embedding_backward(ref_dx, ids, lengths, dE_ref)
+    dE = np.zeros_like(Et)
+    embedding_backward(got_dx, ids, lengths, dE)
+    assert isinstance(got_dx, tuple)
+    np.testing.assert_allclose(dE, dE_ref, atol=1e-5)
 
 
 def reference_proba(net, ids, lengths):

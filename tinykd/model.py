@@ -26,7 +26,7 @@ import numpy as np
 
 from .nn.dense import ACTIVATIONS, dense_backward, dense_forward
 from .nn.dropout import dropout_backward, dropout_forward
-from .nn.embedding import embedding_backward, embedding_forward
+from .nn.embedding import Lookup, embedding_backward
 from .nn.lstm import bilstm_backward, bilstm_forward, lstm_backward, lstm_forward
 from .nn.pooling import global_max_pool_backward, global_max_pool_forward
 from .nn.regularizers import penalty_backward, penalty_forward
@@ -173,7 +173,7 @@ class StudentNet:
         if ids.shape[1] < L:
             raise ValueError(f"lengths say {L} tokens but ids have only {ids.shape[1]} columns")
         cache = {"ids": ids, "lengths": lengths}
-        x, _ = embedding_forward(p["emb.E"], ids)
+        x = Lookup(p["emb.E"], ids)  # the LSTM gathers: it projects each distinct token once
         seq = cfg["pooling"] == "max"
         if cfg["rnn"] == "bilstm":
             h, cache["rnn"] = bilstm_forward(x, lengths, self._rnn_params(p, "fwd"),

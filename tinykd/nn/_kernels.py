@@ -1,4 +1,4 @@
-"""The Numba kernels of tinykd (LSTM time loops, scoring, embedding scatter, Adam).
+"""The Numba kernels of tinykd (LSTM time loops, scoring, max pooling, embedding scatter, Adam).
 
 Imported lazily — on the first training step or the first Numba-scored batch —
 so ``import tinykd`` and a small first scoring job never pay Numba's start-up.
@@ -104,12 +104,45 @@ def _sigmoid_ov(x):
 
 # ------------------------------------------------------------ small products
 @njit(inline="always", **_JIT)
-def _rows_matmul_acc(A, Bm, C, n):
-    """C[:n] += A[:n] @ Bm. Two rows × four inner indices per pass (register-blocked)."""
-    K = A.shape[1]
+def _rows_matmul_acc(A, Bm, C, n, K):
+    """C[:n] += A[:n, :K] @ Bm[:K]. Four rows × four inner indices per pass (register-blocked:
+    each loaded row of Bm feeds 16 FMAs), then pairs, then a single row."""
     N = Bm.shape[1]
     K4 = K - K % 4
     r = 0
+    while r + 3 < n:
+        for k in range(0, K4, 4):
+            a0 = A[r, k]
+            a1 = A[r, k + 1]
+            a2 = A[r, k + 2]
+            a3 = A[r, k + 3]
+            b0 = A[r + 1, k]
+            b1 = A[r + 1, k + 1]
+            b2 = A[r + 1, k + 2]
+            b3 = A[r + 1, k + 3]
+            c0 = A[r + 2, k]
+            c1 = A[r + 2, k + 1]
+            c2 = A[r + 2, k + 2]
+            c3 = A[r + 2, k + 3]
+            d0 = A[r + 3, k]
+            d1 = A[r + 3, k + 1]
+            d2 = A[r + 3, k + 2]
+            d3 = A[r + 3, k + 3]
+            for j in range(N):
+                u0 = Bm[k, j]
+                u1 = Bm[k + 1, j]
+                u2 = Bm[k + 2, j]
+                u3 = Bm[k + 3, j]
+                C[r, j] += a0 * u0 + a1 * u1 + a2 * u2 + a3 * u3
+                C[r + 1, j] += b0 * u0 + b1 * u1 + b2 * u2 + b3 * u3
+                C[r + 2, j] += c0 * u0 + c1 * u1 + c2 * u2 + c3 * u3
+                C[r + 3, j] += d0 * u0 + d1 * u1 + d2 * u2 + d3 * u3
+        for k in range(K4, K):
+            for i in range(4):
+                a0 = A[r + i, k]
+                for j in range(N):
+                    C[r + i, j] += a0 * Bm[k, j]
+        r += 4
     while r + 1 < n:
         for k in range(0, K4, 4):
             a0 = A[r, k]
@@ -150,10 +183,11 @@ def _rows_matmul_acc(A, Bm, C, n):
 
 # -------------------------------------------------------------- time loops
 @njit(inline="always", **_JIT)
-def _fwd_task(xz, col, start, lengths, rows, U, reverse, store, seq, gates, cs, hprev, out, ocol):
+def _fwd_task(xz, xrow, col, start, lengths, rows, U, reverse, store, seq, gates, cs, hprev, out, ocol):
     """One direction over the rows ``rows`` (sorted longest first), all rows per step.
 
-    xz (N, ·) ragged input projections (columns col:col+4H); writes the
+    xz (·, ·) input projections (columns col:col+4H); real step p reads row
+    ``xrow[p]`` (p itself, or its token's row when each distinct token is projected once); writes the
     activated gates (cols col:col+4H), c and h_{t-1} (cols ocol:ocol+H) at each
     real step if ``store``, and h to ``out`` — (B, L, ·) if ``seq``, else the
     state after the last real step to ``out[b, 0]``.
@@ -175,11 +209,11 @@ def _fwd_task(xz, col, start, lengths, rows, U, reverse, store, seq, gates, cs, 
         for r in range(nact):
             b = rows[r]
             t = lengths[b] - 1 - k if reverse else k
-            p = start[b] + t
+            q = xrow[start[b] + t]
             for j in range(G):
-                z[r, j] = xz[p, col + j]
+                z[r, j] = xz[q, col + j]
         if k > 0:
-            _rows_matmul_acc(h, U, z, nact)
+            _rows_matmul_acc(h, U, z, nact, H)
         for r in range(nact):
             b = rows[r]
             n = lengths[b]
@@ -222,8 +256,11 @@ def _fwd_task(xz, col, start, lengths, rows, U, reverse, store, seq, gates, cs, 
 
 
 @njit(inline="always", **_JIT)
-def _bwd_task(dout, seq, gates, cs, start, lengths, rows, UT, reverse, col, ocol, dz):
-    """Backward of :func:`_fwd_task`: writes dz = dLoss/dz_t (ragged, cols col:col+4H)."""
+def _bwd_task(dout, seq, gates, cs, hprev, start, lengths, rows, UT, reverse, col, ocol, xrow, dzx, dU, db):
+    """Backward of :func:`_fwd_task` over ``rows``. With dz_p = dLoss/dz at real step p, adds
+    into this task's own buffers: ``dzx[xrow[p]] += dz_p`` (per input row: a step, or a
+    distinct token), ``dU += h_{t-1}ᵀ dz`` and ``db += dz`` — no (steps × 4H) array is
+    written, and two tasks never write the same memory."""
     R = rows.shape[0]
     if R == 0:
         return
@@ -236,6 +273,7 @@ def _bwd_task(dout, seq, gates, cs, start, lengths, rows, UT, reverse, col, ocol
     dh_next = np.zeros((R, H), dtype=dt)
     dc_next = np.zeros((R, H), dtype=dt)
     zb = np.empty((R, G), dtype=dt)
+    hbT = np.empty((H, R), dtype=dt)  # h_{t-1} of the active rows, transposed
     kmax = lengths[rows[0]]
     nact = 0
     for k in range(kmax - 1, -1, -1):
@@ -263,6 +301,9 @@ def _bwd_task(dout, seq, gates, cs, start, lengths, rows, UT, reverse, col, ocol
                 cq = cs[pp, ocol:ocol + H]
                 for j in range(H):
                     zr[H + j] = cq[j]
+                hp = hprev[p, ocol:ocol + H]
+                for j in range(H):
+                    hbT[j, r] = hp[j]
             else:
                 for j in range(H):
                     zr[H + j] = zero
@@ -280,14 +321,16 @@ def _bwd_task(dout, seq, gates, cs, start, lengths, rows, UT, reverse, col, ocol
                 zr[3 * H + j] = dh * tc * og * (one - og)
                 dcn = dc * fg
                 dcr[j] = dcn if abs(dcn) > tiny else zero
-            dzp = dz[p]
+            dq = dzx[xrow[p]]
             for j in range(G):
-                dzp[col + j] = zr[j]
+                dq[j] += zr[j]
+                db[j] += zr[j]
         if k > 0:
+            _rows_matmul_acc(hbT, zb, dU, H, nact)  # dU += h_{t-1}ᵀ dz
             for r in range(nact):
                 for j in range(H):
                     dh_next[r, j] = zero
-            _rows_matmul_acc(zb, UT, dh_next, nact)
+            _rows_matmul_acc(zb, UT, dh_next, nact, G)
             for r in range(nact):
                 for j in range(H):
                     v = dh_next[r, j]
@@ -295,41 +338,43 @@ def _bwd_task(dout, seq, gates, cs, start, lengths, rows, UT, reverse, col, ocol
 
 
 @njit(parallel=True, **_JIT)
-def _fwd_parallel(xz, start, lengths, task_rows, task_ptr, task_dir, Us, reverses, store, seq,
+def _fwd_parallel(xz, xrow, start, lengths, task_rows, task_ptr, task_dir, Us, reverses, store, seq,
                   gates, cs, hprev, out):
     for ti in prange(task_dir.shape[0]):
         d = task_dir[ti]
         G = Us.shape[2]
-        _fwd_task(xz, d * G, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], Us[d],
+        _fwd_task(xz, xrow, d * G, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], Us[d],
                   reverses[d], store, seq, gates, cs, hprev, out, d * (G // 4))
 
 
 @njit(**_JIT)
-def _fwd_serial(xz, start, lengths, task_rows, task_ptr, task_dir, Us, reverses, store, seq,
+def _fwd_serial(xz, xrow, start, lengths, task_rows, task_ptr, task_dir, Us, reverses, store, seq,
                 gates, cs, hprev, out):
     for ti in range(task_dir.shape[0]):
         d = task_dir[ti]
         G = Us.shape[2]
-        _fwd_task(xz, d * G, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], Us[d],
+        _fwd_task(xz, xrow, d * G, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], Us[d],
                   reverses[d], store, seq, gates, cs, hprev, out, d * (G // 4))
 
 
 @njit(parallel=True, **_JIT)
-def _bwd_parallel(dout, seq, gates, cs, start, lengths, task_rows, task_ptr, task_dir, UTs, reverses, dz):
+def _bwd_parallel(dout, seq, gates, cs, hprev, start, lengths, task_rows, task_ptr, task_dir, UTs, reverses,
+                  xrow, dzx, dU, db):
     for ti in prange(task_dir.shape[0]):
         d = task_dir[ti]
         G = UTs.shape[1]
-        _bwd_task(dout, seq, gates, cs, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], UTs[d],
-                  reverses[d], d * G, d * (G // 4), dz)
+        _bwd_task(dout, seq, gates, cs, hprev, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], UTs[d],
+                  reverses[d], d * G, d * (G // 4), xrow, dzx[ti], dU[ti], db[ti])
 
 
 @njit(**_JIT)
-def _bwd_serial(dout, seq, gates, cs, start, lengths, task_rows, task_ptr, task_dir, UTs, reverses, dz):
+def _bwd_serial(dout, seq, gates, cs, hprev, start, lengths, task_rows, task_ptr, task_dir, UTs, reverses,
+                xrow, dzx, dU, db):
     for ti in range(task_dir.shape[0]):
         d = task_dir[ti]
         G = UTs.shape[1]
-        _bwd_task(dout, seq, gates, cs, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], UTs[d],
-                  reverses[d], d * G, d * (G // 4), dz)
+        _bwd_task(dout, seq, gates, cs, hprev, start, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], UTs[d],
+                  reverses[d], d * G, d * (G // 4), xrow, dzx[ti], dU[ti], db[ti])
 
 
 @njit(inline="always", **_JIT)
@@ -414,7 +459,7 @@ def _infer_task(ids, lengths, rows, T, d, U, reverse, pool_max, feat):
             for j in range(G):
                 zr[j] = tr[j]
         if k > 0:
-            _rows_matmul_acc(h, U, z, nact)
+            _rows_matmul_acc(h, U, z, nact, H)
         for r in range(nact):
             zr = z[r]
             hr = h[r]
@@ -525,6 +570,41 @@ def _head_only(feat, W1, b1, act, W2, b2, out):
     _head(feat, W1, b1, act, W2, b2, out)
 
 
+
+
+# ------------------------------------------------------------------- pooling
+@njit(cache=True, nogil=True)
+def max_over_time(x, lengths, y, arg):
+    """y[b] = max over the real steps of x[b] (0 for an empty row); arg = the first step that wins."""
+    B, L, D = x.shape
+    for b in range(B):
+        yb = y[b]
+        ab = arg[b]
+        if lengths[b] == 0:
+            yb[:] = 0
+            ab[:] = 0
+            continue
+        x0 = x[b, 0]
+        for d in range(D):
+            yb[d] = x0[d]
+            ab[d] = 0
+        for t in range(1, lengths[b]):
+            xt = x[b, t]
+            for d in range(D):
+                if xt[d] > yb[d]:
+                    yb[d] = xt[d]
+                    ab[d] = t
+
+
+@njit(cache=True, nogil=True)
+def max_over_time_backward(dy, arg, empty, dx):
+    """dx[b, arg[b, d], d] = dy[b, d] (dx zero on entry; nothing for an empty row)."""
+    B, D = dy.shape
+    for b in range(B):
+        if empty[b]:
+            continue
+        for d in range(D):
+            dx[b, arg[b, d], d] = dy[b, d]
 
 
 # ----------------------------------------------------------------- embedding

@@ -6,10 +6,24 @@
 Only real steps (``t < lengths[b]``) receive gradient; padded steps are
 skipped, so padding never moves a weight. An optional L1 penalty on ``E`` is
 added by :mod:`tinykd.nn.regularizers`.
+
+When the next layer is an LSTM, the model hands it a :class:`Lookup` — the
+table and the ids, not yet gathered — so that the LSTM projects each distinct
+token of the batch once: ``(E[u] W)[inverse] = E[ids] W`` (u = the distinct
+ids). Its gradient comes back per distinct token, ``dE[u] += dX_u``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Lookup(NamedTuple):
+    """An embedding output kept as (table ``E`` (V, D), ``ids`` (B, L)); rows ``E[ids]``."""
+
+    E: np.ndarray
+    ids: np.ndarray
 
 
 def embedding_forward(E, ids):
@@ -18,7 +32,15 @@ def embedding_forward(E, ids):
 
 
 def embedding_backward(dx, ids, lengths, dE):
-    """Add the gradient of the lookup into ``dE`` (``+=``); real steps only."""
+    """Add the gradient of the lookup into ``dE`` (``+=``); real steps only.
+
+    ``dx`` is (B, L, D), or ``(u, dX_u)`` — the gradient per distinct token
+    that an LSTM fed with a :class:`Lookup` returns.
+    """
+    if isinstance(dx, tuple):
+        u, du = dx
+        dE[u] += du  # u holds distinct ids: no two rows collide
+        return
     from ._kernels import scatter_add
 
     scatter_add(dE, ids, lengths, np.ascontiguousarray(dx))

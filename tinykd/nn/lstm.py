@@ -20,16 +20,23 @@ Shapes: ``x`` (B, L, E) → ``hs`` (B, L, H) (the whole sequence) or (B, H)
 How it runs (see ``benchmarks/cpu.py`` for the measurements):
 
 * Only real steps are computed. The rows' real steps are stored "ragged"
-  (row after row, ``N = Σ lengths`` rows, no padding), so the input
-  projection ``x W + b`` of all steps — of both directions of a BiLSTM at
-  once — and the weight gradients are single BLAS GEMMs over real steps only.
+  (row after row, ``N = Σ lengths`` rows, no padding).
+* ``x`` may be a :class:`~tinykd.nn.embedding.Lookup` (the embedding table
+  and the ids, as the model passes it): the input projection ``x W + b`` is
+  then computed once per *distinct* token of the batch — of both directions of
+  a BiLSTM at once — and its gradients ``dW`` and ``dE`` are single BLAS GEMMs
+  over the distinct tokens, not over every step.
 * The time loop runs in Numba over the whole batch at once: rows are sorted
   by length (longest first), so at step ``k`` the rows still running are a
   prefix, and ``h_{t-1} U`` is one (rows, H) × (H, 4H) product per step with a
-  register-blocked loop (two rows × four inputs per pass) that LLVM turns
+  register-blocked loop (four rows × four inputs per pass) that LLVM turns
   into AVX/FMA code. No allocation inside the loop.
+* The backward time loop also accumulates ``dU += h_{t-1}ᵀ dz``, ``db`` and
+  the per-token sums of ``dz`` into buffers of its own, so no (steps × 4H)
+  gradient array is ever written.
 * Independent work runs on the cores in parallel (``prange``): the two
-  directions of a BiLSTM, or the two halves of a large batch of an LSTM.
+  directions of a BiLSTM, or the two halves of a large batch of an LSTM; the
+  buffers they write start on cache lines of their own.
 * Float32 kernels stay in float32 (typed constants; tanh is a vectorisable
   rational approximation, |error| < 3e-7, sigmoid(x) = ½ tanh(x/2) + ½);
   float64 arrays (the gradient checks) use the exact ``np.tanh``/``np.exp``.
@@ -48,6 +55,8 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+
+from .embedding import Lookup
 
 _TINY = 1e-30  # carried gradients below this are flushed to 0 (no denormal slow-down)
 
@@ -79,6 +88,17 @@ def _parallel():
 SPLIT_ROWS = 16
 
 
+def _buffer(shape, dt, zero=False):
+    """A new array whose data starts on a 64-byte cache line, so that two threads writing
+    neighbouring blocks of it (the two directions' columns, the two halves' rows, each task's
+    partial sums) never write the same cache line."""
+    dt = np.dtype(dt)
+    nbytes = int(np.prod(shape)) * dt.itemsize
+    raw = (np.zeros if zero else np.empty)(nbytes + 64, np.uint8)
+    off = -raw.ctypes.data % 64
+    return raw[off:off + nbytes].view(dt).reshape(shape)
+
+
 def _K():
     """The Numba kernels (imported, and Numba started, on first use)."""
     from . import _kernels
@@ -103,30 +123,39 @@ def _plan(lengths, n_dirs, B):
     return (np.concatenate(parts).astype(np.int32), ptr, np.asarray(dirs, np.int32))
 
 
-def _ragged(x, lengths):
-    """(N, E) real steps of x (B, L, E), row after row; ``start[b]`` = first index of row b."""
-    B, L = x.shape[:2]
+def _ragged(lengths, L):
+    """Where the real steps of a (B, L, ·) batch sit when stored row after row:
+    ``start[b]`` = first index of row b; ``idx`` = their flat (b·L + t) indices, or None
+    when every row is full (the flat layout is then already ragged)."""
+    B = lengths.shape[0]
     start = np.zeros(B, np.int64)
     if B:
         np.cumsum(lengths[:-1], out=start[1:])
     if B and (lengths == L).all():
-        return x.reshape(B * L, -1), start, None
-    flat = (np.arange(L)[None, :] < lengths[:, None]).ravel()
-    idx = np.flatnonzero(flat)
-    return x.reshape(B * L, -1)[idx], start, idx
+        return start, None
+    return start, np.flatnonzero((np.arange(L)[None, :] < lengths[:, None]).ravel())
 
 
 def _rnn_forward(x, lengths, dirs, return_sequences, store=True):
     """Shared forward of one or two directions: ``dirs`` = [(W, U, b, reverse), ...]."""
-    x = np.ascontiguousarray(x)
     lengths = np.ascontiguousarray(lengths, dtype=np.int32)
-    B, L, E = x.shape
-    dt = x.dtype
     D = len(dirs)
     G = dirs[0][0].shape[1]
     H = G // 4
-    xr, start, idx = _ragged(x, lengths)
-    N = xr.shape[0]
+    if isinstance(x, Lookup):  # project each distinct token once: (E[u] W)[inverse] = E[ids] W
+        B, L = x.ids.shape
+        start, idx = _ragged(lengths, L)
+        tok = x.ids.reshape(-1) if idx is None else x.ids.reshape(-1)[idx]
+        u, inv = np.unique(tok, return_inverse=True)
+        xr, xrow, E = x.E[u], inv.astype(np.int32), x.E.shape[1]
+    else:
+        x = np.ascontiguousarray(x)
+        B, L, E = x.shape
+        start, idx = _ragged(lengths, L)
+        xr = x.reshape(B * L, E) if idx is None else x.reshape(B * L, E)[idx]
+        u, xrow = None, np.arange(xr.shape[0], dtype=np.int32)
+    dt = xr.dtype
+    N = xrow.shape[0]
     if D == 1:
         Wc, bc = dirs[0][0], dirs[0][2]
     else:
@@ -138,47 +167,60 @@ def _rnn_forward(x, lengths, dirs, return_sequences, store=True):
     reverses = np.array([bool(d[3]) for d in dirs])
     rows, ptr, tdir = _plan(lengths, D, B)
     if store:
-        gates = np.empty((N, D * G), dt)
-        cs = np.empty((N, D * H), dt)
-        hprev = np.empty((N, D * H), dt)
+        gates = _buffer((N, D * G), dt)
+        cs = _buffer((N, D * H), dt)
+        hprev = _buffer((N, D * H), dt)
     else:
         gates = cs = hprev = np.empty((0, 0), dt)
-    out = np.zeros((B, L if return_sequences else 1, D * H), dt)
+    out = _buffer((B, L if return_sequences else 1, D * H), dt, zero=True)
     K = _K()
     kern = K._fwd_parallel if len(tdir) > 1 and _parallel() else K._fwd_serial
-    kern(xz, start, lengths, rows, ptr, tdir, Us, reverses, store, return_sequences, gates, cs, hprev, out)
-    cache = dict(x_shape=x.shape, xr=xr, idx=idx, start=start, lengths=lengths, Wc=Wc, Us=Us,
+    kern(xz, xrow, start, lengths, rows, ptr, tdir, Us, reverses, store, return_sequences, gates, cs, hprev, out)
+    cache = dict(x_shape=(B, L, E), xr=xr, xrow=xrow, u=u, idx=idx, start=start, lengths=lengths, Wc=Wc, Us=Us,
                  reverses=reverses, rows=rows, ptr=ptr, tdir=tdir, gates=gates, cs=cs, hprev=hprev,
                  seq=return_sequences, D=D)
     return (out if return_sequences else out[:, 0]), cache
 
 
 def _rnn_backward(dout, cache):
-    """Returns (dx (B, L, E), dW (E, D·4H), dU list, db (D·4H,)) for the shared forward."""
+    """Returns (dx, dW (E, D·4H), dU list, db (D·4H,)) for the shared forward; dx is (B, L, E),
+    or ``(u, dX_u)`` per distinct token when the forward was fed a :class:`Lookup`."""
     B, L, E = cache["x_shape"]
     D = cache["D"]
     Wc, Us, gates = cache["Wc"], cache["Us"], cache["gates"]
     dt = gates.dtype
     H = Us.shape[1]
     G = 4 * H
-    N = gates.shape[0]
     seq = cache["seq"]
     dout = np.ascontiguousarray(dout, dtype=dt)
     dout3 = dout if seq else dout.reshape(B, 1, D * H)
     UTs = np.ascontiguousarray(Us.transpose(0, 2, 1))
-    dz = np.empty((N, D * G), dt)
     tdir = cache["tdir"]
+    nt = len(tdir)
+    xr = cache["xr"]
+    dzx = _buffer((nt, xr.shape[0], G), dt, zero=True)  # per task: dz summed per input row
+    dUt = _buffer((nt, H, G), dt, zero=True)
+    dbt = _buffer((nt, G), dt, zero=True)
     K = _K()
-    kern = K._bwd_parallel if len(tdir) > 1 and _parallel() else K._bwd_serial
-    kern(dout3, seq, gates, cache["cs"], cache["start"], cache["lengths"], cache["rows"],
-         cache["ptr"], tdir, UTs, cache["reverses"], dz)
-    dW = cache["xr"].T @ dz
-    hprev = cache["hprev"]
-    dU = [hprev[:, d * H:(d + 1) * H].T @ dz[:, d * G:(d + 1) * G] for d in range(D)]
-    db = dz.sum(axis=0)
-    dxr = dz @ Wc.T
-    idx = cache["idx"]
-    if idx is None:
+    kern = K._bwd_parallel if nt > 1 and _parallel() else K._bwd_serial
+    kern(dout3, seq, gates, cache["cs"], cache["hprev"], cache["start"], cache["lengths"], cache["rows"],
+         cache["ptr"], tdir, UTs, cache["reverses"], cache["xrow"], dzx, dUt, dbt)
+    if D == 1 and nt == 2:  # two halves of one direction
+        dzx[0] += dzx[1]
+        dUt[0] += dUt[1]
+        dbt[0] += dbt[1]
+    dW = np.empty((E, D * G), dt)
+    for d in range(D):
+        dW[:, d * G:(d + 1) * G] = xr.T @ dzx[d]
+    dxr = dzx[0] @ Wc[:, :G].T
+    if D == 2:
+        dxr += dzx[1] @ Wc[:, G:].T
+    dU = [dUt[d] for d in range(D)]
+    db = dbt[:D].reshape(-1)
+    idx, u = cache["idx"], cache["u"]
+    if u is not None:
+        dx = (u, dxr)
+    elif idx is None:
         dx = dxr.reshape(B, L, E)
     else:
         dx = np.zeros((B * L, E), dt)
@@ -191,7 +233,7 @@ def _rnn_backward(dout, cache):
 def lstm_forward(x, lengths, W, U, b, reverse=False, return_sequences=True):
     """One LSTM direction.
 
-    x (B, L, E), lengths (B,) int32, W (E, 4H), U (H, 4H), b (4H,).
+    x (B, L, E) or a :class:`~tinykd.nn.embedding.Lookup`, lengths (B,) int32, W (E, 4H), U (H, 4H), b (4H,).
     Returns ``out`` — (B, L, H) if ``return_sequences`` else the last state
     (B, H) — and a cache for :func:`lstm_backward`.
     """
@@ -211,7 +253,9 @@ def lstm_backward(dout, cache, dW, dU, db):
     """Backward of :func:`lstm_forward`.
 
     ``dout`` has the shape of the forward output. Adds the parameter gradients
-    into ``dW``, ``dU``, ``db`` (``+=``) and returns ``dx`` (B, L, E).
+    into ``dW``, ``dU``, ``db`` (``+=``) and returns ``dx`` (B, L, E) — or, for a
+    :class:`~tinykd.nn.embedding.Lookup` input, ``(u, dX_u)`` per distinct token,
+    which :func:`~tinykd.nn.embedding.embedding_backward` takes as it is.
     """
     dx, gW, gU, gb = _rnn_backward(dout, cache)
     dW += gW

@@ -2,6 +2,9 @@
 
     forward:  y[b, d] = max_{t < len_b} x[b, t, d]     x: (B, L, D) → y: (B, D); 0 if len_b = 0
     backward: dx[b, argmax_t, d] = dy[b, d], zero elsewhere (padded steps never win)
+
+Ties go to the earliest step (as ``np.argmax``). The loops are small Numba
+kernels (:func:`tinykd.nn._kernels.max_over_time`): one pass over the real steps.
 """
 from __future__ import annotations
 
@@ -10,20 +13,20 @@ import numpy as np
 
 def global_max_pool_forward(x, lengths):
     """Max over the first ``lengths[b]`` steps of each row; the cache holds the argmax."""
+    from ._kernels import max_over_time
+
+    x = np.ascontiguousarray(x)
     B, L, D = x.shape
-    pad = np.arange(L)[None, :] >= lengths[:, None]  # (B, L)
-    masked = np.where(pad[:, :, None], -np.inf, x)
-    arg = masked.argmax(axis=1)  # (B, D); 0 for an empty row
-    y = np.take_along_axis(x, arg[:, None, :], axis=1)[:, 0, :].copy()
-    empty = lengths == 0
-    y[empty] = 0.0
-    return y, (arg, empty, x.shape)
+    y = np.empty((B, D), x.dtype)
+    arg = np.empty((B, D), np.int32)  # 0 for an empty row
+    max_over_time(x, np.ascontiguousarray(lengths, dtype=np.int32), y, arg)
+    return y, (arg, lengths == 0, x.shape)
 
 
 def global_max_pool_backward(dy, cache):
+    from ._kernels import max_over_time_backward
+
     arg, empty, shape = cache
-    B, L, D = shape
     dx = np.zeros(shape, dtype=dy.dtype)
-    dyz = np.where(empty[:, None], 0.0, dy).astype(dy.dtype, copy=False)
-    np.put_along_axis(dx, arg[:, None, :], dyz[:, None, :], axis=1)
+    max_over_time_backward(np.ascontiguousarray(dy), arg, empty, dx)
     return dx
