@@ -380,19 +380,16 @@ def _bwd_serial(dout, seq, gates, cs, hprev, start, lengths, task_rows, task_ptr
 @njit(inline="always", **_JIT)
 def _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc):
     """Bring the table rows of the tokens in ``ids`` up to date; -1 on an id out of range."""
-    ndiff = 0  # a branch-free count vectorises: the check reads W at full speed
+    ndiff = 0  # bitwise equality (xor/or on the bits: branch-free, vectorises, NaN-safe)
     for d in range(D):
-        W = W0 if d == 0 else W1
-        b = b0 if d == 0 else b1
-        Wd = Wc[d]
-        bd = bc[d]
-        for e in range(W.shape[0]):
-            We = W[e]
-            Wde = Wd[e]
-            for j in range(W.shape[1]):
-                ndiff += We[j] != Wde[j]
+        W = (W0 if d == 0 else W1).ravel().view(np.int32)
+        b = (b0 if d == 0 else b1).view(np.int32)
+        Wd = Wc[d].ravel().view(np.int32)
+        bd = bc[d].view(np.int32)
+        for j in range(W.shape[0]):
+            ndiff |= W[j] ^ Wd[j]
         for j in range(b.shape[0]):
-            ndiff += b[j] != bd[j]
+            ndiff |= b[j] ^ bd[j]
     if ndiff:
         for d in range(D):
             Wc[d] = W0 if d == 0 else W1
@@ -408,10 +405,10 @@ def _sync_table(ids, lengths, E, W0, b0, W1, b1, D, T, Ec, valid, Wc, bc):
             ok = valid[v] == 1
             if ok:
                 nd = 0
-                Ev = E[v]
-                Ecv = Ec[v]
+                Ev = E[v].view(np.int32)
+                Ecv = Ec[v].view(np.int32)
                 for e in range(Ed):
-                    nd += Ev[e] != Ecv[e]
+                    nd |= Ev[e] ^ Ecv[e]
                 ok = nd == 0
             if not ok:
                 for e in range(Ed):

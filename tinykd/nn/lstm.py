@@ -99,11 +99,17 @@ def _buffer(shape, dt, zero=False):
     return raw[off:off + nbytes].view(dt).reshape(shape)
 
 
+_kernels_module = None
+
+
 def _K():
     """The Numba kernels (imported, and Numba started, on first use)."""
-    from . import _kernels
+    global _kernels_module
+    if _kernels_module is None:
+        from . import _kernels
 
-    return _kernels
+        _kernels_module = _kernels
+    return _kernels_module
 
 
 # ------------------------------------------------------------- ragged layout
