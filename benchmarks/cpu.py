@@ -293,6 +293,7 @@ def softmax64(z):
 
 ROUNDS = 6  # scoring engines are timed in turn, round after round, so a drift in the machine's speed
 #            hits every engine alike
+SETTLE_S = 0.2  # idle pause before each engine's turn (thread pools of PyTorch and ORT spin after a call)
 
 
 def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp):
@@ -359,6 +360,7 @@ def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp):
         for name, (f_one, f_batch, setup, share) in engines.items():
             if setup is not None:
                 setup()
+            time.sleep(SETTLE_S)  # the previous engine's spinning worker threads go to sleep first
             ts[name].append(timed_calls(f_one, max(10, int(share * n_calls / ROUNDS)), warm=20 if r == 0 else 5))
             tb[name].append(timed_calls(f_batch, max(1, int(share * n_batch_calls / ROUNDS)), warm=2 if r == 0 else 1))
     torch.set_num_threads(THREADS)
@@ -667,8 +669,9 @@ def write_report(path, info, load0, load1, t_start, quick, train_rows, score, te
     w("")
     w("## 2. Scoring (one response of 60 tokens; batch of 256 responses of 60 tokens; same weights)")
     w("")
-    w(f"The engines are timed in turn, {ROUNDS} rounds of each, so that a drift in the machine's speed during "
-      "the run hits them alike; medians and p99 are over all rounds.")
+    w(f"The engines are timed in turn, {ROUNDS} rounds of each (after a {SETTLE_S:.1f} s pause that lets the previous "
+      "engine's worker threads stop spinning), so that a drift in the machine's speed during the run hits them "
+      "alike; medians and p99 are over all rounds.")
     w("")
     for preset, s in score.items():
         w(f"### `{preset}`")
