@@ -181,6 +181,23 @@ def _rows_matmul_acc(A, Bm, C, n, K):
                 C[r, j] += a0 * Bm[k, j]
 
 
+@njit(inline="always", **_JIT)
+def _activate_gates(zr, H):
+    """i, f, o = σ(z), g = tanh(z) in place on one row of pre-activations [i | f | g | o].
+
+    Each gate block is a unit-stride loop from 0 over a view of its own: these vectorise
+    (LLVM left a loop over ``range(3H, 4H)`` of the row scalar, which cost a third of the
+    step; a loop mixing the four blocks does not vectorise either)."""
+    for j in range(2 * H):
+        zr[j] = _sigmoid(zr[j])
+    zg = zr[2 * H:3 * H]
+    for j in range(H):
+        zg[j] = _tanh(zg[j])
+    zo = zr[3 * H:4 * H]
+    for j in range(H):
+        zo[j] = _sigmoid(zo[j])
+
+
 # -------------------------------------------------------------- time loops
 @njit(inline="always", **_JIT)
 def _fwd_task(xz, xrow, col, start, lengths, rows, U, reverse, store, seq, gates, cs, hprev, out, ocol):
@@ -226,14 +243,7 @@ def _fwd_task(xz, xrow, col, start, lengths, rows, U, reverse, store, seq, gates
                 hp = hprev[p]
                 for j in range(H):
                     hp[ocol + j] = hr[j]
-            # simple unit-stride loops over one row: these vectorise (a loop mixing the four
-            # gate blocks does not)
-            for j in range(2 * H):
-                zr[j] = _sigmoid(zr[j])
-            for j in range(2 * H, 3 * H):
-                zr[j] = _tanh(zr[j])
-            for j in range(3 * H, G):
-                zr[j] = _sigmoid(zr[j])
+            _activate_gates(zr, H)
             for j in range(H):
                 cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
                 cr[j] = cn
@@ -461,12 +471,7 @@ def _infer_task(ids, lengths, rows, T, d, U, reverse, pool_max, feat):
             zr = z[r]
             hr = h[r]
             cr = c[r]
-            for j in range(2 * H):
-                zr[j] = _sigmoid(zr[j])
-            for j in range(2 * H, 3 * H):
-                zr[j] = _tanh(zr[j])
-            for j in range(3 * H, G):
-                zr[j] = _sigmoid(zr[j])
+            _activate_gates(zr, H)
             for j in range(H):
                 cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
                 cr[j] = cn
