@@ -363,7 +363,6 @@ def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp):
             time.sleep(SETTLE_S)  # the previous engine's spinning worker threads go to sleep first
             ts[name].append(timed_calls(f_one, max(10, int(share * n_calls / ROUNDS)), warm=20 if r == 0 else 5))
             tb[name].append(timed_calls(f_batch, max(1, int(share * n_batch_calls / ROUNDS)), warm=2 if r == 0 else 1))
-    torch.set_num_threads(THREADS)
     out = {}
     for name, (f_one, f_batch, setup, _) in engines.items():
         if setup is not None:
