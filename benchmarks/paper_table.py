@@ -161,12 +161,12 @@ def teacher_size(n_classes):
     if spec is None or not spec.submodule_search_locations:
         return None, None
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    from tinykd.demo import _safetensors_params
+    from teacher_export.model import safetensors_params
 
     weights = folder / "model.safetensors"
     hidden = json.loads((folder / "config.json").read_text())["hidden_size"]
     extra = hidden * n_classes + n_classes
-    return _safetensors_params(weights) + extra, weights.stat().st_size + 4 * extra
+    return safetensors_params(weights) + extra, weights.stat().st_size + 4 * extra
 
 
 def _sidecar(csv_path):

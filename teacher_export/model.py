@@ -1,7 +1,9 @@
 """Locating and loading base weights, offline only."""
 from __future__ import annotations
 
+import json
 import os
+import struct
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -67,3 +69,18 @@ def load_classifier(path, num_labels=None, classes=None):
     finally:
         transformers.logging.set_verbosity(verb)
     return model
+
+
+def safetensors_params(path):
+    """Parameter count from a ``.safetensors`` header (no torch needed)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    total = 0
+    for name, t in header.items():
+        if name != "__metadata__":
+            k = 1
+            for d in t["shape"]:
+                k *= d
+            total += k
+    return total

@@ -1,7 +1,7 @@
 """``python -m teacher_export.timing TEACHER_DIR PAIRS.json THREADS``: a saved teacher's scoring time.
 
 Prints ``{"ms_per_response": …}`` for the ``[answer, context]`` pairs in ``PAIRS.json`` (batches of 32,
-dynamic padding, after one warm-up batch). ``tinykd.demo build`` runs it in its own process, so that tinykd
+dynamic padding, after one warm-up batch). ``benchmarks/build_demo_data.py`` runs it in its own process, so that tinykd
 itself never imports torch or transformers.
 """
 import json

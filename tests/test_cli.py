@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.bundle import Bundle
+from tinykd.student import Bundle
 from tinykd.cli import main
 from tinykd.softlabels import write_soft_labels
 
@@ -97,7 +97,7 @@ def test_train_plain_uses_split_and_prints_summary(files, capsys):
     assert "validation: accuracy" in cap.out and "(15 rows)" in cap.out
     assert "epoch   1/2" in cap.err and "epoch   2/2" in cap.err  # live progress on stderr
     assert "not used: 25 rows" in cap.err and "test: 25" in cap.err
-    assert "10 training rows have no label and there is no --teacher" in cap.err
+    assert "10 training rows have no label and there is no teacher" in cap.err
     vm = m.meta["validation_metrics"]
     assert vm["n"] == 15 and 0.0 <= vm["accuracy"] <= 1.0
 

@@ -32,11 +32,11 @@ def make(**kw):
 def test_exposed_lazily_and_params_stored_as_given():
     assert tinykd.KDClassifier is KDClassifier
     cfg = dict(TINY)
-    c = KDClassifier(preset="gelatin", lam=0.5, temperature=2.0, config=cfg, seed=3)
+    c = KDClassifier(preset="gelatin", lam=0.5, temperature=2.0, config=cfg, random_state=3)
     params = c.get_params()
     assert params["preset"] == "gelatin" and params["lam"] == 0.5 and params["config"] is cfg
     assert set(params) == {"preset", "lam", "temperature", "epochs", "batch_size", "lr", "patience",
-                           "validation_fraction", "config", "seed", "verbose"}
+                           "validation_fraction", "config", "random_state", "verbose"}
     assert c.set_params(lam=0.0, epochs=7) is c and c.lam == 0.0 and c.epochs == 7
     assert is_classifier(c)
     c2 = clone(c)
@@ -61,7 +61,7 @@ def test_fit_predict_score_and_fitted_attributes():
 
 def test_same_seed_same_model_and_no_teacher_is_plain_nn():
     X, y, _ = toy()
-    a, b = make(seed=1).fit(X, y), make(seed=1).fit(X, y)
+    a, b = make(random_state=1).fit(X, y), make(random_state=1).fit(X, y)
     assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.student_.meta["training"]["lam"] == 0.0
 

@@ -7,7 +7,10 @@
 - row order: a permuted batch gives the permuted outputs and the same gradients;
 - ragged (variable lengths) vs a fixed-length batch of the same rows;
 - the scoring path (projection table, fused time loop + pooling + head, batch 1 and batched,
-  serial and parallel) vs ``net.forward`` + softmax, and the table never goes stale.
+  serial and parallel, Numba and NumPy) vs ``net.forward`` + softmax; a scorer's weights are read-only.
+
+(``tests/test_reference.py`` holds the training kernels to the plain NumPy LSTM of
+``tinykd.nn.reference``.)
 """
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ import pytest
 import tinykd.nn.lstm as L
 from tinykd.model import PRESETS, StudentNet, make_config
 from tinykd.nn.dense import softmax
-from tinykd.student import predict_proba_ids
+from tinykd.scoring import Scorer
+from tinykd.settings import Settings
 
 ATOL = 2e-5
 
@@ -25,11 +29,9 @@ def rng():
     return np.random.default_rng(7)
 
 
-@pytest.fixture
-def serial_and_parallel():
-    saved = L.PARALLEL, L.SPLIT_ROWS, L.PARALLEL_SCORE_ROWS
-    yield
-    L.PARALLEL, L.SPLIT_ROWS, L.PARALLEL_SCORE_ROWS = saved
+def proba(net, ids, lengths, **settings):
+    """A fresh scorer's probabilities (Numba path unless jit= says otherwise)."""
+    return Scorer(net.copy(), Settings(**{"jit": "always", **settings})).predict_proba(ids, lengths)
 
 
 def params(rng, E, H, dtype):
@@ -37,14 +39,15 @@ def params(rng, E, H, dtype):
                                            rng.normal(0, 0.4, 4 * H)))
 
 
-def run(x, lengths, dirs, seq, dout):
+def run(x, lengths, dirs, seq, dout, parallel=False, split_rows=L.SPLIT_ROWS):
     """Forward + backward of one LSTM or a BiLSTM; returns out, dx and all parameter gradients."""
     if len(dirs) == 1:
-        out, cache = L.lstm_forward(x, lengths, *dirs[0], return_sequences=seq)
+        out, cache = L.lstm_forward(x, lengths, *dirs[0], return_sequences=seq, parallel=parallel,
+                                    split_rows=split_rows)
         grads = [[np.zeros_like(a) for a in dirs[0]]]
         dx = L.lstm_backward(dout(out), cache, *grads[0])
     else:
-        out, cache = L.bilstm_forward(x, lengths, dirs[0], dirs[1], return_sequences=seq)
+        out, cache = L.bilstm_forward(x, lengths, dirs[0], dirs[1], return_sequences=seq, parallel=parallel)
         grads = [[np.zeros_like(a) for a in d] for d in dirs]
         dx = L.bilstm_backward(dout(out), cache, *grads)
     return out, dx, [g for gs in grads for g in gs]
@@ -69,16 +72,14 @@ def test_float32_kernels_match_float64(rng, bi, seq):
 
 
 @pytest.mark.parametrize("bi", [False, True])
-def test_parallel_equals_serial(rng, serial_and_parallel, bi):
+def test_parallel_equals_serial(rng, bi):
     B, T, E, H = 33, 7, 5, 4  # odd batch: uneven halves, an odd row in the two-row blocks
     x = rng.normal(size=(B, T, E)).astype(np.float32)
     lengths = rng.integers(0, T + 1, B).astype(np.int32)
     dirs = [params(rng, E, H, np.float32) for _ in range(1 + bi)]
     R = rng.normal(size=(B, T, (1 + bi) * H)).astype(np.float32)
-    L.PARALLEL = False
     ref = run(x, lengths, dirs, True, lambda o: R)
-    L.PARALLEL, L.SPLIT_ROWS = True, 2
-    got = run(x, lengths, dirs, True, lambda o: R)
+    got = run(x, lengths, dirs, True, lambda o: R, parallel=True, split_rows=2)
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_array_equal(got[1], ref[1])
     for a, b in zip(got[2], ref[2]):
@@ -121,7 +122,7 @@ def test_ragged_equals_fixed_length(rng):
 
 @pytest.mark.parametrize("bi", [False, True])
 @pytest.mark.parametrize("par", [False, True])
-def test_token_lookup_equals_gathered_input(rng, serial_and_parallel, bi, par):
+def test_token_lookup_equals_gathered_input(rng, bi, par):
     from tinykd.nn.embedding import Lookup, embedding_backward
 
     B, T, V, E, H = 21, 9, 6, 5, 4  # 6 tokens over ~100 steps: every token repeats
@@ -132,9 +133,8 @@ def test_token_lookup_equals_gathered_input(rng, serial_and_parallel, bi, par):
     lengths[:2] = [0, 7]
     dirs = [params(rng, E, H, np.float32) for _ in range(1 + bi)]
     R = rng.normal(size=(B, (1 + bi) * H)).astype(np.float32)
-    L.PARALLEL, L.SPLIT_ROWS = par, 2
-    ref_out, ref_dx, ref_g = run(Et[ids], lengths, dirs, False, lambda o: R)
-    got_out, got_dx, got_g = run(Lookup(Et, ids), lengths, dirs, False, lambda o: R)
+    ref_out, ref_dx, ref_g = run(Et[ids], lengths, dirs, False, lambda o: R, par, 2)
+    got_out, got_dx, got_g = run(Lookup(Et, ids), lengths, dirs, False, lambda o: R, par, 2)
     np.testing.assert_allclose(got_out, ref_out, atol=1e-6)
     for a, b in zip(got_g, ref_g):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -152,7 +152,7 @@ def reference_proba(net, ids, lengths):
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_scoring_path_matches_reference(rng, serial_and_parallel, preset):
+def test_scoring_path_matches_reference(rng, preset):
     V = 50
     net = StudentNet(make_config(preset), V, 3, seed=1)
     net.params[:] += rng.normal(0, 0.05, net.size).astype(np.float32)  # off the initial weights
@@ -162,41 +162,50 @@ def test_scoring_path_matches_reference(rng, serial_and_parallel, preset):
     lengths[:2] = [0, T]  # an empty answer and a full one
     ref = reference_proba(net, ids, lengths)
     for par in (False, True):
-        L.PARALLEL, L.PARALLEL_SCORE_ROWS = par, 8
-        got = predict_proba_ids(net, ids, lengths)
+        got = proba(net, ids, lengths, parallel=par, parallel_score_rows=8)
         np.testing.assert_allclose(got, ref, atol=ATOL)
-        small = predict_proba_ids(net, ids, lengths, batch_size=16)  # several batches, sorted by length
+        small = proba(net, ids, lengths, parallel=par, score_batch=16)  # several batches, sorted by length
         np.testing.assert_allclose(small, ref, atol=ATOL)
     for i in (0, 1, 5):  # the one-response path
-        np.testing.assert_allclose(predict_proba_ids(net, ids[i:i + 1], lengths[i:i + 1]), ref[i:i + 1], atol=ATOL)
+        np.testing.assert_allclose(proba(net, ids[i:i + 1], lengths[i:i + 1]), ref[i:i + 1], atol=ATOL)
 
 
-def test_projection_table_follows_weight_changes(rng):
+def test_scorer_weights_are_read_only_and_a_new_scorer_follows_new_weights(rng):
     V = 30
     net = StudentNet(make_config("bathtub"), V, 3, seed=0)
     ids = rng.integers(0, V, size=(4, 10)).astype(np.int32)
     lengths = np.array([10, 7, 3, 1], np.int32)
-    predict_proba_ids(net, ids, lengths)  # fills the table
+    scorer = Scorer(net)
+    before = scorer.predict_proba(ids, lengths)
+    for name in ("emb.E", "rnn.fwd.W", "rnn.bwd.U", "out.b"):
+        with pytest.raises(ValueError, match="read-only"):
+            net.p[name].flat[0] += 0.5
+    with pytest.raises(ValueError, match="read-only"):
+        net.params[0] = 1.0
+    assert not scorer.T.flags.writeable
+    np.testing.assert_array_equal(scorer.predict_proba(ids, lengths), before)
+    edited = net.copy()  # a copy thaws: train or edit it, then score it with a scorer of its own
     for name, where in [("emb.E", (ids[0, 0], 0)), ("rnn.fwd.W", (1, 2)), ("rnn.bwd.b", (5,)),
                         ("rnn.bwd.U", (0, 0)), ("out.b", (1,))]:
-        net.p[name][where] += 0.5
-        np.testing.assert_allclose(predict_proba_ids(net, ids, lengths), reference_proba(net, ids, lengths),
-                                   atol=ATOL, err_msg=name)
-        np.testing.assert_allclose(predict_proba_ids(net, ids[:1], lengths[:1]),
-                                   reference_proba(net, ids[:1], lengths[:1]), atol=ATOL, err_msg=name)
+        edited.p[name][where] += 0.5
+    ref = reference_proba(edited, ids, lengths)
+    assert np.abs(ref - before).max() > 1e-3
+    np.testing.assert_allclose(proba(edited, ids, lengths), ref, atol=ATOL)
+    np.testing.assert_allclose(proba(edited, ids, lengths, jit="never"), ref, atol=ATOL)
 
 
 def test_scoring_refuses_out_of_range_ids():
     net = StudentNet(make_config("7t"), 10, 2)
-    with pytest.raises(IndexError):
-        predict_proba_ids(net, np.array([[3, 10]], np.int32), np.array([2], np.int32))
+    for jit in ("always", "never"):
+        with pytest.raises(IndexError):
+            proba(net, np.array([[3, 10]], np.int32), np.array([2], np.int32), jit=jit)
 
 
 def test_float64_network_uses_the_reference_path(rng):
     net = StudentNet(make_config("falling_weights"), 20, 3, dtype=np.float64)
     ids = rng.integers(0, 20, size=(3, 6)).astype(np.int32)
     lengths = np.array([6, 2, 0], np.int32)
-    np.testing.assert_allclose(predict_proba_ids(net, ids, lengths), reference_proba(net, ids, lengths), atol=1e-6)
+    np.testing.assert_allclose(proba(net, ids, lengths), reference_proba(net, ids, lengths), atol=1e-6)
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -209,22 +218,28 @@ def test_numpy_scoring_path_matches_reference(rng, preset):
     lengths = rng.integers(0, 12, 9).astype(np.int32)
     lengths[0] = 0
     ref = reference_proba(net, ids, lengths)
-    got = L.score_rows_numpy(net, ids, lengths, np.empty((9, 3), np.float32))
-    np.testing.assert_allclose(got, ref, atol=ATOL)
-    one = L.score_rows_numpy(net, ids[3:4], lengths[3:4], np.empty((1, 3), np.float32))
-    np.testing.assert_allclose(one, ref[3:4], atol=ATOL)
+    np.testing.assert_allclose(proba(net, ids, lengths, jit="never"), ref, atol=ATOL)
+    np.testing.assert_allclose(proba(net, ids[3:4], lengths[3:4], jit="never"), ref[3:4], atol=ATOL)
 
 
 def test_fresh_process_defers_numba(monkeypatch):
-    """Small first jobs stay on NumPy; a large job, or the (NUMBA_AFTER_CALLS+1)-th small one, uses Numba."""
+    """Small first jobs stay on NumPy; a large job, or the (numba_after_calls+1)-th small one, uses Numba."""
     import sys
 
-    monkeypatch.delitem(sys.modules, "tinykd.nn._kernels", raising=False)  # as in a fresh process
-    monkeypatch.delenv("TINYKD_JIT", raising=False)
-    monkeypatch.setattr(L, "_small_jobs", 0)
-    assert [L.use_numba(60) for _ in range(L.NUMBA_AFTER_CALLS)] == [False] * L.NUMBA_AFTER_CALLS
-    assert L.use_numba(60)
-    monkeypatch.setattr(L, "_small_jobs", 0)
-    assert L.use_numba(L.NUMBA_MIN_TOKENS)
+    monkeypatch.delitem(sys.modules, "tinykd._scoring_kernels", raising=False)  # as in a fresh process
+    net = StudentNet(make_config("7t"), 10, 2)
+    st = Settings()
+    sc = Scorer(net, st)
+    assert [sc._use_numba(60) for _ in range(st.numba_after_calls)] == [False] * st.numba_after_calls
+    assert sc._use_numba(60)
+    assert Scorer(net, st)._use_numba(st.numba_min_tokens)
+    assert not Scorer(net, Settings(jit="never"))._use_numba(10 ** 6)
+    assert Scorer(net, Settings(jit="always"))._use_numba(1)
+
+
+def test_settings_from_env_and_bad_values(monkeypatch):
     monkeypatch.setenv("TINYKD_JIT", "never")
-    assert not L.use_numba(10 ** 6)
+    assert Settings.from_env().jit == "never"
+    for bad in (dict(jit="sometimes"), dict(parallel="maybe"), dict(score_batch=0)):
+        with pytest.raises(ValueError):
+            Settings(**bad)

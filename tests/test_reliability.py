@@ -15,9 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinykd
-from tinykd import data as kdata
+from tinykd import tables as kdata
 from tinykd.cli import main
-from tinykd.io import ModelFileError, atomic_write_bytes, load
+from tinykd.atomic import atomic_write_bytes
+from tinykd.modelfile import ModelFileError
+from tinykd.student import load
 from tinykd.softlabels import write_soft_labels
 from tinykd.text import Vocabulary
 

@@ -4,18 +4,26 @@
     student = tinykd.fit(texts, labels, teacher_proba=p, preset="7t", lam=1.0)
     student.predict(["the acid rain dissolves marble"])
     student.save("scorer.npz"); tinykd.load("scorer.npz")
+    model = tinykd.fit_items(texts, labels, items=items, ids=ids, teacher="soft.csv")  # what `tinykd train` does
 
-Importing tinykd loads NumPy and the layers' Numba kernels only; scikit-learn
-is imported when training (vocabulary fit, splits, metrics), never to score.
+Importing tinykd loads NumPy only (Numba starts with the first training step or the first
+large scoring job); the training modules load on first use of ``fit`` / ``fit_items``, and
+scikit-learn when training (vocabulary fit, splits, metrics), never to score.
 """
-__version__ = "0.1.0"
+from ._version import __version__
+from .errors import OptionError
+from .model import PRESETS, StudentNet, make_config, n_params
+from .modelfile import ModelFileError
+from .scoring import Scorer
+from .settings import Settings
+from .student import Bundle, Student, UnknownItemError, load, save
 
-from .io import ModelFileError, load, save  # noqa: E402
-from .model import PRESETS, StudentNet, make_config  # noqa: E402
-from .student import Student, fit, n_params  # noqa: E402
 
+def __getattr__(name):  # training and the scikit-learn face are imported only when asked for
+    if name in ("fit", "fit_items"):
+        from . import fitting
 
-def __getattr__(name):  # the scikit-learn face is imported only when asked for
+        return getattr(fitting, name)
     if name == "KDClassifier":
         from .estimator import KDClassifier
 
@@ -23,5 +31,6 @@ def __getattr__(name):  # the scikit-learn face is imported only when asked for
     raise AttributeError(f"module 'tinykd' has no attribute {name!r}")
 
 
-__all__ = ["fit", "load", "save", "Student", "StudentNet", "PRESETS", "make_config", "n_params",
-           "ModelFileError", "KDClassifier", "__version__"]
+__all__ = ["fit", "fit_items", "load", "save", "Student", "Bundle", "Scorer", "Settings", "StudentNet",
+           "PRESETS", "make_config", "n_params", "ModelFileError", "OptionError", "UnknownItemError",
+           "KDClassifier", "__version__"]

@@ -26,9 +26,10 @@ from collections import Counter
 
 import numpy as np
 
+from .tables import normalize_labels
 from .text import tokenize
 
-__all__ = ["augment"]
+__all__ = ["augment", "augment_rows"]
 
 
 def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
@@ -87,3 +88,39 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
             new_texts.append(" ".join(out))
             source.append(j)
     return new_ids, new_texts, np.asarray(source, dtype=np.int64)
+
+
+def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=None, n=8, p_drop=0.1,
+                 p_swap=0.1, p_span=0.25, seed=0):
+    """The copies ``tinykd augment`` appends to a data file: ``n`` perturbed copies of every
+    labelled training row, one unigram table per item (swaps stay within an item).
+
+    ``labels`` are cells as read (empty / NaN / NA is unlabeled); ``splits``: per-row split
+    values (None: every row is a training row). Returns ``[(source row, new id, new text)]``.
+    Raises ``ValueError`` on duplicate ids, no labelled training row, or copies whose ids
+    already exist (an augmented file augmented again)."""
+    ids = [str(i).strip() for i in ids]
+    seen, dups = set(), []
+    for i in ids:
+        if i in seen:
+            dups.append(i)
+        seen.add(i)
+    if dups:
+        raise ValueError(f"duplicated ids: {', '.join(dict.fromkeys(dups[:5]))}")
+    labels, _ = normalize_labels(labels)
+    src = [i for i in range(len(ids)) if labels[i] is not None
+           and (splits is None or str(splits[i]).strip() == train_split)]
+    if not src:
+        raise ValueError("no labelled training rows to copy")
+    groups = {}
+    for i in src:
+        groups.setdefault(None if items is None else str(items[i]).strip(), []).append(i)
+    out = []
+    for rows in groups.values():
+        new_ids, new_texts, origin = augment([texts[i] for i in rows], [ids[i] for i in rows], n=n,
+                                             p_drop=p_drop, p_swap=p_swap, p_span=p_span, seed=seed)
+        clash = seen.intersection(new_ids)
+        if clash:
+            raise ValueError(f"ids like {sorted(clash)[0]!r} already exist; is it an augmented file?")
+        out += [(rows[j], nid, text) for nid, text, j in zip(new_ids, new_texts, origin.tolist())]
+    return out

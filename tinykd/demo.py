@@ -10,7 +10,7 @@ Bundled under ``tinykd/data/`` (package data, no downloads):
 * ``scientsbank-demo-teacher.csv.gz`` + ``.json`` — the class probabilities of the
   project's fine-tuned MiniLM teacher for those ids (cross-fitted for the training
   rows when the teacher run provides them), copied from
-  ``benchmarks/teacher/scientsbank*.csv`` by ``python -m tinykd.demo build``.
+  ``benchmarks/teacher/scientsbank*.csv`` by ``python benchmarks/build_demo_data.py``.
 
 The demo trains the plain NN (λ = 0) and the KD student (λ = 1) with the same
 seed, split and settings, on the answer with the reference answer as context;
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import os
 import sys
@@ -86,11 +85,9 @@ def _ms_per_response(model, texts, ctx, repeats=5):
 
 
 def _size_of(model):
-    from .io import save
-
     with tempfile.TemporaryDirectory() as tmp:
         p = os.path.join(tmp, "m.npz")
-        save(model, p)
+        model.save(p)
         return os.path.getsize(p)
 
 
@@ -98,20 +95,15 @@ def _fmt_size(n):
     return f"{n / 1024:.0f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
 
 
-def _stop_if_interrupted(student):
-    if student.meta["training"]["stopped"] == "interrupted":  # Ctrl-C: stop the demo, save nothing
-        raise KeyboardInterrupt
-    return student
-
-
 def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quiet=False, data_dir=DATA_DIR,
              stream=None):
     """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout."""
     import numpy as np
 
+    from .fitting import fit
     from .metrics import scoring_metrics
-    from .splits import holdout
-    from .student import fit
+    from .scoring import REVIEW_BELOW
+    from .student import load
 
     out_stream = sys.stdout if stream is None else stream
     log = sys.stderr if stream is None else stream
@@ -149,15 +141,11 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
         say("note: the bundled teacher probabilities are not in this install, so only the plain NN is "
             "trained (no KD student, no teacher row)")
 
-    tr, va = holdout(y_train, 0.125, seed)
     texts = [r["text"] for r in train_rows]
-    ctx = [r[CONTEXT] for r in train_rows]
-    pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
-    validation = (pick(texts, va), y_train[va], pick(ctx, va))
     t_texts, t_ctx = [r["text"] for r in test_rows], [r[CONTEXT] for r in test_rows]
-    common = dict(contexts=pick(ctx, tr), preset=settings["preset"], config=settings["config"],
-                  validation=validation, epochs=settings["epochs"], patience=settings["patience"], seed=seed,
-                  verbose=not quiet, stream=log)
+    # validation: tinykd.fit's rule (a seeded stratified 1/8 of the training answers)
+    common = dict(contexts=[r[CONTEXT] for r in train_rows], preset=settings["preset"], config=settings["config"],
+                  epochs=settings["epochs"], patience=settings["patience"], seed=seed, verbose=not quiet, stream=log)
 
     results = []
     if has_teacher:
@@ -170,7 +158,7 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
 
     print("\n[1/2] plain NN (λ = 0): human scores only" if has_teacher else "\n[1/1] plain NN (λ = 0)",
           file=log, flush=True)
-    nn = _stop_if_interrupted(fit(pick(texts, tr), y_train[tr], None, lam=0.0, **common))
+    nn = fit(texts, y_train, None, lam=0.0, **common)
     nn_pred = nn.predict(t_texts, t_ctx)
     results.append(dict(name="plain NN", what=f"{settings['preset']}, λ = 0", model=nn,
                         m=scoring_metrics(y_test, nn_pred, labels=classes), params=nn.n_params,
@@ -178,7 +166,7 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
     final = nn
     if has_teacher:
         print("\n[2/2] KD student (λ = 1): human scores + the teacher's probabilities", file=log, flush=True)
-        kd = _stop_if_interrupted(fit(pick(texts, tr), y_train[tr], p_train[tr], lam=1.0, **common))
+        kd = fit(texts, y_train, p_train, lam=1.0, **common)
         kd_pred = kd.predict(t_texts, t_ctx)
         results.append(dict(name="KD student", what=f"{settings['preset']}, λ = 1", model=kd,
                             m=scoring_metrics(y_test, kd_pred, labels=classes), params=kd.n_params,
@@ -205,8 +193,6 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
         say(f"KD vs plain NN: accuracy {kd_m['accuracy'] - nn_m['accuracy']:+.3f}, QWK {kd_m['qwk'] - nn_m['qwk']:+.3f}"
             f" (one seed; see benchmarks/ for the multi-seed table)")
     # what --review-below 0.6 (tinykd score's default) would flag on these answers
-    from .cli import REVIEW_BELOW
-
     proba_t = final.predict_proba(t_texts, t_ctx)
     right = np.asarray(final.classes)[proba_t.argmax(1)] == y_test
     flag = proba_t.max(1) < REVIEW_BELOW
@@ -218,8 +204,6 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
     say(f"  tinykd score {out} answers.csv --out scored.csv      (columns: text, {CONTEXT})")
 
     # a few example answers, scored by the saved model
-    from .io import load
-
     saved = load(out)
     by_item = {}
     for r in test_rows:
@@ -247,115 +231,7 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
     return 0
 
 
-# ------------------------------------------------------------------------ building the bundle
-def _safetensors_params(path):
-    """Parameter count from a ``.safetensors`` header (no torch needed)."""
-    import struct
-
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    total = 0
-    for name, t in header.items():
-        if name != "__metadata__":
-            k = 1
-            for d in t["shape"]:
-                k *= d
-            total += k
-    return total
-
-
-def teacher_stats(teacher_dir, pairs, threads=2):
-    """Parameters and size of a saved teacher folder, and its scoring time per response on
-    ``pairs`` [(answer, context)], measured in a separate process (tinykd never imports torch)."""
-    import subprocess
-
-    weights = os.path.join(teacher_dir, "model.safetensors")
-    stats = {"n_params": _safetensors_params(weights), "size_bytes": os.path.getsize(weights)}
-    with tempfile.TemporaryDirectory() as tmp:
-        pf = os.path.join(tmp, "pairs.json")
-        with open(pf, "w", encoding="utf-8") as f:
-            json.dump(pairs, f)
-        r = subprocess.run([sys.executable, "-m", "teacher_export.timing", teacher_dir, pf, str(threads)],
-                           capture_output=True, text=True, timeout=1800)
-        if r.returncode != 0:
-            raise RuntimeError(f"teacher timing failed: {r.stderr.strip().splitlines()[-1:]}")
-        stats.update(json.loads(r.stdout.strip().splitlines()[-1]))
-    stats["timing"] = (f"batches of 32, dynamic padding, {threads} CPU threads, on the project's build machine "
-                       f"({len(pairs)} {TEST_SPLIT} answers)")
-    return stats
-
-
-def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None):
-    """Write the bundled files from the SciEntsBank CSV and the teacher's soft-label files.
-
-    ``teacher``: the teacher's soft-label CSV (``benchmarks/teacher/scientsbank.csv``);
-    ``crossfit``: optional out-of-fold probabilities for the training rows. Only ids and
-    probabilities are copied; the sidecar's metadata goes to ``scientsbank-demo-teacher.json``."""
-    from .io import atomic_write_bytes
-
-    with open(source, encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] in ("train", TEST_SPLIT)]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in rows:
-        w.writerow([r["id"], r["item"], r["split"], r["label3"], r["text"], r["question"], r["reference_answer"]])
-    atomic_write_bytes(os.path.join(data_dir, DATA_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
-    if teacher is None:
-        return
-    from .softlabels import read_sidecar, read_soft_label_table
-
-    ids, classes, p = read_soft_label_table(teacher)
-    pos = {i: k for k, i in enumerate(ids)}
-    cf = None
-    if crossfit:
-        cids, cclasses, cp = read_soft_label_table(crossfit)
-        if cclasses != classes:
-            raise ValueError(f"crossfit classes {cclasses} differ from teacher classes {classes}")
-        cf = {i: cp[k] for k, i in enumerate(cids)}
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id"] + [f"p_{c}" for c in classes])
-    missing = []
-    n_cf = 0
-    for r in rows:
-        if r["split"] == "train" and cf is not None and r["id"] in cf:
-            row, n_cf = cf[r["id"]], n_cf + 1
-        elif r["id"] in pos:
-            row = p[pos[r["id"]]]
-        else:
-            missing.append(r["id"])
-            continue
-        w.writerow([r["id"]] + ["%.6g" % v for v in row])
-    if missing:
-        raise ValueError(f"the teacher file has no rows for {len(missing)} ids, e.g. {missing[:3]}")
-    atomic_write_bytes(os.path.join(data_dir, TEACHER_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
-    side = read_sidecar(teacher)
-    meta = {"source": os.path.basename(teacher), "crossfit_source": os.path.basename(crossfit) if crossfit else None,
-            "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side}
-    meta["base_model_name"] = "MiniLM-L6, fine-tuned" if "minilm" in str(side.get("base_model", "")).lower() \
-        else side.get("base_model")
-    if teacher_dir:
-        pairs = [[r["text"], r[CONTEXT]] for r in rows if r["split"] == TEST_SPLIT]
-        meta.update(teacher_stats(teacher_dir, pairs))
-    atomic_write_bytes(os.path.join(data_dir, TEACHER_META), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-
-
-def main(argv=None):  # python -m tinykd.demo [build SOURCE [--teacher F] [--crossfit F]]
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m tinykd.demo")
-    sub = ap.add_subparsers(dest="cmd")
-    b = sub.add_parser("build", help="(maintainers) rebuild the bundled demo files")
-    b.add_argument("source", help="shared/data/scientsbank/scientsbank.csv")
-    b.add_argument("--teacher", help="benchmarks/teacher/scientsbank.csv")
-    b.add_argument("--crossfit", help="benchmarks/teacher/scientsbank-crossfit.csv")
-    b.add_argument("--teacher-dir", help="the saved teacher folder: parameters, size and timing")
-    args = ap.parse_args(argv)
-    if args.cmd == "build":
-        build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir)
-        return 0
+def main(argv=None):  # python -m tinykd.demo
     return run_demo()
 
 

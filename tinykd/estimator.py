@@ -1,7 +1,7 @@
 """A scikit-learn estimator over raw texts: :class:`KDClassifier`.
 
     from sklearn.model_selection import cross_val_score
-    clf = tinykd.KDClassifier(preset="falling_weights", epochs=20)
+    clf = tinykd.KDClassifier(preset="falling_weights", epochs=20, random_state=0)
     clf.fit(texts, y, teacher_proba=p)          # p: (n, K), columns in sorted label order
     clf.predict(["acid rain dissolves marble"])
     cross_val_score(clf, texts, y, cv=5, params={"teacher_proba": p})
@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .student import fit as _fit
+from .fitting import fit as _fit
 
 
 def _as_texts(X):
@@ -53,7 +53,8 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     epochs, batch_size, lr, patience : training settings.
     validation_fraction : float — stratified share held out for early stopping.
     config : dict or None — overrides of the preset's network config.
-    seed : int — every random choice (init, shuffling, dropout, holdout).
+    random_state : int — the seed of every random choice (init, shuffling, dropout, holdout);
+        scikit-learn's name for what :func:`tinykd.fit` calls ``seed``.
     verbose : bool — print per-epoch progress to stderr.
 
     Attributes (after ``fit``)
@@ -68,7 +69,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, preset="7t", lam=None, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
-                 patience=5, validation_fraction=0.125, config=None, seed=0, verbose=False):
+                 patience=5, validation_fraction=0.125, config=None, random_state=0, verbose=False):
         self.preset = preset
         self.lam = lam
         self.temperature = temperature
@@ -78,7 +79,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.config = config
-        self.seed = seed
+        self.random_state = random_state
         self.verbose = verbose
 
     def fit(self, X, y, teacher_proba=None):
@@ -93,9 +94,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         student = _fit(texts, y, teacher_proba, contexts=contexts, preset=self.preset, config=self.config,
                        lam=self.lam, temperature=self.temperature, epochs=self.epochs,
                        batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                       validation_fraction=self.validation_fraction, seed=self.seed, verbose=self.verbose)
-        if student.meta["training"]["stopped"] == "interrupted":
-            raise KeyboardInterrupt
+                       validation_fraction=self.validation_fraction, seed=self.random_state, verbose=self.verbose)
         self.student_ = student
         self.classes_ = np.asarray(student.classes)
         self.n_params_ = student.n_params

@@ -24,6 +24,7 @@ import copy
 
 import numpy as np
 
+from .errors import OptionError
 from .nn.dense import ACTIVATIONS, dense_backward, dense_forward
 from .nn.dropout import dropout_backward, dropout_forward
 from .nn.embedding import Lookup, embedding_backward
@@ -62,7 +63,7 @@ PRESETS = {
 def make_config(preset="7t", **overrides):
     """A full config: defaults, then the preset, then ``overrides`` (unknown keys refused)."""
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise OptionError("preset", f"unknown {{opt}} {preset!r}; choose one of {', '.join(PRESETS)}")
     cfg = dict(DEFAULT_CONFIG)
     if preset is not None:
         cfg.update(PRESETS[preset])
@@ -163,8 +164,9 @@ class StudentNet:
         p["out.W"][:] = glorot(p["out.W"].shape)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, ids, lengths, training=False, rng=None):
-        """Logits (B, K) for ``ids`` (B, L) int32 with true ``lengths`` (B,); and a cache."""
+    def forward(self, ids, lengths, training=False, rng=None, parallel=False):
+        """Logits (B, K) for ``ids`` (B, L) int32 with true ``lengths`` (B,); and a cache.
+        ``parallel``: the LSTM may run its independent parts on two cores."""
         cfg, p = self.config, self.p
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         lengths = np.ascontiguousarray(lengths, dtype=np.int32)
@@ -177,9 +179,10 @@ class StudentNet:
         seq = cfg["pooling"] == "max"
         if cfg["rnn"] == "bilstm":
             h, cache["rnn"] = bilstm_forward(x, lengths, self._rnn_params(p, "fwd"),
-                                             self._rnn_params(p, "bwd"), return_sequences=seq)
+                                             self._rnn_params(p, "bwd"), return_sequences=seq, parallel=parallel)
         else:
-            h, cache["rnn"] = lstm_forward(x, lengths, *self._rnn_params(p, "fwd"), return_sequences=seq)
+            h, cache["rnn"] = lstm_forward(x, lengths, *self._rnn_params(p, "fwd"), return_sequences=seq,
+                                           parallel=parallel)
         if seq:
             h, cache["pool"] = global_max_pool_forward(h, lengths)
         h, cache["drop1"] = dropout_forward(h, cfg["dropout"], rng, training)
@@ -237,14 +240,29 @@ class StudentNet:
             penalty_backward(self.p[n], self.g[n], l1, l2)
 
     # ----------------------------------------------------------------- helpers
-    def predict_logits(self, ids, lengths, batch_size=256):
-        """Inference logits, in batches (no dropout)."""
+    def predict_logits(self, ids, lengths, batch_size=256, parallel=False):
+        """Inference logits, in batches (no dropout), through the training forward."""
         n = len(lengths)
         out = np.empty((n, self.n_classes), dtype=self.dtype)
         for s in range(0, n, batch_size):
-            out[s:s + batch_size], _ = self.forward(ids[s:s + batch_size], lengths[s:s + batch_size])
+            out[s:s + batch_size], _ = self.forward(ids[s:s + batch_size], lengths[s:s + batch_size],
+                                                    parallel=parallel)
         return out
+
+    def freeze(self):
+        """Make the weights read-only (``writeable=False`` on the buffer and every view), as a
+        :class:`~tinykd.scoring.Scorer` needs them; returns ``self``. :meth:`copy` thaws."""
+        self.params.flags.writeable = False
+        for v in self.p.values():
+            v.flags.writeable = False
+        return self
 
     def copy(self):
         return StudentNet(copy.deepcopy(self.config), self.vocab_size, self.n_classes,
                           dtype=self.dtype, params=self.params.copy())
+
+
+def n_params(preset="7t", vocab_size=None, n_classes=4, **overrides):
+    """Parameter count of a preset (vocabulary at its ``max_vocab`` unless given)."""
+    cfg = make_config(preset, **overrides)
+    return count_params(cfg, vocab_size or cfg["max_vocab"], n_classes)

@@ -27,7 +27,7 @@ class Adam:
     def step(self, grad):
         """One update from the flat gradient ``grad``; returns the gradient's norm."""
         self.t += 1
-        from .nn import _kernels as K
+        from . import _optim_kernels as K
 
         norm = float(np.sqrt(K.sq_norm(grad)))
         scale = 1.0

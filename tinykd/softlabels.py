@@ -19,11 +19,15 @@ NumPy and the standard library only (no torch, no pandas, no scikit-learn).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 
 import numpy as np
+
+from .atomic import atomic_write_bytes
+from .nn.dense import softmax
 
 __all__ = ["SoftLabelError", "write_soft_labels", "read_soft_labels", "read_soft_label_table",
            "read_sidecar", "sidecar_path"]
@@ -46,17 +50,8 @@ def _few(items, n=5):
 
 
 def _atomic_write_text(path, text: str):
-    from .io import atomic_write_bytes
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def write_soft_labels(path, ids, classes, proba, logits=None, extra=None, meta=None):
@@ -73,12 +68,7 @@ def write_soft_labels(path, ids, classes, proba, logits=None, extra=None, meta=N
     if proba.shape != (n, k):
         raise SoftLabelError(f"proba has shape {proba.shape}, expected ({n}, {k})")
     if len(set(ids)) != n:
-        seen, dup = set(), []
-        for i in ids:
-            if i in seen:
-                dup.append(i)
-            seen.add(i)
-        raise SoftLabelError(f"duplicated ids: {_few(dict.fromkeys(dup))}")
+        raise SoftLabelError(f"duplicated ids: {_few(_dups(ids))}")
     if len(set(classes)) != k:
         raise SoftLabelError(f"duplicated class labels: {classes}")
     if not np.all(np.isfinite(proba)) or np.any(proba < 0):
@@ -95,8 +85,6 @@ def write_soft_labels(path, ids, classes, proba, logits=None, extra=None, meta=N
     if logits is not None:
         header += [f"logit_{c}" for c in classes]
     header += list(extra)
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -166,10 +154,7 @@ def _load(path, classes, from_logits, tol):
     body = [row for row in body if any(cell.strip() for cell in row)]
     id_col = header.index("id")
     file_ids = [row[id_col].strip() if len(row) > id_col else "" for row in body]
-    counts = {}
-    for i in file_ids:
-        counts[i] = counts.get(i, 0) + 1
-    dups = [i for i, c in counts.items() if c > 1]
+    dups = _dups(file_ids)
     if dups:
         raise SoftLabelError(f"{path}: duplicated ids in the file: {_few(dups)}")
     has_p = any(h.startswith("p_") for h in header)
@@ -185,7 +170,7 @@ def _load(path, classes, from_logits, tol):
         bad = [file_ids[r] for r in np.flatnonzero(~np.all(np.isfinite(z), axis=1))]
         if bad:
             raise SoftLabelError(f"{path}: NaN or inf logits for ids {_few(bad)}")
-        p = _softmax(z)
+        p = softmax(z)
     else:
         if not has_p:
             if has_logit:
@@ -220,18 +205,36 @@ def read_soft_labels(path, ids, classes, *, from_logits=False, tol=1e-3, allow_m
     if len(set(classes)) != len(classes):
         raise SoftLabelError(f"duplicated class labels: {classes}")
     path, file_ids, classes, p = _load(path, classes, from_logits, tol)
+    return join_by_id(path, file_ids, p, ids, allow_missing)
+
+
+def join_by_id(source, file_ids, proba, ids, allow_missing=False):
+    """Rows of ``proba`` (one per ``file_ids``) for ``ids``, compared as stripped strings:
+    float32 (len(ids), K). Ids not asked for are ignored; ids without a row are refused
+    (naming ``source``), or NaN rows with ``allow_missing``."""
     want = [str(i).strip() for i in ids]
     pos = {i: r for r, i in enumerate(file_ids)}
+    if len(pos) != len(file_ids):
+        raise SoftLabelError(f"{source}: duplicated ids: {_few(_dups(file_ids))}")
     missing = [i for i in want if i not in pos]
     if missing and not allow_missing:
-        raise SoftLabelError(f"{path}: {len(missing)} of {len(want)} requested ids are not in the "
+        raise SoftLabelError(f"{source}: {len(missing)} of {len(want)} requested ids are not in the "
                              f"file, e.g. {_few(missing)}")
-    out = np.full((len(want), len(classes)), np.nan, dtype=np.float32)
+    out = np.full((len(want), proba.shape[1]), np.nan, dtype=np.float32)
     for r, i in enumerate(want):
         j = pos.get(i)
         if j is not None:
-            out[r] = p[j]
+            out[r] = proba[j]
     return out
+
+
+def _dups(ids):
+    seen, dup = set(), []
+    for i in ids:
+        if i in seen:
+            dup.append(i)
+        seen.add(i)
+    return list(dict.fromkeys(dup))
 
 
 def read_soft_label_table(path, *, from_logits=False, tol=1e-3):

@@ -48,9 +48,9 @@ class TrainData:
         return self.ids[idx, :L], lens, self.y[idx], t
 
 
-def evaluate_loss(net, data, batch_size=256):
+def evaluate_loss(net, data, batch_size=256, parallel=False):
     """Mean hard-label cross-entropy and accuracy over the labeled rows of ``data``."""
-    z = net.predict_logits(data.ids, data.lengths, batch_size).astype(np.float64)
+    z = net.predict_logits(data.ids, data.lengths, batch_size, parallel=parallel).astype(np.float64)
     lab = data.y >= 0
     logq = log_softmax(z[lab])
     y = data.y[lab]
@@ -65,23 +65,29 @@ def _print_progress(rec, epochs, stream):
           file=stream, flush=True)
 
 
-#: BLAS threads while training (None: leave NumPy's BLAS alone). The LSTM time loops already run
-#: on the cores in parallel; a multi-threaded BLAS between them only spins against them.
-BLAS_THREADS = 1
-
-
-def _blas_limit():
-    if BLAS_THREADS is None:
+def _blas_limit(threads):
+    if threads is None:
         return None
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - a scikit-learn dependency
         return None
-    return threadpool_limits(BLAS_THREADS, user_api="blas")
+    return threadpool_limits(threads, user_api="blas")
+
+
+def _announce_compile(net, stream):
+    """One line on screen when the training kernels have never been compiled here."""
+    from . import _optim_kernels as ok
+    from .nn import _jit, _lstm_kernels as lk, _pool_kernels as pk
+
+    kernels = [lk._fwd_serial, lk._bwd_serial, ok.adam_kernel, ok.sq_norm]
+    if net.config["pooling"] == "max":
+        kernels += [pk.max_over_time, pk.max_over_time_backward]
+    _jit.announce_compile(kernels, "training", "15-20 s", stream)
 
 
 def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
-          patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None):
+          patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None, settings=None):
     """Train ``net`` in place on ``data`` (a :class:`TrainData`); return a history dict.
 
     Each epoch shuffles with ``np.random.default_rng(seed)``; so do dropout masks.
@@ -89,7 +95,12 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
     stops after ``patience`` epochs without improvement, and restores the best
     weights. ``history`` has per-epoch records, ``best_epoch`` and ``stopped``
     (``"patience"``, ``"epochs"``, ``"non-finite loss"`` or ``"interrupted"``).
+    ``settings`` (:class:`tinykd.settings.Settings`): cores and BLAS threads; results do not
+    depend on it.
     """
+    from .settings import DEFAULT
+
+    settings = DEFAULT if settings is None else settings
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
@@ -106,18 +117,21 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
     best_loss, best_params, best_epoch, bad = np.inf, net.params.copy(), 0, 0
     history = {"epochs": [], "best_epoch": 0, "stopped": "epochs"}
     n = len(data)
-    limit = _blas_limit()
+    if verbose:
+        _announce_compile(net, stream)
+    limit = _blas_limit(settings.blas_threads)
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             order = rng.permutation(n)
+            par = settings.use_parallel()
             total, count, finite = 0.0, 0, True
             for s in range(0, n, batch_size):
                 idx = order[s:s + batch_size]
                 ids, lens, y, tp = data.batch(idx)
                 hm = y >= 0
                 sm = None if soft_all is None else soft_all[np.sort(idx)]
-                z, cache = net.forward(ids, lens, training=True, rng=rng)
+                z, cache = net.forward(ids, lens, training=True, rng=rng, parallel=par)
                 teacher = None
                 if tp is not None and sm.any():
                     teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
@@ -138,7 +152,7 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
                 break
             rec = {"epoch": epoch, "loss": total / max(count, 1), "val_loss": None, "val_acc": None}
             if val is not None and len(val):
-                rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val)
+                rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val, parallel=par)
             rec["seconds"] = time.perf_counter() - t0
             history["epochs"].append(rec)
             if verbose:

@@ -63,3 +63,6 @@ ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "selu": (selu_forward, selu_backward),
 }
+
+#: the integer code of each activation in the Numba scoring head (:mod:`tinykd._scoring_kernels`)
+ACTIVATION_CODES = {None: 0, "linear": 0, "relu": 1, "selu": 2}

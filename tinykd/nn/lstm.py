@@ -41,50 +41,21 @@ How it runs (see ``benchmarks/cpu.py`` for the measurements):
   rational approximation, |error| < 3e-7, sigmoid(x) = ½ tanh(x/2) + ½);
   float64 arrays (the gradient checks) use the exact ``np.tanh``/``np.exp``.
 * Carried gradients below 1e-30 are flushed to zero (no denormal slow-down).
-* Scoring (:func:`score_rows`) skips the caches, reads the input projection
-  of each token from a lookup table ``E W + b`` (see
-  :class:`ProjectionTable`) and fuses time loop, pooling and head in one
-  Numba call.
-* The Numba kernels live in :mod:`tinykd.nn._kernels`, imported on first use:
-  ``import tinykd`` does not import Numba, and a fresh process scores its
-  first small requests with a NumPy time loop (:func:`score_rows_numpy`)
-  instead of paying Numba's ~0.5 s start-up for one answer.
+* Which path runs where is the caller's choice, passed in explicitly
+  (``parallel=``): :class:`tinykd.settings.Settings` decides it, no module state.
+* The Numba kernels live in :mod:`tinykd.nn._lstm_kernels` (imported on first
+  use, so ``import tinykd`` does not start Numba); the same maths in plain
+  NumPy, one step at a time, is :mod:`tinykd.nn.reference`, which the tests
+  hold the kernels to. Inference has its own fused kernels
+  (:mod:`tinykd.scoring`).
 """
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 
 from .embedding import Lookup
 
-_TINY = 1e-30  # carried gradients below this are flushed to 0 (no denormal slow-down)
-
-#: run independent directions / batch halves on several cores (``prange``): True, False, or
-#: "auto" — only while the machine has a core to spare (1-minute load average below cores − ½,
-#: re-read every second). On a busy machine the threads of a parallel loop wait for each other
-#: and the serial loop is several times faster.
-PARALLEL = "auto"
-_load_seen = [-1e9, False]
-
-
-def _parallel():
-    if PARALLEL != "auto":
-        return bool(PARALLEL)
-    import time
-
-    now = time.monotonic()
-    if now - _load_seen[0] > 1.0:
-        import os
-
-        n = os.cpu_count() or 1
-        try:
-            free = os.getloadavg()[0] < n - 0.5
-        except OSError:  # pragma: no cover - no load average on this platform
-            free = True
-        _load_seen[:] = [now, n >= 2 and free]
-    return _load_seen[1]
-#: an LSTM batch with at least this many rows is split into two halves run in parallel
+#: a one-direction batch with at least this many rows is split into two halves run in parallel
 SPLIT_ROWS = 16
 
 
@@ -99,26 +70,20 @@ def _buffer(shape, dt, zero=False):
     return raw[off:off + nbytes].view(dt).reshape(shape)
 
 
-_kernels_module = None
+def _kernels():
+    from . import _lstm_kernels  # Numba starts here, on the first training step
 
-
-def _K():
-    """The Numba kernels (imported, and Numba started, on first use)."""
-    global _kernels_module
-    if _kernels_module is None:
-        from . import _kernels
-
-        _kernels_module = _kernels
-    return _kernels_module
+    return _lstm_kernels
 
 
 # ------------------------------------------------------------- ragged layout
-def _plan(lengths, n_dirs, B):
-    """Row order (longest first) split into tasks: one per direction, or two interleaved
-    halves of a large one-direction batch. Returns (rows, ptr, dir) int arrays."""
+def _plan(lengths, n_dirs, B, parallel, split_rows):
+    """Row order (longest first) split into tasks: one per direction, or (``parallel``) two
+    interleaved halves of a one-direction batch of at least ``split_rows`` rows.
+    Returns (rows, ptr, dir) int arrays."""
     order = np.argsort(-lengths, kind="stable").astype(np.int32)
     order = order[lengths[order] > 0]
-    if n_dirs == 1 and B >= SPLIT_ROWS and _parallel():
+    if n_dirs == 1 and B >= split_rows and parallel:
         parts = [order[0::2], order[1::2]]
         dirs = [0, 0]
     else:
@@ -142,7 +107,7 @@ def _ragged(lengths, L):
     return start, np.flatnonzero((np.arange(L)[None, :] < lengths[:, None]).ravel())
 
 
-def _rnn_forward(x, lengths, dirs, return_sequences, store=True):
+def _rnn_forward(x, lengths, dirs, return_sequences, parallel, split_rows):
     """Shared forward of one or two directions: ``dirs`` = [(W, U, b, reverse), ...]."""
     lengths = np.ascontiguousarray(lengths, dtype=np.int32)
     D = len(dirs)
@@ -171,20 +136,18 @@ def _rnn_forward(x, lengths, dirs, return_sequences, store=True):
     xz += bc
     Us = np.stack([np.ascontiguousarray(d[1], dtype=dt) for d in dirs])
     reverses = np.array([bool(d[3]) for d in dirs])
-    rows, ptr, tdir = _plan(lengths, D, B)
-    if store:
-        gates = _buffer((N, D * G), dt)
-        cs = _buffer((N, D * H), dt)
-        hprev = _buffer((N, D * H), dt)
-    else:
-        gates = cs = hprev = np.empty((0, 0), dt)
+    rows, ptr, tdir = _plan(lengths, D, B, parallel, split_rows)
+    gates = _buffer((N, D * G), dt)
+    cs = _buffer((N, D * H), dt)
+    hprev = _buffer((N, D * H), dt)
     out = _buffer((B, L if return_sequences else 1, D * H), dt, zero=True)
-    K = _K()
-    kern = K._fwd_parallel if len(tdir) > 1 and _parallel() else K._fwd_serial
-    kern(xz, xrow, start, lengths, rows, ptr, tdir, Us, reverses, store, return_sequences, gates, cs, hprev, out)
+    K = _kernels()
+    parallel = bool(parallel) and len(tdir) > 1
+    kern = K._fwd_parallel if parallel else K._fwd_serial
+    kern(xz, xrow, start, lengths, rows, ptr, tdir, Us, reverses, return_sequences, gates, cs, hprev, out)
     cache = dict(x_shape=(B, L, E), xr=xr, xrow=xrow, u=u, idx=idx, start=start, lengths=lengths, Wc=Wc, Us=Us,
                  reverses=reverses, rows=rows, ptr=ptr, tdir=tdir, gates=gates, cs=cs, hprev=hprev,
-                 seq=return_sequences, D=D)
+                 seq=return_sequences, D=D, parallel=parallel)
     return (out if return_sequences else out[:, 0]), cache
 
 
@@ -207,8 +170,8 @@ def _rnn_backward(dout, cache):
     dzx = _buffer((nt, xr.shape[0], G), dt, zero=True)  # per task: dz summed per input row
     dUt = _buffer((nt, H, G), dt, zero=True)
     dbt = _buffer((nt, G), dt, zero=True)
-    K = _K()
-    kern = K._bwd_parallel if nt > 1 and _parallel() else K._bwd_serial
+    K = _kernels()
+    kern = K._bwd_parallel if cache["parallel"] else K._bwd_serial
     kern(dout3, seq, gates, cache["cs"], cache["hprev"], cache["start"], cache["lengths"], cache["rows"],
          cache["ptr"], tdir, UTs, cache["reverses"], cache["xrow"], dzx, dUt, dbt)
     if D == 1 and nt == 2:  # two halves of one direction
@@ -236,23 +199,17 @@ def _rnn_backward(dout, cache):
 
 
 # ------------------------------------------------------------------- public
-def lstm_forward(x, lengths, W, U, b, reverse=False, return_sequences=True):
+def lstm_forward(x, lengths, W, U, b, reverse=False, return_sequences=True, *, parallel=False,
+                 split_rows=SPLIT_ROWS):
     """One LSTM direction.
 
     x (B, L, E) or a :class:`~tinykd.nn.embedding.Lookup`, lengths (B,) int32, W (E, 4H), U (H, 4H), b (4H,).
     Returns ``out`` — (B, L, H) if ``return_sequences`` else the last state
-    (B, H) — and a cache for :func:`lstm_backward`.
+    (B, H) — and a cache for :func:`lstm_backward`. ``parallel``: run the two
+    halves of a batch of at least ``split_rows`` rows on two cores.
+    The maths, forward and backward, is :func:`tinykd.nn.reference.lstm_forward`.
     """
-    return _rnn_forward(x, lengths, [(W, U, b, reverse)], return_sequences)
-
-
-def last_state(hs, lengths, reverse):
-    """Final state in reading order: step len-1 forward, step 0 reversed; 0 if empty."""
-    B, L, H = hs.shape
-    idx = np.zeros(B, dtype=np.intp) if reverse else np.maximum(lengths - 1, 0).astype(np.intp)
-    out = hs[np.arange(B), idx].copy()
-    out[lengths == 0] = 0.0
-    return out
+    return _rnn_forward(x, lengths, [(W, U, b, reverse)], return_sequences, parallel, split_rows)
 
 
 def lstm_backward(dout, cache, dW, dU, db):
@@ -270,13 +227,14 @@ def lstm_backward(dout, cache, dW, dU, db):
     return dx
 
 
-def bilstm_forward(x, lengths, fwd, bwd, return_sequences=True):
+def bilstm_forward(x, lengths, fwd, bwd, return_sequences=True, *, parallel=False):
     """Bidirectional LSTM: a forward and a reversed direction, concatenated.
 
     ``fwd`` and ``bwd`` are ``(W, U, b)`` triples. Output (B, L, 2H) or, for
     the last state, (B, 2H) = [forward state at len-1, backward state at 0].
+    ``parallel``: the two directions on two cores.
     """
-    return _rnn_forward(x, lengths, [(*fwd, False), (*bwd, True)], return_sequences)
+    return _rnn_forward(x, lengths, [(*fwd, False), (*bwd, True)], return_sequences, parallel, SPLIT_ROWS)
 
 
 def bilstm_backward(dout, cache, dfwd, dbwd):
@@ -288,171 +246,3 @@ def bilstm_backward(dout, cache, dfwd, dbwd):
         grads[1] += gU[d]
         grads[2] += gb[d * G:(d + 1) * G]
     return dx
-
-
-# ---------------------------------------------------------------- inference
-class ProjectionTable:
-    """Lookup table of the input projection ``T[d, v] = E[v] W_d + b_d`` for inference.
-
-    Scoring one token then costs a row copy instead of an (E × 4H) product.
-    Rows are filled lazily, the first time a token is scored, and are exact
-    functions of the weights they were computed from: every call compares
-    ``W_d``, ``b_d`` and the embedding row of each token it reads with the
-    copies the table was built from, and recomputes what changed — so
-    training a network further, or editing its weights, never gives a stale
-    result.
-    """
-
-    def __init__(self, V, E, G, D, dtype):
-        self.T = np.zeros((D, V, G), dtype)
-        self.Ec = np.zeros((V, E), dtype)
-        self.valid = np.zeros(V, np.uint8)
-        self.Wc = np.full((D, E, G), np.nan, dtype)
-        self.bc = np.full((D, G), np.nan, dtype)
-        self.prep = None
-
-
-#: batches with at least this many rows run on several cores at scoring time
-PARALLEL_SCORE_ROWS = 64
-_ACT_CODES = {None: 0, "linear": 0, "relu": 1, "selu": 2}
-
-
-#: a fresh process scores with NumPy until Numba is worth starting: at the first job with at
-#: least this many tokens, or after this many small jobs (env ``TINYKD_JIT=always|never`` overrides)
-NUMBA_MIN_TOKENS = 2000
-NUMBA_AFTER_CALLS = 3
-_small_jobs = 0
-
-
-def use_numba(n_tokens):
-    """Whether this scoring job runs the Numba kernels (see :data:`NUMBA_MIN_TOKENS`)."""
-    global _small_jobs
-    if "tinykd.nn._kernels" in sys.modules:
-        return True
-    import os
-
-    mode = os.environ.get("TINYKD_JIT", "auto")
-    if mode == "always":
-        return True
-    if mode == "never":
-        return False
-    if n_tokens >= NUMBA_MIN_TOKENS or _small_jobs >= NUMBA_AFTER_CALLS:
-        return True
-    _small_jobs += 1
-    return False
-
-
-def score_rows_numpy(net, ids, lengths, out):
-    """The scoring path without Numba: the same maths as :func:`score_rows` with one NumPy
-    time loop over the batch (about 1 ms for one 60-token answer) — what a fresh process
-    uses for its first small jobs, so that it never waits for Numba to start for one answer."""
-    from .dense import ACTIVATIONS, softmax
-
-    cfg, p = net.config, net.p
-    dirs = [("fwd", False)] + ([("bwd", True)] if cfg["rnn"] == "bilstm" else [])
-    B = lengths.shape[0]
-    dt = net.dtype
-    order = np.argsort(-lengths, kind="stable")
-    slen = lengths[order]
-    kmax = int(slen[0]) if B else 0
-    x = p["emb.E"][ids[order, :max(kmax, 1)]]
-    H = p["rnn.fwd.U"].shape[0]
-    feat = np.zeros((B, len(dirs) * H), dt)
-    half = dt.type(0.5)
-    pool_max = cfg["pooling"] == "max"
-    for d, (name, reverse) in enumerate(dirs):
-        W, U, b = p[f"rnn.{name}.W"], p[f"rnn.{name}.U"], p[f"rnn.{name}.b"]
-        xz = x @ W
-        xz += b
-        h = np.zeros((B, H), dt)
-        c = np.zeros((B, H), dt)
-        m = np.full((B, H), -np.inf, dt)
-        nact = B
-        for k in range(kmax):
-            while nact and slen[nact - 1] <= k:
-                nact -= 1
-            t = slen[:nact] - 1 - k if reverse else np.full(nact, k)
-            z = xz[np.arange(nact), t] + h[:nact] @ U
-            g = np.tanh(z[:, 2 * H:3 * H])
-            sg = np.tanh(z * half) * half + half  # σ(z) = ½ tanh(z/2) + ½ (i, f, o used)
-            cn = sg[:, H:2 * H] * c[:nact] + sg[:, :H] * g
-            c[:nact] = cn
-            h[:nact] = sg[:, 3 * H:] * np.tanh(cn)
-            if pool_max:
-                np.maximum(m[:nact], h[:nact], out=m[:nact])
-        src = m if pool_max else h
-        src[slen == 0] = 0.0
-        feat[order, d * H:(d + 1) * H] = src
-    f = feat
-    if cfg["dense_units"]:
-        f = f @ p["hidden.W"] + p["hidden.b"]
-        f, _ = ACTIVATIONS[cfg["dense_activation"]][0](f)
-    z = f @ p["out.W"] + p["out.b"]
-    out[:] = softmax(z.astype(np.float64))
-    return out
-
-
-def _prepared(net, table):
-    """The network's arrays in kernel order (views into ``net.params``, built once per table)."""
-    prep = table.prep
-    if prep is None or prep[0] is not net.p["emb.E"]:
-        cfg, p = net.config, net.p
-        bi = cfg["rnn"] == "bilstm"
-        fw = ("rnn.fwd.W", "rnn.fwd.b", "rnn.fwd.U")
-        bw = ("rnn.bwd.W", "rnn.bwd.b", "rnn.bwd.U") if bi else fw
-        if cfg["dense_units"]:
-            HW1, Hb1 = p["hidden.W"], p["hidden.b"]
-        else:
-            HW1, Hb1 = _EMPTY_W, _EMPTY_B
-        prep = table.prep = (p["emb.E"], *(p[k] for k in fw), *(p[k] for k in bw), _REV[2 if bi else 1],
-                             2 if bi else 1, cfg["pooling"] == "max", HW1, Hb1,
-                             _ACT_CODES[cfg["dense_activation"]], p["out.W"], p["out.b"])
-    return prep
-
-
-def score_rows(net, table, ids, lengths, out):
-    """Class probabilities of encoded rows into ``out`` (B, K) float32 — the fast
-    inference path of a float32 :class:`~tinykd.model.StudentNet` (no dropout, no caches)."""
-    E, W0, b0, U0, W1, b1, U1, reverses, D, pool_max, HW1, Hb1, act, oW, ob = _prepared(net, table)
-    B = lengths.shape[0]
-    H = U0.shape[0]
-    par = B >= PARALLEL_SCORE_ROWS and _parallel()
-    if B == 1:
-        rows, ptr, tdir = (_ROW0, _PTR1, _DIRS1) if D == 1 else (_ROW00, _PTR2, _DIRS2)
-    else:
-        order = np.argsort(-lengths, kind="stable").astype(np.int32)
-        if D == 1 and par:
-            parts = (order[0::2], order[1::2])
-            tdir = _DIRS11
-        else:
-            parts = (order,) * D
-            tdir = _DIRS1 if D == 1 else _DIRS2
-        rows = np.concatenate(parts)
-        ptr = np.array([0, len(parts[0]), len(rows)], np.int64)[:len(parts) + 1]
-    feat = np.empty((B, D * H), table.T.dtype)
-    K = _K()
-    if not par:
-        rc = K._score_serial(ids, lengths, rows, ptr, tdir, E, W0, b0, U0, W1, b1, U1, reverses, D,
-                             table.T, table.Ec, table.valid, table.Wc, table.bc, pool_max, feat,
-                             HW1, Hb1, act, oW, ob, out)
-    else:
-        rc = K._sync_only(ids, lengths, E, W0, b0, W1, b1, D, table.T, table.Ec, table.valid,
-                          table.Wc, table.bc)
-        if rc == 0:
-            K._infer_parallel(ids, lengths, rows, ptr, tdir, table.T, U0, U1, reverses, pool_max, feat)
-            K._head_only(feat, HW1, Hb1, act, oW, ob, out)
-    if rc < 0:
-        raise IndexError(f"token ids out of range for a vocabulary of {E.shape[0]}")
-    return out
-
-
-_ROW0 = np.zeros(1, np.int32)
-_ROW00 = np.zeros(2, np.int32)
-_REV = {1: np.array([False]), 2: np.array([False, True])}
-_PTR1 = np.array([0, 1], np.int64)
-_PTR2 = np.array([0, 1, 2], np.int64)
-_DIRS1 = np.array([0], np.int32)
-_DIRS2 = np.array([0, 1], np.int32)
-_DIRS11 = np.array([0, 0], np.int32)
-_EMPTY_W = np.zeros((0, 0), np.float32)
-_EMPTY_B = np.zeros(0, np.float32)

@@ -4,7 +4,7 @@
     backward: dx[b, argmax_t, d] = dy[b, d], zero elsewhere (padded steps never win)
 
 Ties go to the earliest step (as ``np.argmax``). The loops are small Numba
-kernels (:func:`tinykd.nn._kernels.max_over_time`): one pass over the real steps.
+kernels (:func:`tinykd.nn._pool_kernels.max_over_time`): one pass over the real steps.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 def global_max_pool_forward(x, lengths):
     """Max over the first ``lengths[b]`` steps of each row; the cache holds the argmax."""
-    from ._kernels import max_over_time
+    from ._pool_kernels import max_over_time
 
     x = np.ascontiguousarray(x)
     B, L, D = x.shape
@@ -24,7 +24,7 @@ def global_max_pool_forward(x, lengths):
 
 
 def global_max_pool_backward(dy, cache):
-    from ._kernels import max_over_time_backward
+    from ._pool_kernels import max_over_time_backward
 
     arg, empty, shape = cache
     dx = np.zeros(shape, dtype=dy.dtype)

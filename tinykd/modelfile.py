@@ -15,16 +15,22 @@ the layout the config implies, so a truncated, foreign or tampered file is
 refused with a one-line :class:`ModelFileError`; nothing in a file is ever
 executed. Saving writes a temporary file in the target folder and renames
 it into place, so a crash never leaves a half-written model behind.
+
+This module knows the format only: :mod:`tinykd.student` turns its contents
+into a :class:`~tinykd.student.Student` or a :class:`~tinykd.student.Bundle`.
 """
 from __future__ import annotations
 
 import io as _io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._version import __version__
+from .atomic import atomic_write_bytes
+from .model import param_shapes
 
 FORMAT = "tinykd-model"
 VERSION = 1
@@ -37,67 +43,22 @@ class ModelFileError(ValueError):
 MAX_UNCOMPRESSED = 1 << 30  # a student is well under 10 MB; refuse archives claiming over 1 GiB
 
 
-def _umask_mode():
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def write_model(path, students, extra=None):
+    """Write a model file atomically.
 
-
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    ``path`` is either left as it was or replaced by the complete new file: a crash,
-    a full disk or Ctrl-C mid-write removes the temporary file and raises. The new
-    file gets the usual permissions (0666 less the umask)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "is a folder; give a file name", path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
-    try:
-        try:
-            os.chmod(tmp, _umask_mode())
-        except OSError:
-            pass
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _student_meta(student):
-    from . import __version__
-
-    return {
-        "config": student.net.config,
-        "vocab": student.vocab.to_config(),
-        "classes": student.classes,
-        "n_params": student.net.size,
-        "meta": student.meta,
-        "tinykd_version": __version__,
-    }
-
-
-def save(model, path):
-    """Save a :class:`~tinykd.student.Student` or a ``{name: Student}`` bundle to ``path``."""
-    from .bundle import as_students
-
-    students, extra = as_students(model)
+    ``students``: ``{name: {"config", "vocab" (settings), "tokens", "classes", "params", "meta"}}``
+    (see :meth:`tinykd.student.Student.to_entry`); ``extra``: top-level metadata (a
+    bundle's item map)."""
     arrays = {}
-    meta = {"format": FORMAT, "version": VERSION, "students": {}, **extra}
+    meta = {"format": FORMAT, "version": VERSION, "students": {}, **(extra or {})}
     for name, st in students.items():
         if "/" in name or not name:
             raise ValueError(f"student name {name!r} must be non-empty without '/'")
-        meta["students"][name] = _student_meta(st)
-        arrays[f"{name}/params"] = np.ascontiguousarray(st.net.params, dtype=np.float32)
-        arrays[f"{name}/vocab"] = np.array(st.vocab.tokens, dtype=str)
+        meta["students"][name] = {"config": st["config"], "vocab": st["vocab"], "classes": st["classes"],
+                                  "n_params": int(len(st["params"])), "meta": st["meta"],
+                                  "tinykd_version": __version__}
+        arrays[f"{name}/params"] = np.ascontiguousarray(st["params"], dtype=np.float32)
+        arrays[f"{name}/vocab"] = np.array(st["tokens"], dtype=str)
     arrays["meta.json"] = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
     buf = _io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -163,8 +124,6 @@ def read_file(path):
 
 
 def _read_file(path):
-    from .model import param_shapes
-
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: no such model file")
     if os.path.isdir(path):
@@ -229,35 +188,3 @@ def _read_file(path):
         if not np.isfinite(params).all():
             raise ModelFileError(f"{path}: student {name!r} has NaN or infinite weights")
     return meta, arrays
-
-
-def _build_student(name, sm, arrays):
-    from .model import StudentNet, make_config
-    from .student import Student
-    from .text import Vocabulary
-
-    cfg = make_config(None, **sm["config"])
-    vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"])
-    net = StudentNet(cfg, len(vocab), len(sm["classes"]), params=arrays[f"{name}/params"])
-    return Student(vocab, net, sm["classes"], sm.get("meta"))
-
-
-def load(path):
-    """Load a model file: a :class:`~tinykd.student.Student`, or a
-    :class:`~tinykd.bundle.Bundle` when the file holds per-item students."""
-    meta, arrays = read_file(path)
-    try:
-        students = {name: _build_student(name, sm, arrays) for name, sm in meta["students"].items()}
-    except Exception as e:  # KeyError, TypeError, ValueError from a config that does not add up
-        raise ModelFileError(f"{os.fspath(path)}: invalid model contents ({e})") from None
-    items = meta.get("items")
-    if items is None:
-        if list(students) != ["default"]:
-            raise ModelFileError(f"{os.fspath(path)}: several students but no item map")
-        return students["default"]
-    from .bundle import Bundle
-
-    try:
-        return Bundle({items[name]: st for name, st in students.items()}, item_col=meta.get("item_col"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelFileError(f"{os.fspath(path)}: item map does not match the students ({e})") from None

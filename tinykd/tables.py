@@ -24,7 +24,8 @@ import csv
 import math
 import os
 import sys
-import tempfile
+
+from .atomic import AtomicFile
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 100,000-character answer is a real row
 
@@ -277,6 +278,11 @@ def coerce_labels(cells, classes):
     return [None if v is None else by_key.get(label_key(v), v) for v in labels]
 
 
+def label_sort_key(v):
+    """Sort key of normalised labels: numbers numerically, then text."""
+    return (isinstance(v, str), v)
+
+
 def label_key(v):
     """A canonical string for comparing labels across files and models."""
     if isinstance(v, float) and v == int(v):
@@ -285,30 +291,21 @@ def label_key(v):
 
 
 # ----------------------------------------------------------------------------- writing
-def _umask_mode():
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 class AtomicCsvWriter:
     """Write CSV rows to a temporary file beside ``path``; rename it into place on a clean
-    exit, delete it on an exception, so ``path`` is either the old file or the whole new one."""
+    exit, delete it on an exception, so ``path`` is either the old file or the whole new one
+    (:class:`tinykd.atomic.AtomicFile`)."""
 
     def __init__(self, path, header, *, encoding="utf-8"):
         self.path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise DataFileError(f"{self.path}: the folder {folder} does not exist")
-        if os.path.isdir(self.path):
-            raise DataFileError(f"{self.path}: is a folder; give a file name for the output")
-        fd, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv.part", dir=folder)
         try:
-            os.chmod(self._tmp, _umask_mode())
-        except OSError:
-            pass
-        self._f = os.fdopen(fd, "w", encoding=encoding, newline="")
-        self._w = csv.writer(self._f, lineterminator="\n")
+            self._file = AtomicFile(self.path, "w", encoding=encoding, newline="")
+        except FileNotFoundError:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            raise DataFileError(f"{self.path}: the folder {folder} does not exist") from None
+        except IsADirectoryError:
+            raise DataFileError(f"{self.path}: is a folder; give a file name for the output") from None
+        self._w = csv.writer(self._file.file, lineterminator="\n")
         self._w.writerow(header)
         self.n_rows = 0
 
@@ -320,35 +317,8 @@ class AtomicCsvWriter:
         for r in rows:
             self.writerow(r)
 
-    def commit(self):
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self._tmp, self.path)
-        self._tmp = None
-
-    def abort(self):
-        if self._tmp is not None:
-            try:
-                self._f.close()
-            except OSError:
-                pass
-            try:
-                os.unlink(self._tmp)
-            except OSError:
-                pass
-            self._tmp = None
-
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-        else:
-            self.abort()
-        return False
+        return self._file.__exit__(exc_type, exc, tb)

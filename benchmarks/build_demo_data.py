@@ -1,0 +1,113 @@
+"""(Maintainers) rebuild the files ``tinykd demo`` bundles under ``tinykd/data/``.
+
+    python benchmarks/build_demo_data.py ../shared/data/scientsbank/scientsbank.csv \
+        --teacher benchmarks/teacher/scientsbank.csv [--crossfit benchmarks/teacher/scientsbank-crossfit.csv] \
+        [--teacher-dir runs/sb]
+
+Copies the SciEntsBank ``train`` and ``test_ua`` answers (CC BY-SA 3.0) and the teacher's
+probabilities for them (ids and numbers only); ``--teacher-dir`` adds the teacher's parameter
+count, size and measured time per answer (in a separate process: tinykd never imports torch).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from tinykd.atomic import atomic_write_bytes
+from tinykd.demo import COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, TEACHER_FILE, TEACHER_META, TEST_SPLIT
+from tinykd.softlabels import read_sidecar, read_soft_label_table
+
+from teacher_export.model import safetensors_params
+
+
+def teacher_stats(teacher_dir, pairs, threads=2):
+    """Parameters and size of a saved teacher folder, and its scoring time per response on
+    ``pairs`` [(answer, context)], measured in a separate process (tinykd never imports torch)."""
+    weights = os.path.join(teacher_dir, "model.safetensors")
+    stats = {"n_params": safetensors_params(weights), "size_bytes": os.path.getsize(weights)}
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = os.path.join(tmp, "pairs.json")
+        with open(pf, "w", encoding="utf-8") as f:
+            json.dump(pairs, f)
+        r = subprocess.run([sys.executable, "-m", "teacher_export.timing", teacher_dir, pf, str(threads)],
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"teacher timing failed: {r.stderr.strip().splitlines()[-1:]}")
+        stats.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    stats["timing"] = (f"batches of 32, dynamic padding, {threads} CPU threads, on the project's build machine "
+                       f"({len(pairs)} {TEST_SPLIT} answers)")
+    return stats
+
+
+def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None):
+    """Write the bundled files from the SciEntsBank CSV and the teacher's soft-label files.
+
+    ``teacher``: the teacher's soft-label CSV (``benchmarks/teacher/scientsbank.csv``);
+    ``crossfit``: optional out-of-fold probabilities for the training rows. Only ids and
+    probabilities are copied; the sidecar's metadata goes to ``scientsbank-demo-teacher.json``."""
+    with open(source, encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] in ("train", TEST_SPLIT)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([r["id"], r["item"], r["split"], r["label3"], r["text"], r["question"], r["reference_answer"]])
+    atomic_write_bytes(os.path.join(data_dir, DATA_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
+    if teacher is None:
+        return
+    ids, classes, p = read_soft_label_table(teacher)
+    pos = {i: k for k, i in enumerate(ids)}
+    cf = None
+    if crossfit:
+        cids, cclasses, cp = read_soft_label_table(crossfit)
+        if cclasses != classes:
+            raise ValueError(f"crossfit classes {cclasses} differ from teacher classes {classes}")
+        cf = {i: cp[k] for k, i in enumerate(cids)}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id"] + [f"p_{c}" for c in classes])
+    missing = []
+    n_cf = 0
+    for r in rows:
+        if r["split"] == "train" and cf is not None and r["id"] in cf:
+            row, n_cf = cf[r["id"]], n_cf + 1
+        elif r["id"] in pos:
+            row = p[pos[r["id"]]]
+        else:
+            missing.append(r["id"])
+            continue
+        w.writerow([r["id"]] + ["%.6g" % v for v in row])
+    if missing:
+        raise ValueError(f"the teacher file has no rows for {len(missing)} ids, e.g. {missing[:3]}")
+    atomic_write_bytes(os.path.join(data_dir, TEACHER_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
+    side = read_sidecar(teacher)
+    meta = {"source": os.path.basename(teacher), "crossfit_source": os.path.basename(crossfit) if crossfit else None,
+            "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side}
+    meta["base_model_name"] = "MiniLM-L6, fine-tuned" if "minilm" in str(side.get("base_model", "")).lower() \
+        else side.get("base_model")
+    if teacher_dir:
+        pairs = [[r["text"], r[CONTEXT]] for r in rows if r["split"] == TEST_SPLIT]
+        meta.update(teacher_stats(teacher_dir, pairs))
+    atomic_write_bytes(os.path.join(data_dir, TEACHER_META), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python benchmarks/build_demo_data.py", description=__doc__.splitlines()[0])
+    ap.add_argument("source", help="shared/data/scientsbank/scientsbank.csv")
+    ap.add_argument("--teacher", help="benchmarks/teacher/scientsbank.csv")
+    ap.add_argument("--crossfit", help="benchmarks/teacher/scientsbank-crossfit.csv")
+    ap.add_argument("--teacher-dir", help="the saved teacher folder: parameters, size and timing")
+    args = ap.parse_args(argv)
+    build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Scoring: a :class:`Scorer` is built once from a trained network and scores encoded rows.
+
+Its weight arrays are read-only (``writeable=False``), so nothing can change under it
+and no call checks them. Built once, it holds:
+
+* the input-projection table ``T[d, v] = E[v] W_d + b_d`` of every token and direction
+  (scoring a token then costs a row copy instead of an (E × 4H) product);
+* the arrays of the network in the order the kernels take them.
+
+Two paths compute the same probabilities (``tests/test_fastpath.py`` holds them to
+the network's own ``forward``):
+
+* **Numba** (:mod:`tinykd._scoring_kernels`): rows sorted by length, the batch's time
+  loop, pooling and the dense head fused in one call; large batches on two cores.
+* **NumPy**: the same time loop over the whole batch in NumPy — about 1 ms for one
+  60-token answer. A fresh process scores its first small jobs this way, so that it
+  never waits for Numba to start (≈ 0.5 s) to score one answer; see
+  :class:`tinykd.settings.Settings` (``jit``) for when Numba takes over.
+
+A network that is not float32 (the gradient checks' float64 networks) is scored by its
+reference ``forward``.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
+from .settings import DEFAULT
+
+#: the default ``--review-below``: flag answers whose top probability is under this
+REVIEW_BELOW = 0.6
+
+_KERNELS = "tinykd._scoring_kernels"
+
+
+def _readonly(a):
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        a = a.copy()
+        a.flags.writeable = False
+    return a
+
+
+class Scorer:
+    """Class probabilities of encoded rows for one trained :class:`~tinykd.model.StudentNet`.
+
+    ``Scorer(net, settings=None)``; :meth:`predict_proba` ``(ids (n, L) int, lengths (n,) int)``
+    → ``(n, K)`` float32. The network's weights are frozen (made read-only) when the scorer
+    is built; the scorer never changes them.
+    """
+
+    def __init__(self, net, settings=None):
+        self.settings = DEFAULT if settings is None else settings
+        self.net = net.freeze()
+        self.n_classes = net.n_classes
+        self.vocab_size = net.vocab_size
+        self._small_jobs = 0
+        self.fast = net.dtype == np.float32
+        if not self.fast:
+            return
+        cfg, p = net.config, net.p
+        self.bidirectional = cfg["rnn"] == "bilstm"
+        dirs = ("fwd", "bwd") if self.bidirectional else ("fwd",)
+        self.D = len(dirs)
+        self.H = p["rnn.fwd.U"].shape[0]
+        E = p["emb.E"]
+        T = np.empty((self.D, E.shape[0], 4 * self.H), np.float32)
+        for d, name in enumerate(dirs):
+            np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
+            T[d] += p[f"rnn.{name}.b"]
+        T.flags.writeable = False
+        self.T = T
+        self.U = tuple(p[f"rnn.{name}.U"] for name in dirs)
+        self.pool_max = cfg["pooling"] == "max"
+        if cfg["dense_units"]:
+            self.hidden = (p["hidden.W"], p["hidden.b"])
+        else:
+            self.hidden = (_readonly(np.zeros((0, 0), np.float32)), _readonly(np.zeros(0, np.float32)))
+        self.activation = cfg["dense_activation"]
+        self.act_code = ACTIVATION_CODES[self.activation]
+        self.out = (p["out.W"], p["out.b"])
+        self.reverses = _readonly(np.array([False, True][:self.D]))
+
+    # ------------------------------------------------------------------- public
+    def predict_proba(self, ids, lengths):
+        """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``)."""
+        lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        n = len(lengths)
+        out = np.empty((n, self.n_classes), dtype=np.float32)
+        if n == 0:
+            return out
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
+        if ids.ndim != 2 or ids.shape[0] != n:
+            raise ValueError(f"ids must be (n, L) with n = {n} rows, got shape {ids.shape}")
+        if int(lengths.max()) > ids.shape[1] or int(lengths.min()) < 0:
+            raise ValueError(f"lengths must be within 0..{ids.shape[1]} (the ids' columns)")
+        if not self.fast:
+            return self._reference(ids, lengths, out)
+        if not self._use_numba(int(lengths.sum())):
+            self._check_ids(ids, lengths)
+            return self._numpy(ids, lengths, out)
+        batch = self.settings.score_batch
+        if n <= batch:
+            return self._numba(ids, lengths, out)
+        order = np.argsort(lengths, kind="stable")
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            lens = lengths[idx]
+            part = np.empty((len(idx), self.n_classes), dtype=np.float32)
+            out[idx] = self._numba(np.ascontiguousarray(ids[idx, :max(1, int(lens.max()))]), lens, part)
+        return out
+
+    # ------------------------------------------------------------------ choices
+    def _use_numba(self, n_tokens):
+        """Whether this job runs the Numba kernels (see :class:`~tinykd.settings.Settings`)."""
+        mode = self.settings.jit
+        if mode != "auto":
+            return mode == "always"
+        if _KERNELS in sys.modules:  # Numba is running already: no start-up to save
+            return True
+        if n_tokens >= self.settings.numba_min_tokens or self._small_jobs >= self.settings.numba_after_calls:
+            return True
+        self._small_jobs += 1
+        return False
+
+    def _check_ids(self, ids, lengths):
+        real = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+        v = ids[real]
+        if len(v) and (int(v.min()) < 0 or int(v.max()) >= self.vocab_size):
+            raise IndexError(f"token ids out of range for a vocabulary of {self.vocab_size}")
+
+    # -------------------------------------------------------------------- paths
+    def _numba(self, ids, lengths, out):
+        from . import _scoring_kernels as K
+
+        B = lengths.shape[0]
+        par = B >= self.settings.parallel_score_rows and self.settings.use_parallel()
+        order = np.argsort(-lengths, kind="stable").astype(np.int32)
+        if self.D == 1 and par:
+            parts, tdir = (order[0::2], order[1::2]), _DIRS11
+        else:
+            parts, tdir = (order,) * self.D, (_DIRS1 if self.D == 1 else _DIRS2)
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        ptr = np.array([0, len(parts[0]), len(rows)][:len(parts) + 1], np.int64)
+        feat = np.empty((B, self.D * self.H), np.float32)
+        U0 = self.U[0]
+        U1 = self.U[-1]
+        kern = K.score_parallel if par else K.score_serial
+        rc = kern(ids, lengths, rows, ptr, tdir, self.T, U0, U1, self.reverses, self.pool_max, feat,
+                  self.hidden[0], self.hidden[1], self.act_code, self.out[0], self.out[1], out)
+        if rc < 0:
+            raise IndexError(f"token ids out of range for a vocabulary of {self.vocab_size}")
+        return out
+
+    def _numpy(self, ids, lengths, out):
+        """The time loop of the whole batch in NumPy: the maths of the kernels, step by step."""
+        B = lengths.shape[0]
+        H, dt = self.H, np.float32
+        order = np.argsort(-lengths, kind="stable")
+        slen = lengths[order]
+        kmax = int(slen[0])
+        tok = ids[order, :max(kmax, 1)]
+        feat = np.zeros((B, self.D * H), dt)
+        half = dt(0.5)
+        for d in range(self.D):
+            reverse = bool(self.reverses[d])
+            xz = self.T[d][tok]  # (B, kmax, 4H): x W + b of every step, from the table
+            U = self.U[d]
+            h = np.zeros((B, H), dt)
+            c = np.zeros((B, H), dt)
+            m = np.full((B, H), -np.inf, dt)
+            nact = B
+            for k in range(kmax):
+                while nact and slen[nact - 1] <= k:
+                    nact -= 1
+                t = slen[:nact] - 1 - k if reverse else np.full(nact, k)
+                z = xz[np.arange(nact), t] + h[:nact] @ U
+                g = np.tanh(z[:, 2 * H:3 * H])
+                sg = np.tanh(z * half) * half + half  # σ(z) = ½ tanh(z/2) + ½ (i, f, o used)
+                cn = sg[:, H:2 * H] * c[:nact] + sg[:, :H] * g
+                c[:nact] = cn
+                h[:nact] = sg[:, 3 * H:] * np.tanh(cn)
+                if self.pool_max:
+                    np.maximum(m[:nact], h[:nact], out=m[:nact])
+            src = m if self.pool_max else h
+            src[slen == 0] = 0.0
+            feat[order, d * H:(d + 1) * H] = src
+        f = feat
+        if self.hidden[0].shape[1]:
+            f, _ = ACTIVATIONS[self.activation][0](f @ self.hidden[0] + self.hidden[1])
+        out[:] = softmax((f @ self.out[0] + self.out[1]).astype(np.float64))
+        return out
+
+    def _reference(self, ids, lengths, out):
+        order = np.argsort(lengths, kind="stable")
+        batch = self.settings.score_batch
+        for s in range(0, len(lengths), batch):
+            idx = order[s:s + batch]
+            lens = lengths[idx]
+            z, _ = self.net.forward(ids[idx, :max(1, int(lens.max()))], lens)
+            out[idx] = softmax(z.astype(np.float64))
+        return out
+
+
+_DIRS1 = np.array([0], np.int32)
+_DIRS2 = np.array([0, 1], np.int32)
+_DIRS11 = np.array([0, 0], np.int32)
+for _a in (_DIRS1, _DIRS2, _DIRS11):
+    _a.flags.writeable = False

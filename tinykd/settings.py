@@ -1,0 +1,76 @@
+"""How tinykd runs on this machine: one explicit, immutable settings object.
+
+Nothing here changes a result, only where and how fast it is computed. The
+training loop (:func:`tinykd.train.train`) and the :class:`~tinykd.scoring.Scorer`
+take a :class:`Settings`; the default is :data:`DEFAULT` (``TINYKD_JIT`` in the
+environment sets ``jit``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-time choices.
+
+    parallel : True, False or "auto" — run independent work (the two directions of a
+        BiLSTM, two halves of a large batch) on two cores. "auto": only while the machine
+        has a core to spare (1-minute load average below cores − ½); on a busy machine the
+        threads of a parallel loop wait for each other and the serial loop is several
+        times faster.
+    split_rows : a one-direction training batch with at least this many rows is split into
+        two halves when running in parallel.
+    parallel_score_rows : scoring batches with at least this many rows may run in parallel.
+    jit : "auto", "always" or "never" — whether scoring uses the Numba kernels. "auto": a
+        fresh :class:`~tinykd.scoring.Scorer` scores its first small jobs with a NumPy loop
+        (no wait for Numba's ~0.5 s start), and starts Numba at the first job of at least
+        ``numba_min_tokens`` tokens, after ``numba_after_calls`` small jobs, or at once when
+        another part of the process has started it already.
+    blas_threads : BLAS threads while training (None: leave NumPy's BLAS alone). The LSTM
+        time loops already use the cores; a multi-threaded BLAS between them only spins.
+    score_batch : rows per Numba scoring call (rows are batched by length).
+    """
+
+    parallel: object = "auto"
+    split_rows: int = 16
+    parallel_score_rows: int = 64
+    jit: str = "auto"
+    numba_min_tokens: int = 2000
+    numba_after_calls: int = 3
+    blas_threads: int | None = 1
+    score_batch: int = 256
+
+    def __post_init__(self):
+        if self.parallel not in (True, False, "auto"):
+            raise ValueError(f"parallel must be True, False or 'auto', got {self.parallel!r}")
+        if self.jit not in ("auto", "always", "never"):
+            raise ValueError(f"jit must be 'auto', 'always' or 'never', got {self.jit!r}")
+        for name in ("split_rows", "parallel_score_rows", "numba_min_tokens", "score_batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def use_parallel(self):
+        """Whether to run parallel loops now (reads the load average for "auto")."""
+        if self.parallel != "auto":
+            return bool(self.parallel)
+        n = os.cpu_count() or 1
+        if n < 2:
+            return False
+        try:
+            return os.getloadavg()[0] < n - 0.5
+        except OSError:  # pragma: no cover - no load average on this platform
+            return True
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls):
+        """Defaults, with ``jit`` from ``TINYKD_JIT`` when it is set."""
+        jit = os.environ.get("TINYKD_JIT", "").strip() or "auto"
+        return cls(jit=jit if jit in ("auto", "always", "never") else "auto")
+
+
+DEFAULT = Settings.from_env()
