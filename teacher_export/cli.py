@@ -74,7 +74,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .data import DataError
+    from tinykd.softlabels import SoftLabelError
+
+    from .data import DataError  # tinykd.tables.DataFileError: every data-file error, one line
     from .model import BaseModelError
 
     common = dict(data=args.data, out=args.out, name=args.name, text_col=args.text_col,
@@ -104,7 +106,7 @@ def main(argv=None):
             from .export import run_export
 
             res = run_export(teacher=args.teacher, batch_size=args.batch_size, **common)
-    except (DataError, BaseModelError, FileNotFoundError) as e:
+    except (DataError, SoftLabelError, BaseModelError, FileNotFoundError) as e:
         print(f"tinykd-teacher: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"path": res["path"], "crossfit_path": res.get("crossfit_path"),

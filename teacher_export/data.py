@@ -1,18 +1,25 @@
-"""Reading the response CSV and assigning train/val/test roles."""
+"""Reading the response CSV and assigning train/val/test roles.
+
+The CSV reading (:func:`tinykd.tables.read_table`: encodings, separators, one-line
+errors), the label spelling (:func:`tinykd.tables.normalize_labels`: ``"1"``, ``"1.0"``
+and ``"01"`` are one score, text stays text, empty / NaN / NA is unlabeled) and the
+seeded stratified splits (:mod:`tinykd.splits`) are tinykd's, so that the teacher and
+``tinykd train`` agree on what the rows and labels are."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinykd.splits import holdout, split_712
+from tinykd.tables import DataFileError, label_key, label_sort_key, normalize_labels, read_table, sniff_encoding
+
 ROLES = ("train", "val", "test")
 
-
-class DataError(ValueError):
-    pass
+#: teacher_export's user errors are tinykd's one-line data-file errors (the command line exits with 2)
+DataError = DataFileError
 
 
 def sha256_file(path) -> str:
@@ -21,24 +28,6 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_csv(path):
-    if not os.path.exists(path):
-        raise DataError(f"data file not found: {path}")
-    csv.field_size_limit(1 << 24)
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return rows
-
-
-def sort_classes(labels):
-    """Class order: numeric when every label is a number, otherwise by string."""
-    uniq = sorted(set(labels))
-    try:
-        return sorted(uniq, key=lambda s: (float(s), s))
-    except ValueError:
-        return uniq
 
 
 def parse_where(where):
@@ -51,32 +40,17 @@ def parse_where(where):
     return out
 
 
-def stratified_holdout(labels, frac, seed):
-    """Boolean mask of a seeded, per-class ``frac`` hold-out (at least one per class of >= 2)."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), bool)
-    for c in sorted(set(labels.tolist())):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        k = int(round(frac * len(idx)))
-        if len(idx) >= 2:
-            k = max(k, 1)
-        mask[idx[:k]] = True
-    return mask
-
-
 def stratified_folds(labels, k, seed):
-    """Fold number (0..k-1) per row, stratified by label, seeded."""
+    """Fold number (0..k-1) per row: scikit-learn's ``StratifiedKFold`` (shuffled, ``random_state=seed``)."""
+    from sklearn.model_selection import StratifiedKFold
+
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
+    if k > len(labels):
+        raise DataError(f"{k} cross-fit folds need at least {k} training rows; there are {len(labels)}")
     fold = np.full(len(labels), -1, dtype=int)
-    offset = 0
-    for c in sorted(set(labels.tolist())):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        fold[idx] = (np.arange(len(idx)) + offset) % k
-        offset += len(idx)
+    skf = StratifiedKFold(n_splits=int(k), shuffle=True, random_state=int(seed))
+    for f, (_, held) in enumerate(skf.split(np.zeros((len(labels), 1)), labels)):
+        fold[held] = f
     return fold
 
 
@@ -85,42 +59,49 @@ class Dataset:
     ids: list
     texts: list
     contexts: list | None
-    labels: list            # str label, or None for unlabeled rows
+    labels: list            # normalised label (tinykd.tables.normalize_labels), or None for unlabeled rows
     split_values: list      # the split column's value per row ("unlabeled" for --unlabeled rows)
     roles: list             # train / val / test / unlabeled / other
     classes: list
     info: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)   # encoding notes of the files read (for the log)
 
     def index(self, role):
         return [i for i, r in enumerate(self.roles) if r == role]
 
+    @property
+    def class_keys(self):
+        """The classes as the strings of the soft-label columns (``p_<key>``)."""
+        return [label_key(c) for c in self.classes]
+
     def y(self, idx):
-        pos = {c: j for j, c in enumerate(self.classes)}
-        return np.array([pos[self.labels[i]] for i in idx], dtype=np.int64)
+        pos = {label_key(c): j for j, c in enumerate(self.classes)}
+        return np.array([pos[label_key(self.labels[i])] for i in idx], dtype=np.int64)
 
 
-def _context_getter(rows_header, context_col, context_file, base_dir):
-    if context_col and context_file:
-        raise DataError("give --context-col or --context-file, not both")
+def _context_getter(header, context_col, context_file, base_dir, notes):
+    """A function of a row (list of cells) giving its context, or None."""
     if context_col:
-        if context_col not in rows_header:
-            raise DataError(f"no column {context_col!r} in the data (columns: {rows_header})")
-        return lambda row: row[context_col]
+        k = header.index(context_col)
+        return lambda row: row[k]
     if context_file:
         cache = {}
 
         def get(row):
             try:
-                p = context_file.format(**row)
+                p = context_file.format(**dict(zip(header, row)))
             except KeyError as e:
-                raise DataError(f"--context-file {context_file!r} names column {e} that the data lacks")
+                raise DataError(f"--context-file {context_file!r} names column {e} that the data lacks") from None
             if not os.path.isabs(p) and not os.path.exists(p) and base_dir:
                 p2 = os.path.join(base_dir, p)
                 p = p2 if os.path.exists(p2) else p
             if p not in cache:
-                if not os.path.exists(p):
+                if not os.path.isfile(p):
                     raise DataError(f"context file not found: {p}")
-                with open(p, encoding="utf-8") as fh:
+                enc, note = sniff_encoding(p)
+                if note:
+                    notes.append(note)
+                with open(p, encoding=enc) as fh:
                     cache[p] = " ".join(fh.read().split())
             return cache[p]
 
@@ -128,41 +109,72 @@ def _context_getter(rows_header, context_col, context_file, base_dir):
     return None
 
 
+def _read(path, cols, cond, notes, *, allow_empty=False):
+    """The table at ``path`` (``cols``: ``(column, option)`` pairs it must have, None skipped) and the
+    rows that pass the ``--where`` conditions."""
+    need = [(c, o) for c, o in cols if c] + [(k, "--where") for k, _ in cond]
+    table = read_table(path, required=need, allow_empty=allow_empty)
+    if table.note:
+        notes.append(table.note)
+    pos = [(table.index[k], v) for k, v in cond]
+    keep = [i for i, r in enumerate(table.rows) if all(r[j].strip() == v for j, v in pos)]
+    return table, keep
+
+
+def _holdout_val(y, frac, seed, what):
+    """Positions (into ``y``) of a seeded stratified ``frac`` hold-out (:func:`tinykd.splits.holdout`)."""
+    if frac <= 0 or len(y) == 0:
+        return []
+    if len(y) < 2:
+        raise DataError(f"cannot hold out validation rows from {len(y)} {what} row; give --val-split")
+    try:
+        return list(holdout([label_key(v) for v in y], frac, seed)[1])
+    except ValueError as e:
+        raise DataError(f"cannot hold out a {frac:g} validation part of {len(y)} {what} rows ({e})") from None
+
+
 def load_dataset(path, *, text_col="text", label_col="label", id_col="id", context_col=None,
                  context_file=None, split_col=None, train_split="train", val_split=None,
-                 test_split=None, val_frac=0.1, test_frac=0.2, seed=0, where=None, unlabeled=None):
+                 test_split=None, val_frac=0.1, seed=0, where=None, unlabeled=None, classes=None):
     """Rows of ``path`` (and of ``unlabeled``) with roles.
 
     With ``split_col``: rows whose split value is ``train_split`` train, ``val_split`` validate
     (when not given, a seeded stratified ``val_frac`` of the training rows is held out), values
     in ``test_split`` (comma-separated) are test rows, anything else is ``other`` (predicted,
-    not scored). Without ``split_col``: the paper's seeded stratified 7:1:2 split."""
-    rows = read_csv(path)
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    header = list(rows[0].keys())
-    for col in (text_col, label_col, id_col) + ((split_col,) if split_col else ()):
-        if col not in header:
-            raise DataError(f"no column {col!r} in {path} (columns: {header})")
-    cond = parse_where(where)
-    for k, _ in cond:
-        if k not in header:
-            raise DataError(f"--where names column {k!r} that {path} lacks")
-    rows = [r for r in rows if all(r[k] == v for k, v in cond)]
-    if not rows:
-        raise DataError(f"{path}: no rows left after --where {where}")
-    base_dir = os.path.dirname(os.path.abspath(path))
-    ctx = _context_getter(header, context_col, context_file, base_dir)
+    not scored). Without ``split_col``: the paper's seeded stratified 7:1:2 split
+    (:func:`tinykd.splits.split_712`).
 
-    ids = [r[id_col].strip() for r in rows]
-    texts = [r[text_col] or "" for r in rows]
+    ``classes`` (a saved teacher's): the labels must be among them and become the dataset's
+    classes; without ``split_col`` every labelled row is then a test row (split ``all``).
+    ``label_col=None``: a file without labels, every row ``unlabeled``."""
+    if context_col and context_file:
+        raise DataError("give --context-col or --context-file, not both")
+    cond = parse_where(where)
+    notes = []
+    cols = [(id_col, "--id-col"), (text_col, "--text-col"), (label_col, "--label-col"),
+            (split_col if label_col else None, "--split-col"), (context_col, "--context-col")]
+    table, keep = _read(path, cols, cond, notes)
+    if not keep:
+        raise DataError(f"{path}: no rows left after --where {' '.join(where)}")
+    rows = [table.rows[i] for i in keep]
+    header, col = table.header, table.index
+    ctx = _context_getter(header, context_col, context_file, os.path.dirname(os.path.abspath(path)), notes)
+
+    ids = [r[col[id_col]].strip() for r in rows]
+    texts = [r[col[text_col]] for r in rows]
     contexts = [ctx(r) for r in rows] if ctx else None
-    labels = [r[label_col].strip() or None for r in rows]
     tests = [t.strip() for t in (test_split or "").split(",") if t.strip()]
-    if split_col:
-        splits = [r[split_col].strip() for r in rows]
+    # the whole column, as tinykd train reads it: numbers in any spelling are one score
+    labels = [None] * len(rows)
+    if label_col is not None:
+        all_labels, _ = normalize_labels(table.column(label_col))
+        labels = [all_labels[i] for i in keep]
+    if label_col is None:
+        splits, roles = ["unlabeled"] * len(rows), ["unlabeled"] * len(rows)
+    elif split_col:
+        splits = [r[col[split_col]].strip() for r in rows]
         roles = []
-        for s, lab in zip(splits, labels):
+        for s in splits:
             if s == train_split:
                 roles.append("train")
             elif val_split and s == val_split:
@@ -171,7 +183,7 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
                 roles.append("test")
             else:
                 roles.append("other")
-        for role in ("train", "val", "test"):
+        for role in ROLES:
             bad = [ids[i] for i, r in enumerate(roles) if r == role and labels[i] is None]
             if bad:
                 raise DataError(f"{len(bad)} {role} rows have no label, e.g. {bad[:5]}")
@@ -179,46 +191,52 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
         if not tr:
             raise DataError(f"no rows with {split_col} == {train_split!r}")
         if not val_split:
-            hold = stratified_holdout([labels[i] for i in tr], val_frac, seed)
-            for j, i in enumerate(tr):
-                if hold[j]:
-                    roles[i] = "val"
+            for j in _holdout_val([labels[i] for i in tr], val_frac, seed, "training"):
+                roles[tr[j]] = "val"
     else:
         lab_idx = [i for i, lab in enumerate(labels) if lab is not None]
-        lab = [labels[i] for i in lab_idx]
-        test_mask = stratified_holdout(lab, test_frac, seed)
-        rest = [i for j, i in enumerate(lab_idx) if not test_mask[j]]
-        val_mask = stratified_holdout([labels[i] for i in rest], (1 - 0.7 - test_frac) / (1 - test_frac)
-                                      if test_frac < 0.3 else val_frac, seed + 1)
+        if not lab_idx:
+            raise DataError(f"{path}: no row has a label in {label_col!r} (set --label-col)")
         roles = ["other"] * len(rows)
-        for j, i in enumerate(lab_idx):
-            roles[i] = "test" if test_mask[j] else "train"
-        for j, i in enumerate(rest):
-            if val_mask[j]:
-                roles[i] = "val"
-        splits = list(roles)
+        if classes is not None:  # a saved teacher scores every labelled row
+            for i in lab_idx:
+                roles[i] = "test"
+            splits = ["all" if r == "test" else r for r in roles]
+        else:
+            try:
+                parts = split_712([label_key(labels[i]) for i in lab_idx], seed)
+            except ValueError as e:
+                raise DataError(f"{path}: cannot make the 7:1:2 split of {len(lab_idx)} labelled rows ({e})") from None
+            for role, part in zip(ROLES, parts):
+                for j in part:
+                    roles[lab_idx[j]] = role
+            splits = list(roles)
 
-    classes = sort_classes([labels[i] for i, r in enumerate(roles) if r in ROLES])
-    known = set(classes)
-    for i, r in enumerate(roles):
-        if r in ROLES and labels[i] not in known:  # pragma: no cover (classes come from these rows)
-            raise DataError(f"row {ids[i]}: unknown label {labels[i]!r}")
-    train_classes = set(labels[i] for i, r in enumerate(roles) if r == "train")
-    if train_classes != known:
-        raise DataError(f"classes {sorted(known - train_classes)} appear in val/test but not in train")
+    scored = [labels[i] for i, r in enumerate(roles) if r in ROLES]
+    if classes is not None:
+        keys = {label_key(c) for c in classes}
+        unknown = sorted({v for v in scored if label_key(v) not in keys}, key=label_sort_key)
+        if unknown:
+            raise DataError(f"labels {[label_key(v) for v in unknown]} are not among the teacher's classes "
+                            f"{[label_key(c) for c in classes]}")
+        classes = list(classes)
+    else:
+        classes = sorted(set(scored), key=label_sort_key)
+        train_classes = {labels[i] for i, r in enumerate(roles) if r == "train"}
+        if train_classes != set(classes):
+            missing = sorted(set(classes) - train_classes, key=label_sort_key)
+            raise DataError(f"classes {[label_key(c) for c in missing]} appear in val/test but not in train")
 
     if unlabeled:
-        urows = read_csv(unlabeled)
-        uhead = list(urows[0].keys()) if urows else []
-        for col in (id_col, text_col):
-            if urows and col not in uhead:
-                raise DataError(f"no column {col!r} in {unlabeled} (columns: {uhead})")
-        urows = [r for r in urows if all(r.get(k) == v for k, v in cond)]
-        uctx = _context_getter(uhead, context_col, context_file,
-                               os.path.dirname(os.path.abspath(unlabeled))) if ctx else None
-        for r in urows:
-            ids.append(r[id_col].strip())
-            texts.append(r[text_col] or "")
+        ucols = [(id_col, "--id-col"), (text_col, "--text-col"), (context_col, "--context-col")]
+        utable, ukeep = _read(unlabeled, ucols, cond, notes, allow_empty=True)
+        ucol = utable.index
+        uctx = _context_getter(utable.header, context_col, context_file,
+                               os.path.dirname(os.path.abspath(unlabeled)), notes) if ctx else None
+        for k in ukeep:
+            r = utable.rows[k]
+            ids.append(r[ucol[id_col]].strip())
+            texts.append(r[ucol[text_col]])
             if contexts is not None:
                 contexts.append(uctx(r))
             labels.append(None)
@@ -234,14 +252,20 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
         raise DataError(f"duplicated ids: {dups[:5]} ({len(dups)} in all)")
     if any(i == "" for i in ids):
         raise DataError("some rows have an empty id")
-    info = {"data": os.path.abspath(path), "data_sha256": sha256_file(path),
-            "unlabeled": os.path.abspath(unlabeled) if unlabeled else None,
-            "unlabeled_sha256": sha256_file(unlabeled) if unlabeled else None,
-            "text_col": text_col, "label_col": label_col, "id_col": id_col,
-            "context_col": context_col, "context_file": context_file, "split_col": split_col,
-            "train_split": train_split, "val_split": val_split if split_col else None,
-            "test_split": tests if split_col else None, "where": where or [],
-            "validation": (f"{split_col} == {val_split!r}" if split_col and val_split else
-                           f"seeded stratified {val_frac:g} of train (seed {seed})" if split_col else
-                           "seeded stratified 7:1:2 split")}
-    return Dataset(ids, texts, contexts, labels, splits, roles, classes, info)
+    uinfo = {"unlabeled": os.path.abspath(unlabeled) if unlabeled else None,
+             "unlabeled_sha256": sha256_file(unlabeled) if unlabeled else None}
+    if label_col is None:
+        info = {"data": os.path.abspath(path), "data_sha256": sha256_file(path), **uinfo,
+                "text_col": text_col, "id_col": id_col, "context_col": context_col,
+                "context_file": context_file, "where": where or []}
+    else:
+        info = {"data": os.path.abspath(path), "data_sha256": sha256_file(path), **uinfo,
+                "text_col": text_col, "label_col": label_col, "id_col": id_col,
+                "context_col": context_col, "context_file": context_file, "split_col": split_col,
+                "train_split": train_split, "val_split": val_split if split_col else None,
+                "test_split": tests if split_col else None, "where": where or [],
+                "validation": (f"{split_col} == {val_split!r}" if split_col and val_split else
+                               f"seeded stratified {val_frac:g} of train (seed {seed})" if split_col else
+                               "every labelled row scored as test" if classes is not None and not split_col else
+                               "seeded stratified 7:1:2 split")}
+    return Dataset(ids, texts, contexts, labels, splits, roles, classes, info, notes)

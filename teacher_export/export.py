@@ -9,28 +9,23 @@ import time
 import numpy as np
 import torch
 
+from tinykd.metrics import scoring_metrics
+from tinykd.nn.dense import softmax
 from tinykd.softlabels import write_soft_labels
+from tinykd.tables import CsvReader, label_key, normalize_labels, read_table
 
 from . import __version__
-from .data import Dataset, load_dataset, stratified_folds
-from .finetune import encode, fine_tune, log, pick_device, predict_logits, set_seed, softmax
+from .data import DataError, Dataset, load_dataset, stratified_folds
+from .finetune import encode, fine_tune, log, pick_device, predict_logits, set_seed
 from .model import load_classifier, load_tokenizer, resolve_base
 
 TEACHER_META = "teacher.json"
 
 
 def metrics(y_true, y_pred, n_classes):
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
-
-    labels = list(range(n_classes))
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_true) == 0:
-        return {"n": 0}
-    qwk = cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")
-    return {"n": int(len(y_true)), "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-            "qwk": round(float(qwk), 4) if np.isfinite(qwk) else None,
-            "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                             zero_division=0)), 4)}
+    """:func:`tinykd.metrics.scoring_metrics` over class indices 0..n_classes-1, rounded for the sidecar."""
+    m = scoring_metrics(y_true, y_pred, labels=list(range(n_classes)))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
 
 
 def split_metrics(ds: Dataset, proba):
@@ -62,8 +57,9 @@ def _env(device):
 
 
 def _write(path, ds, proba, logits, folds, meta):
+    """The soft-label file: columns ``p_<label_key(c)>`` (``p_1`` for a label spelt ``1.0``), as tinykd asks."""
     extra = {"split": ds.split_values, "role": ds.roles, "fold": [int(f) for f in folds]}
-    write_soft_labels(path, ds.ids, ds.classes, proba, logits, extra=extra, meta=meta)
+    write_soft_labels(path, ds.ids, ds.class_keys, proba, logits, extra=extra, meta=meta)
     log(f"wrote {path} ({len(ds.ids)} rows) and its .json sidecar")
 
 
@@ -86,7 +82,9 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
                       context_file=context_file, split_col=split_col, train_split=train_split,
                       val_split=val_split, test_split=test_split, val_frac=val_frac, seed=seed,
                       where=where, unlabeled=unlabeled)
-    log(f"data: {split_sizes(ds)}; classes {ds.classes}; base {base_path}; device {device}")
+    for note in ds.notes:
+        log(note)
+    log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}")
     tok = load_tokenizer(base_path)
     enc = encode(tok, ds.texts, ds.contexts, max_length)
     lens = np.array([len(s) for s in enc["input_ids"]])
@@ -107,7 +105,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
           "class_weight": cw, "freeze_embeddings": freeze_embeddings, "early_stopping": "validation loss, best epoch restored"}
 
     set_seed(seed)
-    model = load_classifier(base_path, len(ds.classes), ds.classes)
+    model = load_classifier(base_path, len(ds.classes), ds.class_keys)
     res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                     warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
                     progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings)
@@ -123,13 +121,13 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         model.save_pretrained(teacher_dir)
         tok.save_pretrained(teacher_dir)
         with open(os.path.join(teacher_dir, TEACHER_META), "w") as fh:
-            json.dump({"classes": ds.classes, "max_length": max_length, "base_model": base_path,
+            json.dump({"classes": ds.class_keys, "max_length": max_length, "base_model": base_path,
                        "text_col": text_col, "context_col": context_col, "context_file": context_file,
                        "id_col": id_col, "label_col": label_col}, fh, indent=2)
     meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export fit",
             "base_model": os.path.basename(os.path.dirname(base_path)) + "/" + os.path.basename(base_path)
             if base is None else base, "base_model_path": base_path, "temperature": 1.0,
-            "classes": ds.classes, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
+            "classes": ds.class_keys, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
             "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
             "unlabeled_file": os.path.basename(unlabeled) if unlabeled else None,
             "splits": split_sizes(ds), "hyperparameters": hp, "history": res.history,
@@ -171,7 +169,7 @@ def _crossfit(ds, enc, y, logits, meta, *, k, n_ep, base_path, lr, batch_size, w
         fold_train[f] = [ds.ids[i] for i in fit_idx]
         log(f"cross-fit fold {f + 1}/{k}: train {len(fit_idx)}, predict {len(hold_idx)}, {n_ep} epochs")
         set_seed(seed + 1 + f)
-        fm = load_classifier(base_path, len(ds.classes), ds.classes)
+        fm = load_classifier(base_path, len(ds.classes), ds.class_keys)
         fine_tune(fm, enc, y, fit_idx, None, epochs=n_ep, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed + 1 + f, device=device, pad_id=pad_id,
                   progress_every=progress_every, class_weight=class_weight, tag=f"[fold {f}] ",
@@ -204,11 +202,7 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
     the .json sidecar). The fold teachers reuse the sidecar's hyper-parameters and, by default, its best
     epoch (``epochs``, ``lr`` override them); rows other than role==train keep the full teacher's logits from ``soft``. The data arguments
     must select the same rows as the original run (checked: same data file hash, same training ids)."""
-    import csv
-
     from tinykd.softlabels import read_sidecar
-
-    from .data import DataError
 
     t_all = time.time()
     if threads:
@@ -228,18 +222,24 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
                       where=where, unlabeled=unlabeled)
     if side.get("data_sha256") and side["data_sha256"] != ds.info.get("data_sha256"):
         raise DataError(f"{data} is not the data file {soft} was made from (sha256 differs)")
-    if [str(c) for c in side.get("classes", ds.classes)] != [str(c) for c in ds.classes]:
-        raise DataError(f"classes differ: {soft} has {side.get('classes')}, {data} gives {ds.classes}")
-    with open(soft, encoding="utf-8", newline="") as fh:
-        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    if [label_key(c) for c in side.get("classes", ds.class_keys)] != ds.class_keys:
+        raise DataError(f"classes differ: {soft} has {side.get('classes')}, {data} gives {ds.class_keys}")
+    st = read_table(soft, required=[("id", None), ("role", None)] + [(f"logit_{c}", None) for c in ds.class_keys])
+    rows = {r[st.index["id"]].strip(): r for r in st.rows}
     missing = [i for i in ds.ids if i not in rows]
     if missing:
         raise DataError(f"{soft}: {len(missing)} of the data's ids are missing, e.g. {missing[:3]}")
-    train_soft = sorted(i for i, r in rows.items() if r.get("role") == "train")
+    train_soft = sorted(i for i, r in rows.items() if r[st.index["role"]] == "train")
     if train_soft != sorted(ds.ids[i] for i in ds.index("train")):
         raise DataError(f"the data arguments do not select the training rows {soft} was trained on")
-    logits = np.array([[float(rows[i][f"logit_{c}"]) for c in ds.classes] for i in ds.ids])
-    log(f"data: {split_sizes(ds)}; classes {ds.classes}; base {base_path}; device {device}")
+    cols = [st.index[f"logit_{c}"] for c in ds.class_keys]
+    try:
+        logits = np.array([[float(rows[i][j]) for j in cols] for i in ds.ids])
+    except ValueError as e:
+        raise DataError(f"{soft}: unreadable logit ({e})") from None
+    for note in ds.notes:
+        log(note)
+    log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}")
     name = name or os.path.splitext(os.path.basename(soft))[0]
     os.makedirs(out, exist_ok=True)
     tok = load_tokenizer(base_path)
@@ -272,19 +272,22 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
         raise FileNotFoundError(f"{teacher} is not a teacher folder written by 'fit' (no {TEACHER_META})")
     with open(mpath) as fh:
         tm = json.load(fh)
-    classes = tm["classes"]
+    classes, _ = normalize_labels(tm["classes"])  # a teacher saved with classes "1.0", "2.0" writes p_1, p_2
+    if any(c is None for c in classes) or len(set(map(label_key, classes))) != len(classes):
+        classes = [str(c) for c in tm["classes"]]
     text_col = text_col or tm.get("text_col", "text")
     id_col = id_col or tm.get("id_col", "id")
     label_col = label_col or tm.get("label_col", "label")
     if context_col is None and context_file is None:
         context_col, context_file = tm.get("context_col"), tm.get("context_file")
-    from .data import read_csv
-
-    head = list(read_csv(data)[0].keys())
-    has_labels = label_col in head
-    ds = _load_for_export(data, text_col, label_col if has_labels else None, id_col, context_col, context_file,
-                          split_col, train_split, val_split, test_split, where, unlabeled, seed, val_frac,
-                          classes)
+    with CsvReader(data) as head:  # the header only: is there a label column?
+        has_labels = head.has(label_col)
+    ds = load_dataset(data, text_col=text_col, label_col=label_col if has_labels else None, id_col=id_col,
+                      context_col=context_col, context_file=context_file, split_col=split_col,
+                      train_split=train_split, val_split=val_split, test_split=test_split or "", seed=seed,
+                      val_frac=val_frac, where=where, unlabeled=unlabeled, classes=classes)
+    for note in ds.notes:
+        log(note)
     set_seed(seed)
     tok = load_tokenizer(teacher)
     model = load_classifier(teacher).to(device)
@@ -295,7 +298,7 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     m = split_metrics(ds, proba) if any(r in ("val", "test", "train") for r in ds.roles) else {}
     meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export export",
             "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "temperature": 1.0,
-            "classes": classes, "data_file": os.path.basename(data),
+            "classes": ds.class_keys, "data_file": os.path.basename(data),
             **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
             "splits": split_sizes(ds), "metrics": m, **_env(device)}
     meta["wall_seconds"] = round(time.time() - t_all, 1)
@@ -303,34 +306,4 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     path = os.path.join(out, f"{name}.csv")
     _write(path, ds, proba, logits, [-1] * len(ds.ids), meta)
     return {"path": path, "metrics": m, "dataset": ds, "proba": proba}
-
-
-def _load_for_export(data, text_col, label_col, id_col, context_col, context_file, split_col, train_split,
-                     val_split, test_split, where, unlabeled, seed, val_frac, classes):
-    from .data import DataError, _context_getter, parse_where, read_csv, sha256_file
-
-    if label_col is not None:
-        ds = load_dataset(data, text_col=text_col, label_col=label_col, id_col=id_col, context_col=context_col,
-                          context_file=context_file, split_col=split_col, train_split=train_split,
-                          val_split=val_split, test_split=test_split or "", seed=seed, val_frac=val_frac,
-                          where=where, unlabeled=unlabeled)
-        if not split_col:  # no split given: every labelled row is scored as "test"
-            ds.roles = ["test" if lab is not None else r for lab, r in zip(ds.labels, ds.roles)]
-            ds.split_values = ["all" if r == "test" else s for r, s in zip(ds.roles, ds.split_values)]
-        unknown = sorted(set(lab for lab in ds.labels if lab is not None) - set(classes))
-        if unknown:
-            raise DataError(f"labels {unknown} are not among the teacher's classes {classes}")
-        ds.classes = list(classes)
-        return ds
-    rows = [r for r in read_csv(data) if all(r.get(k) == v for k, v in parse_where(where))]
-    head = list(rows[0].keys()) if rows else []
-    ctx = _context_getter(head, context_col, context_file, os.path.dirname(os.path.abspath(data)))
-    ds = Dataset([r[id_col].strip() for r in rows], [r[text_col] or "" for r in rows],
-                 [ctx(r) for r in rows] if ctx else None, [None] * len(rows), ["unlabeled"] * len(rows),
-                 ["unlabeled"] * len(rows), list(classes),
-                 {"data_sha256": sha256_file(data), "text_col": text_col, "id_col": id_col,
-                  "context_col": context_col, "context_file": context_file, "where": where or []})
-    if len(set(ds.ids)) != len(ds.ids):
-        raise DataError(f"{data}: duplicated ids")
-    return ds
 

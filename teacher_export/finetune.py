@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tinykd.nn.dense import softmax
+
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -91,13 +93,6 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
         if progress and (b + 1) % progress == 0:
             log(f"    predict {b + 1}/{nb} batches  {time.time() - t0:.0f}s")
     return out
-
-
-def softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass

@@ -10,6 +10,8 @@ import pytest
 import tinykd
 from tinykd.student import Bundle
 from tinykd.cli import main
+
+from conftest import write_csv
 from tinykd.softlabels import write_soft_labels
 
 GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
@@ -29,15 +31,6 @@ def make_rows(n_labeled=120, n_unlabeled=10, seed=0):
         rows.append({"id": f"r{i}", "item": f"Q{i % 2 + 1}", "split": split, "text": " ".join(words),
                      "label": label, "question": "What does acid rain do to marble?"})
     return rows
-
-
-def write_csv(path, rows, header=None):
-    header = header or list(rows[0])
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, header)
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
 
 
 def teacher_for(rows, path, sharp=0.7):

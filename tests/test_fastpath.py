@@ -24,11 +24,6 @@ from tinykd.settings import Settings
 ATOL = 2e-5
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(7)
-
-
 def proba(net, ids, lengths, **settings):
     """A fresh scorer's probabilities (Numba path unless jit= says otherwise)."""
     return Scorer(net.copy(), Settings(**{"jit": "always", **settings})).predict_proba(ids, lengths)

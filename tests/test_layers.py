@@ -12,21 +12,7 @@ from tinykd.nn.regularizers import penalty_backward, penalty_forward
 
 EPS = 1e-6
 
-
-def numgrad(f, x, eps=EPS):
-    """Central differences of scalar f() with respect to array x (modified in place)."""
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
+from conftest import numgrad  # noqa: E402
 
 
 def assert_close(analytic, numeric, tol=1e-6):

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "scientsbank" / "scientsbank.csv").exists(), reason="../shared/data not present")
 def test_paper_table_quick(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))

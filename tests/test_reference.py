@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import tinykd.nn.reference as ref
+
+from conftest import numgrad
 from tinykd.nn import lstm
 from tinykd.nn.embedding import Lookup
 
@@ -77,20 +79,6 @@ GRAD_NAMES = ["dW", "dU", "db"]
 
 
 # -------------------------------------------------------------- the oracle is right
-def numgrad(f, a, eps=1e-6):
-    """Central differences of scalar f() with respect to array a (modified in place)."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("seq", [True, False])
 def test_reference_matches_finite_differences(reverse, seq):

@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import pickle
-import time
 import zipfile
 
 import numpy as np
@@ -17,6 +16,9 @@ from hypothesis import strategies as st
 import tinykd
 from tinykd import tables as kdata
 from tinykd.cli import main
+
+from conftest import assert_user_error, write_csv
+from conftest import run_cli as run
 from tinykd.atomic import atomic_write_bytes
 from tinykd.modelfile import ModelFileError
 from tinykd.student import load
@@ -34,30 +36,6 @@ def rows_for(n=48, seed=0):
         y = i % 3
         out.append({"id": f"r{i}", "split": "train", "text": " ".join(rng.choice(WORDS, 4 + y)), "label": str(y)})
     return out
-
-
-def write_csv(path, rows, header=None):
-    header = header or list(rows[0])
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, header)
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
-
-
-def run(capsys, *args):
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-
-def assert_user_error(rc, err, *needles):
-    assert rc == 2, err
-    last = err.rstrip("\n").split("\n")[-1]  # progress notes may come first; the error is one line
-    assert last.startswith("tinykd: error: ") and err.endswith(last + "\n"), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in last, (n, err)
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +97,18 @@ def test_blank_answers_are_scored_not_dropped(tmp_path, capsys, model_path):
     assert got[0]["p_0"] == got[1]["p_0"] == got[3]["p_0"] == f"{m.predict_proba([''])[0, 0]:.4f}"
 
 
-def test_very_long_answer_is_truncated_and_fast(tmp_path, capsys, model_path):
+def test_very_long_answer_is_truncated(tmp_path, capsys, model_path):
     long = ("acid rain dissolves marble " * 30000)[:100_000]
     p = write_csv(tmp_path / "long.csv", [{"text": long}, {"text": "short"}])
     m = load(model_path)
     ids, lengths = m.vocab.encode([long])
-    assert lengths[0] == m.vocab.max_len == ids.shape[1]
-    t = time.perf_counter()
+    assert lengths[0] == m.vocab.max_len == ids.shape[1]  # cut to max_len tokens: the cost is bounded
     rc, _, err = run(capsys, "score", model_path, p, "--out", tmp_path / "s.csv")
     assert rc == 0, err
-    assert time.perf_counter() - t < 5.0
-    assert len(list(csv.DictReader(open(tmp_path / "s.csv")))) == 2
+    got = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert len(got) == 2
+    cut = " ".join(long.split()[:m.vocab.max_len])  # the first max_len words score the same as the whole
+    assert got[0]["p_0"] == f"{m.predict_proba([cut])[0, 0]:.4f}"
 
 
 def test_non_utf8_falls_back_to_cp1252_and_says_so(tmp_path, capsys, model_path):

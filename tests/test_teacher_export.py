@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # fine-tunes tiny BERTs with torch
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -159,7 +161,7 @@ def test_paper_split_without_split_column(tiny_base, tmp_path):
     ds = load_dataset(data, seed=0)
     assert (ds.roles.count("train"), ds.roles.count("val"), ds.roles.count("test")) == (42, 6, 12)
     for role in ("train", "val", "test"):  # stratified: every class in every part
-        assert {ds.labels[i] for i in ds.index(role)} == {"0", "1", "2"}
+        assert {ds.labels[i] for i in ds.index(role)} == {0, 1, 2}  # labels as tinykd reads them
     assert load_dataset(data, seed=0).roles == ds.roles and load_dataset(data, seed=1).roles != ds.roles
 
 
@@ -228,7 +230,11 @@ def test_cli_fit_then_export_with_saved_teacher(tiny_base, tmp_path, capsys):
     assert got_ids == [r["id"] for r in urows] and np.allclose(p.sum(1), 1, atol=1e-6)
     capsys.readouterr()
     assert cli.main(["fit", "--data", str(tmp_path / "none.csv"), "--base", tiny_base, "--out", out]) == 2
-    assert "data file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "none.csv: no such file" in err and len(err.strip().splitlines()) == 1  # tinykd's one-line message
+    assert cli.main(["fit", "--data", data, "--base", tiny_base, "--label-col", "score", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'score' (set --label-col)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_crossfit_command_on_a_fitted_teacher_equals_fit_crossfit(fitted, tmp_path):
@@ -251,3 +257,78 @@ def test_crossfit_command_on_a_fitted_teacher_equals_fit_crossfit(fitted, tmp_pa
     bad = tmp_path / "bad"
     assert cli.main(args[:-8] + ["--out", str(bad), "--where", "item=1", "--k", "3"]) == 2
     assert not bad.exists() or not list(bad.iterdir())
+
+
+def _respell(path, spell, encoding="utf-8", text=None):
+    """Rewrite ``path``'s labels with ``spell`` (e.g. ``"{}.0"``) and, optionally, its texts."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["label"] = spell.format(int(r["label"]) + 1)
+        if text:
+            r["text"] = text(r["text"])
+    with open(path, "w", newline="", encoding=encoding) as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def test_labels_spelt_as_floats_give_the_columns_tinykd_asks_for(tiny_base, tmp_path):
+    """A data file with labels 1.0 / 2.0 / 3.0 gives p_1, p_2, p_3: tinykd train reads the same column with
+    normalize_labels (1.0 -> 1) and asks for p_1; the saved teacher exports the same columns."""
+    data, _ = _make_csv(tmp_path / "a.csv", n=45)
+    rows = _respell(data, "{}.0")
+    res = run_fit(data=data, out=str(tmp_path / "o"), base=tiny_base, split_col="split", val_split="val",
+                  test_split="test", **{**FAST, "epochs": 1, "save_teacher": True})
+    ids, classes, p = read_soft_label_table(res["path"])
+    assert classes == ["1", "2", "3"] and read_sidecar(res["path"])["classes"] == ["1", "2", "3"]
+    with open(res["path"]) as fh:
+        assert next(csv.reader(fh))[:7] == ["id", "p_1", "p_2", "p_3", "logit_1", "logit_2", "logit_3"]
+    from tinykd.tables import label_sort_key, normalize_labels
+
+    labels, kind = normalize_labels([r["label"] for r in rows])
+    assert kind == "int"
+    want = sorted(set(labels), key=label_sort_key)  # what tinykd train asks the teacher file for
+    np.testing.assert_allclose(read_soft_labels(res["path"], ids, [str(c) for c in want]), p, atol=1e-7)
+    # another spelling of the same scores is scored by the saved teacher with the same classes
+    again, _ = _make_csv(tmp_path / "b.csv", n=45)
+    _respell(again, "0{}")
+    ex = cli.main(["export", "--teacher", res["path"][:-4] + "-teacher", "--data", again, "--split-col", "split",
+                   "--val-split", "val", "--out", str(tmp_path / "o"), "--name", "again", "--threads", "1"])
+    assert ex == 0
+    assert read_soft_label_table(tmp_path / "o" / "again.csv")[1] == ["1", "2", "3"]
+    assert read_sidecar(tmp_path / "o" / "again.csv")["metrics"]["test"]["n"] == 9
+
+
+def test_non_utf8_data_file_is_read_as_cp1252(tmp_path):
+    data, _ = _make_csv(tmp_path / "a.csv", n=30)
+    _respell(data, "{}", encoding="cp1252", text=lambda t: t + " café")
+    raw = open(data, "rb").read()
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    ds = load_dataset(data, split_col="split", val_split="val", test_split="test")
+    assert all(t.endswith(" café") for t in ds.texts) and len(ds.ids) == 30
+    assert ds.classes == [1, 2, 3] and ds.class_keys == ["1", "2", "3"]
+    assert len(ds.notes) == 1 and "Windows-1252" in ds.notes[0]
+    # semicolon-separated, as a European Excel writes it
+    semi = tmp_path / "semi.csv"
+    semi.write_text(raw.decode("cp1252").replace(",", ";"), encoding="utf-8")
+    ds2 = load_dataset(str(semi), split_col="split", val_split="val", test_split="test")
+    assert ds2.texts == ds.texts and ds2.labels == ds.labels and not ds2.notes
+
+
+def test_data_errors_are_one_line(tmp_path):
+    data, _ = _make_csv(tmp_path / "a.csv", n=30)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,text,label\n")
+    with pytest.raises(DataError, match="header row but no data rows"):
+        load_dataset(str(empty))
+    with pytest.raises(DataError, match=r"no column 'nope' \(set --where\)"):
+        load_dataset(data, where=["nope=1"])
+    with pytest.raises(DataError, match="no rows left after --where item=9"):
+        load_dataset(data, where=["item=9"])
+    missing = tmp_path / "missing.csv"
+    missing.write_text("id,text,label\na,x,\nb,y,NA\n")
+    with pytest.raises(DataError, match="no row has a label"):
+        load_dataset(str(missing))

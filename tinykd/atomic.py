@@ -79,3 +79,19 @@ def atomic_write_bytes(path, data: bytes):
     """Write ``data`` to ``path`` atomically (see :class:`AtomicFile`)."""
     with AtomicFile(path, "wb") as f:
         f.write(data)
+
+
+def check_output_path(out, inputs=()):
+    """Refuse an output path that cannot be written, or that is one of ``inputs``, before any
+    work is done (one-line ``ValueError``)."""
+    out_abs = os.path.abspath(out)
+    folder = os.path.dirname(out_abs)
+    if not os.path.isdir(folder):
+        raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
+    if os.path.isdir(out_abs):
+        raise ValueError(f"cannot write {out}: it is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {out}: no permission to write in {folder}")
+    for p in inputs:
+        if p and os.path.exists(p) and os.path.exists(out_abs) and os.path.samefile(p, out_abs):
+            raise ValueError(f"--out {out} is an input file; choose another name")

@@ -19,6 +19,7 @@ import sys
 import time
 
 from ._version import __version__
+from .atomic import check_output_path as _check_out_path
 from .errors import OptionError
 from .scoring import REVIEW_BELOW
 
@@ -32,27 +33,6 @@ class CLIError(Exception):
 def _note(msg, quiet=False):
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-def _human_size(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-def _check_out_path(out, inputs=()):
-    out_abs = os.path.abspath(out)
-    folder = os.path.dirname(out_abs)
-    if not os.path.isdir(folder):
-        raise CLIError(f"cannot write {out}: the folder {folder} does not exist")
-    if os.path.isdir(out_abs):
-        raise CLIError(f"cannot write {out}: it is a folder; give a file name")
-    if not os.access(folder, os.W_OK):
-        raise CLIError(f"cannot write {out}: no permission to write in {folder}")
-    for p in inputs:
-        if p and os.path.exists(p) and os.path.exists(out_abs) and os.path.samefile(p, out_abs):
-            raise CLIError(f"--out {out} is an input file; choose another name")
 
 
 class _WriteErrors:
@@ -72,7 +52,7 @@ class _WriteErrors:
 
 
 def _splits(table, args):
-    """The split column's values (None: every row trains), from --split-col."""
+    """The split column's values (unset: every row trains), from --split-col."""
     if args.split_col == "":
         return None
     col = args.split_col or "split"
@@ -92,12 +72,9 @@ def cmd_train(args):
     _check_out_path(args.out, [args.data, args.teacher])
     if args.teacher and not os.path.isfile(args.teacher):
         raise CLIError(f"--teacher {args.teacher}: no such file")
-    cols = {"text": args.text_col, "label": args.label_col, "id": args.id_col, "context": args.context_col,
-            "item": args.item_col}
-    flags = {"text": "--text-col", "label": "--label-col", "id": "--id-col", "context": "--context-col",
-             "item": "--item-col"}
+    cols = {k: getattr(args, f"{k}_col") for k in ("text", "label", "id", "context", "item")}
     need = ["text", "label"] + (["id"] if args.teacher else []) + [k for k in ("context", "item") if cols[k]]
-    table = read_table(args.data, [(cols[k], flags[k]) for k in need])
+    table = read_table(args.data, [(cols[k], f"--{k}-col") for k in need])
     if table.note:
         _note(table.note)
     splits = _splits(table, args)
@@ -138,7 +115,7 @@ def _train_summary(args, students, seconds):
     lam = first.meta["training"]["lam"]
     kind = "KD student (λ = %g, T = %g)" % (lam, args.temperature) if lam > 0 else "plain NN (no teacher)"
     print(f"saved {args.out}: {kind}, preset {args.preset}, {n_params:,} parameters, "
-          f"{_human_size(os.path.getsize(args.out))}, trained in {seconds:.1f} s")
+          f"{os.path.getsize(args.out) / 1024:.1f} KB, trained in {seconds:.1f} s")
     if not args.item_col:
         print(f"classes: {', '.join(map(str, first.classes))}")
         print(f"validation: {format_metrics(first.meta.get('validation_metrics'))}")
@@ -150,35 +127,19 @@ def _train_summary(args, students, seconds):
 
 
 # =============================================================================== score
-def _model_columns(model, args):
-    from .student import Bundle
-
-    cols = dict(model.meta.get("columns") or {})
-    text_col = args.text_col or cols.get("text") or "text"
-    ctx_col = args.context_col or (cols.get("context") if model.uses_context else None)
-    if model.uses_context and not ctx_col:
-        raise CLIError("this model was trained with a context column; set --context-col")
-    item_col = None
-    if isinstance(model, Bundle):
-        item_col = args.item_col or model.item_col or cols.get("item")
-        if not item_col:
-            raise CLIError("this model holds per-item students; set --item-col")
-    return text_col, ctx_col, item_col
-
-
 def cmd_score(args):
     import numpy as np
 
-    from .student import Bundle, load
+    from .scoring import decide
+    from .student import Bundle, data_columns, load
     from .tables import AtomicCsvWriter, CsvReader
 
-    if not 0.0 <= args.review_below <= 1.0:
-        raise CLIError(f"--review-below must be between 0 and 1, got {args.review_below}")
+    decide(np.zeros((0, 2)), args.review_below)  # checks the threshold before any work
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     _check_out_path(args.out, [args.data, args.model])
     model = load(args.model)
-    text_col, ctx_col, item_col = _model_columns(model, args)
+    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
     classes = model.classes
     out_cols = ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
     t0 = time.time()
@@ -203,9 +164,7 @@ def cmd_score(args):
                 else:
                     proba = model.predict_proba(texts, ctx)
                 pred_time += time.perf_counter() - t1
-                best = proba.argmax(axis=1)
-                conf = proba[np.arange(len(chunk)), best]
-                review = conf < args.review_below
+                best, conf, review = decide(proba, args.review_below)
                 flagged += int(review.sum())
                 for r, b, pr, c, rv in zip(chunk, best.tolist(), proba.tolist(), conf.tolist(), review.tolist()):
                     w.writerow(r + [classes[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"])
@@ -225,11 +184,11 @@ def cmd_score(args):
 # ============================================================================ evaluate
 def cmd_evaluate(args):
     from .evaluate import evaluation_report, format_report
-    from .student import load
+    from .student import data_columns, load
     from .tables import read_table
 
     model = load(args.model)
-    text_col, ctx_col, item_col = _model_columns(model, args)
+    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
     label_col = args.label_col or (model.meta.get("columns") or {}).get("label") or "label"
     need = [(text_col, "--text-col"), (label_col, "--label-col")]
     need += [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"),
@@ -238,24 +197,16 @@ def cmd_evaluate(args):
     table = read_table(args.data, need)
     if table.note:
         _note(table.note)
-    rows = list(range(len(table)))
     if args.split is None and table.has(args.split_col):
         _note(f"note: evaluating on every row of {args.data} (the training rows too); "
               f"use --split test for held-out rows")
-    if args.split is not None:
-        splits = [s.strip() for s in table.column(args.split_col)]
-        rows = [i for i in rows if splits[i] == args.split]
-        if not rows:
-            raise CLIError(f"{args.data}: no rows with {args.split_col} == {args.split!r}; the column holds "
-                           f"{', '.join(map(repr, sorted(set(splits))[:10]))}")
-    col = lambda c: None if not c else [table.rows[i][table.index[c]] for i in rows]  # noqa: E731
+    col = lambda c: table.column(c) if c else None  # noqa: E731
     try:
         res = evaluation_report(model, col(text_col), col(label_col), contexts=col(ctx_col), items=col(item_col),
-                                rater2=col(args.rater2_col))
+                                rater2=col(args.rater2_col), splits=col(args.split_col) if args.split else None,
+                                split=args.split)
     except ValueError as e:
-        if "no rows with a label" in str(e):
-            raise CLIError(f"{args.data}: no rows with a label in {label_col!r} to evaluate on") from None
-        raise
+        raise CLIError(f"{args.data}: {e}") from None
     res = {"model": args.model, "data": args.data, "split": args.split, **res}
     if args.json:
         print(json.dumps(res, indent=2))
@@ -270,35 +221,10 @@ def cmd_evaluate(args):
 
 # ================================================================================ info
 def cmd_info(args):
-    from .evaluate import format_metrics
-    from .student import describe
+    from .info import describe, format_description
 
     out = describe(args.model)
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-        return 0
-    bundle = out["kind"] == "bundle"
-    print(f"{args.model}: {_human_size(out['size_bytes'])}, tinykd model format {out['format_version']}, "
-          f"written by tinykd {out['written_by']}")
-    if bundle:
-        print(f"per-item bundle: {len(out['students'])} students for column {out['item_col']!r}, "
-              f"{out['n_params']:,} parameters in all")
-    for name, s in out["students"].items():
-        tr = s["training"] or {}
-        head = f"item {name}: " if bundle else ""
-        print(f"{head}preset {s['preset']}, {s['n_params']:,} parameters, vocabulary {s['vocab_size']:,} words, "
-              f"max length {s['max_len']} tokens{', question/context before the answer' if s['uses_context'] else ''}")
-        print(f"  classes: {', '.join(map(str, s['classes']))}")
-        if tr:
-            kind = f"KD (λ = {tr.get('lam'):g}, T = {tr.get('temperature'):g})" if tr.get("teacher") and tr.get("lam") \
-                else "plain NN (no teacher)"
-            print(f"  training: {kind}; {tr.get('n_train', 0):,} rows + {tr.get('n_transfer', 0):,} transfer, "
-                  f"{tr.get('n_val', 0):,} validation; best epoch {tr.get('best_epoch')} of {tr.get('epochs')} "
-                  f"(stopped: {tr.get('stopped')}); seed {tr.get('seed')}; {tr.get('seconds')} s")
-        if s["validation_metrics"]:
-            print(f"  validation: {format_metrics(s['validation_metrics'])}")
-        if s["columns"]:
-            print("  columns: " + ", ".join(f"{k} = {v}" for k, v in s["columns"].items() if v))
+    print(json.dumps(out, indent=2, default=str) if args.json else "\n".join(format_description(out)))
     return 0
 
 
@@ -342,6 +268,15 @@ def cmd_demo(args):
 
 
 # ============================================================================== parser
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in the help, except unset ones (their help says what happens then)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's usage block is noise here)
         self.exit(2, f"tinykd: error: {message} (see: {self.prog} --help)\n")
@@ -356,7 +291,7 @@ def build_parser():
     p.add_argument("--version", action="version", version=f"tinykd {__version__}")
     p.add_argument("--debug", action="store_true", default=False, help="show the traceback on errors")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-    fmt = dict(parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt = dict(parents=[common], formatter_class=_Help)
 
     t = sub.add_parser("train", help="train a student on a CSV (KD with --teacher)", **fmt,
                        description="Train a student scorer. With --teacher (a soft-label CSV keyed by id) and "
@@ -368,13 +303,13 @@ def build_parser():
     t.add_argument("--allow-missing-teacher", action="store_true",
                    help="train labeled rows with no teacher row on the hard label only (else: refuse)")
     t.add_argument("--preset", default="7t", help="7t, falling_weights, gelatin or bathtub")
-    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (None: 1 with --teacher; 0 = plain NN)")
+    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 1 with --teacher; 0 = plain NN)")
     t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
     _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
     t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     _split_args(t)
     t.add_argument("--val-split", default=None,
-                   help="split value of validation rows (None: 'val' if present, else a seeded 1/8 holdout)")
+                   help="split value of validation rows (unset: 'val' if present, else a seeded 1/8 holdout)")
     t.add_argument("--item-col", help="train one student per value of this column (a per-item bundle)")
     t.add_argument("--epochs", type=int, default=40, help="most epochs")
     t.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
@@ -389,9 +324,7 @@ def build_parser():
     s.add_argument("model")
     s.add_argument("data")
     s.add_argument("--out", "-o", required=True, help="scored CSV to write")
-    s.add_argument("--text-col", help="answer column (None: the model's training column)")
-    s.add_argument("--context-col", help="context column (None: the model's)")
-    s.add_argument("--item-col", help="item column for a per-item model (None: the model's)")
+    _model_columns(s)
     s.add_argument("--review-below", type=float, default=REVIEW_BELOW, help="flag rows whose confidence is below this")
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_score)
@@ -401,11 +334,9 @@ def build_parser():
     e.add_argument("data")
     e.add_argument("--split", help="evaluate only rows whose --split-col has this value (e.g. test)")
     e.add_argument("--split-col", default="split", help="split column")
-    e.add_argument("--label-col", help="human score column (None: the model's training column)")
+    e.add_argument("--label-col", help="human score column (unset: the model's training column)")
     e.add_argument("--rater2-col", help="a second human rater's column: adds human-human agreement")
-    e.add_argument("--text-col", help="answer column (None: the model's)")
-    e.add_argument("--context-col", help="context column (None: the model's)")
-    e.add_argument("--item-col", help="item column (None: the model's)")
+    _model_columns(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=cmd_evaluate)
 
@@ -443,6 +374,11 @@ def build_parser():
     return p
 
 
+def _model_columns(p):
+    for name in ("text", "context", "item"):
+        p.add_argument(f"--{name}-col", help=f"{name} column (unset: the one the model was trained with)")
+
+
 def _columns(p, **helps):
     for name, help_ in helps.items():
         p.add_argument(f"--{name}-col", default=name, help=help_)
@@ -450,7 +386,7 @@ def _columns(p, **helps):
 
 def _split_args(p):
     p.add_argument("--split-col", default=None,
-                   help="split column (None: 'split' when the file has one; '' to use every row for training)")
+                   help="split column (unset: 'split' when the file has one; '' to use every row for training)")
     p.add_argument("--train-split", default="train", help="split value of the training rows")
 
 

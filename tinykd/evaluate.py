@@ -13,18 +13,26 @@ from .student import Bundle
 from .tables import coerce_labels, label_key
 
 
-def evaluation_report(model, texts, labels, *, contexts=None, items=None, rater2=None):
+def evaluation_report(model, texts, labels, *, contexts=None, items=None, rater2=None, splits=None, split=None):
     """The report as a dict (JSON-ready).
 
     ``labels`` (and ``rater2``) are cells as read from a file (numbers in any spelling
     match the model's classes); unlabeled rows are skipped and counted. ``items`` is
-    required for a bundle. Raises ``ValueError`` when no row has a label."""
+    required for a bundle. With ``splits`` (per-row values) only the rows whose split is
+    ``split`` are evaluated. Raises ``ValueError`` when no row is left."""
     from .metrics import classification_details, scoring_metrics  # (scikit-learn: not for `tinykd info`)
 
     classes = model.classes
     y_all = coerce_labels(labels, classes)
-    rows = [i for i, v in enumerate(y_all) if v is not None]
-    unlabeled = len(y_all) - len(rows)
+    rows = list(range(len(y_all)))
+    if splits is not None:
+        splits = [str(s).strip() for s in splits]
+        rows = [i for i in rows if splits[i] == split]
+        if not rows:
+            raise ValueError(f"no rows with split == {split!r}; the split column holds "
+                             f"{', '.join(map(repr, sorted(set(splits))[:10]))}")
+    unlabeled = sum(1 for i in rows if y_all[i] is None)
+    rows = [i for i in rows if y_all[i] is not None]
     if not rows:
         raise ValueError("no rows with a label to evaluate on")
     texts = [texts[i] for i in rows]

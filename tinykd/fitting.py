@@ -39,7 +39,7 @@ from .metrics import scoring_metrics
 from .model import StudentNet, make_config
 from .splits import holdout
 from .student import Bundle, Student
-from .tables import label_sort_key, normalize_labels
+from .tables import label_key, label_sort_key, normalize_labels
 from .text import Vocabulary
 from .train import TrainData, train
 
@@ -291,13 +291,12 @@ def _teacher_rows(teacher, ids, classes, from_logits, allow_missing):
     triple; NaN rows where the teacher has no row (only with ``allow_missing``)."""
     from .softlabels import join_by_id, read_soft_labels
 
+    want = [label_key(c) for c in classes]  # p_1 for a score spelt 1, 1.0 or 01
     if isinstance(teacher, (str, os.PathLike)):
-        p = read_soft_labels(teacher, ids, [str(c) for c in classes], from_logits=from_logits,
-                             allow_missing=allow_missing)
+        p = read_soft_labels(teacher, ids, want, from_logits=from_logits, allow_missing=allow_missing)
     else:
         t_ids, t_classes, t_p = teacher
-        t_classes = [str(c) for c in t_classes]
-        want = [str(c) for c in classes]
+        t_classes = [label_key(c) for c in t_classes]
         if sorted(t_classes) != sorted(want):
             raise ValueError(f"teacher classes {t_classes} do not match the training labels {want}")
         p = np.asarray(t_p, dtype=np.float64)[:, [t_classes.index(c) for c in want]]

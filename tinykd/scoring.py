@@ -26,6 +26,7 @@ import sys
 
 import numpy as np
 
+from .errors import OptionError
 from .nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
 from .settings import DEFAULT
 
@@ -33,6 +34,16 @@ from .settings import DEFAULT
 REVIEW_BELOW = 0.6
 
 _KERNELS = "tinykd._scoring_kernels"
+
+
+def decide(proba, review_below=REVIEW_BELOW):
+    """What ``tinykd score`` writes per row: ``(pred, confidence, needs_review)`` — the index of
+    the most probable class, its probability, and whether that is below ``review_below``."""
+    if not 0.0 <= review_below <= 1.0:
+        raise OptionError("review_below", f"{{opt}} must be between 0 and 1, got {review_below}")
+    pred = proba.argmax(axis=1)
+    conf = proba[np.arange(len(proba)), pred]
+    return pred, conf, conf < review_below
 
 
 def _readonly(a):
@@ -137,6 +148,11 @@ class Scorer:
 
         B = lengths.shape[0]
         par = B >= self.settings.parallel_score_rows and self.settings.use_parallel()
+        kern = K.score_parallel if par else K.score_serial
+        if not kern.signatures:  # the first call in this process: say so if it must compile
+            from .nn._jit import announce_compile
+
+            announce_compile([kern], "scoring", "5-10 s")
         order = np.argsort(-lengths, kind="stable").astype(np.int32)
         if self.D == 1 and par:
             parts, tdir = (order[0::2], order[1::2]), _DIRS11
@@ -147,7 +163,6 @@ class Scorer:
         feat = np.empty((B, self.D * self.H), np.float32)
         U0 = self.U[0]
         U1 = self.U[-1]
-        kern = K.score_parallel if par else K.score_serial
         rc = kern(ids, lengths, rows, ptr, tdir, self.T, U0, U1, self.reverses, self.pool_max, feat,
                   self.hidden[0], self.hidden[1], self.act_code, self.out[0], self.out[1], out)
         if rc < 0:

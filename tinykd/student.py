@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from .errors import OptionError
 from .model import StudentNet, make_config
 from .modelfile import ModelFileError, read_file, write_model
 from .scoring import Scorer
@@ -181,6 +182,24 @@ class Bundle:
                     {"item_col": self.item_col, "items": names})
 
 
+def data_columns(model, text=None, context=None, item=None):
+    """The columns a data file is read with for ``model``: those given, else the ones the model
+    was trained with (its metadata), else ``text``. Returns ``(text, context, item)``; context is
+    None for a model without one, item None for a single student. Raises ``ValueError`` when the
+    model needs a context or item column that is neither given nor recorded."""
+    cols = dict(model.meta.get("columns") or {})
+    text = text or cols.get("text") or "text"
+    context = context or (cols.get("context") if model.uses_context else None)
+    if model.uses_context and not context:
+        raise OptionError("context_col", "this model was trained with a context column; set {opt}")
+    if not isinstance(model, Bundle):
+        return text, context, None
+    item = item or model.item_col or cols.get("item")
+    if not item:
+        raise OptionError("item_col", "this model holds per-item students; set {opt}")
+    return text, context, item
+
+
 def save(model, path):
     """Save a :class:`Student` or a :class:`Bundle` to ``path`` (atomically)."""
     model.save(path)
@@ -196,28 +215,11 @@ def _build_student(name, sm, arrays):
 def load(path):
     """Load a model file: a :class:`Student`, or a :class:`Bundle` when the file holds
     per-item students. Every failure is a one-line :class:`~tinykd.modelfile.ModelFileError`."""
-    return _from_file(path, *read_file(path))
+    return from_file_contents(path, *read_file(path))
 
 
-def describe(path):
-    """What a model file holds (``tinykd info``), as a JSON-ready dict; the file is read once."""
-    meta, arrays = read_file(path)
-    model = _from_file(path, meta, arrays)
-    students = model.students if isinstance(model, Bundle) else {"default": model}
-    out = {"file": os.fspath(path), "size_bytes": os.path.getsize(path), "format_version": meta.get("version"),
-           "written_by": next(iter(meta["students"].values())).get("tinykd_version"),
-           "n_params": model.n_params, "kind": "bundle" if isinstance(model, Bundle) else "student",
-           "item_col": getattr(model, "item_col", None), "students": {}}
-    for name, st in students.items():
-        out["students"][name] = {
-            "preset": st.meta.get("preset"), "classes": st.classes, "n_params": st.n_params,
-            "vocab_size": len(st.vocab), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
-            "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
-            "validation_metrics": st.meta.get("validation_metrics")}
-    return out
-
-
-def _from_file(path, meta, arrays):
+def from_file_contents(path, meta, arrays):
+    """The model of checked file contents (:func:`tinykd.modelfile.read_file`)."""
     try:
         students = {name: _build_student(name, sm, arrays) for name, sm in meta["students"].items()}
     except Exception as e:  # KeyError, TypeError, ValueError from a config that does not add up

@@ -1,0 +1,186 @@
+"""The library owns the training rules: tinykd.fit / tinykd.fit_items, and the command line
+gives exactly what fit_items gives for the same rows and seed."""
+import csv
+
+import numpy as np
+import pytest
+
+import tinykd
+from tinykd.cli import main
+from tinykd.errors import OptionError
+from tinykd.softlabels import write_soft_labels
+
+from conftest import write_csv
+
+GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
+BAD = "the rock gets wet and cold nothing happens maybe".split()
+SMALL = dict(config=dict(embed_dim=8, units=8, dense_units=8), epochs=2, verbose=False)
+
+
+def rows_for(n=90, seed=0, items=("Q1", "Q2"), unlabeled=6):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n + unlabeled):
+        y = i % 3
+        words = list(rng.choice(GOOD, 2 * y + 1)) + list(rng.choice(BAD, 4 - y))
+        split = "train" if i % 10 < 7 or i >= n else ("val" if i % 10 == 7 else "test")
+        rows.append({"id": f"r{i}", "item": items[i % len(items)], "split": split, "text": " ".join(words),
+                     "label": "" if i >= n else f"{y}.0"})  # labels spelt 0.0, 1.0, 2.0
+    return rows
+
+
+def teacher_file(rows, path, classes=(0, 1, 2)):
+    p = []
+    for r in rows:
+        q = np.full(len(classes), 0.1 / (len(classes) - 1))
+        q[int(float(r["label"] or 1))] = 0.9
+        p.append(q)
+    write_soft_labels(str(path), [r["id"] for r in rows], list(classes), np.array(p))
+    return str(path)
+
+
+def columns(rows, name):
+    return [r[name] for r in rows]
+
+
+def assert_same_model(a, b):
+    sa = a.students if isinstance(a, tinykd.Bundle) else {"default": a}
+    sb = b.students if isinstance(b, tinykd.Bundle) else {"default": b}
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert sa[k].classes == sb[k].classes and sa[k].vocab.tokens == sb[k].vocab.tokens
+        np.testing.assert_array_equal(sa[k].net.params, sb[k].net.params)
+        assert sa[k].meta["training"]["n_val"] == sb[k].meta["training"]["n_val"]
+
+
+def test_cli_train_equals_fit_items(tmp_path, capsys):
+    rows = rows_for()
+    data = write_csv(tmp_path / "d.csv", rows)
+    soft = teacher_file(rows, tmp_path / "soft.csv")
+    out = tmp_path / "m.npz"
+    assert main(["train", data, "--out", str(out), "--teacher", soft, "--item-col", "item", "--epochs", "2",
+                 "--seed", "3", "--preset", "bathtub", "-q"]) == 0
+    lib = tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), items=columns(rows, "item"),
+                           ids=columns(rows, "id"), splits=columns(rows, "split"), teacher=soft,
+                           preset="bathtub", epochs=2, seed=3, verbose=False)
+    assert isinstance(lib, tinykd.Bundle) and lib.items == ["Q1", "Q2"]
+    assert_same_model(tinykd.load(out), lib)
+    # the teacher as an (ids, classes, proba) triple joins by id the same way, whatever the row order
+    ids, classes, p = tinykd.softlabels.read_soft_label_table(soft)
+    order = np.random.default_rng(0).permutation(len(ids))
+    triple = ([ids[i] for i in order], classes, p[order])
+    again = tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), items=columns(rows, "item"),
+                             ids=columns(rows, "id"), splits=columns(rows, "split"), teacher=triple,
+                             preset="bathtub", epochs=2, seed=3, verbose=False)
+    assert_same_model(again, lib)
+
+
+def test_fit_items_row_roles_and_transfer():
+    rows = rows_for(items=("Q1",))
+    model = tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), ids=columns(rows, "id"),
+                             splits=columns(rows, "split"), **SMALL)
+    tr = model.meta["training"]
+    # 63 labelled train rows, 9 val rows; 18 test rows and 6 unlabeled rows (no teacher) not used
+    assert (tr["n_train"], tr["n_val"], tr["n_transfer"]) == (63, 9, 0)
+    notes = " | ".join(model.meta["notes"])
+    assert "not used: 18 rows whose split is not 'train' or 'val' (test: 18)" in notes
+    assert "6 training rows have no label and there is no teacher" in notes
+    assert model.classes == [0, 1, 2]
+
+
+def test_per_item_classes_and_renormalised_teacher(tmp_path):
+    rows = rows_for(items=("Q1", "Q2"))
+    for r in rows:  # item Q2 never scores 2: its student has classes 0, 1 only
+        if r["item"] == "Q2" and r["label"] == "2.0":
+            r["label"] = "1.0"
+    soft = teacher_file(rows, tmp_path / "soft.csv")
+    b = tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), items=columns(rows, "item"),
+                         ids=columns(rows, "id"), splits=columns(rows, "split"), teacher=soft, **SMALL)
+    assert b.students["Q1"].classes == [0, 1, 2] and b.students["Q2"].classes == [0, 1]
+    assert b.students["Q2"].meta["training"]["n_transfer"] == 3  # its unlabeled rows, with teacher rows
+    p = b.predict_proba_matrix(["acid rain"] * 2, ["Q1", "Q2"])
+    assert p[1, 2] == 0 and abs(p[1].sum() - 1) < 1e-5
+
+
+def test_teacher_columns_for_scores_spelt_as_decimals(tmp_path):
+    """Scores 0.5 / 1.0 / 1.5: the teacher's columns are p_0.5, p_1, p_1.5 (tinykd.tables.label_key)."""
+    rows = rows_for(items=("Q1",), unlabeled=0)
+    spell = {"0.0": "0.5", "1.0": "1.0", "2.0": "1.5"}
+    for r in rows:
+        r["label"] = spell[r["label"]]
+    p = np.tile([0.2, 0.5, 0.3], (len(rows), 1))
+    soft = tmp_path / "soft.csv"
+    write_soft_labels(str(soft), [r["id"] for r in rows], ["0.5", "1", "1.5"], p)
+    m = tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), ids=columns(rows, "id"),
+                         splits=columns(rows, "split"), teacher=str(soft), **SMALL)
+    assert m.classes == [0.5, 1, 1.5] and m.meta["training"]["teacher"]
+
+
+def test_validation_rule_small_data_and_unseen_labels():
+    texts = ["acid rain", "the rock", "acid", "wet rock", "marble acid", "cold", "acid marble", "rock"]
+    y = [1, 0, 1, 0, 1, 0, 1, 0]
+    small = tinykd.fit(texts, y, **SMALL)  # fewer than MIN_HOLDOUT_ROWS rows: no validation set, said
+    assert small.meta["training"]["n_val"] == 0 and small.meta["training"]["n_train"] == 8
+    assert any("no validation set" in n for n in small.meta["notes"])
+    v = tinykd.fit(texts, y, validation=(["acid", "rock", "?"], [1, 0, 7]), **SMALL)
+    assert v.meta["training"]["n_val"] == 2
+    assert any("1 validation rows have labels no training row has (7)" in n for n in v.meta["notes"])
+    big = tinykd.fit(texts * 3, y * 3, **SMALL)  # 24 rows: a stratified 1/8 held out
+    assert (big.meta["training"]["n_train"], big.meta["training"]["n_val"]) == (21, 3)
+    assert big.meta["validation_metrics"]["n"] == 3
+
+
+@pytest.mark.parametrize("option, value, flag_text", [
+    ("epochs", 0, "epochs must be > 0"), ("lr", -1.0, "lr must be > 0"), ("lam", -0.5, "lam must be >= 0"),
+    ("temperature", 0.0, "temperature must be > 0"), ("batch_size", 2.5, "batch_size must be > 0"),
+    ("preset", "huge", "unknown preset 'huge'")])
+def test_bad_options_name_the_option(option, value, flag_text):
+    with pytest.raises(OptionError, match=flag_text) as e:
+        tinykd.fit(["a b", "c d"] * 6, [0, 1] * 6, verbose=False, **{option: value})
+    assert e.value.option == option and e.value.for_cli().startswith(("--", "unknown --"))
+
+
+def test_ctrl_c_raises_and_divergence_names_lr(monkeypatch):
+    import tinykd.train as tr
+
+    texts, y = ["acid rain", "the rock"] * 8, [1, 0] * 8
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "evaluate_loss", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tinykd.fit(texts, y, **SMALL)
+    monkeypatch.undo()
+    monkeypatch.setattr(tr, "kd_loss", lambda *a, **k: (float("nan"), None, {}))
+    with pytest.raises(OptionError, match="diverged in the first epoch.*smaller lr") as e:
+        tinykd.fit(texts, y, **SMALL)
+    assert "smaller --lr" in e.value.for_cli()
+
+
+def test_fit_items_input_errors():
+    with pytest.raises(ValueError, match="needs ids"):
+        tinykd.fit_items(["a", "b"], ["0", "1"], teacher="soft.csv")
+    with pytest.raises(ValueError, match="empty in every row"):
+        tinykd.fit_items(["a", "b"], ["", "NA"])
+    with pytest.raises(OptionError, match="no rows with split == 'training'"):
+        tinykd.fit_items(["a", "b"], ["0", "1"], splits=["train", "test"], train_split="training")
+    with pytest.raises(ValueError, match="3 texts but 2 labels"):
+        tinykd.fit_items(["a", "b", "c"], ["0", "1"])
+    rows = rows_for(items=("Q1",), unlabeled=0)
+    with pytest.raises(ValueError, match="duplicate ids in 'id': 'r1'"):
+        tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), ids=["r1"] * len(rows),
+                         teacher=(["r1"], [0, 1, 2], [[0.2, 0.3, 0.5]]), **SMALL)
+
+
+def test_scores_read_back_from_csv_equal_fit_items(tmp_path):
+    """What the file holds is what trains: the CLI reads cells as strings, fit_items normalises them."""
+    rows = rows_for(items=("Q1",))
+    data = write_csv(tmp_path / "d.csv", rows)
+    with open(data, newline="", encoding="utf-8") as f:
+        back = list(csv.DictReader(f))
+    a = tinykd.fit_items(columns(back, "text"), columns(back, "label"), splits=columns(back, "split"),
+                         seed=1, **SMALL)
+    b = tinykd.fit_items(columns(rows, "text"), [None if r["label"] == "" else float(r["label"]) for r in rows],
+                         splits=columns(rows, "split"), seed=1, **SMALL)
+    assert_same_model(a, b)

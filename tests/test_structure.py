@@ -1,0 +1,91 @@
+"""The package's shape: no import circle inside tinykd/ (imports inside functions count too),
+the Numba kernel modules know nothing of the student's parameter names, and the optional
+extras and the teacher's stack are never imported by tinykd/."""
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "tinykd"
+
+
+def _module_name(path):
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path):
+    """Every tinykd module that ``path`` imports, anywhere in the file."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("tinykd")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if not mod.startswith("tinykd"):
+                continue
+            for a in node.names:  # "from . import fitting" imports a module
+                sub = f"{mod}.{a.name}"
+                out.add(sub if (ROOT.parent / (sub.replace(".", "/") + ".py")).exists()
+                        or (ROOT.parent / sub.replace(".", "/")).is_dir() else mod)
+    out.discard(name)
+    return out
+
+
+GRAPH = {_module_name(p): _imports(p) for p in ROOT.rglob("*.py")}
+
+
+def test_no_import_circle():
+    def parents(m):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+        parts = m.split(".")
+        return {".".join(parts[:k]) for k in range(1, len(parts))}
+
+    graph = {m: {d for d in deps if d in GRAPH} for m, deps in GRAPH.items()}
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if d == "tinykd" or d in parents(m):
+                continue  # a submodule reading its own package (__version__ etc.) is not allowed either:
+                # checked below
+            if state.get(d) == "open":
+                pytest.fail("import circle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not [m for m, deps in graph.items() if m != "tinykd" and "tinykd" in deps], \
+        "a submodule imports the package itself (a circle through tinykd/__init__.py)"
+
+
+def test_kernel_modules_take_plain_arrays():
+    names = ("emb.E", "rnn.fwd", "rnn.bwd", "hidden.W", "out.W", ".p[", "net.")
+    for mod in ("nn/_jit.py", "nn/_lstm_kernels.py", "nn/_pool_kernels.py", "_scoring_kernels.py",
+                "_optim_kernels.py", "nn/lstm.py", "nn/reference.py"):
+        text = (ROOT / mod).read_text(encoding="utf-8")
+        assert not [n for n in names if n in text], mod
+
+
+def test_no_deep_learning_stack_or_optional_extra_in_tinykd():
+    banned = ("torch", "tensorflow", "transformers", "onnx", "dask", "matplotlib", "pandas")
+    for p in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not [m for m in mods if m.split(".")[0] in banned], (p, mods)

@@ -1,0 +1,61 @@
+"""What a model file holds: ``tinykd info`` (the file is read once)."""
+from __future__ import annotations
+
+import os
+
+from .evaluate import format_metrics
+from .modelfile import read_file
+from .student import Bundle, from_file_contents
+
+
+def describe(path):
+    """What a model file holds (``tinykd info``), as a JSON-ready dict; the file is read once."""
+    meta, arrays = read_file(path)
+    model = from_file_contents(path, meta, arrays)
+    students = model.students if isinstance(model, Bundle) else {"default": model}
+    out = {"file": os.fspath(path), "size_bytes": os.path.getsize(path), "format_version": meta.get("version"),
+           "written_by": next(iter(meta["students"].values())).get("tinykd_version"),
+           "n_params": model.n_params, "kind": "bundle" if isinstance(model, Bundle) else "student",
+           "item_col": getattr(model, "item_col", None), "students": {}}
+    for name, st in students.items():
+        out["students"][name] = {
+            "preset": st.meta.get("preset"), "classes": st.classes, "n_params": st.n_params,
+            "vocab_size": len(st.vocab), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
+            "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
+            "validation_metrics": st.meta.get("validation_metrics")}
+    return out
+
+
+def _size(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def format_description(out):
+    """The lines ``tinykd info`` prints for :func:`describe`'s dict."""
+    bundle = out["kind"] == "bundle"
+    lines = [f"{out['file']}: {_size(out['size_bytes'])}, tinykd model format {out['format_version']}, "
+             f"written by tinykd {out['written_by']}"]
+    if bundle:
+        lines.append(f"per-item bundle: {len(out['students'])} students for column {out['item_col']!r}, "
+                     f"{out['n_params']:,} parameters in all")
+    for name, s in out["students"].items():
+        tr = s["training"] or {}
+        head = f"item {name}: " if bundle else ""
+        ctx = ", question/context before the answer" if s["uses_context"] else ""
+        lines.append(f"{head}preset {s['preset']}, {s['n_params']:,} parameters, vocabulary {s['vocab_size']:,} "
+                     f"words, max length {s['max_len']} tokens{ctx}")
+        lines.append(f"  classes: {', '.join(map(str, s['classes']))}")
+        if tr:
+            kind = (f"KD (λ = {tr.get('lam'):g}, T = {tr.get('temperature'):g})" if tr.get("teacher") and tr.get("lam")
+                    else "plain NN (no teacher)")
+            lines.append(f"  training: {kind}; {tr.get('n_train', 0):,} rows + {tr.get('n_transfer', 0):,} transfer, "
+                         f"{tr.get('n_val', 0):,} validation; best epoch {tr.get('best_epoch')} of {tr.get('epochs')} "
+                         f"(stopped: {tr.get('stopped')}); seed {tr.get('seed')}; {tr.get('seconds')} s")
+        if s["validation_metrics"]:
+            lines.append(f"  validation: {format_metrics(s['validation_metrics'])}")
+        if s["columns"]:
+            lines.append("  columns: " + ", ".join(f"{k} = {v}" for k, v in s["columns"].items() if v))
+    return lines
