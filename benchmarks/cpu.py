@@ -186,19 +186,19 @@ def copy_weights(tnet, net):
 
 
 # ----------------------------------------------------------------- training
-def train_tinykd(preset, ids, lengths, y, teacher, V, repeats, seed=0):
+def train_tinykd(preset, ids, lengths, y, teacher, V, repeats, settings, seed=0):
     from tinykd.model import StudentNet, make_config
     from tinykd.train import TrainData, train
 
     data = TrainData(ids, lengths, y, teacher)
     warm = TrainData(ids[:96], lengths[:96], y[:96], teacher[:96])
     net = StudentNet(make_config(preset), V, K, seed=seed)
-    train(net, warm, None, lam=1.0, epochs=1, verbose=False)  # compile / load the kernels
+    train(net, warm, None, lam=1.0, epochs=1, verbose=False, settings=settings)  # compile / load the kernels
     times = []
     for r in range(repeats):
         net = StudentNet(make_config(preset), V, K, seed=seed)
         t0 = time.perf_counter()
-        train(net, data, None, lam=1.0, epochs=1, batch_size=32, verbose=False)
+        train(net, data, None, lam=1.0, epochs=1, batch_size=32, verbose=False, settings=settings)
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), net
 
@@ -296,12 +296,14 @@ ROUNDS = 6  # scoring engines are timed in turn, round after round, so a drift i
 SETTLE_S = 0.2  # idle pause before each engine's turn (thread pools of PyTorch and ORT spin after a call)
 
 
-def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp):
+def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp, settings):
     import torch
 
     from tinykd.model import make_config
-    from tinykd.nn.lstm import score_rows_numpy  # the no-Numba path of a fresh process's first small jobs
-    from tinykd.student import predict_proba_ids
+    from tinykd.scoring import Scorer
+
+    numba_scorer = Scorer(net, settings.replace(jit="always"))
+    numpy_scorer = Scorer(net, settings.replace(jit="never"))  # the path of a fresh process's first small jobs
 
     V = net.vocab_size
     rng = np.random.default_rng(1)
@@ -309,16 +311,15 @@ def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp):
     one_len = np.array([L], np.int32)
     batch = rng.integers(3, V, size=(256, L)).astype(np.int32)
     batch_len = np.full(256, L, np.int32)
-    p_one = predict_proba_ids(net, one, one_len)
-    p_batch = predict_proba_ids(net, batch, batch_len)
+    p_one = numba_scorer.predict_proba(one, one_len)
+    p_batch = numba_scorer.predict_proba(batch, batch_len)
 
     # engine name -> (one response, batch of 256, set-up before its turn, share of the calls)
-    engines = {"tinykd": (lambda: predict_proba_ids(net, one, one_len),
-                          lambda: predict_proba_ids(net, batch, batch_len), None, 1.0)}
-    buf, bufb = np.empty((1, K), np.float32), np.empty((256, K), np.float32)
+    engines = {"tinykd": (lambda: numba_scorer.predict_proba(one, one_len),
+                          lambda: numba_scorer.predict_proba(batch, batch_len), None, 1.0)}
     engines["tinykd NumPy path (first small jobs of a fresh process)"] = (
-        lambda: score_rows_numpy(net, one, one_len, buf).copy(),
-        lambda: score_rows_numpy(net, batch, batch_len, bufb).copy(), None, 0.1)
+        lambda: numpy_scorer.predict_proba(one, one_len),
+        lambda: numpy_scorer.predict_proba(batch, batch_len), None, 0.1)
 
     # PyTorch eager, same weights
     tnet = torch_student(make_config(preset), V, K)
@@ -504,17 +505,17 @@ def main(argv=None):
 
     info = machine()
     load0 = load_snapshot()
-    from tinykd.nn import lstm as tk_lstm
-    from tinykd import train as tk_train
+    from tinykd.settings import DEFAULT
 
-    if tk_lstm.PARALLEL == "auto" and tk_lstm._parallel():
+    if DEFAULT.parallel == "auto" and DEFAULT.use_parallel():
         # a free core at start: keep tinykd's parallel loops on for the whole run, as the peers keep their
         # threads — otherwise the peers' own threads, raising the load average, would switch them off
-        tk_lstm.PARALLEL = True
+        settings = DEFAULT.replace(parallel=True)
         info["tinykd_parallel"] = "'auto' → a core was free at start → True for the whole run"
     else:
-        info["tinykd_parallel"] = f"{tk_lstm.PARALLEL!r} → {'parallel' if tk_lstm._parallel() else 'serial'} at start"
-    info["tinykd_blas"] = tk_train.BLAS_THREADS
+        settings = DEFAULT
+        info["tinykd_parallel"] = f"{DEFAULT.parallel!r} → {'parallel' if DEFAULT.use_parallel() else 'serial'} at start"
+    info["tinykd_blas"] = settings.blas_threads
     t_start = time.time()
     print(f"{info['cpu']} ({info['cores']} cores, {info['simd']}, {info['mhz']:.0f} MHz); "
           f"load average {load0['loadavg'][0]:.2f}", flush=True)
@@ -528,7 +529,7 @@ def main(argv=None):
     train_rows = []
     ids, lens, y, t = synthetic(n_syn, 60, V)
     for preset in presets:
-        tk, _ = train_tinykd(preset, ids, lens, y, t, V, repeats)
+        tk, _ = train_tinykd(preset, ids, lens, y, t, V, repeats, settings)
         tt = {f"padded@{th}": torch_threads(th, train_torch, preset, ids, lens, y, t, V, repeats, "full")
               for th in TORCH_THREADS}
         train_rows.append(("synthetic 60 tokens", preset, n_syn, tk, tt))
@@ -546,7 +547,7 @@ def main(argv=None):
     Vr = len(vocab)
     real_nets = {}
     for preset in presets:
-        tk, net = train_tinykd(preset, r_ids, r_lens, r_y, r_t, Vr, repeats)
+        tk, net = train_tinykd(preset, r_ids, r_lens, r_y, r_t, Vr, repeats, settings)
         real_nets[preset] = net
         tt = {f"{mode}@{th}": torch_threads(th, train_torch, preset, r_ids, r_lens, r_y, r_t, Vr, repeats, mode)
               for mode in ("padded", "packed") for th in TORCH_THREADS}
@@ -562,7 +563,7 @@ def main(argv=None):
     onnx_paths, tnets = {}, {}
     for preset in presets:
         net = real_nets[preset]
-        score[preset], tnets[preset], onnx_paths[preset] = bench_scoring(net, preset, 60, n_calls, n_batch, tmp)
+        score[preset], tnets[preset], onnx_paths[preset] = bench_scoring(net, preset, 60, n_calls, n_batch, tmp, settings)
         s = score[preset]
         print(f"score {preset}: " + ", ".join(
             f"{k} {fmt_us(v['median'])} (p99 {fmt_us(v['p99'])}), {v['batch']:,.0f} rows/s"
@@ -634,7 +635,7 @@ def write_report(path, info, load0, load1, t_start, quick, train_rows, score, te
       f"onnx {info['onnx']}, transformers {info['transformers']}")
     w(f"- threads: PyTorch (set_num_threads) and ONNX Runtime (intra-op) at {THREADS} and at 1 thread, ratios "
       f"against their faster setting; tinykd: Numba "
-      f"{THREADS} threads, parallel loops `PARALLEL={info['tinykd_parallel']}` (auto = parallel only while "
+      f"{THREADS} threads, parallel loops `Settings.parallel={info['tinykd_parallel']}` (auto = parallel only while "
       f"the 1-minute load average is below cores − ½), BLAS limited to {info['tinykd_blas']} thread while training")
     w(f"- load average at start {', '.join(f'{x:.2f}' for x in load0['loadavg'])}; "
       f"at end {', '.join(f'{x:.2f}' for x in load1['loadavg'])} (the machine is shared; busiest processes at start:)")
@@ -708,7 +709,7 @@ def write_report(path, info, load0, load1, t_start, quick, train_rows, score, te
     w("")
     w("Median of 3 fresh processes after one page-cache warm-up run; peak RSS = VmHWM of the child. "
       "A fresh tinykd process scores its first small jobs with a NumPy time loop and starts Numba only "
-      "for a large job or from the fourth small one (`tinykd.nn.lstm.use_numba`); the second tinykd row "
+      "for a large job or from the fourth small one (`tinykd.settings.Settings.jit`); the second tinykd row "
       "forces Numba from the first answer (kernels read from Numba's on-disk cache, filled by the first run "
       "after install). PyTorch and ONNX Runtime tokenize with the same regex and vocabulary.")
     w("")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinykd.splits import holdout, split_712
-from tinykd.tables import DataFileError, label_key, label_sort_key, normalize_labels, read_table, sniff_encoding
+from tinykd.tables import DataFileError, duplicated, label_key, label_sort_key, normalize_labels, read_table, sniff_encoding
 
 ROLES = ("train", "val", "test")
 
@@ -243,11 +243,7 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
             splits.append("unlabeled")
             roles.append("unlabeled")
 
-    seen, dups = set(), []
-    for i in ids:
-        if i in seen:
-            dups.append(i)
-        seen.add(i)
+    dups = duplicated(ids)
     if dups:
         raise DataError(f"duplicated ids: {dups[:5]} ({len(dups)} in all)")
     if any(i == "" for i in ids):

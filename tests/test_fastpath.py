@@ -189,11 +189,14 @@ def test_scorer_weights_are_read_only_and_a_new_scorer_follows_new_weights(rng):
     np.testing.assert_allclose(proba(edited, ids, lengths, jit="never"), ref, atol=ATOL)
 
 
-def test_scoring_refuses_out_of_range_ids():
+def test_scoring_refuses_out_of_range_ids_and_lengths():
     net = StudentNet(make_config("7t"), 10, 2)
     for jit in ("always", "never"):
         with pytest.raises(IndexError):
             proba(net, np.array([[3, 10]], np.int32), np.array([2], np.int32), jit=jit)
+        for bad in (3, -1):
+            with pytest.raises(ValueError, match="lengths must be within 0..2"):
+                proba(net, np.array([[3, 4]], np.int32), np.array([bad], np.int32), jit=jit)
 
 
 def test_float64_network_uses_the_reference_path(rng):
@@ -225,11 +228,12 @@ def test_fresh_process_defers_numba(monkeypatch):
     net = StudentNet(make_config("7t"), 10, 2)
     st = Settings()
     sc = Scorer(net, st)
-    assert [sc._use_numba(60) for _ in range(st.numba_after_calls)] == [False] * st.numba_after_calls
-    assert sc._use_numba(60)
-    assert Scorer(net, st)._use_numba(st.numba_min_tokens)
-    assert not Scorer(net, Settings(jit="never"))._use_numba(10 ** 6)
-    assert Scorer(net, Settings(jit="always"))._use_numba(1)
+    small, large = np.array([60], np.int32), np.array([st.numba_min_tokens], np.int32)
+    assert [sc._use_numba(small) for _ in range(st.numba_after_calls)] == [False] * st.numba_after_calls
+    assert sc._use_numba(small)
+    assert Scorer(net, st)._use_numba(large)
+    assert not Scorer(net, Settings(jit="never"))._use_numba(large * 100)
+    assert Scorer(net, Settings(jit="always"))._use_numba(small)
 
 
 def test_settings_from_env_and_bad_values(monkeypatch):

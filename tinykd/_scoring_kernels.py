@@ -14,13 +14,18 @@ _RELU, _SELU = ACTIVATION_CODES["relu"], ACTIVATION_CODES["selu"]
 
 
 @njit(inline="always", **JIT)
-def _ids_in_range(ids, lengths, V):
+def _check(ids, lengths, V):
+    """0 if every length fits the ids' columns and every real id the table; else -2 / -1."""
+    L = ids.shape[1]
     for r in range(ids.shape[0]):
-        for t in range(lengths[r]):
+        n = lengths[r]
+        if n < 0 or n > L:
+            return -2
+        for t in range(n):
             v = ids[r, t]
             if v < 0 or v >= V:
-                return False
-    return True
+                return -1
+    return 0
 
 
 @njit(inline="always", **JIT)
@@ -130,10 +135,11 @@ def _head(feat, W1, b1, act, W2, b2, out):
 @njit(**JIT)
 def score_serial(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverses, pool_max, feat,
                  HW1, Hb1, act, HW2, Hb2, out):
-    """Everything for a batch on one core in one call: time loops, pooling, head. -1 if an id
-    is out of the table's range (nothing computed), else 0."""
-    if not _ids_in_range(ids, lengths, T.shape[1]):
-        return -1
+    """Everything for a batch on one core in one call: time loops, pooling, head. Returns 0, or
+    (nothing computed) -1 if an id is out of the table's range, -2 if a length is out of the ids'."""
+    rc = _check(ids, lengths, T.shape[1])
+    if rc < 0:
+        return rc
     for ti in range(task_dir.shape[0]):
         d = task_dir[ti]
         _infer_task(ids, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], T, d, U0 if d == 0 else U1,
@@ -146,8 +152,9 @@ def score_serial(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverse
 def score_parallel(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverses, pool_max, feat,
                    HW1, Hb1, act, HW2, Hb2, out):
     """:func:`score_serial` with the tasks (directions, or halves of a batch) on the cores."""
-    if not _ids_in_range(ids, lengths, T.shape[1]):
-        return -1
+    rc = _check(ids, lengths, T.shape[1])
+    if rc < 0:
+        return rc
     for ti in prange(task_dir.shape[0]):
         d = task_dir[ti]
         _infer_task(ids, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], T, d, U0 if d == 0 else U1,

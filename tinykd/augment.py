@@ -26,7 +26,7 @@ from collections import Counter
 
 import numpy as np
 
-from .tables import normalize_labels
+from .tables import duplicated, normalize_labels
 from .text import tokenize
 
 __all__ = ["augment", "augment_rows"]
@@ -100,13 +100,9 @@ def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=
     Raises ``ValueError`` on duplicate ids, no labelled training row, or copies whose ids
     already exist (an augmented file augmented again)."""
     ids = [str(i).strip() for i in ids]
-    seen, dups = set(), []
-    for i in ids:
-        if i in seen:
-            dups.append(i)
-        seen.add(i)
+    dups = duplicated(ids)
     if dups:
-        raise ValueError(f"duplicated ids: {', '.join(dict.fromkeys(dups[:5]))}")
+        raise ValueError(f"duplicated ids: {', '.join(dups[:5])}")
     labels, _ = normalize_labels(labels)
     src = [i for i in range(len(ids)) if labels[i] is not None
            and (splits is None or str(splits[i]).strip() == train_split)]
@@ -119,7 +115,7 @@ def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=
     for rows in groups.values():
         new_ids, new_texts, origin = augment([texts[i] for i in rows], [ids[i] for i in rows], n=n,
                                              p_drop=p_drop, p_swap=p_swap, p_span=p_span, seed=seed)
-        clash = seen.intersection(new_ids)
+        clash = set(ids).intersection(new_ids)
         if clash:
             raise ValueError(f"ids like {sorted(clash)[0]!r} already exist; is it an augmented file?")
         out += [(rows[j], nid, text) for nid, text, j in zip(new_ids, new_texts, origin.tolist())]

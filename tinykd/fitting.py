@@ -39,7 +39,7 @@ from .metrics import scoring_metrics
 from .model import StudentNet, make_config
 from .splits import holdout
 from .student import Bundle, Student
-from .tables import label_key, label_sort_key, normalize_labels
+from .tables import duplicated, label_key, label_sort_key, normalize_labels
 from .text import Vocabulary
 from .train import TrainData, train
 
@@ -273,15 +273,6 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
 
 
 # ------------------------------------------------------------------------------ fit_items
-def _duplicates(values):
-    seen, dups = set(), []
-    for v in values:
-        if v in seen and v not in dups:
-            dups.append(v)
-        seen.add(v)
-    return dups
-
-
 def _item_order(name):
     return (len(name), name) if name.isdigit() else (10 ** 9, name)
 
@@ -390,7 +381,7 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
         if teacher is not None and blank:
             raise ValueError(f"{len(blank)} rows have an empty {cols['id']!r} (row {blank[0]}); "
                              "every row needs an id to join the teacher's probabilities")
-        dups = _duplicates([ids[i] for i in used if ids[i]])
+        dups = duplicated([ids[i] for i in used if ids[i]])
         if dups:
             msg = (f"duplicate ids in {cols['id']!r}: {', '.join(map(repr, dups[:5]))}"
                    f"{' …' if len(dups) > 5 else ''}")

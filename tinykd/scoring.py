@@ -34,6 +34,7 @@ from .settings import DEFAULT
 REVIEW_BELOW = 0.6
 
 _KERNELS = "tinykd._scoring_kernels"
+_LENGTHS = "lengths must be within 0..{} (the ids' columns)"
 
 
 def decide(proba, review_below=REVIEW_BELOW):
@@ -68,6 +69,7 @@ class Scorer:
         self.n_classes = net.n_classes
         self.vocab_size = net.vocab_size
         self._small_jobs = 0
+        self._called = set()
         self.fast = net.dtype == np.float32
         if not self.fast:
             return
@@ -98,18 +100,18 @@ class Scorer:
     def predict_proba(self, ids, lengths):
         """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``)."""
         lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
         n = len(lengths)
+        if ids.ndim != 2 or ids.shape[0] != n:
+            raise ValueError(f"ids must be (n, L) with n = {n} rows, got shape {ids.shape}")
         out = np.empty((n, self.n_classes), dtype=np.float32)
         if n == 0:
             return out
-        ids = np.ascontiguousarray(ids, dtype=np.int32)
-        if ids.ndim != 2 or ids.shape[0] != n:
-            raise ValueError(f"ids must be (n, L) with n = {n} rows, got shape {ids.shape}")
-        if int(lengths.max()) > ids.shape[1] or int(lengths.min()) < 0:
-            raise ValueError(f"lengths must be within 0..{ids.shape[1]} (the ids' columns)")
-        if not self.fast:
-            return self._reference(ids, lengths, out)
-        if not self._use_numba(int(lengths.sum())):
+        if not self.fast or not self._use_numba(lengths):
+            if int(lengths.max()) > ids.shape[1] or int(lengths.min()) < 0:
+                raise ValueError(_LENGTHS.format(ids.shape[1]))
+            if not self.fast:
+                return self._reference(ids, lengths, out)
             self._check_ids(ids, lengths)
             return self._numpy(ids, lengths, out)
         batch = self.settings.score_batch
@@ -124,14 +126,15 @@ class Scorer:
         return out
 
     # ------------------------------------------------------------------ choices
-    def _use_numba(self, n_tokens):
+    def _use_numba(self, lengths):
         """Whether this job runs the Numba kernels (see :class:`~tinykd.settings.Settings`)."""
         mode = self.settings.jit
         if mode != "auto":
             return mode == "always"
         if _KERNELS in sys.modules:  # Numba is running already: no start-up to save
             return True
-        if n_tokens >= self.settings.numba_min_tokens or self._small_jobs >= self.settings.numba_after_calls:
+        if (int(lengths.sum()) >= self.settings.numba_min_tokens
+                or self._small_jobs >= self.settings.numba_after_calls):
             return True
         self._small_jobs += 1
         return False
@@ -149,22 +152,28 @@ class Scorer:
         B = lengths.shape[0]
         par = B >= self.settings.parallel_score_rows and self.settings.use_parallel()
         kern = K.score_parallel if par else K.score_serial
-        if not kern.signatures:  # the first call in this process: say so if it must compile
+        if kern not in self._called:  # this scorer's first call of it: say so if it must compile
             from .nn._jit import announce_compile
 
             announce_compile([kern], "scoring", "5-10 s")
-        order = np.argsort(-lengths, kind="stable").astype(np.int32)
-        if self.D == 1 and par:
-            parts, tdir = (order[0::2], order[1::2]), _DIRS11
+            self._called.add(kern)
+        if B == 1:  # one answer: the task layout is a constant
+            rows, ptr, tdir = (_ROW0, _PTR1, _DIRS1) if self.D == 1 else (_ROW00, _PTR2, _DIRS2)
         else:
-            parts, tdir = (order,) * self.D, (_DIRS1 if self.D == 1 else _DIRS2)
-        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        ptr = np.array([0, len(parts[0]), len(rows)][:len(parts) + 1], np.int64)
+            order = np.argsort(-lengths, kind="stable").astype(np.int32)
+            if self.D == 1 and par:
+                parts, tdir = (order[0::2], order[1::2]), _DIRS11
+            else:
+                parts, tdir = (order,) * self.D, (_DIRS1 if self.D == 1 else _DIRS2)
+            rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            ptr = np.array([0, len(parts[0]), len(rows)][:len(parts) + 1], np.int64)
         feat = np.empty((B, self.D * self.H), np.float32)
         U0 = self.U[0]
         U1 = self.U[-1]
         rc = kern(ids, lengths, rows, ptr, tdir, self.T, U0, U1, self.reverses, self.pool_max, feat,
                   self.hidden[0], self.hidden[1], self.act_code, self.out[0], self.out[1], out)
+        if rc == -2:
+            raise ValueError(_LENGTHS.format(ids.shape[1]))
         if rc < 0:
             raise IndexError(f"token ids out of range for a vocabulary of {self.vocab_size}")
         return out
@@ -222,5 +231,9 @@ class Scorer:
 _DIRS1 = np.array([0], np.int32)
 _DIRS2 = np.array([0, 1], np.int32)
 _DIRS11 = np.array([0, 0], np.int32)
-for _a in (_DIRS1, _DIRS2, _DIRS11):
+_ROW0 = np.zeros(1, np.int32)
+_ROW00 = np.zeros(2, np.int32)
+_PTR1 = np.array([0, 1], np.int64)
+_PTR2 = np.array([0, 1, 2], np.int64)
+for _a in (_DIRS1, _DIRS2, _DIRS11, _ROW0, _ROW00, _PTR1, _PTR2):
     _a.flags.writeable = False

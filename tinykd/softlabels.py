@@ -28,6 +28,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 from .nn.dense import softmax
+from .tables import duplicated
 
 __all__ = ["SoftLabelError", "write_soft_labels", "read_soft_labels", "read_soft_label_table",
            "read_sidecar", "sidecar_path"]
@@ -68,7 +69,7 @@ def write_soft_labels(path, ids, classes, proba, logits=None, extra=None, meta=N
     if proba.shape != (n, k):
         raise SoftLabelError(f"proba has shape {proba.shape}, expected ({n}, {k})")
     if len(set(ids)) != n:
-        raise SoftLabelError(f"duplicated ids: {_few(_dups(ids))}")
+        raise SoftLabelError(f"duplicated ids: {_few(duplicated(ids))}")
     if len(set(classes)) != k:
         raise SoftLabelError(f"duplicated class labels: {classes}")
     if not np.all(np.isfinite(proba)) or np.any(proba < 0):
@@ -154,7 +155,7 @@ def _load(path, classes, from_logits, tol):
     body = [row for row in body if any(cell.strip() for cell in row)]
     id_col = header.index("id")
     file_ids = [row[id_col].strip() if len(row) > id_col else "" for row in body]
-    dups = _dups(file_ids)
+    dups = duplicated(file_ids)
     if dups:
         raise SoftLabelError(f"{path}: duplicated ids in the file: {_few(dups)}")
     has_p = any(h.startswith("p_") for h in header)
@@ -215,7 +216,7 @@ def join_by_id(source, file_ids, proba, ids, allow_missing=False):
     want = [str(i).strip() for i in ids]
     pos = {i: r for r, i in enumerate(file_ids)}
     if len(pos) != len(file_ids):
-        raise SoftLabelError(f"{source}: duplicated ids: {_few(_dups(file_ids))}")
+        raise SoftLabelError(f"{source}: duplicated ids: {_few(duplicated(file_ids))}")
     missing = [i for i in want if i not in pos]
     if missing and not allow_missing:
         raise SoftLabelError(f"{source}: {len(missing)} of {len(want)} requested ids are not in the "
@@ -226,15 +227,6 @@ def join_by_id(source, file_ids, proba, ids, allow_missing=False):
         if j is not None:
             out[r] = proba[j]
     return out
-
-
-def _dups(ids):
-    seen, dup = set(), []
-    for i in ids:
-        if i in seen:
-            dup.append(i)
-        seen.add(i)
-    return list(dict.fromkeys(dup))
 
 
 def read_soft_label_table(path, *, from_logits=False, tol=1e-3):

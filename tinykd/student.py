@@ -154,17 +154,6 @@ class Bundle:
                                    f"{' …' if len(unknown) > 10 else ''}; the model knows {', '.join(self.items)}")
         return {it: np.flatnonzero(items == it) for it in self.students if (items == it).any()}
 
-    def predict_proba(self, texts, items, contexts=None):
-        """Per-row probabilities: a list of arrays (items may have different class sets)."""
-        texts = list(texts)
-        out = [None] * len(texts)
-        for it, idx in self._groups(items).items():
-            ctx = None if contexts is None else [contexts[i] for i in idx]
-            proba = self.students[it].predict_proba([texts[i] for i in idx], ctx)
-            for j, i in enumerate(idx):
-                out[i] = proba[j]
-        return out
-
     def predict(self, texts, items, contexts=None):
         texts = list(texts)
         out = [None] * len(texts)

@@ -278,6 +278,16 @@ def coerce_labels(cells, classes):
     return [None if v is None else by_key.get(label_key(v), v) for v in labels]
 
 
+def duplicated(values):
+    """The values that occur more than once, each once, in the order of their first repeat."""
+    seen, dups = set(), {}
+    for v in values:
+        if v in seen:
+            dups.setdefault(v, None)
+        seen.add(v)
+    return list(dups)
+
+
 def label_sort_key(v):
     """Sort key of normalised labels: numbers numerically, then text."""
     return (isinstance(v, str), v)
@@ -307,11 +317,9 @@ class AtomicCsvWriter:
             raise DataFileError(f"{self.path}: is a folder; give a file name for the output") from None
         self._w = csv.writer(self._file.file, lineterminator="\n")
         self._w.writerow(header)
-        self.n_rows = 0
 
     def writerow(self, row):
         self._w.writerow(row)
-        self.n_rows += 1
 
     def writerows(self, rows):
         for r in rows:
