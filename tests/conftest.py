@@ -55,3 +55,27 @@ def assert_user_error(rc, err, *needles):
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
+
+
+# a tiny randomly initialised BERT built locally (no network, seconds), for the teacher's tests
+WORDS = {"0": ["acid", "rain", "marble", "dissolves"], "1": ["water", "cup", "vinegar", "size"],
+         "2": ["sun", "dog", "lid", "heat"]}
+FILLER = ["the", "a", "is", "because", "it", "more", "less", "and"]
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + sorted(w for ws in WORDS.values() for w in ws) \
+        + ["what", "happens", "explain", "why"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = transformers.BertTokenizer.from_pretrained(str(folder))
+    assert tok.convert_tokens_to_ids("marble") == vocab.index("marble")  # the file was read
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(str(folder))
+    return str(folder)

@@ -17,25 +17,7 @@ from teacher_export.export import run_fit  # noqa: E402
 from teacher_export.model import BaseModelError, resolve_base  # noqa: E402
 from tinykd.softlabels import read_sidecar, read_soft_label_table, read_soft_labels  # noqa: E402
 
-WORDS = {"0": ["acid", "rain", "marble", "dissolves"], "1": ["water", "cup", "vinegar", "size"],
-         "2": ["sun", "dog", "lid", "heat"]}
-FILLER = ["the", "a", "is", "because", "it", "more", "less", "and"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + sorted(w for ws in WORDS.values() for w in ws) \
-        + ["what", "happens", "explain", "why"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = transformers.BertTokenizer.from_pretrained(str(folder))
-    assert tok.convert_tokens_to_ids("marble") == vocab.index("marble")  # the file was read
-    tok.save_pretrained(str(folder))
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    transformers.BertModel(cfg).save_pretrained(str(folder))
-    return str(folder)
+from conftest import FILLER, WORDS  # noqa: E402  (and the tiny_base fixture: a tiny local BERT)
 
 
 def _make_csv(path, n=72, seed=0, unlabeled=False):

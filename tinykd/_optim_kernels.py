@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .nn import _jit  # noqa: F401  (Numba started the tinykd way)
+from .nn import _jit  # noqa: F401  (Numba started the tinykd way, before njit)
 
 
 @njit(cache=True, fastmath={"contract", "nsz"}, error_model="numpy")

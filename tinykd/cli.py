@@ -12,18 +12,14 @@ only when complete. ``tinykd score`` imports NumPy and Numba only (never scikit-
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
-from ._version import __version__
 from .atomic import check_output_path as _check_out_path
+from .cli_args import build_parser
 from .errors import OptionError
-from .scoring import REVIEW_BELOW
-
-CHUNK_ROWS = 2000  # rows scored per chunk when streaming
 
 
 class CLIError(Exception):
@@ -261,133 +257,29 @@ def cmd_augment(args):
     return 0
 
 
+def cmd_distill(args):
+    from .distill import TEACHER_INSTALL, distill, format_report, teacher_available
+
+    if not teacher_available():
+        raise CLIError(TEACHER_INSTALL)
+    _check_out_path(args.out, [args.data, args.unlabeled])
+    topts = {k: getattr(args, f"teacher_{k}") for k in ("epochs", "patience", "lr", "batch_size", "max_length")}
+    res = distill(args.data, args.out, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col,
+                  context_col=args.context_col, item_col=args.item_col, split_col=args.split_col or None,
+                  train_split=args.train_split, val_split=args.val_split, test_split=args.test_split,
+                  unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
+                  teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
+                  copies=args.copies, epochs=args.epochs, patience=args.patience, seed=args.seed,
+                  verbose=not args.quiet)
+    print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")
+    print("\n".join(format_report(res)))
+    return 0
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
     return run_demo(out=args.out, quick=args.quick, teacher_file=args.teacher_file, seed=args.seed, quiet=args.quiet)
-
-
-# ============================================================================== parser
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Every default in the help, except unset ones (their help says what happens then)."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's usage block is noise here)
-        self.exit(2, f"tinykd: error: {message} (see: {self.prog} --help)\n")
-
-
-def build_parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback on errors")
-    common.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
-    p = _Parser(prog="tinykd", description="Distil a fine-tuned BERT scorer of short answers into a tiny "
-                "student that trains and scores on a plain CPU.", epilog="Start with: tinykd demo")
-    p.add_argument("--version", action="version", version=f"tinykd {__version__}")
-    p.add_argument("--debug", action="store_true", default=False, help="show the traceback on errors")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-    fmt = dict(parents=[common], formatter_class=_Help)
-
-    t = sub.add_parser("train", help="train a student on a CSV (KD with --teacher)", **fmt,
-                       description="Train a student scorer. With --teacher (a soft-label CSV keyed by id) and "
-                       "λ > 0 it is a KD student; otherwise the plain NN.")
-    t.add_argument("data", help="training CSV")
-    t.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
-    t.add_argument("--teacher", help="soft-label CSV: id, p_<label>… (see README, 'Soft-label file')")
-    t.add_argument("--from-logits", action="store_true", help="the teacher file holds only logits; apply a softmax")
-    t.add_argument("--allow-missing-teacher", action="store_true",
-                   help="train labeled rows with no teacher row on the hard label only (else: refuse)")
-    t.add_argument("--preset", default="7t", help="7t, falling_weights, gelatin or bathtub")
-    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 1 with --teacher; 0 = plain NN)")
-    t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
-    _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
-    t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
-    _split_args(t)
-    t.add_argument("--val-split", default=None,
-                   help="split value of validation rows (unset: 'val' if present, else a seeded 1/8 holdout)")
-    t.add_argument("--item-col", help="train one student per value of this column (a per-item bundle)")
-    t.add_argument("--epochs", type=int, default=40, help="most epochs")
-    t.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
-    t.add_argument("--batch-size", type=int, default=32, help="rows per step")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    t.add_argument("--seed", type=int, default=0, help="every random choice (init, shuffling, dropout, holdout)")
-    t.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("score", help="score a CSV with a model, streaming", **fmt,
-                       description="Write every row of DATA back with pred, p_<label> per class, confidence "
-                       "(the top probability) and needs_review (1 when confidence < --review-below).")
-    s.add_argument("model")
-    s.add_argument("data")
-    s.add_argument("--out", "-o", required=True, help="scored CSV to write")
-    _model_columns(s)
-    s.add_argument("--review-below", type=float, default=REVIEW_BELOW, help="flag rows whose confidence is below this")
-    s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
-    s.set_defaults(func=cmd_score)
-
-    e = sub.add_parser("evaluate", help="accuracy, QWK, macro-F1, per-class, confusion matrix", **fmt)
-    e.add_argument("model")
-    e.add_argument("data")
-    e.add_argument("--split", help="evaluate only rows whose --split-col has this value (e.g. test)")
-    e.add_argument("--split-col", default="split", help="split column")
-    e.add_argument("--label-col", help="human score column (unset: the model's training column)")
-    e.add_argument("--rater2-col", help="a second human rater's column: adds human-human agreement")
-    _model_columns(e)
-    e.add_argument("--json", action="store_true", help="print the results as JSON")
-    e.set_defaults(func=cmd_evaluate)
-
-    i = sub.add_parser("info", help="what a model file holds", **fmt)
-    i.add_argument("model")
-    i.add_argument("--json", action="store_true", help="print as JSON")
-    i.set_defaults(func=cmd_info)
-
-    a = sub.add_parser("augment", help="add perturbed copies of the training answers (transfer data for the "
-                       "teacher to label)", **fmt,
-                       description="Copy DATA and append N perturbed copies of every labelled training answer "
-                       "(words dropped / swapped / an answer cut short; see tinykd.augment) with an empty label "
-                       "and id <id>~aug<k>. Label the result with the teacher, then train on it with --teacher: "
-                       "the copies enter the soft term only.")
-    a.add_argument("data", help="training CSV")
-    a.add_argument("--out", "-o", required=True, help="CSV to write (the input rows + the copies)")
-    a.add_argument("--n", type=int, default=8, help="copies per answer")
-    a.add_argument("--p-drop", type=float, default=0.1, help="probability of dropping each word")
-    a.add_argument("--p-swap", type=float, default=0.1, help="probability of replacing each word by a training word")
-    a.add_argument("--p-span", type=float, default=0.25, help="probability of keeping only a span of 30-90%% of the words")
-    _columns(a, text="answer column", label="human score column", id="id column")
-    _split_args(a)
-    a.add_argument("--item-col", help="one word table per item (swaps stay within an item's answers)")
-    a.add_argument("--seed", type=int, default=0, help="seed of the copies")
-    a.set_defaults(func=cmd_augment)
-
-    d = sub.add_parser("demo", help="teacher vs plain NN vs KD on bundled SciEntsBank data", **fmt,
-                       description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
-                       "teacher probabilities, compare them with the teacher, save the KD model and score examples.")
-    d.add_argument("--out", "-o", default="tinykd-demo.npz", help="where to save the KD model")
-    d.add_argument("--quick", action="store_true", help="a reduced run (small sample, 2 epochs) for CI")
-    d.add_argument("--teacher-file", help=argparse.SUPPRESS)
-    d.add_argument("--seed", type=int, default=0, help="seed of both students")
-    d.set_defaults(func=cmd_demo)
-    return p
-
-
-def _model_columns(p):
-    for name in ("text", "context", "item"):
-        p.add_argument(f"--{name}-col", help=f"{name} column (unset: the one the model was trained with)")
-
-
-def _columns(p, **helps):
-    for name, help_ in helps.items():
-        p.add_argument(f"--{name}-col", default=name, help=help_)
-
-
-def _split_args(p):
-    p.add_argument("--split-col", default=None,
-                   help="split column (unset: 'split' when the file has one; '' to use every row for training)")
-    p.add_argument("--train-split", default="train", help="split value of the training rows")
 
 
 def main(argv=None):
@@ -398,8 +290,10 @@ def main(argv=None):
     if args.cmd is None:
         parser.print_help(sys.stderr)
         return 2
+    commands = {"train": cmd_train, "score": cmd_score, "evaluate": cmd_evaluate, "info": cmd_info,
+                "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo}
     try:
-        return args.func(args) or 0
+        return commands[args.cmd](args) or 0
     except KeyboardInterrupt:
         if debug:
             raise

@@ -201,7 +201,7 @@ class StudentNet:
     # ----------------------------------------------------------------- backward
     def backward(self, dz, cache):
         """Gradients of the loss into ``grads`` (zeroed first) from ``dz`` = dL/dlogits."""
-        cfg, p, g = self.config, self.p, self.g
+        cfg, g = self.config, self.g
         self.grads[:] = 0.0
         dz = dz.astype(self.dtype, copy=False)
         dh = dense_backward(dz, cache["out"], g["out.W"], g["out.b"])

@@ -110,7 +110,6 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
     stream = sys.stderr if stream is None else stream
     rng = np.random.default_rng(seed)
     opt = Adam(net.params, lr=lr, clip_norm=clip_norm)
-    hard_all = data.y >= 0
     soft_all = None
     if data.teacher is not None:
         soft_all = np.isfinite(data.teacher).all(axis=1)

@@ -27,7 +27,7 @@ def _start_numba():
     probe is answered "no BLAS" here — only when this is Numba's first use in
     the process and SciPy's linear algebra is not loaded already.
     """
-    import numba  # noqa: F401
+    import numba  # noqa: F401  (Numba's own start-up)
     from numba.core.registry import cpu_target
 
     if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
@@ -42,15 +42,6 @@ def _start_numba():
         if not had and sys.modules.get(key, 0) is None:
             del sys.modules[key]
 
-
-_start_numba()
-
-from numba import njit, prange, types  # noqa: E402
-from numba.extending import overload  # noqa: E402
-
-_TINY = 1e-30  # carried gradients below this are flushed to 0 (no denormal slow-down)
-_FM = {"contract", "nsz"}  # FMA contraction only: no reassociation, NaN/inf semantics kept
-_JIT = dict(cache=True, fastmath=_FM, error_model="numpy", nogil=True)
 
 _start_numba()
 

@@ -8,8 +8,6 @@ The expected activation is unchanged, so inference needs no rescaling.
 """
 from __future__ import annotations
 
-import numpy as np
-
 
 def dropout_forward(x, p, rng, training):
     """Drop each unit with probability ``p`` when ``training``; the cache is the scaled mask."""

