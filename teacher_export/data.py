@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinykd.splits import holdout, split_712
-from tinykd.tables import DataFileError, duplicated, label_key, label_sort_key, normalize_labels, read_table, sniff_encoding
+from tinykd.tables import (DataFileError, duplicated, label_key, label_sort_key, normalize_labels, parse_where,
+                           read_table, sniff_encoding)
 
 ROLES = ("train", "val", "test")
 
@@ -28,16 +29,6 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def parse_where(where):
-    out = []
-    for w in where or []:
-        if "=" not in w:
-            raise DataError(f"--where expects COL=VALUE, got {w!r}")
-        k, v = w.split("=", 1)
-        out.append((k.strip(), v.strip()))
-    return out
 
 
 def stratified_folds(labels, k, seed):

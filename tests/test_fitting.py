@@ -184,3 +184,56 @@ def test_scores_read_back_from_csv_equal_fit_items(tmp_path):
     b = tinykd.fit_items(columns(rows, "text"), [None if r["label"] == "" else float(r["label"]) for r in rows],
                          splits=columns(rows, "split"), seed=1, **SMALL)
     assert_same_model(a, b)
+
+
+def test_where_selects_rows_in_every_command(tmp_path, capsys):
+    from conftest import assert_user_error, run_cli
+
+    rows = rows_for()
+    data = write_csv(tmp_path / "d.csv", rows)
+    out = tmp_path / "q1.npz"
+    rc, _, err = run_cli(capsys, "train", data, "--out", out, "--where", "item=Q1", "--epochs", "1", "-q")
+    assert rc == 0, err
+    q1_train = sum(1 for r in rows if r["item"] == "Q1" and r["split"] == "train" and r["label"])
+    tr = tinykd.load(out).meta["training"]  # Q1 has no 'val' rows: 1/8 of its training rows validate
+    assert (tr["n_train"] + tr["n_val"], tr["n_val"]) == (q1_train, -(-q1_train // 8))  # scikit-learn rounds the test share up
+    scored = tmp_path / "s.csv"
+    assert run_cli(capsys, "score", out, data, "--out", scored, "--where", "item = Q2 ")[0] == 0
+    with open(scored, newline="", encoding="utf-8") as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == sum(r["item"] == "Q2" for r in rows) and {r["item"] for r in got} == {"Q2"}
+    rc, so, _ = run_cli(capsys, "evaluate", out, data, "--where", "item=Q2", "--where", "split=test", "--json")
+    assert rc == 0 and __import__("json").loads(so)["n"] == sum(
+        r["item"] == "Q2" and r["split"] == "test" for r in rows)
+    rc, _, err = run_cli(capsys, "train", data, "--out", out, "--where", "item=Q9")
+    assert_user_error(rc, err, "no rows with item == 'Q9' (--where)")
+    rc, _, err = run_cli(capsys, "train", data, "--out", out, "--where", "grade=5")
+    assert_user_error(rc, err, "no column 'grade' (set --where)")
+
+
+def test_one_teacher_file_per_item_joins_by_id(tmp_path, capsys):
+    from conftest import assert_user_error, run_cli
+
+    rows = rows_for()
+    for r in rows:  # item Q2 scores 0-1 only: its teacher file has two columns
+        if r["item"] == "Q2" and r["label"] == "2.0":
+            r["label"] = "1.0"
+    data = write_csv(tmp_path / "d.csv", rows)
+    q1 = teacher_file([r for r in rows if r["item"] == "Q1"], tmp_path / "q1.csv")
+    q2_rows = [r for r in rows if r["item"] == "Q2"]
+    write_soft_labels(str(tmp_path / "q2.csv"), [r["id"] for r in q2_rows], [0, 1],
+                      np.tile([0.3, 0.7], (len(q2_rows), 1)))
+    out = tmp_path / "b.npz"
+    rc, _, err = run_cli(capsys, "train", data, "--out", out, "--item-col", "item", "--teacher", q1,
+                         "--teacher", tmp_path / "q2.csv", "--epochs", "1", "-q")
+    assert rc == 0, err
+    b = tinykd.load(out)
+    assert b.students["Q2"].classes == [0, 1] and b.students["Q2"].meta["training"]["teacher"]
+    ids, classes, p = tinykd.softlabels.merge_soft_label_tables([q1, str(tmp_path / "q2.csv")])
+    k = ids.index(q2_rows[0]["id"])
+    assert classes == ["0", "1", "2"] and p[k].tolist() == pytest.approx([0.3, 0.7, 0.0])
+    rc, _, err = run_cli(capsys, "train", data, "--out", out, "--item-col", "item", "--teacher", q1)
+    assert_user_error(rc, err, "requested ids are not in the file", "several teacher files",
+                      "--allow-missing-teacher")
+    with pytest.raises(tinykd.softlabels.SoftLabelError, match="in two teacher files"):
+        tinykd.softlabels.merge_soft_label_tables([q1, q1])

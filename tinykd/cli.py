@@ -65,12 +65,13 @@ def cmd_train(args):
     from .softlabels import SoftLabelError
     from .tables import read_table
 
-    _check_out_path(args.out, [args.data, args.teacher])
-    if args.teacher and not os.path.isfile(args.teacher):
-        raise CLIError(f"--teacher {args.teacher}: no such file")
+    _check_out_path(args.out, [args.data, *args.teacher])
+    for t in args.teacher:
+        if not os.path.isfile(t):
+            raise CLIError(f"--teacher {t}: no such file")
     cols = {k: getattr(args, f"{k}_col") for k in ("text", "label", "id", "context", "item")}
     need = ["text", "label"] + (["id"] if args.teacher else []) + [k for k in ("context", "item") if cols[k]]
-    table = read_table(args.data, [(cols[k], f"--{k}-col") for k in need])
+    table = read_table(args.data, [(cols[k], f"--{k}-col") for k in need], where=args.where)
     if table.note:
         _note(table.note)
     splits = _splits(table, args)
@@ -83,20 +84,21 @@ def cmd_train(args):
     try:
         model = fit_items(get("text"), get("label"), items=get("item"), ids=get("id"), contexts=get("context"),
                           splits=splits, train_split=args.train_split, val_split=args.val_split,
-                          teacher=args.teacher, from_logits=args.from_logits,
+                          teacher=args.teacher or None, from_logits=args.from_logits,
                           allow_missing_teacher=args.allow_missing_teacher, columns=cols,
                           preset=args.preset, lam=args.lam, temperature=args.temperature, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
                           verbose=not args.quiet)
     except SoftLabelError as e:  # name the command-line flags, not the Python arguments
-        raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits")) from None
+        raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
+            "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None
     students = getattr(model, "students", {"default": model})
     if args.quiet:  # warnings about the data are shown even then
         for msg in dict.fromkeys(m for st in students.values() for m in st.meta.get("notes", [])):
             _note(msg)
     for st in students.values():
         st.meta["data_file"] = os.path.basename(args.data)
-        st.meta["teacher_file"] = os.path.basename(args.teacher) if args.teacher else None
+        st.meta["teacher_file"] = ", ".join(os.path.basename(t) for t in args.teacher) or None
     with _WriteErrors(args.out):
         model.save(args.out)
     _train_summary(args, students, time.time() - t0)
@@ -143,7 +145,7 @@ def cmd_score(args):
     pred_time = 0.0
     tty = sys.stderr.isatty() and not args.quiet
     need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col")) if c]
-    with CsvReader(args.data, need) as reader:
+    with CsvReader(args.data, need, where=args.where) as reader:
         if reader.note:
             _note(reader.note)
         clash = [c for c in out_cols if c in reader.index]
@@ -190,7 +192,7 @@ def cmd_evaluate(args):
     need += [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"),
                                  (args.split_col if args.split is not None else None, "--split-col"),
                                  (args.rater2_col, "--rater2-col")) if c]
-    table = read_table(args.data, need)
+    table = read_table(args.data, need, where=args.where)
     if table.note:
         _note(table.note)
     if args.split is None and table.has(args.split_col):
@@ -232,7 +234,7 @@ def cmd_augment(args):
 
     _check_out_path(args.out, [args.data])
     need = [(args.text_col, "--text-col"), (args.label_col, "--label-col"), (args.id_col, "--id-col")]
-    table = read_table(args.data, need + ([(args.item_col, "--item-col")] if args.item_col else []))
+    table = read_table(args.data, need + ([(args.item_col, "--item-col")] if args.item_col else []), where=args.where)
     if table.note:
         _note(table.note, args.quiet)
     t0 = time.time()
@@ -269,7 +271,7 @@ def cmd_distill(args):
                   train_split=args.train_split, val_split=args.val_split, test_split=args.test_split,
                   unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
                   teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
-                  copies=args.copies, epochs=args.epochs, patience=args.patience, seed=args.seed,
+                  copies=args.copies, epochs=args.epochs, patience=args.patience, seed=args.seed, where=args.where,
                   verbose=not args.quiet)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")
     print("\n".join(format_report(res)))

@@ -41,8 +41,10 @@ def build_parser():
                        description="Train a student scorer. With --teacher (a soft-label CSV keyed by id) and "
                        "λ > 0 it is a KD student; otherwise the plain NN.")
     t.add_argument("data", help="training CSV")
+    _where(t)
     t.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
-    t.add_argument("--teacher", help="soft-label CSV: id, p_<label>… (see README, 'Soft-label file')")
+    t.add_argument("--teacher", action="append", default=[], help="soft-label CSV: id, p_<label>… (see README, "
+                   "'Soft-label file'); repeat it for one file per item (joined by id)")
     t.add_argument("--from-logits", action="store_true", help="the teacher file holds only logits; apply a softmax")
     t.add_argument("--allow-missing-teacher", action="store_true",
                    help="train labeled rows with no teacher row on the hard label only (else: refuse)")
@@ -66,6 +68,7 @@ def build_parser():
                        "(the top probability) and needs_review (1 when confidence < --review-below).")
     s.add_argument("model")
     s.add_argument("data")
+    _where(s)
     s.add_argument("--out", "-o", required=True, help="scored CSV to write")
     _model_columns(s)
     s.add_argument("--review-below", type=float, default=REVIEW_BELOW, help="flag rows whose confidence is below this")
@@ -74,6 +77,7 @@ def build_parser():
     e = sub.add_parser("evaluate", help="accuracy, QWK, macro-F1, per-class, confusion matrix", **fmt)
     e.add_argument("model")
     e.add_argument("data")
+    _where(e)
     e.add_argument("--split", help="evaluate only rows whose --split-col has this value (e.g. test)")
     e.add_argument("--split-col", default="split", help="split column")
     e.add_argument("--label-col", help="human score column (unset: the model's training column)")
@@ -92,6 +96,7 @@ def build_parser():
                        "and id <id>~aug<k>. Label the result with the teacher, then train on it with --teacher: "
                        "the copies enter the soft term only.")
     a.add_argument("data", help="training CSV")
+    _where(a)
     a.add_argument("--out", "-o", required=True, help="CSV to write (the input rows + the copies)")
     a.add_argument("--n", type=int, default=8, help="copies per answer")
     a.add_argument("--p-drop", type=float, default=0.1, help="probability of dropping each word")
@@ -108,6 +113,7 @@ def build_parser():
                        "λ on validation rows, save the student and print teacher / plain NN / student on the "
                        "test rows. Every stage is cached in --work: a rerun resumes.")
     x.add_argument("data", help="CSV of human-scored answers")
+    _where(x)
     x.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
     x.add_argument("--work", help="work folder of the cached stages (unset: <out>.work)")
     x.add_argument("--teacher-dir", help="a fine-tuned teacher folder (tinykd-teacher fit), or one per item")
@@ -145,6 +151,11 @@ def _model_columns(p):
 def _columns(p, **helps):
     for name, help_ in helps.items():
         p.add_argument(f"--{name}-col", default=name, help=help_)
+
+
+def _where(p):
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep only the rows with COL == VALUE (repeatable), e.g. --where item=1")
 
 
 def _split_args(p):

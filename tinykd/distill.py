@@ -176,7 +176,7 @@ def _roles(labels, splits, items, train_split, val_split, test_split, seed):
 def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
-            copies=8, epochs=40, patience=5, seed=0, verbose=True, stream=None):
+            copies=8, epochs=40, patience=5, seed=0, where=None, verbose=True, stream=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -184,7 +184,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
     folder per item named as the item; ``base``: the teacher's pre-trained base (default
     all-MiniLM-L6-v2); ``teacher_options``: ``epochs``, ``patience``, ``lr``, ``batch_size``,
-    ``max_length``; ``work``: the work folder (default ``<out>.work``); ``preset`` "auto":
+    ``max_length``; ``work``: the work folder (default ``<out>.work``); ``where``: ``["COL=VALUE", …]``
+    keeps only those rows (of the data and the unlabeled file); ``preset`` "auto":
     ``bathtub`` below 2,000 training answers, else ``7t``. Returns a :class:`DistillResult`."""
     stream = sys.stderr if stream is None else stream
 
@@ -209,7 +210,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     # 1. rows and roles
     need = [(text_col, "--text-col"), (label_col, "--label-col"), (id_col, "--id-col")]
     need += [(c, f) for c, f in ((context_col, "--context-col"), (item_col, "--item-col")) if c]
-    table = read_table(data, need + ([(split_col, "--split-col")] if split_col else []))
+    table = read_table(data, need + ([(split_col, "--split-col")] if split_col else []), where=where)
     if split_col is None and table.has("split"):
         split_col = "split"
     col = lambda c: table.column(c) if c else None  # noqa: E731
@@ -224,14 +225,14 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         raise ValueError(f"{data}: ids must be unique and non-empty (duplicates: {dups[:5]})")
     roles = _roles(labels, col(split_col), items, train_split, val_split, test_split, seed)
     roles_key = _key(_file_hash(data), text_col, label_col, id_col, context_col, item_col, split_col,
-                     train_split, val_split, test_split, seed)
+                     train_split, val_split, test_split, seed, list(where or []))
     rows_dir = st.run("rows", roles_key, f"{len(texts):,} rows", lambda d: _write_rows(
         d, ids, texts, labels, contexts, items, roles))["dir"]
     rows_csv = os.path.join(rows_dir, "rows.csv")
     u_rows = []
     if unlabeled:
         ut = read_table(unlabeled, [(text_col, "--text-col"), (id_col, "--id-col")]
-                        + ([(item_col, "--item-col")] if item_col else []))
+                        + ([(item_col, "--item-col")] if item_col else []), where=where)
         u_rows = [(r[ut.index[id_col]].strip(), r[ut.index[text_col]],
                    r[ut.index[context_col]] if context_col and ut.has(context_col) else "",
                    r[ut.index[item_col]].strip() if item_col else None) for r in ut.rows]
@@ -277,7 +278,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                 return {"teacher": os.path.abspath(given)}
             _teacher_cli(["fit", *common, *(["--base", base] if base else []),
                           *[a for k, v in topts.items() for a in (f"--{k.replace('_', '-')}", v)],
-                          "--progress-every", 0], log)
+                          "--progress-every", 20], log)
             return {"teacher": os.path.join(d, "teacher-teacher")}
 
         t = st.run("teacher", t_key, name, run_teacher)

@@ -283,6 +283,10 @@ def _teacher_rows(teacher, ids, classes, from_logits, allow_missing):
     from .softlabels import join_by_id, read_soft_labels
 
     want = [label_key(c) for c in classes]  # p_1 for a score spelt 1, 1.0 or 01
+    if isinstance(teacher, (list, tuple)) and teacher and all(isinstance(t, (str, os.PathLike)) for t in teacher):
+        from .softlabels import merge_soft_label_tables
+
+        teacher = teacher[0] if len(teacher) == 1 else merge_soft_label_tables(teacher, from_logits=from_logits)
     if isinstance(teacher, (str, os.PathLike)):
         p = read_soft_labels(teacher, ids, want, from_logits=from_logits, allow_missing=allow_missing)
     else:
@@ -313,8 +317,8 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
         ``train_split`` train; rows whose split is ``val_split`` (default ``"val"``, if
         present) drive early stopping; other rows are not used (a note says how many).
         Without validation rows an item holds out 1/8 of its rows (see :func:`fit`).
-    teacher : a soft-label file (see :mod:`tinykd.softlabels`) or an ``(ids, classes,
-        proba)`` triple. Labelled rows need a teacher row (or ``allow_missing_teacher``:
+    teacher : a soft-label file (see :mod:`tinykd.softlabels`), a list of them (e.g. one per
+        item: joined by id, a class a file lacks is 0), or an ``(ids, classes, proba)`` triple. Labelled rows need a teacher row (or ``allow_missing_teacher``:
         those train on the hard label alone); unlabeled training rows with one are
         transfer data.
     from_logits : read the file's ``logit_`` columns through a softmax.

@@ -220,13 +220,42 @@ def join_by_id(source, file_ids, proba, ids, allow_missing=False):
     missing = [i for i in want if i not in pos]
     if missing and not allow_missing:
         raise SoftLabelError(f"{source}: {len(missing)} of {len(want)} requested ids are not in the "
-                             f"file, e.g. {_few(missing)}")
+                             f"file, e.g. {_few(missing)}; give every file that scores them (several teacher "
+                             "files are joined by id), or pass allow_missing_teacher=True to train those rows "
+                             "on their human score alone")
     out = np.full((len(want), proba.shape[1]), np.nan, dtype=np.float32)
     for r, i in enumerate(want):
         j = pos.get(i)
         if j is not None:
             out[r] = proba[j]
     return out
+
+
+def merge_soft_label_tables(paths, *, from_logits=False, tol=1e-3):
+    """Several soft-label files (e.g. one per item) as one table ``(ids, classes, proba)``, joined by
+    id: the classes are the union of the files' (numbers sorted numerically), and a class a file
+    does not have is 0 in its rows. An id in two files is refused."""
+    from .tables import label_key, label_sort_key, normalize_labels
+
+    tables = [read_soft_label_table(p, from_logits=from_logits, tol=tol) for p in paths]
+    values = {}
+    for _, classes, _ in tables:
+        for c, v in zip(classes, normalize_labels(classes)[0]):
+            values.setdefault(label_key(v if v is not None else c), v if v is not None else c)
+    union = sorted(values, key=lambda k: label_sort_key(values[k]))
+    col = {k: j for j, k in enumerate(union)}
+    ids, rows, where = [], [], {}
+    for path, (t_ids, classes, p) in zip(paths, tables):
+        keys = [label_key(v if v is not None else c) for c, v in zip(classes, normalize_labels(classes)[0])]
+        block = np.zeros((len(t_ids), len(union)), np.float32)
+        block[:, [col[k] for k in keys]] = p
+        for i in t_ids:
+            if i in where:
+                raise SoftLabelError(f"id {i!r} is in two teacher files: {where[i]} and {path}")
+            where[i] = path
+        ids += t_ids
+        rows.append(block)
+    return ids, union, np.concatenate(rows) if rows else np.zeros((0, len(union)), np.float32)
 
 
 def read_soft_label_table(path, *, from_logits=False, tol=1e-3):

@@ -9,6 +9,7 @@ Reading is forgiving where the meaning is clear and loud where it is not:
   and where the first non-UTF-8 byte is, and the command line prints it.
 * **Dialect.** Quoted fields (commas and line breaks inside quotes), CRLF or LF
   line ends; a header that only splits on ``;`` or a tab selects that delimiter.
+* **Selection.** ``where=["item=1"]`` keeps the rows whose columns hold those values (``--where``).
 * **Errors** (:class:`DataFileError`, one line each): missing file, binary or
   spreadsheet file, empty file, a header only, duplicate column names, a missing
   column (naming the columns the file has), a row with a different number of
@@ -94,8 +95,9 @@ class CsvReader:
     Use as a context manager; :meth:`rows` yields ``(line_number, fields)``.
     """
 
-    def __init__(self, path, required=(), *, encoding=None):
+    def __init__(self, path, required=(), *, encoding=None, where=None):
         self.path = os.fspath(path)
+        self.where = parse_where(where)
         if encoding is None:
             self.encoding, self.note = sniff_encoding(self.path)
         else:
@@ -138,6 +140,7 @@ class CsvReader:
         for col in required:
             name, option = col if isinstance(col, tuple) else (col, None)
             self.require(name, option)
+        self._keep = [(self.require(c, "--where"), v) for c, v in self.where]
 
     def require(self, name, option=None):
         """The position of column ``name``, or a :class:`DataFileError` that lists the file's columns."""
@@ -151,7 +154,7 @@ class CsvReader:
         return name is not None and name in self.index
 
     def rows(self):
-        """Yield ``(line_number, fields)`` for each data row; blank lines are skipped."""
+        """Yield ``(line_number, fields)`` for each data row (that ``where`` keeps); blank lines are skipped."""
         n = len(self.header)
         try:
             for fields in self._reader:
@@ -164,7 +167,8 @@ class CsvReader:
                         raise DataFileError(
                             f"{self.path}: line {self._reader.line_num} has {len(fields)} fields, the header has "
                             f"{n} (an unquoted '{self.delimiter}' or line break in a field?)")
-                yield self._reader.line_num, fields
+                if all(fields[k].strip() == v for k, v in self._keep):
+                    yield self._reader.line_num, fields
         except csv.Error as e:
             raise DataFileError(f"{self.path}: line {self._reader.line_num}: {e}") from None
         except UnicodeDecodeError as e:
@@ -215,14 +219,33 @@ class Table:
         return [r[k] for r in self.rows]
 
 
-def read_table(path, required=(), *, allow_empty=False):
-    """Read a whole CSV (training and evaluation files); refuses a file with a header only."""
-    with CsvReader(path, required) as r:
+def parse_where(where):
+    """``["item=1", "grade=5"]`` → ``[("item", "1"), ("grade", "5")]`` (a row is kept when every
+    column equals its value, both stripped); a ``(col, value)`` pair is taken as it is."""
+    out = []
+    for w in where or ():
+        if isinstance(w, tuple):
+            out.append((str(w[0]).strip(), str(w[1]).strip()))
+            continue
+        if "=" not in str(w):
+            raise DataFileError(f"--where expects COL=VALUE, got {w!r}")
+        k, v = str(w).split("=", 1)
+        out.append((k.strip(), v.strip()))
+    return out
+
+
+def read_table(path, required=(), *, allow_empty=False, where=None):
+    """Read a whole CSV (training and evaluation files); refuses a file with a header only, or with
+    no row left after ``where`` (``["COL=VALUE", …]``: keep the rows whose columns hold these values)."""
+    with CsvReader(path, required, where=where) as r:
         rows, lines = [], []
         for line, fields in r.rows():
             rows.append(fields)
             lines.append(line)
         if not rows and not allow_empty:
+            if r.where:
+                raise DataFileError(f"{r.path}: no rows with " + " and ".join(f"{c} == {v!r}" for c, v in r.where)
+                                    + " (--where)")
             raise DataFileError(f"{r.path}: has a header row but no data rows")
         return Table(r.path, r.header, rows, lines, r.note, r.index)
 
