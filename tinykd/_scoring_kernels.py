@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .nn._jit import JIT, _activate_gates, _rows_matmul_acc, _tanh
+from .nn._jit import JIT, _cell_step, _rows_matmul_acc
 from .nn.dense import ACTIVATION_CODES, SELU_ALPHA, SELU_LAMBDA
 
 _RELU, _SELU = ACTIVATION_CODES["relu"], ACTIVATION_CODES["selu"]
@@ -63,11 +63,7 @@ def _infer_task(ids, lengths, rows, T, d, U, reverse, pool_max, feat):
             zr = z[r]
             hr = h[r]
             cr = c[r]
-            _activate_gates(zr, H)
-            for j in range(H):
-                cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
-                cr[j] = cn
-                hr[j] = zr[3 * H + j] * _tanh(cn)
+            _cell_step(zr, cr, hr, H)
             if pool_max:
                 mr = m[r]
                 for j in range(H):

@@ -222,3 +222,12 @@ def _activate_gates(zr, H):
         zo[j] = _sigmoid(zo[j])
 
 
+@njit(inline="always", **JIT)
+def _cell_step(zr, cr, hr, H):
+    """One LSTM step of one row, in place: the pre-activations ``zr`` = [i | f | g | o] become the
+    gates, then c = f ⊙ c + i ⊙ g and h = o ⊙ tanh(c) (``cr``, ``hr``: the row's state)."""
+    _activate_gates(zr, H)
+    for j in range(H):
+        cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
+        cr[j] = cn
+        hr[j] = zr[3 * H + j] * _tanh(cn)

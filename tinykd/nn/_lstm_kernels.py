@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._jit import JIT, TINY, _activate_gates, _rows_matmul_acc, _tanh
+from ._jit import JIT, TINY, _cell_step, _rows_matmul_acc, _tanh
 
 
 
@@ -56,11 +56,7 @@ def _fwd_task(xz, xrow, col, start, lengths, rows, U, reverse, seq, gates, cs, h
             hp = hprev[p]
             for j in range(H):
                 hp[ocol + j] = hr[j]
-            _activate_gates(zr, H)
-            for j in range(H):
-                cn = zr[H + j] * cr[j] + zr[j] * zr[2 * H + j]
-                cr[j] = cn
-                hr[j] = zr[3 * H + j] * _tanh(cn)
+            _cell_step(zr, cr, hr, H)
             gp = gates[p]
             for j in range(G):
                 gp[col + j] = zr[j]
