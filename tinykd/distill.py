@@ -43,7 +43,7 @@ import numpy as np
 from ._version import __version__
 from .atomic import atomic_write_bytes
 from .errors import OptionError
-from .tables import AtomicCsvWriter, label_key, label_sort_key, normalize_labels, read_table
+from .tables import AtomicCsvWriter, duplicated, label_key, label_sort_key, normalize_labels, read_table
 
 #: λ values tried for the KD student (the plain NN, λ = 0, is always trained too)
 LAMS = (1.0, 4.0, 16.0)
@@ -176,7 +176,7 @@ def _roles(labels, splits, items, train_split, val_split, test_split, seed):
 def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
-            copies=8, epochs=40, patience=5, seed=0, where=None, verbose=True, stream=None):
+            temperature=1.0, copies=8, epochs=40, patience=5, seed=0, where=None, verbose=True, stream=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -184,7 +184,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
     folder per item named as the item; ``base``: the teacher's pre-trained base (default
     all-MiniLM-L6-v2); ``teacher_options``: ``epochs``, ``patience``, ``lr``, ``batch_size``,
-    ``max_length``; ``work``: the work folder (default ``<out>.work``); ``where``: ``["COL=VALUE", …]``
+    ``max_length``; ``lams``, ``temperature``: the KD students' λ grid and T; ``work``: the work
+    folder (default ``<out>.work``); ``where``: ``["COL=VALUE", …]``
     keeps only those rows (of the data and the unlabeled file); ``preset`` "auto":
     ``bathtub`` below 2,000 training answers, else ``7t``. Returns a :class:`DistillResult`."""
     stream = sys.stderr if stream is None else stream
@@ -218,8 +219,6 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     labels, kind = normalize_labels(table.column(label_col))
     items = [s.strip() for s in table.column(item_col)] if item_col else None
     contexts = col(context_col)
-    from .tables import duplicated
-
     dups = duplicated(ids)
     if dups or any(not i for i in ids):
         raise ValueError(f"{data}: ids must be unique and non-empty (duplicates: {dups[:5]})")
@@ -255,7 +254,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         val = [i for i in idx if roles[i] == "val"]
         test = [i for i in idx if roles[i] == "test"]
         classes = sorted({labels[i] for i in train}, key=label_sort_key)
-        where = ["--where", f"item={g}"] if g is not None else []
+        item_rows = ["--where", f"item={g}"] if g is not None else []
 
         # 2. the teacher
         given = None
@@ -268,10 +267,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         t_key = _key(roles_key, g, base, topts, given and _file_hash(os.path.join(given, "teacher.json")),
                      __version__)
 
-        def run_teacher(d, g=g, where=where, given=given):
+        def run_teacher(d, g=g, item_rows=item_rows, given=given):
             common = ["--data", rows_csv, "--text-col", "text", "--label-col", "label", "--id-col", "id",
                       *(["--context-col", "context"] if context_col else []), "--split-col", "role",
-                      "--train-split", "train", "--val-split", "val", "--test-split", "test", *where,
+                      "--train-split", "train", "--val-split", "val", "--test-split", "test", *item_rows,
                       "--out", d, "--name", "teacher", "--seed", seed]
             if given:
                 _teacher_cli(["export", "--teacher", given, *common], log)
@@ -305,7 +304,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         l_csv = os.path.join(work, f"labels-{l_key}", "labels.csv")
 
         # 5. students: the plain NN and KD over λ, chosen on validation rows
-        s_key = _key(l_key, preset, tuple(lams), epochs, patience, seed, __version__)
+        s_key = _key(l_key, preset, tuple(lams), temperature, epochs, patience, seed, __version__)
         tr_texts = [texts[i] for i in train]
         tr_ctx = None if contexts is None else [contexts[i] for i in train]
         v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
@@ -322,6 +321,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             runs = {}
             for lam in (0.0, *lams):
                 s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
+                        temperature=temperature if lam else 1.0,
                         validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
                         patience=patience, seed=seed, verbose=False, name=name)
                 m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
