@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ._version import __version__
+from .distill import TEACHER_DEFAULTS
 from .scoring import REVIEW_BELOW
 
 CHUNK_ROWS = 2000  # rows scored per chunk when streaming
@@ -16,7 +17,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Every default in the help, except unset ones (their help says what happens then)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or action.default is argparse.SUPPRESS or "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -131,7 +133,8 @@ def build_parser():
     x.add_argument("--patience", type=int, default=5, help="a student's early-stopping patience")
     x.add_argument("--seed", type=int, default=0, help="every random choice")
     for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", int)):
-        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t, help="the teacher's fine-tuning (unset: tinykd's)")
+        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t,
+                       help=f"the teacher's fine-tuning: {k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g})")
 
     d = sub.add_parser("demo", help="teacher vs plain NN vs KD on bundled SciEntsBank data", **fmt,
                        description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
