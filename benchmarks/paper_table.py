@@ -214,30 +214,16 @@ def run_student(job):
 
 
 def tfidf_baseline(task):
-    """TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression; C chosen on validation."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-
-    def join(texts, ctx):
-        return texts if ctx is None else [f"{c} || {t}" for c, t in zip(ctx, texts)]
+    """TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression; C chosen on validation
+    (:func:`tinykd.baseline.tfidf_lr`)."""
+    from tinykd.baseline import tfidf_lr
 
     tt, ty, tc = task["train"]
     vt, vy, vc = task["val"]
-    best = None
-    for C in [1.0, 10.0]:
-        pipe = make_pipeline(
-            make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
-                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
-            LogisticRegression(C=C, max_iter=3000))
-        pipe.fit(join(tt, tc), ty)
-        acc = float((pipe.predict(join(vt, vc)) == vy).mean())
-        if best is None or acc > best[0]:
-            best = (acc, C, pipe)
-    _, C, pipe = best
+    predict, C, _ = tfidf_lr(tt, ty, vt, vy, contexts=tc, val_contexts=vc)
     out = {"C": C, "tests": {}}
     for split, (xt, xy, xc, _) in task["tests"].items():
-        out["tests"][split] = scoring_metrics(xy, pipe.predict(join(xt, xc)), task["classes"])
+        out["tests"][split] = scoring_metrics(xy, predict(xt, xc), task["classes"])
     return out
 
 

@@ -7,28 +7,19 @@ seeded stratified splits (:mod:`tinykd.splits`) are tinykd's, so that the teache
 ``tinykd train`` agree on what the rows and labels are."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tinykd.splits import holdout, split_712
-from tinykd.tables import (DataFileError, duplicated, label_key, label_sort_key, normalize_labels, parse_where,
+from tinykd.tables import (DataFileError, duplicated, file_sha256, label_key, label_sort_key, normalize_labels, parse_where,
                            read_table, sniff_encoding)
 
 ROLES = ("train", "val", "test")
 
 #: teacher_export's user errors are tinykd's one-line data-file errors (the command line exits with 2)
 DataError = DataFileError
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def stratified_folds(labels, k, seed):
@@ -240,13 +231,13 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
     if any(i == "" for i in ids):
         raise DataError("some rows have an empty id")
     uinfo = {"unlabeled": os.path.abspath(unlabeled) if unlabeled else None,
-             "unlabeled_sha256": sha256_file(unlabeled) if unlabeled else None}
+             "unlabeled_sha256": file_sha256(unlabeled) if unlabeled else None}
     if label_col is None:
-        info = {"data": os.path.abspath(path), "data_sha256": sha256_file(path), **uinfo,
+        info = {"data": os.path.abspath(path), "data_sha256": file_sha256(path), **uinfo,
                 "text_col": text_col, "id_col": id_col, "context_col": context_col,
                 "context_file": context_file, "where": where or []}
     else:
-        info = {"data": os.path.abspath(path), "data_sha256": sha256_file(path), **uinfo,
+        info = {"data": os.path.abspath(path), "data_sha256": file_sha256(path), **uinfo,
                 "text_col": text_col, "label_col": label_col, "id_col": id_col,
                 "context_col": context_col, "context_file": context_file, "split_col": split_col,
                 "train_split": train_split, "val_split": val_split if split_col else None,

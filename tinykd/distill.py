@@ -43,7 +43,8 @@ import numpy as np
 from ._version import __version__
 from .atomic import atomic_write_bytes
 from .errors import OptionError
-from .tables import AtomicCsvWriter, duplicated, label_key, label_sort_key, normalize_labels, read_table
+from .tables import (AtomicCsvWriter, duplicated, file_sha256, label_key, label_sort_key, normalize_labels,
+                     read_table)
 
 #: λ values tried for the KD student (the plain NN, λ = 0, is always trained too)
 LAMS = (1.0, 4.0, 16.0)
@@ -69,14 +70,6 @@ def teacher_available():
 
 def _key(*parts):
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-
-
-def _file_hash(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Stages:
@@ -135,6 +128,7 @@ def _teacher_cli(args, log):
 
 def _roles(labels, splits, items, train_split, val_split, test_split, seed):
     """Each row's role by tinykd's rules: train / val / test / other."""
+    from .fitting import MIN_HOLDOUT_ROWS, VALIDATION_FRACTION  # (training modules: only when distilling)
     from .splits import holdout
 
     n = len(labels)
@@ -166,8 +160,8 @@ def _roles(labels, splits, items, train_split, val_split, test_split, seed):
         if any(roles[i] == "val" for i in rows):
             continue
         lab = [i for i in rows if roles[i] == "train" and labels[i] is not None]
-        if len(lab) >= 10:
-            _, va = holdout(np.asarray([label_key(labels[i]) for i in lab]), 0.125, seed)
+        if len(lab) >= MIN_HOLDOUT_ROWS:
+            _, va = holdout(np.asarray([label_key(labels[i]) for i in lab]), VALIDATION_FRACTION, seed)
             for k in va:
                 roles[lab[k]] = "val"
     return roles
@@ -223,7 +217,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     if dups or any(not i for i in ids):
         raise ValueError(f"{data}: ids must be unique and non-empty (duplicates: {dups[:5]})")
     roles = _roles(labels, col(split_col), items, train_split, val_split, test_split, seed)
-    roles_key = _key(_file_hash(data), text_col, label_col, id_col, context_col, item_col, split_col,
+    roles_key = _key(file_sha256(data), text_col, label_col, id_col, context_col, item_col, split_col,
                      train_split, val_split, test_split, seed, list(where or []))
     rows_dir = st.run("rows", roles_key, f"{len(texts):,} rows", lambda d: _write_rows(
         d, ids, texts, labels, contexts, items, roles))["dir"]
@@ -235,7 +229,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         u_rows = [(r[ut.index[id_col]].strip(), r[ut.index[text_col]],
                    r[ut.index[context_col]] if context_col and ut.has(context_col) else "",
                    r[ut.index[item_col]].strip() if item_col else None) for r in ut.rows]
-    group_names = sorted(set(items), key=lambda s: (len(s), s) if s.isdigit() else (10 ** 9, s)) if items else [None]
+    from .fitting import item_order
+
+    group_names = sorted(set(items), key=item_order) if items else [None]
 
     students, report_items = {}, {}
     from .fitting import fit
@@ -264,7 +260,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             if not os.path.exists(os.path.join(given, "teacher.json")):
                 raise ValueError(f"--teacher-dir {given}: not a teacher folder written by tinykd-teacher fit "
                                  "(no teacher.json)")
-        t_key = _key(roles_key, g, base, topts, given and _file_hash(os.path.join(given, "teacher.json")),
+        t_key = _key(roles_key, g, base, topts, given and file_sha256(os.path.join(given, "teacher.json")),
                      __version__)
 
         def run_teacher(d, g=g, item_rows=item_rows, given=given):
@@ -285,7 +281,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         want = [label_key(c) for c in classes]
 
         # 3. the transfer set: perturbed copies of the training answers (+ unlabeled rows)
-        c_key = _key(roles_key, g, copies, seed, unlabeled and _file_hash(unlabeled))
+        c_key = _key(roles_key, g, copies, seed, unlabeled and file_sha256(unlabeled))
         c = st.run("copies", c_key, name, lambda d, idx=idx, g=g: _write_copies(
             d, idx, ids, texts, labels, contexts, roles, copies, seed, [u for u in u_rows if g is None or u[3] == g]))
         c_csv = os.path.join(work, f"copies-{c_key}", "copies.csv")
@@ -333,7 +329,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                     "keeping the plain NN")
             runs[best][0].save(os.path.join(d, "student.npz"))
             runs[0.0][0].save(os.path.join(d, "plain.npz"))
-            base_m = _tfidf_baseline(tr_texts, y, v_part, tr_ctx) if val else None
+            base_m = _tfidf_baseline(tr_texts, y, v_part, tr_ctx, scoring_metrics) if val else None
             p_val = read_soft_labels(t_csv, [ids[i] for i in val], want) if val else None
             t_m = scoring_metrics([label_key(labels[i]) for i in val], [want[k] for k in p_val.argmax(1)],
                                   labels=want) if val else None
@@ -371,21 +367,15 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     return DistillResult(model, report_items, seconds, st.ran, st.cached, work)
 
 
-def _tfidf_baseline(texts, y, validation, contexts):
-    """Validation metrics of TF-IDF + logistic regression trained on the same rows (the bar a
-    fine-tuned teacher must clear)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+def _tfidf_baseline(texts, y, validation, contexts, scoring_metrics):
+    """Validation metrics of :func:`tinykd.baseline.tfidf_lr` trained on the same rows."""
+    from .baseline import tfidf_lr
 
-    from .metrics import scoring_metrics
-
-    join = (lambda t, c: [f"{a} {b}" for a, b in zip(c, t)]) if contexts is not None else (lambda t, c: list(t))
     v_texts, v_y, v_ctx = validation
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    X = vec.fit_transform(join(texts, contexts))
-    clf = LogisticRegression(max_iter=2000, C=10.0).fit(X, [label_key(v) for v in y])
-    pred = clf.predict(vec.transform(join(v_texts, v_ctx)))
-    return scoring_metrics([label_key(v) for v in v_y], list(pred), labels=sorted({label_key(v) for v in y}))
+    keys = [label_key(v) for v in y]
+    predict, _, _ = tfidf_lr(texts, keys, v_texts, [label_key(v) for v in v_y], contexts=contexts,
+                             val_contexts=v_ctx)
+    return scoring_metrics([label_key(v) for v in v_y], list(predict(v_texts, v_ctx)), labels=sorted(set(keys)))
 
 
 def _write_rows(d, ids, texts, labels, contexts, items, roles):

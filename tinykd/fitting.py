@@ -45,6 +45,8 @@ from .train import TrainData, train
 
 #: hold out validation rows only when there are at least this many labelled training rows
 MIN_HOLDOUT_ROWS = 10
+#: the share of the labelled training rows held out for validation when none are given
+VALIDATION_FRACTION = 0.125
 
 
 class _Notes(list):
@@ -59,7 +61,7 @@ class _Notes(list):
 
 
 def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
-                  patience=5, validation_fraction=0.125, seed=0):
+                  patience=5, validation_fraction=VALIDATION_FRACTION, seed=0):
     """Check every training option; returns the network config. Raises :class:`OptionError`."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -116,7 +118,7 @@ def _take(xs, idx):
 
 
 def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None, lam=None,
-        temperature=1.0, validation=None, validation_fraction=0.125, transfer=None, epochs=40,
+        temperature=1.0, validation=None, validation_fraction=VALIDATION_FRACTION, transfer=None, epochs=40,
         batch_size=32, lr=1e-3, patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None,
         settings=None, name="model"):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
@@ -273,7 +275,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
 
 
 # ------------------------------------------------------------------------------ fit_items
-def _item_order(name):
+def item_order(name):
+    """Sort key of item names: numbers numerically ("2" before "10"), then text."""
     return (len(name), name) if name.isdigit() else (10 ** 9, name)
 
 
@@ -400,7 +403,7 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
             groups.setdefault(items[i], []).append(i)
         if "" in groups:
             raise ValueError(f"{len(groups[''])} rows have an empty {cols['item']!r}")
-        group_names = sorted(groups, key=_item_order)
+        group_names = sorted(groups, key=item_order)
     else:
         groups, group_names = {None: used}, [None]
 

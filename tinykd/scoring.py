@@ -74,8 +74,7 @@ class Scorer:
         if not self.fast:
             return
         cfg, p = net.config, net.p
-        self.bidirectional = cfg["rnn"] == "bilstm"
-        dirs = ("fwd", "bwd") if self.bidirectional else ("fwd",)
+        dirs = ("fwd", "bwd") if cfg["rnn"] == "bilstm" else ("fwd",)
         self.D = len(dirs)
         self.H = p["rnn.fwd.U"].shape[0]
         E = p["emb.E"]
@@ -218,13 +217,7 @@ class Scorer:
         return out
 
     def _reference(self, ids, lengths, out):
-        order = np.argsort(lengths, kind="stable")
-        batch = self.settings.score_batch
-        for s in range(0, len(lengths), batch):
-            idx = order[s:s + batch]
-            lens = lengths[idx]
-            z, _ = self.net.forward(ids[idx, :max(1, int(lens.max()))], lens)
-            out[idx] = softmax(z.astype(np.float64))
+        out[:] = softmax(self.net.predict_logits(ids, lengths, self.settings.score_batch).astype(np.float64))
         return out
 
 

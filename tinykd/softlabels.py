@@ -238,15 +238,16 @@ def merge_soft_label_tables(paths, *, from_logits=False, tol=1e-3):
     from .tables import label_key, label_sort_key, normalize_labels
 
     tables = [read_soft_label_table(p, from_logits=from_logits, tol=tol) for p in paths]
-    values = {}
+    values, file_keys = {}, []
     for _, classes, _ in tables:
-        for c, v in zip(classes, normalize_labels(classes)[0]):
-            values.setdefault(label_key(v if v is not None else c), v if v is not None else c)
+        labels = [c if v is None else v for c, v in zip(classes, normalize_labels(classes)[0])]
+        file_keys.append([label_key(v) for v in labels])
+        for k, v in zip(file_keys[-1], labels):
+            values.setdefault(k, v)
     union = sorted(values, key=lambda k: label_sort_key(values[k]))
     col = {k: j for j, k in enumerate(union)}
     ids, rows, where = [], [], {}
-    for path, (t_ids, classes, p) in zip(paths, tables):
-        keys = [label_key(v if v is not None else c) for c, v in zip(classes, normalize_labels(classes)[0])]
+    for path, (t_ids, _, p), keys in zip(paths, tables, file_keys):
         block = np.zeros((len(t_ids), len(union)), np.float32)
         block[:, [col[k] for k in keys]] = p
         for i in t_ids:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import math
 import os
 import sys
@@ -299,6 +300,15 @@ def coerce_labels(cells, classes):
     labels, _ = normalize_labels(cells)
     by_key = {label_key(c): c for c in classes}
     return [None if v is None else by_key.get(label_key(v), v) for v in labels]
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def duplicated(values):
