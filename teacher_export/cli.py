@@ -1,4 +1,4 @@
-"""Command line: ``python -m teacher_export fit|export ...`` (console script ``tinykd-teacher``)."""
+"""Command line: ``python -m teacher_export fit|crossfit|export|merge ...`` (console script ``tinykd-teacher``)."""
 from __future__ import annotations
 
 import argparse
@@ -69,12 +69,40 @@ def build_parser():
     e.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
     _data_args(e, label_default=None)
     e.add_argument("--batch-size", type=int, default=64)
+    m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
+                       description="Write one soft-label file holding the rows of every FILE: the classes are "
+                       "the union of the files' (a class a file lacks is 0 in its rows); an id in two files "
+                       "is refused.")
+    m.add_argument("files", nargs="+", help="soft-label CSVs written by fit or export")
+    m.add_argument("--out", required=True, help="the CSV to write (its .json sidecar beside it)")
     return ap
+
+
+def _merge(files, out):
+    import os
+
+    from tinykd.softlabels import SoftLabelError, merge_soft_label_tables, write_soft_labels
+
+    if any(os.path.abspath(out) == os.path.abspath(f) for f in files):
+        raise SoftLabelError(f"--out {out} is one of the input files; write to a new file")
+    ids, classes, proba = merge_soft_label_tables(files)
+    write_soft_labels(out, ids, classes, proba,
+                      meta={"producer": "teacher_export merge", "merged_from": [os.path.abspath(f) for f in files]})
+    return {"path": out, "metrics": {}, "rows": len(ids), "classes": classes}
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from tinykd.softlabels import SoftLabelError
+
+    if args.cmd == "merge":
+        try:
+            res = _merge(args.files, args.out)
+        except (SoftLabelError, OSError) as e:
+            print(f"tinykd-teacher: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"path": res["path"], "rows": res["rows"], "classes": res["classes"]}))
+        return 0
 
     from .data import DataError  # tinykd.tables.DataFileError: every data-file error, one line
     from .model import BaseModelError

@@ -237,3 +237,13 @@ def test_one_teacher_file_per_item_joins_by_id(tmp_path, capsys):
                       "--allow-missing-teacher")
     with pytest.raises(tinykd.softlabels.SoftLabelError, match="in two teacher files"):
         tinykd.softlabels.merge_soft_label_tables([q1, q1])
+
+
+def test_default_lambda_and_copy_count():
+    """λ = 4 with a teacher (the same default in fit and distill), 0 without; distill's copies
+    keep the transfer set near 24,000 answers, 16 at most and 2 at least."""
+    import tinykd.distill as D
+    from tinykd.fitting import DEFAULT_LAM
+
+    assert D.LAMS == (DEFAULT_LAM,) == (4.0,)
+    assert [D.auto_copies(n) for n in (10, 1338, 1500, 1600, 4348, 12000, 50000)] == [16, 16, 16, 15, 5, 2, 2]

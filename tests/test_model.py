@@ -205,3 +205,29 @@ def test_vocabulary_round_trip():
     b = again.encode(["gamma alpha delta"])
     np.testing.assert_array_equal(a[0], b[0])
     assert again.max_len == 9
+
+
+def test_mse_soft_term_on_centred_logits_value_and_gradient():
+    """soft="mse": λ/(B K) Σ ‖z̄ − t̄‖² with t = log p, invariant to a constant added to a row's
+    logits, zero when the student's logits are the teacher's plus constants; gradient numerically."""
+    from conftest import numgrad
+
+    rng = np.random.default_rng(7)
+    B, K, lam = 5, 4, 0.8
+    z, t = rng.normal(size=(B, K)), rng.normal(size=(B, K)) * 2
+    p = np.exp(log_softmax(t))
+    sm = np.array([True, True, False, True, True])
+    loss, grad, parts = kd_loss(z, None, p, lam=lam, soft="mse", soft_mask=sm)
+    zc, tc = z - z.mean(1, keepdims=True), t - t.mean(1, keepdims=True)
+    assert parts["soft"] == pytest.approx(lam * ((zc - tc)[sm] ** 2).sum() / (B * K), rel=1e-12)
+    zz = z.copy()
+    np.testing.assert_allclose(grad, numgrad(lambda: kd_loss(zz, None, p, lam=lam, soft="mse", soft_mask=sm)[0], zz),
+                               atol=1e-7)
+    assert grad[2].tolist() == [0.0] * K
+    assert kd_loss(z + rng.normal(size=(B, 1)), None, p, lam=lam, soft="mse", soft_mask=sm)[0] == pytest.approx(loss)
+    assert kd_loss(t + 3.0, None, p, lam=lam, soft="mse")[0] == pytest.approx(0.0, abs=1e-12)
+    y = rng.integers(0, K, B)
+    both = kd_loss(z, y, p, lam=lam, soft="mse")
+    assert both[0] == pytest.approx(cross_entropy(z, y)[0] + kd_loss(z, None, p, lam=lam, soft="mse")[0])
+    with pytest.raises(ValueError, match="soft must be one of"):
+        kd_loss(z, y, p, soft="kl")

@@ -174,3 +174,26 @@ def test_probabilities_written_with_enough_digits(tmp_path):
     write_soft_labels(tmp_path / "d.csv", ["r"], [0, 1], p)
     got = read_soft_labels(tmp_path / "d.csv", ["r"], [0, 1])
     assert abs(float(got[0, 0]) - 0.12345679) < 1e-7
+
+
+def test_teacher_merge_command_writes_one_file_for_all_items(tmp_path, capsys):
+    """``tinykd-teacher merge``: per-item files (different classes) become one file joined by id, a
+    class an item lacks is 0 in its rows; an id in two files, or --out naming an input, is refused."""
+    from teacher_export.cli import main
+
+    a, b, out = tmp_path / "item1.csv", tmp_path / "item2.csv", tmp_path / "all.csv"
+    write_soft_labels(a, ["a1", "a2"], ["0", "1"], [[0.9, 0.1], [0.2, 0.8]])
+    write_soft_labels(b, ["b1"], ["0", "1", "2"], [[0.1, 0.3, 0.6]])
+    assert main(["merge", str(a), str(b), "--out", str(out)]) == 0
+    ids, classes, p = read_soft_label_table(out)
+    assert ids == ["a1", "a2", "b1"] and classes == ["0", "1", "2"]
+    np.testing.assert_allclose(p, [[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.3, 0.6]], atol=1e-7)
+    assert read_sidecar(out)["merged_from"] == [str(a), str(b)]
+    np.testing.assert_allclose(read_soft_labels(out, ["b1", "a2"], ["2", "1", "0"]), [[0.6, 0.3, 0.1], [0, 0.8, 0.2]],
+                               atol=1e-7)
+    capsys.readouterr()
+    assert main(["merge", str(a), str(a), "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'a1' is in two teacher files" in err and "\n" not in err and not (tmp_path / "x.csv").exists()
+    assert main(["merge", str(a), str(b), "--out", str(a)]) == 2
+    assert read_soft_label_table(a)[0] == ["a1", "a2"]

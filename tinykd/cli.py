@@ -260,7 +260,7 @@ def cmd_augment(args):
 
 
 def cmd_distill(args):
-    from .distill import TEACHER_INSTALL, distill, format_report, teacher_available
+    from .distill import LAMS, TEACHER_INSTALL, distill, format_report, teacher_available
 
     if not teacher_available():
         raise CLIError(TEACHER_INSTALL)
@@ -271,7 +271,8 @@ def cmd_distill(args):
                   train_split=args.train_split, val_split=args.val_split, test_split=args.test_split,
                   unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
                   teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
-                  copies=args.copies, epochs=args.epochs, patience=args.patience, seed=args.seed, where=args.where,
+                  copies=args.copies, lams=tuple(args.lam) if args.lam else LAMS,
+                  temperature=args.temperature, epochs=args.epochs, patience=args.patience, seed=args.seed, where=args.where,
                   verbose=not args.quiet)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")
     print("\n".join(format_report(res)))

@@ -51,7 +51,7 @@ def build_parser():
     t.add_argument("--allow-missing-teacher", action="store_true",
                    help="train labeled rows with no teacher row on the hard label only (else: refuse)")
     t.add_argument("--preset", default="7t", help="7t, falling_weights, gelatin or bathtub")
-    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 1 with --teacher; 0 = plain NN)")
+    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 4 with --teacher; 0 = plain NN)")
     t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
     _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
     t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
@@ -127,7 +127,11 @@ def build_parser():
     _split_args(x)
     x.add_argument("--val-split", default=None, help="split value of validation rows (unset: 'val', else 1/8)")
     x.add_argument("--test-split", default="test", help="split value(s) of the reported test rows")
-    x.add_argument("--copies", type=int, default=8, help="perturbed copies of each training answer")
+    x.add_argument("--copies", type=int, default=None,
+                   help="perturbed copies of each training answer (unset: 16, fewer above 1,500 answers)")
+    x.add_argument("--lam", type=float, nargs="+", default=None,
+                   help="λ value(s) of the KD student, the best on validation kept (unset: 4)")
+    x.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
     x.add_argument("--preset", default="auto", help="auto (bathtub below 2,000 answers, else 7t) or a preset")
     x.add_argument("--epochs", type=int, default=40, help="most epochs of a student")
     x.add_argument("--patience", type=int, default=5, help="a student's early-stopping patience")

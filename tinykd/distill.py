@@ -46,8 +46,18 @@ from .errors import OptionError
 from .tables import (AtomicCsvWriter, duplicated, file_sha256, label_key, label_sort_key, normalize_labels,
                      read_table)
 
-#: λ values tried for the KD student (the plain NN, λ = 0, is always trained too)
-LAMS = (1.0, 4.0, 16.0)
+#: λ values tried for the KD student (the plain NN, λ = 0, is always trained too); a grid
+#: {1, 4, 16} chose within 0.3 validation points of λ = 4 at twice the time
+#: (benchmarks/results/distill_recipes.md)
+LAMS = (4.0,)
+#: copies per training answer: as many as keep the transfer set near TRANSFER_SIZE answers,
+#: between 2 and COPIES_MAX (16 copies beat 8 on ASAP item 1's validation rows)
+COPIES_MAX, TRANSFER_SIZE = 16, 24000
+
+
+def auto_copies(n_train):
+    """The default copy count for ``n_train`` training answers (16 up to 1,500 answers, 2 from 12,000)."""
+    return min(COPIES_MAX, max(2, TRANSFER_SIZE // max(int(n_train), 1)))
 #: options of the teacher's fine-tuning that work across the items here without tuning
 TEACHER_DEFAULTS = {"epochs": 10, "patience": 2, "lr": 8e-5, "batch_size": 16, "max_length": 128}
 TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
@@ -170,7 +180,8 @@ def _roles(labels, splits, items, train_split, val_split, test_split, seed):
 def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
-            temperature=1.0, copies=8, epochs=40, patience=5, seed=0, where=None, verbose=True, stream=None):
+            temperature=1.0, soft_loss="ce", copies=None, epochs=40, patience=5, seed=0, where=None, verbose=True,
+            stream=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -178,8 +189,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
     folder per item named as the item; ``base``: the teacher's pre-trained base (default
     all-MiniLM-L6-v2); ``teacher_options``: ``epochs``, ``patience``, ``lr``, ``batch_size``,
-    ``max_length``; ``lams``, ``temperature``: the KD students' λ grid and T; ``work``: the work
-    folder (default ``<out>.work``); ``where``: ``["COL=VALUE", …]``
+    ``max_length``; ``lams``, ``temperature``, ``soft_loss``: the KD students' λ grid, T and soft term
+    (:mod:`tinykd.losses`); ``work``: the work
+    folder (default ``<out>.work``); ``copies``: perturbed copies per training answer (None:
+    :func:`auto_copies`); ``where``: ``["COL=VALUE", …]``
     keeps only those rows (of the data and the unlabeled file); ``preset`` "auto":
     ``bathtub`` below 2,000 training answers, else ``7t``. Returns a :class:`DistillResult`."""
     stream = sys.stderr if stream is None else stream
@@ -190,8 +203,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
 
     if not teacher_available():
         raise RuntimeError(TEACHER_INSTALL)
-    if copies < 0:
-        raise OptionError("copies", f"{{opt}} must be >= 0, got {copies}")
+    if copies is not None and (int(copies) != copies or copies < 0):
+        raise OptionError("copies", f"{{opt}} must be a whole number >= 0, got {copies}")
+    if soft_loss not in ("ce", "mse"):  # (tinykd.losses.SOFT_LOSSES, checked before any teacher runs)
+        raise OptionError("soft_loss", f"{{opt}} must be ce or mse, got {soft_loss!r}")
     if not lams or any(not lam > 0 for lam in lams):
         raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
     t_start = time.time()
@@ -281,9 +296,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         want = [label_key(c) for c in classes]
 
         # 3. the transfer set: perturbed copies of the training answers (+ unlabeled rows)
-        c_key = _key(roles_key, g, copies, seed, unlabeled and file_sha256(unlabeled))
-        c = st.run("copies", c_key, name, lambda d, idx=idx, g=g: _write_copies(
-            d, idx, ids, texts, labels, contexts, roles, copies, seed, [u for u in u_rows if g is None or u[3] == g]))
+        n_copies = auto_copies(len(train)) if copies is None else int(copies)
+        c_key = _key(roles_key, g, n_copies, seed, unlabeled and file_sha256(unlabeled))
+        c = st.run("copies", c_key, f"{name}: {n_copies} per answer", lambda d, idx=idx, g=g, n=n_copies: _write_copies(
+            d, idx, ids, texts, labels, contexts, roles, n, seed, [u for u in u_rows if g is None or u[3] == g]))
         c_csv = os.path.join(work, f"copies-{c_key}", "copies.csv")
 
         # 4. the teacher labels the transfer set
@@ -300,7 +316,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         l_csv = os.path.join(work, f"labels-{l_key}", "labels.csv")
 
         # 5. students: the plain NN and KD over λ, chosen on validation rows
-        s_key = _key(l_key, preset, tuple(lams), temperature, epochs, patience, seed, __version__)
+        s_key = _key(l_key, preset, tuple(lams), temperature, *([soft_loss] if soft_loss != "ce" else []), epochs,
+                     patience, seed, __version__)
         tr_texts = [texts[i] for i in train]
         tr_ctx = None if contexts is None else [contexts[i] for i in train]
         v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
@@ -317,7 +334,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             runs = {}
             for lam in (0.0, *lams):
                 s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
-                        temperature=temperature if lam else 1.0,
+                        temperature=temperature if lam else 1.0, soft_loss=soft_loss,
                         validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
                         patience=patience, seed=seed, verbose=False, name=name)
                 m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
@@ -329,7 +346,11 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                     "keeping the plain NN")
             runs[best][0].save(os.path.join(d, "student.npz"))
             runs[0.0][0].save(os.path.join(d, "plain.npz"))
-            base_m = _tfidf_baseline(tr_texts, y, v_part, tr_ctx, scoring_metrics) if val else None
+            base_m = None
+            if val:
+                predict = _tfidf(tr_texts, y, v_part, tr_ctx)
+                base_m = scoring_metrics([label_key(v) for v in v_part[1]], list(predict(v_part[0], v_part[2])),
+                                         labels=sorted({label_key(v) for v in y}))
             p_val = read_soft_labels(t_csv, [ids[i] for i in val], want) if val else None
             t_m = scoring_metrics([label_key(labels[i]) for i in val], [want[k] for k in p_val.argmax(1)],
                                   labels=want) if val else None
@@ -361,21 +382,24 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                 "plain NN": scoring_metrics(y, [label_key(v) for v in plain.predict(tt, tc)], labels=keys),
                 f"student (λ = {s['lam']:g})": scoring_metrics(y, [label_key(v) for v in student.predict(tt, tc)],
                                                               labels=keys)}
+            if val:  # the bar every scorer must clear, trained on the same rows
+                predict = _tfidf(tr_texts, [label_key(labels[i]) for i in train], v_part, tr_ctx)
+                report_items[name]["TF-IDF + LR"] = scoring_metrics(y, list(predict(tt, tc)), labels=keys)
     model = students[None] if item_col is None else Bundle(students, item_col=item_col)
     model.save(out)
     seconds = {**st.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report_items, seconds, st.ran, st.cached, work)
 
 
-def _tfidf_baseline(texts, y, validation, contexts, scoring_metrics):
-    """Validation metrics of :func:`tinykd.baseline.tfidf_lr` trained on the same rows."""
+def _tfidf(texts, y, validation, contexts):
+    """:func:`tinykd.baseline.tfidf_lr` trained on the same rows (C chosen on validation); its predict."""
     from .baseline import tfidf_lr
 
     v_texts, v_y, v_ctx = validation
     keys = [label_key(v) for v in y]
     predict, _, _ = tfidf_lr(texts, keys, v_texts, [label_key(v) for v in v_y], contexts=contexts,
                              val_contexts=v_ctx)
-    return scoring_metrics([label_key(v) for v in v_y], list(predict(v_texts, v_ctx)), labels=sorted(set(keys)))
+    return predict
 
 
 def _write_rows(d, ids, texts, labels, contexts, items, roles):

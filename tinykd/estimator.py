@@ -48,7 +48,8 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     Parameters (stored as given; see :func:`tinykd.fit` for their meaning)
     ----------
     preset : {"7t", "falling_weights", "gelatin", "bathtub"}, default "7t"
-    lam : float or None — λ of the soft term; None = 1 with teacher probabilities, else 0.
+    lam : float or None — λ of the soft term; None = 4 (``tinykd.fitting.DEFAULT_LAM``) with teacher
+        probabilities, else 0.
     temperature : float, default 1.0
     epochs, batch_size, lr, patience : training settings.
     validation_fraction : float — stratified share held out for early stopping.

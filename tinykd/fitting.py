@@ -41,12 +41,17 @@ from .splits import holdout
 from .student import Bundle, Student
 from .tables import duplicated, label_key, label_sort_key, normalize_labels
 from .text import Vocabulary
+from .losses import SOFT_LOSSES
 from .train import TrainData, train
 
 #: hold out validation rows only when there are at least this many labelled training rows
 MIN_HOLDOUT_ROWS = 10
 #: the share of the labelled training rows held out for validation when none are given
 VALIDATION_FRACTION = 0.125
+#: λ of the soft term when teacher probabilities are given and ``lam`` is not: 4 beat 1 on
+#: ASAP item 1's validation rows with and without transfer copies
+#: (benchmarks/results/distill_recipes.md); ``tinykd distill`` uses it too (distill.LAMS)
+DEFAULT_LAM = 4.0
 
 
 class _Notes(list):
@@ -60,7 +65,7 @@ class _Notes(list):
             print(msg, file=self.stream, flush=True)
 
 
-def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
+def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, soft_loss="ce", epochs=40, batch_size=32, lr=1e-3,
                   patience=5, validation_fraction=VALIDATION_FRACTION, seed=0):
     """Check every training option; returns the network config. Raises :class:`OptionError`."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
@@ -71,6 +76,8 @@ def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, epochs
             raise OptionError(name, f"{{opt}} must be > 0, got {value!r}")
     if lam is not None and (not isinstance(lam, (int, float, np.number)) or not lam >= 0 or not np.isfinite(lam)):
         raise OptionError("lam", f"{{opt}} must be >= 0, got {lam!r}")
+    if soft_loss not in SOFT_LOSSES:
+        raise OptionError("soft_loss", f"{{opt}} must be one of {', '.join(SOFT_LOSSES)}, got {soft_loss!r}")
     if not 0.0 < float(validation_fraction) < 1.0:
         raise OptionError("validation_fraction", f"{{opt}} must be between 0 and 1, got {validation_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -118,7 +125,8 @@ def _take(xs, idx):
 
 
 def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None, lam=None,
-        temperature=1.0, validation=None, validation_fraction=VALIDATION_FRACTION, transfer=None, epochs=40,
+        temperature=1.0, soft_loss="ce", validation=None, validation_fraction=VALIDATION_FRACTION, transfer=None,
+        epochs=40,
         batch_size=32, lr=1e-3, patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None,
         settings=None, name="model"):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
@@ -130,8 +138,9 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         (``np.unique(y)``); an all-NaN row means "no teacher row for this text".
     contexts : optional per-text context (question / reference answer).
     preset, config : a preset name and config overrides (see :mod:`tinykd.model`).
-    lam : λ of Eq. 4; default 1.0 with a teacher, 0 without. 0 = plain NN.
+    lam : λ of Eq. 4; default :data:`DEFAULT_LAM` (4) with a teacher, 0 without. 0 = plain NN.
     temperature : T (1 = Eq. 4 exactly).
+    soft_loss : "ce" (Eq. 4) or "mse" (centred logits; :mod:`tinykd.losses`).
     validation : ``(texts, y[, contexts])`` for early stopping, ``False`` for none; default:
         a seeded stratified ``validation_fraction`` of the training rows (if at least
         :data:`MIN_HOLDOUT_ROWS`). Labels no training row has are dropped from it (a note).
@@ -150,7 +159,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     t_start = time.time()
     stream = sys.stderr if stream is None else stream
     note = _Notes(verbose, stream)
-    cfg = check_options(preset=preset, config=config, lam=lam, temperature=temperature, epochs=epochs,
+    cfg = check_options(preset=preset, config=config, lam=lam, temperature=temperature, soft_loss=soft_loss,
+                        epochs=epochs,
                         batch_size=batch_size, lr=lr, patience=patience,
                         validation_fraction=validation_fraction, seed=seed)
     texts = list(texts)
@@ -182,7 +192,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     K = len(classes)
     teacher = None if teacher_proba is None else _check_teacher(teacher_proba, len(texts), K, "teacher_proba")
     if lam is None:
-        lam = 1.0 if teacher is not None else 0.0
+        lam = DEFAULT_LAM if teacher is not None else 0.0
     if teacher is None and transfer is not None:
         raise ValueError("transfer data needs teacher probabilities for the training rows too")
 
@@ -239,8 +249,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
               + f", {len(v_y)} validation; λ={lam_used:g}, T={temperature:g}", file=stream, flush=True)
     with warnings.catch_warnings():  # overflow warnings of a diverging run: reported below, in one line
         warnings.simplefilter("ignore", RuntimeWarning)
-        history = train(net, data, val, lam=lam_used, temperature=temperature, epochs=epochs,
-                        batch_size=batch_size, lr=lr, patience=patience, clip_norm=clip_norm, seed=seed,
+        history = train(net, data, val, lam=lam_used, temperature=temperature, soft_loss=soft_loss,
+                        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, clip_norm=clip_norm, seed=seed,
                         verbose=verbose, stream=stream, settings=settings)
     if history["stopped"] == "interrupted":
         raise KeyboardInterrupt
@@ -253,7 +263,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     meta = {
         "preset": preset, "uses_context": uses_context,
         "training": {
-            "lam": lam_used, "temperature": float(temperature),
+            "lam": lam_used, "temperature": float(temperature), "soft_loss": soft_loss,
             "seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
             "patience": int(patience), "n_train": int(len(yi)), "n_val": int(len(v_y)),
             "n_transfer": int(len(tx_texts)), "teacher": teacher is not None,
@@ -335,7 +345,7 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
     stream = sys.stderr if stream is None else stream
     note = _Notes(verbose, stream)
     check_options(**{k: v for k, v in options.items() if k in (
-        "preset", "config", "lam", "temperature", "epochs", "batch_size", "lr", "patience",
+        "preset", "config", "lam", "temperature", "soft_loss", "epochs", "batch_size", "lr", "patience",
         "validation_fraction", "seed")})
     cols = {"text": "text", "label": "label", "id": "id", "context": None, "item": None, **(columns or {})}
     texts = list(texts)

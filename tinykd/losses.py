@@ -19,12 +19,23 @@ Gradient::
 
 Rows without a hard label (transfer data) or without a teacher row are
 masked out of their term; the mean is always over the whole batch.
+
+``soft="mse"`` matches logits instead (Tang et al. 2019; Ba & Caruana 2014): with
+``t = log p`` (the teacher's logits up to a constant per row), both centred over the K
+classes (``z̄ = z − mean_k z``, ``t̄ = t − mean_k t``; the constant drops out)::
+
+    soft term = λ/(B K) Σ_b ‖z̄_b − t̄_b‖²        d/dz_b = 2λ (z̄_b − t̄_b) / (B K)
+
+(the centring is a symmetric idempotent projection, and ``z̄ − t̄`` is already centred); T
+is not used.
 """
 from __future__ import annotations
 
 import numpy as np
 
 _EPS = 1e-12
+#: the soft term's forms (see the module docstring)
+SOFT_LOSSES = ("ce", "mse")
 
 
 def log_softmax(z):
@@ -61,7 +72,7 @@ def soft_cross_entropy(z, p):
 
 
 def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False,
-            hard_mask=None, soft_mask=None):
+            hard_mask=None, soft_mask=None, soft="ce"):
     """The distillation loss ``L`` above and its gradient ``dL/dz``.
 
     Parameters
@@ -71,6 +82,7 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
     teacher : (B, K) teacher probabilities (or logits with ``from_logits``), or None.
     lam, temperature : λ and T.
     hard_mask, soft_mask : (B,) bool — which rows take part in each term.
+    soft : "ce" (Eq. 4, the default) or "mse" (centred logits, see above).
 
     Returns ``(loss, dz, parts)`` where ``parts`` holds the hard and soft terms.
     """
@@ -78,10 +90,12 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if soft not in SOFT_LOSSES:
+        raise ValueError(f"soft must be one of {SOFT_LOSSES}, got {soft!r}")
     B, K = z.shape
     zd = z.astype(np.float64)
     dz = np.zeros((B, K), dtype=np.float64)
-    hard = soft = 0.0
+    hard = soft_term = 0.0
     if y is not None:
         hm = np.ones(B, bool) if hard_mask is None else np.asarray(hard_mask, bool)
         if hm.any():
@@ -93,11 +107,15 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
             dz[hm] += g / B
     if teacher is not None and lam > 0:
         sm = np.ones(B, bool) if soft_mask is None else np.asarray(soft_mask, bool)
-        if sm.any():
+        if sm.any() and soft == "mse":
+            t = teacher_log_probs(np.asarray(teacher)[sm], from_logits)
+            diff = (zd[sm] - zd[sm].mean(axis=1, keepdims=True)) - (t - t.mean(axis=1, keepdims=True))
+            soft_term = lam * float((diff * diff).sum()) / (B * K)
+            dz[sm] += 2.0 * lam * diff / (B * K)
+        elif sm.any():
             T = float(temperature)
             pT = np.exp(log_softmax(teacher_log_probs(np.asarray(teacher)[sm], from_logits) / T))
             logqT = log_softmax(zd[sm] / T)
-            soft = -(pT * logqT).sum() / B
             dz[sm] += lam * T * (np.exp(logqT) - pT) / B
-            soft = lam * T * T * soft
-    return float(hard + soft), dz.astype(z.dtype, copy=False), {"hard": float(hard), "soft": float(soft)}
+            soft_term = -lam * T * T * (pT * logqT).sum() / B
+    return float(hard + soft_term), dz.astype(z.dtype, copy=False), {"hard": float(hard), "soft": float(soft_term)}

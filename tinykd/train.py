@@ -86,10 +86,11 @@ def _announce_compile(net, stream):
     _jit.announce_compile(kernels, "training", "15-20 s", stream)
 
 
-def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
+def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epochs=40, batch_size=32, lr=1e-3,
           patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None, settings=None):
     """Train ``net`` in place on ``data`` (a :class:`TrainData`); return a history dict.
 
+    ``soft_loss``: the soft term's form, :data:`tinykd.losses.SOFT_LOSSES`.
     Each epoch shuffles with ``np.random.default_rng(seed)``; so do dropout masks.
     Early stopping watches ``val`` loss (training loss if there is no ``val``),
     stops after ``patience`` epochs without improvement, and restores the best
@@ -135,7 +136,7 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, epochs=40, batch_siz
                 if tp is not None and sm.any():
                     teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
                 loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=lam, temperature=temperature,
-                                      hard_mask=hm, soft_mask=sm)
+                                      hard_mask=hm, soft_mask=sm, soft=soft_loss)
                 loss += net.penalty()
                 if not np.isfinite(loss):
                     finite = False
