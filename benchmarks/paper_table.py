@@ -383,6 +383,21 @@ def main(argv=None):
     return 0
 
 
+def distill_section(path):
+    """The rows of ``benchmarks/distill_table.py`` (``tinykd distill`` with default options, each
+    row with the teacher it fine-tuned itself), when that script has written them."""
+    if not path.exists():
+        return []
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from distill_table import table_lines
+
+    return ["", "## `tinykd distill` with default options (each row fine-tunes its own teacher)", "",
+            "One `tinykd distill` run per row, one seed (`benchmarks/distill_table.py`, "
+            "`benchmarks/results/distill_table.md`): the teacher fine-tuned by tinykd's defaults, 16 teacher-labelled "
+            "perturbed copies per training answer (fewer above 1,500 answers), λ = 4.", ""] + \
+        table_lines(json.loads(path.read_text()))
+
+
 def _fmt(ms):
     m, s = ms
     return f"{m:.3f} ± {s:.3f}"
@@ -552,6 +567,7 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
         for k, v in lam_val.items():
             md.append(f"| {k} | " + " | ".join(f"{v[lam][0]:.3f}" if lam in v else "–" for lam in lams)
                       + f" | {chosen.get(k)} |")
+    md += distill_section(RESULTS / "distill_table.json")
     md += ["", "![accuracy and QWK per item](paper_table" + ("_quick" if args.quick else "") + ".png)", ""]
     return {"markdown": "\n".join(md) + "\n",
             "json": {"rows": rows, "averages": avg, "lambdas": chosen, "lambda_validation": lam_val, "wall_seconds": wall,

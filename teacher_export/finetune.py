@@ -82,7 +82,9 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
     out = np.zeros((len(idx), model.config.num_labels), dtype=np.float64)
     if len(idx) == 0:
         return out
-    order = np.argsort([len(enc["input_ids"][i]) for i in idx], kind="stable")
+    lens = np.asarray([len(enc["input_ids"][i]) for i in idx])
+    order = np.argsort(lens, kind="stable")
+    cost = lens[order].astype(np.float64)  # each row's share of the work, in the order of the batches
     model.eval()
     t0 = time.time()
     nb = (len(order) + batch_size - 1) // batch_size
@@ -91,7 +93,8 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
         batch = _collate(enc, idx[pos], pad_id, device)
         out[pos] = model(**batch).logits.double().cpu().numpy()
         if progress and (b + 1) % progress == 0:
-            log(f"    predict {b + 1}/{nb} batches  {time.time() - t0:.0f}s")
+            el, done = time.time() - t0, cost[:s + len(pos)].sum()  # length-sorted: time left by padded tokens
+            log(f"    predict {b + 1}/{nb} batches  {el:.0f}s (eta {el / done * (cost.sum() - done):.0f}s)")
     return out
 
 

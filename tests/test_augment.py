@@ -47,6 +47,28 @@ def test_probabilities_do_what_they_say():
         assert ws == list(range(ws[0], ws[0] + len(ws))) and 15 <= len(ws) <= 45
 
 
+def test_mask_replaces_in_place_and_leaves_the_default_copies_unchanged():
+    """p_mask: about that share of the tokens becomes [MASK], in place (length and the other words
+    kept); p_mask = 0 (the default) draws nothing more, so the copies are those made without it."""
+    from tinykd.augment import MASK
+
+    long = [" ".join(f"w{i}" for i in range(50))] * 200
+    ids = [str(i) for i in range(200)]
+    _, masked, _ = augment(long, ids, n=1, p_drop=0, p_mask=0.2, p_swap=0, p_span=0)
+    toks = [t.split() for t in masked]
+    assert all(len(t) == 50 for t in toks)
+    assert 0.17 < np.mean([w == MASK for t in toks for w in t]) < 0.23
+    assert all(w == f"w{k}" for t in toks for k, w in enumerate(t) if w != MASK)
+    a, b = augment(TEXTS, IDS, n=4, seed=1, p_mask=0.0), augment(TEXTS, IDS, n=4, seed=1)
+    assert a[1] == b[1]
+    # masks and swaps share one draw per token and never overlap
+    _, both, _ = augment(long, ids, n=1, p_drop=0, p_mask=0.5, p_swap=0.5, p_span=0)
+    assert all(w == MASK or w.startswith("w") for t in both for w in t.split())
+    assert 0.45 < np.mean([w == MASK for t in both for w in t.split()]) < 0.55
+    with pytest.raises(ValueError, match="p_mask \\+ p_swap"):
+        augment(TEXTS, IDS, p_mask=0.6, p_swap=0.5)
+
+
 @pytest.mark.parametrize("kw, msg", [(dict(n=-1), "n must"), (dict(p_drop=1.5), "p_drop"),
                                      (dict(ids=["a", "a", "b", "c"]), "unique"), (dict(ids=["a"]), "ids")])
 def test_bad_arguments(kw, msg):

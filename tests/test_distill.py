@@ -65,7 +65,7 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert d["validation"][str(d["lam"])]["accuracy"] == best["accuracy"]
     assert m.meta["training"]["n_transfer"] == (108 if d["lam"] else 0) and m.meta["training"]["n_val"] == 18
     rep = res.report["all rows"]
-    assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN"}
+    assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN", "TF-IDF + LR"}
     assert all(0.0 <= v["accuracy"] <= 1.0 for k, v in rep.items() if k != "n")
     assert set(res.seconds) >= {"teacher", "copies", "labels", "students", "total"}
 
@@ -78,6 +78,19 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert [r.split(":")[0] for r in more.ran] == ["copies", "labels", "students"]
     assert teacher_calls == ["fit", "export", "export"]
     assert tinykd.load(out).meta["distill"]["copies"] == 54 * 3
+
+    masked = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work),
+                       **{**STUDENT, "copies": 3, "augment_options": {"p_mask": 0.3}, "soft_loss": "mse"})
+    assert [r.split(":")[0] for r in masked.ran] == ["copies", "labels", "students"]
+    texts = [open(p, encoding="utf-8").read() for p in work.glob("copies-*/copies.csv")]
+    assert sum("[MASK]" in t for t in texts) == 1  # only the masked transfer set has masks
+    kept = tinykd.load(out).meta
+    assert kept["training"]["soft_loss"] == ("mse" if kept["distill"]["lam"] else "ce")  # (the plain NN may win)
+    for bad, opt in (({"soft_loss": "kl"}, "soft_loss"), ({"augment_options": {"p_mask": 0.1, "p_x": 1}},
+                                                          "augment_options"), ({"copies": 1.5}, "copies")):
+        with pytest.raises(tinykd.OptionError, match=opt):
+            D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **{**STUDENT, **bad})
+    assert teacher_calls == ["fit", "export", "export", "export"]  # bad options: refused before any teacher run
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):

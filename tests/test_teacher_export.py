@@ -314,3 +314,21 @@ def test_data_errors_are_one_line(tmp_path):
     missing.write_text("id,text,label\na,x,\nb,y,NA\n")
     with pytest.raises(DataError, match="no row has a label"):
         load_dataset(str(missing))
+
+
+def test_length_bucketed_labelling_equals_the_teacher_one_answer_at_a_time(tiny_base):
+    """The labelling pass sorts answers by length into padded batches: its probabilities are the
+    teacher's on each answer alone (no padding), in the caller's order."""
+    from teacher_export.finetune import encode, predict_logits
+    from teacher_export.model import load_classifier, load_tokenizer
+    from tinykd.nn.dense import softmax
+
+    torch.manual_seed(0)
+    tok, model = load_tokenizer(tiny_base), load_classifier(tiny_base, num_labels=3).eval()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS["0"] + FILLER, int(rng.integers(1, 25)))) for _ in range(40)]
+    enc = encode(tok, texts, None, 32)
+    fast = softmax(predict_logits(model, enc, None, batch_size=16, pad_id=tok.pad_token_id or 0))
+    one = np.vstack([softmax(predict_logits(model, enc, [i], batch_size=1)) for i in range(len(texts))])
+    assert len({len(x) for x in enc["input_ids"]}) > 10  # the batches really mix lengths
+    assert np.abs(fast - one).max() < 1e-5 and (fast.argmax(1) == one.argmax(1)).all()

@@ -7,11 +7,14 @@ the soft term only. :func:`augment` makes such copies, deterministically, so tha
 once (``teacher_export export`` on the CSV written from them) and anyone can rebuild the same texts later from
 the same answers, ids and seed — the labels file need not (and for ASAP-SAS must not) carry the text.
 
-Each copy of an answer (its tokens, :func:`tinykd.text.tokenize`) is made by three operations:
+Each copy of an answer (its tokens, :func:`tinykd.text.tokenize`) is made by these operations:
 
-* **drop**: each token is removed with probability ``p_drop`` (Tang et al. mask it);
+* **drop**: each token is removed with probability ``p_drop``;
+* **mask**: each remaining token is replaced, with probability ``p_mask``, by :data:`MASK` (Tang et al.;
+  the teacher reads it as its mask token, the student as a word it does not know) — off by default;
 * **swap**: each remaining token is replaced, with probability ``p_swap``, by a word drawn from the
-  unigram distribution of all the training tokens (Tang et al. draw a word of the same part of speech);
+  unigram distribution of all the training tokens (Tang et al. draw a word of the same part of speech,
+  which needs a tagger tinykd does not have);
 * **span**: with probability ``p_span`` only a contiguous span of 30–90 % of the tokens is kept (an
   answer cut short; Tang et al. sample a 1–5-gram, which for multi-sentence answers is too little).
 
@@ -29,10 +32,13 @@ import numpy as np
 from .tables import duplicated, normalize_labels
 from .text import tokenize
 
-__all__ = ["augment", "augment_rows"]
+__all__ = ["augment", "augment_rows", "MASK"]
+
+#: the mask token of the **mask** operation (BERT's; tinykd's tokenizer reads it as the word "mask")
+MASK = "[MASK]"
 
 
-def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
+def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25, seed=0):
     """``n`` perturbed copies of every text.
 
     Parameters
@@ -43,8 +49,8 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
         One id per text (compared as strings); copies get ids ``"<id>~aug<k>"``, k = 0..n-1.
     n : int
         Copies per text (>= 0).
-    p_drop, p_swap, p_span : float in [0, 1]
-        Probabilities of the three operations (see the module docstring).
+    p_drop, p_mask, p_swap, p_span : float in [0, 1]
+        Probabilities of the operations (see the module docstring); ``p_mask + p_swap <= 1``.
     seed : int
 
     Returns
@@ -61,9 +67,11 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
         raise ValueError("augment: ids must be unique")
     if int(n) != n or n < 0:
         raise ValueError(f"augment: n must be a whole number >= 0, got {n!r}")
-    for name, p in (("p_drop", p_drop), ("p_swap", p_swap), ("p_span", p_span)):
+    for name, p in (("p_drop", p_drop), ("p_mask", p_mask), ("p_swap", p_swap), ("p_span", p_span)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"augment: {name} must be within [0, 1], got {p!r}")
+    if p_mask + p_swap > 1.0:
+        raise ValueError(f"augment: p_mask + p_swap must be <= 1, got {p_mask + p_swap!r}")
     toks = [tokenize(t) for t in texts]
     counts = Counter(w for ws in toks for w in ws)
     words = sorted(counts)
@@ -75,7 +83,11 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
         for k in range(int(n)):
             rng = np.random.default_rng([int(seed), crc, k])
             out = [w for w, keep in zip(ws, rng.random(len(ws)) >= p_drop) if keep]
-            swap = rng.random(len(out)) < p_swap
+            u = rng.random(len(out))
+            swap = u < p_swap
+            if p_mask:  # (p_mask = 0 draws nothing more: the copies of earlier versions stay the same)
+                for pos in np.flatnonzero(u >= 1.0 - p_mask):
+                    out[pos] = MASK
             if swap.any() and words:
                 picks = rng.choice(len(words), size=int(swap.sum()), p=prob)
                 for pos, w in zip(np.flatnonzero(swap), picks):
@@ -91,7 +103,7 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0):
 
 
 def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=None, n=8, p_drop=0.1,
-                 p_swap=0.1, p_span=0.25, seed=0):
+                 p_mask=0.0, p_swap=0.1, p_span=0.25, seed=0):
     """The copies ``tinykd augment`` appends to a data file: ``n`` perturbed copies of every
     labelled training row, one unigram table per item (swaps stay within an item).
 
@@ -114,7 +126,8 @@ def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=
     out = []
     for rows in groups.values():
         new_ids, new_texts, origin = augment([texts[i] for i in rows], [ids[i] for i in rows], n=n,
-                                             p_drop=p_drop, p_swap=p_swap, p_span=p_span, seed=seed)
+                                             p_drop=p_drop, p_mask=p_mask, p_swap=p_swap, p_span=p_span,
+                                             seed=seed)
         clash = set(ids).intersection(new_ids)
         if clash:
             raise ValueError(f"ids like {sorted(clash)[0]!r} already exist; is it an augmented file?")

@@ -180,7 +180,7 @@ def _roles(labels, splits, items, train_split, val_split, test_split, seed):
 def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
-            temperature=1.0, soft_loss="ce", copies=None, epochs=40, patience=5, seed=0, where=None, verbose=True,
+            temperature=1.0, soft_loss="ce", copies=None, augment_options=None, epochs=40, patience=5, seed=0, where=None, verbose=True,
             stream=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
@@ -192,7 +192,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``max_length``; ``lams``, ``temperature``, ``soft_loss``: the KD students' λ grid, T and soft term
     (:mod:`tinykd.losses`); ``work``: the work
     folder (default ``<out>.work``); ``copies``: perturbed copies per training answer (None:
-    :func:`auto_copies`); ``where``: ``["COL=VALUE", …]``
+    :func:`auto_copies`); ``augment_options``: :func:`tinykd.augment.augment`'s ``p_drop``,
+    ``p_mask``, ``p_swap``, ``p_span`` (unset: its defaults); ``where``: ``["COL=VALUE", …]``
     keeps only those rows (of the data and the unlabeled file); ``preset`` "auto":
     ``bathtub`` below 2,000 training answers, else ``7t``. Returns a :class:`DistillResult`."""
     stream = sys.stderr if stream is None else stream
@@ -209,6 +210,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         raise OptionError("soft_loss", f"{{opt}} must be ce or mse, got {soft_loss!r}")
     if not lams or any(not lam > 0 for lam in lams):
         raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
+    aug = dict(augment_options or {})
+    unknown = sorted(set(aug) - {"p_drop", "p_mask", "p_swap", "p_span"})
+    if unknown:
+        raise OptionError("augment_options", f"unknown {{opt}} {unknown}; known: p_drop, p_mask, p_swap, p_span")
     t_start = time.time()
     topts = {**TEACHER_DEFAULTS, **(teacher_options or {})}
     unknown = set(topts) - set(TEACHER_DEFAULTS)
@@ -297,9 +302,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
 
         # 3. the transfer set: perturbed copies of the training answers (+ unlabeled rows)
         n_copies = auto_copies(len(train)) if copies is None else int(copies)
-        c_key = _key(roles_key, g, n_copies, seed, unlabeled and file_sha256(unlabeled))
+        c_key = _key(roles_key, g, n_copies, seed, unlabeled and file_sha256(unlabeled),
+                     *([sorted(aug.items())] if aug else []))
         c = st.run("copies", c_key, f"{name}: {n_copies} per answer", lambda d, idx=idx, g=g, n=n_copies: _write_copies(
-            d, idx, ids, texts, labels, contexts, roles, n, seed, [u for u in u_rows if g is None or u[3] == g]))
+            d, idx, ids, texts, labels, contexts, roles, n, seed, [u for u in u_rows if g is None or u[3] == g], aug))
         c_csv = os.path.join(work, f"copies-{c_key}", "copies.csv")
 
         # 4. the teacher labels the transfer set
@@ -334,7 +340,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             runs = {}
             for lam in (0.0, *lams):
                 s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
-                        temperature=temperature if lam else 1.0, soft_loss=soft_loss,
+                        temperature=temperature if lam else 1.0, soft_loss=soft_loss if lam else "ce",
                         validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
                         patience=patience, seed=seed, verbose=False, name=name)
                 m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
@@ -415,7 +421,7 @@ def _write_rows(d, ids, texts, labels, contexts, items, roles):
     return {"dir": d, "roles": counts}
 
 
-def _write_copies(d, idx, ids, texts, labels, contexts, roles, n, seed, unlabeled):
+def _write_copies(d, idx, ids, texts, labels, contexts, roles, n, seed, unlabeled, aug):
     """The transfer set: ``n`` copies of every training answer, the data file's unlabeled training
     rows, and the rows of the unlabeled file."""
     from .augment import augment_rows
@@ -424,7 +430,7 @@ def _write_copies(d, idx, ids, texts, labels, contexts, roles, n, seed, unlabele
     unlabeled = [(ids[i], texts[i], "" if contexts is None else contexts[i], None)
                  for i in idx if roles[i] == "unlabeled"] + list(unlabeled)
     made = augment_rows([texts[i] for i in train], [ids[i] for i in train], [labels[i] for i in train], n=n,
-                        seed=seed) if n else []
+                        seed=seed, **aug) if n else []
     with AtomicCsvWriter(os.path.join(d, "copies.csv"), ["id", "text", "context"]) as w:
         for j, nid, text in made:
             w.writerow([nid, text, "" if contexts is None else contexts[train[j]]])
