@@ -128,15 +128,24 @@ def _train_summary(args, students, seconds):
 def cmd_score(args):
     import numpy as np
 
-    from .scoring import decide
+    from .scoring import REVIEW_BELOW, decide
     from .student import Bundle, data_columns, load
     from .tables import AtomicCsvWriter, CsvReader
 
-    decide(np.zeros((0, 2)), args.review_below)  # checks the threshold before any work
+    if args.review_below is not None and args.target_accuracy is not None:
+        raise CLIError("give --review-below or --target-accuracy, not both")
+    review_below = REVIEW_BELOW if args.review_below is None else args.review_below
+    decide(np.zeros((0, 2)), review_below)  # checks the threshold before any work
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     _check_out_path(args.out, [args.data, args.model])
     model = load(args.model)
+    if args.target_accuracy is not None:
+        choice = _review_for_target(model, args.model, args.target_accuracy)
+        review_below = choice["threshold"]
+        print(f"--target-accuracy {choice['target']:g}: --review-below {review_below:.4f}; on the model's "
+              f"{choice['n']:,} validation rows it flags {choice['flagged']:.1%}, and the rest are "
+              f"{choice['accuracy']:.1%} right")
     text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
     classes = model.classes
     out_cols = ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
@@ -162,7 +171,7 @@ def cmd_score(args):
                 else:
                     proba = model.predict_proba(texts, ctx)
                 pred_time += time.perf_counter() - t1
-                best, conf, review = decide(proba, args.review_below)
+                best, conf, review = decide(proba, review_below)
                 flagged += int(review.sum())
                 for r, b, pr, c, rv in zip(chunk, best.tolist(), proba.tolist(), conf.tolist(), review.tolist()):
                     w.writerow(r + [classes[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"])
@@ -175,8 +184,23 @@ def cmd_score(args):
         print("\r", end="", file=sys.stderr)
     print(f"scored {n:,} rows → {args.out} in {time.time() - t0:.1f} s "
           f"({1000 * pred_time / max(n, 1):.2f} ms per response); {flagged:,} need review "
-          f"(confidence < {args.review_below:g})")
+          f"(confidence < {review_below:.4g})")
     return 0
+
+
+def _review_for_target(model, path, target):
+    """The review threshold reaching ``target`` on the validation rows stored in the model."""
+    from .calibration import check_target, review_threshold
+
+    check_target(target)
+    outcomes = model.validation_outcomes()
+    if outcomes is None:
+        raise CLIError(f"{path} holds no validation predictions (trained without validation rows, or written "
+                       "before tinykd stored them); set --review-below instead, or retrain")
+    try:
+        return review_threshold(*outcomes, target)
+    except ValueError as e:
+        raise CLIError(f"--target-accuracy: {e}; set a lower target") from None
 
 
 # ============================================================================ evaluate

@@ -73,7 +73,11 @@ def build_parser():
     _where(s)
     s.add_argument("--out", "-o", required=True, help="scored CSV to write")
     _model_columns(s)
-    s.add_argument("--review-below", type=float, default=REVIEW_BELOW, help="flag rows whose confidence is below this")
+    s.add_argument("--review-below", type=float, default=None,
+                   help=f"flag rows whose confidence is below this (unset: {REVIEW_BELOW:g}, or chosen by --target-accuracy)")
+    s.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
+                   help="choose --review-below on the model's validation rows: the lowest threshold at which the "
+                   "rows not flagged reach this accuracy there (e.g. 0.9)")
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
 
     e = sub.add_parser("evaluate", help="accuracy, QWK, macro-F1, per-class, confusion matrix", **fmt)
