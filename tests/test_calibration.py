@@ -16,7 +16,6 @@ from tinykd import demo
 from tinykd.calibration import (MIN_CALIBRATION_ROWS, calibrated_proba, confidence_and_correct,
                                 expected_calibration_error, fit_temperature, nll, reliability_bins, review_curve,
                                 review_threshold)
-from tinykd.cli import main
 from tinykd.model import StudentNet, make_config
 from tinykd.nn.dense import softmax
 from tinykd.scoring import Scorer
