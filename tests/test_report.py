@@ -136,6 +136,10 @@ def test_nominal_labels_get_no_ordinal_verdict(files, tmp_path, capsys):
     assert "the ordinal measures (SMD, adjacent agreement, QWK, Pearson r)" in page and "no verdict" in page
     rc, text, _ = run_cli(capsys, "report", files["model"], files["data"], "--split", "test", "--nominal", "--json")
     assert rc == 0 and json.loads(text)["units"][0]["verdict"]["status"] == "not applicable"
+    rc, text, _ = run_cli(capsys, "report", files["model"], files["data"], "--split", "test", "--no-plots", "--out",
+                          tmp_path / "t.html")
+    assert rc == 0 and text.rstrip().endswith("tables only (plots switched off))")
+    assert not _imgs((tmp_path / "t.html").read_text(encoding="utf-8"))
 
 
 def test_report_errors_are_one_line(files, tmp_path, capsys):
