@@ -215,8 +215,8 @@ def scientsbank():
     take = lambda idx, k: [rows[i][k] for i in idx]  # noqa: E731
     val = (take(va, "text"), y[va], take(va, demo.CONTEXT))
     st_ = tinykd.fit(take(tr, "text"), y[tr], contexts=take(tr, demo.CONTEXT), validation=val,
-                     config=dict(embed_dim=16, units=16, dense_units=16, max_len=64), epochs=3, patience=2,
-                     verbose=False)
+                     config=dict(embed_dim=16, units=16, dense_units=16, max_len=64), epochs=8, patience=8,
+                     verbose=False)  # a little past its best epoch, overconfident as trained students are
     return st_, val
 
 
@@ -224,6 +224,7 @@ def test_calibration_lowers_the_validation_ece_on_real_data(scientsbank):
     st_, (v_texts, v_y, v_ctx) = scientsbank
     cal = st_.meta["calibration"]
     assert cal["n_val"] == len(v_y) > 500
+    assert cal["temperature"] > 1  # it softens
     assert cal["val_ece_after"] < cal["val_ece_before"] and cal["val_nll_after"] <= cal["val_nll_before"]
     # the same numbers from the live scorer on the validation rows
     before = expected_calibration_error(*confidence_and_correct(
