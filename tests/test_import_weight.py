@@ -1,6 +1,6 @@
 """Scoring a saved model imports NumPy and Numba only: never scikit-learn (over a second and
-~80 MB to import), pandas or torch. (SciPy is not checked: Numba itself imports it when it
-is installed.)"""
+~80 MB to import), matplotlib (the optional [report] extra), pandas or torch. (SciPy is not
+checked: Numba itself imports it when it is installed.)"""
 import csv
 import json
 import subprocess
@@ -11,15 +11,16 @@ import pytest
 
 import tinykd
 
-HEAVY = ["sklearn", "pandas", "torch", "transformers", "tinykd.estimator", "tinykd.metrics"]
+HEAVY = ["sklearn", "matplotlib", "pandas", "torch", "transformers", "tinykd.estimator", "tinykd.metrics",
+         "tinykd.report", "tinykd.plots"]
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("iw")
     texts = ["acid rain dissolves marble", "the rock is wet", "acid reacts", "nothing happens"] * 5
-    st = tinykd.fit(texts, np.arange(20) % 2, config=dict(embed_dim=8, units=8, dense_units=8), epochs=1,
-                    verbose=False, validation=False)
+    st = tinykd.fit(texts * 2, np.arange(40) % 2, config=dict(embed_dim=8, units=8, dense_units=8), epochs=1,
+                    verbose=False, validation=(texts * 2, np.arange(40) % 2))  # 40 rows: calibrated
     p = d / "m.npz"
     st.save(p)
     data = d / "d.csv"
@@ -37,6 +38,10 @@ def _loaded(code):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def test_import_tinykd_imports_no_heavy_module():
+    assert _loaded("import tinykd") == []
+
+
 def test_load_and_predict_import_no_heavy_module(model):
     path, _, _ = model
     assert _loaded(f"import tinykd\nm = tinykd.load({path!r})\nprint(m.predict(['acid rain', '']))") == []
@@ -48,6 +53,14 @@ def test_cli_score_imports_no_heavy_module(model):
     assert _loaded(code) == []
     with open(out) as f:
         assert len(list(csv.DictReader(f))) == 3
+
+
+def test_cli_score_target_accuracy_imports_no_heavy_module(model):
+    path, data, out = model
+    assert tinykd.load(path).meta["calibration"]["method"] == "temperature"
+    code = (f"from tinykd.cli import main\n"
+            f"assert main(['score', {path!r}, {data!r}, '--out', {out!r}, '--target-accuracy', '0.5']) == 0")
+    assert _loaded(code) == []
 
 
 def test_info_imports_no_heavy_module(model):

@@ -82,9 +82,10 @@ def _infer_task(ids, lengths, rows, T, d, U, reverse, pool_max, feat):
 
 
 @njit(inline="always", **JIT)
-def _head(feat, W1, b1, act, W2, b2, out):
-    """out = softmax(dense2(act(dense1(feat)))), the logits in float64 — the maths of
-    :mod:`tinykd.nn.dense` (act: 0 linear, 1 relu, 2 selu; no hidden layer if W1 has no columns)."""
+def _head(feat, W1, b1, act, W2, b2, inv_t, out):
+    """out = softmax(dense2(act(dense1(feat))) · inv_t), the logits in float64 — the maths of
+    :mod:`tinykd.nn.dense` (act: 0 linear, 1 relu, 2 selu; no hidden layer if W1 has no columns);
+    ``inv_t`` is 1 / the calibration temperature (:mod:`tinykd.calibration`)."""
     B = feat.shape[0]
     K = W2.shape[1]
     hid = W1.shape[1]
@@ -119,6 +120,8 @@ def _head(feat, W1, b1, act, W2, b2, out):
             si = src[i]
             for k in range(K):
                 zk[k] += si * W2[i, k]
+        for k in range(K):
+            zk[k] *= inv_t
         mx = zk.max()
         s = 0.0
         for k in range(K):
@@ -130,7 +133,7 @@ def _head(feat, W1, b1, act, W2, b2, out):
 
 @njit(**JIT)
 def score_serial(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverses, pool_max, feat,
-                 HW1, Hb1, act, HW2, Hb2, out):
+                 HW1, Hb1, act, HW2, Hb2, inv_t, out):
     """Everything for a batch on one core in one call: time loops, pooling, head. Returns 0, or
     (nothing computed) -1 if an id is out of the table's range, -2 if a length is out of the ids'."""
     rc = _check(ids, lengths, T.shape[1])
@@ -140,13 +143,13 @@ def score_serial(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverse
         d = task_dir[ti]
         _infer_task(ids, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], T, d, U0 if d == 0 else U1,
                     reverses[d], pool_max, feat)
-    _head(feat, HW1, Hb1, act, HW2, Hb2, out)
+    _head(feat, HW1, Hb1, act, HW2, Hb2, inv_t, out)
     return 0
 
 
 @njit(parallel=True, **JIT)
 def score_parallel(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, reverses, pool_max, feat,
-                   HW1, Hb1, act, HW2, Hb2, out):
+                   HW1, Hb1, act, HW2, Hb2, inv_t, out):
     """:func:`score_serial` with the tasks (directions, or halves of a batch) on the cores."""
     rc = _check(ids, lengths, T.shape[1])
     if rc < 0:
@@ -155,5 +158,5 @@ def score_parallel(ids, lengths, task_rows, task_ptr, task_dir, T, U0, U1, rever
         d = task_dir[ti]
         _infer_task(ids, lengths, task_rows[task_ptr[ti]:task_ptr[ti + 1]], T, d, U0 if d == 0 else U1,
                     reverses[d], pool_max, feat)
-    _head(feat, HW1, Hb1, act, HW2, Hb2, out)
+    _head(feat, HW1, Hb1, act, HW2, Hb2, inv_t, out)
     return 0

@@ -1,8 +1,9 @@
-"""The ``tinykd`` command line: train, score, evaluate, info, augment, demo.
+"""The ``tinykd`` command line: train, score, evaluate, report, info, augment, distill, demo.
 
 A thin face: it reads files, turns options into calls of the library
 (:func:`tinykd.fit.fit_items`, :class:`tinykd.student.Student`,
-:func:`tinykd.evaluate.evaluation_report`, :func:`tinykd.augment.augment_rows`) and prints.
+:func:`tinykd.evaluate.evaluation_report`, :func:`tinykd.evaluate.fitness_report`,
+:func:`tinykd.report.render_html`, :func:`tinykd.augment.augment_rows`) and prints.
 
 Every user error (a bad file, a missing column, a damaged model, a bad option) ends the
 command with exit status 2 and one line on stderr, ``tinykd: error: …``; ``--debug`` (or
@@ -128,15 +129,24 @@ def _train_summary(args, students, seconds):
 def cmd_score(args):
     import numpy as np
 
-    from .scoring import decide
+    from .scoring import REVIEW_BELOW, decide
     from .student import Bundle, data_columns, load
     from .tables import AtomicCsvWriter, CsvReader
 
-    decide(np.zeros((0, 2)), args.review_below)  # checks the threshold before any work
+    if args.review_below is not None and args.target_accuracy is not None:
+        raise CLIError("give --review-below or --target-accuracy, not both")
+    review_below = REVIEW_BELOW if args.review_below is None else args.review_below
+    decide(np.zeros((0, 2)), review_below)  # checks the threshold before any work
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     _check_out_path(args.out, [args.data, args.model])
     model = load(args.model)
+    if args.target_accuracy is not None:
+        choice = _review_for_target(model, args.model, args.target_accuracy)
+        review_below = choice["threshold"]
+        print(f"--target-accuracy {choice['target']:g}: --review-below {review_below:.4f}; on the model's "
+              f"{choice['n']:,} validation rows it flags {choice['flagged']:.1%}, and the rest are "
+              f"{choice['accuracy']:.1%} right")
     text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
     classes = model.classes
     out_cols = ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
@@ -162,7 +172,7 @@ def cmd_score(args):
                 else:
                     proba = model.predict_proba(texts, ctx)
                 pred_time += time.perf_counter() - t1
-                best, conf, review = decide(proba, args.review_below)
+                best, conf, review = decide(proba, review_below)
                 flagged += int(review.sum())
                 for r, b, pr, c, rv in zip(chunk, best.tolist(), proba.tolist(), conf.tolist(), review.tolist()):
                     w.writerow(r + [classes[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"])
@@ -175,8 +185,23 @@ def cmd_score(args):
         print("\r", end="", file=sys.stderr)
     print(f"scored {n:,} rows → {args.out} in {time.time() - t0:.1f} s "
           f"({1000 * pred_time / max(n, 1):.2f} ms per response); {flagged:,} need review "
-          f"(confidence < {args.review_below:g})")
+          f"(confidence < {review_below:.4g})")
     return 0
+
+
+def _review_for_target(model, path, target):
+    """The review threshold reaching ``target`` on the validation rows stored in the model."""
+    from .calibration import check_target, review_threshold
+
+    check_target(target)
+    outcomes = model.validation_outcomes()
+    if outcomes is None:
+        raise CLIError(f"{path} holds no validation predictions (trained without validation rows, or written "
+                       "before tinykd stored them); set --review-below instead, or retrain")
+    try:
+        return review_threshold(*outcomes, target)
+    except ValueError as e:
+        raise CLIError(f"--target-accuracy: {e}; set a lower target") from None
 
 
 # ============================================================================ evaluate
@@ -215,6 +240,70 @@ def cmd_evaluate(args):
           + (f"; {skipped:,} unlabeled rows skipped" if skipped else "") + ")")
     print("\n".join(format_report(res, args.rater2_col)))
     return 0
+
+
+# ============================================================================== report
+def cmd_report(args):
+    from .atomic import atomic_write_bytes
+    from .evaluate import fitness_report, format_verdicts
+    from .student import data_columns, load
+    from .tables import read_table
+
+    if not args.out and not args.json:
+        raise CLIError("give --out REPORT.html (or --json)")
+    if args.out:
+        _check_out_path(args.out, [args.data, args.model])
+    model = load(args.model)
+    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
+    label_col = args.label_col or (model.meta.get("columns") or {}).get("label") or "label"
+    need = [(text_col, "--text-col"), (label_col, "--label-col")] + [(g, "--group-col") for g in args.group_col]
+    need += [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"),
+                                 (args.split_col if args.split is not None else None, "--split-col"),
+                                 (args.rater2_col, "--rater2-col")) if c]
+    table = read_table(args.data, need, where=args.where)
+    if table.note:
+        _note(table.note)
+    if args.split is None and table.has(args.split_col):
+        _note(f"note: reporting on every row of {args.data} (the training rows too); use --split test for "
+              "held-out rows")
+    col = lambda c: table.column(c) if c else None  # noqa: E731
+    try:
+        res = fitness_report(model, col(text_col), col(label_col), contexts=col(ctx_col), items=col(item_col),
+                             rater2=col(args.rater2_col), groups={g: col(g) for g in args.group_col},
+                             splits=col(args.split_col) if args.split else None, split=args.split,
+                             nominal=args.nominal, target_accuracy=args.target_accuracy)
+    except ValueError as e:
+        if isinstance(e, OptionError):
+            raise
+        raise CLIError(f"{args.data}: {e}") from None
+    res = {"model": args.model, "data": args.data, "split": args.split, **res}
+    if args.out:
+        from .report import render_html
+
+        page = render_html(res, model=args.model, data=args.data, split=args.split, plots=not args.no_plots)
+        with _WriteErrors(args.out):
+            atomic_write_bytes(args.out, page.encode("utf-8"))
+    if args.json:
+        print(json.dumps(_json_ready(res), indent=2))
+        return 0
+    print("\n".join(format_verdicts(res)))
+    from .plots import INSTALL, available
+
+    plots = "tables only (plots switched off)" if args.no_plots else (
+        "with plots" if available() else f"tables only; for the plots: {INSTALL}")
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1024:.0f} KB, {plots})")
+    return 0
+
+
+def _json_ready(o):
+    """Strict JSON: NaN / infinity (an undefined measure) become null."""
+    if isinstance(o, dict):
+        return {k: _json_ready(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_ready(v) for v in o]
+    if isinstance(o, float) and not (o == o and abs(o) != float("inf")):
+        return None
+    return o
 
 
 # ================================================================================ info
@@ -282,7 +371,10 @@ def cmd_distill(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    return run_demo(out=args.out, quick=args.quick, teacher_file=args.teacher_file, seed=args.seed, quiet=args.quiet)
+    if args.report:
+        _check_out_path(args.report, [args.out])
+    return run_demo(out=args.out, quick=args.quick, teacher_file=args.teacher_file, seed=args.seed, quiet=args.quiet,
+                    report=args.report)
 
 
 def main(argv=None):
@@ -293,7 +385,8 @@ def main(argv=None):
     if args.cmd is None:
         parser.print_help(sys.stderr)
         return 2
-    commands = {"train": cmd_train, "score": cmd_score, "evaluate": cmd_evaluate, "info": cmd_info,
+    commands = {"train": cmd_train, "score": cmd_score, "evaluate": cmd_evaluate, "report": cmd_report,
+                "info": cmd_info,
                 "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo}
     try:
         return commands[args.cmd](args) or 0

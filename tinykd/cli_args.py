@@ -73,7 +73,11 @@ def build_parser():
     _where(s)
     s.add_argument("--out", "-o", required=True, help="scored CSV to write")
     _model_columns(s)
-    s.add_argument("--review-below", type=float, default=REVIEW_BELOW, help="flag rows whose confidence is below this")
+    s.add_argument("--review-below", type=float, default=None,
+                   help=f"flag rows whose confidence is below this (unset: {REVIEW_BELOW:g}, or chosen by --target-accuracy)")
+    s.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
+                   help="choose --review-below on the model's validation rows: the lowest threshold at which the "
+                   "rows not flagged reach this accuracy there (e.g. 0.9)")
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
 
     e = sub.add_parser("evaluate", help="accuracy, QWK, macro-F1, per-class, confusion matrix", **fmt)
@@ -86,6 +90,31 @@ def build_parser():
     e.add_argument("--rater2-col", help="a second human rater's column: adds human-human agreement")
     _model_columns(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    r = sub.add_parser("report", help="may this scorer be used? criteria, verdicts, calibration, review trade-off "
+                       "as one HTML page", **fmt,
+                       description="Check a model against human scores by the criteria of Williamson, Xi & Breyer "
+                       "(2012): QWK and Pearson r >= 0.70, |SMD| <= 0.15 (<= 0.10 in each subgroup), at most 0.10 "
+                       "below human-human agreement; one verdict per item, the calibration of the confidence and "
+                       "the share flagged for review against the accuracy on the rest. Writes one self-contained "
+                       "HTML file (plots with the [report] extra).")
+    r.add_argument("model")
+    r.add_argument("data")
+    _where(r)
+    r.add_argument("--out", "-o", help="HTML file to write (unset: --json only)")
+    r.add_argument("--split", help="report only rows whose --split-col has this value (e.g. test)")
+    r.add_argument("--split-col", default="split", help="split column")
+    r.add_argument("--label-col", help="human score column (unset: the model's training column)")
+    r.add_argument("--rater2-col", help="a second human rater's column: human-human agreement and the degradation")
+    r.add_argument("--group-col", action="append", default=[], metavar="COL",
+                   help="a subgroup column (gender, language status, school ...); repeatable")
+    _model_columns(r)
+    r.add_argument("--nominal", action="store_true",
+                   help="the scores are categories, not points on a scale (text labels always are)")
+    r.add_argument("--target-accuracy", type=float, default=0.9, metavar="ACC",
+                   help="the accuracy whose review threshold the report shows")
+    r.add_argument("--no-plots", action="store_true", help="tables only")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
 
     i = sub.add_parser("info", help="what a model file holds", **fmt)
     i.add_argument("model")
@@ -144,6 +173,7 @@ def build_parser():
                        description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
                        "teacher probabilities, compare them with the teacher, save the KD model and score examples.")
     d.add_argument("--out", "-o", default="tinykd-demo.npz", help="where to save the KD model")
+    d.add_argument("--report", help="where to write its tinykd report page (unset: beside --out, <out>-report.html)")
     d.add_argument("--quick", action="store_true", help="a reduced run (small sample, 2 epochs) for CI")
     d.add_argument("--teacher-file", help=argparse.SUPPRESS)
     d.add_argument("--seed", type=int, default=0, help="seed of both students")

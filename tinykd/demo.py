@@ -96,11 +96,16 @@ def _fmt_size(n):
 
 
 def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quiet=False, data_dir=DATA_DIR,
-             stream=None):
-    """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout."""
+             stream=None, report=None):
+    """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout. The saved
+    model's ``tinykd report`` page on the test answers goes to ``report`` (default: beside
+    ``out``, ``<out>-report.html``)."""
     import numpy as np
 
+    from .atomic import atomic_write_bytes
+    from .evaluate import fitness_report, format_verdicts
     from .fitting import fit
+    from .report import render_html
     from .metrics import scoring_metrics
     from .scoring import REVIEW_BELOW
     from .student import load
@@ -227,6 +232,16 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
         text = r["text"] if r["text"] else "(blank answer)"
         say(f"  {text[:70] + ('…' if len(text) > 70 else ''):<72} human: {human:<13} model: "
             f"{LABEL_NAMES.get(saved.classes[k], saved.classes[k])} ({p[k]:.2f})")
+
+    # may it be used? the verdict of `tinykd report` on the test answers, and the calibration it reached
+    who = "KD student" if final is not nn else "plain NN"
+    res = fitness_report(saved, t_texts, [r["label"] for r in test_rows], contexts=t_ctx, name=who)
+    report = report or os.path.splitext(out)[0] + "-report.html"
+    atomic_write_bytes(report, render_html({"model": out, **res}, model=out, data=f"{DATA_FILE} ({TEST_SPLIT})",
+                                           split=TEST_SPLIT).encode("utf-8"))
+    say(f"\nmay the {who} score alone? (the criteria of Williamson et al. 2012 on {TEST_SPLIT}; the page: {report})")
+    for line in format_verdicts(res):
+        say("  " + line)
     say(f"\ndemo finished in {time.time() - t_start:.0f} s")
     return 0
 

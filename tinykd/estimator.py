@@ -111,7 +111,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         return texts, contexts
 
     def predict_proba(self, X):
-        """Class probabilities (n, K) in the order of ``classes_``."""
+        """Class probabilities (n, K) in the order of ``classes_``, calibrated (``student_.temperature``)."""
         texts, contexts = self._texts(X)
         return self.student_.predict_proba(texts, contexts).astype(np.float64)
 

@@ -277,11 +277,43 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         "notes": list(note),
     }
     if val is not None:  # through the training forward: scoring kernels are not compiled for this
-        pred = net.predict_logits(val.ids, val.lengths).argmax(axis=1)
+        logits = net.predict_logits(val.ids, val.lengths)
+        pred = logits.argmax(axis=1)
         names = [str(c) for c in labels]
         meta["validation_metrics"] = scoring_metrics([names[k] for k in v_y], [names[k] for k in pred],
                                                      labels=names)
+        meta["calibration"] = calibrate(logits, v_y)
+        if meta["calibration"]["temperature"] is None:
+            note(f"{name}: {meta['calibration']['reason']}")
+            meta["notes"] = list(note)
+        # what `tinykd score --target-accuracy` chooses its review threshold on (float32 exactly)
+        meta["validation_predictions"] = {"y": [int(k) for k in v_y],
+                                          "logits": [[float(str(v)) for v in row] for row in logits]}
+    else:
+        meta["calibration"] = {"method": None, "temperature": None, "n_val": 0,
+                               "reason": "no validation rows: confidence is the raw softmax"}
     return Student(vocab, net, labels, meta)
+
+
+def calibrate(logits, y):
+    """The calibration stored in a model file: one temperature fitted on the validation rows'
+    ``logits`` and labels ``y`` (:func:`tinykd.calibration.fit_temperature`), with the
+    validation ECE and NLL before and after; none (temperature None, and the reason) below
+    :data:`~tinykd.calibration.MIN_CALIBRATION_ROWS` rows."""
+    from .calibration import (MIN_CALIBRATION_ROWS, N_BINS, calibrated_proba, confidence_and_correct,
+                              expected_calibration_error, fit_temperature, nll)
+
+    if len(y) < MIN_CALIBRATION_ROWS:
+        return {"method": None, "temperature": None, "n_val": int(len(y)),
+                "reason": f"only {len(y)} validation rows, fewer than the {MIN_CALIBRATION_ROWS} a temperature "
+                          "needs: confidence is the raw softmax"}
+    t = round(fit_temperature(logits, y), 6)  # the value stored is the value used
+    ece = {}
+    for name, temp in (("before", 1.0), ("after", t)):
+        ece[name] = expected_calibration_error(*confidence_and_correct(calibrated_proba(logits, temp), y))
+    return {"method": "temperature", "temperature": t, "n_val": int(len(y)), "bins": N_BINS,
+            "val_ece_before": round(ece["before"], 6), "val_ece_after": round(ece["after"], 6),
+            "val_nll_before": round(nll(logits, y), 6), "val_nll_after": round(nll(logits, y, t), 6)}
 
 
 # ------------------------------------------------------------------------------ fit_items

@@ -22,7 +22,9 @@ def describe(path):
             "preset": st.meta.get("preset"), "classes": st.classes, "n_params": st.n_params,
             "vocab_size": len(st.vocab), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
             "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
-            "validation_metrics": st.meta.get("validation_metrics")}
+            "validation_metrics": st.meta.get("validation_metrics"), "calibration": st.meta.get("calibration"),
+            "temperature": st.temperature,
+            "validation_rows_stored": len((st.meta.get("validation_predictions") or {}).get("y") or [])}
     return out
 
 
@@ -56,6 +58,19 @@ def format_description(out):
                          f"(stopped: {tr.get('stopped')}); seed {tr.get('seed')}; {tr.get('seconds')} s")
         if s["validation_metrics"]:
             lines.append(f"  validation: {format_metrics(s['validation_metrics'])}")
+        lines.append(f"  calibration: {format_calibration(s['calibration'])}")
         if s["columns"]:
             lines.append("  columns: " + ", ".join(f"{k} = {v}" for k, v in s["columns"].items() if v))
     return lines
+
+
+def format_calibration(cal):
+    """One line: the calibration a student's ``meta["calibration"]`` records (None: a file
+    written before tinykd calibrated its confidence)."""
+    if cal is None:
+        return ("none — this file was written before tinykd calibrated confidence; it loads uncalibrated "
+                "(confidence is the raw softmax); retrain to calibrate it")
+    if not cal.get("temperature"):
+        return f"none — {cal.get('reason') or 'no validation rows'}"
+    return (f"temperature {cal['temperature']:.3f} fitted on {cal['n_val']:,} validation rows "
+            f"(validation ECE {cal['val_ece_before']:.3f} → {cal['val_ece_after']:.3f})")

@@ -1,4 +1,5 @@
-"""Agreement measures for scoring: accuracy, quadratic weighted kappa, macro-F1.
+"""Agreement measures for scoring: accuracy, quadratic weighted kappa, macro-F1, and the measures
+of an automated-scoring evaluation (SMD, exact / adjacent agreement, Pearson r).
 
 Thin wrappers over scikit-learn (imported when called, never by the scoring
 path). QWK treats the class indices as an ordinal scale, which is what
@@ -35,3 +36,85 @@ def classification_details(y_true, y_pred, labels):
                             "support": int(s[k])} for k, lab in enumerate(labels)}
     return {"per_class": per_class,
             "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
+
+
+# ------------------------------------------------------------------ the scorer-evaluation measures
+def standardized_mean_difference(human, machine, sd_human=None):
+    """SMD = (mean(machine) − mean(human)) / SD(human): machine minus human, so a negative SMD
+    means the machine scores lower than the humans do (Williamson, Xi & Breyer 2012; RSMTool's
+    "unpooled" SMD). SD is the sample SD (``ddof=1``) of ``human`` unless ``sd_human`` is
+    given (a subgroup is standardised by the SD of all the human scores, so that groups are on
+    one scale). NaN when the SD is 0 or there are fewer than 2 scores."""
+    h, m = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
+    if len(h) == 0:
+        return float("nan")
+    sd = (np.std(h, ddof=1) if len(h) > 1 else float("nan")) if sd_human is None else sd_human
+    if not sd > 0:
+        return float("nan")
+    return float((m.mean() - h.mean()) / sd)
+
+
+def exact_agreement(a, b):
+    """Share of rows where the two scores are equal."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.mean(a == b)) if len(a) else float("nan")
+
+
+def adjacent_agreement(a, b, scale):
+    """Share of rows where the two scores are at most one step apart on ``scale`` (the ordered
+    score points): for the scale 0, 1, 2 a 0 and a 1 agree, a 0 and a 2 do not."""
+    scale = np.asarray(scale, dtype=np.float64)
+    pa = np.searchsorted(scale, np.asarray(a, dtype=np.float64))
+    pb = np.searchsorted(scale, np.asarray(b, dtype=np.float64))
+    return float(np.mean(np.abs(pa - pb) <= 1)) if len(pa) else float("nan")
+
+
+def quadratic_weighted_kappa(a, b, scale):
+    """QWK of two score arrays over the ordered score points ``scale`` (scikit-learn's
+    ``cohen_kappa_score(weights="quadratic")``); NaN when it is undefined (one score only)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) == 0:
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = cohen_kappa_score(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
+                              labels=np.asarray(scale, dtype=np.float64), weights="quadratic")
+    return float(k)
+
+
+def pearson_r(a, b):
+    """Pearson's correlation (SciPy's ``pearsonr``); NaN when either side is constant."""
+    import warnings
+
+    from scipy.stats import pearsonr
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(pearsonr(a, b)[0])
+
+
+def ordinal_agreement(human, machine, scale):
+    """Every ordinal measure of one machine–human (or human–human) comparison, as a dict:
+    ``n``, the means and SDs of both, ``smd``, ``exact``, ``adjacent``, ``qwk``, ``r``."""
+    h, m = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
+    n = len(h)
+    sd = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
+    return {"n": int(n),
+            "human_mean": float(h.mean()) if n else float("nan"), "human_sd": sd(h),
+            "machine_mean": float(m.mean()) if n else float("nan"), "machine_sd": sd(m),
+            "smd": standardized_mean_difference(h, m), "exact": exact_agreement(h, m),
+            "adjacent": adjacent_agreement(h, m, scale), "qwk": quadratic_weighted_kappa(h, m, scale),
+            "r": pearson_r(h, m)}
+
+
+def cohen_kappa(a, b, labels):
+    """Unweighted Cohen's κ (scikit-learn), for nominal labels; NaN when undefined."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) == 0:
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(cohen_kappa_score(list(a), list(b), labels=list(labels)))

@@ -19,6 +19,9 @@ the network's own ``forward``):
 
 A network that is not float32 (the gradient checks' float64 networks) is scored by its
 reference ``forward``.
+
+Every path applies the same calibration temperature T (:mod:`tinykd.calibration`): the
+probabilities are ``softmax(logits · (1 / T))``, the logits in float64.
 """
 from __future__ import annotations
 
@@ -58,12 +61,18 @@ def _readonly(a):
 class Scorer:
     """Class probabilities of encoded rows for one trained :class:`~tinykd.model.StudentNet`.
 
-    ``Scorer(net, settings=None)``; :meth:`predict_proba` ``(ids (n, L) int, lengths (n,) int)``
-    → ``(n, K)`` float32. The network's weights are frozen (made read-only) when the scorer
-    is built; the scorer never changes them.
+    ``Scorer(net, settings=None, temperature=1.0)``; :meth:`predict_proba` ``(ids (n, L) int,
+    lengths (n,) int)`` → ``(n, K)`` float32, calibrated by ``temperature`` (1: the raw softmax).
+    The network's weights are frozen (made read-only) when the scorer is built; the scorer
+    never changes them.
     """
 
-    def __init__(self, net, settings=None):
+    def __init__(self, net, settings=None, temperature=1.0):
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+                or not 0 < temperature < np.inf:
+            raise OptionError("temperature", f"the calibration {{opt}} must be > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+        self._inv_t = 1.0 / self.temperature
         self.settings = DEFAULT if settings is None else settings
         self.net = net.freeze()
         self.n_classes = net.n_classes
@@ -96,8 +105,10 @@ class Scorer:
         self.reverses = _readonly(np.array([False, True][:self.D]))
 
     # ------------------------------------------------------------------- public
-    def predict_proba(self, ids, lengths):
-        """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``)."""
+    def predict_proba(self, ids, lengths, calibrated=True):
+        """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``);
+        ``calibrated=False``: the raw softmax (temperature 1)."""
+        inv_t = self._inv_t if calibrated else 1.0
         lengths = np.ascontiguousarray(lengths, dtype=np.int32)
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         n = len(lengths)
@@ -110,18 +121,18 @@ class Scorer:
             if int(lengths.max()) > ids.shape[1] or int(lengths.min()) < 0:
                 raise ValueError(_LENGTHS.format(ids.shape[1]))
             if not self.fast:
-                return self._reference(ids, lengths, out)
+                return self._reference(ids, lengths, inv_t, out)
             self._check_ids(ids, lengths)
-            return self._numpy(ids, lengths, out)
+            return self._numpy(ids, lengths, inv_t, out)
         batch = self.settings.score_batch
         if n <= batch:
-            return self._numba(ids, lengths, out)
+            return self._numba(ids, lengths, inv_t, out)
         order = np.argsort(lengths, kind="stable")
         for s in range(0, n, batch):
             idx = order[s:s + batch]
             lens = lengths[idx]
             part = np.empty((len(idx), self.n_classes), dtype=np.float32)
-            out[idx] = self._numba(np.ascontiguousarray(ids[idx, :max(1, int(lens.max()))]), lens, part)
+            out[idx] = self._numba(np.ascontiguousarray(ids[idx, :max(1, int(lens.max()))]), lens, inv_t, part)
         return out
 
     # ------------------------------------------------------------------ choices
@@ -145,7 +156,7 @@ class Scorer:
             raise IndexError(f"token ids out of range for a vocabulary of {self.vocab_size}")
 
     # -------------------------------------------------------------------- paths
-    def _numba(self, ids, lengths, out):
+    def _numba(self, ids, lengths, inv_t, out):
         from . import _scoring_kernels as K
 
         B = lengths.shape[0]
@@ -170,14 +181,14 @@ class Scorer:
         U0 = self.U[0]
         U1 = self.U[-1]
         rc = kern(ids, lengths, rows, ptr, tdir, self.T, U0, U1, self.reverses, self.pool_max, feat,
-                  self.hidden[0], self.hidden[1], self.act_code, self.out[0], self.out[1], out)
+                  self.hidden[0], self.hidden[1], self.act_code, self.out[0], self.out[1], inv_t, out)
         if rc == -2:
             raise ValueError(_LENGTHS.format(ids.shape[1]))
         if rc < 0:
             raise IndexError(f"token ids out of range for a vocabulary of {self.vocab_size}")
         return out
 
-    def _numpy(self, ids, lengths, out):
+    def _numpy(self, ids, lengths, inv_t, out):
         """The time loop of the whole batch in NumPy: the maths of the kernels, step by step."""
         B = lengths.shape[0]
         H, dt = self.H, np.float32
@@ -213,11 +224,11 @@ class Scorer:
         f = feat
         if self.hidden[0].shape[1]:
             f, _ = ACTIVATIONS[self.activation][0](f @ self.hidden[0] + self.hidden[1])
-        out[:] = softmax((f @ self.out[0] + self.out[1]).astype(np.float64))
+        out[:] = softmax((f @ self.out[0] + self.out[1]).astype(np.float64) * inv_t)
         return out
 
-    def _reference(self, ids, lengths, out):
-        out[:] = softmax(self.net.predict_logits(ids, lengths, self.settings.score_batch).astype(np.float64))
+    def _reference(self, ids, lengths, inv_t, out):
+        out[:] = softmax(self.net.predict_logits(ids, lengths, self.settings.score_batch).astype(np.float64) * inv_t)
         return out
 
 

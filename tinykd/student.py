@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from .calibration import calibrated_proba, confidence_and_correct
 from .errors import OptionError
 from .model import StudentNet, make_config
 from .modelfile import ModelFileError, read_file, write_model
@@ -41,10 +42,18 @@ class Student:
         return bool(self.meta.get("uses_context", False))
 
     @property
+    def temperature(self):
+        """The calibration temperature fitted on the validation rows at training time
+        (``meta["calibration"]``); 1.0 — the raw softmax — for a file written before
+        calibration or a model trained without validation rows."""
+        t = (self.meta.get("calibration") or {}).get("temperature")
+        return 1.0 if t is None else float(t)
+
+    @property
     def scorer(self):
         """The :class:`~tinykd.scoring.Scorer` of this student (built once; freezes the weights)."""
         if self._scorer is None:
-            self._scorer = Scorer(self.net)
+            self._scorer = Scorer(self.net, temperature=self.temperature)
         return self._scorer
 
     def encode(self, texts, contexts=None):
@@ -54,10 +63,21 @@ class Student:
             contexts = None
         return self.vocab.encode(texts, contexts)
 
-    def predict_proba(self, texts, contexts=None):
-        """Class probabilities (n, K) float32, columns in the order of ``classes``."""
+    def predict_proba(self, texts, contexts=None, calibrated=True):
+        """Class probabilities (n, K) float32, columns in the order of ``classes``; calibrated
+        by :attr:`temperature` (``calibrated=False``: the raw softmax)."""
         ids, lengths = self.encode(texts, contexts)
-        return self.scorer.predict_proba(ids, lengths)
+        return self.scorer.predict_proba(ids, lengths, calibrated=calibrated)
+
+    def validation_outcomes(self):
+        """``(confidence, correct)`` of the validation rows stored at training time, calibrated
+        as :meth:`predict_proba` is; None when the file holds none (no validation rows, or
+        written before tinykd stored them)."""
+        vp = self.meta.get("validation_predictions")
+        if not vp or not vp.get("y"):
+            return None
+        proba = calibrated_proba(np.asarray(vp["logits"], dtype=np.float32), self.temperature)
+        return confidence_and_correct(proba, vp["y"])
 
     def predict(self, texts, contexts=None):
         """The most probable class label of each text."""
@@ -131,9 +151,10 @@ class Bundle:
         """The first student's metadata (column names, settings shared by all items)."""
         return next(iter(self.students.values())).meta
 
-    def predict_proba_matrix(self, texts, items, contexts=None, classes=None):
+    def predict_proba_matrix(self, texts, items, contexts=None, classes=None, calibrated=True):
         """``(n, len(classes))`` float32 over :attr:`classes` (or ``classes``); a class an
-        item's student does not know has probability 0 for that item's rows."""
+        item's student does not know has probability 0 for that item's rows. Each item's
+        student applies its own calibration (``calibrated=False``: the raw softmax)."""
         classes = self.classes if classes is None else list(classes)
         col = {repr(c): k for k, c in enumerate(classes)}
         texts = list(texts)
@@ -141,7 +162,7 @@ class Bundle:
         for it, idx in self._groups(items).items():
             st = self.students[it]
             ctx = None if contexts is None else [contexts[i] for i in idx]
-            proba = st.predict_proba([texts[i] for i in idx], ctx)
+            proba = st.predict_proba([texts[i] for i in idx], ctx, calibrated=calibrated)
             cols = [col[repr(c)] for c in st.classes]
             out[np.ix_(idx, cols)] = proba
         return out
@@ -153,6 +174,14 @@ class Bundle:
             raise UnknownItemError(f"no student for item(s) {', '.join(map(repr, unknown[:10]))}"
                                    f"{' …' if len(unknown) > 10 else ''}; the model knows {', '.join(self.items)}")
         return {it: np.flatnonzero(items == it) for it in self.students if (items == it).any()}
+
+    def validation_outcomes(self):
+        """Every item's stored validation rows, pooled (see :meth:`Student.validation_outcomes`);
+        None when no item's student holds any."""
+        parts = [o for o in (st.validation_outcomes() for st in self.students.values()) if o is not None]
+        if not parts:
+            return None
+        return np.concatenate([c for c, _ in parts]), np.concatenate([k for _, k in parts])
 
     def predict(self, texts, items, contexts=None):
         texts = list(texts)

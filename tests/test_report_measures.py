@@ -1,0 +1,124 @@
+"""The measures of ``tinykd report`` (tinykd.metrics, tinykd.evaluate.assess): each against a
+case worked by hand and against scikit-learn / SciPy; the criteria and the verdict; subgroups
+on synthetic data where one group is scored worse."""
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.metrics import cohen_kappa_score
+
+from tinykd.evaluate import GROUP_SMD_MAX, assess, group_findings
+from tinykd.metrics import (adjacent_agreement, exact_agreement, ordinal_agreement, pearson_r,
+                            quadratic_weighted_kappa, standardized_mean_difference)
+
+# worked by hand (see each test): five answers on the scale 0, 1, 2
+HUMAN = [0, 1, 1, 2, 0]
+MACHINE = [1, 1, 2, 2, 2]
+
+
+def test_smd_by_hand_and_its_sign():
+    # mean(machine) − mean(human) = 1.6 − 0.8 = 0.8; SD(human, ddof 1) = sqrt(2.8 / 4) = 0.83666
+    assert standardized_mean_difference(HUMAN, MACHINE) == pytest.approx(0.8 / np.sqrt(0.7), abs=1e-12)
+    assert standardized_mean_difference(HUMAN, MACHINE) > 0  # the machine scores higher: positive
+    assert standardized_mean_difference(MACHINE, HUMAN) < 0
+    h, m = np.array(HUMAN, float), np.array(MACHINE, float)
+    assert standardized_mean_difference(h, m) == pytest.approx((m.mean() - h.mean()) / h.std(ddof=1))
+    assert standardized_mean_difference(h, m, sd_human=2.0) == pytest.approx(0.4)  # a subgroup: a given SD
+    assert np.isnan(standardized_mean_difference([1, 1, 1], [0, 1, 2]))  # no spread in the human scores
+
+
+def test_exact_and_adjacent_agreement_by_hand():
+    assert exact_agreement(HUMAN, MACHINE) == pytest.approx(2 / 5)  # (1, 1) and (2, 2)
+    assert adjacent_agreement(HUMAN, MACHINE, [0, 1, 2]) == pytest.approx(4 / 5)  # all but (0, 2)
+    # adjacency is one step on the scale, not one unit of value: on 0, 2, 4 a 0 and a 2 are adjacent
+    assert adjacent_agreement([0, 4, 0], [2, 2, 4], [0, 2, 4]) == pytest.approx(2 / 3)
+
+
+def test_qwk_by_hand_and_against_scikit_learn():
+    # observed (rows human 0..2, columns machine): [[0,1,1],[0,1,1],[0,0,1]]; weights (i−j)²/4
+    # Σ w·O = 0.25 + 1 + 0.25 = 1.5; expected E = outer([2,2,1], [0,2,3]) / 5, Σ w·E = 1.8
+    assert quadratic_weighted_kappa(HUMAN, MACHINE, [0, 1, 2]) == pytest.approx(1 - 1.5 / 1.8, abs=1e-12)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    assert quadratic_weighted_kappa(a, b, [0, 1, 2, 3]) == pytest.approx(
+        cohen_kappa_score(a, b, weights="quadratic"), abs=1e-12)
+
+
+def test_pearson_r_by_hand_and_against_scipy():
+    # deviations h: −.8 .2 .2 1.2 −.8, m: −.6 −.6 .4 .4 .4; Σ dh·dm = 0.6, Σ dh² = 2.8, Σ dm² = 1.2
+    assert pearson_r(HUMAN, MACHINE) == pytest.approx(0.6 / np.sqrt(2.8 * 1.2), abs=1e-12)
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 4, 100)
+    b = np.clip(a + rng.integers(-1, 2, 100), 0, 3)
+    assert pearson_r(a, b) == pytest.approx(pearsonr(a, b)[0], abs=1e-12)
+    assert np.isnan(pearson_r([0, 1, 2], [1, 1, 1]))  # a constant side: undefined, not an error
+
+
+def test_ordinal_agreement_gathers_the_measures():
+    m = ordinal_agreement(HUMAN, MACHINE, [0, 1, 2])
+    assert m["n"] == 5 and m["human_mean"] == pytest.approx(0.8) and m["machine_mean"] == pytest.approx(1.6)
+    assert m["human_sd"] == pytest.approx(np.sqrt(0.7)) and m["machine_sd"] == pytest.approx(np.sqrt(0.3))
+    assert (m["exact"], m["adjacent"]) == pytest.approx((0.4, 0.8))
+    assert m["qwk"] == pytest.approx(1 / 6) and m["r"] == pytest.approx(0.6 / np.sqrt(3.36))
+
+
+def test_assess_criteria_degradation_and_verdict():
+    h = [0, 1, 2, 3] * 50
+    good = assess(h, h, labels=[0, 1, 2, 3], rater2=h)
+    assert good["qwk"] == pytest.approx(1.0) and good["smd"] == 0.0 and good["accuracy"] == 1.0
+    assert good["human_human"]["degradation_qwk"] == pytest.approx(0.0)
+    assert good["verdict"]["status"] == "met" and "MET — every criterion checked" in good["verdict"]["line"]
+    assert {c["criterion"]: c["met"] for c in good["checks"]} == {
+        "qwk": True, "r": True, "smd": True, "degradation_qwk": True, "degradation_r": True, "group_smd": None}
+
+    off = [min(v + 1, 3) for v in h]  # one point too high: SMD ≈ +0.67, QWK still high
+    u = assess(h, off, labels=[0, 1, 2, 3], rater2=h)
+    checks = {c["criterion"]: c for c in u["checks"]}
+    assert checks["smd"]["met"] is False and checks["smd"]["value"] > 0.15
+    assert checks["qwk"]["met"] is True
+    deg = u["human_human"]["degradation_qwk"]
+    assert deg == pytest.approx(u["qwk"] - 1.0) and checks["degradation_qwk"]["met"] is (deg >= -0.10)
+    assert u["verdict"]["status"] == "not met" and "SMD +" in u["verdict"]["line"].split("|")[0]
+    no_r2 = assess(h, off, labels=[0, 1, 2, 3])
+    assert "not checked: degradation (no second rater)" in no_r2["verdict"]["line"]
+
+
+def test_assess_nominal_labels_says_the_ordinal_measures_do_not_apply():
+    h = ["correct", "wrong", "partial"] * 20
+    u = assess(h, h[::-1], labels=["correct", "partial", "wrong"], ordinal=False)
+    assert "qwk" not in u and "smd" not in u and u["checks"] == []
+    assert u["verdict"]["status"] == "not applicable"
+    assert "do not apply" in u["verdict"]["line"] and "nominal" in u["verdict"]["line"]
+    assert u["kappa"] == pytest.approx(cohen_kappa_score(h, h[::-1]))
+
+
+def test_a_group_scored_worse_is_named():
+    """Synthetic: group B's answers get a machine score one point too low on 60% of its rows;
+    group A is scored like the humans (up to noise). The report must flag B, and not A."""
+    rng = np.random.default_rng(0)
+    n = 600
+    h = rng.integers(0, 4, n)
+    g = np.where(np.arange(n) % 2 == 0, "A", "B")
+    m = h.copy()
+    noise = rng.random(n) < 0.1
+    m[noise] = np.clip(h[noise] + rng.choice([-1, 1], noise.sum()), 0, 3)
+    worse = (g == "B") & (rng.random(n) < 0.6)
+    m[worse] = np.clip(m[worse] - 1, 0, 3)
+    small = np.array(["s" if i < 5 else "big" for i in range(n)])  # a 5-row group: listed, not judged
+    u = assess(h.tolist(), m.tolist(), labels=[0, 1, 2, 3], groups={"gender": g.tolist(), "size": small.tolist()})
+    rows = {r["group"]: r for r in u["groups"]["gender"]}
+    sd = np.std(h, ddof=1)
+    for name in ("A", "B"):
+        k = g == name
+        assert rows[name]["smd"] == pytest.approx((m[k].mean() - h[k].mean()) / sd)  # the unit's SD
+        assert rows[name]["n"] == k.sum() and rows[name]["accuracy"] == pytest.approx(np.mean(m[k] == h[k]))
+        rest = ~k
+        assert rows[name]["vs_rest"]["accuracy"] == pytest.approx(np.mean(m[k] == h[k]) - np.mean(m[rest] == h[rest]))
+    assert rows["B"]["smd"] < -GROUP_SMD_MAX and abs(rows["A"]["smd"]) <= GROUP_SMD_MAX
+    assert rows["B"]["vs_rest"]["accuracy"] < -0.2 and rows["B"]["vs_rest"]["qwk"] < 0
+    group_checks = {tuple(c["group"]): c["met"] for c in u["checks"] if c["criterion"] == "group_smd"}
+    assert group_checks[("gender", "B")] is False and group_checks[("gender", "A")] is True
+    assert ("size", "s") not in group_checks and not {r["group"]: r for r in u["groups"]["size"]}["s"]["judged"]
+    failed = u["verdict"]["line"].split("|")[0]
+    assert u["verdict"]["status"] == "not met" and "gender = B" in failed and "gender = A" not in failed
+    finds = [f for f in group_findings(u) if f.startswith("gender")]  # ("size = big" is ~all rows: fails too)
+    assert len(finds) == 1 and finds[0].startswith("gender = B") and "lower than the humans" in finds[0]
