@@ -26,15 +26,18 @@ from tinykd.distill import distill  # noqa: E402
 
 #: name -> options of distill's student stage (and copy count) that differ from the default recipe
 RECIPES = {
-    "default (bathtub, 16 copies, λ 4, T 1, CE)": {},
-    "λ ∈ {1, 4, 16} chosen on validation": {"lams": (1.0, 4.0, 16.0)},
-    "MSE on centred logits, λ ∈ {1, 4} on validation": {"soft_loss": "mse", "lams": (1.0, 4.0)},
+    "default (bathtub, 16 copies, MSE on centred logits, λ 4)": {},
+    "MSE, λ ∈ {1, 4} chosen on validation": {"lams": (1.0, 4.0)},
+    "MSE, λ 16": {"lams": (16.0,)},
+    "CE (Eq. 4), λ 4": {"soft_loss": "ce"},
+    "CE, λ ∈ {1, 4, 16} chosen on validation": {"soft_loss": "ce", "lams": (1.0, 4.0, 16.0)},
+    "CE, T = 2": {"soft_loss": "ce", "temperature": 2.0},
+    "CE, mask 0.1 instead of drop 0.1 (Tang et al.)": {"soft_loss": "ce", "augment_options": {"p_drop": 0.0,
+                                                                                             "p_mask": 0.1}},
     "mask 0.1 instead of drop 0.1 (Tang et al.)": {"augment_options": {"p_drop": 0.0, "p_mask": 0.1}},
     "no copies (KD on the training answers only)": {"copies": 0},
     "8 copies": {"copies": 8},
-    "T = 2": {"temperature": 2.0},
     "preset 7t": {"preset": "7t"},
-    "mask 0.1 and drop 0.1": {"augment_options": {"p_mask": 0.1}},
     "32 copies": {"copies": 32},
 }
 

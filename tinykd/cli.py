@@ -361,7 +361,7 @@ def cmd_distill(args):
                   unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
                   teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
                   copies=args.copies, lams=tuple(args.lam) if args.lam else LAMS,
-                  temperature=args.temperature, epochs=args.epochs, patience=args.patience, seed=args.seed, where=args.where,
+                  temperature=args.temperature, soft_loss=args.soft_loss, epochs=args.epochs, patience=args.patience, seed=args.seed, where=args.where,
                   verbose=not args.quiet)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")
     print("\n".join(format_report(res)))

@@ -160,7 +160,9 @@ def build_parser():
                    help="perturbed copies of each training answer (unset: 16, fewer above 1,500 answers)")
     x.add_argument("--lam", type=float, nargs="+", default=None,
                    help="λ value(s) of the KD student, the best on validation kept (unset: 4)")
-    x.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
+    x.add_argument("--soft-loss", choices=("mse", "ce"), default="mse",
+                   help="the soft term: mse (the teacher's logits, centred) or ce (Eq. 4's cross-entropy)")
+    x.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T (with --soft-loss ce)")
     x.add_argument("--preset", default="auto", help="auto (bathtub below 2,000 answers, else 7t) or a preset")
     x.add_argument("--epochs", type=int, default=40, help="most epochs of a student")
     x.add_argument("--patience", type=int, default=5, help="a student's early-stopping patience")
