@@ -6,9 +6,10 @@ A thin face: it reads files, turns options into calls of the library
 
 Every user error (a bad file, a missing column, a damaged model, a bad option) ends the
 command with exit status 2 and one line on stderr, ``tinykd: error: …``; ``--debug`` (or
-``TINYKD_DEBUG=1``) shows the traceback instead. Ctrl-C exits with status 130 and writes
-nothing: models and scored files are written to a temporary file and renamed into place
-only when complete. ``tinykd score`` imports NumPy and Numba only (never scikit-learn).
+``TINYKD_DEBUG=1``) shows the traceback instead. Ctrl-C exits with status 130 (SIGTERM or
+SIGHUP while a file is written: 128 + the signal number) and writes nothing: models and scored
+files are written to a temporary file and renamed into place only when complete. ``tinykd
+score`` imports NumPy and Numba only (never scikit-learn).
 """
 from __future__ import annotations
 
@@ -297,12 +298,14 @@ def main(argv=None):
                 "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo}
     try:
         return commands[args.cmd](args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP while writing (atomic.Terminated)
         if debug:
             raise
-        print("tinykd: interrupted; nothing was written (any earlier file at --out is untouched)",
+        signum = getattr(e, "signum", None)
+        what = str(e) if signum else "interrupted"
+        print(f"tinykd: {what}; nothing was written (any earlier file at --out is untouched)",
               file=sys.stderr, flush=True)
-        return 130
+        return 128 + signum if signum else 130
     except BrokenPipeError:
         try:
             sys.stdout = open(os.devnull, "w")
