@@ -1,7 +1,7 @@
 """The ``tinykd`` command line: train, score, evaluate, info, augment, demo.
 
 A thin face: it reads files, turns options into calls of the library
-(:func:`tinykd.fit.fit_items`, :class:`tinykd.student.Student`,
+(:func:`tinykd.fitting.fit_items`, :func:`tinykd.scorefile.score_csv`,
 :func:`tinykd.evaluate.evaluation_report`, :func:`tinykd.augment.augment_rows`) and prints.
 
 Every user error (a bad file, a missing column, a damaged model, a bad option) ends the
@@ -129,53 +129,27 @@ def _train_summary(args, students, seconds):
 def cmd_score(args):
     import numpy as np
 
+    from .scorefile import score_csv
     from .scoring import decide
-    from .student import Bundle, data_columns, load
-    from .tables import AtomicCsvWriter, CsvReader
+    from .student import load
 
     decide(np.zeros((0, 2)), args.review_below)  # checks the threshold before any work
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     _check_out_path(args.out, [args.data, args.model])
     model = load(args.model)
-    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
-    classes = model.classes
-    out_cols = ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
     t0 = time.time()
-    n = flagged = 0
-    pred_time = 0.0
     tty = sys.stderr.isatty() and not args.quiet
-    need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col")) if c]
-    with CsvReader(args.data, need, where=args.where) as reader:
-        if reader.note:
-            _note(reader.note)
-        clash = [c for c in out_cols if c in reader.index]
-        if clash:
-            raise CLIError(f"{args.data} already has column(s) {', '.join(clash)}; rename them (is it a scored file?)")
-        ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
-        with _WriteErrors(args.out), AtomicCsvWriter(args.out, reader.header + out_cols) as w:
-            for chunk in reader.chunks(args.chunk_size):
-                texts = [r[ti] for r in chunk]
-                ctx = None if ci is None else [r[ci] for r in chunk]
-                t1 = time.perf_counter()
-                if isinstance(model, Bundle):
-                    proba = model.predict_proba_matrix(texts, [r[ii] for r in chunk], ctx, classes)
-                else:
-                    proba = model.predict_proba(texts, ctx)
-                pred_time += time.perf_counter() - t1
-                best, conf, review = decide(proba, args.review_below)
-                flagged += int(review.sum())
-                for r, b, pr, c, rv in zip(chunk, best.tolist(), proba.tolist(), conf.tolist(), review.tolist()):
-                    w.writerow(r + [classes[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"])
-                n += len(chunk)
-                if tty:
-                    print(f"\rscored {n:,} rows …", end="", file=sys.stderr, flush=True)
-            if n == 0:
-                raise CLIError(f"{args.data}: has a header row but no data rows; nothing to score")
+    progress = (lambda n: print(f"\rscored {n:,} rows …", end="", file=sys.stderr, flush=True)) if tty else None
+    with _WriteErrors(args.out):
+        res = score_csv(model, args.data, args.out, text_col=args.text_col, context_col=args.context_col,
+                        item_col=args.item_col, where=args.where, review_below=args.review_below,
+                        chunk_size=args.chunk_size, on_note=_note, on_progress=progress)
     if tty:
         print("\r", end="", file=sys.stderr)
+    n = res["n"]
     print(f"scored {n:,} rows → {args.out} in {time.time() - t0:.1f} s "
-          f"({1000 * pred_time / max(n, 1):.2f} ms per response); {flagged:,} need review "
+          f"({1000 * res['predict_seconds'] / max(n, 1):.2f} ms per response); {res['flagged']:,} need review "
           f"(confidence < {args.review_below:g})")
     return 0
 
