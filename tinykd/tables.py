@@ -27,6 +27,7 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import math
 import os
 import re
@@ -37,7 +38,7 @@ import tempfile
 
 from .atomic import AtomicFile
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 100,000-character answer is a real row
+csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))  # a 100,000-character answer is a real row; never lowered
 
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null"})
 _BLOCK = 1 << 20
@@ -146,6 +147,8 @@ class CsvReader:
             else:
                 self.encoding, self.note = encoding, None
             raw.seek(0)
+            if self.encoding in ("cp1252", "latin-1") and raw.read(3) != codecs.BOM_UTF8:
+                raw.seek(0)  # (a UTF-8 byte-order mark before Windows-1252 text is dropped too)
             self._f = io.TextIOWrapper(raw, encoding=self.encoding, newline="")
         except BaseException:
             raw.close()
@@ -169,8 +172,7 @@ class CsvReader:
                     delimiter = d
                     break
         self.delimiter = delimiter
-        self._f.seek(0)
-        self._reader = csv.reader(self._f, delimiter=delimiter)
+        self._reader = csv.reader(itertools.chain([first], self._f), delimiter=delimiter)
         try:
             header = next(self._reader)
         except csv.Error as e:
@@ -392,6 +394,16 @@ def label_key(v):
     if isinstance(v, float) and v == int(v):
         v = int(v)
     return str(v)
+
+
+def class_keys(names):
+    """The column names of a set of class labels (``p_<key>``): when every label is a number in
+    some spelling (``1``, ``1.0``, ``01``), its :func:`label_key` (``1``), as ``tinykd train``
+    reads a numeric label column; otherwise the stripped labels as they are."""
+    labels, kind = normalize_labels(names)
+    if kind in ("int", "float") and all(v is not None for v in labels):
+        return [label_key(v) for v in labels]
+    return [str(n).strip() for n in names]
 
 
 # ----------------------------------------------------------------------------- writing
