@@ -27,6 +27,7 @@ import sys
 import numpy as np
 
 from .errors import OptionError
+from .model import check_weights
 from .nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
 from .settings import DEFAULT
 
@@ -65,6 +66,7 @@ class Scorer:
 
     def __init__(self, net, settings=None):
         self.settings = DEFAULT if settings is None else settings
+        check_weights(net.params)  # huge weights overflow float32: NaN scores, and the two paths disagree
         self.net = net.freeze()
         self.n_classes = net.n_classes
         self.vocab_size = net.vocab_size
@@ -97,7 +99,18 @@ class Scorer:
 
     # ------------------------------------------------------------------- public
     def predict_proba(self, ids, lengths):
-        """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``)."""
+        """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``).
+
+        Never returns a non-finite probability: a row that gives one (which the weight bound of
+        :func:`tinykd.model.check_weights` should make impossible) is a ``ValueError``."""
+        out = self._predict(ids, lengths)
+        if not np.isfinite(out).all():
+            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+            raise ValueError(f"the model gives non-finite probabilities for {len(bad):,} of {len(out):,} rows "
+                             f"(first row {int(bad[0])}); refused rather than written as scores")
+        return out
+
+    def _predict(self, ids, lengths):
         lengths = np.ascontiguousarray(lengths, dtype=np.int32)
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         n = len(lengths)

@@ -38,7 +38,8 @@ import tempfile
 
 from .atomic import AtomicFile
 
-csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))  # a 100,000-character answer is a real row; never lowered
+# a 100,000-character answer is a real row: the process-wide limit is raised, never lowered
+csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
 
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null"})
 _BLOCK = 1 << 20

@@ -24,6 +24,9 @@ import re
 import numpy as np
 
 TOKEN_PATTERN = r"(?u)\b\w+\b"
+#: a word longer than this never enters a vocabulary (it encodes as OOV): no real word is that
+#: long, and a model file's reader refuses longer tokens (they would pad every token's storage)
+MAX_TOKEN_CHARS = 256
 PAD, OOV, SEP = 0, 1, 2
 SPECIAL_TOKENS = ("<pad>", "<oov>", "<sep>")
 _token_re = re.compile(TOKEN_PATTERN)
@@ -81,7 +84,7 @@ class Vocabulary:
             words = vec.get_feature_names_out()
         except ValueError:  # every document empty: no words at all
             counts, words = np.zeros(0, dtype=np.int64), np.array([], dtype=str)
-        keep = counts >= self.min_count
+        keep = (counts >= self.min_count) & (np.char.str_len(words.astype(str)) <= MAX_TOKEN_CHARS)
         words, counts = words[keep], counts[keep]
         order = np.lexsort((words, -counts))  # count descending, then word
         room = self.max_size - len(SPECIAL_TOKENS)
