@@ -50,7 +50,7 @@ def test_fit_predict_score_and_fitted_attributes():
         c.predict(X)
     assert c.fit(X, y, teacher_proba=p) is c
     assert list(c.classes_) == [0, 1, 2] and c.n_params_ == c.student_.n_params > 0
-    assert len(c.history_) >= 1 and c.student_.meta["training"]["lam"] == 1.0
+    assert len(c.history_) >= 1 and c.student_.meta["training"]["lam"] == 4.0  # fitting.DEFAULT_LAM
     proba = c.predict_proba(X)
     assert proba.shape == (60, 3) and proba.dtype == np.float64 and np.allclose(proba.sum(1), 1, atol=1e-5)
     pred = c.predict(X)
