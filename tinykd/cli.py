@@ -218,6 +218,8 @@ def cmd_augment(args):
                               splits=_splits(table, args), train_split=args.train_split,
                               items=table.column(args.item_col) if args.item_col else None, n=args.n,
                               p_drop=args.p_drop, p_swap=args.p_swap, p_span=args.p_span, seed=args.seed)
+    except OptionError:  # names the option (--seed), not the file
+        raise
     except ValueError as e:
         raise CLIError(f"{args.data}: {e}") from None
     ti, li, ii = table.index[args.text_col], table.index[args.label_col], table.index[args.id_col]

@@ -209,6 +209,11 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         raise OptionError("soft_loss", f"{{opt}} must be ce or mse, got {soft_loss!r}")
     if not lams or any(not lam > 0 for lam in lams):
         raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
+    from .fitting import check_options  # every student option, before the teacher's minutes of work
+
+    for lam in lams:
+        check_options(preset=None if preset == "auto" else preset, lam=lam, temperature=temperature,
+                      soft_loss=soft_loss, epochs=epochs, patience=patience, seed=seed)
     t_start = time.time()
     topts = {**TEACHER_DEFAULTS, **(teacher_options or {})}
     unknown = set(topts) - set(TEACHER_DEFAULTS)

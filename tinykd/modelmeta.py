@@ -45,8 +45,12 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_real(v):  # NaN included: a QWK of one-class validation rows is NaN, and is written so
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _is_num(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    return _is_real(v) and math.isfinite(v)
 
 
 def _need(ok, where, what, v):
@@ -59,7 +63,7 @@ def _short(v):
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-_NUM_OR_NONE = (lambda v: v is None or _is_num(v), "a number or null")
+_NUM_OR_NONE = (lambda v: v is None or _is_real(v), "a number or null")
 _INT_OR_NONE = (lambda v: v is None or _is_int(v), "a whole number or null")
 _STR_OR_NONE = (lambda v: v is None or isinstance(v, str), "text or null")
 _BOOL_OR_NONE = (lambda v: v is None or isinstance(v, bool), "true, false or null")
