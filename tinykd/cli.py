@@ -68,8 +68,10 @@ def cmd_train(args):
 
     _check_out_path(args.out, [args.data, *args.teacher])
     for t in args.teacher:
-        if not os.path.isfile(t):
+        if not os.path.exists(t):
             raise CLIError(f"--teacher {t}: no such file")
+        if not os.path.isfile(t):  # it is read more than once
+            raise CLIError(f"--teacher {t}: not a regular file (a folder or a pipe); save the soft labels to a file")
     cols = {k: getattr(args, f"{k}_col") for k in ("text", "label", "id", "context", "item")}
     need = ["text", "label"] + (["id"] if args.teacher else []) + [k for k in ("context", "item") if cols[k]]
     table = read_table(args.data, [(cols[k], f"--{k}-col") for k in need], where=args.where)
