@@ -22,6 +22,7 @@ reference ``forward``.
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -104,7 +105,7 @@ class Scorer:
         Never returns a non-finite probability: a row that gives one (which the weight bound of
         :func:`tinykd.model.check_weights` should make impossible) is a ``ValueError``."""
         out = self._predict(ids, lengths)
-        if not np.isfinite(out).all():
+        if not math.isfinite(float(out.sum())):  # (probabilities: the sum is finite unless one is not)
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
             raise ValueError(f"the model gives non-finite probabilities for {len(bad):,} of {len(out):,} rows "
                              f"(first row {int(bad[0])}); refused rather than written as scores")
