@@ -118,7 +118,7 @@ class AtomicFile:
         self._signals = _catch_signals()
         try:
             fd = self._create(folder, os.path.basename(self.path))
-            if old is not None:  # keep the mode (and, where allowed, the owner) of the file replaced
+            if old is not None and hasattr(os, "fchown"):  # keep the mode (and, where allowed, the owner)
                 os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
                 st = os.fstat(fd)
                 if (st.st_uid, st.st_gid) != (old.st_uid, old.st_gid):

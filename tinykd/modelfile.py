@@ -29,6 +29,7 @@ import json
 import os
 import stat
 import zipfile
+from collections import Counter
 
 import numpy as np
 
@@ -176,8 +177,7 @@ def _read_archive(zf, size):
         raise ModelFileError("not a tinykd model file (empty archive)")
     if len(infos) > 2 * MAX_STUDENTS + 1:
         raise ModelFileError(f"not a tinykd model file ({len(infos):,} members)")
-    names = [i.filename for i in infos]
-    twice = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    twice = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
     if twice:
         raise ModelFileError(f"refused, the archive holds member {twice[0]!r} twice")
     declared, headers = 0, {}
