@@ -132,7 +132,7 @@ def test_validation_rule_small_data_and_unseen_labels():
 
 @pytest.mark.parametrize("option, value, flag_text", [
     ("epochs", 0, "epochs must be > 0"), ("lr", -1.0, "lr must be > 0"), ("lam", -0.5, "lam must be >= 0"),
-    ("temperature", 0.0, "temperature must be > 0"), ("batch_size", 2.5, "batch_size must be > 0"),
+    ("temperature", 0.0, "temperature must be between 0.01 and 100"), ("batch_size", 2.5, "batch_size must be > 0"),
     ("preset", "huge", "unknown preset 'huge'")])
 def test_bad_options_name_the_option(option, value, flag_text):
     with pytest.raises(OptionError, match=flag_text) as e:

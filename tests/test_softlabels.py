@@ -197,3 +197,77 @@ def test_teacher_merge_command_writes_one_file_for_all_items(tmp_path, capsys):
     assert "'a1' is in two teacher files" in err and "\n" not in err and not (tmp_path / "x.csv").exists()
     assert main(["merge", str(a), str(b), "--out", str(a)]) == 2
     assert read_soft_label_table(a)[0] == ["a1", "a2"]
+
+
+# ------------------------------------------------------------- issue 15: read like a data file
+def test_bom_semicolons_and_windows_1252_bytes_are_read_like_a_data_file(tmp_path):
+    path = tmp_path / "excel.csv"
+    body = "id;p_0;p_1\r\nnaïve;0,25;0,75\r\n".replace("0,25;0,75", "0.25;0.75") + "b2;1;0\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("cp1252"))
+    got = read_soft_labels(path, ["naïve", "b2"], [0, 1])
+    np.testing.assert_allclose(got, [[0.25, 0.75], [1, 0]])
+    path.write_bytes(body.encode("utf-8").replace(b"id;", b"\xef\xbb\xbfid;"))
+    np.testing.assert_allclose(read_soft_labels(path, ["b2"], [0, 1]), [[1, 0]])
+
+
+def test_errors_name_the_file(tmp_path):
+    ragged = _write_raw(tmp_path / "ragged.csv", ["id", "p_0", "p_1"], [["a", 0.5, 0.5], ["b", 0.5, 0.5, 9]])
+    with pytest.raises(SoftLabelError, match=r"ragged.csv: line 3 has 4 fields, the header has 3"):
+        read_soft_labels(ragged, ["a"], [0, 1])
+    (tmp_path / "bin.csv").write_bytes(b"id,p_0\x00")
+    with pytest.raises(SoftLabelError, match="bin.csv: holds NUL bytes"):
+        read_soft_labels(tmp_path / "bin.csv", ["a"], [0, 1])
+    (tmp_path / "e.csv").write_bytes(b"")
+    with pytest.raises(SoftLabelError, match=r"e.csv: empty file"):
+        read_soft_label_table(tmp_path / "e.csv")
+    (tmp_path / "s.csv").write_text("id,p_0,p_1\na,0.5,0.5\n")
+    (tmp_path / "s.json").write_text("{not json")
+    with pytest.raises(SoftLabelError, match=r"s.json: unreadable sidecar"):
+        read_sidecar(tmp_path / "s.csv")
+
+
+def test_a_field_over_16_mb_and_the_process_csv_limit(tmp_path):
+    big = "x" * (17 * 2**20)
+    soft = _write_raw(tmp_path / "t.csv", ["id", "p_0", "p_1", "note"], [["a", 0.5, 0.5, big], ["b", 1, 0, ""]])
+    limit = csv.field_size_limit()
+    np.testing.assert_allclose(read_soft_labels(soft, ["b", "a"], [0, 1]), [[1, 0], [0.5, 0.5]])
+    assert csv.field_size_limit() == limit  # reading a soft-label file leaves the process-wide limit alone
+    from tinykd.tables import read_table
+
+    data = _write_raw(tmp_path / "d.csv", ["id", "text"], [["a", big]])
+    assert len(read_table(data, ["text"]).rows[0][1]) == len(big)  # a data file read afterwards still works
+
+
+def test_numbers_in_any_spelling_are_one_score_on_both_sides(tmp_path):
+    spelt = _write_raw(tmp_path / "t.csv", ["id", "p_1.0", "p_02", "p_3"], [["a", 0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(read_soft_labels(spelt, ["a"], [1, 2, 3]), [[0.2, 0.3, 0.5]], atol=1e-7)
+    np.testing.assert_allclose(read_soft_labels(spelt, ["a"], ["3", "1", "2.0"]), [[0.5, 0.2, 0.3]], atol=1e-7)
+    assert read_soft_label_table(spelt)[1] == ["1", "2", "3"]
+    twice = _write_raw(tmp_path / "u.csv", ["id", "p_1", "p_1.0", "p_2"], [["a", 0.2, 0.3, 0.5]])
+    with pytest.raises(SoftLabelError, match=r"u.csv: columns p_1, p_1.0 are one score spelt two ways"):
+        read_soft_labels(twice, ["a"], [1, 2])
+    write_soft_labels(tmp_path / "w.csv", ["a"], [1.0, 2.0], [[0.4, 0.6]], logits=[[0.0, 1.0]])
+    with open(tmp_path / "w.csv") as fh:
+        assert next(csv.reader(fh)) == ["id", "p_1", "p_2", "logit_1", "logit_2"]
+    write_soft_labels(tmp_path / "x.csv", ["a"], ["01", "correct"], [[0.4, 0.6]])  # text labels stay as they are
+    with open(tmp_path / "x.csv") as fh:
+        assert next(csv.reader(fh)) == ["id", "p_01", "p_correct"]
+
+
+def test_teacher_export_and_tinykd_train_agree_on_the_label_spelling(tmp_path, capsys):
+    from teacher_export.data import load_dataset
+    from conftest import run_cli
+
+    rows = [{"id": f"r{i}", "text": f"acid rain {'marble ' * (i % 3)}", "label": ("01", "1.0", "2")[i % 3],
+             "split": "train"} for i in range(30)]
+    data = _write_raw(tmp_path / "d.csv", list(rows[0]), [list(r.values()) for r in rows])
+    ds = load_dataset(data, split_col="split", val_frac=0.2)
+    assert ds.class_keys == ["1", "2"]
+    p = np.where(np.array([[c == 1, c == 2] for c in ds.labels]), 0.9, 0.1)
+    write_soft_labels(tmp_path / "t.csv", ds.ids, ds.class_keys, p)  # what teacher_export's _write does
+    rc, _, err = run_cli(capsys, "train", data, "--teacher", tmp_path / "t.csv", "--out", tmp_path / "m.npz",
+                         "--epochs", "1", "-q")
+    assert rc == 0, err
+    import tinykd
+
+    assert tinykd.load(tmp_path / "m.npz").classes == [1, 2]

@@ -29,6 +29,7 @@ from collections import Counter
 
 import numpy as np
 
+from .errors import check_seed
 from .tables import duplicated, normalize_labels
 from .text import tokenize
 
@@ -67,6 +68,7 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25,
         raise ValueError("augment: ids must be unique")
     if int(n) != n or n < 0:
         raise ValueError(f"augment: n must be a whole number >= 0, got {n!r}")
+    seed = check_seed(seed)
     for name, p in (("p_drop", p_drop), ("p_mask", p_mask), ("p_swap", p_swap), ("p_span", p_span)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"augment: {name} must be within [0, 1], got {p!r}")

@@ -1,15 +1,16 @@
 """The ``tinykd`` command line: train, score, evaluate, report, info, augment, distill, demo.
 
 A thin face: it reads files, turns options into calls of the library
-(:func:`tinykd.fit.fit_items`, :class:`tinykd.student.Student`,
+(:func:`tinykd.fitting.fit_items`, :func:`tinykd.scorefile.score_csv`,
 :func:`tinykd.evaluate.evaluation_report`, :func:`tinykd.evaluate.fitness_report`,
 :func:`tinykd.report.render_html`, :func:`tinykd.augment.augment_rows`) and prints.
 
 Every user error (a bad file, a missing column, a damaged model, a bad option) ends the
 command with exit status 2 and one line on stderr, ``tinykd: error: …``; ``--debug`` (or
-``TINYKD_DEBUG=1``) shows the traceback instead. Ctrl-C exits with status 130 and writes
-nothing: models and scored files are written to a temporary file and renamed into place
-only when complete. ``tinykd score`` imports NumPy and Numba only (never scikit-learn).
+``TINYKD_DEBUG=1``) shows the traceback instead. Ctrl-C exits with status 130 (SIGTERM or
+SIGHUP while a file is written: 128 + the signal number) and writes nothing: models and scored
+files are written to a temporary file and renamed into place only when complete. ``tinykd
+score`` imports NumPy and Numba only (never scikit-learn).
 """
 from __future__ import annotations
 
@@ -68,8 +69,10 @@ def cmd_train(args):
 
     _check_out_path(args.out, [args.data, *args.teacher])
     for t in args.teacher:
-        if not os.path.isfile(t):
+        if not os.path.exists(t):
             raise CLIError(f"--teacher {t}: no such file")
+        if not os.path.isfile(t):  # it is read more than once
+            raise CLIError(f"--teacher {t}: not a regular file (a folder or a pipe); save the soft labels to a file")
     cols = {k: getattr(args, f"{k}_col") for k in ("text", "label", "id", "context", "item")}
     need = ["text", "label"] + (["id"] if args.teacher else []) + [k for k in ("context", "item") if cols[k]]
     table = read_table(args.data, [(cols[k], f"--{k}-col") for k in need], where=args.where)
@@ -129,9 +132,9 @@ def _train_summary(args, students, seconds):
 def cmd_score(args):
     import numpy as np
 
+    from .scorefile import score_csv
     from .scoring import REVIEW_BELOW, decide
-    from .student import Bundle, data_columns, load
-    from .tables import AtomicCsvWriter, CsvReader
+    from .student import load
 
     if args.review_below is not None and args.target_accuracy is not None:
         raise CLIError("give --review-below or --target-accuracy, not both")
@@ -147,44 +150,18 @@ def cmd_score(args):
         print(f"--target-accuracy {choice['target']:g}: --review-below {review_below:.4f}; on the model's "
               f"{choice['n']:,} validation rows it flags {choice['flagged']:.1%}, and the rest are "
               f"{choice['accuracy']:.1%} right")
-    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
-    classes = model.classes
-    out_cols = ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
     t0 = time.time()
-    n = flagged = 0
-    pred_time = 0.0
     tty = sys.stderr.isatty() and not args.quiet
-    need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col")) if c]
-    with CsvReader(args.data, need, where=args.where) as reader:
-        if reader.note:
-            _note(reader.note)
-        clash = [c for c in out_cols if c in reader.index]
-        if clash:
-            raise CLIError(f"{args.data} already has column(s) {', '.join(clash)}; rename them (is it a scored file?)")
-        ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
-        with _WriteErrors(args.out), AtomicCsvWriter(args.out, reader.header + out_cols) as w:
-            for chunk in reader.chunks(args.chunk_size):
-                texts = [r[ti] for r in chunk]
-                ctx = None if ci is None else [r[ci] for r in chunk]
-                t1 = time.perf_counter()
-                if isinstance(model, Bundle):
-                    proba = model.predict_proba_matrix(texts, [r[ii] for r in chunk], ctx, classes)
-                else:
-                    proba = model.predict_proba(texts, ctx)
-                pred_time += time.perf_counter() - t1
-                best, conf, review = decide(proba, review_below)
-                flagged += int(review.sum())
-                for r, b, pr, c, rv in zip(chunk, best.tolist(), proba.tolist(), conf.tolist(), review.tolist()):
-                    w.writerow(r + [classes[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"])
-                n += len(chunk)
-                if tty:
-                    print(f"\rscored {n:,} rows …", end="", file=sys.stderr, flush=True)
-            if n == 0:
-                raise CLIError(f"{args.data}: has a header row but no data rows; nothing to score")
+    progress = (lambda n: print(f"\rscored {n:,} rows …", end="", file=sys.stderr, flush=True)) if tty else None
+    with _WriteErrors(args.out):
+        res = score_csv(model, args.data, args.out, text_col=args.text_col, context_col=args.context_col,
+                        item_col=args.item_col, where=args.where, review_below=review_below,
+                        chunk_size=args.chunk_size, on_note=_note, on_progress=progress)
     if tty:
         print("\r", end="", file=sys.stderr)
+    n = res["n"]
     print(f"scored {n:,} rows → {args.out} in {time.time() - t0:.1f} s "
-          f"({1000 * pred_time / max(n, 1):.2f} ms per response); {flagged:,} need review "
+          f"({1000 * res['predict_seconds'] / max(n, 1):.2f} ms per response); {res['flagged']:,} need review "
           f"(confidence < {review_below:.4g})")
     return 0
 
@@ -332,6 +309,8 @@ def cmd_augment(args):
                               splits=_splits(table, args), train_split=args.train_split,
                               items=table.column(args.item_col) if args.item_col else None, n=args.n,
                               p_drop=args.p_drop, p_swap=args.p_swap, p_span=args.p_span, seed=args.seed)
+    except OptionError:  # names the option (--seed), not the file
+        raise
     except ValueError as e:
         raise CLIError(f"{args.data}: {e}") from None
     ti, li, ii = table.index[args.text_col], table.index[args.label_col], table.index[args.id_col]
@@ -390,12 +369,14 @@ def main(argv=None):
                 "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo}
     try:
         return commands[args.cmd](args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP while writing (atomic.Terminated)
         if debug:
             raise
-        print("tinykd: interrupted; nothing was written (any earlier file at --out is untouched)",
+        signum = getattr(e, "signum", None)
+        what = str(e) if signum else "interrupted"
+        print(f"tinykd: {what}; nothing was written (any earlier file at --out is untouched)",
               file=sys.stderr, flush=True)
-        return 130
+        return 128 + signum if signum else 130
     except BrokenPipeError:
         try:
             sys.stdout = open(os.devnull, "w")

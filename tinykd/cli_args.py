@@ -8,9 +8,8 @@ import argparse
 
 from ._version import __version__
 from .distill import TEACHER_DEFAULTS
+from .scorefile import CHUNK_ROWS
 from .scoring import REVIEW_BELOW
-
-CHUNK_ROWS = 2000  # rows scored per chunk when streaming
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

@@ -209,14 +209,17 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         raise RuntimeError(TEACHER_INSTALL)
     if copies is not None and (int(copies) != copies or copies < 0):
         raise OptionError("copies", f"{{opt}} must be a whole number >= 0, got {copies}")
-    if soft_loss not in ("ce", "mse"):  # (tinykd.losses.SOFT_LOSSES, checked before any teacher runs)
-        raise OptionError("soft_loss", f"{{opt}} must be ce or mse, got {soft_loss!r}")
     if not lams or any(not lam > 0 for lam in lams):
         raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
     aug = dict(augment_options or {})
     unknown = sorted(set(aug) - {"p_drop", "p_mask", "p_swap", "p_span"})
     if unknown:
         raise OptionError("augment_options", f"unknown {{opt}} {unknown}; known: p_drop, p_mask, p_swap, p_span")
+    from .fitting import check_options  # every student option, before the teacher's minutes of work
+
+    for lam in lams:
+        check_options(preset=None if preset == "auto" else preset, lam=lam, temperature=temperature,
+                      soft_loss=soft_loss, epochs=epochs, patience=patience, seed=seed)
     t_start = time.time()
     topts = {**TEACHER_DEFAULTS, **(teacher_options or {})}
     unknown = set(topts) - set(TEACHER_DEFAULTS)

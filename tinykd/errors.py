@@ -14,3 +14,14 @@ class OptionError(ValueError):
 
     def for_cli(self):
         return self.template.replace("{opt}", "--" + self.option.replace("_", "-"))
+
+
+#: the seeds NumPy and scikit-learn take
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, option="seed"):
+    """A seed must be a whole number in 0 … 2³² − 1 (what NumPy and scikit-learn take)."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= int(seed) <= MAX_SEED:
+        raise OptionError(option, f"{{opt}} must be a whole number from 0 to {MAX_SEED:,}, got {seed!r}")
+    return int(seed)

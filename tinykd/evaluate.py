@@ -73,7 +73,8 @@ def format_metrics(m):
     """One line: accuracy, QWK, macro-F1 and the row count."""
     if not m or not m.get("n"):
         return "no validation rows"
-    return f"accuracy {m['accuracy']:.3f}  QWK {m['qwk']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({m['n']:,} rows)"
+    f3 = lambda v: "?" if v is None else f"{v:.3f}"  # noqa: E731 (a model file may hold null)
+    return f"accuracy {f3(m.get('accuracy'))}  QWK {f3(m.get('qwk'))}  macro-F1 {f3(m.get('macro_f1'))}  ({m['n']:,} rows)"
 
 
 def format_report(res, rater2_name=None):

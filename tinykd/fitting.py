@@ -9,7 +9,8 @@ estimator, the demo, other Python tools):
 * **Validation rows.** Given rows are used as they are; otherwise a seeded stratified
   ``validation_fraction`` (1/8) of the labelled training rows is held out — when there are
   at least :data:`MIN_HOLDOUT_ROWS` of them; below that there is no validation set and
-  training runs for all epochs (said).
+  training runs for all epochs (said). A class with fewer than 8 rows keeps them all in
+  training (said): no class is ever held out whole (:mod:`tinykd.splits`).
 * **Unseen labels.** Validation rows whose label no training row has cannot be scored by
   the model: they are dropped from validation, loudly (a note).
 * **Labels** of a file: numbers in any spelling are one score, text stays text, and an
@@ -34,13 +35,13 @@ import warnings
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import OptionError, check_seed
 from .metrics import scoring_metrics
 from .model import StudentNet, make_config
-from .splits import holdout
+from .splits import holdout, rare_classes
 from .student import Bundle, Student
 from .tables import duplicated, label_key, label_sort_key, normalize_labels
-from .text import Vocabulary
+from .text import Vocabulary, as_list
 from .losses import SOFT_LOSSES
 from .train import TrainData, train
 
@@ -48,10 +49,16 @@ from .train import TrainData, train
 MIN_HOLDOUT_ROWS = 10
 #: the share of the labelled training rows held out for validation when none are given
 VALIDATION_FRACTION = 0.125
+#: most validation rows whose predictions a model file keeps (for ``tinykd score --target-accuracy``)
+STORED_VALIDATION_ROWS = 2000
 #: λ of the soft term when teacher probabilities are given and ``lam`` is not: 4 beat 1 on
 #: ASAP item 1's validation rows with and without transfer copies
 #: (benchmarks/results/distill_recipes.md); ``tinykd distill`` uses it too (distill.LAMS)
 DEFAULT_LAM = 4.0
+#: the largest λ (the paper's grid is 0.5–16): beyond it the soft term's loss can overflow
+MAX_LAM = 1000.0
+#: the temperatures T accepted (usual values are 1–20)
+TEMPERATURES = (0.01, 100.0)
 
 
 class _Notes(list):
@@ -71,17 +78,23 @@ def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, soft_l
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise OptionError(name, f"{{opt}} must be > 0 (a whole number), got {value!r}")
-    for name, value in (("lr", lr), ("temperature", temperature)):
-        if not isinstance(value, (int, float, np.number)) or not value > 0 or not np.isfinite(value):
-            raise OptionError(name, f"{{opt}} must be > 0, got {value!r}")
-    if lam is not None and (not isinstance(lam, (int, float, np.number)) or not lam >= 0 or not np.isfinite(lam)):
-        raise OptionError("lam", f"{{opt}} must be >= 0, got {lam!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not lr > 0 or not np.isfinite(lr):
+        raise OptionError("lr", f"{{opt}} must be > 0, got {lr!r}")
+    lo, hi = TEMPERATURES  # beyond these T² (or 1/T) overflows the loss: "diverged" would blame the lr
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not lo <= temperature <= hi:
+        raise OptionError("temperature", f"{{opt}} must be between {lo:g} and {hi:g}, got {temperature!r}")
+    if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float, np.number))
+                            or not 0 <= lam <= MAX_LAM):
+        raise OptionError("lam", f"{{opt}} must be >= 0 and at most {MAX_LAM:g}, got {lam!r}")
     if soft_loss not in SOFT_LOSSES:
         raise OptionError("soft_loss", f"{{opt}} must be one of {', '.join(SOFT_LOSSES)}, got {soft_loss!r}")
-    if not 0.0 < float(validation_fraction) < 1.0:
+    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float, np.number)) \
+            or not 0.0 < validation_fraction < 1.0:
         raise OptionError("validation_fraction", f"{{opt}} must be between 0 and 1, got {validation_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise OptionError("seed", f"{{opt}} must be a whole number, got {seed!r}")
+    check_seed(seed)
+    if config is not None and not isinstance(config, dict):
+        raise OptionError("config", f"{{opt}} must be a dict of network settings, got {type(config).__name__}")
     return make_config(preset, **(config or {}))
 
 
@@ -114,9 +127,10 @@ def _check_teacher(teacher, n, k, what):
 
 def _unpack(part, what):
     if len(part) == 2:
-        return list(part[0]), part[1], None
+        return as_list(part[0], f"{what} texts"), part[1], None
     if len(part) == 3:
-        return list(part[0]), part[1], None if part[2] is None else list(part[2])
+        return as_list(part[0], f"{what} texts"), part[1], None if part[2] is None else as_list(part[2],
+                                                                                                f"{what} contexts")
     raise ValueError(f"{what} must be a tuple (texts, {'y' if what == 'validation' else 'proba'}[, contexts])")
 
 
@@ -163,8 +177,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
                         epochs=epochs,
                         batch_size=batch_size, lr=lr, patience=patience,
                         validation_fraction=validation_fraction, seed=seed)
-    texts = list(texts)
-    y = np.asarray(y)
+    texts = as_list(texts, "texts")
+    y = np.asarray(as_list(y, "y") if isinstance(y, (str, bytes)) else y)
     if y.ndim != 1:
         raise ValueError(f"y must be one label per text (1-D), got shape {y.shape}")
     if len(texts) != len(y):
@@ -178,7 +192,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     if len(texts) < 2:
         raise ValueError(f"{name}: only {len(texts)} labeled training row(s); need at least 2")
     if contexts is not None:
-        contexts = list(contexts)
+        contexts = as_list(contexts, "contexts")
         if len(contexts) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(contexts)} contexts")
     try:
@@ -201,6 +215,14 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     if validation is None:
         if len(texts) >= MIN_HOLDOUT_ROWS:
             tr, va = holdout(yi, validation_fraction, seed)
+            rare = rare_classes(yi, validation_fraction)
+            if rare:  # never held out whole: every training class stays a class of the model
+                note(f"{name}: class{'es' if len(rare) > 1 else ''} {', '.join(str(classes[k]) for k in rare)} "
+                     f"{'have' if len(rare) > 1 else 'has'} fewer than {round(1 / validation_fraction)} rows: "
+                     f"all kept for training, none held out for validation")
+            if not len(va):
+                note(f"{name}: no class has enough rows to hold some out, so no validation set; "
+                     "training for all epochs")
             v_texts, v_ctx, v_y = _take(texts, va), _take(contexts, va), yi[va]
             texts, contexts, yi = _take(texts, tr), _take(contexts, tr), yi[tr]
             teacher = None if teacher is None else teacher[tr]
@@ -286,9 +308,14 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         if meta["calibration"]["temperature"] is None:
             note(f"{name}: {meta['calibration']['reason']}")
             meta["notes"] = list(note)
-        # what `tinykd score --target-accuracy` chooses its review threshold on (float32 exactly)
-        meta["validation_predictions"] = {"y": [int(k) for k in v_y],
-                                          "logits": [[float(str(v)) for v in row] for row in logits]}
+        # what `tinykd score --target-accuracy` chooses its review threshold on (float32 exactly); at
+        # most STORED_VALIDATION_ROWS of them (a seeded sample), so that the metadata stays within
+        # what a model file may hold (tinykd.modelfile bounds it by the file's size)
+        stored = np.arange(len(v_y))
+        if len(stored) > STORED_VALIDATION_ROWS:
+            stored = np.sort(np.random.default_rng(seed).choice(len(v_y), STORED_VALIDATION_ROWS, replace=False))
+        meta["validation_predictions"] = {"y": [int(v_y[k]) for k in stored],
+                                          "logits": [[float(str(v)) for v in logits[k]] for k in stored]}
     else:
         meta["calibration"] = {"method": None, "temperature": None, "n_val": 0,
                                "reason": "no validation rows: confidence is the raw softmax"}
@@ -380,8 +407,11 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
         "preset", "config", "lam", "temperature", "soft_loss", "epochs", "batch_size", "lr", "patience",
         "validation_fraction", "seed")})
     cols = {"text": "text", "label": "label", "id": "id", "context": None, "item": None, **(columns or {})}
-    texts = list(texts)
+    texts = as_list(texts, "texts")
     n = len(texts)
+    labels = as_list(labels, "labels")
+    items, ids, contexts, splits = (None if xs is None else as_list(xs, what) for what, xs in (
+        ("items", items), ("ids", ids), ("contexts", contexts), ("splits", splits)))
     for what, xs in (("labels", labels), ("items", items), ("ids", ids), ("contexts", contexts),
                      ("splits", splits)):
         if xs is not None and len(xs) != n:

@@ -28,6 +28,14 @@ def describe(path):
     return out
 
 
+def _g(v):
+    return "?" if v is None else f"{v:g}"
+
+
+def _n(v):
+    return "?" if v is None else f"{v:,}"
+
+
 def _size(n):
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -50,11 +58,11 @@ def format_description(out):
         lines.append(f"{head}preset {s['preset']}, {s['n_params']:,} parameters, vocabulary {s['vocab_size']:,} "
                      f"words, max length {s['max_len']} tokens{ctx}")
         lines.append(f"  classes: {', '.join(map(str, s['classes']))}")
-        if tr:
-            kind = (f"KD (λ = {tr.get('lam'):g}, T = {tr.get('temperature'):g})" if tr.get("teacher") and tr.get("lam")
+        if tr:  # (the reader has checked the types: numbers or null)
+            kind = (f"KD (λ = {_g(tr.get('lam'))}, T = {_g(tr.get('temperature'))})" if tr.get("teacher") and tr.get("lam")
                     else "plain NN (no teacher)")
-            lines.append(f"  training: {kind}; {tr.get('n_train', 0):,} rows + {tr.get('n_transfer', 0):,} transfer, "
-                         f"{tr.get('n_val', 0):,} validation; best epoch {tr.get('best_epoch')} of {tr.get('epochs')} "
+            lines.append(f"  training: {kind}; {_n(tr.get('n_train'))} rows + {_n(tr.get('n_transfer'))} transfer, "
+                         f"{_n(tr.get('n_val'))} validation; best epoch {tr.get('best_epoch')} of {tr.get('epochs')} "
                          f"(stopped: {tr.get('stopped')}); seed {tr.get('seed')}; {tr.get('seconds')} s")
         if s["validation_metrics"]:
             lines.append(f"  validation: {format_metrics(s['validation_metrics'])}")

@@ -6,7 +6,7 @@
 
 R = H for an LSTM, 2H for a BiLSTM. All parameters live in one flat buffer
 ``params`` with named views in ``p``; gradients in ``grads`` with views in
-``g``. A backward pass zeroes ``grads`` once, then every layer adds (``+=``).
+``g`` (made on first use). A backward pass zeroes ``grads`` once, then every layer adds (``+=``).
 
 Presets, after section 4.2.1 of Latif et al. (vocabulary sizes are ours; they
 set the embedding's share of the 0.02M–0.1M parameters):
@@ -60,29 +60,59 @@ PRESETS = {
 }
 
 
+#: a trained student's weights stay within a few units (at most 1.6 on the ASAP students); a weight
+#: beyond this cannot come from training, and could overflow float32 to NaN scores: such a
+#: network is refused when saved, loaded or scored
+MAX_ABS_WEIGHT = 1e4
+
+#: whole-number config keys: (smallest, largest) value
+_INT_KEYS = {"embed_dim": (1, 10_000), "units": (1, 10_000), "dense_units": (0, 10_000),
+             "max_vocab": (4, 10_000_000), "max_len": (1, 1_000_000)}
+_CHOICES = {"rnn": ("lstm", "bilstm"), "pooling": ("last", "max"), "dense_activation": tuple(ACTIVATIONS)}
+
+
+def check_config(cfg):
+    """Refuse a config value of the wrong type or out of range: a one-line ``ValueError`` naming
+    ``config['key']``."""
+    for key, (lo, hi) in _INT_KEYS.items():
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise ValueError(f"config[{key!r}] must be a whole number from {lo} to {hi:,}, got {v!r}")
+    for key in ("embed_l1", "dense_l1", "dense_l2", "dropout"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"config[{key!r}] must be a number >= 0, got {v!r}")
+    if not cfg["dropout"] < 1.0:
+        raise ValueError(f"config['dropout'] must be in [0, 1), got {cfg['dropout']!r}")
+    for key, choices in _CHOICES.items():
+        if not isinstance(cfg[key], str) or cfg[key] not in choices:
+            raise ValueError(f"config[{key!r}] must be one of {', '.join(choices)}, got {cfg[key]!r}")
+    return cfg
+
+
 def make_config(preset="7t", **overrides):
-    """A full config: defaults, then the preset, then ``overrides`` (unknown keys refused)."""
-    if preset is not None and preset not in PRESETS:
+    """A full config: defaults, then the preset, then ``overrides`` (unknown keys, wrong types and
+    values out of range refused: :func:`check_config`)."""
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
         raise OptionError("preset", f"unknown {{opt}} {preset!r}; choose one of {', '.join(PRESETS)}")
     cfg = dict(DEFAULT_CONFIG)
     if preset is not None:
         cfg.update(PRESETS[preset])
     unknown = set(overrides) - set(DEFAULT_CONFIG)
     if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
+        raise ValueError(f"unknown config keys {sorted(map(str, unknown))}; known: {sorted(DEFAULT_CONFIG)}")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    if cfg["rnn"] not in ("lstm", "bilstm"):
-        raise ValueError(f"rnn must be 'lstm' or 'bilstm', got {cfg['rnn']!r}")
-    if cfg["pooling"] not in ("last", "max"):
-        raise ValueError(f"pooling must be 'last' or 'max', got {cfg['pooling']!r}")
-    if cfg["dense_activation"] not in ACTIVATIONS:
-        raise ValueError(f"dense_activation must be one of relu, selu, linear, got {cfg['dense_activation']!r}")
-    if not 0.0 <= cfg["dropout"] < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg['dropout']}")
-    for key in ("embed_dim", "units", "max_vocab", "max_len"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    return cfg
+    return check_config(cfg)
+
+
+def check_weights(params, what="the network"):
+    """Refuse NaN, infinite or huge (> :data:`MAX_ABS_WEIGHT`) weights: one-line ``ValueError``."""
+    params = np.asarray(params)
+    if not np.isfinite(params).all():
+        raise ValueError(f"{what} has NaN or infinite weights")
+    if params.size and float(np.abs(params).max()) > MAX_ABS_WEIGHT:
+        raise ValueError(f"{what} has weights up to {float(np.abs(params).max()):.3g}, beyond ±{MAX_ABS_WEIGHT:g}: "
+                         "they cannot come from training and would overflow to NaN scores")
 
 
 def _directions(cfg):
@@ -120,9 +150,8 @@ class StudentNet:
         self.layout = param_shapes(self.config, self.vocab_size, self.n_classes)
         self.size = int(sum(np.prod(s) for _, s in self.layout))
         self.params = np.zeros(self.size, dtype=self.dtype)
-        self.grads = np.zeros(self.size, dtype=self.dtype)
+        self._grads = self._g = None  # made on first use: a loaded model that only scores never needs them
         self.p = self._views(self.params)
-        self.g = self._views(self.grads)
         if params is None:
             self._init(np.random.default_rng(seed))
         else:
@@ -130,6 +159,20 @@ class StudentNet:
             if params.shape != (self.size,):
                 raise ValueError(f"parameter buffer has {params.size} values, the layout needs {self.size}")
             self.params[:] = params
+
+    @property
+    def grads(self):
+        """The flat gradient buffer (made on first use)."""
+        if self._grads is None:
+            self._grads = np.zeros(self.size, dtype=self.dtype)
+            self._g = self._views(self._grads)
+        return self._grads
+
+    @property
+    def g(self):
+        """Named views of :attr:`grads`."""
+        self.grads
+        return self._g
 
     def _views(self, flat):
         views, off = {}, 0

@@ -25,11 +25,13 @@ probabilities are ``softmax(logits · (1 / T))``, the logits in float64.
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
 
 from .errors import OptionError
+from .model import check_weights
 from .nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
 from .settings import DEFAULT
 
@@ -74,6 +76,7 @@ class Scorer:
         self.temperature = float(temperature)
         self._inv_t = 1.0 / self.temperature
         self.settings = DEFAULT if settings is None else settings
+        check_weights(net.params)  # huge weights overflow float32: NaN scores, and the two paths disagree
         self.net = net.freeze()
         self.n_classes = net.n_classes
         self.vocab_size = net.vocab_size
@@ -107,8 +110,18 @@ class Scorer:
     # ------------------------------------------------------------------- public
     def predict_proba(self, ids, lengths, calibrated=True):
         """Probabilities (n, K) float32 of encoded rows (ids right-padded, true ``lengths``);
-        ``calibrated=False``: the raw softmax (temperature 1)."""
-        inv_t = self._inv_t if calibrated else 1.0
+        ``calibrated=False``: the raw softmax (temperature 1).
+
+        Never returns a non-finite probability: a row that gives one (which the weight bound of
+        :func:`tinykd.model.check_weights` should make impossible) is a ``ValueError``."""
+        out = self._predict(ids, lengths, self._inv_t if calibrated else 1.0)
+        if not math.isfinite(float(out.sum())):  # (probabilities: the sum is finite unless one is not)
+            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+            raise ValueError(f"the model gives non-finite probabilities for {len(bad):,} of {len(out):,} rows "
+                             f"(first row {int(bad[0])}); refused rather than written as scores")
+        return out
+
+    def _predict(self, ids, lengths, inv_t):
         lengths = np.ascontiguousarray(lengths, dtype=np.int32)
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         n = len(lengths)

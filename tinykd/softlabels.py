@@ -4,15 +4,20 @@ File layout (written by ``teacher_export``, read here)::
 
     id,p_<c1>,...,p_<cK>,logit_<c1>,...,logit_<cK>[,split][,fold][,...]
 
-``<c>`` is a class label exactly as written in the data's label column (``p_0``,
-``p_1``...). The sidecar ``<stem>.json`` next to the CSV records the base model,
+``<c>`` is a class label as ``tinykd train`` reads the data's label column
+(:func:`tinykd.tables.class_keys`): numbers in any spelling are one score, so a label
+spelt ``1``, ``1.0`` or ``01`` is written ``p_1``, and a file's ``p_1.0`` or ``p_01`` is read
+as ``p_1``; text labels are written as they are. The sidecar ``<stem>.json`` next to the CSV records the base model,
 the label order (``classes``), the temperature, the data file hash, the split
 sizes and the teacher's own metrics.
 
 Rows are joined **by id, never by row order**. :func:`read_soft_labels` refuses a
 file with a one-line :class:`SoftLabelError` naming the problem: missing file,
 no ``id`` column, duplicated ids, requested ids not in the file, class columns
-that do not match the classes, NaN/inf/negative values, rows not summing to 1.
+that do not match the classes (or one score spelt twice), NaN/inf/negative values, rows not
+summing to 1. The file is read by :class:`tinykd.tables.CsvReader`, as data files are (a
+byte-order mark, ``;`` or tab separators, Windows-1252 bytes, a pipe), and every error
+names the file.
 
 NumPy and the standard library only (no torch, no pandas, no scikit-learn).
 """
@@ -28,7 +33,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 from .nn.dense import softmax
-from .tables import duplicated
+from .tables import CsvReader, DataFileError, class_keys, duplicated
 
 __all__ = ["SoftLabelError", "write_soft_labels", "read_soft_labels", "read_soft_label_table",
            "read_sidecar", "sidecar_path"]
@@ -63,7 +68,7 @@ def write_soft_labels(path, ids, classes, proba, logits=None, extra=None, meta=N
     ``fold``); ``meta``: dict for the sidecar (``classes`` is always recorded)."""
     path = os.fspath(path)
     ids = [str(i) for i in ids]
-    classes = [str(c) for c in classes]
+    classes = class_keys(classes)
     proba = np.asarray(proba, dtype=np.float64)
     n, k = len(ids), len(classes)
     if proba.shape != (n, k):
@@ -111,31 +116,40 @@ def read_sidecar(path) -> dict:
     sp = sidecar_path(path)
     if not os.path.exists(sp):
         return {}
-    with open(sp, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(sp, encoding="utf-8") as fh:
+            side = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise SoftLabelError(f"{sp}: unreadable sidecar ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    if not isinstance(side, dict):
+        raise SoftLabelError(f"{sp}: the sidecar is not a JSON object")
+    return side
 
 
 def _read_rows(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise SoftLabelError(f"soft-label file not found: {path}")
-    csv.field_size_limit(1 << 24)
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise SoftLabelError(f"{path}: empty file (no header)")
-    header = [h.strip() for h in rows[0]]
-    if "id" not in header:
-        raise SoftLabelError(f"{path}: no 'id' column (columns: {header[:8]})")
-    return path, header, rows[1:]
+    try:
+        with CsvReader(path) as r:
+            if "id" not in r.index:
+                raise SoftLabelError(f"{path}: no 'id' column (columns: {r.header[:8]})")
+            return path, r.header, [fields for _, fields in r.rows()]
+    except DataFileError as e:
+        raise SoftLabelError(str(e)) from None
 
 
 def _parse_block(path, header, body, prefix, classes, ids_col):
-    found = [h[len(prefix):] for h in header if h.startswith(prefix)]
+    cols = [(h[len(prefix):], k) for k, h in enumerate(header) if h.startswith(prefix)]
+    found = class_keys([c for c, _ in cols])
+    twice = duplicated(found)
+    if twice:
+        same = [prefix + c for (c, _), key in zip(cols, found) if key in twice]
+        raise SoftLabelError(f"{path}: columns {', '.join(same)} are one score spelt two ways; keep one")
     if sorted(found) != sorted(classes) or len(found) != len(classes):
         raise SoftLabelError(f"{path}: class columns do not match the classes: expected "
-                             f"{[prefix + c for c in classes]}, found {[prefix + c for c in found]}")
-    idx = [header.index(prefix + c) for c in classes]
+                             f"{[prefix + c for c in classes]}, found {[prefix + c for c, _ in cols]}")
+    idx = [cols[found.index(c)][1] for c in classes]
     out = np.empty((len(body), len(classes)), dtype=np.float64)
     bad = []
     for r, row in enumerate(body):
@@ -163,7 +177,7 @@ def _load(path, classes, from_logits, tol):
     if classes is None:
         pref = "logit_" if (from_logits or not has_p) and has_logit else "p_"
         classes = [h[len(pref):] for h in header if h.startswith(pref)]
-    classes = [str(c) for c in classes]
+    classes = class_keys(classes)
     if from_logits:
         if not has_logit:
             raise SoftLabelError(f"{path}: from_logits=True but the file holds no logit_ columns")
@@ -202,10 +216,10 @@ def read_soft_labels(path, ids, classes, *, from_logits=False, tol=1e-3, allow_m
     of ids absent from the file are NaN (``np.isnan(p[:, 0])`` is the mask); otherwise
     they are refused. ``from_logits=True`` reads the ``logit_`` columns and applies a
     (stable) softmax."""
-    classes = [str(c) for c in classes]
-    if len(set(classes)) != len(classes):
-        raise SoftLabelError(f"duplicated class labels: {classes}")
-    path, file_ids, classes, p = _load(path, classes, from_logits, tol)
+    keys = class_keys(classes)
+    if len(set(keys)) != len(keys):
+        raise SoftLabelError(f"duplicated class labels: {[str(c) for c in classes]}")
+    path, file_ids, classes, p = _load(path, keys, from_logits, tol)
     return join_by_id(path, file_ids, p, ids, allow_missing)
 
 

@@ -16,7 +16,7 @@ from .errors import OptionError
 from .model import StudentNet, make_config
 from .modelfile import ModelFileError, read_file, write_model
 from .scoring import Scorer
-from .text import Vocabulary
+from .text import Vocabulary, as_list
 
 
 class Student:
@@ -157,7 +157,7 @@ class Bundle:
         student applies its own calibration (``calibrated=False``: the raw softmax)."""
         classes = self.classes if classes is None else list(classes)
         col = {repr(c): k for k, c in enumerate(classes)}
-        texts = list(texts)
+        texts = as_list(texts, "texts")
         out = np.zeros((len(texts), len(classes)), dtype=np.float32)
         for it, idx in self._groups(items).items():
             st = self.students[it]
@@ -168,7 +168,7 @@ class Bundle:
         return out
 
     def _groups(self, items):
-        items = np.asarray([str(i).strip() for i in items], dtype=object)
+        items = np.asarray([str(i).strip() for i in as_list(items, "items")], dtype=object)
         unknown = sorted(set(items.tolist()) - set(self.students))
         if unknown:
             raise UnknownItemError(f"no student for item(s) {', '.join(map(repr, unknown[:10]))}"
@@ -184,7 +184,7 @@ class Bundle:
         return np.concatenate([c for c, _ in parts]), np.concatenate([k for _, k in parts])
 
     def predict(self, texts, items, contexts=None):
-        texts = list(texts)
+        texts = as_list(texts, "texts")
         out = [None] * len(texts)
         for it, idx in self._groups(items).items():
             st = self.students[it]

@@ -8,7 +8,10 @@ Reading is forgiving where the meaning is clear and loud where it is not:
   it holds bytes Windows-1252 leaves undefined; :attr:`CsvReader.note` says so
   and where the first non-UTF-8 byte is, and the command line prints it.
 * **Dialect.** Quoted fields (commas and line breaks inside quotes), CRLF or LF
-  line ends; a header that only splits on ``;`` or a tab selects that delimiter.
+  line ends; a header that only splits on ``;`` or a tab selects that delimiter; empty
+  columns at the end of the header (a spreadsheet's) are dropped.
+* **Pipes.** ``/dev/stdin``, ``<(…)`` or a FIFO are copied to a temporary file in blocks
+  first (memory stays flat), then read like a file.
 * **Selection.** ``where=["item=1"]`` keeps the rows whose columns hold those values (``--where``).
 * **Errors** (:class:`DataFileError`, one line each): missing file, binary or
   spreadsheet file, empty file, a header only, duplicate column names, a missing
@@ -23,13 +26,20 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
+import itertools
 import math
 import os
+import re
+import shutil
+import stat
 import sys
+import tempfile
 
 from .atomic import AtomicFile
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 100,000-character answer is a real row
+# a 100,000-character answer is a real row: the process-wide limit is raised, never lowered
+csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
 
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null"})
 _BLOCK = 1 << 20
@@ -40,10 +50,12 @@ class DataFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------- encoding
-def sniff_encoding(path):
-    """``(encoding, note)`` for a text file: ``note`` is ``None`` for clean UTF-8, else a
-    one-line explanation of the fallback. Reads the file in blocks (constant memory)."""
-    path = os.fspath(path)
+_CP1252_UNDEFINED = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+
+
+def _open_bytes(path):
+    """A seekable binary file of ``path``: the file itself, or for a pipe, a FIFO or a terminal
+    (``/dev/stdin``, ``<(…)``) a temporary copy on disk, made in 1 MiB blocks (removed on close)."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -52,38 +64,68 @@ def sniff_encoding(path):
         raise DataFileError(f"{path}: is a folder, not a CSV file") from None
     except OSError as e:
         raise DataFileError(f"{path}: cannot open ({e.strerror or e})") from None
-    with f:
-        head = f.read(4)
-        if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-            return "utf-16", f"{path}: read as UTF-16 (byte-order mark)"
-        if head[:4] == b"PK\x03\x04":
-            raise DataFileError(f"{path}: this is a zip or spreadsheet (.xlsx) file, not CSV; "
-                                "save it as 'CSV UTF-8' first")
-        f.seek(0)
-        dec = codecs.getincrementaldecoder("utf-8-sig")()
-        offset, line = 0, 1
-        while True:
-            block = f.read(_BLOCK)
-            if b"\x00" in block:
-                raise DataFileError(f"{path}: holds NUL bytes, so it is a binary file, not CSV text")
-            try:
-                dec.decode(block, final=not block)
-            except UnicodeDecodeError as e:
-                bad = offset + e.start
-                line += block[:e.start].count(b"\n")
-                f.seek(0)
-                raw = f.read()
-                try:
-                    raw.decode("cp1252")
-                    enc, name = "cp1252", "Windows-1252"
-                except UnicodeDecodeError:
-                    enc, name = "latin-1", "Latin-1"
-                return enc, (f"{path}: not valid UTF-8 (byte 0x{raw[bad]:02x} at line {line}); "
-                             f"read as {name} instead — check accented characters in the output")
-            if not block:
-                return "utf-8-sig", None
-            line += block.count(b"\n")
-            offset += len(block)
+    try:
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode) and f.seekable():
+            return f
+        tmp = tempfile.TemporaryFile()
+        try:
+            shutil.copyfileobj(f, tmp, _BLOCK)
+            tmp.seek(0)
+        except BaseException:
+            tmp.close()
+            raise
+        f.close()
+        return tmp
+    except OSError as e:
+        f.close()
+        raise DataFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    except BaseException:
+        f.close()
+        raise
+
+
+def sniff_encoding(path):
+    """``(encoding, note)`` for a text file: ``note`` is ``None`` for clean UTF-8, else a
+    one-line explanation of the fallback. Reads the file in 1 MiB blocks (memory stays flat
+    for any size)."""
+    path = os.fspath(path)
+    with _open_bytes(path) as f:
+        return _sniff(f, path)
+
+
+def _sniff(f, path):
+    """:func:`sniff_encoding` of an open seekable binary file (read from its start, left anywhere)."""
+    f.seek(0)
+    head = f.read(4)
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return "utf-16", f"{path}: read as UTF-16 (byte-order mark)"
+    if head[:4] == b"PK\x03\x04":
+        raise DataFileError(f"{path}: this is a zip or spreadsheet (.xlsx) file, not CSV; "
+                            "save it as 'CSV UTF-8' first")
+    f.seek(0)
+    dec = codecs.getincrementaldecoder("utf-8-sig")()
+    line = 1
+    while True:
+        block = f.read(_BLOCK)
+        if b"\x00" in block:
+            raise DataFileError(f"{path}: holds NUL bytes, so it is a binary file, not CSV text")
+        try:
+            dec.decode(block, final=not block)
+        except UnicodeDecodeError as e:  # e.object: the bytes the decoder held + this block
+            line += e.object[:e.start].count(b"\n")
+            byte = e.object[e.start]
+            break
+        if not block:
+            return "utf-8-sig", None
+        line += block.count(b"\n")
+    f.seek(0)  # Windows-1252, unless the file holds a byte it leaves undefined: one pass, in blocks
+    enc, name = "cp1252", "Windows-1252"
+    for block in iter(lambda: f.read(_BLOCK), b""):
+        if any(u in block for u in _CP1252_UNDEFINED):
+            enc, name = "latin-1", "Latin-1"
+            break
+    return enc, (f"{path}: not valid UTF-8 (byte 0x{byte:02x} at line {line}); "
+                 f"read as {name} instead — check accented characters in the output")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -99,11 +141,19 @@ class CsvReader:
     def __init__(self, path, required=(), *, encoding=None, where=None):
         self.path = os.fspath(path)
         self.where = parse_where(where)
-        if encoding is None:
-            self.encoding, self.note = sniff_encoding(self.path)
-        else:
-            self.encoding, self.note = encoding, None
-        self._f = open(self.path, "r", encoding=self.encoding, newline="")
+        raw = _open_bytes(self.path)  # a pipe is copied to a temporary file: read once, then seekable
+        try:
+            if encoding is None:
+                self.encoding, self.note = _sniff(raw, self.path)
+            else:
+                self.encoding, self.note = encoding, None
+            raw.seek(0)
+            if self.encoding in ("cp1252", "latin-1") and raw.read(3) != codecs.BOM_UTF8:
+                raw.seek(0)  # (a UTF-8 byte-order mark before Windows-1252 text is dropped too)
+            self._f = io.TextIOWrapper(raw, encoding=self.encoding, newline="")
+        except BaseException:
+            raw.close()
+            raise
         try:
             self._init(required)
         except BaseException:
@@ -123,13 +173,14 @@ class CsvReader:
                     delimiter = d
                     break
         self.delimiter = delimiter
-        self._f.seek(0)
-        self._reader = csv.reader(self._f, delimiter=delimiter)
+        self._reader = csv.reader(itertools.chain([first], self._f), delimiter=delimiter)
         try:
             header = next(self._reader)
         except csv.Error as e:
             raise DataFileError(f"{self.path}: unreadable header row ({e})") from None
         self.header = [h.strip().lstrip("\ufeff") for h in header]
+        while len(self.header) > 1 and not self.header[-1]:  # a spreadsheet's empty columns at the end
+            self.header.pop()
         seen, dups = set(), []
         for h in self.header:
             if h in seen and h not in dups:
@@ -264,10 +315,23 @@ def parse_label(s):
     return s
 
 
+#: a number as a spreadsheet writes one: ASCII digits, an optional sign, point and exponent —
+#: not ``1_0`` (Python's float() reads it as 10), ``٣`` or ``0x10``
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _number(v):
+    """``float(v)`` for a number or a cell spelling one (:data:`NUMBER`); else ValueError."""
+    if isinstance(v, str) and not NUMBER.fullmatch(v.strip()):
+        raise ValueError(v)
+    return float(v)
+
+
 def normalize_labels(cells):
     """Normalise a label column: missing → ``None``; if every other cell is a finite
-    number, numbers (``"1"``, ``"1.0"``, ``" 1 "`` are all ``1``; integral values become
-    ``int``); otherwise the stripped strings, so ``"correct"`` stays ``"correct"``.
+    number (:data:`NUMBER`), numbers (``"1"``, ``"1.0"``, ``"01"``, ``" 1 "`` are all ``1``;
+    integral values become ``int``); otherwise the stripped strings, so ``"correct"`` stays
+    ``"correct"`` and ``"1_0"`` stays ``"1_0"``.
 
     Returns ``(labels, kind)`` with ``kind`` in ``"int" | "float" | "str" | "none"``.
     """
@@ -278,7 +342,7 @@ def normalize_labels(cells):
     nums = []
     for v in present:
         try:
-            x = float(v)
+            x = _number(v)
         except (TypeError, ValueError):
             nums = None
             break
@@ -289,8 +353,8 @@ def normalize_labels(cells):
     if nums is None:
         return [None if v is None else str(v) for v in vals], "str"
     if all(x == int(x) for x in nums):
-        return [None if v is None else int(float(v)) for v in vals], "int"
-    return [None if v is None else float(v) for v in vals], "float"
+        return [None if v is None else int(_number(v)) for v in vals], "int"
+    return [None if v is None else _number(v) for v in vals], "float"
 
 
 def coerce_labels(cells, classes):
@@ -333,7 +397,31 @@ def label_key(v):
     return str(v)
 
 
+def class_keys(names):
+    """The column names of a set of class labels (``p_<key>``): when every label is a number in
+    some spelling (``1``, ``1.0``, ``01``), its :func:`label_key` (``1``), as ``tinykd train``
+    reads a numeric label column; otherwise the stripped labels as they are."""
+    labels, kind = normalize_labels(names)
+    if kind in ("int", "float") and all(v is not None for v in labels):
+        return [label_key(v) for v in labels]
+    return [str(n).strip() for n in names]
+
+
 # ----------------------------------------------------------------------------- writing
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell):
+    """A cell tinykd writes from a label, safe to open in a spreadsheet (OWASP, "CSV injection"):
+    text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``
+    so that it is not run as a formula; a plain number (``-1``, ``+0.5``) is left as it is."""
+    s = str(cell)
+    if s.startswith(_FORMULA_START) and not NUMBER.fullmatch(s):
+        return "'" + s
+    return s
+
+
+
 class AtomicCsvWriter:
     """Write CSV rows to a temporary file beside ``path``; rename it into place on a clean
     exit, delete it on an exception, so ``path`` is either the old file or the whole new one

@@ -24,9 +24,24 @@ import re
 import numpy as np
 
 TOKEN_PATTERN = r"(?u)\b\w+\b"
+#: a word longer than this never enters a vocabulary (it encodes as OOV): no real word is that
+#: long, and a model file's reader refuses longer tokens (they would pad every token's storage)
+MAX_TOKEN_CHARS = 256
 PAD, OOV, SEP = 0, 1, 2
 SPECIAL_TOKENS = ("<pad>", "<oov>", "<sep>")
 _token_re = re.compile(TOKEN_PATTERN)
+
+
+def as_list(values, name="texts"):
+    """``list(values)`` for a sequence of texts (or labels, ids, …); a single string is a
+    ``TypeError`` naming the argument — ``list("acid rain")`` would be one text per character."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence (one value per answer), not a single string; "
+                        f"wrap it in a list: [{values[:20]!r}]")
+    try:
+        return list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence (one value per answer), got {type(values).__name__}") from None
 
 
 def tokenize(text: str) -> list[str]:
@@ -72,7 +87,7 @@ class Vocabulary:
         """
         from sklearn.feature_extraction.text import CountVectorizer
 
-        docs = ["" if t is None else str(t) for t in texts]
+        docs = ["" if t is None else str(t) for t in as_list(texts, "texts")]
         if contexts is not None:
             docs += sorted({"" if c is None else str(c) for c in contexts})
         vec = CountVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN)
@@ -81,7 +96,7 @@ class Vocabulary:
             words = vec.get_feature_names_out()
         except ValueError:  # every document empty: no words at all
             counts, words = np.zeros(0, dtype=np.int64), np.array([], dtype=str)
-        keep = counts >= self.min_count
+        keep = (counts >= self.min_count) & (np.char.str_len(words.astype(str)) <= MAX_TOKEN_CHARS)
         words, counts = words[keep], counts[keep]
         order = np.lexsort((words, -counts))  # count descending, then word
         room = self.max_size - len(SPECIAL_TOKENS)
@@ -102,9 +117,9 @@ class Vocabulary:
         lengths : (n,) int32, true token counts, ``0 <= lengths <= max_len``.
         """
         max_len = self.max_len if max_len is None else int(max_len)
-        texts = list(texts)
+        texts = as_list(texts, "texts")
         if contexts is not None:
-            contexts = list(contexts)
+            contexts = as_list(contexts, "contexts")
             if len(contexts) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but {len(contexts)} contexts")
         rows = []
