@@ -253,8 +253,8 @@ def test_non_finite_outputs_are_never_written_as_scores(tmp_path, capsys, base, 
 
     real = scoring.Scorer._predict
 
-    def nan_row(self, ids, lengths):
-        out = real(self, ids, lengths)
+    def nan_row(self, ids, lengths, inv_t):
+        out = real(self, ids, lengths, inv_t)
         out[1] = np.nan
         return out
 

@@ -90,7 +90,8 @@ def cmd_train(args):
                           splits=splits, train_split=args.train_split, val_split=args.val_split,
                           teacher=args.teacher or None, from_logits=args.from_logits,
                           allow_missing_teacher=args.allow_missing_teacher, columns=cols,
-                          preset=args.preset, lam=args.lam, temperature=args.temperature, epochs=args.epochs,
+                          preset=args.preset, lam=args.lam, temperature=args.temperature,
+                          soft_loss=args.soft_loss, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
                           verbose=not args.quiet)
     except SoftLabelError as e:  # name the command-line flags, not the Python arguments

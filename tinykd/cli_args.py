@@ -52,6 +52,8 @@ def build_parser():
     t.add_argument("--preset", default="7t", help="7t, falling_weights, gelatin or bathtub")
     t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 4 with --teacher; 0 = plain NN)")
     t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
+    t.add_argument("--soft-loss", choices=("ce", "mse"), default="ce",
+                   help="the soft term: ce (Eq. 4) or mse (the teacher's logits, centred; distill's default)")
     _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
     t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     _split_args(t)

@@ -72,8 +72,8 @@ class _Notes(list):
             print(msg, file=self.stream, flush=True)
 
 
-def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, soft_loss="ce", epochs=40, batch_size=32, lr=1e-3,
-                  patience=5, validation_fraction=VALIDATION_FRACTION, seed=0):
+def check_options(*, preset="7t", config=None, lam=None, temperature=1.0, soft_loss="ce", epochs=40, batch_size=32,
+                  lr=1e-3, patience=5, validation_fraction=VALIDATION_FRACTION, seed=0):
     """Check every training option; returns the network config. Raises :class:`OptionError`."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
