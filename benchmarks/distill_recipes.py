@@ -92,6 +92,7 @@ def main(argv=None):
                      f"{r['teacher_test']['accuracy']:.3f} / {r['teacher_test']['qwk']:.3f} | "
                      f"{r['nn_test']['accuracy']:.3f} / {r['nn_test']['qwk']:.3f} | "
                      f"{r['seconds'].get('students', 0):.0f} |")
+    lines += [f"| {k} | not run yet |" + " |" * 8 for k in RECIPES if k not in done]
     best = max(rows, key=lambda r: (r["val"]["accuracy"], r["val"]["qwk"]))
     lines += ["", f"Best on validation: **{best['recipe']}**. Students s: the students' stage of that recipe "
               "(0 when it was reused)."]
