@@ -106,6 +106,41 @@ def test_page_scores_like_python_and_tokenizes_like_python(web7t, answers, tmp_p
     assert res["ms_per_answer"] > 0
 
 
+@needs_chromium
+def test_tokenizer_matches_python_on_every_character(web7t, tmp_path):
+    """Each code point alone, tokenized by the page and by Python: the same tokens for every character of
+    Python's Unicode database (lower-casing and the word class together). Characters assigned only in a
+    later Unicode version than Python's (unassigned, ``Cn``, to Python) may differ and are not compared."""
+    import unicodedata
+
+    _, folder, _ = web7t
+    script = """<script>(function () {
+  var out = [];
+  for (var cp = 0; cp < 0x110000; cp++) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    var t = tinykd.tokenize(String.fromCodePoint(cp));
+    if (t.length) out.push([cp, t]);
+  }
+  var pre = document.createElement("pre"); pre.id = "chars"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();</script>"""
+    page = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
+    path = os.path.join(folder, "chars.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page.replace("</body>", script + "</body>", 1))
+    js = {cp: toks for cp, toks in dom_json(chromium(tmp_path, "--dump-dom", "file://" + path), "chars")}
+    wrong, n = [], 0
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF or unicodedata.category(ch) == "Cn":
+            continue
+        n += 1
+        if js.get(cp, []) != tokenize(ch):
+            wrong.append((hex(cp), tokenize(ch), js.get(cp)))
+    assert n > 140_000 and len([cp for cp in js if unicodedata.category(chr(cp)) != "Cn"]) > 130_000
+    assert not wrong, (len(wrong), wrong[:10])
+
+
 def test_python_tokens_of_the_tricky_text_are_tricky():
     """What the browser must reproduce (so the test above can fail in many ways)."""
     tok = dict(zip(TRICKY, map(tokenize, TRICKY)))
