@@ -79,3 +79,32 @@ def tiny_base(tmp_path_factory):
                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     transformers.BertModel(cfg).save_pretrained(str(folder))
     return str(folder)
+
+
+# ---------------------------------------------------------------- exports (ONNX, web page)
+def scientsbank_rows():
+    """The bundled SciEntsBank demo rows (CC BY-SA): dicts with id, item, split, label, text, question."""
+    import gzip
+    import os
+
+    import tinykd
+
+    path = os.path.join(os.path.dirname(tinykd.__file__), "data", "scientsbank-demo.csv.gz")
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def export_student(preset, texts, classes=(0, 1, 2), temperature=0.7, seed=1, uses_context=False, contexts=None):
+    """A student of ``preset`` for the export tests: the vocabulary fitted on real answers, the
+    network randomly initialised and perturbed (so that its probabilities spread from 0 to 1), and a
+    calibration temperature that is not 1."""
+    from tinykd.model import StudentNet, make_config
+    from tinykd.student import Student
+    from tinykd.text import Vocabulary
+
+    cfg = make_config(preset)
+    vocab = Vocabulary(cfg["max_vocab"], max_len=cfg["max_len"]).fit(texts, contexts if uses_context else None)
+    net = StudentNet(cfg, len(vocab), len(classes), seed=seed)
+    net.params[:] += np.random.default_rng(seed).normal(0, 0.3, net.size).astype(np.float32)
+    return Student(vocab, net, list(classes), {"calibration": {"method": "temperature", "temperature": temperature},
+                                               "uses_context": uses_context, "preset": preset})

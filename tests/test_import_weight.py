@@ -1,5 +1,5 @@
 """Scoring a saved model imports NumPy and Numba only: never scikit-learn (over a second and
-~80 MB to import), matplotlib (the optional [report] extra), pandas or torch. (SciPy is not
+~80 MB to import), matplotlib (the optional [report] extra), onnx (the [export] extra), pandas or torch. (SciPy is not
 checked: Numba itself imports it when it is installed.)"""
 import csv
 import json
@@ -11,8 +11,8 @@ import pytest
 
 import tinykd
 
-HEAVY = ["sklearn", "matplotlib", "pandas", "torch", "transformers", "tinykd.estimator", "tinykd.metrics",
-         "tinykd.report", "tinykd.plots"]
+HEAVY = ["sklearn", "matplotlib", "pandas", "torch", "transformers", "onnx", "onnxruntime", "tinykd.estimator",
+         "tinykd.metrics", "tinykd.report", "tinykd.plots", "tinykd.export_onnx", "tinykd.export_web"]
 
 
 @pytest.fixture(scope="module")

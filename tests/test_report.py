@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import pytest
 import tinykd
 from tinykd.cli import main
 
+from browser import chromium, needs_chromium
 from conftest import assert_user_error, run_cli, write_csv
 
 GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
@@ -202,9 +202,6 @@ def test_demo_ends_with_the_verdict_and_the_calibration(demo_run):
     assert os.path.exists(report) and tinykd.load(out).meta["calibration"]["method"] == "temperature"
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CHECK_IMAGES = """<script>window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
@@ -212,16 +209,7 @@ CHECK_IMAGES = """<script>window.addEventListener('load', function () {
 });</script>"""
 
 
-def _chromium(tmp_path, *args):
-    profile = tmp_path / f"profile{len(list(tmp_path.iterdir()))}"  # a fresh profile each run
-    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                       timeout=180)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium; "
-                    ".ci/run installs it)")
+@needs_chromium
 def test_demo_report_opens_in_headless_chromium(demo_run, tmp_path):
     from matplotlib.image import imread
 
@@ -231,7 +219,7 @@ def test_demo_report_opens_in_headless_chromium(demo_run, tmp_path):
     n_img = len(_imgs(page))
     assert n_img == 4
     shot = tmp_path / "shot.png"
-    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", "file://" + report)
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", "file://" + report)
     px = imread(str(shot))[..., :3]
     assert px.shape[:2] == (2000, 1200)
     assert px.std() > 0.05  # not blank: text, tables and plots on a white page
@@ -239,9 +227,9 @@ def test_demo_report_opens_in_headless_chromium(demo_run, tmp_path):
     # every image loads: the page again, with a check run at the load event
     checked = tmp_path / "checked.html"
     checked.write_text(page.replace("</head>", CHECK_IMAGES + "</head>", 1), encoding="utf-8")
-    dom = _chromium(tmp_path, "--dump-dom", "file://" + str(checked))
+    dom = chromium(tmp_path, "--dump-dom", "file://" + str(checked))
     assert f'data-check="images={n_img};failed=0"' in dom
     broken = tmp_path / "broken.html"  # ...and the check can fail
     broken.write_text(checked.read_text(encoding="utf-8").replace("<h1>", '<img src="missing.png"><h1>', 1),
                       encoding="utf-8")
-    assert f'data-check="images={n_img + 1};failed=1"' in _chromium(tmp_path, "--dump-dom", "file://" + str(broken))
+    assert f'data-check="images={n_img + 1};failed=1"' in chromium(tmp_path, "--dump-dom", "file://" + str(broken))

@@ -89,7 +89,8 @@ def _imported(node):
 def test_no_deep_learning_stack_or_optional_extra_in_tinykd():
     banned = ("torch", "tensorflow", "transformers", "onnx", "dask", "matplotlib", "pandas")
     for p in ROOT.rglob("*.py"):
-        allowed = ("matplotlib",) if p == ROOT / "plots.py" else ()  # the [report] extra's one home
+        # the [report] and [export] extras' one home each
+        allowed = {ROOT / "plots.py": ("matplotlib",), ROOT / "export_onnx.py": ("onnx",)}.get(p, ())
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = _imported(node)
@@ -102,3 +103,11 @@ def test_matplotlib_is_imported_only_inside_the_plot_functions():
     assert top and not [m for n in top for m in _imported(n) if m.startswith("matplotlib")]
     inside = [m for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for m in _imported(n)]
     assert "matplotlib.figure" in inside
+
+
+def test_onnx_is_imported_only_inside_the_export_functions():
+    tree = ast.parse((ROOT / "export_onnx.py").read_text(encoding="utf-8"))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert top and not [m for n in top for m in _imported(n) if m.split(".")[0] == "onnx"]
+    inside = [m for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for m in _imported(n)]
+    assert "onnx" in inside

@@ -1,4 +1,4 @@
-"""The ``tinykd`` command line: train, score, evaluate, report, info, augment, distill, demo.
+"""The ``tinykd`` command line: train, score, evaluate, report, info, augment, distill, demo, export.
 
 A thin face: it reads files, turns options into calls of the library
 (:func:`tinykd.fitting.fit_items`, :func:`tinykd.scorefile.score_csv`,
@@ -348,6 +348,42 @@ def cmd_distill(args):
     return 0
 
 
+def cmd_export(args):
+    from .export import check_review_below
+    from .student import load
+
+    if not args.onnx and not args.web:
+        raise CLIError("give --onnx FILE.onnx and/or --web DIR")
+    review_below = check_review_below(args.review_below)
+    if args.onnx:
+        from .export_onnx import INSTALL, available
+
+        if not available():
+            raise CLIError(INSTALL)
+        _check_out_path(args.onnx, [args.model])
+    if args.web:
+        from .export_web import check_web_dir
+
+        check_web_dir(args.web)
+    model = load(args.model)
+    written = []
+    if args.onnx:
+        from .export_onnx import export_onnx
+
+        with _WriteErrors(args.onnx):
+            written += export_onnx(model, args.onnx, review_below)
+    if args.web:
+        from .export_web import export_web
+
+        with _WriteErrors(args.web):
+            written += export_web(model, args.web, review_below)
+    for p in written:
+        print(f"wrote {p} ({os.path.getsize(p) / 1024:.1f} KB)")
+    if args.web:
+        print(f"open {os.path.join(os.path.abspath(args.web), 'index.html')} in a browser (no network needed)")
+    return 0
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -367,7 +403,7 @@ def main(argv=None):
         return 2
     commands = {"train": cmd_train, "score": cmd_score, "evaluate": cmd_evaluate, "report": cmd_report,
                 "info": cmd_info,
-                "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo}
+                "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo, "export": cmd_export}
     try:
         return commands[args.cmd](args) or 0
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP while writing (atomic.Terminated)

@@ -121,6 +121,19 @@ def build_parser():
     i.add_argument("model")
     i.add_argument("--json", action="store_true", help="print as JSON")
 
+    xp = sub.add_parser("export", help="a student for an app or a browser: an ONNX graph, or an offline web page",
+                        **fmt, description="Export MODEL as an ONNX graph with its vocabulary and settings in a JSON "
+                        "file beside it (--onnx; the [export] extra), and/or as a web page that scores offline, "
+                        "opened from file:// (--web). Both carry the classes, the calibration and the review "
+                        "threshold. A per-item model gives one graph per item and an index, or a page with an "
+                        "item selector.")
+    xp.add_argument("model")
+    xp.add_argument("--onnx", metavar="FILE.onnx", help="ONNX graph to write (a per-item model: FILE.item<k>.onnx), "
+                    "and FILE.json beside it")
+    xp.add_argument("--web", metavar="DIR", help="folder to write index.html, scorer.js and model.js into")
+    xp.add_argument("--review-below", type=float, default=None,
+                    help=f"the review threshold the exports carry (unset: {REVIEW_BELOW:g})")
+
     a = sub.add_parser("augment", help="add perturbed copies of the training answers (transfer data for the "
                        "teacher to label)", **fmt,
                        description="Copy DATA and append N perturbed copies of every labelled training answer "

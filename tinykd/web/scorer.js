@@ -1,0 +1,191 @@
+/* tinykd scorer for the browser: hand-written, no dependencies, no network.
+ *
+ * The same maths as tinykd's Python scorer (tinykd/scoring.py):
+ *   text -> tokens (tinykd.text.tokenize: lower-case, maximal runs of letters, numbers and "_")
+ *        -> ids (OOV = 1; with a context: context + [SEP = 2] + answer, cut to max_len)
+ *        -> embedding -> LSTM | BiLSTM (gates i, f, g, o) -> last state | max over the real steps
+ *        -> [dense + relu | selu] -> dense -> softmax(logits / T)
+ * The weights are Float32Arrays decoded from model.js (var TINYKD_MODEL, written by
+ * `tinykd export MODEL --web DIR`).
+ *
+ * API (window.tinykd): tokenize(text), load(spec) -> models, encode(model, text, context),
+ * probabilities(model, ids), score(model, text, context) -> {pred, label, proba, confidence,
+ * needs_review}, ui(document, spec) for index.html.
+ */
+(function (global) {
+  "use strict";
+  var PAD = 0, OOV = 1, SEP = 2;
+  var SELU_LAMBDA = 1.0507009873554805, SELU_ALPHA = 1.6732632423543772;
+  var WORD = /[\p{L}\p{N}_]+/gu; // Python's (?u)\w: str.isalnum() or "_"; combining marks separate words
+
+  function tokenize(text) {
+    if (text === null || text === undefined) return [];
+    return String(text).toLowerCase().match(WORD) || [];
+  }
+
+  function decode(w) {
+    var bin = atob(w.b64), n = bin.length, bytes = new Uint8Array(n);
+    for (var i = 0; i < n; i++) bytes[i] = bin.charCodeAt(i);
+    var view = new DataView(bytes.buffer), out = new Float32Array(n / 4);
+    for (var k = 0; k < out.length; k++) out[k] = view.getFloat32(4 * k, true);
+    return out;
+  }
+
+  function loadOne(s) {
+    var cfg = s.config, W = {}, name;
+    for (name in s.weights) W[name] = decode(s.weights[name]);
+    var index = new Map();
+    for (var i = 0; i < s.tokens.length; i++) index.set(s.tokens[i], i);
+    var dirs = cfg.rnn === "bilstm" ? ["fwd", "bwd"] : ["fwd"];
+    var m = {
+      item: s.item, classes: s.classes, temperature: s.temperature, review_below: s.review_below,
+      uses_context: s.uses_context, max_len: s.tokenizer.max_len, index: index, V: s.tokens.length,
+      Ed: cfg.embed_dim, H: cfg.units, pool_max: cfg.pooling === "max", dense: cfg.dense_units,
+      act: cfg.dense_activation, E: W["emb.E"], dirs: [], hW: W["hidden.W"], hb: W["hidden.b"],
+      oW: W["out.W"], ob: W["out.b"], K: s.classes.length
+    };
+    for (var d = 0; d < dirs.length; d++) {
+      m.dirs.push({W: W["rnn." + dirs[d] + ".W"], U: W["rnn." + dirs[d] + ".U"], b: W["rnn." + dirs[d] + ".b"],
+                   reverse: d === 1, table: new Float32Array(m.V * 4 * m.H), done: new Uint8Array(m.V)});
+    }
+    return m;
+  }
+
+  function load(spec) {
+    return spec.items.map(loadOne);
+  }
+
+  function ids(m, text) {
+    var toks = tokenize(text), out = new Array(toks.length);
+    for (var i = 0; i < toks.length; i++) {
+      var v = m.index.get(toks[i]);
+      out[i] = v === undefined ? OOV : v;
+    }
+    return out;
+  }
+
+  function encode(m, text, context) {
+    var ans = ids(m, text), L = m.max_len;
+    if (!m.uses_context) return ans.slice(0, L);
+    var ctx = ids(m, context);
+    var room = Math.max(L - 1 - ans.length, Math.floor(L / 2));
+    return ctx.slice(0, room).concat([SEP], ans).slice(0, L);
+  }
+
+  // x W + b of token v in direction dr (4H values), computed once per token
+  function projection(m, dr, v) {
+    var G = 4 * m.H, T = dr.table, off = v * G;
+    if (!dr.done[v]) {
+      var E = m.E, Wm = dr.W, e0 = v * m.Ed;
+      for (var j = 0; j < G; j++) T[off + j] = dr.b[j];
+      for (var e = 0; e < m.Ed; e++) {
+        var x = E[e0 + e], r = e * G;
+        if (x === 0) continue;
+        for (j = 0; j < G; j++) T[off + j] += x * Wm[r + j];
+      }
+      dr.done[v] = 1;
+    }
+    return off;
+  }
+
+  function sigmoid(z) { return 1 / (1 + Math.exp(-z)); }
+
+  function probabilities(m, seq) {
+    var H = m.H, G = 4 * H, n = seq.length, D = m.dirs.length;
+    var feat = new Float32Array(D * H);
+    var h = new Float32Array(H), c = new Float32Array(H), z = new Float32Array(G), best = new Float32Array(H);
+    for (var d = 0; d < D; d++) {
+      var dr = m.dirs[d], U = dr.U, T = dr.table;
+      h.fill(0); c.fill(0); best.fill(-Infinity);
+      for (var k = 0; k < n; k++) {
+        var t = dr.reverse ? n - 1 - k : k;
+        var v = seq[t];
+        if (v < 0 || v >= m.V) throw new Error("token id " + v + " out of range");
+        var off = projection(m, dr, v), j;
+        for (j = 0; j < G; j++) z[j] = T[off + j];
+        for (var i = 0; i < H; i++) {
+          var hi = h[i], r = i * G;
+          if (hi === 0) continue;
+          for (j = 0; j < G; j++) z[j] += hi * U[r + j];
+        }
+        for (j = 0; j < H; j++) {
+          var ig = sigmoid(z[j]), fg = sigmoid(z[H + j]), gg = Math.tanh(z[2 * H + j]), og = sigmoid(z[3 * H + j]);
+          c[j] = fg * c[j] + ig * gg;
+          h[j] = og * Math.tanh(c[j]);
+          if (h[j] > best[j]) best[j] = h[j];
+        }
+      }
+      for (j = 0; j < H; j++) feat[d * H + j] = n === 0 ? 0 : (m.pool_max ? best[j] : h[j]);
+    }
+    var x = feat;
+    if (m.dense) x = dense(x, m.hW, m.hb, m.dense, m.act);
+    var logits = dense(x, m.oW, m.ob, m.K, null);
+    var inv = 1 / m.temperature, mx = -Infinity, p = new Float64Array(m.K), s = 0, q;
+    for (q = 0; q < m.K; q++) mx = Math.max(mx, logits[q] * inv);
+    for (q = 0; q < m.K; q++) { p[q] = Math.exp(logits[q] * inv - mx); s += p[q]; }
+    for (q = 0; q < m.K; q++) p[q] /= s;
+    return p;
+  }
+
+  function dense(x, W, b, O, act) {
+    var y = new Float32Array(O), I = x.length;
+    for (var o = 0; o < O; o++) y[o] = b[o];
+    for (var i = 0; i < I; i++) {
+      var xi = x[i];
+      if (xi === 0) continue;
+      for (o = 0; o < O; o++) y[o] += xi * W[i * O + o];
+    }
+    if (act === "relu") for (o = 0; o < O; o++) y[o] = y[o] > 0 ? y[o] : 0;
+    else if (act === "selu") for (o = 0; o < O; o++) y[o] = y[o] > 0 ? SELU_LAMBDA * y[o] : SELU_LAMBDA * SELU_ALPHA * Math.expm1(y[o]);
+    return y;
+  }
+
+  function score(m, text, context) {
+    var p = probabilities(m, encode(m, text, context)), pred = 0;
+    for (var q = 1; q < p.length; q++) if (p[q] > p[pred]) pred = q;
+    return {pred: pred, label: m.classes[pred], proba: Array.prototype.slice.call(p), confidence: p[pred],
+            needs_review: p[pred] < m.review_below};
+  }
+
+  // ------------------------------------------------------------------------- the page
+  function ui(doc, spec) {
+    var models = load(spec), $ = function (id) { return doc.getElementById(id); };
+    var sel = $("item"), box = $("answer"), ctx = $("context"), out = $("result");
+    if (models.length > 1) {
+      models.forEach(function (m, k) {
+        var o = doc.createElement("option");
+        o.value = k; o.textContent = m.item; sel.appendChild(o);
+      });
+    } else {
+      $("item-row").hidden = true;
+    }
+    function current() { return models[models.length > 1 ? Number(sel.value) : 0]; }
+    function render() {
+      var m = current();
+      $("context-row").hidden = !m.uses_context;
+      var r = score(m, box.value, ctx.value);
+      var rows = m.classes.map(function (c, q) {
+        var pct = (100 * r.proba[q]).toFixed(1);
+        return "<tr" + (q === r.pred ? ' class="top"' : "") + "><td>" + esc(c) + "</td><td>" + pct +
+               ' %</td><td><span class="bar" style="width:' + pct + '%"></span></td></tr>';
+      }).join("");
+      out.innerHTML = '<p class="score">score: <b>' + esc(r.label) + "</b> (" + (100 * r.confidence).toFixed(1) +
+        " %)</p>" + '<p class="' + (r.needs_review ? "review" : "ok") + '">' + (r.needs_review
+          ? "needs review: confidence below " + m.review_below
+          : "confident enough (review below " + m.review_below + ")") + "</p>" +
+        "<table><tr><th>class</th><th>probability</th><th></th></tr>" + rows + "</table>";
+    }
+    [sel, box, ctx].forEach(function (el) { el.addEventListener("input", render); });
+    render();
+    return models;
+  }
+
+  function esc(s) {
+    return String(s).replace(/[&<>"]/g, function (ch) {
+      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[ch];
+    });
+  }
+
+  global.tinykd = {tokenize: tokenize, load: load, encode: encode, probabilities: probabilities, score: score,
+                   ui: ui};
+})(typeof window !== "undefined" ? window : this);
