@@ -183,15 +183,15 @@ def _review_for_target(model, path, target):
 
 
 # ============================================================================ evaluate
-def cmd_evaluate(args):
-    from .evaluate import evaluation_report, format_report
-    from .student import data_columns, load
+def _human_scored_rows(args, model, doing, groups=()):
+    """The data file's columns that ``evaluate`` and ``report`` compare the model with: ``(col, text,
+    label, context, item)``, where ``col(name)`` is a column's cells (None for no column)."""
+    from .student import data_columns
     from .tables import read_table
 
-    model = load(args.model)
     text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
     label_col = args.label_col or (model.meta.get("columns") or {}).get("label") or "label"
-    need = [(text_col, "--text-col"), (label_col, "--label-col")]
+    need = [(text_col, "--text-col"), (label_col, "--label-col")] + [(g, "--group-col") for g in groups]
     need += [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"),
                                  (args.split_col if args.split is not None else None, "--split-col"),
                                  (args.rater2_col, "--rater2-col")) if c]
@@ -199,9 +199,18 @@ def cmd_evaluate(args):
     if table.note:
         _note(table.note)
     if args.split is None and table.has(args.split_col):
-        _note(f"note: evaluating on every row of {args.data} (the training rows too); "
-              f"use --split test for held-out rows")
+        _note(f"note: {doing} on every row of {args.data} (the training rows too); use --split test for "
+              "held-out rows")
     col = lambda c: table.column(c) if c else None  # noqa: E731
+    return col, text_col, label_col, ctx_col, item_col
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluation_report, format_report
+    from .student import load
+
+    model = load(args.model)
+    col, text_col, label_col, ctx_col, item_col = _human_scored_rows(args, model, "evaluating")
     try:
         res = evaluation_report(model, col(text_col), col(label_col), contexts=col(ctx_col), items=col(item_col),
                                 rater2=col(args.rater2_col), splits=col(args.split_col) if args.split else None,
@@ -224,27 +233,14 @@ def cmd_evaluate(args):
 def cmd_report(args):
     from .atomic import atomic_write_bytes
     from .evaluate import fitness_report, format_verdicts
-    from .student import data_columns, load
-    from .tables import read_table
+    from .student import load
 
     if not args.out and not args.json:
         raise CLIError("give --out REPORT.html (or --json)")
     if args.out:
         _check_out_path(args.out, [args.data, args.model])
     model = load(args.model)
-    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
-    label_col = args.label_col or (model.meta.get("columns") or {}).get("label") or "label"
-    need = [(text_col, "--text-col"), (label_col, "--label-col")] + [(g, "--group-col") for g in args.group_col]
-    need += [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"),
-                                 (args.split_col if args.split is not None else None, "--split-col"),
-                                 (args.rater2_col, "--rater2-col")) if c]
-    table = read_table(args.data, need, where=args.where)
-    if table.note:
-        _note(table.note)
-    if args.split is None and table.has(args.split_col):
-        _note(f"note: reporting on every row of {args.data} (the training rows too); use --split test for "
-              "held-out rows")
-    col = lambda c: table.column(c) if c else None  # noqa: E731
+    col, text_col, label_col, ctx_col, item_col = _human_scored_rows(args, model, "reporting", args.group_col)
     try:
         res = fitness_report(model, col(text_col), col(label_col), contexts=col(ctx_col), items=col(item_col),
                              rater2=col(args.rater2_col), groups={g: col(g) for g in args.group_col},

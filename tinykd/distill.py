@@ -359,11 +359,16 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                     "keeping the plain NN")
             runs[best][0].save(os.path.join(d, "student.npz"))
             runs[0.0][0].save(os.path.join(d, "plain.npz"))
-            base_m = None
-            if val:
+            base_m = base_test = None
+            if val:  # the bar every scorer must clear, trained once on the same rows: validation and test
                 predict = _tfidf(tr_texts, y, v_part, tr_ctx)
                 base_m = scoring_metrics([label_key(v) for v in v_part[1]], list(predict(v_part[0], v_part[2])),
                                          labels=sorted({label_key(v) for v in y}))
+                if test:
+                    te_ctx = None if contexts is None else [contexts[i] for i in test]
+                    base_test = scoring_metrics([label_key(labels[i]) for i in test],
+                                                list(predict([texts[i] for i in test], te_ctx)),
+                                                labels=[label_key(cl) for cl in classes])
             p_val = read_soft_labels(t_csv, [ids[i] for i in val], want) if val else None
             t_m = scoring_metrics([label_key(labels[i]) for i in val], [want[k] for k in p_val.argmax(1)],
                                   labels=want) if val else None
@@ -372,7 +377,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                     f"beat TF-IDF + logistic regression ({base_m['accuracy']:.3f}); train it longer "
                     "(--teacher-epochs) or give it more data")
             return {"lam": best, "preset": pr, "validation": {str(k): v[1] for k, v in runs.items()},
-                    "teacher_validation": t_m, "tfidf_validation": base_m}
+                    "teacher_validation": t_m, "tfidf_validation": base_m, "tfidf_test": base_test}
 
         s = st.run("students", s_key, name, run_students)
         s_dir = os.path.join(work, f"students-{s_key}")
@@ -395,9 +400,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                 "plain NN": scoring_metrics(y, [label_key(v) for v in plain.predict(tt, tc)], labels=keys),
                 f"student (λ = {s['lam']:g})": scoring_metrics(y, [label_key(v) for v in student.predict(tt, tc)],
                                                               labels=keys)}
-            if val:  # the bar every scorer must clear, trained on the same rows
-                predict = _tfidf(tr_texts, [label_key(labels[i]) for i in train], v_part, tr_ctx)
-                report_items[name]["TF-IDF + LR"] = scoring_metrics(y, list(predict(tt, tc)), labels=keys)
+            if s.get("tfidf_test"):
+                report_items[name]["TF-IDF + LR"] = s["tfidf_test"]
     model = students[None] if item_col is None else Bundle(students, item_col=item_col)
     model.save(out)
     seconds = {**st.seconds, "total": round(time.time() - t_start, 1)}
