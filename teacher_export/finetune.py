@@ -1,4 +1,4 @@
-"""Fine-tuning loop: AdamW + linear warm-up, dynamic padding, early stopping on validation loss."""
+"""Fine-tuning loop: AdamW + linear warm-up, dynamic padding, early stopping on validation accuracy or loss."""
 from __future__ import annotations
 
 import copy
@@ -98,6 +98,17 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
     return out
 
 
+#: what early stopping compares between epochs (see ``fine_tune``)
+STOP_ON = ("accuracy", "loss")
+
+
+def _epoch_score(rec, stop_on):
+    """A tuple that is larger for a better epoch: (val accuracy, -val loss) or (-val loss,).
+    Differences under 1e-6 count as ties, so float noise never decides."""
+    loss = -round(rec["val_loss"], 6)
+    return (round(rec["val_acc"], 6), loss) if stop_on == "accuracy" else (loss,)
+
+
 @dataclass
 class FitResult:
     model: object
@@ -110,10 +121,14 @@ class FitResult:
 
 def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, lr=5e-5,
               batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, device=None, pad_id=0,
-              progress_every=20, class_weight=None, tag="", freeze_embeddings=False):
+              progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy"):
     """Fine-tune ``model`` in place on rows ``train_idx`` of ``enc`` (labels ``y``, indexed like
-    ``enc``). With ``val_idx``: early stopping on validation loss with ``patience`` and the best
-    epoch's weights restored; without: exactly ``epochs`` epochs."""
+    ``enc``). With ``val_idx``: early stopping with ``patience`` and the best epoch's weights
+    restored, the best epoch being the one of highest validation accuracy (ties: lower validation
+    loss) with ``stop_on="accuracy"``, or of lowest validation loss with ``stop_on="loss"``;
+    without ``val_idx``: exactly ``epochs`` epochs."""
+    if stop_on not in STOP_ON:
+        raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
     set_seed(seed)
     device = device or pick_device()
     model.to(device)
@@ -146,7 +161,7 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     cw = torch.as_tensor(class_weight, dtype=torch.float32, device=device) if class_weight is not None else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=cw)
     res = FitResult(model=model, train_idx=train_idx.tolist())
-    best_loss, best_state, bad = float("inf"), None, 0
+    best, best_state, bad = None, None, 0
     t_start = time.time()
     for ep in range(1, epochs + 1):
         model.train()
@@ -182,13 +197,14 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
                 f"val acc {rec['val_acc']:.4f}  {rec['seconds']:.0f}s")
             res.history.append(rec)
             res.epochs_run = ep
-            if vloss < best_loss - 1e-6:
-                best_loss, bad, res.best_epoch = vloss, 0, ep
+            score = _epoch_score(rec, stop_on)
+            if best is None or score > best:
+                best, bad, res.best_epoch = score, 0, ep
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
                 if bad >= patience:
-                    log(f"{tag}early stop: no val-loss improvement for {patience} epochs; "
+                    log(f"{tag}early stop: no val-{stop_on} improvement for {patience} epochs; "
                         f"restoring epoch {res.best_epoch}")
                     break
         else:

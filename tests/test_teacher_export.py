@@ -90,6 +90,34 @@ def test_file_columns_split_fold_and_sidecar(fitted):
     assert "response" not in json.dumps(side) and "marble" not in json.dumps(side)  # no text in the sidecar
     assert 1 <= side["best_epoch"] <= 12 and len(side["history"]) == side["epochs_run"]
     assert all("val_loss" in h and "val_acc" in h for h in side["history"])
+    # the restored epoch is the one of best validation accuracy, ties broken by the lower loss, and
+    # the run stopped `patience` epochs after it (or at the last epoch)
+    h = side["history"]
+    best = max(h, key=lambda r: (round(r["val_acc"], 6), -round(r["val_loss"], 6)))["epoch"]
+    assert side["best_epoch"] == best and side["hyperparameters"]["stop_on"] == "accuracy"
+    assert side["epochs_run"] == min(12, best + 3)
+
+
+def test_stop_on_loss_restores_the_lowest_validation_loss(tiny_base, tmp_path):
+    from teacher_export.finetune import _epoch_score
+
+    # the ordering itself: accuracy first, loss breaks ties; or loss alone
+    recs = [{"val_acc": 0.5, "val_loss": 0.9}, {"val_acc": 0.6, "val_loss": 1.2}, {"val_acc": 0.6, "val_loss": 1.1}]
+    assert max(range(3), key=lambda i: _epoch_score(recs[i], "accuracy")) == 2
+    assert max(range(3), key=lambda i: _epoch_score(recs[i], "loss")) == 0
+    data, _ = _make_csv(tmp_path / "answers.csv")
+    res = run_fit(data=data, out=str(tmp_path / "out"), base=tiny_base, split_col="split", val_split="val",
+                  seed=3, stop_on="loss", **{**FAST, "epochs": 6, "patience": 2, "lr": 3e-3, "warmup": 0.0})
+    h = res["history"]
+    assert res["best_epoch"] == min(h, key=lambda r: r["val_loss"])["epoch"]
+    # the restored weights are that epoch's: validation loss of the exported probabilities equals it
+    ds, p = res["dataset"], res["proba"]
+    va = ds.index("val")
+    y = np.asarray(ds.y(va))
+    vloss = -np.mean(np.log(p[va, y]))
+    assert abs(vloss - h[res["best_epoch"] - 1]["val_loss"]) < 1e-4
+    with pytest.raises(ValueError, match="stop_on"):
+        run_fit(data=data, out=str(tmp_path / "bad"), base=tiny_base, stop_on="qwk", **FAST)
 
 
 def test_teacher_learns_the_toy_task(fitted):

@@ -330,7 +330,8 @@ def cmd_distill(args):
     if not teacher_available():
         raise CLIError(TEACHER_INSTALL)
     _check_out_path(args.out, [args.data, args.unlabeled])
-    topts = {k: getattr(args, f"teacher_{k}") for k in ("epochs", "patience", "lr", "batch_size", "max_length")}
+    topts = {k: getattr(args, f"teacher_{k}") for k in ("epochs", "patience", "lr", "batch_size", "max_length",
+                                                                "stop_on")}
     res = distill(args.data, args.out, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col,
                   context_col=args.context_col, item_col=args.item_col, split_col=args.split_col or None,
                   train_split=args.train_split, val_split=args.val_split, test_split=args.test_split,

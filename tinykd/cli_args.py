@@ -184,6 +184,9 @@ def build_parser():
     for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", int)):
         x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t,
                        help=f"the teacher's fine-tuning: {k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g})")
+    x.add_argument("--teacher-stop-on", choices=("accuracy", "loss"),
+                   help="the teacher's early stopping keeps the epoch of best validation accuracy (ties: lower "
+                        f"loss) or of lowest validation loss (unset: {TEACHER_DEFAULTS['stop_on']})")
 
     d = sub.add_parser("demo", help="teacher vs plain NN vs KD on bundled SciEntsBank data", **fmt,
                        description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "

