@@ -126,6 +126,18 @@ def read_bytes(data, name="model file bytes"):
     return _checked(name, lambda: _read_stream(_io.BytesIO(data), len(data)))
 
 
+def file_bytes(path):
+    """The bytes of the model file at ``path`` (a regular file), unchecked: :func:`read_bytes`
+    checks them. A file that cannot be read is a one-line :class:`ModelFileError`."""
+    path = os.fspath(path)
+
+    def read():
+        with _open(path) as f:
+            return f.read()
+
+    return _checked(path, read)
+
+
 def _checked(path, fn, *args):
     """``fn(*args)``, every failure a one-line :class:`ModelFileError` naming ``path``."""
     try:

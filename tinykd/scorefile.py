@@ -39,12 +39,12 @@ def score_rows(model, texts, contexts=None, items=None, classes=None, review_bel
     return (proba, *decide(proba, review_below))
 
 
-def formatted_cells(labels, pred, proba, confidence, needs_review):
-    """The cells :func:`score_csv` adds to each row (text): the predicted label (``labels``:
-    :func:`tinykd.tables.spreadsheet_safe` of the classes), each probability and the confidence
-    to 4 decimals, and ``1`` / ``0``."""
-    for b, pr, c, rv in zip(pred.tolist(), proba.tolist(), confidence.tolist(), needs_review.tolist()):
-        yield [labels[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
+def formatted_cells(pred_labels, proba, confidence, needs_review):
+    """The cells :func:`score_csv` adds to each row (text): the predicted label as given
+    (:func:`tinykd.tables.spreadsheet_safe` of the class), each probability and the confidence to
+    4 decimals, and ``1`` / ``0``."""
+    for p, pr, c, rv in zip(pred_labels, proba.tolist(), confidence.tolist(), needs_review.tolist()):
+        yield [p] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
 
 
 def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
@@ -80,7 +80,7 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
                                                        classes, review_below)
                 pred_time += time.perf_counter() - t1
                 flagged += int(review.sum())
-                for r, cells in zip(chunk, formatted_cells(labels, best, proba, conf, review)):
+                for r, cells in zip(chunk, formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)):
                     w.writerow(r + cells)
                 n += len(chunk)
                 if on_progress:

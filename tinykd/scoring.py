@@ -4,7 +4,9 @@ Its weight arrays are read-only (``writeable=False``), so nothing can change und
 and no call checks them. Built once, it holds:
 
 * the input-projection table ``T[d, v] = E[v] W_d + b_d`` of every token and direction
-  (scoring a token then costs a row copy instead of an (E × 4H) product);
+  (scoring a token then costs a row copy instead of an (E × 4H) product), computed with one
+  BLAS thread: a multi-threaded BLAS may sum in another order, and the table — so every score —
+  would then depend on the machine's BLAS threads (a Dask worker runs with one);
 * the arrays of the network in the order the kernels take them.
 
 Two paths compute the same probabilities (``tests/test_fastpath.py`` holds them to
@@ -25,6 +27,7 @@ probabilities are ``softmax(logits · (1 / T))``, the logits in float64.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
@@ -50,6 +53,16 @@ def decide(proba, review_below=REVIEW_BELOW):
     pred = proba.argmax(axis=1)
     conf = proba[np.arange(len(proba)), pred]
     return pred, conf, conf < review_below
+
+
+def _one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread (threadpoolctl, a scikit-learn dependency;
+    a no-op without it)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _readonly(a):
@@ -91,9 +104,10 @@ class Scorer:
         self.H = p["rnn.fwd.U"].shape[0]
         E = p["emb.E"]
         T = np.empty((self.D, E.shape[0], 4 * self.H), np.float32)
-        for d, name in enumerate(dirs):
-            np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
-            T[d] += p[f"rnn.{name}.b"]
+        with _one_blas_thread():
+            for d, name in enumerate(dirs):
+                np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
+                T[d] += p[f"rnn.{name}.b"]
         T.flags.writeable = False
         self.T = T
         self.U = tuple(p[f"rnn.{name}.U"] for name in dirs)
