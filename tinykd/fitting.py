@@ -38,6 +38,7 @@ import numpy as np
 from .errors import OptionError, check_seed
 from .metrics import scoring_metrics
 from .model import StudentNet, make_config
+from .settings import blas_threads
 from .splits import holdout, rare_classes
 from .student import Bundle, Student
 from .tables import duplicated, label_key, label_sort_key, normalize_labels
@@ -299,7 +300,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         "notes": list(note),
     }
     if val is not None:  # through the training forward: scoring kernels are not compiled for this
-        logits = net.predict_logits(val.ids, val.lengths)
+        with blas_threads(1):  # (the same bits in every process: the calibration is fitted on these)
+            logits = net.predict_logits(val.ids, val.lengths)
         pred = logits.argmax(axis=1)
         names = [str(c) for c in labels]
         meta["validation_metrics"] = scoring_metrics([names[k] for k in v_y], [names[k] for k in pred],

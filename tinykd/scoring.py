@@ -27,7 +27,6 @@ probabilities are ``softmax(logits · (1 / T))``, the logits in float64.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 
@@ -36,7 +35,7 @@ import numpy as np
 from .errors import OptionError
 from .model import check_weights
 from .nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
-from .settings import DEFAULT
+from .settings import DEFAULT, blas_threads
 
 #: the default ``--review-below``: flag answers whose top probability is under this
 REVIEW_BELOW = 0.6
@@ -53,16 +52,6 @@ def decide(proba, review_below=REVIEW_BELOW):
     pred = proba.argmax(axis=1)
     conf = proba[np.arange(len(proba)), pred]
     return pred, conf, conf < review_below
-
-
-def _one_blas_thread():
-    """A context in which NumPy's BLAS runs on one thread (threadpoolctl, a scikit-learn dependency;
-    a no-op without it)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
 
 
 def _readonly(a):
@@ -104,7 +93,7 @@ class Scorer:
         self.H = p["rnn.fwd.U"].shape[0]
         E = p["emb.E"]
         T = np.empty((self.D, E.shape[0], 4 * self.H), np.float32)
-        with _one_blas_thread():
+        with blas_threads(1):
             for d, name in enumerate(dirs):
                 np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
                 T[d] += p[f"rnn.{name}.b"]
