@@ -45,7 +45,10 @@ class DaskMissing(RuntimeError):
 
 def available():
     """Whether the ``[dask]`` extra (dask, distributed, pandas) is installed; imports none of them."""
-    return all(importlib.util.find_spec(m) is not None for m in _NEEDS)
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in _NEEDS)
+    except (ImportError, ValueError):  # a module set to None in sys.modules (switched off)
+        return False
 
 
 def require():
