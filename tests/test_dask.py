@@ -177,3 +177,93 @@ def test_a_damaged_model_is_one_clear_error_and_no_worker_dies(client, bundle, t
         fut.result()
     assert _pids(client) == before  # no worker crashed or restarted
     assert fut.status == "error"
+
+
+# ------------------------------------------------------------------------------ command line
+def test_cli_score_folder_on_the_cluster_equals_single_process(client, rows, bundle, tmp_path, capsys):
+    from conftest import run_cli, write_csv
+
+    model, path = bundle
+    importlib.import_module("tinykd._scoring_kernels")  # (the single-process run below: Numba, as the workers)
+    keep = [r for r in rows if r["item"] in model.items]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        write_csv(folder / f"f{k}.csv", keep[k::3])
+    addr = client.scheduler.address
+    rc, out, err = run_cli(capsys, "score", path, folder, "--dask", addr, "--out", tmp_path / "parts")
+    assert rc == 0, err
+    assert "scored 3 of 3 parts" in err and f"scored {len(keep):,} rows of 3 file(s)" in out
+    for k in range(3):  # each part: the bytes `tinykd score` writes for that file
+        rc, _, err = run_cli(capsys, "score", path, folder / f"f{k}.csv", "--out", tmp_path / f"single{k}.csv")
+        assert rc == 0, err
+        assert (tmp_path / "parts" / f"part-0000{k}.csv").read_bytes() == (tmp_path / f"single{k}.csv").read_bytes()
+    rc, _, err = run_cli(capsys, "score", path, str(folder / "f*.csv"), "--dask", addr, "--out", tmp_path / "one.csv",
+                         "--where", f"item={keep[0]['item']}")
+    assert rc == 0, err
+    rc, _, err = run_cli(capsys, "score", path, folder / "f0.csv", "--out", tmp_path / "ref.csv",
+                         "--where", f"item={keep[0]['item']}")
+    one = (tmp_path / "one.csv").read_text().splitlines()
+    ref = (tmp_path / "ref.csv").read_text().splitlines()
+    assert one[0] == ref[0] and len(one) > len(ref) > 1  # rows of the three files, the first file's first
+    assert one[:len(ref)] == ref
+
+
+def test_cli_score_parquet_folder(client, rows, bundle, tmp_path, capsys):
+    from conftest import run_cli
+
+    model, path = bundle
+    keep = pd.DataFrame([r for r in rows if r["item"] in model.items])
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    keep.iloc[:200].to_parquet(folder / "a.parquet")
+    keep.iloc[200:].to_parquet(folder / "b.parquet")
+    rc, _, err = run_cli(capsys, "score", path, folder, "--dask", client.scheduler.address, "--out", tmp_path / "o")
+    assert rc == 0, err
+    got = pd.read_parquet(tmp_path / "o")
+    ref = _reference(model, keep)
+    assert got["id"].tolist() == keep["id"].tolist()
+    np.testing.assert_array_equal(got[[f"p_{c}" for c in model.classes]].to_numpy(np.float32), ref)
+
+
+def test_cli_train_items_on_the_cluster_equals_single_process(client, items_rows, tmp_path, capsys):
+    from conftest import run_cli, write_csv
+
+    data = write_csv(tmp_path / "d.csv", items_rows)
+    args = ["train", data, "--item-col", "item", "--preset", "bathtub", "--epochs", "2", "--seed", "3", "-q"]
+    rc, _, err = run_cli(capsys, *args, "--out", tmp_path / "a.npz")
+    assert rc == 0, err
+    rc, _, err = run_cli(capsys, *args, "--out", tmp_path / "b.npz", "--dask", client.scheduler.address)
+    assert rc == 0, err
+    a, b = tinykd.load(tmp_path / "a.npz"), tinykd.load(tmp_path / "b.npz")
+    for m in (a, b):
+        for st in m.students.values():
+            st.meta.pop("data_file", None)
+    assert_same_bundle(a, b)
+
+
+def test_cli_dask_errors_are_one_line(bundle, tmp_path, capsys):
+    from conftest import assert_user_error, run_cli, write_csv
+
+    _, path = bundle
+    data = write_csv(tmp_path / "d.csv", [{"text": "acid", "item": "x", "label": "1"}])
+    assert_user_error(*run_cli(capsys, "train", data, "--out", tmp_path / "m.npz", "--jobs", "2")[::2], "--item-col")
+    assert_user_error(*run_cli(capsys, "score", path, data, "--out", tmp_path / "o", "--jobs", "0")[::2], "--jobs")
+    assert_user_error(*run_cli(capsys, "score", path, tmp_path / "none", "--out", tmp_path / "o", "--jobs", "1")[::2],
+                      "no such file")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    assert_user_error(*run_cli(capsys, "score", tmp_path / "bad.npz", data, "--out", tmp_path / "o", "--jobs", "1")[::2],
+                      "bad.npz", "model file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_dask_without_the_extra_says_how_to_install(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    _, path = bundle
+    code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli import main\n"
+            f"sys.exit(main(['score', {path!r}, {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, '--jobs', '1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == 'tinykd: error: the Dask extra is not installed: pip install ' \
+                                                     '"tinykd[dask]"', r.stderr
