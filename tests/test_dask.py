@@ -252,8 +252,8 @@ def test_cli_dask_errors_are_one_line(bundle, tmp_path, capsys):
     assert_user_error(*run_cli(capsys, "score", path, tmp_path / "none", "--out", tmp_path / "o", "--jobs", "1")[::2],
                       "no such file")
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04" + b"\0" * 100)
-    assert_user_error(*run_cli(capsys, "score", tmp_path / "bad.npz", data, "--out", tmp_path / "o", "--jobs", "1")[::2],
-                      "bad.npz", "model file")
+    bad = run_cli(capsys, "score", tmp_path / "bad.npz", data, "--out", tmp_path / "o", "--jobs", "1")
+    assert_user_error(bad[0], bad[2], "bad.npz", "model file")
     assert not (tmp_path / "o").exists()
 
 

@@ -76,8 +76,8 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
                 texts = [r[ti] for r in chunk]
                 ctx = None if ci is None else [r[ci] for r in chunk]
                 t1 = time.perf_counter()
-                proba, best, conf, review = score_rows(model, texts, ctx, None if ii is None else [r[ii] for r in chunk],
-                                                       classes, review_below)
+                items = None if ii is None else [r[ii] for r in chunk]
+                proba, best, conf, review = score_rows(model, texts, ctx, items, classes, review_below)
                 pred_time += time.perf_counter() - t1
                 flagged += int(review.sum())
                 for r, cells in zip(chunk, formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)):
