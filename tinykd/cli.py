@@ -14,6 +14,8 @@ score`` imports NumPy and Numba only (never scikit-learn).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -62,8 +64,9 @@ def _splits(table, args):
     return table.column(col)
 
 
-def _dask_session(args):
-    """The Dask client of ``--dask ADDRESS`` / ``--jobs N`` (a context manager); one line without the extra."""
+def _dask_client(stack, args):
+    """The Dask client of ``--dask ADDRESS`` / ``--jobs N``, closed (with a local cluster) when ``stack``
+    closes; one line without the extra, or when the scheduler cannot be reached."""
     from . import dask as tkd
 
     if not tkd.available():
@@ -71,9 +74,9 @@ def _dask_session(args):
     if args.jobs is not None and args.jobs < 1:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     try:
-        return tkd.connect(args.dask, None if args.dask else (args.jobs or os.cpu_count() or 1))
+        return stack.enter_context(tkd.connect(args.dask, None if args.dask else (args.jobs or os.cpu_count() or 1)))
     except OSError as e:
-        raise CLIError(f"--dask {args.dask}: cannot reach the scheduler ({e})") from None
+        raise CLIError(f"--dask {args.dask}: cannot reach the scheduler ({' '.join(str(e).split())})") from None
 
 
 # =============================================================================== train
@@ -102,30 +105,24 @@ def cmd_train(args):
               args.quiet)
     get = lambda k: table.column(cols[k]) if cols[k] and table.has(cols[k]) else None  # noqa: E731
     t0 = time.time()
-    fit = fit_items
-    if args.dask or args.jobs is not None:
-        from .dask import fit_items as dask_fit_items
+    with contextlib.ExitStack() as stack:
+        fit = fit_items
+        if args.dask or args.jobs is not None:
+            from .dask import fit_items as dask_fit_items
 
-        session = _dask_session(args)
-        client = session.__enter__()
-        fit = lambda *a, **k: dask_fit_items(*a, client=client, **k)  # noqa: E731
-    else:
-        session = None
-    try:
-        model = fit(get("text"), get("label"), items=get("item"), ids=get("id"), contexts=get("context"),
-                          splits=splits, train_split=args.train_split, val_split=args.val_split,
-                          teacher=args.teacher or None, from_logits=args.from_logits,
-                          allow_missing_teacher=args.allow_missing_teacher, columns=cols,
-                          preset=args.preset, lam=args.lam, temperature=args.temperature,
-                          soft_loss=args.soft_loss, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-                          verbose=not args.quiet)
-    except SoftLabelError as e:  # name the command-line flags, not the Python arguments
-        raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
-            "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None
-    finally:
-        if session is not None:
-            session.__exit__(None, None, None)
+            fit = functools.partial(dask_fit_items, client=_dask_client(stack, args))
+        try:
+            model = fit(get("text"), get("label"), items=get("item"), ids=get("id"), contexts=get("context"),
+                        splits=splits, train_split=args.train_split, val_split=args.val_split,
+                        teacher=args.teacher or None, from_logits=args.from_logits,
+                        allow_missing_teacher=args.allow_missing_teacher, columns=cols,
+                        preset=args.preset, lam=args.lam, temperature=args.temperature,
+                        soft_loss=args.soft_loss, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+                        verbose=not args.quiet)
+        except SoftLabelError as e:  # name the command-line flags, not the Python arguments
+            raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
+                "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None
     students = getattr(model, "students", {"default": model})
     if args.quiet:  # warnings about the data are shown even then
         for msg in dict.fromkeys(m for st in students.values() for m in st.meta.get("notes", [])):
@@ -229,7 +226,8 @@ def _score_dask(args, review_below):
         if not args.quiet:
             print(f"scored {done:,} of {parts:,} parts ({rows:,} rows) …", file=sys.stderr, flush=True)
 
-    with _dask_session(args) as client:
+    with contextlib.ExitStack() as stack:
+        client = _dask_client(stack, args)
         scored = tkd.score(frame, data, text_col=text_col, context_col=ctx_col, item_col=item_col,
                            review_below=review_below)
         with _WriteErrors(args.out):
