@@ -33,14 +33,17 @@ def input_files(spec):
     if os.path.isdir(spec):
         files = sorted(os.path.join(spec, f) for f in os.listdir(spec)
                        if os.path.splitext(f)[1].lower() in FORMATS and os.path.isfile(os.path.join(spec, f)))
-        where = f"the folder {spec}"
+        where = spec
     elif os.path.exists(spec):
         files, where = [spec], spec
     else:
         files, where = sorted(f for f in glob.glob(spec) if os.path.isfile(f)), f"the pattern {spec!r}"
     if not files:
-        raise DataFileError(f"{spec}: no such file" if not glob.has_magic(spec) and not os.path.isdir(spec)
-                            else f"no .csv or .parquet files in {where}")
+        if os.path.isdir(spec):
+            raise DataFileError(f"{spec}: is a folder with no .csv or .parquet files in it; give a CSV file, or a "
+                                "folder of CSV or Parquet files")
+        raise DataFileError(f"{spec}: no such file" if not glob.has_magic(spec) else f"no .csv or .parquet files "
+                            f"match {where}")
     kinds = {FORMATS.get(os.path.splitext(f)[1].lower(), "csv") for f in files}
     if len(kinds) > 1:
         raise DataFileError(f"{where} mixes CSV and Parquet files; score them separately")
