@@ -1,5 +1,6 @@
 """Scoring a saved model imports NumPy and Numba only: never scikit-learn (over a second and
-~80 MB to import), matplotlib (the optional [report] extra), onnx (the [export] extra), pandas or torch. (SciPy is not
+~80 MB to import), matplotlib (the optional [report] extra), onnx (the [export] extra), the [dask] extra
+(dask, distributed, pandas, pyarrow) or torch; training without --dask never imports Dask. (SciPy is not
 checked: Numba itself imports it when it is installed.)"""
 import csv
 import json
@@ -11,7 +12,8 @@ import pytest
 
 import tinykd
 
-HEAVY = ["sklearn", "matplotlib", "pandas", "torch", "transformers", "onnx", "onnxruntime", "tinykd.estimator",
+DASK = ["dask", "distributed", "pandas", "pyarrow", "tinykd.dask", "tinykd.daskfiles"]
+HEAVY = DASK + ["sklearn", "matplotlib", "torch", "transformers", "onnx", "onnxruntime", "tinykd.estimator",
          "tinykd.metrics", "tinykd.report", "tinykd.plots", "tinykd.export_onnx", "tinykd.export_web"]
 
 
@@ -31,8 +33,8 @@ def model(tmp_path_factory):
     return str(p), str(data), str(d / "scored.csv")
 
 
-def _loaded(code):
-    code += f"\nimport sys, json; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+def _loaded(code, heavy=HEAVY):
+    code += f"\nimport sys, json; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -66,3 +68,16 @@ def test_cli_score_target_accuracy_imports_no_heavy_module(model):
 def test_info_imports_no_heavy_module(model):
     path, _, _ = model
     assert _loaded(f"from tinykd.cli import main\nassert main(['info', {path!r}]) == 0") == []
+
+
+def test_cli_train_and_evaluate_import_no_dask(model, tmp_path):
+    """(scikit-learn itself imports pandas, and through it pyarrow, when they are installed: only Dask is checked)"""
+    data = tmp_path / "t.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "item"])
+        w.writerows([[f"acid rain {i}", i % 2, "ab"[i % 4 // 2]] for i in range(24)])
+    out = str(tmp_path / "m.npz")
+    code = (f"from tinykd.cli import main\nassert main(['train', {str(data)!r}, '--item-col', 'item', '--epochs', '1', "
+            f"'--out', {out!r}, '-q']) == 0\nassert main(['evaluate', {out!r}, {str(data)!r}]) == 0")
+    assert _loaded(code, [m for m in DASK if m not in ("pandas", "pyarrow")]) == []

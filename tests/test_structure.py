@@ -87,12 +87,14 @@ def _imported(node):
 
 
 def test_no_deep_learning_stack_or_optional_extra_in_tinykd():
-    banned = ("torch", "tensorflow", "transformers", "onnx", "dask", "matplotlib", "pandas")
+    banned = ("torch", "tensorflow", "transformers", "onnx", "dask", "distributed", "matplotlib", "pandas", "pyarrow")
+    dask = ("dask", "distributed", "pandas")
     for p in ROOT.rglob("*.py"):
-        # the [report] and [export] extras' one home each
-        allowed = {ROOT / "plots.py": ("matplotlib",), ROOT / "export_onnx.py": ("onnx",)}.get(p, ())
+        # the [report], [export] and [dask] extras' homes
+        allowed = {ROOT / "plots.py": ("matplotlib",), ROOT / "export_onnx.py": ("onnx",), ROOT / "dask.py": dask,
+                   ROOT / "daskfiles.py": dask}.get(p, ())
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):  # (not tinykd.dask)
                 mods = _imported(node)
                 assert not [m for m in mods if m.split(".")[0] in banned and m.split(".")[0] not in allowed], (p, mods)
 
@@ -111,3 +113,23 @@ def test_onnx_is_imported_only_inside_the_export_functions():
     assert top and not [m for n in top for m in _imported(n) if m.split(".")[0] == "onnx"]
     inside = [m for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for m in _imported(n)]
     assert "onnx" in inside
+
+
+@pytest.mark.parametrize("module", ["dask.py", "daskfiles.py"])
+def test_the_dask_extra_is_imported_only_inside_functions(module):
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    top = [m for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) for m in _imported(n)]
+    assert top and not [m for m in top if m.split(".")[0] in ("dask", "distributed", "pandas", "pyarrow")], top
+    inside = [m for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for m in _imported(n)]
+    assert "distributed" in inside or "dask.dataframe" in inside
+
+
+def test_tinykd_dask_imports_the_real_dask():
+    """tinykd/dask.py is named like the package it uses: inside it, ``import dask`` is the real one."""
+    pytest.importorskip("dask")
+    import dask
+
+    import tinykd.dask
+
+    assert tinykd.dask.__name__ == "tinykd.dask" and dask.__name__ == "dask" and hasattr(dask, "delayed")
+    assert not dask.__file__.startswith(str(ROOT))

@@ -14,6 +14,9 @@ score`` imports NumPy and Numba only (never scikit-learn).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
 import json
 import os
 import sys
@@ -61,12 +64,29 @@ def _splits(table, args):
     return table.column(col)
 
 
+def _dask_client(stack, args):
+    """The Dask client of ``--dask ADDRESS`` / ``--jobs N``, closed (with a local cluster) when ``stack``
+    closes; one line without the extra, or when the scheduler cannot be reached."""
+    from . import dask as tkd
+
+    if not tkd.available():
+        raise CLIError(tkd.INSTALL)
+    if args.jobs is not None and args.jobs < 1:
+        raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        return stack.enter_context(tkd.connect(args.dask, None if args.dask else (args.jobs or os.cpu_count() or 1)))
+    except OSError as e:
+        raise CLIError(f"--dask {args.dask}: cannot reach the scheduler ({' '.join(str(e).split())})") from None
+
+
 # =============================================================================== train
 def cmd_train(args):
     from .fitting import fit_items
     from .softlabels import SoftLabelError
     from .tables import read_table
 
+    if (args.dask or args.jobs is not None) and not args.item_col:
+        raise CLIError("--dask / --jobs train one student per item as tasks: give --item-col")
     _check_out_path(args.out, [args.data, *args.teacher])
     for t in args.teacher:
         if not os.path.exists(t):
@@ -85,18 +105,24 @@ def cmd_train(args):
               args.quiet)
     get = lambda k: table.column(cols[k]) if cols[k] and table.has(cols[k]) else None  # noqa: E731
     t0 = time.time()
-    try:
-        model = fit_items(get("text"), get("label"), items=get("item"), ids=get("id"), contexts=get("context"),
-                          splits=splits, train_split=args.train_split, val_split=args.val_split,
-                          teacher=args.teacher or None, from_logits=args.from_logits,
-                          allow_missing_teacher=args.allow_missing_teacher, columns=cols,
-                          preset=args.preset, lam=args.lam, temperature=args.temperature,
-                          soft_loss=args.soft_loss, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-                          verbose=not args.quiet)
-    except SoftLabelError as e:  # name the command-line flags, not the Python arguments
-        raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
-            "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None
+    with contextlib.ExitStack() as stack:
+        fit = fit_items
+        if args.dask or args.jobs is not None:
+            from .dask import fit_items as dask_fit_items
+
+            fit = functools.partial(dask_fit_items, client=_dask_client(stack, args))
+        try:
+            model = fit(get("text"), get("label"), items=get("item"), ids=get("id"), contexts=get("context"),
+                        splits=splits, train_split=args.train_split, val_split=args.val_split,
+                        teacher=args.teacher or None, from_logits=args.from_logits,
+                        allow_missing_teacher=args.allow_missing_teacher, columns=cols,
+                        preset=args.preset, lam=args.lam, temperature=args.temperature,
+                        soft_loss=args.soft_loss, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+                        verbose=not args.quiet)
+        except SoftLabelError as e:  # name the command-line flags, not the Python arguments
+            raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
+                "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None
     students = getattr(model, "students", {"default": model})
     if args.quiet:  # warnings about the data are shown even then
         for msg in dict.fromkeys(m for st in students.values() for m in st.meta.get("notes", [])):
@@ -143,6 +169,11 @@ def cmd_score(args):
     decide(np.zeros((0, 2)), review_below)  # checks the threshold before any work
     if args.chunk_size < 1:
         raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    data = args.data
+    many = os.path.isdir(data) or data.lower().endswith((".parquet", ".pq")) or (
+        not os.path.exists(data) and any(ch in data for ch in "*?["))  # a folder, Parquet, a glob
+    if args.dask or args.jobs is not None or many:
+        return _score_dask(args, review_below)
     _check_out_path(args.out, [args.data, args.model])
     model = load(args.model)
     if args.target_accuracy is not None:
@@ -164,6 +195,46 @@ def cmd_score(args):
     print(f"scored {n:,} rows → {args.out} in {time.time() - t0:.1f} s "
           f"({1000 * res['predict_seconds'] / max(n, 1):.2f} ms per response); {res['flagged']:,} need review "
           f"(confidence < {review_below:.4g})")
+    return 0
+
+
+def _score_dask(args, review_below):
+    """``tinykd score`` as Dask tasks (tinykd.dask.score over tinykd.daskfiles' frame)."""
+    from . import dask as tkd
+
+    if not tkd.available():
+        raise CLIError(tkd.INSTALL)
+    from .daskfiles import input_files, read_frame, write_scored
+    from .student import data_columns
+
+    if args.dask is None and args.jobs is None:
+        args.jobs = os.cpu_count() or 1
+    files, fmt = input_files(args.data)
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise CLIError('Parquet files need pyarrow: pip install "tinykd[dask]"')
+    data, model = tkd.model_payload(args.model)
+    if args.target_accuracy is not None:
+        choice = _review_for_target(model, args.model, args.target_accuracy)
+        review_below = choice["threshold"]
+        print(f"--target-accuracy {choice['target']:g}: --review-below {review_below:.4f}")
+    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
+    need = [(c, f) for c, f in ((text_col, "--text-col"), (ctx_col, "--context-col"), (item_col, "--item-col")) if c]
+    t0 = time.time()
+    frame = read_frame(files, fmt, need, where=args.where, on_note=_note)
+
+    def progress(done, parts, rows):
+        if not args.quiet:
+            print(f"scored {done:,} of {parts:,} parts ({rows:,} rows) …", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        client = _dask_client(stack, args)
+        scored = tkd.score(frame, data, text_col=text_col, context_col=ctx_col, item_col=item_col,
+                           review_below=review_below)
+        with _WriteErrors(args.out):
+            res = write_scored(client, scored, args.out, fmt, model.classes, on_progress=progress)
+    where = f"--dask {args.dask}" if args.dask else f"{args.jobs} local worker process{'es' if args.jobs > 1 else ''}"
+    print(f"scored {res['n']:,} rows of {len(files):,} file(s) → {args.out} ({res['parts']:,} part(s)) in "
+          f"{time.time() - t0:.1f} s on {where}; {res['flagged']:,} need review (confidence < {review_below:.4g})")
     return 0
 
 

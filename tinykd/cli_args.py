@@ -65,6 +65,7 @@ def build_parser():
     t.add_argument("--batch-size", type=int, default=32, help="rows per step")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     t.add_argument("--seed", type=int, default=0, help="every random choice (init, shuffling, dropout, holdout)")
+    _dask_args(t, "train the items' students as Dask tasks (with --item-col)")
 
     s = sub.add_parser("score", help="score a CSV with a model, streaming", **fmt,
                        description="Write every row of DATA back with pred, p_<label> per class, confidence "
@@ -80,6 +81,8 @@ def build_parser():
                    help="choose --review-below on the model's validation rows: the lowest threshold at which the "
                    "rows not flagged reach this accuracy there (e.g. 0.9)")
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
+    _dask_args(s, "score as Dask tasks: DATA may then be a folder or glob of CSV or Parquet files, and --out a "
+               "folder of scored parts (or one .csv)")
 
     e = sub.add_parser("evaluate", help="accuracy, QWK, macro-F1, per-class, confusion matrix", **fmt)
     e.add_argument("model")
@@ -197,6 +200,13 @@ def build_parser():
     d.add_argument("--teacher-file", help=argparse.SUPPRESS)
     d.add_argument("--seed", type=int, default=0, help="seed of both students")
     return p
+
+
+def _dask_args(p, what):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dask", metavar="ADDRESS", help=f"{what}, on the Dask scheduler at ADDRESS (tcp://host:8786, "
+                   "or a scheduler file; the [dask] extra)")
+    g.add_argument("--jobs", type=int, metavar="N", help=f"{what}, on N local worker processes (no cluster needed)")
 
 
 def _model_columns(p):

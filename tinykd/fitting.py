@@ -38,6 +38,7 @@ import numpy as np
 from .errors import OptionError, check_seed
 from .metrics import scoring_metrics
 from .model import StudentNet, make_config
+from .settings import blas_threads
 from .splits import holdout, rare_classes
 from .student import Bundle, Student
 from .tables import duplicated, label_key, label_sort_key, normalize_labels
@@ -299,7 +300,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         "notes": list(note),
     }
     if val is not None:  # through the training forward: scoring kernels are not compiled for this
-        logits = net.predict_logits(val.ids, val.lengths)
+        with blas_threads(1):  # (the same bits in every process: the calibration is fitted on these)
+            logits = net.predict_logits(val.ids, val.lengths)
         pred = logits.argmax(axis=1)
         names = [str(c) for c in labels]
         meta["validation_metrics"] = scoring_metrics([names[k] for k in v_y], [names[k] for k in pred],
@@ -371,11 +373,12 @@ def _teacher_rows(teacher, ids, classes, from_logits, allow_missing):
     return np.asarray(p, dtype=np.float64)
 
 
-def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None, train_split="train",
-              val_split=None, teacher=None, from_logits=False, allow_missing_teacher=False, columns=None,
-              verbose=True, stream=None, **options):
-    """Train from the rows of a data file: one student, or (``items``) one per item in a
-    :class:`~tinykd.student.Bundle`. What ``tinykd train`` does, for any Python tool.
+def plan_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None, train_split="train",
+               val_split=None, teacher=None, from_logits=False, allow_missing_teacher=False, columns=None,
+               verbose=True, stream=None, **options):
+    """Every rule of :func:`fit_items` up to training: the rows of a data file checked, split
+    (training / validation / not used), grouped per item and joined to the teacher by id.
+    Returns an :class:`ItemPlan`: one :class:`ItemJob` per student, for :func:`fit_item`.
 
     Parameters
     ----------
@@ -399,7 +402,7 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
     options : :func:`fit`'s options (preset, config, lam, temperature, epochs, batch_size,
         lr, patience, seed, settings, …), the same for every item.
 
-    Returns a :class:`~tinykd.student.Student` (no ``items``) or a :class:`~tinykd.student.Bundle`.
+    Notes about the data are printed (``verbose``) as they are found.
     """
     stream = sys.stderr if stream is None else stream
     note = _Notes(verbose, stream)
@@ -498,8 +501,8 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
         note(f"{len(unl_idx):,} training rows have no label and there is no teacher; not used")
 
     lab_set, unl_set, val_set = set(lab_idx), set(unl_idx), set(val_idx)
-    students = {}
-    for gi, g in enumerate(group_names):
+    jobs = []
+    for g in group_names:
         rows = groups[g]
         L = [i for i in rows if i in lab_set]
         U = [i for i in rows if i in unl_set and i in teacher_row]
@@ -517,18 +520,72 @@ def fit_items(texts, labels, *, items=None, ids=None, contexts=None, splits=None
                 if U:
                     tu = np.stack([teacher_row[i] for i in U])[:, t_cols]
                     transfer = (_take(texts, U), tu / tu.sum(axis=1, keepdims=True), _take(contexts, U))
-        if g is not None and verbose:
-            print(f"[{gi + 1}/{len(group_names)}] item {g!r}: {len(L)} rows", file=stream, flush=True)
-        y = [labels[i] for i in L]
-        validation = None if not V else (_take(texts, V), np.asarray([labels[i] for i in V], dtype=object
-                                                                      if kind == "str" else None), _take(contexts, V))
-        st = fit(_take(texts, L), np.asarray(y, dtype=object if kind == "str" else None), t_l,
-                 contexts=_take(contexts, L), validation=validation, transfer=transfer, verbose=verbose,
-                 stream=stream, name=name, **options)
-        st.meta["notes"] = list(note) + st.meta["notes"]
-        st.meta["columns"] = cols
-        st.meta["label_kind"] = kind
-        students[g] = st
-    if items is None:
-        return students[None]
-    return Bundle(students, item_col=cols["item"])
+        label_dtype = object if kind == "str" else None
+        validation = None if not V else (_take(texts, V), np.asarray([labels[i] for i in V], dtype=label_dtype),
+                                         _take(contexts, V))
+        jobs.append(ItemJob(item=g, name=name, texts=_take(texts, L),
+                            y=np.asarray([labels[i] for i in L], dtype=label_dtype), teacher_proba=t_l,
+                            contexts=_take(contexts, L), validation=validation, transfer=transfer,
+                            options=dict(options), notes=list(note), columns=cols, label_kind=kind))
+    return ItemPlan(jobs, None if items is None else cols["item"])
+
+
+class ItemJob:
+    """One student's training, as :func:`fit_items` planned it: :func:`fit_item` runs it (in this
+    process, or as a Dask task: :mod:`tinykd.dask`). Plain data only (texts, arrays, options)."""
+
+    def __init__(self, *, item, name, texts, y, teacher_proba, contexts, validation, transfer, options, notes,
+                 columns, label_kind):
+        self.item, self.name, self.texts, self.y, self.teacher_proba = item, name, texts, y, teacher_proba
+        self.contexts, self.validation, self.transfer, self.options = contexts, validation, transfer, options
+        self.notes, self.columns, self.label_kind = notes, columns, label_kind
+
+
+class ItemPlan:
+    """What :func:`plan_items` makes: ``jobs`` (one :class:`ItemJob` per student, in item order)
+    and ``item_col`` (None: one student, no items)."""
+
+    def __init__(self, jobs, item_col):
+        self.jobs, self.item_col = jobs, item_col
+
+    @property
+    def per_item(self):
+        return self.jobs[0].item is not None
+
+    def model(self, students):
+        """The model of the jobs' students (one per job, in order): a Student, or a Bundle."""
+        if len(students) != len(self.jobs):
+            raise ValueError(f"{len(students)} students for {len(self.jobs)} jobs")
+        if not self.per_item:
+            return students[0]
+        return Bundle({j.item: st for j, st in zip(self.jobs, students)}, item_col=self.item_col)
+
+
+def fit_item(job, verbose=False, stream=None):
+    """Train the student of one :class:`ItemJob` (:func:`fit` with the job's rows and options), its
+    metadata completed as :func:`fit_items` stores it. The same in every process: a Dask worker
+    running it gives the student this process would."""
+    st = fit(job.texts, job.y, job.teacher_proba, contexts=job.contexts, validation=job.validation,
+             transfer=job.transfer, verbose=verbose, stream=stream, name=job.name, **job.options)
+    st.meta["notes"] = list(job.notes) + st.meta["notes"]
+    st.meta["columns"] = job.columns
+    st.meta["label_kind"] = job.label_kind
+    return st
+
+
+def fit_items(texts, labels, *, verbose=True, stream=None, **kwargs):
+    """Train from the rows of a data file: one student, or (``items``) one per item in a
+    :class:`~tinykd.student.Bundle`. What ``tinykd train`` does, for any Python tool.
+
+    The arguments are :func:`plan_items`'s; each planned student is trained by :func:`fit_item`
+    (:func:`tinykd.dask.fit_items` runs the same jobs as Dask tasks, with the same result).
+    Returns a :class:`~tinykd.student.Student` (no ``items``) or a :class:`~tinykd.student.Bundle`.
+    """
+    stream = sys.stderr if stream is None else stream
+    plan = plan_items(texts, labels, verbose=verbose, stream=stream, **kwargs)
+    students = []
+    for gi, job in enumerate(plan.jobs):
+        if job.item is not None and verbose:
+            print(f"[{gi + 1}/{len(plan.jobs)}] item {job.item!r}: {len(job.y)} rows", file=stream, flush=True)
+        students.append(fit_item(job, verbose=verbose, stream=stream))
+    return plan.model(students)

@@ -56,6 +56,11 @@ def write_model(path, students, extra=None):
     ``students``: ``{name: {"config", "vocab" (settings), "tokens", "classes", "params", "meta"}}``
     (see :meth:`tinykd.student.Student.to_entry`); ``extra``: top-level metadata (a
     bundle's item map)."""
+    atomic_write_bytes(path, model_bytes(students, extra))
+
+
+def model_bytes(students, extra=None):
+    """The bytes of the model file :func:`write_model` writes (what travels to a Dask worker)."""
     arrays = {}
     meta = {"format": FORMAT, "version": VERSION, "students": {}, **(extra or {})}
     for name, st in students.items():
@@ -70,7 +75,7 @@ def write_model(path, students, extra=None):
     arrays["meta.json"] = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
     buf = _io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _json_default(o):
@@ -109,8 +114,34 @@ def read_file(path):
     executed (no pickle). The file is opened once, and what it asks for is bounded before
     anything is built (:func:`_read_file`)."""
     path = os.fspath(path)
+    return _checked(path, _read_file, path)
+
+
+def read_bytes(data, name="model file bytes"):
+    """:func:`read_file` of a model file's contents (``bytes``), with every check of
+    :func:`read_file`; ``name`` is how messages name it. What a Dask worker loads."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ModelFileError(f"{name}: expected the model file's bytes, got {type(data).__name__}")
+    data = bytes(data)
+    return _checked(name, lambda: _read_stream(_io.BytesIO(data), len(data)))
+
+
+def file_bytes(path):
+    """The bytes of the model file at ``path`` (a regular file), unchecked: :func:`read_bytes`
+    checks them. A file that cannot be read is a one-line :class:`ModelFileError`."""
+    path = os.fspath(path)
+
+    def read():
+        with _open(path) as f:
+            return f.read()
+
+    return _checked(path, read)
+
+
+def _checked(path, fn, *args):
+    """``fn(*args)``, every failure a one-line :class:`ModelFileError` naming ``path``."""
     try:
-        return _read_file(path)
+        return fn(*args)
     except ModelFileError as e:
         msg = str(e)
         raise ModelFileError(msg if msg.startswith(path + ": ") else f"{path}: {msg}") from None
@@ -143,18 +174,22 @@ def _open(path):
 
 def _read_file(path):
     with _open(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(64)
-        f.seek(0)
-        if not zipfile.is_zipfile(f):
-            if head[:6] == b"\x93NUMPY" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
-                raise ModelFileError("not a tinykd model file (a bare NumPy array or a pickle; refused)")
-            if head.startswith(b"PK"):
-                raise ModelFileError("damaged or truncated model file (the zip directory is missing)")
-            raise ModelFileError("not a tinykd model file (not an .npz archive)")
-        f.seek(0)
-        with zipfile.ZipFile(f) as zf:
-            return _read_archive(zf, size)
+        return _read_stream(f, os.fstat(f.fileno()).st_size)
+
+
+def _read_stream(f, size):
+    """The checked contents of an open, seekable binary stream of ``size`` bytes."""
+    head = f.read(64)
+    f.seek(0)
+    if not zipfile.is_zipfile(f):
+        if head[:6] == b"\x93NUMPY" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            raise ModelFileError("not a tinykd model file (a bare NumPy array or a pickle; refused)")
+        if head.startswith(b"PK"):
+            raise ModelFileError("damaged or truncated model file (the zip directory is missing)")
+        raise ModelFileError("not a tinykd model file (not an .npz archive)")
+    f.seek(0)
+    with zipfile.ZipFile(f) as zf:
+        return _read_archive(zf, size)
 
 
 def _read_archive(zf, size):

@@ -26,6 +26,27 @@ def output_columns(classes):
     return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
 
 
+def score_rows(model, texts, contexts=None, items=None, classes=None, review_below=REVIEW_BELOW):
+    """One chunk of rows scored as ``tinykd score`` scores it: ``(proba, pred, confidence,
+    needs_review)`` — proba ``(n, len(classes))`` float32 over ``classes`` (default: the model's),
+    ``pred`` the index of the top class (:func:`tinykd.scoring.decide`). A Bundle routes each
+    row by ``items``."""
+    classes = model.classes if classes is None else classes
+    if isinstance(model, Bundle):
+        proba = model.predict_proba_matrix(texts, items, contexts, classes)
+    else:
+        proba = model.predict_proba(texts, contexts)
+    return (proba, *decide(proba, review_below))
+
+
+def formatted_cells(pred_labels, proba, confidence, needs_review):
+    """The cells :func:`score_csv` adds to each row (text): the predicted label as given
+    (:func:`tinykd.tables.spreadsheet_safe` of the class), each probability and the confidence to
+    4 decimals, and ``1`` / ``0``."""
+    for p, pr, c, rv in zip(pred_labels, proba.tolist(), confidence.tolist(), needs_review.tolist()):
+        yield [p] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
+
+
 def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
               review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None):
     """Score every row of the CSV ``data`` with ``model`` (a Student or a Bundle) into ``out``
@@ -55,15 +76,12 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
                 texts = [r[ti] for r in chunk]
                 ctx = None if ci is None else [r[ci] for r in chunk]
                 t1 = time.perf_counter()
-                if isinstance(model, Bundle):
-                    proba = model.predict_proba_matrix(texts, [r[ii] for r in chunk], ctx, classes)
-                else:
-                    proba = model.predict_proba(texts, ctx)
+                items = None if ii is None else [r[ii] for r in chunk]
+                proba, best, conf, review = score_rows(model, texts, ctx, items, classes, review_below)
                 pred_time += time.perf_counter() - t1
-                best, conf, review = decide(proba, review_below)
                 flagged += int(review.sum())
-                for r, b, pr, c, rv in zip(chunk, best.tolist(), proba.tolist(), conf.tolist(), review.tolist()):
-                    w.writerow(r + [labels[b]] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"])
+                for r, cells in zip(chunk, formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)):
+                    w.writerow(r + cells)
                 n += len(chunk)
                 if on_progress:
                     on_progress(n)

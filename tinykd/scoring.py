@@ -4,7 +4,9 @@ Its weight arrays are read-only (``writeable=False``), so nothing can change und
 and no call checks them. Built once, it holds:
 
 * the input-projection table ``T[d, v] = E[v] W_d + b_d`` of every token and direction
-  (scoring a token then costs a row copy instead of an (E × 4H) product);
+  (scoring a token then costs a row copy instead of an (E × 4H) product), computed with one
+  BLAS thread: a multi-threaded BLAS may sum in another order, and the table — so every score —
+  would then depend on the machine's BLAS threads (a Dask worker runs with one);
 * the arrays of the network in the order the kernels take them.
 
 Two paths compute the same probabilities (``tests/test_fastpath.py`` holds them to
@@ -33,7 +35,7 @@ import numpy as np
 from .errors import OptionError
 from .model import check_weights
 from .nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
-from .settings import DEFAULT
+from .settings import DEFAULT, blas_threads
 
 #: the default ``--review-below``: flag answers whose top probability is under this
 REVIEW_BELOW = 0.6
@@ -91,9 +93,10 @@ class Scorer:
         self.H = p["rnn.fwd.U"].shape[0]
         E = p["emb.E"]
         T = np.empty((self.D, E.shape[0], 4 * self.H), np.float32)
-        for d, name in enumerate(dirs):
-            np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
-            T[d] += p[f"rnn.{name}.b"]
+        with blas_threads(1):
+            for d, name in enumerate(dirs):
+                np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
+                T[d] += p[f"rnn.{name}.b"]
         T.flags.writeable = False
         self.T = T
         self.U = tuple(p[f"rnn.{name}.U"] for name in dirs)

@@ -7,6 +7,7 @@ environment sets ``jit``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 
@@ -71,6 +72,20 @@ class Settings:
         """Defaults, with ``jit`` from ``TINYKD_JIT`` when it is set."""
         jit = os.environ.get("TINYKD_JIT", "").strip() or "auto"
         return cls(jit=jit if jit in ("auto", "always", "never") else "auto")
+
+
+def blas_threads(threads):
+    """A context in which NumPy's BLAS runs on ``threads`` threads (None: as it is). A
+    multi-threaded BLAS may sum in another order than a single-threaded one, so where results must
+    not depend on the machine (a Dask worker runs with one BLAS thread), tinykd computes with one.
+    (threadpoolctl, a scikit-learn dependency; a no-op without it.)"""
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(threads, user_api="blas")
 
 
 DEFAULT = Settings.from_env()

@@ -14,7 +14,7 @@ import numpy as np
 from .calibration import calibrated_proba, confidence_and_correct
 from .errors import OptionError
 from .model import StudentNet, make_config
-from .modelfile import ModelFileError, read_file, write_model
+from .modelfile import ModelFileError, model_bytes, read_bytes, read_file, write_model
 from .scoring import Scorer
 from .text import Vocabulary, as_list
 
@@ -92,6 +92,10 @@ class Student:
     def save(self, path):
         """Write the model file (atomically); see :mod:`tinykd.modelfile`."""
         write_model(path, {"default": self.to_entry()})
+
+    def to_bytes(self):
+        """The bytes of the model file :meth:`save` writes (:func:`load_bytes` reads them)."""
+        return model_bytes({"default": self.to_entry()})
 
     def __getstate__(self):  # a pickled student rebuilds its scorer when next used
         state = dict(self.__dict__)
@@ -195,9 +199,16 @@ class Bundle:
 
     def save(self, path):
         """Write the model file (atomically): one student per item, and the item map."""
+        write_model(path, *self._file_parts())
+
+    def to_bytes(self):
+        """The bytes of the model file :meth:`save` writes (:func:`load_bytes` reads them)."""
+        return model_bytes(*self._file_parts())
+
+    def _file_parts(self):
         names = {f"item{k}": it for k, it in enumerate(self.students)}
-        write_model(path, {n: self.students[it].to_entry() for n, it in names.items()},
-                    {"item_col": self.item_col, "items": names})
+        return ({n: self.students[it].to_entry() for n, it in names.items()},
+                {"item_col": self.item_col, "items": names})
 
 
 def data_columns(model, text=None, context=None, item=None):
@@ -234,6 +245,12 @@ def load(path):
     """Load a model file: a :class:`Student`, or a :class:`Bundle` when the file holds
     per-item students. Every failure is a one-line :class:`~tinykd.modelfile.ModelFileError`."""
     return from_file_contents(path, *read_file(path))
+
+
+def load_bytes(data, name="model file bytes"):
+    """:func:`load` of a model file's contents (``bytes``): the same checks, the same one-line
+    :class:`~tinykd.modelfile.ModelFileError` (``name`` is how it names them); never a pickle."""
+    return from_file_contents(name, *read_bytes(data, name))
 
 
 def from_file_contents(path, meta, arrays):
