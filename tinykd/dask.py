@@ -216,3 +216,50 @@ def fit_items(texts, labels, *, client=None, verbose=True, stream=None, **kwargs
         client.cancel([f for f in futures if not f.done()])
     students = [load_bytes(b, f"the student of {job.name}") for b, job in zip(blobs, plan.jobs)]
     return plan.model(students)
+
+
+# ------------------------------------------------------------------------------- item chains
+def _item_task(fn, job, topic):
+    """A task: ``fn(job, log, worker_threads=…)`` on a worker, its log lines sent as events of
+    ``topic`` (None: silent) and the worker's thread count given (for a teacher's torch threads)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def log(msg):
+        if topic is not None:
+            worker.log_event(topic, str(msg))
+
+    return fn(job, log, worker_threads=worker.state.nthreads)
+
+
+def map_items(fn, jobs, *, client=None, names=None, log=None, summary=None):
+    """``[fn(job, log, worker_threads=…) for job in jobs]`` with one Dask task per job, on ``client``
+    (default: the current ``distributed`` client), results in the jobs' order (``tinykd distill``'s
+    per-item chains: :func:`tinykd.distill.distill_item`). With ``log``, the tasks' log lines come back
+    live (events of this run's own topic, for no other client) and one line per finished job,
+    ``[k/n] NAME done: summary(result)``."""
+    require()
+    from distributed import as_completed
+
+    client = _client(client)
+    run = uuid.uuid4().hex[:8]
+    topic = f"tinykd-items-{run}" if log is not None else None
+    if topic is not None:
+        client.subscribe_topic(topic, lambda event: log(event[1]))
+    names = names or [f"job {k}" for k in range(len(jobs))]
+    keys = [f"tinykd-item-{run}-{k}" for k in range(len(jobs))]
+    futures = client.map(_item_task, [fn] * len(jobs), jobs, [topic] * len(jobs), key=keys, pure=False)
+    index = {f.key: k for k, f in enumerate(futures)}
+    results = [None] * len(jobs)
+    try:
+        for n_done, fut in enumerate(as_completed(futures), 1):
+            k = index[fut.key]
+            results[k] = fut.result()
+            if log is not None:
+                log(f"[{n_done}/{len(jobs)}] {names[k]} done" + (f": {summary(results[k])}" if summary else ""))
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+        if topic is not None:
+            client.unsubscribe_topic(topic)
+    return results

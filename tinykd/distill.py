@@ -92,7 +92,7 @@ class _Stages:
     """The work folder: ``<work>/<stage>-<key>/`` with ``done.json`` written last."""
 
     def __init__(self, root, log):
-        self.root, self.log = root, log
+        self.root, self.log = os.path.abspath(root), log
         self.seconds, self.ran, self.cached = {}, [], []
         os.makedirs(root, exist_ok=True)
 
@@ -187,7 +187,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
             temperature=1.0, soft_loss=SOFT_LOSS, copies=None, augment_options=None, epochs=40, patience=5, seed=0,
-            where=None, verbose=True, stream=None):
+            where=None, teacher_threads=None, client=None, verbose=True, stream=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -201,7 +201,11 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     :func:`auto_copies`); ``augment_options``: :func:`tinykd.augment.augment`'s ``p_drop``,
     ``p_mask``, ``p_swap``, ``p_span`` (unset: its defaults); ``where``: ``["COL=VALUE", …]``
     keeps only those rows (of the data and the unlabeled file); ``preset`` "auto":
-    ``bathtub`` below 2,000 training answers, else ``7t``. Returns a :class:`DistillResult`."""
+    ``bathtub`` below 2,000 training answers, else ``7t``; ``teacher_threads``: torch CPU threads of
+    the teacher's processes (None: torch's default in one process, the worker's thread count on a
+    Dask worker); ``client``: a ``distributed.Client`` — each item's chain (teacher → copies →
+    labels → students, :func:`distill_item`) then runs as a Dask task, the work folder shared by
+    the workers. Returns a :class:`DistillResult`."""
     stream = sys.stderr if stream is None else stream
 
     def log(msg):
@@ -212,6 +216,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         raise RuntimeError(TEACHER_INSTALL)
     if copies is not None and (int(copies) != copies or copies < 0):
         raise OptionError("copies", f"{{opt}} must be a whole number >= 0, got {copies}")
+    if teacher_threads is not None and (isinstance(teacher_threads, bool) or int(teacher_threads) != teacher_threads
+                                        or teacher_threads < 1):
+        raise OptionError("teacher_threads", f"{{opt}} must be a whole number >= 1, got {teacher_threads}")
     if not lams or any(not lam > 0 for lam in lams):
         raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
     aug = dict(augment_options or {})
@@ -248,9 +255,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     roles = _roles(labels, col(split_col), items, train_split, val_split, test_split, seed)
     roles_key = _key(file_sha256(data), text_col, label_col, id_col, context_col, item_col, split_col,
                      train_split, val_split, test_split, seed, list(where or []))
-    rows_dir = st.run("rows", roles_key, f"{len(texts):,} rows", lambda d: _write_rows(
-        d, ids, texts, labels, contexts, items, roles))["dir"]
-    rows_csv = os.path.join(rows_dir, "rows.csv")
+    st.run("rows", roles_key, f"{len(texts):,} rows", lambda d: _write_rows(d, ids, texts, labels, contexts, items,
+                                                                          roles))
+    rows_csv = os.path.join(st.root, f"rows-{roles_key}", "rows.csv")
     u_rows = []
     if unlabeled:
         ut = read_table(unlabeled, [(text_col, "--text-col"), (id_col, "--id-col")]
@@ -261,27 +268,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     from .fitting import item_order
 
     group_names = sorted(set(items), key=item_order) if items else [None]
-
-    students, report_items = {}, {}
-    from .fitting import fit
-    from .metrics import scoring_metrics
-    from .softlabels import read_soft_labels
-    from .student import Bundle
-
-    for gi, g in enumerate(group_names):
-        name = "all rows" if g is None else f"item {g}"
-        if len(group_names) > 1:
-            done = time.time() - t_start
-            eta = f", about {done / gi * (len(group_names) - gi) / 60:.0f} min left" if gi else ""
-            log(f"{name} ({gi + 1} of {len(group_names)}{eta})")
+    jobs = []
+    for g in group_names:  # every item's chain as plain values (checked here, before any teacher runs)
         idx = [i for i in range(len(texts)) if g is None or items[i] == g]
-        train = [i for i in idx if roles[i] == "train" and labels[i] is not None]
-        val = [i for i in idx if roles[i] == "val"]
-        test = [i for i in idx if roles[i] == "test"]
-        classes = sorted({labels[i] for i in train}, key=label_sort_key)
-        item_rows = ["--where", f"item={g}"] if g is not None else []
-
-        # 2. the teacher
         given = None
         if teacher_dir:
             given = teacher_dir if os.path.exists(os.path.join(teacher_dir, "teacher.json")) or g is None \
@@ -289,113 +278,63 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             if not os.path.exists(os.path.join(given, "teacher.json")):
                 raise ValueError(f"--teacher-dir {given}: not a teacher folder written by tinykd-teacher fit "
                                  "(no teacher.json)")
-        t_key = _key(roles_key, g, base, topts, given and file_sha256(os.path.join(given, "teacher.json")),
-                     __version__)
+        jobs.append({
+            "work": st.root, "item": g, "name": "all rows" if g is None else f"item {g}", "roles_key": roles_key,
+            "rows_csv": rows_csv, "ids": [ids[i] for i in idx], "texts": [texts[i] for i in idx],
+            "labels": [labels[i] for i in idx], "kind": kind, "roles": [roles[i] for i in idx],
+            "contexts": None if contexts is None else [contexts[i] for i in idx],
+            "unlabeled_rows": [u for u in u_rows if g is None or u[3] == g],
+            "unlabeled_sha": unlabeled and file_sha256(unlabeled), "given": given,
+            "given_sha": given and file_sha256(os.path.join(given, "teacher.json")), "base": base,
+            "teacher_options": topts, "teacher_threads": teacher_threads, "copies": copies, "augment": aug,
+            "preset": preset, "lams": list(lams), "temperature": temperature, "soft_loss": soft_loss,
+            "epochs": epochs, "patience": patience, "seed": seed})
 
-        def run_teacher(d, g=g, item_rows=item_rows, given=given):
-            common = ["--data", rows_csv, "--text-col", "text", "--label-col", "label", "--id-col", "id",
-                      *(["--context-col", "context"] if context_col else []), "--split-col", "role",
-                      "--train-split", "train", "--val-split", "val", "--test-split", "test", *item_rows,
-                      "--out", d, "--name", "teacher", "--seed", seed]
-            if given:
-                _teacher_cli(["export", "--teacher", given, *common], log)
-                return {"teacher": os.path.abspath(given)}
-            _teacher_cli(["fit", *common, *(["--base", base] if base else []),
-                          *[a for k, v in topts.items() for a in (f"--{k.replace('_', '-')}", v)],
-                          "--progress-every", 20], log)
-            return {"teacher": os.path.join(d, "teacher-teacher")}
+    if client is None:
+        done = []
+        for gi, job in enumerate(jobs):
+            if len(jobs) > 1:
+                spent = time.time() - t_start
+                eta = f", about {spent / gi * (len(jobs) - gi) / 60:.0f} min left" if gi else ""
+                log(f"{job['name']} ({gi + 1} of {len(jobs)}{eta})")
+            done.append(distill_item(job, log))
+    else:
+        from .dask import map_items
 
-        t = st.run("teacher", t_key, name, run_teacher)
-        t_csv = os.path.join(os.path.join(work, f"teacher-{t_key}"), "teacher.csv")
-        want = [label_key(c) for c in classes]
+        def finished(r):
+            return (f"{sum(r['seconds'].values()):.1f} s ({len(r['ran'])} stage(s) run"
+                    + (f", {len(r['cached'])} cached)" if r["cached"] else ")"))
 
-        # 3. the transfer set: perturbed copies of the training answers (+ unlabeled rows)
-        n_copies = auto_copies(len(train)) if copies is None else int(copies)
-        c_key = _key(roles_key, g, n_copies, seed, unlabeled and file_sha256(unlabeled),
-                     *([sorted(aug.items())] if aug else []))
-        c = st.run("copies", c_key, f"{name}: {n_copies} per answer", lambda d, idx=idx, g=g, n=n_copies: _write_copies(
-            d, idx, ids, texts, labels, contexts, roles, n, seed, [u for u in u_rows if g is None or u[3] == g], aug))
-        c_csv = os.path.join(work, f"copies-{c_key}", "copies.csv")
+        done = map_items(distill_item, jobs, client=client, names=[job["name"] for job in jobs],
+                         log=log if verbose else None, summary=finished)
 
-        # 4. the teacher labels the transfer set
-        l_key = _key(t_key, c_key)
+    from .metrics import scoring_metrics
+    from .softlabels import read_soft_labels
+    from .student import Bundle, load
 
-        def run_labels(d, t=t):
-            if c["n"]:
-                _teacher_cli(["export", "--teacher", t["teacher"], "--data", c_csv, "--text-col", "text",
-                              "--id-col", "id", *(["--context-col", "context"] if context_col else []),
-                              "--out", d, "--name", "labels"], log)
-            return {"n": c["n"]}
-
-        st.run("labels", l_key, f"{name}: {c['n']:,} answers", run_labels)
-        l_csv = os.path.join(work, f"labels-{l_key}", "labels.csv")
-
-        # 5. students: the plain NN and KD over λ, chosen on validation rows
-        s_key = _key(l_key, preset, tuple(lams), *([temperature] if soft_loss == "ce" else []),
-                     *([soft_loss] if soft_loss != "ce" else []), epochs,
-                     patience, seed, __version__)
-        tr_texts = [texts[i] for i in train]
-        tr_ctx = None if contexts is None else [contexts[i] for i in train]
-        v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
-
-        def run_students(d, train=train, val=val, test=test):
-            p_train = read_soft_labels(t_csv, [ids[i] for i in train], want)
-            tx = None
-            if c["n"]:
-                crow = read_table(c_csv).rows
-                p_tx = read_soft_labels(l_csv, [r[0] for r in crow], want)
-                tx = ([r[1] for r in crow], p_tx, [r[2] for r in crow] if contexts is not None else None)
-            pr = preset if preset != "auto" else ("bathtub" if len(train) < 2000 else "7t")
-            y = np.asarray([labels[i] for i in train], dtype=object if kind == "str" else None)
-            runs = {}
-            for lam in (0.0, *lams):
-                s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
-                        temperature=temperature if lam else 1.0, soft_loss=soft_loss if lam else "ce",
-                        validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
-                        patience=patience, seed=seed, verbose=False, name=name)
-                m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
-                runs[lam] = (s, m)
-                log(f"[students] {name}: λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, QWK {m['qwk']:.3f}")
-            best = max(runs, key=lambda lam: (runs[lam][1]["accuracy"], runs[lam][1]["qwk"], lam))
-            if best == 0.0:
-                log(f"[students] {name}: the teacher's probabilities do not help on validation; "
-                    "keeping the plain NN")
-            runs[best][0].save(os.path.join(d, "student.npz"))
-            runs[0.0][0].save(os.path.join(d, "plain.npz"))
-            base_m = base_test = None
-            if val:  # the bar every scorer must clear, trained once on the same rows: validation and test
-                predict = _tfidf(tr_texts, y, v_part, tr_ctx)
-                base_m = scoring_metrics([label_key(v) for v in v_part[1]], list(predict(v_part[0], v_part[2])),
-                                         labels=sorted({label_key(v) for v in y}))
-                if test:
-                    te_ctx = None if contexts is None else [contexts[i] for i in test]
-                    base_test = scoring_metrics([label_key(labels[i]) for i in test],
-                                                list(predict([texts[i] for i in test], te_ctx)),
-                                                labels=[label_key(cl) for cl in classes])
-            p_val = read_soft_labels(t_csv, [ids[i] for i in val], want) if val else None
-            t_m = scoring_metrics([label_key(labels[i]) for i in val], [want[k] for k in p_val.argmax(1)],
-                                  labels=want) if val else None
-            if val and t_m["accuracy"] <= base_m["accuracy"]:
-                log(f"[students] {name}: warning: the teacher (validation accuracy {t_m['accuracy']:.3f}) does not "
-                    f"beat TF-IDF + logistic regression ({base_m['accuracy']:.3f}); train it longer "
-                    "(--teacher-epochs) or give it more data")
-            return {"lam": best, "preset": pr, "validation": {str(k): v[1] for k, v in runs.items()},
-                    "teacher_validation": t_m, "tfidf_validation": base_m, "tfidf_test": base_test}
-
-        s = st.run("students", s_key, name, run_students)
-        s_dir = os.path.join(work, f"students-{s_key}")
-        from .student import load
-
-        student, plain = load(os.path.join(s_dir, "student.npz")), load(os.path.join(s_dir, "plain.npz"))
+    students, report_items = {}, {}
+    for job, r in zip(jobs, done):
+        g, name = job["item"], job["name"]
+        for k, v in r["seconds"].items():
+            st.seconds[k] = st.seconds.get(k, 0.0) + v
+        st.ran += r["ran"]
+        st.cached += r["cached"]
+        t, c, s = r["teacher"], r["copies"], r["students"]
+        student, plain = load(os.path.join(r["students_dir"], "student.npz")), load(
+            os.path.join(r["students_dir"], "plain.npz"))
         student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
                                    "copies": c["n"], "teacher": t["teacher"]}
         student.meta["columns"] = {"text": text_col, "label": label_col, "id": id_col, "context": context_col,
                                    "item": item_col}
         students[g] = student
+        idx = [i for i in range(len(texts)) if g is None or items[i] == g]
+        train = [i for i in idx if roles[i] == "train" and labels[i] is not None]
+        test = [i for i in idx if roles[i] == "test"]
         if test:
-            y = [label_key(labels[i]) for i in test]
+            classes = sorted({labels[i] for i in train}, key=label_sort_key)
             keys = [label_key(cl) for cl in classes]
-            p_t = read_soft_labels(t_csv, [ids[i] for i in test], want)
+            y = [label_key(labels[i]) for i in test]
+            p_t = read_soft_labels(r["teacher_csv"], [ids[i] for i in test], keys)
             tt, tc = [texts[i] for i in test], None if contexts is None else [contexts[i] for i in test]
             report_items[name] = {
                 "n": len(test),
@@ -409,6 +348,130 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     model.save(out)
     seconds = {**st.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report_items, seconds, st.ran, st.cached, work)
+
+
+def distill_item(job, log, worker_threads=None):
+    """One item's chain — teacher → copies → labels → students — each stage cached in the work folder
+    ``job["work"]`` (:class:`_Stages`). ``job`` holds plain values only (the item's rows and every
+    option; :func:`distill` makes it), so the same function runs in a loop in one process or as a
+    Dask task (:func:`tinykd.dask.map_items`, which gives ``worker_threads``: the teacher's torch
+    threads unless ``job["teacher_threads"]`` sets them). Returns the stages' results and folders,
+    and which stages ran."""
+    from .fitting import fit
+    from .metrics import scoring_metrics
+    from .softlabels import read_soft_labels
+
+    work, g, name, seed = job["work"], job["item"], job["name"], job["seed"]
+    ids, texts, labels, contexts, roles = job["ids"], job["texts"], job["labels"], job["contexts"], job["roles"]
+    preset, lams, temperature, soft_loss = job["preset"], tuple(job["lams"]), job["temperature"], job["soft_loss"]
+    epochs, patience, aug, topts = job["epochs"], job["patience"], job["augment"], job["teacher_options"]
+    st = _Stages(work, log)
+    idx = list(range(len(ids)))
+    train = [i for i in idx if roles[i] == "train" and labels[i] is not None]
+    val = [i for i in idx if roles[i] == "val"]
+    test = [i for i in idx if roles[i] == "test"]
+    classes = sorted({labels[i] for i in train}, key=label_sort_key)
+    item_rows = ["--where", f"item={g}"] if g is not None else []
+    n_threads = job["teacher_threads"] or worker_threads
+    threads = ["--threads", n_threads] if n_threads else []
+
+    # 2. the teacher
+    given = job["given"]
+    t_key = _key(job["roles_key"], g, job["base"], topts, job["given_sha"], __version__)
+
+    def run_teacher(d):
+        common = ["--data", job["rows_csv"], "--text-col", "text", "--label-col", "label", "--id-col", "id",
+                  *(["--context-col", "context"] if contexts is not None else []), "--split-col", "role",
+                  "--train-split", "train", "--val-split", "val", "--test-split", "test", *item_rows,
+                  "--out", d, "--name", "teacher", "--seed", seed, *threads]
+        if given:
+            _teacher_cli(["export", "--teacher", given, *common], log)
+            return {"teacher": os.path.abspath(given)}
+        _teacher_cli(["fit", *common, *(["--base", job["base"]] if job["base"] else []),
+                      *[a for k, v in topts.items() for a in (f"--{k.replace('_', '-')}", v)],
+                      "--progress-every", 20], log)
+        return {"teacher": os.path.join(d, "teacher-teacher")}
+
+    t = st.run("teacher", t_key, name, run_teacher)
+    t_csv = os.path.join(work, f"teacher-{t_key}", "teacher.csv")
+    want = [label_key(c) for c in classes]
+
+    # 3. the transfer set: perturbed copies of the training answers (+ unlabeled rows)
+    n_copies = auto_copies(len(train)) if job["copies"] is None else int(job["copies"])
+    c_key = _key(job["roles_key"], g, n_copies, seed, job["unlabeled_sha"], *([sorted(aug.items())] if aug else []))
+    c = st.run("copies", c_key, f"{name}: {n_copies} per answer", lambda d: _write_copies(
+        d, idx, ids, texts, labels, contexts, roles, n_copies, seed, job["unlabeled_rows"], aug))
+    c_csv = os.path.join(work, f"copies-{c_key}", "copies.csv")
+
+    # 4. the teacher labels the transfer set
+    l_key = _key(t_key, c_key)
+
+    def run_labels(d):
+        if c["n"]:
+            _teacher_cli(["export", "--teacher", t["teacher"], "--data", c_csv, "--text-col", "text",
+                          "--id-col", "id", *(["--context-col", "context"] if contexts is not None else []),
+                          "--out", d, "--name", "labels", *threads], log)
+        return {"n": c["n"]}
+
+    st.run("labels", l_key, f"{name}: {c['n']:,} answers", run_labels)
+    l_csv = os.path.join(work, f"labels-{l_key}", "labels.csv")
+
+    # 5. students: the plain NN and KD over λ, chosen on validation rows
+    s_key = _key(l_key, preset, tuple(lams), *([temperature] if soft_loss == "ce" else []),
+                 *([soft_loss] if soft_loss != "ce" else []), epochs,
+                 patience, seed, __version__)
+    tr_texts = [texts[i] for i in train]
+    tr_ctx = None if contexts is None else [contexts[i] for i in train]
+    v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
+
+    def run_students(d):
+        p_train = read_soft_labels(t_csv, [ids[i] for i in train], want)
+        tx = None
+        if c["n"]:
+            crow = read_table(c_csv).rows
+            p_tx = read_soft_labels(l_csv, [r[0] for r in crow], want)
+            tx = ([r[1] for r in crow], p_tx, [r[2] for r in crow] if contexts is not None else None)
+        pr = preset if preset != "auto" else ("bathtub" if len(train) < 2000 else "7t")
+        y = np.asarray([labels[i] for i in train], dtype=object if job["kind"] == "str" else None)
+        runs = {}
+        for lam in (0.0, *lams):
+            s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
+                    temperature=temperature if lam else 1.0, soft_loss=soft_loss if lam else "ce",
+                    validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
+                    patience=patience, seed=seed, verbose=False, name=name)
+            m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
+            runs[lam] = (s, m)
+            log(f"[students] {name}: λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, QWK {m['qwk']:.3f}")
+        best = max(runs, key=lambda lam: (runs[lam][1]["accuracy"], runs[lam][1]["qwk"], lam))
+        if best == 0.0:
+            log(f"[students] {name}: the teacher's probabilities do not help on validation; "
+                "keeping the plain NN")
+        runs[best][0].save(os.path.join(d, "student.npz"))
+        runs[0.0][0].save(os.path.join(d, "plain.npz"))
+        base_m = base_test = None
+        if val:  # the bar every scorer must clear, trained once on the same rows: validation and test
+            predict = _tfidf(tr_texts, y, v_part, tr_ctx)
+            base_m = scoring_metrics([label_key(v) for v in v_part[1]], list(predict(v_part[0], v_part[2])),
+                                     labels=sorted({label_key(v) for v in y}))
+            if test:
+                te_ctx = None if contexts is None else [contexts[i] for i in test]
+                base_test = scoring_metrics([label_key(labels[i]) for i in test],
+                                            list(predict([texts[i] for i in test], te_ctx)),
+                                            labels=[label_key(cl) for cl in classes])
+        p_val = read_soft_labels(t_csv, [ids[i] for i in val], want) if val else None
+        t_m = scoring_metrics([label_key(labels[i]) for i in val], [want[k] for k in p_val.argmax(1)],
+                              labels=want) if val else None
+        if val and t_m["accuracy"] <= base_m["accuracy"]:
+            log(f"[students] {name}: warning: the teacher (validation accuracy {t_m['accuracy']:.3f}) does not "
+                f"beat TF-IDF + logistic regression ({base_m['accuracy']:.3f}); train it longer "
+                "(--teacher-epochs) or give it more data")
+        return {"lam": best, "preset": pr, "validation": {str(k): v[1] for k, v in runs.items()},
+                "teacher_validation": t_m, "tfidf_validation": base_m, "tfidf_test": base_test}
+
+    s = st.run("students", s_key, name, run_students)
+    return {"teacher": t, "copies": c, "students": s, "teacher_csv": t_csv,
+            "students_dir": os.path.join(work, f"students-{s_key}"),
+            "seconds": st.seconds, "ran": st.ran, "cached": st.cached}
 
 
 def _tfidf(texts, y, validation, contexts):
