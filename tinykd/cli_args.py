@@ -190,6 +190,11 @@ def build_parser():
     x.add_argument("--teacher-stop-on", choices=("accuracy", "loss"),
                    help="the teacher's early stopping keeps the epoch of best validation accuracy (ties: lower "
                         f"loss) or of lowest validation loss (unset: {TEACHER_DEFAULTS['stop_on']})")
+    x.add_argument("--teacher-threads", type=int, metavar="N",
+                   help="torch CPU threads of each teacher process (unset: torch's default; with --dask / --jobs, "
+                   "the worker's threads)")
+    _dask_args(x, "run each item's teacher, copies, labels and students as one Dask task (with --item-col; "
+               "--work on a filesystem every worker sees)")
 
     d = sub.add_parser("demo", help="teacher vs plain NN vs KD on bundled SciEntsBank data", **fmt,
                        description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
