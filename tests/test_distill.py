@@ -2,6 +2,7 @@
 interruption then a rerun that recomputes nothing finished), a changed option invalidating only
 the stages after it, and one clear line without the teacher extra."""
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -130,3 +131,84 @@ def test_without_the_teacher_extra_one_line(tmp_path, capsys, monkeypatch):
     data = make_csv(tmp_path / "d.csv")
     rc, _, err = run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz")
     assert_user_error(rc, err, "needs the teacher extra", "pip install 'tinykd[teacher]'")
+
+
+# ------------------------------------------------------------------------------ Dask (the [dask] extra)
+def _contents(model):
+    """A model's file contents, less the seconds that training took and the work folder's path."""
+    from tinykd.modelfile import read_bytes
+
+    meta, arrays = read_bytes(model.to_bytes())
+    for st in meta["students"].values():
+        st["meta"]["training"].pop("seconds")
+        for h in st["meta"]["history"]:
+            h.pop("seconds")
+        st["meta"]["distill"]["teacher"] = os.path.basename(os.path.dirname(st["meta"]["distill"]["teacher"]))
+    return meta, arrays
+
+
+def test_per_item_on_dask_equals_one_process_and_reuses_its_stages(tmp_path, tiny_base, capsys):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    data = make_csv(tmp_path / "d.csv", n=120)
+    opts = dict(item_col="item", base=tiny_base, teacher_options=TEACHER, teacher_threads=1, **STUDENT)
+    one = D.distill(data, tmp_path / "one.npz", work=str(tmp_path / "w1"), **opts)
+    assert [r.split(":")[0] for r in one.ran] == ["rows"] + ["teacher", "copies", "labels", "students"] * 2
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        on_dask = D.distill(data, tmp_path / "dask.npz", work=str(tmp_path / "w2"), client=client,
+                            **{**opts, "verbose": True})
+        err = capsys.readouterr().err
+        assert on_dask.ran == one.ran and on_dask.cached == []  # every stage ran, on the workers
+        again = D.distill(data, tmp_path / "again.npz", work=str(tmp_path / "w1"), client=client, **opts)
+    assert again.ran == [] and again.cached == one.ran  # after one process: every stage reused, nothing recomputed
+    assert "[teacher] item Q2 …" in err and "  teacher: " in err  # the workers' lines, forwarded live
+    assert "[1/2] item Q" in err and "[2/2] item Q" in err and " done: " in err
+    a, b = tinykd.load(tmp_path / "one.npz"), tinykd.load(tmp_path / "dask.npz")
+    assert isinstance(b, tinykd.Bundle) and b.items == a.items == ["Q1", "Q2"]
+    for m in (b, tinykd.load(tmp_path / "again.npz")):
+        (ma, aa), (mb, ab) = _contents(a), _contents(m)
+        assert sorted(aa) == sorted(ab) and ma == mb
+        for k in aa:
+            np.testing.assert_array_equal(aa[k], ab[k], err_msg=k)
+    assert on_dask.report == one.report == again.report and set(one.report) == {"item Q1", "item Q2"}
+    for w in ("w1", "w2"):  # the teachers' probabilities, byte for byte (both on 1 torch thread)
+        assert len(list((tmp_path / w).glob("teacher-*/teacher.csv"))) == 2
+    assert sorted(p.read_bytes() for p in (tmp_path / "w1").glob("teacher-*/teacher.csv")) == \
+        sorted(p.read_bytes() for p in (tmp_path / "w2").glob("teacher-*/teacher.csv"))
+
+
+def test_cli_distill_jobs(tmp_path, tiny_base, capsys):
+    pytest.importorskip("distributed")
+    data = make_csv(tmp_path / "d.csv", n=120)
+    args = ["distill", data, "--item-col", "item", "--base", tiny_base, "--copies", "1", "--epochs", "2",
+            "--preset", "falling_weights", "--teacher-epochs", "2", "--teacher-lr", "3e-3", "--teacher-batch-size", "8",
+            "--teacher-max-length", "32", "--teacher-threads", "1", "--work", tmp_path / "w"]
+    rc, so, err = run_cli(capsys, *args, "--out", tmp_path / "one.npz")
+    assert rc == 0, err
+    rc, so2, err = run_cli(capsys, *args, "--out", tmp_path / "jobs.npz", "--jobs", "2")  # every stage cached
+    assert rc == 0, err
+    assert "reused 9 finished stage(s)" in so2 and "[2/2] item Q" in err
+    strip = lambda s: [ln for ln in s.splitlines() if not ln.startswith(("saved", "seconds", "reused"))]  # noqa: E731
+    assert strip(so2) == strip(so)  # the same report
+    np.testing.assert_array_equal(tinykd.load(tmp_path / "jobs.npz").students["Q1"].net.params,
+                                  tinykd.load(tmp_path / "one.npz").students["Q1"].net.params)
+
+
+def test_cli_distill_dask_errors_are_one_line(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    data = make_csv(tmp_path / "d.csv")
+    assert_user_error(*run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz", "--jobs", "2")[::2],
+                      "--dask / --jobs", "--item-col")
+    assert_user_error(*run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz", "--item-col", "item",
+                               "--teacher-threads", "0")[::2], "--teacher-threads")
+    code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli import main\n"
+            f"sys.exit(main(['distill', {data!r}, '--out', {str(tmp_path / 'm.npz')!r}, '--item-col', 'item', "
+            "'--jobs', '1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip() == 'tinykd: error: the Dask extra is not installed: pip install ' \
+                                                     '"tinykd[dask]"', r.stderr
+    assert not (tmp_path / "m.npz").exists()
