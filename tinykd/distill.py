@@ -26,6 +26,10 @@ Every stage's output lives in the work folder under a key that hashes its inputs
 options, with a marker written last: a crash or Ctrl-C leaves no marker, and a rerun
 reuses every finished stage and recomputes only what is missing or what a changed option
 invalidates (``DistillResult.ran`` / ``.cached`` say which).
+
+Each item's chain (stages 2–5) is :func:`distill_item`, a function of plain values: one process runs
+it in a loop; with a Dask ``client`` it runs as one task per item (:func:`tinykd.dask.map_items`),
+the stages cached in the same work folder, which every worker must then reach at the same path.
 """
 from __future__ import annotations
 
@@ -268,6 +272,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     from .fitting import item_order
 
     group_names = sorted(set(items), key=item_order) if items else [None]
+    u_sha = unlabeled and file_sha256(unlabeled)
     jobs = []
     for g in group_names:  # every item's chain as plain values (checked here, before any teacher runs)
         idx = [i for i in range(len(texts)) if g is None or items[i] == g]
@@ -284,7 +289,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             "labels": [labels[i] for i in idx], "kind": kind, "roles": [roles[i] for i in idx],
             "contexts": None if contexts is None else [contexts[i] for i in idx],
             "unlabeled_rows": [u for u in u_rows if g is None or u[3] == g],
-            "unlabeled_sha": unlabeled and file_sha256(unlabeled), "given": given,
+            "unlabeled_sha": u_sha, "given": given,
             "given_sha": given and file_sha256(os.path.join(given, "teacher.json")), "base": base,
             "teacher_options": topts, "teacher_threads": teacher_threads, "copies": copies, "augment": aug,
             "preset": preset, "lams": list(lams), "temperature": temperature, "soft_loss": soft_loss,
