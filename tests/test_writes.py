@@ -126,6 +126,7 @@ _KILL_MID_WRITE = """
 import os, signal, sys
 import tinykd.tables as tables
 from tinykd.cli import main
+signal.signal(signal.{sig}, signal.SIG_DFL)  # as in a terminal: a runner under nohup would pass SIGHUP ignored
 real, n = tables.AtomicCsvWriter.writerow, [0]
 def writerow(self, row):  # the signal arrives with half of the rows written
     n[0] += 1
