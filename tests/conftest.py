@@ -108,3 +108,21 @@ def export_student(preset, texts, classes=(0, 1, 2), temperature=0.7, seed=1, us
     net.params[:] += np.random.default_rng(seed).normal(0, 0.3, net.size).astype(np.float32)
     return Student(vocab, net, list(classes), {"calibration": {"method": "temperature", "temperature": temperature},
                                                "uses_context": uses_context, "preset": preset})
+
+
+def model_contents(model):
+    """A model's file contents (metadata, arrays) less what differs between equal runs: the seconds
+    training took and, for a distilled student, the work folder's path (its teacher folder's name kept)."""
+    import os
+
+    from tinykd.modelfile import read_bytes
+
+    meta, arrays = read_bytes(model.to_bytes())
+    for st in meta["students"].values():
+        st["meta"]["training"].pop("seconds")
+        for h in st["meta"]["history"]:
+            h.pop("seconds")
+        d = st["meta"].get("distill")
+        if d:
+            d["teacher"] = os.path.basename(os.path.dirname(d["teacher"]))
+    return meta, arrays

@@ -16,8 +16,8 @@ dd = pytest.importorskip("dask.dataframe")
 
 import tinykd  # noqa: E402
 import tinykd.dask as tkd  # noqa: E402
-from conftest import scientsbank_rows  # noqa: E402
-from tinykd.modelfile import ModelFileError, read_bytes  # noqa: E402
+from conftest import model_contents, scientsbank_rows  # noqa: E402
+from tinykd.modelfile import ModelFileError  # noqa: E402
 from tinykd.scorefile import output_columns  # noqa: E402
 
 
@@ -60,18 +60,8 @@ def bundle(items_rows, tmp_path_factory):
     return model, str(path)
 
 
-def _contents(model):
-    """A model's file contents, less the seconds that training took."""
-    meta, arrays = read_bytes(model.to_bytes())
-    for st in meta["students"].values():
-        st["meta"]["training"].pop("seconds")
-        for h in st["meta"]["history"]:
-            h.pop("seconds")
-    return meta, arrays
-
-
 def assert_same_bundle(a, b):
-    (ma, aa), (mb, ab) = _contents(a), _contents(b)
+    (ma, aa), (mb, ab) = model_contents(a), model_contents(b)
     assert sorted(aa) == sorted(ab)
     for k in aa:
         np.testing.assert_array_equal(aa[k], ab[k], err_msg=k)

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import tinykd  # noqa: E402
 import tinykd.distill as D  # noqa: E402
 
-from conftest import FILLER, WORDS, assert_user_error, run_cli  # noqa: E402
+from conftest import FILLER, WORDS, assert_user_error, model_contents, run_cli  # noqa: E402
 
 TEACHER = dict(epochs=4, patience=2, lr=3e-3, batch_size=8, max_length=32)
 STUDENT = dict(copies=2, lams=(1.0, 4.0), epochs=3, patience=2, preset="falling_weights", verbose=False)
@@ -134,19 +134,6 @@ def test_without_the_teacher_extra_one_line(tmp_path, capsys, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ Dask (the [dask] extra)
-def _contents(model):
-    """A model's file contents, less the seconds that training took and the work folder's path."""
-    from tinykd.modelfile import read_bytes
-
-    meta, arrays = read_bytes(model.to_bytes())
-    for st in meta["students"].values():
-        st["meta"]["training"].pop("seconds")
-        for h in st["meta"]["history"]:
-            h.pop("seconds")
-        st["meta"]["distill"]["teacher"] = os.path.basename(os.path.dirname(st["meta"]["distill"]["teacher"]))
-    return meta, arrays
-
-
 def test_per_item_on_dask_equals_one_process_and_reuses_its_stages(tmp_path, tiny_base, capsys):
     pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
@@ -168,7 +155,7 @@ def test_per_item_on_dask_equals_one_process_and_reuses_its_stages(tmp_path, tin
     a, b = tinykd.load(tmp_path / "one.npz"), tinykd.load(tmp_path / "dask.npz")
     assert isinstance(b, tinykd.Bundle) and b.items == a.items == ["Q1", "Q2"]
     for m in (b, tinykd.load(tmp_path / "again.npz")):
-        (ma, aa), (mb, ab) = _contents(a), _contents(m)
+        (ma, aa), (mb, ab) = model_contents(a), model_contents(m)
         assert sorted(aa) == sorted(ab) and ma == mb
         for k in aa:
             np.testing.assert_array_equal(aa[k], ab[k], err_msg=k)

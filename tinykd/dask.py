@@ -187,33 +187,45 @@ def _fit_job(job):
     return fit_item(job, verbose=False).to_bytes()
 
 
+def _map_in_order(client, task, arg_lists, prefix, on_done):
+    """``client.map(task, *arg_lists)`` (one task per job, keys ``prefix-<run>-<k>``, never cached),
+    results in the jobs' order; ``on_done(n_done, k, result)`` as each finishes; unfinished tasks are
+    cancelled when this stops early (an error, Ctrl-C)."""
+    from distributed import as_completed
+
+    run = uuid.uuid4().hex[:8]
+    n = len(arg_lists[0])
+    futures = client.map(task, *arg_lists, key=[f"{prefix}-{run}-{k}" for k in range(n)], pure=False)
+    index = {f.key: k for k, f in enumerate(futures)}
+    results = [None] * n
+    try:
+        for n_done, fut in enumerate(as_completed(futures), 1):
+            k = index[fut.key]
+            results[k] = fut.result()
+            on_done(n_done, k, results[k])
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+    return results
+
+
 def fit_items(texts, labels, *, client=None, verbose=True, stream=None, **kwargs):
     """:func:`tinykd.fit_items` with one Dask task per student, on ``client`` (default: the current
     ``distributed`` client). The same arguments, the same result: a Student or a Bundle whose
     students have the weights, vocabularies and metadata (but the seconds) that
     :func:`tinykd.fit_items` gives for the same seeds. Progress: one line per finished item."""
     require()
-    from distributed import as_completed
-
     from .fitting import plan_items
 
     stream = sys.stderr if stream is None else stream
     plan = plan_items(texts, labels, verbose=verbose, stream=stream, **kwargs)
     client = _client(client)
-    run = uuid.uuid4().hex[:8]
-    keys = [f"tinykd-fit-{run}-{k}" for k in range(len(plan.jobs))]
-    futures = client.map(_fit_job, plan.jobs, key=keys, pure=False)
-    index = {f.key: k for k, f in enumerate(futures)}
-    blobs = [None] * len(futures)
-    try:
-        for done, fut in enumerate(as_completed(futures), 1):
-            k = index[fut.key]
-            blobs[k] = fut.result()
-            job = plan.jobs[k]
-            if verbose and job.item is not None:
-                print(f"[{done}/{len(futures)}] item {job.item!r}: {len(job.y)} rows, trained", file=stream, flush=True)
-    finally:
-        client.cancel([f for f in futures if not f.done()])
+
+    def progress(done, k, _):
+        job = plan.jobs[k]
+        if verbose and job.item is not None:
+            print(f"[{done}/{len(plan.jobs)}] item {job.item!r}: {len(job.y)} rows, trained", file=stream, flush=True)
+
+    blobs = _map_in_order(client, _fit_job, [plan.jobs], "tinykd-fit", progress)
     students = [load_bytes(b, f"the student of {job.name}") for b, job in zip(blobs, plan.jobs)]
     return plan.model(students)
 
@@ -240,26 +252,19 @@ def map_items(fn, jobs, *, client=None, names=None, log=None, summary=None):
     live (events of this run's own topic, for no other client) and one line per finished job,
     ``[k/n] NAME done: summary(result)``."""
     require()
-    from distributed import as_completed
-
     client = _client(client)
-    run = uuid.uuid4().hex[:8]
-    topic = f"tinykd-items-{run}" if log is not None else None
+    topic = f"tinykd-items-{uuid.uuid4().hex[:8]}" if log is not None else None
     if topic is not None:
         client.subscribe_topic(topic, lambda event: log(event[1]))
     names = names or [f"job {k}" for k in range(len(jobs))]
-    keys = [f"tinykd-item-{run}-{k}" for k in range(len(jobs))]
-    futures = client.map(_item_task, [fn] * len(jobs), jobs, [topic] * len(jobs), key=keys, pure=False)
-    index = {f.key: k for k, f in enumerate(futures)}
-    results = [None] * len(jobs)
+
+    def progress(n_done, k, result):
+        if log is not None:
+            log(f"[{n_done}/{len(jobs)}] {names[k]} done" + (f": {summary(result)}" if summary else ""))
+
     try:
-        for n_done, fut in enumerate(as_completed(futures), 1):
-            k = index[fut.key]
-            results[k] = fut.result()
-            if log is not None:
-                log(f"[{n_done}/{len(jobs)}] {names[k]} done" + (f": {summary(results[k])}" if summary else ""))
+        return _map_in_order(client, _item_task, [[fn] * len(jobs), jobs, [topic] * len(jobs)], "tinykd-item",
+                             progress)
     finally:
-        client.cancel([f for f in futures if not f.done()])
         if topic is not None:
             client.unsubscribe_topic(topic)
-    return results
