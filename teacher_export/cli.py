@@ -46,6 +46,9 @@ def build_parser():
     f.add_argument("--stop-on", choices=("accuracy", "loss"), default="accuracy",
                    help="early stopping keeps the epoch of best validation accuracy (ties: lower loss) "
                         "or of lowest validation loss (default: accuracy)")
+    f.add_argument("--tolerance", type=float, default=0.01,
+                   help="with --stop-on accuracy: validation accuracies within this of the best count as "
+                        "tied, and the tied epoch of lowest validation loss is kept (default 0.01; 0: the best)")
     f.add_argument("--lr", type=float, default=5e-5)
     f.add_argument("--max-length", type=int, default=128)
     f.add_argument("--batch-size", type=int, default=16)
@@ -125,7 +128,8 @@ def main(argv=None):
                           weight_decay=args.weight_decay, crossfit=args.crossfit,
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
-                          freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on)
+                          freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on,
+                          tolerance=args.tolerance)
         elif args.cmd == "crossfit":
             from .export import run_crossfit
 

@@ -16,7 +16,7 @@ from tinykd.tables import CsvReader, label_key, normalize_labels, read_table
 
 from . import __version__
 from .data import DataError, Dataset, load_dataset, stratified_folds
-from .finetune import STOP_ON, encode, fine_tune, log, pick_device, predict_logits, set_seed
+from .finetune import STOP_ON, TOLERANCE, encode, fine_tune, log, pick_device, predict_logits, set_seed
 from .model import load_classifier, load_tokenizer, resolve_base
 
 TEACHER_META = "teacher.json"
@@ -68,7 +68,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             val_frac=0.1, where=None, unlabeled=None, base=None, epochs=6, patience=2, lr=5e-5,
             max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
             crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
-            class_weight=False, freeze_embeddings=False, stop_on="accuracy"):
+            class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE):
     """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
     K >= 2 also ``out/<name>-crossfit.csv``. Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
@@ -104,14 +104,15 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     hp = {"epochs": epochs, "patience": patience, "lr": lr, "max_length": max_length,
           "batch_size": batch_size, "warmup": warmup, "weight_decay": weight_decay, "seed": seed,
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
-          "class_weight": cw, "freeze_embeddings": freeze_embeddings, "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on}
+          "class_weight": cw, "freeze_embeddings": freeze_embeddings, "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
+          **({"tolerance": tolerance} if stop_on == "accuracy" else {})}
 
     set_seed(seed)
     model = load_classifier(base_path, len(ds.classes), ds.class_keys)
     res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                     warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
                     progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings,
-                    stop_on=stop_on)
+                    stop_on=stop_on, tolerance=tolerance)
     log(f"predicting {len(ds.ids)} rows")
     logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50)
     proba = softmax(logits)

@@ -102,11 +102,64 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
 STOP_ON = ("accuracy", "loss")
 
 
-def _epoch_score(rec, stop_on):
-    """A tuple that is larger for a better epoch: (val accuracy, -val loss) or (-val loss,).
-    Differences under 1e-6 count as ties, so float noise never decides."""
-    loss = -round(rec["val_loss"], 6)
-    return (round(rec["val_acc"], 6), loss) if stop_on == "accuracy" else (loss,)
+#: validation accuracies within this of the best count as tied (``stop_on="accuracy"``): a few hundred
+#: validation answers cannot tell them apart, and the tied epoch of lowest validation loss is the less
+#: over-confident teacher (ASAP-SAS item 1: epoch 5, val acc 0.760, loss 0.68, taught a student 0.728
+#: on validation; epoch 7, 0.770, loss 0.80, one of 0.668)
+TOLERANCE = 0.01
+
+
+def kept_epoch(history, stop_on="accuracy", tolerance=TOLERANCE):
+    """The epoch early stopping keeps, from the per-epoch records so far (``val_acc``, ``val_loss``):
+    ``stop_on="loss"``: the lowest validation loss; ``"accuracy"``: among the epochs whose validation
+    accuracy is within ``tolerance`` of the best, the lowest validation loss. Differences under 1e-6
+    count as ties (float noise never decides); a tie goes to the earlier epoch. With
+    ``tolerance=0``: the best accuracy, ties to the lower loss."""
+    if stop_on == "loss":
+        cands = history
+    else:
+        top = max(round(r["val_acc"], 6) for r in history)
+        cands = [r for r in history if round(r["val_acc"], 6) >= round(top - tolerance, 6)]
+    return min(cands, key=lambda r: (round(r["val_loss"], 6), r["epoch"]))["epoch"]
+
+
+class EarlyStopping:
+    """Which epoch to keep and when to stop, from each epoch's validation record (no torch here).
+
+    ``update(rec)`` adds one epoch (``epoch``, ``val_acc``, ``val_loss``) and returns the epochs
+    whose weights must be held from now on: those :func:`kept_epoch` may still choose as epochs are
+    added (within ``tolerance`` of the best accuracy and not beaten in both accuracy and loss by
+    another such epoch; with ``stop_on="loss"`` the lowest loss only). An epoch improves when it
+    becomes the kept one or (``"accuracy"``) raises the best accuracy by more than ``tolerance``;
+    ``stop`` is true ``patience`` epochs after the last improvement; ``kept`` is the epoch to restore.
+    """
+
+    def __init__(self, stop_on="accuracy", tolerance=TOLERANCE, patience=2):
+        self.stop_on, self.tolerance, self.patience = stop_on, tolerance, patience
+        self.history, self.kept, self.top, self.last_better = [], 0, None, 0
+
+    def update(self, rec):
+        self.history.append(rec)
+        ep, acc = rec["epoch"], round(rec["val_acc"], 6)
+        if self.stop_on == "accuracy" and (self.top is None or acc > round(self.top + self.tolerance, 6)):
+            self.last_better = ep
+        self.top = acc if self.top is None else max(self.top, acc)
+        now = kept_epoch(self.history, self.stop_on, self.tolerance)
+        if now != self.kept:
+            self.kept, self.last_better = now, ep
+        return {r["epoch"] for r in self._keepable()}
+
+    @property
+    def stop(self):
+        return bool(self.history) and self.history[-1]["epoch"] - self.last_better >= self.patience
+
+    def _keepable(self):
+        key = lambda r: (round(r["val_loss"], 6), r["epoch"])  # noqa: E731 (kept_epoch's order)
+        if self.stop_on == "loss":
+            return [min(self.history, key=key)]
+        cands = [r for r in self.history if round(r["val_acc"], 6) >= round(self.top - self.tolerance, 6)]
+        return [r for r in cands if not any(round(o["val_acc"], 6) >= round(r["val_acc"], 6) and key(o) < key(r)
+                                            for o in cands)]
 
 
 @dataclass
@@ -121,14 +174,19 @@ class FitResult:
 
 def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, lr=5e-5,
               batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, device=None, pad_id=0,
-              progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy"):
+              progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy",
+              tolerance=TOLERANCE):
     """Fine-tune ``model`` in place on rows ``train_idx`` of ``enc`` (labels ``y``, indexed like
     ``enc``). With ``val_idx``: early stopping with ``patience`` and the best epoch's weights
-    restored, the best epoch being the one of highest validation accuracy (ties: lower validation
-    loss) with ``stop_on="accuracy"``, or of lowest validation loss with ``stop_on="loss"``;
-    without ``val_idx``: exactly ``epochs`` epochs."""
+    restored, the epoch being :func:`kept_epoch`'s (``stop_on``, ``tolerance``). An epoch improves
+    when it becomes the kept one or (``stop_on="accuracy"``) raises the best validation accuracy by
+    more than ``tolerance``; training stops ``patience`` epochs after the last improvement. Only the
+    weights of epochs that can still be kept are held (in memory, on the CPU). Without
+    ``val_idx``: exactly ``epochs`` epochs."""
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), not {tolerance!r}")
     set_seed(seed)
     device = device or pick_device()
     model.to(device)
@@ -161,7 +219,7 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     cw = torch.as_tensor(class_weight, dtype=torch.float32, device=device) if class_weight is not None else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=cw)
     res = FitResult(model=model, train_idx=train_idx.tolist())
-    best, best_state, bad = None, None, 0
+    stopping, states = EarlyStopping(stop_on, tolerance, patience), {}
     t_start = time.time()
     for ep in range(1, epochs + 1):
         model.train()
@@ -197,23 +255,22 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
                 f"val acc {rec['val_acc']:.4f}  {rec['seconds']:.0f}s")
             res.history.append(rec)
             res.epochs_run = ep
-            score = _epoch_score(rec, stop_on)
-            if best is None or score > best:
-                best, bad, res.best_epoch = score, 0, ep
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    log(f"{tag}early stop: no val-{stop_on} improvement for {patience} epochs; "
-                        f"restoring epoch {res.best_epoch}")
-                    break
+            live = stopping.update(rec)
+            if ep in live:  # held on the CPU: only the epochs that can still be kept
+                states[ep] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            states = {e: st for e, st in states.items() if e in live}
+            res.best_epoch = stopping.kept
+            if stopping.stop:
+                log(f"{tag}early stop: no val-{stop_on} improvement for {patience} epochs; "
+                    f"restoring epoch {stopping.kept}")
+                break
         else:
             log(f"{tag}epoch {ep}/{epochs}  loss {rec['loss']:.4f}  {rec['seconds']:.0f}s")
             res.history.append(rec)
             res.epochs_run = ep
             res.best_epoch = ep
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if states:
+        model.load_state_dict(states[stopping.kept])
     res.seconds = round(time.time() - t_start, 1)
     model.eval()
     return res

@@ -90,21 +90,62 @@ def test_file_columns_split_fold_and_sidecar(fitted):
     assert "response" not in json.dumps(side) and "marble" not in json.dumps(side)  # no text in the sidecar
     assert 1 <= side["best_epoch"] <= 12 and len(side["history"]) == side["epochs_run"]
     assert all("val_loss" in h and "val_acc" in h for h in side["history"])
-    # the restored epoch is the one of best validation accuracy, ties broken by the lower loss, and
-    # the run stopped `patience` epochs after it (or at the last epoch)
+    # the restored epoch: of the epochs within `tolerance` of the best validation accuracy, the one of
+    # lowest validation loss; the run stopped `patience` epochs after the last improvement
     h = side["history"]
-    best = max(h, key=lambda r: (round(r["val_acc"], 6), -round(r["val_loss"], 6)))["epoch"]
-    assert side["best_epoch"] == best and side["hyperparameters"]["stop_on"] == "accuracy"
-    assert side["epochs_run"] == min(12, best + 3)
+    tol = side["hyperparameters"]["tolerance"]
+    assert tol == 0.01 and side["hyperparameters"]["stop_on"] == "accuracy"
+    top = max(r["val_acc"] for r in h)
+    best = min((r for r in h if r["val_acc"] >= top - tol - 1e-9), key=lambda r: (r["val_loss"], r["epoch"]))["epoch"]
+    assert side["best_epoch"] == best
+    from teacher_export.finetune import EarlyStopping
+
+    es = EarlyStopping("accuracy", tol, 3)
+    for r in h:
+        es.update(r)
+        assert es.stop == (r is h[-1] and side["epochs_run"] < 12)
+    assert es.kept == best
+
+
+def test_early_stopping_keeps_the_least_confident_tied_epoch_and_stops_after_the_last_improvement():
+    from teacher_export.finetune import EarlyStopping
+
+    def run(accs, losses, stop_on="accuracy", tol=0.01, patience=2):
+        es, held = EarlyStopping(stop_on, tol, patience), []
+        for ep, (a, l) in enumerate(zip(accs, losses), 1):
+            held.append(sorted(es.update({"epoch": ep, "val_acc": a, "val_loss": l})))
+            if es.stop:
+                break
+        return es.kept, ep, held
+
+    # ASAP-SAS item 1's recorded teacher: epoch 7 (0.7695) is within 0.01 of epoch 5 (0.7605) and
+    # has the higher loss, so epoch 5 is kept and the run stops two epochs later
+    acc1 = [0.4701, 0.6527, 0.6946, 0.7186, 0.7605, 0.7305, 0.7695, 0.7485, 0.7515]
+    loss1 = [1.1606, 0.8266, 0.7142, 0.6987, 0.6823, 0.7872, 0.8027, 0.886, 0.9123]
+    kept, ran, held = run(acc1, loss1)
+    assert (kept, ran) == (5, 7) and held[-1] == [5, 7]  # epoch 7 is held: a later epoch may drop epoch 5
+    assert run(acc1, loss1, tol=0.0)[:2] == (7, 9)        # the best accuracy alone: epoch 7, nine epochs
+    assert run(acc1, loss1, stop_on="loss")[:2] == (5, 7)
+    # a new best by more than the tolerance is an improvement even when the kept epoch stays
+    kept, ran, held = run([0.70, 0.72, 0.701, 0.735, 0.70, 0.70], [0.5, 0.6, 0.7, 0.4, 0.9, 0.9])
+    assert (kept, ran) == (4, 6)
+    # the kept epoch can move back to one held since: 0.78 (e2) is tied by 0.775 (e3, lower loss), then
+    # 0.789 (e4) drops e3 (0.775 < 0.779) and e2 is kept again, its weights still held
+    kept, ran, held = run([0.70, 0.78, 0.775, 0.789, 0.6, 0.6], [0.9, 0.7, 0.6, 0.8, 1.0, 1.0])
+    assert held[2] == [2, 3] and held[3] == [2, 4] and kept == 2 and ran == 6
 
 
 def test_stop_on_loss_restores_the_lowest_validation_loss(tiny_base, tmp_path):
-    from teacher_export.finetune import _epoch_score
+    from teacher_export.finetune import kept_epoch
 
-    # the ordering itself: accuracy first, loss breaks ties; or loss alone
-    recs = [{"val_acc": 0.5, "val_loss": 0.9}, {"val_acc": 0.6, "val_loss": 1.2}, {"val_acc": 0.6, "val_loss": 1.1}]
-    assert max(range(3), key=lambda i: _epoch_score(recs[i], "accuracy")) == 2
-    assert max(range(3), key=lambda i: _epoch_score(recs[i], "loss")) == 0
+    # the rule itself: accuracy first (within the tolerance), the lower loss among the tied; or loss alone
+    recs = [{"epoch": 1, "val_acc": 0.5, "val_loss": 0.9}, {"epoch": 2, "val_acc": 0.6, "val_loss": 1.2},
+            {"epoch": 3, "val_acc": 0.6, "val_loss": 1.1}, {"epoch": 4, "val_acc": 0.605, "val_loss": 1.3}]
+    assert kept_epoch(recs, "accuracy", 0.0) == 4
+    assert kept_epoch(recs, "accuracy", 0.01) == 3
+    assert kept_epoch(recs[:3], "accuracy", 0.0) == 3
+    assert kept_epoch(recs, "accuracy", 0.2) == 1
+    assert kept_epoch(recs, "loss") == 1
     data, _ = _make_csv(tmp_path / "answers.csv")
     res = run_fit(data=data, out=str(tmp_path / "out"), base=tiny_base, split_col="split", val_split="val",
                   seed=3, stop_on="loss", **{**FAST, "epochs": 6, "patience": 2, "lr": 3e-3, "warmup": 0.0})
