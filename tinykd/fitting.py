@@ -142,7 +142,7 @@ def _take(xs, idx):
 def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None, lam=None,
         temperature=1.0, soft_loss="ce", validation=None, validation_fraction=VALIDATION_FRACTION, transfer=None,
         epochs=40,
-        batch_size=32, lr=1e-3, patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None,
+        batch_size=32, lr=1e-3, patience=5, clip_norm=5.0, seed=0, offsets=True, verbose=True, stream=None,
         settings=None, name="model"):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
 
@@ -161,6 +161,9 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         :data:`MIN_HOLDOUT_ROWS`). Labels no training row has are dropped from it (a note).
     transfer : ``(texts, teacher_proba[, contexts])`` unlabeled rows for the soft term.
     epochs, batch_size, lr, patience, clip_norm, seed : training settings.
+    offsets : choose per-class decision offsets on the validation rows and fold them into the
+        output layer's bias (:mod:`tinykd.offsets`; at least :data:`tinykd.offsets.MIN_ROWS` rows);
+        ``meta["decision_offsets"]`` records them.
     verbose, stream : progress lines and notes (default ``sys.stderr``).
     settings : :class:`tinykd.settings.Settings` (cores, BLAS threads; no effect on results).
     name : how notes and errors name this student (e.g. ``"item 'Q1'"``).
@@ -302,6 +305,12 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     if val is not None:  # through the training forward: scoring kernels are not compiled for this
         with blas_threads(1):  # (the same bits in every process: the calibration is fitted on these)
             logits = net.predict_logits(val.ids, val.lengths)
+        if offsets:
+            meta["decision_offsets"] = _decision_offsets(net, val, logits, name, note)
+            if any(meta["decision_offsets"]["offsets"]):
+                with blas_threads(1):
+                    logits = net.predict_logits(val.ids, val.lengths)
+            meta["notes"] = list(note)
         pred = logits.argmax(axis=1)
         names = [str(c) for c in labels]
         meta["validation_metrics"] = scoring_metrics([names[k] for k in v_y], [names[k] for k in pred],
@@ -322,6 +331,25 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         meta["calibration"] = {"method": None, "temperature": None, "n_val": 0,
                                "reason": "no validation rows: confidence is the raw softmax"}
     return Student(vocab, net, labels, meta)
+
+
+def _decision_offsets(net, val, logits, name, note):
+    """Per-class offsets chosen on the validation rows (:func:`tinykd.offsets.fit_offsets`), added
+    to the output layer's bias in place; what was chosen, as ``meta["decision_offsets"]`` records it."""
+    from .offsets import MIN_ROWS, fit_offsets
+
+    K = logits.shape[1]
+    if len(val.y) < MIN_ROWS:
+        return {"offsets": [0.0] * K, "n_val": int(len(val.y)),
+                "reason": f"fewer than {MIN_ROWS} validation rows: no decision offsets"}
+    b, before, after = fit_offsets(logits, val.y)
+    if b.any():
+        net.p["out.b"][...] += b.astype(net.p["out.b"].dtype)
+        note(f"{name}: decision offsets {', '.join(f'{v:+g}' for v in b)} (validation accuracy "
+             f"{before[0]:.3f} → {after[0]:.3f}, QWK {before[1]:.3f} → {after[1]:.3f}), folded into the output bias")
+    return {"offsets": [float(v) for v in b], "n_val": int(len(val.y)),
+            "validation_before": {"accuracy": before[0], "qwk": before[1]},
+            "validation_after": {"accuracy": after[0], "qwk": after[1]}}
 
 
 def calibrate(logits, y):

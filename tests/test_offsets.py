@@ -1,0 +1,72 @@
+"""Per-class decision offsets (tinykd.offsets) and their folding into a student's output bias."""
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from tinykd.offsets import GRID, MIN_ROWS, accuracy_qwk, fit_offsets
+
+
+def test_accuracy_qwk_equals_scikit_learn():
+    rng = np.random.default_rng(0)
+    for K in (2, 3, 5):
+        y = rng.integers(0, K, 300)
+        pred = np.where(rng.random(300) < 0.6, y, rng.integers(0, K, 300))
+        a, q = accuracy_qwk(y, pred, K)
+        assert a == pytest.approx(np.mean(y == pred), abs=1e-15)
+        assert q == pytest.approx(cohen_kappa_score(y, pred, labels=list(range(K)), weights="quadratic"), abs=1e-12)
+    assert accuracy_qwk([0, 0, 0], [0, 0, 0], 3) == (1.0, 0.0)  # one class only: QWK undefined, 0
+
+
+def test_fit_offsets_finds_the_rare_class_and_keeps_zero_when_nothing_helps():
+    rng = np.random.default_rng(1)
+    n = 600
+    y = rng.choice(3, n, p=[0.7, 0.2, 0.1])
+    z = rng.normal(0, 1, (n, 3))
+    z[np.arange(n), y] += 2.0
+    z[:, 2] -= 2.5  # class 2 under-predicted: its logit 2.5 too low
+    b, before, after = fit_offsets(z, y)
+    assert b[0] == 0 and b[2] >= 1.0 and after > before
+    # the reported scores are those of argmax(z + b)
+    assert after == tuple(round(v, 12) for v in accuracy_qwk(y, (z + b).argmax(1), 3))
+    # exhaustive search over the grid finds nothing better than coordinate ascent here
+    best = max(accuracy_qwk(y, (z + np.array([0, u, v])).argmax(1), 3) for u in GRID for v in GRID)
+    assert tuple(round(v, 12) for v in best) == after
+    # well-calibrated logits: no offset helps on these rows, so none is chosen
+    z2 = rng.normal(0, 1, (n, 3))
+    z2[np.arange(n), y] += 6.0
+    b2, before2, after2 = fit_offsets(z2, y)
+    assert not b2.any() and before2 == after2 == (1.0, 1.0)
+
+
+def test_fit_folds_the_offsets_into_the_output_bias():
+    from tinykd.fitting import fit
+
+    rng = np.random.default_rng(2)
+    words = ["sun", "moon", "rain", "wind", "snow", "star", "cloud", "storm"]
+    texts, y = [], []
+    for i in range(480):
+        k = 2 if i % 12 == 0 else i % 2
+        texts.append(" ".join(rng.choice(words[:4] if k == 0 else words[4:] if k == 1 else words[2:6], 6)))
+        y.append(k)
+    val = (texts[:160], y[:160])
+    on = fit(texts[160:], y[160:], validation=val, preset="falling_weights", epochs=3, seed=0, verbose=False)
+    off = fit(texts[160:], y[160:], validation=val, preset="falling_weights", epochs=3, seed=0, verbose=False,
+              offsets=False)
+    d = on.meta["decision_offsets"]
+    assert "decision_offsets" not in off.meta and d["n_val"] == 160 >= MIN_ROWS
+    b = np.asarray(d["offsets"], dtype=np.float32)
+    assert b.any()  # class 2 (1 in 12 rows) after 3 epochs: the arg-max misses it, an offset helps
+    # the same training: the weights differ by the offsets on the output bias only
+    assert np.array_equal(on.net.p["out.b"], off.net.p["out.b"] + b)
+    rest = [k for k in on.net.p if k != "out.b"]
+    assert all(np.array_equal(on.net.p[k], off.net.p[k]) for k in rest)
+    # the validation metrics are those of the model as saved, and no worse than without offsets
+    pred = on.predict(val[0])
+    assert on.meta["validation_metrics"]["accuracy"] == pytest.approx(np.mean(np.asarray(pred) == np.asarray(val[1])))
+    assert (d["validation_after"]["accuracy"], d["validation_after"]["qwk"]) >= \
+           (d["validation_before"]["accuracy"], d["validation_before"]["qwk"])
+    assert d["validation_before"]["accuracy"] == pytest.approx(off.meta["validation_metrics"]["accuracy"])
+    # too few validation rows: no offsets, and the reason recorded
+    few = fit(texts[160:], y[160:], validation=(texts[:60], y[:60]), preset="falling_weights", epochs=1, seed=0,
+              verbose=False)
+    assert not any(few.meta["decision_offsets"]["offsets"]) and "fewer than" in few.meta["decision_offsets"]["reason"]
