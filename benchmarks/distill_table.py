@@ -88,13 +88,17 @@ def teacher_facts(teacher_dir):
     if not side.exists():
         return {}
     d = json.loads(side.read_text(encoding="utf-8"))
+    hp = d.get("hyperparameters", {})
     return {"best_epoch": d.get("best_epoch"), "epochs_run": d.get("epochs_run"),
-            "stop_on": d.get("hyperparameters", {}).get("stop_on", "loss")}
+            "stop_on": hp.get("stop_on", "loss"), "tolerance": hp.get("tolerance", 0.0)}
 
 
 def epochs(r):
     t = r.get("teacher") or {}
-    return f"{t['best_epoch']} / {t['epochs_run']} ({t['stop_on']})" if t.get("best_epoch") else "?"
+    if not t.get("best_epoch"):
+        return "?"
+    rule = t["stop_on"] + (f" ± {t['tolerance']:g}" if t["stop_on"] == "accuracy" and t.get("tolerance") else "")
+    return f"{t['best_epoch']} / {t['epochs_run']} ({rule})"
 
 
 def write_md(results, order, path):
@@ -103,8 +107,34 @@ def write_md(results, order, path):
              f"({platform.machine()}, {os.cpu_count()} cores, no GPU; one seed; test rows of each data set). "
              "Δ = student − teacher. Each row is one `tinykd distill` run (its command below the table); "
              "the teacher is fine-tuned by that run.", ""] + table_lines(results, order)
+    lines += before_lines(results, order, path.with_name("distill_table_before_offsets.json"))
     lines += stop_rule_lines(results, order, path.with_name("distill_table_stop_on_loss.json"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def before_lines(results, order, before_json):
+    """The rows as they were before the students' decision offsets and the teacher's tolerance
+    (``before_json``, committed with the table at c0622d5) against the rows above."""
+    if not before_json.exists():
+        return []
+    old = json.loads(before_json.read_text())
+    f = lambda v: f"{v['accuracy']:.3f} / {v['qwk']:.3f}"  # noqa: E731
+    lines = ["", "## Before / after the decision offsets (and the teacher's tolerance)", "",
+             f"`{before_json.name}`: the rows before the students' per-class decision offsets (tinykd.offsets) and the "
+             "teacher's accuracy tolerance; the same data, roles and seeds.", "",
+             "| data set | teacher epoch kept / run, before → now | teacher test before → now | student test before → now "
+             "| Δ acc before → now | Δ QWK before → now |", "|---|---|---|---|---:|---:|"]
+    for k in order:
+        new = results.get(k)
+        if k not in old or not new:
+            continue
+        sts = [next(v for n, v in r["metrics"].items() if n.startswith("student")) for r in (old[k], new)]
+        d = [(s["accuracy"] - r["metrics"]["teacher"]["accuracy"], s["qwk"] - r["metrics"]["teacher"]["qwk"])
+             for s, r in zip(sts, (old[k], new))]
+        lines.append(f"| {new['name']} | {epochs(old[k])} → {epochs(new)} | {f(old[k]['metrics']['teacher'])} → "
+                     f"{f(new['metrics']['teacher'])} | {f(sts[0])} → {f(sts[1])} | {d[0][0]:+.3f} → {d[1][0]:+.3f} | "
+                     f"{d[0][1]:+.3f} → {d[1][1]:+.3f} |")
+    return lines
 
 
 def stop_rule_lines(results, order, loss_json):
@@ -140,6 +170,8 @@ def main(argv=None):
     ap.add_argument("--rows", default="", help="comma-separated subset of the rows (default: all)")
     ap.add_argument("--out", type=Path, default=RESULTS / "distill_table.md")
     ap.add_argument("--md-only", action="store_true", help="rewrite the table from the .json beside --out; run nothing")
+    ap.add_argument("--teacher-stop-on", choices=("accuracy", "loss"), help="as tinykd distill's (these rows)")
+    ap.add_argument("--teacher-tolerance", type=float, help="as tinykd distill's (these rows)")
     args = ap.parse_args(argv)
     table = rows(args.data_dir)
     order = ORDER
@@ -152,6 +184,12 @@ def main(argv=None):
         return 0
     for key in pick:
         name, data, opts, command = table[key]
+        topts = {k: v for k, v in (("stop_on", args.teacher_stop_on), ("tolerance", args.teacher_tolerance))
+                 if v is not None}
+        if topts:
+            opts = {**opts, "teacher_options": topts}
+            command += "".join(f" --teacher-{k.replace('_', '-')} {v:g}" if isinstance(v, float)
+                               else f" --teacher-{k.replace('_', '-')} {v}" for k, v in topts.items())
         work = args.work_root / key
         t0 = time.time()
         print(f"== {key}: {command}", flush=True)

@@ -404,7 +404,7 @@ def cmd_distill(args):
         raise CLIError("--dask / --jobs run one task per item: give --item-col")
     _check_out_path(args.out, [args.data, args.unlabeled])
     topts = {k: getattr(args, f"teacher_{k}") for k in ("epochs", "patience", "lr", "batch_size", "max_length",
-                                                                "stop_on")}
+                                                                "stop_on", "tolerance")}
     with contextlib.ExitStack() as stack:
         client = _dask_client(stack, args) if args.dask or args.jobs is not None else None
         res = distill(args.data, args.out, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col,
@@ -415,7 +415,8 @@ def cmd_distill(args):
                       copies=args.copies, lams=tuple(args.lam) if args.lam else LAMS,
                       temperature=args.temperature, soft_loss=args.soft_loss, epochs=args.epochs,
                       patience=args.patience, seed=args.seed, where=args.where,
-                      teacher_threads=args.teacher_threads, client=client, verbose=not args.quiet)
+                      teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
+                      verbose=not args.quiet)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")
     print("\n".join(format_report(res)))
     return 0

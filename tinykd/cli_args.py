@@ -190,6 +190,11 @@ def build_parser():
     x.add_argument("--teacher-stop-on", choices=("accuracy", "loss"),
                    help="the teacher's early stopping keeps the epoch of best validation accuracy (ties: lower "
                         f"loss) or of lowest validation loss (unset: {TEACHER_DEFAULTS['stop_on']})")
+    x.add_argument("--teacher-tolerance", type=float, metavar="ACC",
+                   help="validation accuracies within ACC of the teacher's best count as tied, the tied epoch of "
+                        f"lowest validation loss kept (unset: {TEACHER_DEFAULTS['tolerance']:g}; 0: the best)")
+    x.add_argument("--no-offsets", action="store_true",
+                   help="no per-class decision offsets chosen on validation rows (tinykd.offsets)")
     x.add_argument("--teacher-threads", type=int, metavar="N",
                    help="torch CPU threads of each teacher process (unset: torch's default; with --dask / --jobs, "
                    "the worker's threads)")

