@@ -38,7 +38,7 @@ def test_fit_offsets_finds_the_rare_class_and_keeps_zero_when_nothing_helps():
     assert not b2.any() and before2 == after2 == (1.0, 1.0)
 
 
-def test_fit_folds_the_offsets_into_the_output_bias():
+def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
     from tinykd.fitting import fit
 
     rng = np.random.default_rng(2)
@@ -66,6 +66,17 @@ def test_fit_folds_the_offsets_into_the_output_bias():
     assert (d["validation_after"]["accuracy"], d["validation_after"]["qwk"]) >= \
            (d["validation_before"]["accuracy"], d["validation_before"]["qwk"])
     assert d["validation_before"]["accuracy"] == pytest.approx(off.meta["validation_metrics"]["accuracy"])
+    # the model file keeps them (in the bias, and recorded), and tinykd info names them
+    from tinykd.info import describe, format_description
+
+    import tinykd
+
+    on.save(tmp_path / "m.npz")
+    back = tinykd.load(tmp_path / "m.npz")
+    assert np.array_equal(back.net.p["out.b"], on.net.p["out.b"])
+    line = next(x for x in format_description(describe(tmp_path / "m.npz")) if "decision offsets" in x)
+    want = ", ".join(f"{c} {v:+g}" for c, v in zip(on.classes, d["offsets"]) if v)
+    assert line == f"  decision offsets: {want} (chosen on 160 validation rows, in the output bias)"
     # too few validation rows: no offsets, and the reason recorded
     few = fit(texts[160:], y[160:], validation=(texts[:60], y[:60]), preset="falling_weights", epochs=1, seed=0,
               verbose=False)

@@ -119,7 +119,7 @@ def cmd_train(args):
                         preset=args.preset, lam=args.lam, temperature=args.temperature,
                         soft_loss=args.soft_loss, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-                        verbose=not args.quiet)
+                        offsets=not args.no_offsets, verbose=not args.quiet)
         except SoftLabelError as e:  # name the command-line flags, not the Python arguments
             raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
                 "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None

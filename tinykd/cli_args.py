@@ -54,6 +54,8 @@ def build_parser():
     t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
     t.add_argument("--soft-loss", choices=("ce", "mse"), default="ce",
                    help="the soft term: ce (Eq. 4) or mse (the teacher's logits, centred; distill's default)")
+    t.add_argument("--no-offsets", action="store_true",
+                   help="no per-class decision offsets chosen on the validation rows (tinykd.offsets)")
     _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
     t.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     _split_args(t)

@@ -54,6 +54,8 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     epochs, batch_size, lr, patience : training settings.
     validation_fraction : float — stratified share held out for early stopping.
     config : dict or None — overrides of the preset's network config.
+    offsets : bool, default True — per-class decision offsets chosen on the validation rows
+        (:mod:`tinykd.offsets`), folded into the output layer's bias.
     random_state : int — the seed of every random choice (init, shuffling, dropout, holdout);
         scikit-learn's name for what :func:`tinykd.fit` calls ``seed``.
     verbose : bool — print per-epoch progress to stderr.
@@ -70,7 +72,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, preset="7t", lam=None, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
-                 patience=5, validation_fraction=0.125, config=None, random_state=0, verbose=False):
+                 patience=5, validation_fraction=0.125, config=None, offsets=True, random_state=0, verbose=False):
         self.preset = preset
         self.lam = lam
         self.temperature = temperature
@@ -80,6 +82,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.config = config
+        self.offsets = offsets
         self.random_state = random_state
         self.verbose = verbose
 
@@ -95,7 +98,8 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         student = _fit(texts, y, teacher_proba, contexts=contexts, preset=self.preset, config=self.config,
                        lam=self.lam, temperature=self.temperature, epochs=self.epochs,
                        batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                       validation_fraction=self.validation_fraction, seed=self.random_state, verbose=self.verbose)
+                       validation_fraction=self.validation_fraction, offsets=self.offsets, seed=self.random_state,
+                       verbose=self.verbose)
         self.student_ = student
         self.classes_ = np.asarray(student.classes)
         self.n_params_ = student.n_params

@@ -181,6 +181,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
                         epochs=epochs,
                         batch_size=batch_size, lr=lr, patience=patience,
                         validation_fraction=validation_fraction, seed=seed)
+    if not isinstance(offsets, (bool, np.bool_)):
+        raise OptionError("offsets", f"{{opt}} must be True or False, got {offsets!r}")
     texts = as_list(texts, "texts")
     y = np.asarray(as_list(y, "y") if isinstance(y, (str, bytes)) else y)
     if y.ndim != 1:

@@ -23,7 +23,7 @@ def describe(path):
             "vocab_size": len(st.vocab), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
             "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
             "validation_metrics": st.meta.get("validation_metrics"), "calibration": st.meta.get("calibration"),
-            "temperature": st.temperature,
+            "decision_offsets": st.meta.get("decision_offsets"), "temperature": st.temperature,
             "validation_rows_stored": len((st.meta.get("validation_predictions") or {}).get("y") or [])}
     return out
 
@@ -66,10 +66,22 @@ def format_description(out):
                          f"(stopped: {tr.get('stopped')}); seed {tr.get('seed')}; {tr.get('seconds')} s")
         if s["validation_metrics"]:
             lines.append(f"  validation: {format_metrics(s['validation_metrics'])}")
+        if s["decision_offsets"] is not None:
+            lines.append(f"  decision offsets: {format_offsets(s['decision_offsets'], s['classes'])}")
         lines.append(f"  calibration: {format_calibration(s['calibration'])}")
         if s["columns"]:
             lines.append("  columns: " + ", ".join(f"{k} = {v}" for k, v in s["columns"].items() if v))
     return lines
+
+
+def format_offsets(off, classes):
+    """One line: the per-class decision offsets a student's ``meta["decision_offsets"]`` records
+    (:mod:`tinykd.offsets`; already in the output bias)."""
+    vals = off["offsets"]
+    if not any(vals):
+        return f"none — {off.get('reason') or 'no offset helped on the validation rows'}"
+    return (", ".join(f"{c} {v:+g}" for c, v in zip(classes, vals) if v)
+            + f" (chosen on {off.get('n_val', '?')} validation rows, in the output bias)")
 
 
 def format_calibration(cal):

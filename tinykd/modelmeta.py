@@ -128,6 +128,14 @@ def check_student(name, sm):
         _check_fields(meta["training"], TRAINING, f"{where} meta['training']")
     if meta.get("validation_metrics") is not None:
         _check_fields(meta["validation_metrics"], METRICS, f"{where} meta['validation_metrics']")
+    if meta.get("decision_offsets") is not None:  # tinykd info prints them
+        off = meta["decision_offsets"]
+        _need(isinstance(off, dict), f"{where} meta['decision_offsets']", "an object", off)
+        vals = off.get("offsets")
+        _need(isinstance(vals, list) and all(_is_num(v) for v in vals), f"{where} meta['decision_offsets']['offsets']",
+              "a list of numbers", vals)
+        _need(isinstance(off.get("reason", ""), str), f"{where} meta['decision_offsets']['reason']", "text",
+              off.get("reason"))
     for key in ("notes", "history"):
         if meta.get(key) is not None:
             _need(isinstance(meta[key], list), f"{where} meta[{key!r}]", "a list", meta[key])
