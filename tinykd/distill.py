@@ -47,6 +47,7 @@ import numpy as np
 from ._version import __version__
 from .atomic import atomic_write_bytes
 from .errors import OptionError
+from .offsets import RULE as OFFSETS_RULE
 from .tables import (AtomicCsvWriter, duplicated, file_sha256, label_key, label_sort_key, normalize_labels,
                      read_table)
 
@@ -428,7 +429,7 @@ def distill_item(job, log, worker_threads=None):
     # 5. students: the plain NN and KD over λ, chosen on validation rows
     s_key = _key(l_key, preset, tuple(lams), *([temperature] if soft_loss == "ce" else []),
                  *([soft_loss] if soft_loss != "ce" else []), epochs,
-                 patience, seed, *(["offsets"] if job["offsets"] else []), __version__)
+                 patience, seed, *([OFFSETS_RULE] if job["offsets"] else []), __version__)
     tr_texts = [texts[i] for i in train]
     tr_ctx = None if contexts is None else [contexts[i] for i in train]
     v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
