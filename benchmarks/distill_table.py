@@ -146,16 +146,16 @@ def stop_rule_lines(results, order, loss_json):
         return []
     old = json.loads(loss_json.read_text())
     f = lambda v: f"{v['accuracy']:.3f} / {v['qwk']:.3f}"  # noqa: E731
-    lines = ["", "## Teacher stopping rule: validation loss (before) vs validation accuracy (now)", "",
-             f"Rows of `{loss_json.name}` (the same command when the teacher stopped on validation loss) against "
-             "the rows above that stopped on accuracy. Student val: the kept student's validation rows.", "",
+    lines = ["", "## Teacher stopping rule: validation loss (913996d) vs now", "",
+             f"Rows of `{loss_json.name}` (the same command when the teacher stopped on validation loss, no decision "
+             "offsets) against the rows above. Student val: the kept student's validation rows.", "",
              "| data set | rule | teacher epoch kept / run | teacher test | student val | student test |",
              "|---|---|---|---|---|---|"]
     for k in order:
         new = results.get(k)
         if k not in old or not new or (new.get("teacher") or {}).get("stop_on") != "accuracy":
             continue
-        for rule, r in (("loss", old[k]), ("accuracy", new)):
+        for rule, r in (("loss", old[k]), (epochs(new).split("(")[-1].rstrip(")"), new)):
             st = next(v for n, v in r["metrics"].items() if n.startswith("student"))
             val = r["validation"][max(r["validation"], key=lambda lam: (r["validation"][lam]["accuracy"],
                                                                          r["validation"][lam]["qwk"]))]
