@@ -192,6 +192,8 @@ def test_cli_distill_dask_errors_are_one_line(tmp_path, capsys):
                       "--dask / --jobs", "--item-col")
     assert_user_error(*run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz", "--item-col", "item",
                                "--teacher-threads", "0")[::2], "--teacher-threads")
+    assert_user_error(*run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz",
+                               "--teacher-tolerance", "-0.1")[::2], "--teacher-tolerance", "below 1")
     code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli import main\n"
             f"sys.exit(main(['distill', {data!r}, '--out', {str(tmp_path / 'm.npz')!r}, '--item-col', 'item', "
             "'--jobs', '1']))")

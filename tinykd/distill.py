@@ -244,6 +244,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     unknown = set(topts) - set(TEACHER_DEFAULTS)
     if unknown:
         raise OptionError("teacher_options", f"unknown {{opt}} {sorted(unknown)}; known: {sorted(TEACHER_DEFAULTS)}")
+    tol = topts["tolerance"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+        raise OptionError("teacher_tolerance", f"{{opt}} must be at least 0 and below 1, got {tol!r}")
     work = work or os.path.splitext(os.fspath(out))[0] + ".work"
     st = _Stages(work, log)
 
