@@ -35,6 +35,24 @@ RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ["asap-1", "asap-2", "asap-5", "asap-6", "asap-10", "scientsbank-ua"]
 
 
+def pair(v):
+    """Accuracy / QWK of one metrics dict, as the tables print them."""
+    return f"{v['accuracy']:.3f} / {v['qwk']:.3f}"
+
+
+def student(metrics):
+    """The kept student's metrics in a distill report (its name says its λ)."""
+    return next(v for n, v in metrics.items() if n.startswith("student"))
+
+
+def row_args(ap, out):
+    """The options every script over these rows takes: data, work folders, rows, the table written."""
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--work-root", type=Path, default=ROOT / "runs" / "distill")
+    ap.add_argument("--rows", default="", help="comma-separated subset of the rows (default: all)")
+    ap.add_argument("--out", type=Path, default=RESULTS / out)
+
+
 def rows(data_dir):
     asap = data_dir / "asap-sas-science" / "asap-sas-science.csv"
     out = {f"asap-{i}": (f"asap-sas-science item {i}", asap, {"where": [f"item={i}"], "split_col": "aera_split"},
@@ -60,8 +78,7 @@ def table_lines(results, order=ORDER):
             lines.append(f"| {k} | not run yet |" + " |" * 14)
             continue
         m = r["metrics"]
-        st = next(v for n, v in m.items() if n.startswith("student"))
-        f = lambda v: f"{v['accuracy']:.3f} / {v['qwk']:.3f}"  # noqa: E731
+        st, f = student(m), pair
         sec = r["seconds"]
         lines.append(f"| {r['name']} | {m['n']} | {f(m['teacher'])} | {f(m['TF-IDF + LR'])} | {f(m['plain NN'])} | "
                      f"{f(st)} | {st['accuracy'] - m['teacher']['accuracy']:+.3f} | "
@@ -69,7 +86,7 @@ def table_lines(results, order=ORDER):
                      f"{sec.get('teacher', 0):.0f} | {sec.get('labels', 0):.0f} | {sec.get('students', 0):.0f} | "
                      f"{sec['total'] / 60:.1f} |")
     if done:
-        sts = [next(v for n, v in r["metrics"].items() if n.startswith("student")) for r in done]
+        sts = [student(r["metrics"]) for r in done]
         da = sum(s["accuracy"] - r["metrics"]["teacher"]["accuracy"] for s, r in zip(sts, done)) / len(done)
         dq = sum(s["qwk"] - r["metrics"]["teacher"]["qwk"] for s, r in zip(sts, done)) / len(done)
         ahead = sum(s["accuracy"] > max(r["metrics"]["plain NN"]["accuracy"], r["metrics"]["TF-IDF + LR"]["accuracy"])
@@ -119,8 +136,7 @@ def before_lines(results, order, before_json):
     (``before_json``, committed with the table at c0622d5) against the rows above."""
     if not before_json.exists():
         return []
-    old = json.loads(before_json.read_text())
-    f = lambda v: f"{v['accuracy']:.3f} / {v['qwk']:.3f}"  # noqa: E731
+    old, f = json.loads(before_json.read_text()), pair
     lines = ["", "## Before / after the decision offsets (and the teacher's tolerance)", "",
              f"`{before_json.name}`: the rows before the students' per-class decision offsets (tinykd.offsets) and the "
              "teacher's accuracy tolerance; the same data, roles and seeds.", "",
@@ -130,7 +146,7 @@ def before_lines(results, order, before_json):
         new = results.get(k)
         if k not in old or not new:
             continue
-        sts = [next(v for n, v in r["metrics"].items() if n.startswith("student")) for r in (old[k], new)]
+        sts = [student(r["metrics"]) for r in (old[k], new)]
         d = [(s["accuracy"] - r["metrics"]["teacher"]["accuracy"], s["qwk"] - r["metrics"]["teacher"]["qwk"])
              for s, r in zip(sts, (old[k], new))]
         lines.append(f"| {new['name']} | {epochs(old[k])} → {epochs(new)} | {f(old[k]['metrics']['teacher'])} → "
@@ -144,8 +160,7 @@ def stop_rule_lines(results, order, loss_json):
     teacher stopped on validation loss, the default until the accuracy rule): validation and test."""
     if not loss_json.exists():
         return []
-    old = json.loads(loss_json.read_text())
-    f = lambda v: f"{v['accuracy']:.3f} / {v['qwk']:.3f}"  # noqa: E731
+    old, f = json.loads(loss_json.read_text()), pair
     lines = ["", "## Teacher stopping rule: validation loss (913996d) vs now", "",
              f"Rows of `{loss_json.name}` (the same command when the teacher stopped on validation loss, no decision "
              "offsets) against the rows above. Student val: the kept student's validation rows.", "",
@@ -156,7 +171,7 @@ def stop_rule_lines(results, order, loss_json):
         if k not in old or not new or (new.get("teacher") or {}).get("stop_on") != "accuracy":
             continue
         for rule, r in (("loss", old[k]), (epochs(new).split("(")[-1].rstrip(")"), new)):
-            st = next(v for n, v in r["metrics"].items() if n.startswith("student"))
+            st = student(r["metrics"])
             val = r["validation"][max(r["validation"], key=lambda lam: (r["validation"][lam]["accuracy"],
                                                                          r["validation"][lam]["qwk"]))]
             t = r.get("teacher") or {}
@@ -167,10 +182,7 @@ def stop_rule_lines(results, order, loss_json):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--work-root", type=Path, default=ROOT / "runs" / "distill")
-    ap.add_argument("--rows", default="", help="comma-separated subset of the rows (default: all)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "distill_table.md")
+    row_args(ap, "distill_table.md")
     ap.add_argument("--md-only", action="store_true", help="rewrite the table from the .json beside --out; run nothing")
     ap.add_argument("--teacher-stop-on", choices=("accuracy", "loss"), help="as tinykd distill's (these rows)")
     ap.add_argument("--teacher-tolerance", type=float, help="as tinykd distill's (these rows)")

@@ -109,18 +109,27 @@ STOP_ON = ("accuracy", "loss")
 TOLERANCE = 0.01
 
 
+def _order(r):
+    """Early stopping's order among tied epochs: the lower validation loss, then the earlier epoch."""
+    return round(r["val_loss"], 6), r["epoch"]
+
+
+def _tied(history, stop_on, tolerance):
+    """The epochs that count as best so far: every one with ``stop_on="loss"``, else those within
+    ``tolerance`` of the best validation accuracy."""
+    if stop_on == "loss":
+        return list(history)
+    top = max(round(r["val_acc"], 6) for r in history)
+    return [r for r in history if round(r["val_acc"], 6) >= round(top - tolerance, 6)]
+
+
 def kept_epoch(history, stop_on="accuracy", tolerance=TOLERANCE):
     """The epoch early stopping keeps, from the per-epoch records so far (``val_acc``, ``val_loss``):
     ``stop_on="loss"``: the lowest validation loss; ``"accuracy"``: among the epochs whose validation
     accuracy is within ``tolerance`` of the best, the lowest validation loss. Differences under 1e-6
     count as ties (float noise never decides); a tie goes to the earlier epoch. With
     ``tolerance=0``: the best accuracy, ties to the lower loss."""
-    if stop_on == "loss":
-        cands = history
-    else:
-        top = max(round(r["val_acc"], 6) for r in history)
-        cands = [r for r in history if round(r["val_acc"], 6) >= round(top - tolerance, 6)]
-    return min(cands, key=lambda r: (round(r["val_loss"], 6), r["epoch"]))["epoch"]
+    return min(_tied(history, stop_on, tolerance), key=_order)["epoch"]
 
 
 class EarlyStopping:
@@ -154,11 +163,10 @@ class EarlyStopping:
         return bool(self.history) and self.history[-1]["epoch"] - self.last_better >= self.patience
 
     def _keepable(self):
-        key = lambda r: (round(r["val_loss"], 6), r["epoch"])  # noqa: E731 (kept_epoch's order)
+        cands = _tied(self.history, self.stop_on, self.tolerance)
         if self.stop_on == "loss":
-            return [min(self.history, key=key)]
-        cands = [r for r in self.history if round(r["val_acc"], 6) >= round(self.top - self.tolerance, 6)]
-        return [r for r in cands if not any(round(o["val_acc"], 6) >= round(r["val_acc"], 6) and key(o) < key(r)
+            return [min(cands, key=_order)]
+        return [r for r in cands if not any(round(o["val_acc"], 6) >= round(r["val_acc"], 6) and _order(o) < _order(r)
                                             for o in cands)]
 
 
