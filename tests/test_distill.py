@@ -51,7 +51,7 @@ def teacher_calls(monkeypatch):
     return calls
 
 
-def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_calls):
+def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_calls, monkeypatch):
     data = make_csv(tmp_path / "d.csv")
     out, work = tmp_path / "m.npz", tmp_path / "work"
     res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
@@ -73,6 +73,16 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
     assert again.ran == [] and len(again.cached) == 5 and teacher_calls == ["fit", "export"]
     np.testing.assert_array_equal(tinykd.load(out).net.params, m.net.params)
+
+    monkeypatch.setattr(D, "AUTO_PRESETS", ("falling_weights", "bathtub"))
+    auto = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **{**STUDENT, "preset": "auto"})
+    assert [r.split(":")[0] for r in auto.ran] == ["students"]  # only the students' stage depends on the preset
+    d = tinykd.load(out).meta["distill"]
+    cands = [(v["accuracy"], v["qwk"], float(lam), -i) for i, pr in enumerate(("falling_weights", "bathtub"))
+             for lam, v in d["presets"][pr].items()]
+    assert set(d["presets"]) == {"falling_weights", "bathtub"} and len(cands) == 6
+    assert max(cands)[2:] == (d["lam"], -["falling_weights", "bathtub"].index(d["preset"]))  # best on validation
+    assert tinykd.load(out).meta["preset"] == d["preset"] and d["validation"] == d["presets"][d["preset"]]
 
     more = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work),
                      **{**STUDENT, "copies": 3})  # a later stage's option: the teacher is kept

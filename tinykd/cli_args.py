@@ -182,7 +182,7 @@ def build_parser():
     x.add_argument("--soft-loss", choices=("mse", "ce"), default="mse",
                    help="the soft term: mse (the teacher's logits, centred) or ce (Eq. 4's cross-entropy)")
     x.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T (with --soft-loss ce)")
-    x.add_argument("--preset", default="auto", help="auto (bathtub below 2,000 answers, else 7t) or a preset")
+    x.add_argument("--preset", default="auto", help="auto (default: bathtub and 7t both trained, the better on validation kept) or a preset")
     x.add_argument("--epochs", type=int, default=40, help="most epochs of a student")
     x.add_argument("--patience", type=int, default=5, help="a student's early-stopping patience")
     x.add_argument("--seed", type=int, default=0, help="every random choice")
