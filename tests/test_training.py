@@ -83,6 +83,19 @@ def test_same_seed_same_model_and_save_load_round_trip(task, tmp_path):
     assert loaded.vocab.tokens == a.vocab.tokens
 
 
+@pytest.mark.parametrize("preset", ["7t", "bathtub"])
+def test_the_weights_trained_do_not_depend_on_the_machines_load(task, preset):
+    """Settings.parallel "auto" runs serially on a busy machine and in parallel on an idle one (it
+    reads the load average each epoch): both must train the same weights, bit for bit (one
+    direction: the batch's two halves sum their gradients separately either way)."""
+    from tinykd.settings import Settings
+
+    (X, y), _ = task
+    kw = dict(preset=preset, epochs=2, seed=3, verbose=False)
+    got = [tinykd.fit(X[:300], y[:300], settings=Settings(parallel=p), **kw).net.params for p in (False, True)]
+    np.testing.assert_array_equal(got[0], got[1])
+
+
 def test_string_labels_and_context(tmp_path):
     X = ["yes it dissolves", "no", "it dissolves fast", "nothing happens"] * 10
     y = ["correct", "incorrect", "correct", "incorrect"] * 10

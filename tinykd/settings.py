@@ -22,7 +22,8 @@ class Settings:
         threads of a parallel loop wait for each other and the serial loop is several
         times faster.
     split_rows : a one-direction training batch with at least this many rows is split into
-        two halves when running in parallel.
+        two halves, run in parallel when ``parallel`` allows and one after the other when not:
+        the same sums either way, so the weights trained do not depend on the machine's load.
     parallel_score_rows : scoring batches with at least this many rows may run in parallel.
     jit : "auto", "always" or "never" — whether scoring uses the Numba kernels. "auto": a
         fresh :class:`~tinykd.scoring.Scorer` scores its first small jobs with a NumPy loop

@@ -55,7 +55,7 @@ import numpy as np
 
 from .embedding import Lookup
 
-#: a one-direction batch with at least this many rows is split into two halves run in parallel
+#: a one-direction batch with at least this many rows is split into two halves (run in parallel when allowed)
 SPLIT_ROWS = 16
 
 
@@ -78,12 +78,14 @@ def _kernels():
 
 # ------------------------------------------------------------- ragged layout
 def _plan(lengths, n_dirs, B, parallel, split_rows):
-    """Row order (longest first) split into tasks: one per direction, or (``parallel``) two
-    interleaved halves of a one-direction batch of at least ``split_rows`` rows.
-    Returns (rows, ptr, dir) int arrays."""
+    """Row order (longest first) split into tasks: one per direction, or two interleaved halves
+    of a one-direction batch of at least ``split_rows`` rows. The split does not depend on
+    ``parallel`` (the tasks then run one after the other): each task sums its own gradients, so
+    serial and parallel runs add the same numbers in the same order and train bit-identical
+    weights whatever the machine's load. Returns (rows, ptr, dir) int arrays."""
     order = np.argsort(-lengths, kind="stable").astype(np.int32)
     order = order[lengths[order] > 0]
-    if n_dirs == 1 and B >= split_rows and parallel:
+    if n_dirs == 1 and B >= split_rows:
         parts = [order[0::2], order[1::2]]
         dirs = [0, 0]
     else:
