@@ -68,7 +68,7 @@ def rows(data_dir):
 def table_lines(results, order=ORDER):
     """The table (and its mean and commands) as markdown lines; ``benchmarks/paper_table.py`` adds it too."""
     lines = ["| data set | n test | teacher acc / QWK | TF-IDF+LR acc / QWK | plain NN acc / QWK | student acc / QWK "
-             "| Δ acc | Δ QWK | λ | copies | teacher epoch kept / run (stops on) | teacher s | labels s | students s "
+             "| Δ acc | Δ QWK | preset, λ | copies | teacher epoch kept / run (stops on) | teacher s | labels s | students s "
              "| total min |",
              "|---|---:|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     done = [results[k] for k in order if k in results]
@@ -82,7 +82,7 @@ def table_lines(results, order=ORDER):
         sec = r["seconds"]
         lines.append(f"| {r['name']} | {m['n']} | {f(m['teacher'])} | {f(m['TF-IDF + LR'])} | {f(m['plain NN'])} | "
                      f"{f(st)} | {st['accuracy'] - m['teacher']['accuracy']:+.3f} | "
-                     f"{st['qwk'] - m['teacher']['qwk']:+.3f} | {r['lam']:g} | {r['copies']:,} | {epochs(r)} | "
+                     f"{st['qwk'] - m['teacher']['qwk']:+.3f} | {r.get('preset', '?')}, {r['lam']:g} | {r['copies']:,} | {epochs(r)} | "
                      f"{sec.get('teacher', 0):.0f} | {sec.get('labels', 0):.0f} | {sec.get('students', 0):.0f} | "
                      f"{sec['total'] / 60:.1f} |")
     if done:
@@ -126,22 +126,30 @@ def write_md(results, order, path):
              f"({platform.machine()}, {os.cpu_count()} cores, no GPU; one seed; test rows of each data set). "
              "Δ = student − teacher. Each row is one `tinykd distill` run (its command below the table); "
              "the teacher is fine-tuned by that run.", ""] + table_lines(results, order)
-    lines += before_lines(results, order, path.with_name("distill_table_before_offsets.json"))
+    for name, title, what in BEFORE:
+        lines += before_lines(results, order, path.with_name(name), title, what)
     lines += stop_rule_lines(results, order, path.with_name("distill_table_stop_on_loss.json"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def before_lines(results, order, before_json):
-    """The rows as they were before the students' decision offsets and the teacher's tolerance
-    (``before_json``, committed with the table at c0622d5) against the rows above."""
+#: earlier states of the table, each against the rows now: (json beside the table, title, what differed)
+BEFORE = [("distill_table_one_preset.json", "Before / after the preset choice (and the ONNX Runtime labels)",
+           "the rows committed at 0b38169: one preset (`bathtub` below 2,000 training answers, else `7t`) where "
+           "`--preset auto` now trains both and keeps the better on validation; the same teachers, copies and labels"),
+          ("distill_table_before_offsets.json", "Before / after the decision offsets (and the teacher's tolerance)",
+           "the rows before the students' per-class decision offsets (tinykd.offsets) and the teacher's accuracy "
+           "tolerance (committed with the table at c0622d5); the same data, roles and seeds")]
+
+
+def before_lines(results, order, before_json, title, what):
+    """The rows of an earlier state of the table (``before_json``) against the rows above."""
     if not before_json.exists():
         return []
     old, f = json.loads(before_json.read_text()), pair
-    lines = ["", "## Before / after the decision offsets (and the teacher's tolerance)", "",
-             f"`{before_json.name}`: the rows before the students' per-class decision offsets (tinykd.offsets) and the "
-             "teacher's accuracy tolerance; the same data, roles and seeds.", "",
+    lines = ["", f"## {title}", "", f"`{before_json.name}`: {what}.", "",
              "| data set | teacher epoch kept / run, before → now | teacher test before → now | student test before → now "
              "| Δ acc before → now | Δ QWK before → now |", "|---|---|---|---|---:|---:|"]
+    means = [[0.0, 0.0], [0.0, 0.0]]
     for k in order:
         new = results.get(k)
         if k not in old or not new:
@@ -149,9 +157,16 @@ def before_lines(results, order, before_json):
         sts = [student(r["metrics"]) for r in (old[k], new)]
         d = [(s["accuracy"] - r["metrics"]["teacher"]["accuracy"], s["qwk"] - r["metrics"]["teacher"]["qwk"])
              for s, r in zip(sts, (old[k], new))]
+        for j in (0, 1):
+            means[j][0] += d[j][0]
+            means[j][1] += d[j][1]
         lines.append(f"| {new['name']} | {epochs(old[k])} → {epochs(new)} | {f(old[k]['metrics']['teacher'])} → "
                      f"{f(new['metrics']['teacher'])} | {f(sts[0])} → {f(sts[1])} | {d[0][0]:+.3f} → {d[1][0]:+.3f} | "
                      f"{d[0][1]:+.3f} → {d[1][1]:+.3f} |")
+    n = sum(1 for k in order if k in old and results.get(k))
+    if n:
+        lines.append(f"| **mean of {n}** | | | | {means[0][0] / n:+.3f} → {means[1][0] / n:+.3f} | "
+                     f"{means[0][1] / n:+.3f} → {means[1][1] / n:+.3f} |")
     return lines
 
 

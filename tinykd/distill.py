@@ -4,7 +4,7 @@ Stages, per item (one teacher and one student per item with ``item_col``)::
 
     rows ─ teacher (fine-tuned) ─┬─ its probabilities for the item's rows
          └ copies (perturbed training answers + given unlabeled rows) ─ labels (the teacher's) ─┐
-                                                                       students (λ on validation) ┘
+                                                       students (preset and λ on validation) ┘
 
 1. **rows** — the data file is read once with :mod:`tinykd.tables` and every row gets its
    role (train / val / test / other) by tinykd's rules (:mod:`tinykd.fitting`: a seeded
@@ -15,10 +15,12 @@ Stages, per item (one teacher and one student per item with ``item_col``)::
    teacher folder given with ``teacher_dir``.
 3. **copies** — :func:`tinykd.augment.augment_rows` of the training answers, and any
    unlabeled rows given: the transfer set.
-4. **labels** — the teacher's probabilities for the transfer set (``tinykd-teacher export``).
-5. **students** — the plain NN (λ = 0) and KD students over a grid of λ with the transfer
-   set in the soft term; the one with the best validation accuracy (then QWK) is kept — the
-   plain NN when the teacher does not help. The teacher is checked against TF-IDF + logistic
+4. **labels** — the teacher's probabilities for the transfer set (``tinykd-teacher export``;
+   ONNX Runtime fp32 when installed, :mod:`teacher_export.onnx_labels`).
+5. **students** — for each preset (:data:`AUTO_PRESETS` with ``preset="auto"``), the plain NN
+   (λ = 0) and KD students over a grid of λ with the transfer set in the soft term; the one
+   with the best validation accuracy (then QWK) is kept — the plain NN when the teacher does
+   not help. The teacher is checked against TF-IDF + logistic
    regression on the validation rows, with a warning when it does not beat it. Test rows are
    never used to choose.
 
@@ -358,7 +360,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                 "n": len(test),
                 "teacher": scoring_metrics(y, [keys[k] for k in p_t.argmax(1)], labels=keys),
                 "plain NN": scoring_metrics(y, [label_key(v) for v in plain.predict(tt, tc)], labels=keys),
-                f"student (λ = {s['lam']:g})": scoring_metrics(y, [label_key(v) for v in student.predict(tt, tc)],
+                f"student ({s['preset']}, λ = {s['lam']:g})": scoring_metrics(y, [label_key(v) for v in student.predict(tt, tc)],
                                                               labels=keys)}
             if s.get("tfidf_test"):
                 report_items[name]["TF-IDF + LR"] = s["tfidf_test"]
@@ -556,11 +558,11 @@ def _write_copies(d, idx, ids, texts, labels, contexts, roles, n, seed, unlabele
 
 def format_report(result):
     """The lines ``tinykd distill`` prints: test metrics per item, and seconds per stage."""
-    out = [f"{'test rows':28}{'rows':>7}{'accuracy':>10}{'QWK':>8}{'macro-F1':>10}"]
+    out = [f"{'test rows':40}{'rows':>7}{'accuracy':>10}{'QWK':>8}{'macro-F1':>10}"]
     for name, r in result.report.items():
         for who, m in r.items():
             if who != "n":
-                out.append(f"{(name + ': ' + who)[:27]:28}{m['n']:>7,}{m['accuracy']:>10.3f}{m['qwk']:>8.3f}"
+                out.append(f"{(name + ': ' + who)[:39]:40}{m['n']:>7,}{m['accuracy']:>10.3f}{m['qwk']:>8.3f}"
                            f"{m['macro_f1']:>10.3f}")
     out.append("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     if result.cached:
