@@ -155,3 +155,35 @@ def test_bad_teacher_rows_are_refused(task):
     neg = np.tile([1.5, -0.5, 0.0], (len(X), 1))
     with pytest.raises(ValueError, match="negative"):
         tinykd.fit(X, y, teacher_proba=neg, verbose=False)
+
+
+def test_presets_side_by_side_train_the_same_weights_and_stop_together(task):
+    """tinykd distill trains its presets in threads (serial kernels, one core each): the weights
+    equal those trained one after the other; an error in one stops the others at their next epoch."""
+    from tinykd.distill import side_by_side
+
+    (X, y), _ = task
+
+    def train_one(pr, settings, stop):
+        return tinykd.fit(X[:300], y[:300], preset=pr, epochs=2, seed=5, verbose=False, settings=settings,
+                          on_epoch=stop).net.params
+
+    alone = side_by_side(train_one, ["7t", "bathtub"], threads=1)
+    together = side_by_side(train_one, ["7t", "bathtub"], threads=2)
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+    epochs = []
+
+    def fails_or_trains(pr, settings, stop):
+        if pr == "boom":
+            raise ValueError("boom")
+
+        def seen(rec):
+            epochs.append(rec["epoch"])
+            stop(rec)
+        return tinykd.fit(X[:300], y[:300], preset=pr, epochs=40, patience=40, seed=5, verbose=False,
+                          settings=settings, on_epoch=seen)
+
+    with pytest.raises(ValueError, match="boom"):
+        side_by_side(fails_or_trains, ["boom", "7t"], threads=2)
+    assert 1 <= len(epochs) <= 2  # stopped at its first epoch's end (not 40 epochs)

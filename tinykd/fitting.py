@@ -143,7 +143,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         temperature=1.0, soft_loss="ce", validation=None, validation_fraction=VALIDATION_FRACTION, transfer=None,
         epochs=40,
         batch_size=32, lr=1e-3, patience=5, clip_norm=5.0, seed=0, offsets=True, verbose=True, stream=None,
-        settings=None, name="model"):
+        settings=None, name="model", on_epoch=None):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
 
     Parameters
@@ -167,6 +167,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     verbose, stream : progress lines and notes (default ``sys.stderr``).
     settings : :class:`tinykd.settings.Settings` (cores, BLAS threads; no effect on results).
     name : how notes and errors name this student (e.g. ``"item 'Q1'"``).
+    on_epoch : called with each epoch's record (``epoch``, ``loss``, ``val_loss``, ``val_acc``);
+        a ``KeyboardInterrupt`` it raises stops training as Ctrl-C does.
 
     Returns a :class:`~tinykd.student.Student` with ``meta["training"]``,
     ``meta["validation_metrics"]``, ``meta["history"]`` and ``meta["notes"]``.
@@ -279,7 +281,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         warnings.simplefilter("ignore", RuntimeWarning)
         history = train(net, data, val, lam=lam_used, temperature=temperature, soft_loss=soft_loss,
                         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, clip_norm=clip_norm, seed=seed,
-                        verbose=verbose, stream=stream, settings=settings)
+                        verbose=verbose, stream=stream, settings=settings, on_epoch=on_epoch)
     if history["stopped"] == "interrupted":
         raise KeyboardInterrupt
     if history["stopped"] == "non-finite loss":
