@@ -75,9 +75,6 @@ def build_parser():
     e.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
     _data_args(e, label_default=None)
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
-                   help="auto (default): ONNX Runtime fp32 on a CPU when onnxruntime is installed (the same "
-                   "probabilities, faster), else PyTorch; torch; onnx")
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
                        description="Write one soft-label file holding the rows of every FILE: the classes are "
                        "the union of the files' (a class a file lacks is 0 in its rows); an id in two files "
@@ -115,7 +112,6 @@ def main(argv=None):
 
     from .data import DataError  # tinykd.tables.DataFileError: every data-file error, one line
     from .model import BaseModelError
-    from .onnx_labels import RuntimeMissing
 
     common = dict(data=args.data, out=args.out, name=args.name, text_col=args.text_col,
                   label_col=args.label_col, id_col=args.id_col, context_col=args.context_col,
@@ -144,8 +140,8 @@ def main(argv=None):
         else:
             from .export import run_export
 
-            res = run_export(teacher=args.teacher, batch_size=args.batch_size, runtime=args.runtime, **common)
-    except (DataError, SoftLabelError, BaseModelError, FileNotFoundError, RuntimeMissing) as e:
+            res = run_export(teacher=args.teacher, batch_size=args.batch_size, **common)
+    except (DataError, SoftLabelError, BaseModelError, FileNotFoundError) as e:
         print(f"tinykd-teacher: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"path": res["path"], "crossfit_path": res.get("crossfit_path"),

@@ -14,7 +14,7 @@ from tinykd.nn.dense import softmax
 from tinykd.softlabels import write_soft_labels
 from tinykd.tables import CsvReader, label_key, normalize_labels, read_table
 
-from . import __version__, onnx_labels
+from . import __version__
 from .data import DataError, Dataset, load_dataset, stratified_folds
 from .finetune import STOP_ON, TOLERANCE, encode, fine_tune, log, pick_device, predict_logits, set_seed
 from .model import load_classifier, load_tokenizer, resolve_base
@@ -265,15 +265,12 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
 def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, id_col=None,
                context_col=None, context_file=None, split_col=None, train_split="train", val_split=None,
                test_split=None, where=None, unlabeled=None, batch_size=64, device=None, threads=None,
-               seed=0, val_frac=0.1, runtime="auto"):
-    """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder.
-    ``runtime``: "auto" (ONNX Runtime fp32 on a CPU when installed, else PyTorch), "torch" or "onnx"
-    (:mod:`teacher_export.onnx_labels`: the same probabilities, faster on a CPU)."""
+               seed=0, val_frac=0.1):
+    """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder."""
     t_all = time.time()
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device(device)
-    runtime = onnx_labels.choose(runtime, device)
     mpath = os.path.join(teacher, TEACHER_META)
     if not os.path.exists(mpath):
         raise FileNotFoundError(f"{teacher} is not a teacher folder written by 'fit' (no {TEACHER_META})")
@@ -299,19 +296,15 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     tok = load_tokenizer(teacher)
     model = load_classifier(teacher).to(device)
     enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128))
-    if runtime == "onnx":
-        logits = onnx_labels.onnx_logits(model, enc, None, batch_size=batch_size, pad_id=tok.pad_token_id or 0,
-                                         progress=50)
-    else:
-        logits = predict_logits(model, enc, None, batch_size=batch_size, device=device,
-                                pad_id=tok.pad_token_id or 0, progress=50)
+    logits = predict_logits(model, enc, None, batch_size=batch_size, device=device,
+                            pad_id=tok.pad_token_id or 0, progress=50)
     proba = softmax(logits)
     m = split_metrics(ds, proba) if any(r in ("val", "test", "train") for r in ds.roles) else {}
     meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export export",
             "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "temperature": 1.0,
             "classes": ds.class_keys, "data_file": os.path.basename(data),
             **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
-            "splits": split_sizes(ds), "metrics": m, **_env(device), "runtime": onnx_labels.describe(runtime)}
+            "splits": split_sizes(ds), "metrics": m, **_env(device)}
     meta["wall_seconds"] = round(time.time() - t_all, 1)
     name = name or os.path.splitext(os.path.basename(data))[0]
     path = os.path.join(out, f"{name}.csv")

@@ -74,15 +74,9 @@ def train_batches(lengths, batch_size, rng, bucket=50):
 
 
 @torch.no_grad()
-def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, progress=None, run=None):
-    """Logits (float64 array, rows in the order of ``idx``) for the encoded rows, in length-sorted
-    batches (dynamic padding). ``run``: batch dict of CPU tensors -> logits array, instead of
-    ``model`` (``teacher_export.onnx_labels`` passes ONNX Runtime's; ``model`` then gives only
-    ``n_labels``)."""
-    if run is None:
-        device = device or next(model.parameters()).device
-        model.eval()
-        run = lambda batch: model(**batch).logits.double().cpu().numpy()  # noqa: E731
+def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, progress=None):
+    """Logits (float64 array, rows in the order of ``idx``) for the encoded rows."""
+    device = device or next(model.parameters()).device
     n_all = len(enc["input_ids"])
     idx = np.arange(n_all) if idx is None else np.asarray(idx, dtype=int)
     out = np.zeros((len(idx), model.config.num_labels), dtype=np.float64)
@@ -91,11 +85,13 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
     lens = np.asarray([len(enc["input_ids"][i]) for i in idx])
     order = np.argsort(lens, kind="stable")
     cost = lens[order].astype(np.float64)  # each row's share of the work, in the order of the batches
+    model.eval()
     t0 = time.time()
     nb = (len(order) + batch_size - 1) // batch_size
     for b, s in enumerate(range(0, len(order), batch_size)):
         pos = order[s:s + batch_size]
-        out[pos] = run(_collate(enc, idx[pos], pad_id, device or "cpu"))
+        batch = _collate(enc, idx[pos], pad_id, device)
+        out[pos] = model(**batch).logits.double().cpu().numpy()
         if progress and (b + 1) % progress == 0:
             el, done = time.time() - t0, cost[:s + len(pos)].sum()  # length-sorted: time left by padded tokens
             log(f"    predict {b + 1}/{nb} batches  {el:.0f}s (eta {el / done * (cost.sum() - done):.0f}s)")

@@ -401,37 +401,3 @@ def test_length_bucketed_labelling_equals_the_teacher_one_answer_at_a_time(tiny_
     one = np.vstack([softmax(predict_logits(model, enc, [i], batch_size=1)) for i in range(len(texts))])
     assert len({len(x) for x in enc["input_ids"]}) > 10  # the batches really mix lengths
     assert np.abs(fast - one).max() < 1e-5 and (fast.argmax(1) == one.argmax(1)).all()
-
-
-def test_onnx_runtime_labels_are_the_teachers(tiny_base, tmp_path):
-    """The ONNX Runtime fast path (run_export's default on a CPU) gives PyTorch's probabilities, with
-    and without a second segment, in the caller's order; the sidecar names the runtime."""
-    pytest.importorskip("onnxruntime")
-    from teacher_export.export import run_export
-    from teacher_export.finetune import encode, predict_logits
-    from teacher_export.model import load_classifier, load_tokenizer
-    from teacher_export.onnx_labels import choose, onnx_logits
-    from tinykd.nn.dense import softmax
-
-    data, _ = _make_csv(tmp_path / "answers.csv", n=60)
-    res = run_fit(data=data, out=str(tmp_path / "fit"), base=tiny_base, split_col="split", val_split="val",
-                  test_split="test", seed=0, **{**FAST, "epochs": 8, "lr": 3e-3, "warmup": 0.0, "save_teacher": True})
-    teacher = res["path"][:-4] + "-teacher"
-    tok, model = load_tokenizer(teacher), load_classifier(teacher).eval()
-    rng = np.random.default_rng(1)
-    texts = [" ".join(rng.choice(WORDS[str(i % 3)] + FILLER, int(rng.integers(1, 25)))) for i in range(50)]
-    for contexts in (None, ["what happens explain why"] * len(texts)):
-        enc = encode(tok, texts, contexts, 32)
-        ref = softmax(predict_logits(model, enc, None, batch_size=16, pad_id=tok.pad_token_id or 0))
-        fast = softmax(onnx_logits(model, enc, None, batch_size=16, pad_id=tok.pad_token_id or 0, threads=1))
-        assert np.abs(fast - ref).max() < 1e-5 and (fast.argmax(1) == ref.argmax(1)).all()
-        assert ref.std(0).max() > 0.05 and len(set(ref.argmax(1))) > 1  # the rows differ: not a constant output
-    assert choose("auto", "cpu") == "onnx" and choose("torch", "cpu") == "torch"
-    with pytest.raises(ValueError, match="--runtime must be one of"):
-        choose("tensorrt", "cpu")
-    got = {}  # through run_export, against the PyTorch runtime
-    for rt in ("torch", "onnx"):
-        r = run_export(teacher=teacher, data=data, out=str(tmp_path / rt), runtime=rt, threads=1)
-        got[rt] = r["proba"]
-        assert read_sidecar(r["path"])["runtime"].startswith("onnxruntime" if rt == "onnx" else "torch")
-    assert np.abs(got["onnx"] - got["torch"]).max() < 1e-5 and got["torch"].std(0).max() > 0.05
