@@ -133,9 +133,10 @@ def write_md(results, order, path):
 
 
 #: earlier states of the table, each against the rows now: (json beside the table, title, what differed)
-BEFORE = [("distill_table_one_preset.json", "Before / after the preset choice (and the ONNX Runtime labels)",
+BEFORE = [("distill_table_one_preset.json", "Before / after the preset choice",
            "the rows committed at 0b38169: one preset (`bathtub` below 2,000 training answers, else `7t`) where "
-           "`--preset auto` now trains both and keeps the better on validation; the same teachers, copies and labels"),
+           "`--preset auto` now trains both and keeps the better on validation (its plain NN too); the same "
+           "teachers, copies and labels (the labels' seconds are those of PyTorch, which computed them)"),
           ("distill_table_before_offsets.json", "Before / after the decision offsets (and the teacher's tolerance)",
            "the rows before the students' per-class decision offsets (tinykd.offsets) and the teacher's accuracy "
            "tolerance (committed with the table at c0622d5); the same data, roles and seeds")]
