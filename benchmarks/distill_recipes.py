@@ -26,19 +26,21 @@ from tinykd.distill import distill  # noqa: E402
 
 #: name -> options of distill's student stage (and copy count) that differ from the default recipe
 RECIPES = {
-    "default (bathtub, 16 copies, MSE on centred logits, λ 4)": {},
-    "MSE, λ ∈ {1, 4} chosen on validation": {"lams": (1.0, 4.0)},
-    "MSE, λ 16": {"lams": (16.0,)},
-    "CE (Eq. 4), λ 4": {"soft_loss": "ce"},
-    "CE, λ ∈ {1, 4, 16} chosen on validation": {"soft_loss": "ce", "lams": (1.0, 4.0, 16.0)},
-    "CE, T = 2": {"soft_loss": "ce", "temperature": 2.0},
-    "CE, mask 0.1 instead of drop 0.1 (Tang et al.)": {"soft_loss": "ce", "augment_options": {"p_drop": 0.0,
-                                                                                             "p_mask": 0.1}},
-    "mask 0.1 instead of drop 0.1 (Tang et al.)": {"augment_options": {"p_drop": 0.0, "p_mask": 0.1}},
-    "no copies (KD on the training answers only)": {"copies": 0},
-    "8 copies": {"copies": 8},
+    "default (bathtub and 7t, the better on validation; 16 copies, MSE on centred logits, λ 4)": {},
+    "bathtub only (the default until 2026-12-01)": {"preset": "bathtub"},
+    "MSE, λ ∈ {1, 4} chosen on validation": {"preset": "bathtub", "lams": (1.0, 4.0)},
+    "MSE, λ 16": {"preset": "bathtub", "lams": (16.0,)},
+    "CE (Eq. 4), λ 4": {"preset": "bathtub", "soft_loss": "ce"},
+    "CE, λ ∈ {1, 4, 16} chosen on validation": {"preset": "bathtub", "soft_loss": "ce", "lams": (1.0, 4.0, 16.0)},
+    "CE, T = 2": {"preset": "bathtub", "soft_loss": "ce", "temperature": 2.0},
+    "CE, mask 0.1 instead of drop 0.1 (Tang et al.)": {"preset": "bathtub", "soft_loss": "ce",
+                                                       "augment_options": {"p_drop": 0.0, "p_mask": 0.1}},
+    "mask 0.1 instead of drop 0.1 (Tang et al.)": {"preset": "bathtub", "augment_options": {"p_drop": 0.0,
+                                                                                          "p_mask": 0.1}},
+    "no copies (KD on the training answers only)": {"preset": "bathtub", "copies": 0},
+    "8 copies": {"preset": "bathtub", "copies": 8},
     "preset 7t": {"preset": "7t"},
-    "32 copies": {"copies": 32},
+    "32 copies": {"preset": "bathtub", "copies": 32},
 }
 
 
@@ -69,7 +71,7 @@ def main(argv=None):
             val = d["validation"][str(float(d["lam"]))]
             rep = res.report["all rows" if args.item_col is None else f"item {item}"]
             test = next(v for k, v in rep.items() if k.startswith("student"))
-            done[name] = {"recipe": name, "item": item, "lam": d["lam"], "val": val, "test": test,
+            done[name] = {"recipe": name, "item": item, "preset": d["preset"], "lam": d["lam"], "val": val, "test": test,
                           "teacher_test": rep["teacher"], "nn_test": rep["plain NN"], "options": repr(opts),
                           "seconds": res.seconds, "wall": round(time.time() - t0, 1),
                           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -83,19 +85,21 @@ def main(argv=None):
              + f"` (2-core CPU shared with other work, so seconds are indicative; one seed), "
              f"last on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              "Recipes are compared on the **validation** rows (accuracy, then QWK); test rows are reported only.",
-             "", "| recipe | item | λ chosen | val accuracy | val QWK | test accuracy | test QWK | "
-             "teacher test acc / QWK | plain NN test acc / QWK | students s |", "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
+             "", "| recipe | item | preset, λ chosen | val accuracy | val QWK | test accuracy | test QWK | "
+             "teacher test acc / QWK | plain NN test acc / QWK | students s | run (UTC) |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|"]
     rows = [done[k] for k in RECIPES if k in done]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['item']} | {r['lam']:g} | {r['val']['accuracy']:.3f} | {r['val']['qwk']:.3f} | "
+        lines.append(f"| {r['recipe']} | {r['item']} | {r['preset']}, {r['lam']:g} | {r['val']['accuracy']:.3f} | {r['val']['qwk']:.3f} | "
                      f"{r['test']['accuracy']:.3f} | {r['test']['qwk']:.3f} | "
                      f"{r['teacher_test']['accuracy']:.3f} / {r['teacher_test']['qwk']:.3f} | "
                      f"{r['nn_test']['accuracy']:.3f} / {r['nn_test']['qwk']:.3f} | "
-                     f"{r['seconds'].get('students', 0):.0f} |")
-    lines += [f"| {k} | not run yet |" + " |" * 8 for k in RECIPES if k not in done]
+                     f"{r['seconds'].get('students', 0):.0f} | {r.get('when', '?')} |")
+    lines += [f"| {k} | not run yet |" + " |" * 9 for k in RECIPES if k not in done]
     best = max(rows, key=lambda r: (r["val"]["accuracy"], r["val"]["qwk"]))
     lines += ["", f"Best on validation: **{best['recipe']}**. Students s: the students' stage of that recipe "
-              "(0 when it was reused)."]
+              "(0 when it was reused). Rows run at 13:31 UTC or earlier predate the students' per-class "
+              "decision offsets (tinykd.offsets), which every later row has."]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -395,7 +395,7 @@ def distill_section(path):
             "One `tinykd distill` run per row, one seed (`benchmarks/distill_table.py`, "
             "`benchmarks/results/distill_table.md`): the teacher fine-tuned by tinykd's defaults (early stopping on "
             "validation accuracy, accuracies within 0.01 tied and the lowest validation loss among them kept), 16 "
-            "teacher-labelled perturbed copies per training answer (fewer above 1,500 answers), the teacher's "
+            "teacher-labelled perturbed copies per training answer (fewer above 3,000 answers), the teacher's "
             "logits matched by MSE, λ = 4, per-class decision offsets chosen on the validation rows (plain NN and "
             "student alike), the presets bathtub and 7t both trained and the better on validation kept (the plain "
             "NN's likewise); λ = 0 in a row: the KD student did not beat the plain NN on validation, "

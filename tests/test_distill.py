@@ -72,6 +72,8 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
 
     again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
     assert again.ran == [] and len(again.cached) == 5 and teacher_calls == ["fit", "export"]
+    assert again.made_seconds == res.made_seconds and set(again.seconds) == {"total"}  # cached: the first run's
+    assert all(res.made_seconds[k] == round(res.seconds[k], 1) for k in ("teacher", "labels", "students"))
     np.testing.assert_array_equal(tinykd.load(out).net.params, m.net.params)
 
     monkeypatch.setattr(D, "AUTO_PRESETS", ("falling_weights", "bathtub"))

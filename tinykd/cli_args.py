@@ -176,7 +176,7 @@ def build_parser():
     x.add_argument("--val-split", default=None, help="split value of validation rows (unset: 'val', else 1/8)")
     x.add_argument("--test-split", default="test", help="split value(s) of the reported test rows")
     x.add_argument("--copies", type=int, default=None,
-                   help="perturbed copies of each training answer (unset: 16, fewer above 1,500 answers)")
+                   help="perturbed copies of each training answer (unset: 16, fewer above 3,000 answers)")
     x.add_argument("--lam", type=float, nargs="+", default=None,
                    help="λ value(s) of the KD student, the best on validation kept (unset: 4)")
     x.add_argument("--soft-loss", choices=("mse", "ce"), default="mse",
