@@ -15,8 +15,7 @@ Stages, per item (one teacher and one student per item with ``item_col``)::
    teacher folder given with ``teacher_dir``.
 3. **copies** — :func:`tinykd.augment.augment_rows` of the training answers, and any
    unlabeled rows given: the transfer set.
-4. **labels** — the teacher's probabilities for the transfer set (``tinykd-teacher export``;
-   ONNX Runtime fp32 when installed, :mod:`teacher_export.onnx_labels`).
+4. **labels** — the teacher's probabilities for the transfer set (``tinykd-teacher export``).
 5. **students** — for each preset (:data:`AUTO_PRESETS` with ``preset="auto"``), the plain NN
    (λ = 0) and KD students over a grid of λ with the transfer set in the soft term; the one
    with the best validation accuracy (then QWK) is kept — the plain NN when the teacher does
@@ -278,8 +277,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     roles = _roles(labels, col(split_col), items, train_split, val_split, test_split, seed)
     roles_key = _key(file_sha256(data), text_col, label_col, id_col, context_col, item_col, split_col,
                      train_split, val_split, test_split, seed, list(where or []))
-    rows_made = st.run("rows", roles_key, f"{len(texts):,} rows", lambda d: _write_rows(d, ids, texts, labels, contexts, items,
-                                                                          roles))
+    rows_made = st.run("rows", roles_key, f"{len(texts):,} rows",
+                       lambda d: _write_rows(d, ids, texts, labels, contexts, items, roles))
     rows_csv = os.path.join(st.root, f"rows-{roles_key}", "rows.csv")
     u_rows = []
     if unlabeled:
@@ -446,8 +445,8 @@ def distill_item(job, log, worker_threads=None):
     l_csv = os.path.join(work, f"labels-{l_key}", "labels.csv")
 
     # 5. students: the plain NN and KD over λ, chosen on validation rows
-    s_key = _key(l_key, preset, *([AUTO_PRESETS] if preset == "auto" else []), tuple(lams), *([temperature] if soft_loss == "ce" else []),
-                 *([soft_loss] if soft_loss != "ce" else []), epochs,
+    s_key = _key(l_key, preset, *([AUTO_PRESETS] if preset == "auto" else []), tuple(lams),
+                 *([temperature] if soft_loss == "ce" else []), *([soft_loss] if soft_loss != "ce" else []), epochs,
                  patience, seed, *([OFFSETS_RULE] if job["offsets"] else []), __version__)
     tr_texts = [texts[i] for i in train]
     tr_ctx = None if contexts is None else [contexts[i] for i in train]
