@@ -133,7 +133,11 @@ def write_md(results, order, path):
 
 
 #: earlier states of the table, each against the rows now: (json beside the table, title, what differed)
-BEFORE = [("distill_table_one_preset.json", "Before / after the preset choice",
+BEFORE = [("distill_table_before_fused.json", "Before / after the teacher's fused AdamW",
+           "the rows committed at bec001d: the teacher's optimiser was torch's plain AdamW loop, now the fused "
+           "kernel (a sixth less fine-tuning time, the same steps to float rounding); rounding differences "
+           "grow over the epochs, so these teachers, their labels and their students are fine-tuned anew"),
+          ("distill_table_one_preset.json", "Before / after the preset choice",
            "the rows committed at 0b38169: one preset (`bathtub` below 2,000 training answers, else `7t`) where "
            "`--preset auto` now trains both and keeps the better on validation (its plain NN too); the same "
            "teachers, copies and labels (the labels' seconds are those of PyTorch, which computed them)"),

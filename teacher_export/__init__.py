@@ -9,4 +9,4 @@ package ``tinykd`` never imports this package, torch or transformers.
 The soft-label file format is documented in :mod:`tinykd.softlabels`.
 """
 __all__ = ["__version__"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2.0: fused AdamW (tinykd distill's teacher stage keys on this)

@@ -134,7 +134,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             "classes": ds.class_keys, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
             "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
             "unlabeled_file": os.path.basename(unlabeled) if unlabeled else None,
-            "splits": split_sizes(ds), "hyperparameters": hp, "history": res.history,
+            "splits": split_sizes(ds), "hyperparameters": {**hp, "optimizer": res.optimizer}, "history": res.history,
             "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "train_seconds": res.seconds,
             "metrics": m, "fold_column": "-1 everywhere: every row's probability comes from the one teacher "
             "(trained on role==train rows, early-stopped on role==val rows)", **_env(device)}

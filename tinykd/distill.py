@@ -405,7 +405,10 @@ def distill_item(job, log, worker_threads=None):
 
     # 2. the teacher
     given = job["given"]
-    t_key = _key(job["roles_key"], g, job["base"], _teacher_key_options(topts), job["given_sha"], __version__)
+    from teacher_export import __version__ as teacher_version  # torch-free; a changed fine-tuning loop is a new teacher
+
+    t_key = _key(job["roles_key"], g, job["base"], _teacher_key_options(topts), job["given_sha"], __version__,
+                 teacher_version)
 
     def run_teacher(d):
         common = ["--data", job["rows_csv"], "--text-col", "text", "--label-col", "label", "--id-col", "id",
