@@ -125,6 +125,45 @@ def test_early_stopping_restores_the_best_weights():
     assert evaluate_loss(net, val)[0] == pytest.approx(best["val_loss"], rel=1e-6)
 
 
+def test_polyak_averaging_keeps_the_debiased_average_of_the_steps(monkeypatch):
+    """``train(average=a)``: the weights returned are the debiased exponential moving average,
+    β = 1 − 1/(a·S), of the live weights after every step up to the best epoch (recomputed here from
+    a record of each step), validated as such; a horizon under one step is the plain run bit for bit."""
+    from tinykd import optim
+    from tinykd.train import evaluate_loss
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 20, size=(64, 6)).astype(np.int32)
+    lengths = np.full(64, 6, np.int32)
+    data = TrainData(ids, lengths, rng.integers(0, 2, 64))
+    val = TrainData(ids[:32], lengths[:32], rng.integers(0, 2, 32))
+    steps, plain_step = [], optim.Adam.step
+
+    def step(self, grad):
+        norm = plain_step(self, grad)
+        steps.append(self.theta.astype(np.float64))
+        return norm
+
+    def run(average):
+        net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
+        return net, train(net, data, val, epochs=12, patience=3, lr=0.05, batch_size=16, verbose=False,
+                          average=average)
+
+    plain, _ = run(None)
+    tiny, _ = run(1e-9)
+    np.testing.assert_array_equal(tiny.params, plain.params)
+    monkeypatch.setattr(optim.Adam, "step", step)
+    net, hist = run(0.5)  # S = 4 steps per epoch: β = 1 − 1/2
+    beta, t = 0.5, 4 * hist["best_epoch"]
+    avg = sum((1 - beta) * beta ** (t - 1 - i) * w for i, w in enumerate(steps[:t])) / (1 - beta ** t)
+    np.testing.assert_allclose(net.params, avg.astype(np.float32), rtol=0, atol=1e-6)
+    assert not np.allclose(net.params, steps[t - 1], atol=1e-4)  # not the live weights of that epoch
+    best = next(r for r in hist["epochs"] if r["epoch"] == hist["best_epoch"])
+    assert evaluate_loss(net, val)[0] == pytest.approx(best["val_loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="average"):
+        run(0)
+
+
 def test_non_finite_loss_stops_and_keeps_weights():
     rng = np.random.default_rng(0)
     ids = rng.integers(3, 20, size=(32, 5)).astype(np.int32)

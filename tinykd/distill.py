@@ -64,6 +64,8 @@ SOFT_LOSS = "mse"
 #: items 1, 5 — 0.757 vs 0.731, 0.866 vs 0.858; bathtub: items 2, 6, 10 — 0.576 vs 0.510, 0.894 vs 0.886,
 #: 0.793 vs 0.787; SciEntsBank with 11 copies: 7t, 0.762 vs 0.736)
 AUTO_PRESETS = ("bathtub", "7t")
+#: the students' Polyak averaging of the weights, in epochs (:func:`tinykd.train.train`; None: off)
+STUDENT_AVERAGE = None
 #: copies per training answer: as many as keep the transfer set near TRANSFER_SIZE answers,
 #: between 2 and COPIES_MAX (16 copies beat 8 on ASAP item 1's validation rows; SciEntsBank's 4,348
 #: training answers: 11 copies beat 5 there, 0.762 vs 0.738, at twice the labels' and students' time)
@@ -450,7 +452,8 @@ def distill_item(job, log, worker_threads=None):
     # 5. students: the plain NN and KD over λ, chosen on validation rows
     s_key = _key(l_key, preset, *([AUTO_PRESETS] if preset == "auto" else []), tuple(lams),
                  *([temperature] if soft_loss == "ce" else []), *([soft_loss] if soft_loss != "ce" else []), epochs,
-                 patience, seed, *([OFFSETS_RULE] if job["offsets"] else []), __version__)
+                 patience, seed, *([OFFSETS_RULE] if job["offsets"] else []), __version__,
+                 *([("average", STUDENT_AVERAGE)] if STUDENT_AVERAGE is not None else []))
     tr_texts = [texts[i] for i in train]
     tr_ctx = None if contexts is None else [contexts[i] for i in train]
     v_part = ([texts[i] for i in val], [labels[i] for i in val], None if contexts is None else [contexts[i] for i in val])
@@ -472,7 +475,7 @@ def distill_item(job, log, worker_threads=None):
                         offsets=job["offsets"], temperature=temperature if lam else 1.0,
                         soft_loss=soft_loss if lam else "ce", validation=v_part if val else None,
                         transfer=tx if lam else None, epochs=epochs, patience=patience, seed=seed, verbose=False,
-                        name=name, settings=settings, on_epoch=stop)
+                        name=name, settings=settings, on_epoch=stop, average=STUDENT_AVERAGE)
                 m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
                 out[pr, lam] = (s, m)
                 log(f"[students] {name}: {pr}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "

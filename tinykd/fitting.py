@@ -143,7 +143,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         temperature=1.0, soft_loss="ce", validation=None, validation_fraction=VALIDATION_FRACTION, transfer=None,
         epochs=40,
         batch_size=32, lr=1e-3, patience=5, clip_norm=5.0, seed=0, offsets=True, verbose=True, stream=None,
-        settings=None, name="model", on_epoch=None):
+        settings=None, name="model", on_epoch=None, average=None):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
 
     Parameters
@@ -167,6 +167,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
     verbose, stream : progress lines and notes (default ``sys.stderr``).
     settings : :class:`tinykd.settings.Settings` (cores, BLAS threads; no effect on results).
     name : how notes and errors name this student (e.g. ``"item 'Q1'"``).
+    average : None, or Polyak averaging of the weights over about the last ``average`` epochs
+        (:func:`tinykd.train.train`): the averaged weights are validated, kept and returned.
     on_epoch : called with each epoch's record (``epoch``, ``loss``, ``val_loss``, ``val_acc``);
         a ``KeyboardInterrupt`` it raises stops training as Ctrl-C does.
 
@@ -185,6 +187,9 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
                         validation_fraction=validation_fraction, seed=seed)
     if not isinstance(offsets, (bool, np.bool_)):
         raise OptionError("offsets", f"{{opt}} must be True or False, got {offsets!r}")
+    if average is not None and (isinstance(average, bool) or not isinstance(average, (int, float, np.number))
+                                or not 0 < average < np.inf):
+        raise OptionError("average", f"{{opt}} must be None or a number of epochs > 0, got {average!r}")
     texts = as_list(texts, "texts")
     y = np.asarray(as_list(y, "y") if isinstance(y, (str, bytes)) else y)
     if y.ndim != 1:
@@ -281,7 +286,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         warnings.simplefilter("ignore", RuntimeWarning)
         history = train(net, data, val, lam=lam_used, temperature=temperature, soft_loss=soft_loss,
                         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, clip_norm=clip_norm, seed=seed,
-                        verbose=verbose, stream=stream, settings=settings, on_epoch=on_epoch)
+                        verbose=verbose, stream=stream, settings=settings, on_epoch=on_epoch, average=average)
     if history["stopped"] == "interrupted":
         raise KeyboardInterrupt
     if history["stopped"] == "non-finite loss":
@@ -295,7 +300,8 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
         "training": {
             "lam": lam_used, "temperature": float(temperature), "soft_loss": soft_loss,
             "seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-            "patience": int(patience), "n_train": int(len(yi)), "n_val": int(len(v_y)),
+            "patience": int(patience), **({"average_epochs": float(average)} if average is not None else {}),
+            "n_train": int(len(yi)), "n_val": int(len(v_y)),
             "n_transfer": int(len(tx_texts)), "teacher": teacher is not None,
             "best_epoch": history["best_epoch"], "stopped": history["stopped"],
             "best_val_loss": history["best_val_loss"],

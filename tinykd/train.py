@@ -87,7 +87,7 @@ def _announce_compile(net, stream):
 
 
 def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epochs=40, batch_size=32, lr=1e-3,
-          patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None, settings=None):
+          patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None, settings=None, average=None):
     """Train ``net`` in place on ``data`` (a :class:`TrainData`); return a history dict.
 
     ``soft_loss``: the soft term's form, :data:`tinykd.losses.SOFT_LOSSES`.
@@ -98,6 +98,12 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
     (``"patience"``, ``"epochs"``, ``"non-finite loss"`` or ``"interrupted"``).
     ``settings`` (:class:`tinykd.settings.Settings`): cores and BLAS threads; results do not
     depend on it.
+
+    ``average`` (None: off): Polyak averaging over about the last ``average`` epochs — an
+    exponential moving average of the weights, with S = ⌈n / batch_size⌉ steps per epoch,
+    ``β = 1 − 1 / (average · S)``, after every step ``θ̄ ← β θ̄ + (1 − β) θ`` (θ̄₀ = 0, read
+    debiased as θ̄ / (1 − βᵗ)). Validation, early stopping and the weights returned are then the
+    average's; training steps go on from the live weights.
     """
     from .settings import DEFAULT
 
@@ -108,6 +114,9 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(data) == 0:
         raise ValueError("no training rows")
+    if average is not None and not (isinstance(average, (int, float, np.number)) and not isinstance(average, bool)
+                                    and 0 < average < np.inf):
+        raise ValueError(f"average must be None or a number of epochs > 0, got {average!r}")
     stream = sys.stderr if stream is None else stream
     rng = np.random.default_rng(seed)
     opt = Adam(net.params, lr=lr, clip_norm=clip_norm)
@@ -117,6 +126,8 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
     best_loss, best_params, best_epoch, bad = np.inf, net.params.copy(), 0, 0
     history = {"epochs": [], "best_epoch": 0, "stopped": "epochs"}
     n = len(data)
+    beta = None if average is None else 1.0 - 1.0 / max(1.0, average * -(-n // batch_size))
+    avg, t_avg = (None, 0) if beta is None else (np.zeros(net.params.shape, dtype=np.float64), 0)
     if verbose:
         _announce_compile(net, stream)
     limit = _blas_limit(settings.blas_threads)
@@ -143,6 +154,10 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
                     break
                 net.backward(dz, cache)
                 opt.step(net.grads)
+                if avg is not None:
+                    avg *= beta
+                    avg += (1.0 - beta) * net.params
+                    t_avg += 1
                 total += loss * len(idx)
                 count += len(idx)
             if not finite or not np.isfinite(net.params).all():
@@ -151,6 +166,10 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
                       f"(epoch {best_epoch})", file=stream, flush=True)
                 break
             rec = {"epoch": epoch, "loss": total / max(count, 1), "val_loss": None, "val_acc": None}
+            live = None
+            if avg is not None:  # the averaged weights are the ones validated and kept
+                live = net.params.copy()
+                net.params[:] = avg / (1.0 - beta ** t_avg)
             if val is not None and len(val):
                 rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val, parallel=par)
             rec["seconds"] = time.perf_counter() - t0
@@ -163,7 +182,9 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
             if watch < best_loss - 1e-6:
                 best_loss, best_epoch, bad = watch, epoch, 0
                 best_params[:] = net.params
-            else:
+            if live is not None:
+                net.params[:] = live
+            if best_epoch != epoch:
                 bad += 1
                 if bad >= patience:
                     history["stopped"] = "patience"
