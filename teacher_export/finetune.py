@@ -288,11 +288,12 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
 
 def adamw(groups, lr):
     """``torch.optim.AdamW`` with ``fused=True``: one kernel per parameter instead of a dozen
-    element-wise passes. On 2 CPU cores the step of all-MiniLM-L6-v2's 22.7M weights takes 0.03 s
-    instead of 0.17 s of a 0.8 s training step (batch 16, ~650 word pieces), a sixth of the teacher's
-    fine-tuning time; the weights agree with the plain loop's to float rounding (~3e-8 after 20
-    steps). A torch without the fused CPU kernel (before 2.4) gets the plain loop (the optimiser's
-    ``defaults["fused"]`` says which ran)."""
+    element-wise passes. On 2 CPU cores the optimiser step over all-MiniLM-L6-v2's 22.7M weights takes
+    0.03 s instead of 0.13–0.15 s: a training step 1.11× faster on ASAP-SAS item 1's answers (880 word
+    pieces per batch of 16), 1.31× on SciEntsBank's shorter ones (``benchmarks/results/teacher_step.md``).
+    The weights agree with the plain loop's to float rounding (~3e-8 after 20 steps). A torch without
+    the fused CPU kernel (before 2.4) gets the plain loop (the optimiser's ``defaults["fused"]`` says
+    which ran)."""
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
