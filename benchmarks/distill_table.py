@@ -95,6 +95,13 @@ def table_lines(results, order=ORDER):
                   f"ahead of both the plain NN and TF-IDF + LR in accuracy on {ahead} of {len(done)}. "
                   "Seconds per stage as measured by the run that computed the stage (a stage a rerun found "
                   "cached counts the seconds it took then: `DistillResult.made_seconds`); total = their sum."]
+        plain_loop = [r["name"] for r in done if optimizer(r) != "AdamW (fused)"]
+        if plain_loop:
+            lines += ["", "Teacher fine-tuned with torch's plain AdamW loop (before the fused optimiser, "
+                      f"`teacher_export` 0.1.0): {', '.join(plain_loop)}."]
+        notes = [f"- {r['name']}: {r['note']}" for r in done if r.get("note")]
+        if notes:
+            lines += ["", "Notes:", ""] + notes
     lines += ["", "Commands:", ""] + [f"- {results[k]['name']}: `{results[k]['command']}`" for k in order if k in results]
     return lines
 
@@ -109,7 +116,19 @@ def teacher_facts(teacher_dir):
     d = json.loads(side.read_text(encoding="utf-8"))
     hp = d.get("hyperparameters", {})
     return {"best_epoch": d.get("best_epoch"), "epochs_run": d.get("epochs_run"),
-            "stop_on": hp.get("stop_on", "loss"), "tolerance": hp.get("tolerance", 0.0)}
+            "stop_on": hp.get("stop_on", "loss"), "tolerance": hp.get("tolerance", 0.0),
+            "optimizer": hp.get("optimizer", "AdamW")}
+
+
+def optimizer(r):
+    """The optimiser a row's teacher was fine-tuned with (its sidecar; a sidecar before the fused
+    optimiser names plain ``AdamW``)."""
+    got = (r.get("teacher") or {}).get("optimizer")
+    if got is None and r.get("teacher_dir"):
+        side = Path(r["teacher_dir"]).parent / "teacher.json"
+        if side.exists():
+            got = json.loads(side.read_text(encoding="utf-8")).get("hyperparameters", {}).get("optimizer")
+    return got or "AdamW"
 
 
 def epochs(r):
@@ -135,8 +154,9 @@ def write_md(results, order, path):
 #: earlier states of the table, each against the rows now: (json beside the table, title, what differed)
 BEFORE = [("distill_table_before_fused.json", "Before / after the teacher's fused AdamW",
            "the rows committed at bec001d: the teacher's optimiser was torch's plain AdamW loop, now the fused "
-           "kernel (a sixth less fine-tuning time, the same steps to float rounding); rounding differences "
-           "grow over the epochs, so these teachers, their labels and their students are fine-tuned anew"),
+           "kernel (a training step 1.1–1.3× faster, `teacher_step.md`; the same steps to float rounding, which "
+           "grows over the epochs: item 6's teacher kept epoch 7 of 9 instead of 4 of 6), so every teacher, its "
+           "labels and its students are new; SciEntsBank was not rerun"),
           ("distill_table_one_preset.json", "Before / after the preset choice",
            "the rows committed at 0b38169: one preset (`bathtub` below 2,000 training answers, else `7t`) where "
            "`--preset auto` now trains both and keeps the better on validation (its plain NN too); the same "
