@@ -121,14 +121,9 @@ def teacher_facts(teacher_dir):
 
 
 def optimizer(r):
-    """The optimiser a row's teacher was fine-tuned with (its sidecar; a sidecar before the fused
-    optimiser names plain ``AdamW``)."""
-    got = (r.get("teacher") or {}).get("optimizer")
-    if got is None and r.get("teacher_dir"):
-        side = Path(r["teacher_dir"]).parent / "teacher.json"
-        if side.exists():
-            got = json.loads(side.read_text(encoding="utf-8")).get("hyperparameters", {}).get("optimizer")
-    return got or "AdamW"
+    """The optimiser a row's teacher was fine-tuned with (``teacher_facts``; rows from before it
+    recorded one: plain ``AdamW``)."""
+    return (r.get("teacher") or {}).get("optimizer", "AdamW")
 
 
 def epochs(r):

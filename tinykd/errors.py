@@ -1,6 +1,8 @@
 """The error every face of tinykd shows for a bad option value."""
 from __future__ import annotations
 
+import numbers
+
 
 class OptionError(ValueError):
     """A bad option value. The message names the option: as the Python parameter
@@ -25,3 +27,11 @@ def check_seed(seed, option="seed"):
     if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= int(seed) <= MAX_SEED:
         raise OptionError(option, f"{{opt}} must be a whole number from 0 to {MAX_SEED:,}, got {seed!r}")
     return int(seed)
+
+
+def check_average(average, option="average"):
+    """Polyak averaging's horizon: None (off) or a number of epochs > 0."""
+    if average is not None and (isinstance(average, bool) or not isinstance(average, numbers.Real)
+                                or not 0 < average < float("inf")):
+        raise OptionError(option, f"{{opt}} must be None or a number of epochs > 0, got {average!r}")
+    return average

@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from .errors import OptionError, check_seed
+from .errors import OptionError, check_average, check_seed
 from .metrics import scoring_metrics
 from .model import StudentNet, make_config
 from .settings import blas_threads
@@ -187,9 +187,7 @@ def fit(texts, y, teacher_proba=None, *, contexts=None, preset="7t", config=None
                         validation_fraction=validation_fraction, seed=seed)
     if not isinstance(offsets, (bool, np.bool_)):
         raise OptionError("offsets", f"{{opt}} must be True or False, got {offsets!r}")
-    if average is not None and (isinstance(average, bool) or not isinstance(average, (int, float, np.number))
-                                or not 0 < average < np.inf):
-        raise OptionError("average", f"{{opt}} must be None or a number of epochs > 0, got {average!r}")
+    check_average(average)
     texts = as_list(texts, "texts")
     y = np.asarray(as_list(y, "y") if isinstance(y, (str, bytes)) else y)
     if y.ndim != 1:

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from .errors import check_average
 from .losses import kd_loss, log_softmax
 from .optim import Adam
 
@@ -114,9 +115,7 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(data) == 0:
         raise ValueError("no training rows")
-    if average is not None and not (isinstance(average, (int, float, np.number)) and not isinstance(average, bool)
-                                    and 0 < average < np.inf):
-        raise ValueError(f"average must be None or a number of epochs > 0, got {average!r}")
+    check_average(average)
     stream = sys.stderr if stream is None else stream
     rng = np.random.default_rng(seed)
     opt = Adam(net.params, lr=lr, clip_norm=clip_norm)
@@ -127,7 +126,7 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
     history = {"epochs": [], "best_epoch": 0, "stopped": "epochs"}
     n = len(data)
     beta = None if average is None else 1.0 - 1.0 / max(1.0, average * -(-n // batch_size))
-    avg, t_avg = (None, 0) if beta is None else (np.zeros(net.params.shape, dtype=np.float64), 0)
+    avg, t_avg = None if beta is None else np.zeros(net.params.shape, dtype=np.float64), 0
     if verbose:
         _announce_compile(net, stream)
     limit = _blas_limit(settings.blas_threads)
