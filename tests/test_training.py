@@ -196,9 +196,10 @@ def test_bad_teacher_rows_are_refused(task):
         tinykd.fit(X, y, teacher_proba=neg, verbose=False)
 
 
-def test_presets_side_by_side_train_the_same_weights_and_stop_together(task):
-    """tinykd distill trains its presets in threads (serial kernels, one core each): the weights
-    equal those trained one after the other; an error in one stops the others at their next epoch."""
+def test_students_side_by_side_train_the_same_weights_and_stop_together(task):
+    """tinykd distill trains its students in threads (serial kernels, one core each), each started as
+    a thread is free: the weights equal those trained one after the other, returned in the order of
+    the jobs; an error in one stops the others at their next epoch."""
     from tinykd.distill import side_by_side
 
     (X, y), _ = task
@@ -207,8 +208,11 @@ def test_presets_side_by_side_train_the_same_weights_and_stop_together(task):
         return tinykd.fit(X[:300], y[:300], preset=pr, epochs=2, seed=5, verbose=False, settings=settings,
                           on_epoch=stop).net.params
 
-    alone = side_by_side(train_one, ["7t", "bathtub"], threads=1)
-    together = side_by_side(train_one, ["7t", "bathtub"], threads=2)
+    jobs = ["7t", "bathtub", "falling_weights"]  # three jobs on two threads: one waits for a free thread
+    alone = side_by_side(train_one, jobs, threads=1)
+    together = side_by_side(train_one, jobs, threads=2)
+    assert [a.size for a in alone] == [tinykd.fit(X[:300], y[:300], preset=pr, epochs=1, verbose=False).n_params
+                                       for pr in jobs]  # in the order of the jobs
     for a, b in zip(alone, together):
         np.testing.assert_array_equal(a, b)
     epochs = []

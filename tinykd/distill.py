@@ -474,23 +474,22 @@ def distill_item(job, log, worker_threads=None):
         y = np.asarray([labels[i] for i in train], dtype=object if job["kind"] == "str" else None)
         candidates = list(AUTO_PRESETS if preset == "auto" else (preset,))
 
-        def train_preset(pr, settings, stop):  # one preset's plain NN and KD students
-            out = {}
-            for lam in (0.0, *lams):
-                s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
-                        offsets=job["offsets"], temperature=temperature if lam else 1.0,
-                        soft_loss=soft_loss if lam else "ce", validation=v_part if val else None,
-                        transfer=tx if lam else None, epochs=epochs, patience=patience, seed=seed, verbose=False,
-                        name=name, settings=settings, on_epoch=stop, average=STUDENT_AVERAGE)
-                m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
-                out[pr, lam] = (s, m)
-                log(f"[students] {name}: {pr}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
-                    f"QWK {m['qwk']:.3f}")
-            return out
+        def train_one(pair, settings, stop):  # one student: a preset's plain NN (λ = 0) or KD student
+            pr, lam = pair
+            s = fit(tr_texts, y, p_train if lam else None, contexts=tr_ctx, preset=pr, lam=lam,
+                    offsets=job["offsets"], temperature=temperature if lam else 1.0,
+                    soft_loss=soft_loss if lam else "ce", validation=v_part if val else None,
+                    transfer=tx if lam else None, epochs=epochs, patience=patience, seed=seed, verbose=False,
+                    name=name, settings=settings, on_epoch=stop, average=STUDENT_AVERAGE)
+            m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
+            log(f"[students] {name}: {pr}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
+                f"QWK {m['qwk']:.3f}")
+            return s, m
 
-        runs = {}  # (preset, λ) -> (student, validation metrics); λ = 0: the plain NN
-        for part in side_by_side(train_preset, candidates, worker_threads):
-            runs.update(part)
+        # the KD students first: with the transfer set in their soft term they take several times as
+        # long as a plain NN, so the cores stay busy to the end when the plain NNs fill in after them
+        pairs = [(pr, lam) for lam in lams for pr in candidates] + [(pr, 0.0) for pr in candidates]
+        runs = dict(zip(pairs, side_by_side(train_one, pairs, worker_threads)))  # (preset, λ) -> (student, metrics)
 
         def rank(k):  # validation accuracy, then QWK; ties: the larger λ, then the earlier preset
             return runs[k][1]["accuracy"], runs[k][1]["qwk"], k[1], -candidates.index(k[0])
@@ -531,24 +530,25 @@ def distill_item(job, log, worker_threads=None):
             "seconds": st.seconds, "ran": st.ran, "cached": st.cached}
 
 
-def side_by_side(train_one, presets, threads=None):
-    """``train_one(preset, settings, stop)`` for each preset, in that order: one after the other, or
-    (``threads`` — default: the machine's cores — at least 2 and several presets) side by side in
-    threads, each training with serial kernels on one core (``Settings(parallel=False)``; NumPy's
-    BLAS on one thread), which trains the same weights bit for bit (:func:`tinykd.nn.lstm._plan`)
-    in less time than one after the other with both cores each: ASAP-SAS item 1's two KD students
-    149 s side by side against 189 s in turn, the weights identical (2 cores). ``stop`` is an
-    ``on_epoch`` callback: after a Ctrl-C (or an error) in one, the others stop at their next epoch.
-    Returns the results in the order of ``presets``."""
+def side_by_side(train_one, jobs, threads=None):
+    """``train_one(job, settings, stop)`` for each of ``jobs`` (e.g. (preset, λ) pairs): one after
+    the other, in that order, or (``threads`` — default: the machine's cores — at least 2 and several
+    jobs) on that many threads, each job started, in the order given, as soon as a thread is free, and
+    trained with serial kernels on one core (``Settings(parallel=False)``; NumPy's BLAS on one thread).
+    That trains the same weights bit for bit (:func:`tinykd.nn.lstm._plan`) in less time than one
+    after the other with both cores each: ASAP-SAS item 1's two KD students 149 s side by side against
+    189 s in turn, the weights identical (2 cores). ``stop`` is an ``on_epoch`` callback: after a
+    Ctrl-C (or an error) in one, the others stop at their next epoch. Returns the results in the
+    order of ``jobs``."""
     import threading
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
     from .settings import Settings, blas_threads
 
-    n = min(len(presets), int(threads or os.cpu_count() or 1))
+    n = min(len(jobs), int(threads or os.cpu_count() or 1))
     if n < 2:
-        return [train_one(pr, None, None) for pr in presets]
+        return [train_one(job, None, None) for job in jobs]
     halt = threading.Event()
 
     def stop(rec):
@@ -557,7 +557,7 @@ def side_by_side(train_one, presets, threads=None):
 
     # fit's warning filters are the process's: restored here once, whatever order the threads left them in
     with warnings.catch_warnings(), blas_threads(1), ThreadPoolExecutor(n, thread_name_prefix="tinykd-student") as ex:
-        futures = [ex.submit(train_one, pr, Settings(parallel=False), stop) for pr in presets]
+        futures = [ex.submit(train_one, job, Settings(parallel=False), stop) for job in jobs]
         try:
             return [f.result() for f in futures]
         except BaseException:
