@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import random
 import sys
 import time
@@ -302,7 +301,3 @@ def adamw(groups, lr):
 
 def fresh_copy(model):
     return copy.deepcopy(model)
-
-
-def threads_default():
-    return max(1, min(os.cpu_count() or 1, 8))
