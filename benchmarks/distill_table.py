@@ -147,7 +147,12 @@ def write_md(results, order, path):
 
 
 #: earlier states of the table, each against the rows now: (json beside the table, title, what differed)
-BEFORE = [("distill_table_before_fused.json", "Before / after the teacher's fused AdamW",
+BEFORE = [("distill_table_before_patience1.json", "Before / after the teacher's patience 1",
+           "the rows committed at 3a3c1ec: the teacher stopped 2 epochs after its last improvement, now 1 "
+           "(`teacher_patience.md`: on every recorded history the same epoch kept); its fine-tuning is "
+           "deterministic on a CPU, so the same epoch kept is the same teacher, labels and students, an epoch "
+           "sooner; SciEntsBank's row before was the plain AdamW loop's"),
+          ("distill_table_before_fused.json", "Before / after the teacher's fused AdamW",
            "the rows committed at bec001d: the teacher's optimiser was torch's plain AdamW loop, now the fused "
            "kernel (a training step 1.1–1.3× faster, `teacher_step.md`; the same steps to float rounding, which "
            "grows over the epochs: item 6's teacher kept epoch 7 of 9 instead of 4 of 6), so every teacher, its "
@@ -167,8 +172,8 @@ def before_lines(results, order, before_json, title, what):
         return []
     old, f = json.loads(before_json.read_text()), pair
     lines = ["", f"## {title}", "", f"`{before_json.name}`: {what}.", "",
-             "| data set | teacher epoch kept / run, before → now | teacher test before → now | student test before → now "
-             "| Δ acc before → now | Δ QWK before → now |", "|---|---|---|---|---:|---:|"]
+             "| data set | teacher epoch kept / run, before → now | teacher s before → now | teacher test before → now "
+             "| student test before → now | Δ acc before → now | Δ QWK before → now |", "|---|---|---:|---|---|---:|---:|"]
     means = [[0.0, 0.0], [0.0, 0.0]]
     for k in order:
         new = results.get(k)
@@ -180,12 +185,14 @@ def before_lines(results, order, before_json, title, what):
         for j in (0, 1):
             means[j][0] += d[j][0]
             means[j][1] += d[j][1]
-        lines.append(f"| {new['name']} | {epochs(old[k])} → {epochs(new)} | {f(old[k]['metrics']['teacher'])} → "
+        ts = [r["seconds"].get("teacher", 0) for r in (old[k], new)]
+        lines.append(f"| {new['name']} | {epochs(old[k])} → {epochs(new)} | {ts[0]:.0f} → {ts[1]:.0f} | "
+                     f"{f(old[k]['metrics']['teacher'])} → "
                      f"{f(new['metrics']['teacher'])} | {f(sts[0])} → {f(sts[1])} | {d[0][0]:+.3f} → {d[1][0]:+.3f} | "
                      f"{d[0][1]:+.3f} → {d[1][1]:+.3f} |")
     n = sum(1 for k in order if k in old and results.get(k))
     if n:
-        lines.append(f"| **mean of {n}** | | | | {means[0][0] / n:+.3f} → {means[1][0] / n:+.3f} | "
+        lines.append(f"| **mean of {n}** | | | | | {means[0][0] / n:+.3f} → {means[1][0] / n:+.3f} | "
                      f"{means[0][1] / n:+.3f} → {means[1][1] / n:+.3f} |")
     return lines
 
