@@ -222,11 +222,13 @@ def test_students_side_by_side_train_the_same_weights_and_stop_together(task):
             raise ValueError("boom")
 
         def seen(rec):
-            epochs.append(rec["epoch"])
+            epochs.append((pr, rec["epoch"]))
             stop(rec)
         return tinykd.fit(X[:300], y[:300], preset=pr, epochs=40, patience=40, seed=5, verbose=False,
                           settings=settings, on_epoch=seen)
 
     with pytest.raises(ValueError, match="boom"):
-        side_by_side(fails_or_trains, ["boom", "7t"], threads=2)
-    assert 1 <= len(epochs) <= 2  # stopped at its first epoch's end (not 40 epochs)
+        side_by_side(fails_or_trains, ["boom", "7t", "bathtub", "falling_weights"], threads=2)
+    # the running job (7t, and bathtub if it took boom's thread first) stopped at its first epoch's end,
+    # not after 40; the job still waiting never started
+    assert {e for _, e in epochs} == {1} and "falling_weights" not in {p for p, _ in epochs}

@@ -555,13 +555,20 @@ def side_by_side(train_one, jobs, threads=None):
         if halt.is_set():
             raise KeyboardInterrupt
 
+    def one(job):
+        if halt.is_set():  # a job the stop finds not started never starts
+            raise KeyboardInterrupt
+        return train_one(job, Settings(parallel=False), stop)
+
     # fit's warning filters are the process's: restored here once, whatever order the threads left them in
     with warnings.catch_warnings(), blas_threads(1), ThreadPoolExecutor(n, thread_name_prefix="tinykd-student") as ex:
-        futures = [ex.submit(train_one, job, Settings(parallel=False), stop) for job in jobs]
+        futures = [ex.submit(one, job) for job in jobs]
         try:
             return [f.result() for f in futures]
         except BaseException:
-            halt.set()  # the executor then waits for the others' current epoch
+            halt.set()  # the executor then waits for the running ones' current epoch
+            for f in futures:
+                f.cancel()  # and starts none of those still waiting
             raise
 
 
