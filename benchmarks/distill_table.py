@@ -149,7 +149,7 @@ def write_md(results, order, path):
 #: earlier states of the table, each against the rows now: (json beside the table, title, what differed)
 BEFORE = [("distill_table_before_patience1.json", "Before / after the teacher's patience 1",
            "the rows committed at 3a3c1ec: the teacher stopped 2 epochs after its last improvement, now 1 "
-           "(`teacher_patience.md`: on every recorded history the same epoch kept); its fine-tuning is "
+           "(`patience.md`: on every recorded history the same epoch kept); its fine-tuning is "
            "deterministic on a CPU, so the same epoch kept is the same teacher, labels and students, an epoch "
            "sooner; SciEntsBank's row before was the plain AdamW loop's"),
           ("distill_table_before_fused.json", "Before / after the teacher's fused AdamW",

@@ -85,7 +85,7 @@ def auto_copies(n_train):
 #: on validation, which taught a student 6 points worse there); patience 1: replayed on the 17 teacher
 #: histories recorded on these data sets (8 distinct paths over ASAP-SAS items 1, 2, 5, 6, 10 and
 #: SciEntsBank), patience 2 kept the same epoch as patience 1 every time, one epoch later
-#: (benchmarks/results/teacher_patience.md)
+#: (benchmarks/results/patience.md)
 TEACHER_DEFAULTS = {"epochs": 10, "patience": 1, "lr": 8e-5, "batch_size": 16, "max_length": 128,
                     "stop_on": "accuracy", "tolerance": 0.01}
 TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
@@ -483,7 +483,7 @@ def distill_item(job, log, worker_threads=None):
                     name=name, settings=settings, on_epoch=stop, average=STUDENT_AVERAGE)
             m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
             log(f"[students] {name}: {pr}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
-                f"QWK {m['qwk']:.3f}")
+                f"QWK {m['qwk']:.3f} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
             return s, m
 
         # the KD students first: with the transfer set in their soft term they take several times as
