@@ -17,7 +17,8 @@ Stages, per item (one teacher and one student per item with ``item_col``)::
    unlabeled rows given: the transfer set.
 4. **labels** — the teacher's probabilities for the transfer set (``tinykd-teacher export``).
 5. **students** — for each preset (:data:`AUTO_PRESETS` with ``preset="auto"``), the plain NN
-   (λ = 0) and KD students over a grid of λ with the transfer set in the soft term; the one
+   (λ = 0) and KD students over a grid of λ with the transfer set in the soft term, trained on
+   the cores side by side (:func:`side_by_side`, the KD students first); the one
    with the best validation accuracy (then QWK) is kept — the plain NN when the teacher does
    not help. The teacher is checked against TF-IDF + logistic
    regression on the validation rows, with a warning when it does not beat it. Test rows are
