@@ -25,11 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from distill_table import ORDER, RESULTS  # noqa: E402
 from teacher_export.finetune import EarlyStopping  # noqa: E402 (torch-free)
 from tinykd.distill import TEACHER_DEFAULTS  # noqa: E402
 from tinykd.student import load  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 STUDENT_PATIENCE = 5  # tinykd.fit's default, which distill keeps
 
 
@@ -55,8 +56,8 @@ def replay_student(history, patience):
 
 
 def row_order(row):
-    name, _, n = row.rpartition("-")
-    return (name, int(n)) if n.isdigit() else (row, 0)
+    """The rows in ``distill_table``'s order; others after them, by name."""
+    return (ORDER.index(row), "") if row in ORDER else (len(ORDER), row)
 
 
 def histories(roots):
@@ -178,8 +179,8 @@ def main(argv=None):
              "benchmark rows. Replaying is exact: a run with less patience is the same run stopped sooner.", ""]
     lines += teacher_lines(rows) + student_lines(students)
     text = "\n".join(lines) + "\n"
-    args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print(text)
 
 

@@ -11,7 +11,6 @@ not timed (warm-up). Writes ``benchmarks/results/teacher_step.md``. Needs the ``
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import os
 import platform
@@ -38,7 +37,7 @@ def main(argv=None):
     import torch
     import transformers
 
-    from teacher_export.finetune import _collate, adamw, encode, train_batches
+    from teacher_export.finetune import _collate, adamw, encode, fresh_copy, train_batches
     from teacher_export.model import load_classifier, load_tokenizer, resolve_base
 
     torch.set_num_threads(args.threads)
@@ -67,7 +66,7 @@ def main(argv=None):
         times = {name: {p: [] for p in PARTS} for name in makers}
         for r in range(args.rounds):
             for name, make in makers.items():
-                model = copy.deepcopy(model0).train()
+                model = fresh_copy(model0).train()
                 opt = make([{"params": list(model.parameters()), "weight_decay": 0.01}])
                 for k, pos in enumerate(batches):
                     batch = _collate(enc, pos, tok.pad_token_id or 0, "cpu")
