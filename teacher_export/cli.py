@@ -75,6 +75,9 @@ def build_parser():
     e.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
     _data_args(e, label_default=None)
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--workers", type=int, default=None,
+                   help="processes that label on the CPU, the threads shared among them (default: one per "
+                   "thread, at most 4, from 4,000 answers; 1: this process); the probabilities are the same")
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
                        description="Write one soft-label file holding the rows of every FILE: the classes are "
                        "the union of the files' (a class a file lacks is 0 in its rows); an id in two files "
@@ -140,7 +143,7 @@ def main(argv=None):
         else:
             from .export import run_export
 
-            res = run_export(teacher=args.teacher, batch_size=args.batch_size, **common)
+            res = run_export(teacher=args.teacher, batch_size=args.batch_size, workers=args.workers, **common)
     except (DataError, SoftLabelError, BaseModelError, FileNotFoundError) as e:
         print(f"tinykd-teacher: error: {e}", file=sys.stderr)
         return 2

@@ -16,8 +16,10 @@ from tinykd.tables import CsvReader, label_key, normalize_labels, read_table
 
 from . import __version__
 from .data import DataError, Dataset, load_dataset, stratified_folds
-from .finetune import STOP_ON, TOLERANCE, encode, fine_tune, log, pick_device, predict_logits, set_seed
+from .finetune import (STOP_ON, TOLERANCE, encode, fine_tune, label_batches, log, pick_device, predict_logits,
+                       set_seed)
 from .model import load_classifier, load_tokenizer, resolve_base
+from .workers import auto_workers, predict_logits_in_workers
 
 TEACHER_META = "teacher.json"
 
@@ -265,8 +267,9 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
 def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, id_col=None,
                context_col=None, context_file=None, split_col=None, train_split="train", val_split=None,
                test_split=None, where=None, unlabeled=None, batch_size=64, device=None, threads=None,
-               seed=0, val_frac=0.1):
-    """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder."""
+               seed=0, val_frac=0.1, workers=None):
+    """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder; on a CPU in
+    ``workers`` processes (None: :func:`teacher_export.workers.auto_workers`), the same probabilities."""
     t_all = time.time()
     if threads:
         torch.set_num_threads(int(threads))
@@ -294,17 +297,30 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
         log(note)
     set_seed(seed)
     tok = load_tokenizer(teacher)
-    model = load_classifier(teacher).to(device)
     enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128))
-    logits = predict_logits(model, enc, None, batch_size=batch_size, device=device,
-                            pad_id=tok.pad_token_id or 0, progress=50)
+    n_threads = torch.get_num_threads()
+    workers = auto_workers(len(ds.ids), n_threads, device) if workers is None else int(workers)
+    if workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    if workers > 1:
+        if device.type != "cpu":
+            raise DataError(f"workers={workers} labels on the CPU only; the device is {device}")
+        batches = label_batches(enc, np.arange(len(ds.ids)), batch_size)
+        log(f"labelling {len(ds.ids):,} answers in {workers} worker processes of {max(1, n_threads // workers)} "
+            "torch thread(s)")
+        logits = predict_logits_in_workers(teacher, enc, batches, len(classes), workers, max(1, n_threads // workers),
+                                           pad_id=tok.pad_token_id or 0, log=log)
+    else:
+        model = load_classifier(teacher).to(device)
+        logits = predict_logits(model, enc, None, batch_size=batch_size, device=device,
+                                pad_id=tok.pad_token_id or 0, progress=50)
     proba = softmax(logits)
     m = split_metrics(ds, proba) if any(r in ("val", "test", "train") for r in ds.roles) else {}
     meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export export",
             "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "temperature": 1.0,
             "classes": ds.class_keys, "data_file": os.path.basename(data),
             **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
-            "splits": split_sizes(ds), "metrics": m, **_env(device)}
+            "splits": split_sizes(ds), "metrics": m, **_env(device), "workers": workers}
     meta["wall_seconds"] = round(time.time() - t_all, 1)
     name = name or os.path.splitext(os.path.basename(data))[0]
     path = os.path.join(out, f"{name}.csv")

@@ -72,28 +72,35 @@ def train_batches(lengths, batch_size, rng, bucket=50):
     return batches
 
 
+def label_batches(enc, idx, batch_size):
+    """The labelling pass's batches: position arrays into ``idx`` (the rows of ``enc`` to label),
+    the rows sorted by length (stable) and cut into runs of ``batch_size``, shortest first, so that
+    each batch is padded to little more than its own answers."""
+    lens = np.asarray([len(enc["input_ids"][i]) for i in idx])
+    order = np.argsort(lens, kind="stable")
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, progress=None):
-    """Logits (float64 array, rows in the order of ``idx``) for the encoded rows."""
+    """Logits (float64 array, rows in the order of ``idx``) for the encoded rows, in the batches of
+    :func:`label_batches`."""
     device = device or next(model.parameters()).device
     n_all = len(enc["input_ids"])
     idx = np.arange(n_all) if idx is None else np.asarray(idx, dtype=int)
     out = np.zeros((len(idx), model.config.num_labels), dtype=np.float64)
     if len(idx) == 0:
         return out
-    lens = np.asarray([len(enc["input_ids"][i]) for i in idx])
-    order = np.argsort(lens, kind="stable")
-    cost = lens[order].astype(np.float64)  # each row's share of the work, in the order of the batches
+    batches = label_batches(enc, idx, batch_size)
+    cost = np.array([sum(len(enc["input_ids"][i]) for i in idx[pos]) for pos in batches], dtype=np.float64)
     model.eval()
     t0 = time.time()
-    nb = (len(order) + batch_size - 1) // batch_size
-    for b, s in enumerate(range(0, len(order), batch_size)):
-        pos = order[s:s + batch_size]
+    for b, pos in enumerate(batches):
         batch = _collate(enc, idx[pos], pad_id, device)
         out[pos] = model(**batch).logits.double().cpu().numpy()
         if progress and (b + 1) % progress == 0:
-            el, done = time.time() - t0, cost[:s + len(pos)].sum()  # length-sorted: time left by padded tokens
-            log(f"    predict {b + 1}/{nb} batches  {el:.0f}s (eta {el / done * (cost.sum() - done):.0f}s)")
+            el, done = time.time() - t0, cost[:b + 1].sum()  # time left by the answers' word pieces
+            log(f"    predict {b + 1}/{len(batches)} batches  {el:.0f}s (eta {el / done * (cost.sum() - done):.0f}s)")
     return out
 
 

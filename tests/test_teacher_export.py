@@ -427,3 +427,33 @@ def test_length_bucketed_labelling_equals_the_teacher_one_answer_at_a_time(tiny_
     one = np.vstack([softmax(predict_logits(model, enc, [i], batch_size=1)) for i in range(len(texts))])
     assert len({len(x) for x in enc["input_ids"]}) > 10  # the batches really mix lengths
     assert np.abs(fast - one).max() < 1e-5 and (fast.argmax(1) == one.argmax(1)).all()
+
+
+def test_labelling_in_worker_processes_writes_the_same_probabilities(tiny_base, tmp_path):
+    """``export --workers 2`` hands the single-process pass's batches to two processes of one torch
+    thread: the soft-label file is the same byte for byte (a batch's logits do not depend on the
+    thread count), and the sidecar says how it ran."""
+    from teacher_export.export import run_export
+    from teacher_export.workers import auto_workers
+
+    data, _ = _make_csv(tmp_path / "a.csv", n=45)
+    run_fit(data=data, out=str(tmp_path / "t"), base=tiny_base, split_col="split", val_split="val", name="t",
+            **{**FAST, "epochs": 1, "save_teacher": True})
+    rng = np.random.default_rng(1)
+    with open(tmp_path / "copies.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for i in range(300):
+            w.writerow([f"c{i}", " ".join(rng.choice(WORDS["1"] + FILLER, int(rng.integers(1, 30))))])
+    teacher = str(tmp_path / "t" / "t-teacher")
+    paths = []
+    for k in (1, 2):
+        res = run_export(teacher=teacher, data=str(tmp_path / "copies.csv"), out=str(tmp_path / f"w{k}"),
+                         name="labels", batch_size=8, threads=2, workers=k)
+        paths.append(res["path"])
+        assert read_sidecar(res["path"])["workers"] == k
+    with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
+        assert a.read() == b.read()
+    assert auto_workers(21408, 2, torch.device("cpu")) == 2 and auto_workers(21408, 16, torch.device("cpu")) == 4
+    assert auto_workers(3999, 2, torch.device("cpu")) == 1 and auto_workers(21408, 1, torch.device("cpu")) == 1
+    assert auto_workers(21408, 2, torch.device("cuda")) == 1

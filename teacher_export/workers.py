@@ -1,0 +1,114 @@
+"""The labelling pass over worker processes: each loads the saved teacher folder once, with its own
+few torch threads, and computes whole batches of :func:`~teacher_export.finetune.label_batches`.
+
+Why processes: on a CPU, one process with 2 torch threads labelled ASAP-SAS item 1's copies at
+101 answers/s, two processes of 1 thread each at 62 + 63 = 126/s (1.24×): much of a small BERT's
+step is work torch does not spread over threads well (``benchmarks/results/teacher_labelling.md``).
+
+Why the probabilities do not change: the batches are the single-process pass's own (the same
+answers, sorted by length, padded alike), only handed out to the workers, and a batch's logits do
+not depend on how many threads torch used for it (checked bit for bit in
+``tests/test_teacher_export.py``). Work is handed out a few batches at a time, the longest first, so
+that the workers finish together.
+
+A worker ignores Ctrl-C (the parent stops handing out work and exits) and exits by itself when its
+parent is gone (killed), so none is left behind.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
+
+#: fewer answers than this are labelled in the calling process: a worker's start (importing torch,
+#: loading the teacher) costs a few seconds, about what 2 cores gain on 4,000 answers
+MIN_ROWS = 4000
+#: at most this many workers (measured on 2 cores only; more cores get more threads per worker)
+MAX_WORKERS = 4
+#: batches per piece of work handed to a worker
+BATCHES_PER_TASK = 4
+
+_model = None  # the worker process's own teacher (set by _start, in the worker only)
+
+
+def auto_workers(n_rows, threads, device):
+    """How many worker processes label ``n_rows`` answers with ``threads`` CPU threads in all: 1 (the
+    calling process) on a GPU, for fewer than :data:`MIN_ROWS` answers or a single thread; else one
+    per thread, at most :data:`MAX_WORKERS`."""
+    if getattr(device, "type", str(device)) != "cpu" or n_rows < MIN_ROWS or threads < 2:
+        return 1
+    return min(int(threads), MAX_WORKERS)
+
+
+def _watch_parent(ppid):
+    while os.getppid() == ppid:
+        time.sleep(1.0)
+    os._exit(1)  # the parent is gone: nothing waits for this worker's results
+
+
+def _start(teacher, threads, ppid):
+    global _model
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
+    import torch
+
+    from .model import load_classifier
+
+    torch.set_num_threads(threads)
+    _model = load_classifier(teacher).eval()
+
+
+def _run(batches, pad_id):
+    """Logits of each batch of token-id rows (as the single-process pass computes them)."""
+    import torch
+
+    from .finetune import _collate
+
+    out = []
+    with torch.no_grad():
+        for enc in batches:
+            batch = _collate(enc, range(len(enc["input_ids"])), pad_id, "cpu")
+            out.append(_model(**batch).logits.double().numpy())
+    return out
+
+
+def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads, pad_id=0, log=None,
+                              progress=50):
+    """Logits (float64, one row per answer of ``enc``) of the teacher folder ``teacher`` computed in
+    ``workers`` processes of ``threads`` torch threads each; ``batches`` are position arrays into
+    ``enc`` (:func:`~teacher_export.finetune.label_batches`). ``log(msg)`` gets a progress line every
+    ``progress`` batches."""
+    out = np.zeros((len(enc["input_ids"]), n_labels), dtype=np.float64)
+    cost = np.array([sum(len(enc["input_ids"][i]) for i in b) for b in batches], dtype=np.float64)
+    order = np.argsort(-cost, kind="stable")  # the longest batches first
+    tasks = [order[s:s + BATCHES_PER_TASK] for s in range(0, len(order), BATCHES_PER_TASK)]
+
+    def sub(bi):
+        pos = batches[bi]
+        return {k: [v[i] for i in pos] for k, v in enc.items()}
+
+    ctx = multiprocessing.get_context("spawn")  # torch's threads do not survive a fork
+    t0, done, shown = time.time(), 0.0, 0
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(teacher, threads, os.getpid()))
+    try:
+        futs = {ex.submit(_run, [sub(bi) for bi in t], pad_id): t for t in tasks}
+        n_done = 0
+        for f in as_completed(futs):
+            t = futs[f]
+            for bi, z in zip(t, f.result()):
+                out[batches[bi]] = z
+            n_done += len(t)
+            done += cost[t].sum()
+            if log and progress and n_done // progress > shown:
+                shown = n_done // progress
+                el = time.time() - t0
+                log(f"    predict {n_done}/{len(batches)} batches ({workers} workers)  {el:.0f}s "
+                    f"(eta {el / done * (cost.sum() - done):.0f}s)")
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    return out
