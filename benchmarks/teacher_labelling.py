@@ -6,8 +6,10 @@
 folder of a ``tinykd distill`` work folder); ``COPIES.csv``: answers with a ``text`` column (e.g. its
 ``copies-*/copies.csv``). Every path labels the same first ``n`` answers, length-sorted into batches
 (dynamic padding); each is compared with full-precision PyTorch (the labels ``tinykd distill`` uses):
-argmax agreement and mean |Δp| over all classes. Paths: PyTorch fp32 at batch sizes 16 / 64 / 128,
-PyTorch dynamic int8 (``torch.ao.quantization.quantize_dynamic`` on the encoder's Linear layers),
+argmax agreement, mean |Δp| over all classes, and the share of answers whose logits are the
+reference's bit for bit. Paths: PyTorch fp32 at batch sizes 16 / 64 / 128, the reference's batches in
+``--threads`` worker processes of one torch thread each (:mod:`teacher_export.workers`, what
+``tinykd-teacher export`` does on a CPU from 4,000 answers), PyTorch dynamic int8 (``torch.ao.quantization.quantize_dynamic`` on the encoder's Linear layers),
 ONNX Runtime fp32 and ONNX Runtime dynamic int8 (per channel). Writes
 ``benchmarks/results/teacher_labelling.md``. Needs the ``[teacher]`` extra plus ``onnx onnxruntime``.
 """
@@ -40,7 +42,8 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     import torch
 
-    from teacher_export.finetune import _collate, encode, predict_logits
+    from teacher_export.finetune import _collate, encode, label_batches, predict_logits
+    from teacher_export.workers import predict_logits_in_workers
     from teacher_export.model import load_classifier, load_tokenizer
     from tinykd.nn.dense import softmax
 
@@ -50,22 +53,26 @@ def main(argv=None):
     tok, model = load_tokenizer(args.teacher), load_classifier(args.teacher).eval()
     enc = encode(tok, texts, None, 128)
     pad = tok.pad_token_id or 0
-    rows, ref = [], None
+    rows, ref, ref_z = [], None, None
 
     def record(name, fn):
-        nonlocal ref
+        nonlocal ref, ref_z
         t = time.perf_counter()
         logits = fn()
         sec = time.perf_counter() - t
         p = softmax(logits)
         ref = p if ref is None else ref
+        ref_z = logits if ref_z is None else ref_z
         rows.append((name, sec, len(texts) / sec, float(np.mean(p.argmax(1) == ref.argmax(1))),
-                     float(np.abs(p - ref).mean())))
+                     float(np.abs(p - ref).mean()), float(np.mean((logits == ref_z).all(1)))))
         print(f"{name}: {sec:.1f} s", flush=True)
 
     record("PyTorch fp32, batch 64 (reference)", lambda: predict_logits(model, enc, None, batch_size=64, pad_id=pad))
     for bs in (16, 128):
         record(f"PyTorch fp32, batch {bs}", lambda bs=bs: predict_logits(model, enc, None, batch_size=bs, pad_id=pad))
+    record(f"PyTorch fp32, batch 64, {args.threads} worker processes × 1 thread",
+           lambda: predict_logits_in_workers(args.teacher, enc, label_batches(enc, np.arange(len(texts)), 64),
+                                             model.config.num_labels, args.threads, 1, pad_id=pad))
     q = copy.deepcopy(model)
     q.bert.encoder = torch.ao.quantization.quantize_dynamic(q.bert.encoder, {torch.nn.Linear}, dtype=torch.qint8)
     record("PyTorch dynamic int8 (encoder Linear layers), batch 64",
@@ -111,10 +118,11 @@ def main(argv=None):
              f"item 1 answers (mean {np.mean([len(x) for x in enc['input_ids']]):.1f} word pieces), teacher fine-tuned "
              "from all-MiniLM-L6-v2 by `tinykd distill`; batches length-sorted with dynamic padding. "
              "Agreement and |Δp| against the first row (the labels distill uses).", "",
-             "| path | seconds | answers / s | speed vs reference | argmax agreement | mean abs Δp |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, sec, rate, agree, dp in rows:
-        lines.append(f"| {name} | {sec:.1f} | {rate:.0f} | {rows[0][1] / sec:.2f}× | {agree:.4f} | {dp:.4f} |")
+             "| path | seconds | answers / s | speed vs reference | argmax agreement | mean abs Δp | logits bit for bit |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, sec, rate, agree, dp, same in rows:
+        lines.append(f"| {name} | {sec:.1f} | {rate:.0f} | {rows[0][1] / sec:.2f}× | {agree:.4f} | {dp:.4f} | "
+                     f"{same:.4f} |")
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

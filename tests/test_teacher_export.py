@@ -454,6 +454,23 @@ def test_labelling_in_worker_processes_writes_the_same_probabilities(tiny_base, 
         assert read_sidecar(res["path"])["workers"] == k
     with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
         assert a.read() == b.read()
+    # the logits themselves, not only as written (8 digits): equal bit for bit
+    from teacher_export.finetune import encode, label_batches, predict_logits
+    from teacher_export.model import load_classifier, load_tokenizer
+    from teacher_export.workers import predict_logits_in_workers
+
+    with open(tmp_path / "copies.csv", newline="") as fh:
+        texts = [r["text"] for r in csv.DictReader(fh)]
+    tok, model = load_tokenizer(teacher), load_classifier(teacher).eval()
+    enc = encode(tok, texts, None, 32)
+    n0 = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = predict_logits(model, enc, None, batch_size=8)
+    finally:
+        torch.set_num_threads(n0)
+    two = predict_logits_in_workers(teacher, enc, label_batches(enc, np.arange(len(texts)), 8), 3, 2, 1)
+    assert np.array_equal(one, two)
     assert auto_workers(21408, 2, torch.device("cpu")) == 2 and auto_workers(21408, 16, torch.device("cpu")) == 4
     assert auto_workers(3999, 2, torch.device("cpu")) == 1 and auto_workers(21408, 1, torch.device("cpu")) == 1
     assert auto_workers(21408, 2, torch.device("cuda")) == 1
