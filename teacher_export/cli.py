@@ -115,6 +115,7 @@ def main(argv=None):
 
     from .data import DataError  # tinykd.tables.DataFileError: every data-file error, one line
     from .model import BaseModelError
+    from .workers import WorkerError
 
     common = dict(data=args.data, out=args.out, name=args.name, text_col=args.text_col,
                   label_col=args.label_col, id_col=args.id_col, context_col=args.context_col,
@@ -144,7 +145,7 @@ def main(argv=None):
             from .export import run_export
 
             res = run_export(teacher=args.teacher, batch_size=args.batch_size, workers=args.workers, **common)
-    except (DataError, SoftLabelError, BaseModelError, FileNotFoundError) as e:
+    except (DataError, SoftLabelError, BaseModelError, FileNotFoundError, WorkerError) as e:
         print(f"tinykd-teacher: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"path": res["path"], "crossfit_path": res.get("crossfit_path"),

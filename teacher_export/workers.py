@@ -11,8 +11,9 @@ not depend on how many threads torch used for it (checked bit for bit in
 ``tests/test_teacher_export.py``). Work is handed out a few batches at a time, the longest first, so
 that the workers finish together.
 
-A worker ignores Ctrl-C (the parent stops handing out work and exits) and exits by itself when its
-parent is gone (killed), so none is left behind.
+A worker ignores Ctrl-C: the parent stops the workers and exits. A worker exits by itself when its
+parent is gone (killed), so none is left behind; a worker that dies (killed, out of memory) is an
+error that says to rerun with fewer workers.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -32,6 +34,10 @@ MIN_ROWS = 4000
 MAX_WORKERS = 4
 #: batches per piece of work handed to a worker
 BATCHES_PER_TASK = 4
+
+class WorkerError(RuntimeError):
+    """A worker process died (killed, out of memory)."""
+
 
 _model = None  # the worker process's own teacher (set by _start, in the worker only)
 
@@ -63,18 +69,19 @@ def _start(teacher, threads, ppid):
     _model = load_classifier(teacher).eval()
 
 
-def _run(batches, pad_id):
+def _run(task):
     """Logits of each batch of token-id rows (as the single-process pass computes them)."""
     import torch
 
     from .finetune import _collate
 
+    t, batches, pad_id = task
     out = []
     with torch.no_grad():
         for enc in batches:
             batch = _collate(enc, range(len(enc["input_ids"])), pad_id, "cpu")
             out.append(_model(**batch).logits.double().numpy())
-    return out
+    return t, out
 
 
 def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads, pad_id=0, log=None,
@@ -82,33 +89,47 @@ def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads,
     """Logits (float64, one row per answer of ``enc``) of the teacher folder ``teacher`` computed in
     ``workers`` processes of ``threads`` torch threads each; ``batches`` are position arrays into
     ``enc`` (:func:`~teacher_export.finetune.label_batches`). ``log(msg)`` gets a progress line every
-    ``progress`` batches."""
+    ``progress`` batches. On an error or Ctrl-C the workers are stopped at once."""
     out = np.zeros((len(enc["input_ids"]), n_labels), dtype=np.float64)
     cost = np.array([sum(len(enc["input_ids"][i]) for i in b) for b in batches], dtype=np.float64)
     order = np.argsort(-cost, kind="stable")  # the longest batches first
     tasks = [order[s:s + BATCHES_PER_TASK] for s in range(0, len(order), BATCHES_PER_TASK)]
 
-    def sub(bi):
-        pos = batches[bi]
-        return {k: [v[i] for i in pos] for k, v in enc.items()}
+    def task(t):
+        return t, [{k: [v[i] for i in batches[bi]] for k, v in enc.items()} for bi in tasks[t]], pad_id
 
     ctx = multiprocessing.get_context("spawn")  # torch's threads do not survive a fork
-    t0, done, shown = time.time(), 0.0, 0
+    t0, done, shown, n_done = time.time(), 0.0, 0, 0
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(teacher, threads, os.getpid()))
     try:
-        futs = {ex.submit(_run, [sub(bi) for bi in t], pad_id): t for t in tasks}
-        n_done = 0
+        futs = [ex.submit(_run, task(t)) for t in range(len(tasks))]
         for f in as_completed(futs):
-            t = futs[f]
-            for bi, z in zip(t, f.result()):
+            try:
+                t, zs = f.result()
+            except BrokenProcessPool:
+                raise WorkerError(f"a labelling worker process died (out of memory?); rerun with --workers 1 "
+                                   f"(or fewer than {workers})") from None
+            for bi, z in zip(tasks[t], zs):
                 out[batches[bi]] = z
-            n_done += len(t)
-            done += cost[t].sum()
+            n_done += len(tasks[t])
+            done += cost[tasks[t]].sum()
             if log and progress and n_done // progress > shown:
                 shown = n_done // progress
                 el = time.time() - t0
                 log(f"    predict {n_done}/{len(batches)} batches ({workers} workers)  {el:.0f}s "
                     f"(eta {el / done * (cost.sum() - done):.0f}s)")
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # Ctrl-C or an error: stop the workers now, not after the work already queued
+        _terminate(ex)
+        raise
+    ex.shutdown(wait=True)
     return out
+
+
+def _terminate(ex):
+    stop = getattr(ex, "terminate_workers", None)  # Python 3.14
+    if stop is not None:
+        stop()
+        return
+    for p in list((getattr(ex, "_processes", None) or {}).values()):
+        p.terminate()
+    ex.shutdown(wait=True, cancel_futures=True)
