@@ -1,9 +1,9 @@
 """The labelling pass over worker processes: each loads the saved teacher folder once, with its own
 few torch threads, and computes whole batches of :func:`~teacher_export.finetune.label_batches`.
 
-Why processes: on a CPU, one process with 2 torch threads labelled ASAP-SAS item 1's copies at
-101 answers/s, two processes of 1 thread each at 62 + 63 = 126/s (1.24×): much of a small BERT's
-step is work torch does not spread over threads well (``benchmarks/results/teacher_labelling.md``).
+Why processes: much of a small BERT's forward pass is work torch does not spread well over threads.
+On 2 cores, ASAP-SAS item 1's 21,408 copies took 185.7 s in one process of 2 torch threads and
+163.7 s in two processes of one thread (1.13×; ``benchmarks/results/teacher_labelling.md``).
 
 Why the probabilities do not change: the batches are the single-process pass's own (the same
 answers, sorted by length, padded alike), only handed out to the workers, and a batch's logits do
@@ -34,6 +34,7 @@ MIN_ROWS = 4000
 MAX_WORKERS = 4
 #: batches per piece of work handed to a worker
 BATCHES_PER_TASK = 4
+
 
 class WorkerError(RuntimeError):
     """A worker process died (killed, out of memory)."""
