@@ -164,7 +164,8 @@ def write_md(results, order, path):
     for name, title, what, after in BEFORE:
         now = results if after is None else json.loads(path.with_name(after).read_text()) \
             if path.with_name(after).exists() else {}
-        lines += before_lines(now, order, path.with_name(name), title, what)
+        against = "" if after is None else f"; compared with `{after}`, the rows of that machine"
+        lines += before_lines(now, order, path.with_name(name), title, what + against)
     avx2 = path.with_name("distill_table_avx2.json")
     lines += stop_rule_lines(json.loads(avx2.read_text()) if avx2.exists() else results, order,
                              path.with_name("distill_table_stop_on_loss.json"))
@@ -179,8 +180,9 @@ BEFORE = [("distill_table_avx2.json", "Another CPU: the same commands on an AVX2
            "the rows committed at 0e701e0, run on a 2-core AMD EPYC with AVX2 + FMA (the rows now: AVX-512). The "
            "same code, data and seeds (the labelling's worker processes, new since, give the same labels byte for "
            "byte). Numba compiles the students' kernels for the CPU it runs on, so their float rounding, and with "
-           "it every student, differs between the two (the plain NN too); PyTorch's teacher kept the same epoch "
-           "with the same test metrics on every row. Read the two as two draws of the students", None),
+           "it every student, differs between the two (the plain NN too). PyTorch's kernels round differently too: "
+           "five teachers kept the same epoch with the same test metrics, item 6's kept epoch 4 of 5 instead of 7 "
+           "of 8. Read the two as two draws of the students", None),
           ("distill_table_before_patience1.json", "Before / after the teacher's patience 1",
            "the rows committed at 3a3c1ec: the teacher stopped 2 epochs after its last improvement, now 1 "
            "(`patience.md`: on every recorded history the same epoch kept); its fine-tuning is "
