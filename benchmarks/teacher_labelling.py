@@ -9,7 +9,7 @@ folder of a ``tinykd distill`` work folder); ``COPIES.csv``: answers with a ``te
 argmax agreement, mean |Δp| over all classes, and the share of answers whose logits are the
 reference's bit for bit. Paths: PyTorch fp32 at batch sizes 16 / 64 / 128, the reference's batches in
 ``--threads`` worker processes of one torch thread each (:mod:`teacher_export.workers`, what
-``tinykd-teacher export`` does on a CPU from 4,000 answers), PyTorch dynamic int8 (``torch.ao.quantization.quantize_dynamic`` on the encoder's Linear layers),
+``tinykd-teacher export`` does on a CPU from 10,000 answers), PyTorch dynamic int8 (``torch.ao.quantization.quantize_dynamic`` on the encoder's Linear layers),
 ONNX Runtime fp32 and ONNX Runtime dynamic int8 (per channel). Writes
 ``benchmarks/results/teacher_labelling.md``. Needs the ``[teacher]`` extra plus ``onnx onnxruntime``.
 """

@@ -77,7 +77,7 @@ def build_parser():
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--workers", type=int, default=None,
                    help="processes that label on the CPU, the threads shared among them (default: one per "
-                   "thread, at most 4, from 4,000 answers; 1: this process); the probabilities are the same")
+                   "thread, at most 4, from 10,000 answers; 1: this process); the probabilities are the same")
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
                        description="Write one soft-label file holding the rows of every FILE: the classes are "
                        "the union of the files' (a class a file lacks is 0 in its rows); an id in two files "

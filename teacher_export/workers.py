@@ -27,9 +27,11 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-#: fewer answers than this are labelled in the calling process: a worker's start (importing torch,
-#: loading the teacher) costs a few seconds, about what 2 cores gain on 4,000 answers
-MIN_ROWS = 4000
+#: fewer answers than this are labelled in the calling process: the workers' start (importing torch,
+#: loading the teacher, both at once) costs several seconds. On 2 cores, 4,000 of item 1's copies took
+#: 38.4 s in 2 workers against 34.6 s in-process (``teacher_labelling.md``), all 21,408 163.7 s
+#: against 185.7 s: the gain, about a tenth, pays for the start from about 10,000 answers
+MIN_ROWS = 10000
 #: at most this many workers (measured on 2 cores only; more cores get more threads per worker)
 MAX_WORKERS = 4
 #: batches per piece of work handed to a worker

@@ -472,5 +472,5 @@ def test_labelling_in_worker_processes_writes_the_same_probabilities(tiny_base, 
     two = predict_logits_in_workers(teacher, enc, label_batches(enc, np.arange(len(texts)), 8), 3, 2, 1)
     assert np.array_equal(one, two)
     assert auto_workers(21408, 2, torch.device("cpu")) == 2 and auto_workers(21408, 16, torch.device("cpu")) == 4
-    assert auto_workers(3999, 2, torch.device("cpu")) == 1 and auto_workers(21408, 1, torch.device("cpu")) == 1
+    assert auto_workers(9999, 2, torch.device("cpu")) == 1 and auto_workers(21408, 1, torch.device("cpu")) == 1
     assert auto_workers(21408, 2, torch.device("cuda")) == 1
