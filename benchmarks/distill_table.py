@@ -135,9 +135,9 @@ def epochs(r):
 
 
 def cpu():
-    """The CPU's model name and the widest vector instructions Numba may compile the students' kernels
-    for (they decide the students' float rounding, so a student is reproducible bit for bit on CPUs
-    of the same instruction set only)."""
+    """The CPU's model name and its widest vector instructions, for which Numba compiles the students'
+    kernels and NumPy picks its BLAS and vector loops (they decide the students' float rounding, so a
+    student is reproducible bit for bit on CPUs of the same instruction set only)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -154,6 +154,11 @@ def cpu():
     return f"{name}, {isa}"
 
 
+def _load(path):
+    """The rows of a results json beside the table ({} when it is not there)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_md(results, order, path):
     cpus = sorted({r.get("cpu", AVX2_CPU) for r in results.values()})
     lines = ["# `tinykd distill` with default options: student vs its own teacher", "",
@@ -162,25 +167,24 @@ def write_md(results, order, path):
              "each data set). Δ = student − teacher. Each row is one `tinykd distill` run (its command below the "
              "table); the teacher is fine-tuned by that run.", ""] + table_lines(results, order)
     for name, title, what, after in BEFORE:
-        now = results if after is None else json.loads(path.with_name(after).read_text()) \
-            if path.with_name(after).exists() else {}
+        now = results if after is None else _load(path.with_name(after))
         against = "" if after is None else f"; compared with `{after}`, the rows of that machine"
         lines += before_lines(now, order, path.with_name(name), title, what + against)
-    avx2 = path.with_name("distill_table_avx2.json")
-    lines += stop_rule_lines(json.loads(avx2.read_text()) if avx2.exists() else results, order,
+    lines += stop_rule_lines(_load(path.with_name("distill_table_avx2.json")) or results, order,
                              path.with_name("distill_table_stop_on_loss.json"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-#: the CPU of the rows that did not record one (all before 2026-12-02, ``distill_table_avx2.json``)
+#: the CPU of the rows that did not record one (the earlier stops' rows, ``distill_table_avx2.json``)
 AVX2_CPU = "AMD EPYC, AVX2 + FMA"
 #: earlier states of the table: (json beside the table, title, what differed, the json of the rows
 #: they are compared with — None: the rows now)
 BEFORE = [("distill_table_avx2.json", "Another CPU: the same commands on an AVX2 machine",
            "the rows committed at 0e701e0, run on a 2-core AMD EPYC with AVX2 + FMA (the rows now: AVX-512). The "
-           "same code, data and seeds (the labelling's worker processes, new since, give the same labels byte for "
-           "byte). Numba compiles the students' kernels for the CPU it runs on, so their float rounding, and with "
-           "it every student, differs between the two (the plain NN too). PyTorch's kernels round differently too: "
+           "same code, data and seeds (the labelling's worker processes, new since, write the same labels byte for "
+           "byte as one process on the same machine). The students' arithmetic is compiled or picked for the CPU it "
+           "runs on (Numba's kernels, NumPy's BLAS and vector loops), so their float rounding, and with it every "
+           "student, differs between the two (the plain NN too). PyTorch's kernels round differently too: "
            "five teachers kept the same epoch with the same test metrics, item 6's kept epoch 4 of 5 instead of 7 "
            "of 8. Read the two as two draws of the students", None),
           ("distill_table_before_patience1.json", "Before / after the teacher's patience 1",
