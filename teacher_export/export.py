@@ -271,6 +271,8 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder; on a CPU in
     ``workers`` processes (None: :func:`teacher_export.workers.auto_workers`), the same probabilities."""
     t_all = time.time()
+    if workers is not None and int(workers) < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device(device)
@@ -300,8 +302,6 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128))
     n_threads = torch.get_num_threads()
     workers = auto_workers(len(ds.ids), n_threads, device) if workers is None else int(workers)
-    if workers < 1:
-        raise DataError(f"--workers must be at least 1, got {workers}")
     if workers > 1:
         if device.type != "cpu":
             raise DataError(f"workers={workers} labels on the CPU only; the device is {device}")

@@ -474,3 +474,5 @@ def test_labelling_in_worker_processes_writes_the_same_probabilities(tiny_base, 
     assert auto_workers(21408, 2, torch.device("cpu")) == 2 and auto_workers(21408, 16, torch.device("cpu")) == 4
     assert auto_workers(9999, 2, torch.device("cpu")) == 1 and auto_workers(21408, 1, torch.device("cpu")) == 1
     assert auto_workers(21408, 2, torch.device("cuda")) == 1
+    with pytest.raises(DataError, match="--workers must be at least 1, got 0"):
+        run_export(teacher=teacher, data=str(tmp_path / "copies.csv"), out=str(tmp_path / "w0"), workers=0)
