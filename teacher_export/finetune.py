@@ -81,6 +81,11 @@ def label_batches(enc, idx, batch_size):
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
+def predict_progress(n_done, n_batches, elapsed, done, total, how=""):
+    """The labelling pass's progress line; the time left estimated from the word pieces done / all."""
+    return f"    predict {n_done}/{n_batches} batches{how}  {elapsed:.0f}s (eta {elapsed / done * (total - done):.0f}s)"
+
+
 @torch.no_grad()
 def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, progress=None):
     """Logits (float64 array, rows in the order of ``idx``) for the encoded rows, in the batches of
@@ -99,8 +104,7 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
         batch = _collate(enc, idx[pos], pad_id, device)
         out[pos] = model(**batch).logits.double().cpu().numpy()
         if progress and (b + 1) % progress == 0:
-            el, done = time.time() - t0, cost[:b + 1].sum()  # time left by the answers' word pieces
-            log(f"    predict {b + 1}/{len(batches)} batches  {el:.0f}s (eta {el / done * (cost.sum() - done):.0f}s)")
+            log(predict_progress(b + 1, len(batches), time.time() - t0, cost[:b + 1].sum(), cost.sum()))
     return out
 
 

@@ -26,6 +26,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+import torch
+
+from .finetune import _collate, predict_progress
+from .model import load_classifier
 
 #: fewer answers than this are labelled in the calling process: the workers' start (importing torch,
 #: loading the teacher, both at once) costs several seconds. On 2 cores, 4,000 of item 1's copies took
@@ -64,27 +68,18 @@ def _start(teacher, threads, ppid):
     global _model
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
-    import torch
-
-    from .model import load_classifier
-
     torch.set_num_threads(threads)
     _model = load_classifier(teacher).eval()
 
 
-def _run(task):
+def _run(batches, pad_id):
     """Logits of each batch of token-id rows (as the single-process pass computes them)."""
-    import torch
-
-    from .finetune import _collate
-
-    t, batches, pad_id = task
     out = []
     with torch.no_grad():
         for enc in batches:
             batch = _collate(enc, range(len(enc["input_ids"])), pad_id, "cpu")
             out.append(_model(**batch).logits.double().numpy())
-    return t, out
+    return out
 
 
 def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads, pad_id=0, log=None,
@@ -98,17 +93,18 @@ def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads,
     order = np.argsort(-cost, kind="stable")  # the longest batches first
     tasks = [order[s:s + BATCHES_PER_TASK] for s in range(0, len(order), BATCHES_PER_TASK)]
 
-    def task(t):
-        return t, [{k: [v[i] for i in batches[bi]] for k, v in enc.items()} for bi in tasks[t]], pad_id
+    def rows(t):  # the token ids of task t's batches
+        return [{k: [v[i] for i in batches[bi]] for k, v in enc.items()} for bi in tasks[t]]
 
     ctx = multiprocessing.get_context("spawn")  # torch's threads do not survive a fork
     t0, done, shown, n_done = time.time(), 0.0, 0, 0
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(teacher, threads, os.getpid()))
     try:
-        futs = [ex.submit(_run, task(t)) for t in range(len(tasks))]
+        futs = {ex.submit(_run, rows(t), pad_id): t for t in range(len(tasks))}
         for f in as_completed(futs):
+            t = futs[f]
             try:
-                t, zs = f.result()
+                zs = f.result()
             except BrokenProcessPool:
                 raise WorkerError(f"a labelling worker process died (out of memory?); rerun with --workers 1 "
                                    f"(or fewer than {workers})") from None
@@ -118,9 +114,7 @@ def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads,
             done += cost[tasks[t]].sum()
             if log and progress and n_done // progress > shown:
                 shown = n_done // progress
-                el = time.time() - t0
-                log(f"    predict {n_done}/{len(batches)} batches ({workers} workers)  {el:.0f}s "
-                    f"(eta {el / done * (cost.sum() - done):.0f}s)")
+                log(predict_progress(n_done, len(batches), time.time() - t0, done, cost.sum(), f" ({workers} workers)"))
     except BaseException:  # Ctrl-C or an error: stop the workers now, not after the work already queued
         _terminate(ex)
         raise
