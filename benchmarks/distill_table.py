@@ -185,14 +185,26 @@ def write_md(results, order, path):
 AVX2_CPU = "AMD EPYC, AVX2 + FMA"
 #: earlier states of the table: (json beside the table, title, what differed, the json of the rows
 #: they are compared with — None: the rows now)
-BEFORE = [("distill_table_avx2.json", "Another CPU: the same commands on an AVX2 machine",
-           "the rows committed at 0e701e0, run on a 2-core AMD EPYC with AVX2 + FMA (the rows now: AVX-512). The "
+BEFORE = [("distill_table_before_average.json", "Before / after the students' weight averaging",
+           "the same commands on this machine an hour before, with no averaging of the students' weights (now over "
+           "about the last epoch, `distill_seeds.md`): the same teachers, copies and labels (cached), every student "
+           "trained again", None),
+          ("distill_table_avx512_first.json", "Another AVX-512 machine: the same commands, no averaging",
+           "the rows committed at a7982af, run on another 2-core AMD EPYC with AVX-512 (family and model not "
+           "recorded then; its teacher's epochs took 60–66 s on item 1 against 40–43 s here) with the same code; "
+           "every teacher kept the same epoch with the same test metrics, but the students differ: every KD student and "
+           "some plain NNs (item 1's KD 7t student: 0.757 validation accuracy there, 0.743 here; its plain NN "
+           "identical, the bathtub plain NNs of items 1 and 2 not), as between the AVX2 and AVX-512 machines; compared with `distill_table_before_average.json`, the rows "
+           "of this machine with the same code", "distill_table_before_average.json"),
+          ("distill_table_avx2.json", "Another CPU: the same commands on an AVX2 machine",
+           "the rows committed at 0e701e0, run on a 2-core AMD EPYC with AVX2 + FMA (compared with the first AVX-512 "
+           "machine's rows, the same code). The "
            "same code, data and seeds (the labelling's worker processes, new since, write the same labels byte for "
            "byte as one process on the same machine). The students' arithmetic is compiled or picked for the CPU it "
            "runs on (Numba's kernels, NumPy's BLAS and vector loops), so their float rounding, and with it every "
            "student, differs between the two (the plain NN too). PyTorch's kernels round differently too: "
            "five teachers kept the same epoch with the same test metrics, item 6's kept epoch 4 of 5 instead of 7 "
-           "of 8. Read the two as two draws of the students", None),
+           "of 8. Read the two as two draws of the students", "distill_table_avx512_first.json"),
           ("distill_table_before_patience1.json", "Before / after the teacher's patience 1",
            "the rows committed at 3a3c1ec: the teacher stopped 2 epochs after its last improvement, now 1 "
            "(`patience.md`: on every recorded history the same epoch kept); its fine-tuning is "
