@@ -22,7 +22,7 @@ kept student's validation accuracy, averaged over all rows and seeds, rises by a
 its validation QWK falls by no more than 0.005. The test columns are reported, not used.
 
 Writes ``benchmarks/results/distill_seeds.md`` and ``.json`` (each (row, seed, averaging) kept as it
-finishes: a rerun skips those done).
+finishes: a rerun skips those done, and rewrites the table only when it trained something).
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_table import ORDER, RESULTS, cpu  # noqa: E402
+from distill_table import ORDER, RESULTS, cpu, pair  # noqa: E402
 
+from tinykd.atomic import atomic_write_bytes  # noqa: E402
 from tinykd.distill import AUTO_PRESETS, LAMS, SOFT_LOSS, side_by_side  # noqa: E402
 from tinykd.fitting import fit  # noqa: E402
 from tinykd.metrics import scoring_metrics  # noqa: E402
@@ -116,7 +117,9 @@ def write(out, results, table, seeds, command):
              "student's accuracy / QWK (preset kept). Validation rows decide; test rows are reported.", "",
              "| data set | seed | val none | val averaged | Δ val acc | test none | test averaged | TF-IDF + LR test "
              "| = table |", "|---|---:|---|---|---:|---|---|---|---|"]
-    f = (lambda m: f"{m['accuracy']:.3f} / {m['qwk']:.3f}")
+    def cell(r, part):
+        return "" if r is None else f"{pair(r[part])} ({r['kept']})"
+
     dv, dq, dt, dtq, ahead = [], [], [], [], {"none": [], "averaged": []}
     for row in ORDER:
         if row not in table:
@@ -134,7 +137,6 @@ def write(out, results, table, seeds, command):
             for k, r in (("none", a), ("averaged", b)):
                 if r is not None:
                     ahead[k].append(r["test"]["accuracy"] > tf["accuracy"])
-            cell = (lambda r, part: "" if r is None else f"{f(r[part])} ({r['kept']})")
             if a is not None and b is not None:
                 dv.append(b["validation"]["accuracy"] - a["validation"]["accuracy"])
                 dq.append(b["validation"]["qwk"] - a["validation"]["qwk"])
@@ -142,14 +144,15 @@ def write(out, results, table, seeds, command):
                 dtq.append(b["test"]["qwk"] - a["test"]["qwk"])
             d = f"{dv[-1] * 100:+.1f}" if a is not None and b is not None else ""
             lines.append(f"| {table[row]['name']} | {seed} | {cell(a, 'validation')} | {cell(b, 'validation')} | {d} | "
-                         f"{cell(a, 'test')} | {cell(b, 'test')} | {f(tf)} | {same} |")
-    verdict = ("adopted" if dv and mean(dv) * 100 >= 0.3 and mean(dq) >= -0.005 else "not adopted") if dv else "—"
+                         f"{cell(a, 'test')} | {cell(b, 'test')} | {pair(tf)} | {same} |")
+    verdict = "—" if not dv else "adopted" if mean(dv) * 100 >= 0.3 and mean(dq) >= -0.005 else "not adopted"
     lines += ["", f"Paired runs: {len(dv)}. Mean averaged − none: validation {mean(dv) * 100:+.2f} points / "
               f"{mean(dq):+.4f} QWK; test {mean(dt) * 100:+.2f} points / {mean(dtq):+.4f} QWK. By the rule fixed before "
               f"the runs (validation ≥ +0.3 points, QWK ≥ −0.005): **{verdict}**.", "",
               "Kept student ahead of TF-IDF + LR in test accuracy: "
               + "; ".join(f"{k} {sum(v)} of {len(v)} runs" for k, v in ahead.items() if v) + "."]
-    Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if out is not None:  # None: nothing ran, the file (and its date) stays as it is
+        Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return lines
 
 
@@ -183,11 +186,9 @@ def main(argv=None):
                 print(f"{key}: kept {r['kept']}, validation {r['validation']['accuracy']:.3f} / "
                       f"{r['validation']['qwk']:.3f}, test {r['test']['accuracy']:.3f} / {r['test']['qwk']:.3f} "
                       f"({r['seconds']:.0f} s)", flush=True)
-                tmp = js.with_suffix(".json.tmp")
-                tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
-                os.replace(tmp, js)
+                atomic_write_bytes(js, json.dumps(results, indent=1).encode("utf-8"))
                 write(args.out, results, table, seeds, command)
-    print("\n".join(write(args.out, results, table, seeds, command)))
+    print("\n".join(write(None, results, table, seeds, command)))
 
 
 if __name__ == "__main__":

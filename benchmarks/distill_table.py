@@ -192,10 +192,11 @@ BEFORE = [("distill_table_before_average.json", "Before / after the students' we
           ("distill_table_avx512_first.json", "Another AVX-512 machine: the same commands, no averaging",
            "the rows committed at a7982af, run on another 2-core AMD EPYC with AVX-512 (family and model not "
            "recorded then; its teacher's epochs took 60–66 s on item 1 against 40–43 s here) with the same code; "
-           "every teacher kept the same epoch with the same test metrics, but the students differ: every KD student and "
-           "some plain NNs (item 1's KD 7t student: 0.757 validation accuracy there, 0.743 here; its plain NN "
-           "identical, the bathtub plain NNs of items 1 and 2 not), as between the AVX2 and AVX-512 machines; compared with `distill_table_before_average.json`, the rows "
-           "of this machine with the same code", "distill_table_before_average.json"),
+           "every teacher kept the same epoch with the same test metrics, but the students differ: every KD student "
+           "and some plain NNs (item 1's KD 7t student: 0.757 validation accuracy there, 0.743 here; its plain NN "
+           "identical, the bathtub plain NNs of items 1 and 2 not), as between the AVX2 and AVX-512 machines; "
+           "compared with `distill_table_before_average.json`, the rows of this machine with the same code",
+           "distill_table_before_average.json"),
           ("distill_table_avx2.json", "Another CPU: the same commands on an AVX2 machine",
            "the rows committed at 0e701e0, run on a 2-core AMD EPYC with AVX2 + FMA (compared with the first AVX-512 "
            "machine's rows, the same code). The "

@@ -398,8 +398,8 @@ def distill_section(path):
             "teacher-labelled perturbed copies per training answer (fewer above 3,000 answers), the teacher's "
             "logits matched by MSE, λ = 4, per-class decision offsets chosen on the validation rows (plain NN and "
             "student alike), the students' weights averaged over about their last epoch (Polyak), the presets bathtub "
-            "and 7t both trained and the better on validation kept (the plain NN's likewise); λ = 0 in a row: the KD student did not beat the plain NN on validation, "
-            "so the plain NN was kept.", ""] + \
+            "and 7t both trained and the better on validation kept (the plain NN's likewise); λ = 0 in a row: the KD "
+            "student did not beat the plain NN on validation, so the plain NN was kept.", ""] + \
         table_lines(json.loads(path.read_text()))
 
 
