@@ -5,7 +5,7 @@
 Needs the ``teacher`` extra and the fine-tuned teacher folders that ``benchmarks/teacher/run.sh`` leaves under
 ``runs/`` (they are not committed: 87 MB each). For every task of ``paper_table.py`` it
 
-1. makes the copies with :func:`tinykd.augment.augment` (settings ``paper_table.AUGMENT``) from the rows the
+1. makes the copies with :func:`tinykd.distill.augment.augment` (settings ``paper_table.AUGMENT``) from the rows the
    student trains on, and writes them to ``runs/aug/<name>-augmented-input.csv`` (text stays out of git);
 2. checks that the teacher folder reproduces the committed soft labels of the test answers (so the copies are
    labelled by the very teacher of the table);
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 import paper_table as pt  # noqa: E402
-from tinykd.softlabels import read_soft_labels  # noqa: E402
+from tinykd.files.softlabels import read_soft_labels  # noqa: E402
 
 TEACHERS = {"asap-1": "asap/asap-sas-science-item1-teacher", "asap-2": "asap/asap-sas-science-item2-teacher",
             "asap-5": "asap5b/asap-sas-science-item5-teacher", "asap-6": "asap6b/asap-sas-science-item6-teacher",
@@ -91,7 +91,7 @@ def main(argv=None):
         side_path = Path(res["path"]).with_suffix(".json")
         side = json.loads(side_path.read_text())
         side.update(teacher=TEACHERS[k], data_file=None, producer="benchmarks/augment_teacher.py",
-                    augmentation={**pt.AUGMENT, "function": "tinykd.augment.augment",
+                    augmentation={**pt.AUGMENT, "function": "tinykd.distill.augment.augment",
                                   "source_rows": "the student's training rows in benchmarks/paper_table.py",
                                   "ids": "<id>~aug<k>", "teacher_check_max_abs_diff": diff},
                     wall_seconds=round(time.time() - t0, 1))

@@ -20,9 +20,9 @@ import subprocess
 import sys
 import tempfile
 
-from tinykd.atomic import atomic_write_bytes
-from tinykd.demo import COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, TEACHER_FILE, TEACHER_META, TEST_SPLIT
-from tinykd.softlabels import read_sidecar, read_soft_label_table
+from tinykd.files.atomic import atomic_write_bytes
+from tinykd.cli.demo import COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, TEACHER_FILE, TEACHER_META, TEST_SPLIT
+from tinykd.files.softlabels import read_sidecar, read_soft_label_table
 
 from teacher_export.model import safetensors_params
 

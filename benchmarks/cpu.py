@@ -187,8 +187,8 @@ def copy_weights(tnet, net):
 
 # ----------------------------------------------------------------- training
 def train_tinykd(preset, ids, lengths, y, teacher, V, repeats, settings, seed=0):
-    from tinykd.model import StudentNet, make_config
-    from tinykd.train import TrainData, train
+    from tinykd.nn.network import StudentNet, make_config
+    from tinykd.train.loop import TrainData, train
 
     data = TrainData(ids, lengths, y, teacher)
     warm = TrainData(ids[:96], lengths[:96], y[:96], teacher[:96])
@@ -208,7 +208,7 @@ def train_torch(preset, ids, lengths, y, teacher, V, repeats, mode, seed=0):
     import torch
     import torch.nn.functional as F
 
-    from tinykd.model import make_config
+    from tinykd.nn.network import make_config
 
     torch.manual_seed(seed)
     cfg = make_config(preset)
@@ -299,8 +299,8 @@ SETTLE_S = 0.2  # idle pause before each engine's turn (thread pools of PyTorch 
 def bench_scoring(net, preset, L, n_calls, n_batch_calls, tmp, settings):
     import torch
 
-    from tinykd.model import make_config
-    from tinykd.scoring import Scorer
+    from tinykd.nn.network import make_config
+    from tinykd.scoring.scorer import Scorer
 
     numba_scorer = Scorer(net, settings.replace(jit="always"))
     numpy_scorer = Scorer(net, settings.replace(jit="never"))  # the path of a fresh process's first small jobs
@@ -499,9 +499,9 @@ def main(argv=None):
 
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
     import tinykd
-    from tinykd.model import count_params, make_config
-    from tinykd.student import Student
-    from tinykd.text import Vocabulary
+    from tinykd.nn.network import count_params, make_config
+    from tinykd.scoring.student import Student
+    from tinykd.scoring.text import Vocabulary
 
     info = machine()
     load0 = load_snapshot()

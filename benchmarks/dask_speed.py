@@ -1,4 +1,4 @@
-"""tinykd.dask against one process (issue 18): rows per second scoring N answers, and items per minute
+"""tinykd.cluster.tasks against one process (issue 18): rows per second scoring N answers, and items per minute
 training one student per item, with 1 and 2 Dask workers (a LocalCluster of worker processes, one
 thread each) against tinykd's own single-process scorer and ``fit_items``, measured in the same run.
 
@@ -55,9 +55,9 @@ def main():
     a = ap.parse_args()
 
     import tinykd
-    import tinykd.dask as tkd
-    from tinykd.daskfiles import read_frame, write_scored
-    from tinykd.scorefile import score_csv
+    import tinykd.cluster.tasks as tkd
+    from tinykd.cluster.frames import read_frame, write_scored
+    from tinykd.scoring.scorefile import score_csv
 
     rows = demo_rows()
     train = [r for r in rows if r["split"] == "train"]
@@ -82,12 +82,12 @@ def main():
                     wall.writerow(row)
 
     # one process: tinykd's own scorer, `tinykd score` (score_csv) on one CSV of every row
-    import tinykd._scoring_kernels  # noqa: F401  (Numba started, as on the workers)
+    import tinykd.scoring._kernels  # noqa: F401  (Numba started, as on the workers)
     score_csv(st, files[0], os.path.join(tmp, "warm.csv"))
     t0 = time.perf_counter()
     score_csv(st, os.path.join(tmp, "all.csv"), os.path.join(tmp, "one.csv"))
     one = time.perf_counter() - t0
-    score = [("one process (`tinykd score`, tinykd.scorefile.score_csv)", a.rows / one, 1.0, None)]
+    score = [("one process (`tinykd score`, tinykd.scoring.scorefile.score_csv)", a.rows / one, 1.0, None)]
     with open(os.path.join(tmp, "one.csv"), "rb") as f:
         ref = f.read()
 
@@ -114,19 +114,19 @@ def main():
                 sec = time.perf_counter() - t0
             with open(outs[1], "rb") as f:
                 same = f.read() == ref
-            score.append((f"`tinykd score --jobs {workers}` (tinykd.dask.score, {a.partitions} CSV files)",
+            score.append((f"`tinykd score --jobs {workers}` (tinykd.cluster.tasks.score, {a.partitions} CSV files)",
                           a.rows / sec, one / sec, same))
             tkd.fit_items(*fit_args, **{**fit_kw, "epochs": 1}, client=client)  # warm the workers
             t0 = time.perf_counter()
             got = tkd.fit_items(*fit_args, **fit_kw, client=client)
             sec = time.perf_counter() - t0
             same = all(np.array_equal(got.students[k].net.params, ref_model.students[k].net.params) for k in items)
-            fit.append((f"tinykd.dask.fit_items, {workers} worker{'s' if workers > 1 else ''}", len(items) / sec * 60,
+            fit.append((f"tinykd.cluster.tasks.fit_items, {workers} worker{'s' if workers > 1 else ''}", len(items) / sec * 60,
                         one_fit / sec, same))
 
     load = os.getloadavg()
     lines = [
-        "# tinykd.dask against one process",
+        "# tinykd.cluster.tasks against one process",
         "",
         f"Machine: {os.cpu_count()} cores ({cpu_name()}), no GPU; Python {platform.python_version()}; "
         f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}." + (f" {a.note}" if a.note else ""),

@@ -1,8 +1,8 @@
-"""The students' decision offsets (tinykd.offsets), measured: every row of ``distill_table.py`` with and without.
+"""The students' decision offsets (tinykd.train.offsets), measured: every row of ``distill_table.py`` with and without.
 
     python benchmarks/distill_offsets.py [--data-dir ../shared/data] [--work-root runs/distill] [--rows asap-1,…]
 
-For each row, ``tinykd.distill.distill`` with default options and with ``offsets=False`` in the
+For each row, ``tinykd.distill.pipeline.distill`` with default options and with ``offsets=False`` in the
 same work folder as ``benchmarks/distill_table.py`` (run that first): the teacher, the copies and
 their labels are that run's (cached stages), so only the students' stage differs — the same
 students trained with the same seed, the offsets chosen on the validation rows or not. Writes
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from distill_table import ORDER, pair, row_args, rows, student  # noqa: E402
 
-from tinykd.distill import distill  # noqa: E402
+from tinykd.distill.pipeline import distill  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

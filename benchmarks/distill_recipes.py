@@ -3,7 +3,7 @@
     python benchmarks/distill_recipes.py ../shared/data/asap-sas-science/asap-sas-science.csv \\
         --where item=1 --split-col aera_split --work runs/distill/asap-1
 
-Every recipe is a ``tinykd.distill.distill`` run in the same work folder (the one
+Every recipe is a ``tinykd.distill.pipeline.distill`` run in the same work folder (the one
 ``benchmarks/distill_table.py`` uses for that row), so the teacher, and the copies and labels of a
 given transfer set, are computed once and reused (their stages are cached); only the students'
 stage runs per recipe, and the labels stage when the recipe changes the copies. The choice between recipes is made on validation
@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tinykd.distill import distill  # noqa: E402
+from tinykd.distill.pipeline import distill  # noqa: E402
 
 #: name -> options of distill's student stage (and copy count) that differ from the default recipe
 RECIPES = {
@@ -99,7 +99,7 @@ def main(argv=None):
     best = max(rows, key=lambda r: (r["val"]["accuracy"], r["val"]["qwk"]))
     lines += ["", f"Best on validation: **{best['recipe']}**. Students s: the students' stage of that recipe "
               "(0 when it was reused). Rows run at 13:31 UTC or earlier predate the students' per-class "
-              "decision offsets (tinykd.offsets), which every later row has."]
+              "decision offsets (tinykd.train.offsets), which every later row has."]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -6,7 +6,7 @@
 ``distill_table.py`` left one work folder per row (``--work-root``/ROW) with the rows, the teacher's
 probabilities, the copies and the teacher's labels of the copies; this script reads them (one of each)
 and retrains only the students' stage as ``tinykd distill``'s defaults do it — the KD student of each
-preset of ``tinykd.distill.AUTO_PRESETS`` (λ and soft loss of ``LAMS`` / ``SOFT_LOSS``, decision
+preset of ``tinykd.distill.pipeline.AUTO_PRESETS`` (λ and soft loss of ``LAMS`` / ``SOFT_LOSS``, decision
 offsets, 40 epochs, patience 5), side by side, the better on validation accuracy (then QWK) kept —
 for each student seed (the seed of the students' initialisation and batch order; the teacher, the
 copies and their labels stay those of seed 0), once with no averaging and once with Polyak averaging
@@ -39,12 +39,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_table import ORDER, RESULTS, cpu, pair  # noqa: E402
 
-from tinykd.atomic import atomic_write_bytes  # noqa: E402
-from tinykd.distill import AUTO_PRESETS, LAMS, SOFT_LOSS, side_by_side  # noqa: E402
-from tinykd.fitting import fit  # noqa: E402
-from tinykd.metrics import scoring_metrics  # noqa: E402
-from tinykd.softlabels import read_soft_labels  # noqa: E402
-from tinykd.tables import label_key, label_sort_key, normalize_labels, read_table  # noqa: E402
+from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
+from tinykd.distill.pipeline import AUTO_PRESETS, LAMS, SOFT_LOSS, side_by_side  # noqa: E402
+from tinykd.train.fitting import fit  # noqa: E402
+from tinykd.quality.metrics import scoring_metrics  # noqa: E402
+from tinykd.files.softlabels import read_soft_labels  # noqa: E402
+from tinykd.files.csvfiles import label_key, label_sort_key, normalize_labels, read_table  # noqa: E402
 
 AVERAGES = {"none": None, "averaged": 1.0}
 

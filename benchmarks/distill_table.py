@@ -2,7 +2,7 @@
 
     python benchmarks/distill_table.py [--data-dir ../shared/data] [--work-root runs/distill] [--rows asap-1,…]
 
-One ``tinykd.distill.distill`` run per row, with default options, exactly as the command line
+One ``tinykd.distill.pipeline.distill`` run per row, with default options, exactly as the command line
 ``tinykd distill`` (the command of each row is in the table):
 
 - ASAP-SAS items 1, 2, 5, 6, 10: ``--where item=N --split-col aera_split`` (train on the AERA
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tinykd.distill import distill  # noqa: E402
+from tinykd.distill.pipeline import distill  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ["asap-1", "asap-2", "asap-5", "asap-6", "asap-10", "scientsbank-ua"]
@@ -221,7 +221,7 @@ BEFORE = [("distill_table_before_average.json", "Before / after the students' we
            "`--preset auto` now trains both and keeps the better on validation (its plain NN too); the same "
            "teachers, copies and labels (the labels' seconds are those of PyTorch, which computed them)", "distill_table_avx2.json"),
           ("distill_table_before_offsets.json", "Before / after the decision offsets (and the teacher's tolerance)",
-           "the rows before the students' per-class decision offsets (tinykd.offsets) and the teacher's accuracy "
+           "the rows before the students' per-class decision offsets (tinykd.train.offsets) and the teacher's accuracy "
            "tolerance (committed with the table at c0622d5); the same data, roles and seeds", "distill_table_avx2.json")]
 
 

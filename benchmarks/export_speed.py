@@ -37,11 +37,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import tinykd  # noqa: E402
-from tinykd.export_onnx import export_onnx  # noqa: E402
-from tinykd.export_web import export_web  # noqa: E402
-from tinykd.model import PRESETS, StudentNet, make_config  # noqa: E402
-from tinykd.student import Student  # noqa: E402
-from tinykd.text import Vocabulary  # noqa: E402
+from tinykd.export.onnx_graph import export_onnx  # noqa: E402
+from tinykd.export.page import export_web  # noqa: E402
+from tinykd.nn.network import PRESETS, StudentNet, make_config  # noqa: E402
+from tinykd.scoring.student import Student  # noqa: E402
+from tinykd.scoring.text import Vocabulary  # noqa: E402
 
 N = 1000
 REPS = 5

@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tinykd  # noqa: E402
-from tinykd.metrics import scoring_metrics  # noqa: E402
-from tinykd.softlabels import read_soft_labels  # noqa: E402
-from tinykd.splits import holdout  # noqa: E402
+from tinykd.quality.metrics import scoring_metrics  # noqa: E402
+from tinykd.files.softlabels import read_soft_labels  # noqa: E402
+from tinykd.train.splits import holdout  # noqa: E402
 
 TEACHER_DIR = ROOT / "benchmarks" / "teacher"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -134,9 +134,9 @@ AUGMENT = dict(n=8, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0)  # benchmarks/a
 
 
 def augmented_texts(rows, context_col=None):
-    """The perturbed copies of the students' training answers (tinykd.augment, AUGMENT settings):
+    """The perturbed copies of the students' training answers (tinykd.distill.augment, AUGMENT settings):
     (ids, texts, contexts or None, source index)."""
-    from tinykd.augment import augment
+    from tinykd.distill.augment import augment
 
     ids, texts, src = augment([r["text"] for r in rows], [r["id"] for r in rows], **AUGMENT)
     ctx = [rows[j][context_col] for j in src] if context_col else None
@@ -215,8 +215,8 @@ def run_student(job):
 
 def tfidf_baseline(task):
     """TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression; C chosen on validation
-    (:func:`tinykd.baseline.tfidf_lr`)."""
-    from tinykd.baseline import tfidf_lr
+    (:func:`tinykd.quality.baseline.tfidf_lr`)."""
+    from tinykd.quality.baseline import tfidf_lr
 
     tt, ty, tc = task["train"]
     vt, vy, vc = task["val"]
@@ -498,7 +498,7 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
            "Accuracy / QWK, mean over the extra seeds (KD T=1 and KD + augmented: the main seeds), all at the λ chosen "
            "above. Cross-fit: out-of-fold teacher probabilities (K = 3) for the training rows. Transfer: the "
            "item's unlabeled ASAP-SAS answers, teacher-labelled, in the soft term. Augmented: "
-           f"{AUGMENT['n']} perturbed copies of every training answer (tinykd.augment: word drop "
+           f"{AUGMENT['n']} perturbed copies of every training answer (tinykd.distill.augment: word drop "
            f"{AUGMENT['p_drop']}, unigram swap {AUGMENT['p_swap']}, span {AUGMENT['p_span']}), teacher-labelled, "
            "in the soft term.", "",
            "| data set | item / split | KD T=1 | " + " | ".join(label for label, _, _ in ROWS[2:]) + " |",

@@ -9,7 +9,7 @@ stopping with less patience. Replaying is exact: patience only decides when trai
 with less patience is the same run cut short, and the weights of every epoch it reaches are those
 recorded. The teacher's rule is :class:`teacher_export.finetune.EarlyStopping` with distill's options
 (best validation accuracy, accuracies within 0.01 tied, the tied epoch of lowest validation loss kept);
-the students' is :func:`tinykd.train.train`'s (lowest validation loss; patience 5). A history counts
+the students' is :func:`tinykd.train.loop.train`'s (lowest validation loss; patience 5). A history counts
 when the longer patience's replay stops inside it (or at the epoch limit); one that ends earlier (run
 with the shorter patience, or under an older rule) says nothing and is listed as such. Identical
 histories (a rerun with nothing changed) are counted once. Writes ``benchmarks/results/patience.md`` and ``.json`` (the
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from distill_table import ORDER, RESULTS  # noqa: E402
 from teacher_export.finetune import EarlyStopping  # noqa: E402 (torch-free)
-from tinykd.distill import TEACHER_DEFAULTS  # noqa: E402
-from tinykd.student import load  # noqa: E402
+from tinykd.distill.pipeline import TEACHER_DEFAULTS  # noqa: E402
+from tinykd.scoring.student import load  # noqa: E402
 
 STUDENT_PATIENCE = 5  # tinykd.fit's default, which distill keeps
 
@@ -45,7 +45,7 @@ def replay(history, patience, limit):
 
 
 def replay_student(history, patience):
-    """(kept epoch, epochs run) of :func:`tinykd.train.train`'s early stopping (lowest validation loss)."""
+    """(kept epoch, epochs run) of :func:`tinykd.train.loop.train`'s early stopping (lowest validation loss)."""
     best, kept = float("inf"), 0
     for r in history:
         if r["val_loss"] < best - 1e-6:
@@ -137,7 +137,7 @@ def teacher_lines(rows):
 def student_lines(students):
     lines = ["", f"## The students: patience 1–4 against {STUDENT_PATIENCE}", "",
              f"Every distinct saved student history trained with patience {STUDENT_PATIENCE} (the kept KD student and "
-             "plain NN of every students stage in the work folders), replayed through `tinykd.train`'s early "
+             "plain NN of every students stage in the work folders), replayed through `tinykd.train.loop`'s early "
              "stopping (lowest validation loss). Seconds: those the recorded runs spent after the shorter stop.", "",
              "| patience | same kept epoch | epochs saved | seconds saved |", "|---:|---|---:|---:|"]
     differ = {}

@@ -6,7 +6,7 @@ package ``tinykd`` never imports this package, torch or transformers.
     python -m teacher_export fit --data answers.csv --text-col text --label-col label --out runs/t
     python -m teacher_export export --teacher runs/t/teacher --data more.csv --out runs/t
 
-The soft-label file format is documented in :mod:`tinykd.softlabels`.
+The soft-label file format is documented in :mod:`tinykd.files.softlabels`.
 """
 __all__ = ["__version__"]
 __version__ = "0.2.0"  # 0.2.0: fused AdamW (tinykd distill's teacher stage keys on this)

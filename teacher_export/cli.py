@@ -90,7 +90,7 @@ def build_parser():
 def _merge(files, out):
     import os
 
-    from tinykd.softlabels import SoftLabelError, merge_soft_label_tables, write_soft_labels
+    from tinykd.files.softlabels import SoftLabelError, merge_soft_label_tables, write_soft_labels
 
     if any(os.path.abspath(out) == os.path.abspath(f) for f in files):
         raise SoftLabelError(f"--out {out} is one of the input files; write to a new file")
@@ -102,7 +102,7 @@ def _merge(files, out):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from tinykd.softlabels import SoftLabelError
+    from tinykd.files.softlabels import SoftLabelError
 
     if args.cmd == "merge":
         try:
@@ -113,7 +113,7 @@ def main(argv=None):
         print(json.dumps({"path": res["path"], "rows": res["rows"], "classes": res["classes"]}))
         return 0
 
-    from .data import DataError  # tinykd.tables.DataFileError: every data-file error, one line
+    from .data import DataError  # tinykd.files.csvfiles.DataFileError: every data-file error, one line
     from .model import BaseModelError
     from .workers import WorkerError
 

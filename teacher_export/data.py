@@ -1,9 +1,9 @@
 """Reading the response CSV and assigning train/val/test roles.
 
-The CSV reading (:func:`tinykd.tables.read_table`: encodings, separators, one-line
-errors), the label spelling (:func:`tinykd.tables.normalize_labels`: ``"1"``, ``"1.0"``
+The CSV reading (:func:`tinykd.files.csvfiles.read_table`: encodings, separators, one-line
+errors), the label spelling (:func:`tinykd.files.csvfiles.normalize_labels`: ``"1"``, ``"1.0"``
 and ``"01"`` are one score, text stays text, empty / NaN / NA is unlabeled) and the
-seeded stratified splits (:mod:`tinykd.splits`) are tinykd's, so that the teacher and
+seeded stratified splits (:mod:`tinykd.train.splits`) are tinykd's, so that the teacher and
 ``tinykd train`` agree on what the rows and labels are."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinykd.splits import holdout, split_712
-from tinykd.tables import (DataFileError, duplicated, file_sha256, label_key, label_sort_key, normalize_labels, parse_where,
+from tinykd.train.splits import holdout, split_712
+from tinykd.files.csvfiles import (DataFileError, duplicated, file_sha256, label_key, label_sort_key, normalize_labels, parse_where,
                            read_table, sniff_encoding)
 
 ROLES = ("train", "val", "test")
@@ -41,7 +41,7 @@ class Dataset:
     ids: list
     texts: list
     contexts: list | None
-    labels: list            # normalised label (tinykd.tables.normalize_labels), or None for unlabeled rows
+    labels: list            # normalised label (tinykd.files.csvfiles.normalize_labels), or None for unlabeled rows
     split_values: list      # the split column's value per row ("unlabeled" for --unlabeled rows)
     roles: list             # train / val / test / unlabeled / other
     classes: list
@@ -104,7 +104,7 @@ def _read(path, cols, cond, notes, *, allow_empty=False):
 
 
 def _holdout_val(y, frac, seed, what):
-    """Positions (into ``y``) of a seeded stratified ``frac`` hold-out (:func:`tinykd.splits.holdout`)."""
+    """Positions (into ``y``) of a seeded stratified ``frac`` hold-out (:func:`tinykd.train.splits.holdout`)."""
     if frac <= 0 or len(y) == 0:
         return []
     if len(y) < 2:
@@ -124,7 +124,7 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
     (when not given, a seeded stratified ``val_frac`` of the training rows is held out), values
     in ``test_split`` (comma-separated) are test rows, anything else is ``other`` (predicted,
     not scored). Without ``split_col``: the paper's seeded stratified 7:1:2 split
-    (:func:`tinykd.splits.split_712`).
+    (:func:`tinykd.train.splits.split_712`).
 
     ``classes`` (a saved teacher's): the labels must be among them and become the dataset's
     classes; without ``split_col`` every labelled row is then a test row (split ``all``).

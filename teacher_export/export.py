@@ -9,10 +9,10 @@ import time
 import numpy as np
 import torch
 
-from tinykd.metrics import scoring_metrics
+from tinykd.quality.metrics import scoring_metrics
 from tinykd.nn.dense import softmax
-from tinykd.softlabels import write_soft_labels
-from tinykd.tables import CsvReader, label_key, normalize_labels, read_table
+from tinykd.files.softlabels import write_soft_labels
+from tinykd.files.csvfiles import CsvReader, label_key, normalize_labels, read_table
 
 from . import __version__
 from .data import DataError, Dataset, load_dataset, stratified_folds
@@ -25,7 +25,7 @@ TEACHER_META = "teacher.json"
 
 
 def metrics(y_true, y_pred, n_classes):
-    """:func:`tinykd.metrics.scoring_metrics` over class indices 0..n_classes-1, rounded for the sidecar."""
+    """:func:`tinykd.quality.metrics.scoring_metrics` over class indices 0..n_classes-1, rounded for the sidecar."""
     m = scoring_metrics(y_true, y_pred, labels=list(range(n_classes)))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
 
@@ -208,7 +208,7 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
     the .json sidecar). The fold teachers reuse the sidecar's hyper-parameters and, by default, its best
     epoch (``epochs``, ``lr`` override them); rows other than role==train keep the full teacher's logits from ``soft``. The data arguments
     must select the same rows as the original run (checked: same data file hash, same training ids)."""
-    from tinykd.softlabels import read_sidecar
+    from tinykd.files.softlabels import read_sidecar
 
     t_all = time.time()
     if threads:

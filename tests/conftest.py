@@ -35,7 +35,7 @@ def numgrad(f, a, eps=1e-6):
 
 def run_cli(capsys, *args):
     """``tinykd`` with these arguments: (exit status, stdout, stderr)."""
-    from tinykd.cli import main
+    from tinykd.cli.commands import main
 
     rc = main([str(a) for a in args])
     cap = capsys.readouterr()
@@ -98,9 +98,9 @@ def export_student(preset, texts, classes=(0, 1, 2), temperature=0.7, seed=1, us
     """A student of ``preset`` for the export tests: the vocabulary fitted on real answers, the
     network randomly initialised and perturbed (so that its probabilities spread from 0 to 1), and a
     calibration temperature that is not 1."""
-    from tinykd.model import StudentNet, make_config
-    from tinykd.student import Student
-    from tinykd.text import Vocabulary
+    from tinykd.nn.network import StudentNet, make_config
+    from tinykd.scoring.student import Student
+    from tinykd.scoring.text import Vocabulary
 
     cfg = make_config(preset)
     vocab = Vocabulary(cfg["max_vocab"], max_len=cfg["max_len"]).fit(texts, contexts if uses_context else None)
@@ -115,7 +115,7 @@ def model_contents(model):
     training took and, for a distilled student, the work folder's path (its teacher folder's name kept)."""
     import os
 
-    from tinykd.modelfile import read_bytes
+    from tinykd.scoring.modelfile import read_bytes
 
     meta, arrays = read_bytes(model.to_bytes())
     for st in meta["students"].values():

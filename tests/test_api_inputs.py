@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.distill import _roles
+from tinykd.distill.pipeline import _roles
 from tinykd.errors import OptionError
-from tinykd.splits import holdout, rare_classes, split_712
+from tinykd.train.splits import holdout, rare_classes, split_712
 
 from conftest import assert_user_error, write_csv
 from conftest import run_cli as run

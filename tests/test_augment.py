@@ -1,9 +1,9 @@
-"""tinykd.augment: deterministic, order-independent perturbed copies of training answers."""
+"""tinykd.distill.augment: deterministic, order-independent perturbed copies of training answers."""
 import numpy as np
 import pytest
 
-from tinykd.augment import augment
-from tinykd.text import tokenize
+from tinykd.distill.augment import augment
+from tinykd.scoring.text import tokenize
 
 TEXTS = ["The acid rain dissolves the marble because the acid reacts with it",
          "", "Water boils at 100 degrees", "the plant needs light to grow and make food"]
@@ -50,7 +50,7 @@ def test_probabilities_do_what_they_say():
 def test_mask_replaces_in_place_and_leaves_the_default_copies_unchanged():
     """p_mask: about that share of the tokens becomes [MASK], in place (length and the other words
     kept); p_mask = 0 (the default) draws nothing more, so the copies are those made without it."""
-    from tinykd.augment import MASK
+    from tinykd.distill.augment import MASK
 
     long = [" ".join(f"w{i}" for i in range(50))] * 200
     ids = [str(i) for i in range(200)]

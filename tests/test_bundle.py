@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.student import Bundle, UnknownItemError
+from tinykd.scoring.student import Bundle, UnknownItemError
 
 TINY = dict(embed_dim=8, units=8, dense_units=8)
 

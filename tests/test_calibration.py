@@ -1,4 +1,4 @@
-"""Calibrated confidence and the review threshold (tinykd.calibration, the Scorer's temperature,
+"""Calibrated confidence and the review threshold (tinykd.scoring.calibration, the Scorer's temperature,
 what tinykd.fit stores): ECE and bins by hand, the fitted temperature is the NLL optimum, the
 NumPy and Numba paths apply it alike, older files load uncalibrated, calibration lowers the
 validation ECE on real data (the demo's SciEntsBank answers), and a threshold chosen for a
@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinykd
-from tinykd import demo
-from tinykd.calibration import (MIN_CALIBRATION_ROWS, calibrated_proba, confidence_and_correct,
+from tinykd.cli import demo
+from tinykd.scoring.calibration import (MIN_CALIBRATION_ROWS, calibrated_proba, confidence_and_correct,
                                 expected_calibration_error, fit_temperature, nll, reliability_bins, review_curve,
                                 review_threshold)
-from tinykd.model import StudentNet, make_config
+from tinykd.nn.network import StudentNet, make_config
 from tinykd.nn.dense import softmax
-from tinykd.scoring import Scorer
+from tinykd.scoring.scorer import Scorer
 from tinykd.settings import Settings
 
 from conftest import assert_user_error, run_cli, write_csv
@@ -207,7 +207,7 @@ def test_score_target_accuracy_picks_the_threshold_and_says_what_it_flags(tmp_pa
 def scientsbank():
     """A small student on the demo's SciEntsBank training answers, with its validation rows
     given explicitly (a seeded stratified 1/8, as tinykd.fit would hold out)."""
-    from tinykd.splits import holdout
+    from tinykd.train.splits import holdout
 
     rows = [r for r in demo.load_data() if r["split"] == "train"]
     y = np.array([int(r["label"]) for r in rows])

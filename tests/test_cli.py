@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.student import Bundle
-from tinykd.cli import main
+from tinykd.scoring.student import Bundle
+from tinykd.cli.commands import main
 
 from conftest import write_csv
-from tinykd.softlabels import write_soft_labels
+from tinykd.files.softlabels import write_soft_labels
 
 GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
 BAD = "the rock gets wet and cold nothing happens maybe".split()
@@ -246,7 +246,7 @@ def test_no_command_and_help(capsys):
 
 
 def test_demo_quick(tmp_path, capsys):
-    from tinykd import demo
+    from tinykd.cli import demo
 
     teacher = os.path.join(demo.DATA_DIR, demo.TEACHER_FILE)
     if not os.path.exists(teacher):  # before the real teacher file is bundled: a test fixture

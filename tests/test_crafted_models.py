@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinykd
-from tinykd.info import describe, format_description
-from tinykd.model import count_params, make_config
-from tinykd.modelfile import ModelFileError
-from tinykd.student import Student, load
+from tinykd.cli.info import describe, format_description
+from tinykd.nn.network import count_params, make_config
+from tinykd.scoring.modelfile import ModelFileError
+from tinykd.scoring.student import Student, load
 
 from conftest import assert_user_error, write_csv
 from conftest import run_cli as run
@@ -220,7 +220,7 @@ def test_a_fifo_model_path_is_refused_without_blocking(tmp_path, base):
     fifo = tmp_path / "m.npz"
     os.mkfifo(fifo)
     for cmd in (["info", str(fifo)], ["score", str(fifo), data, "--out", str(tmp_path / "s.csv")]):
-        r = subprocess.run([sys.executable, "-m", "tinykd.cli", *cmd], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "tinykd.cli.commands", *cmd], capture_output=True, text=True,
                            timeout=120, cwd=ROOT)
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip() == (f"tinykd: error: {fifo}: not a regular file (a pipe, FIFO or device); "
@@ -252,7 +252,7 @@ def test_finite_but_huge_weights_are_refused_not_scored_as_nan(tmp_path, capsys,
 @pytest.mark.parametrize("jit", ["never", "always"])
 def test_non_finite_outputs_are_never_written_as_scores(tmp_path, capsys, base, monkeypatch, jit):
     path, _, data = base
-    from tinykd import scoring
+    from tinykd.scoring import scorer as scoring
 
     real = scoring.Scorer._predict
 

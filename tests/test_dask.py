@@ -1,4 +1,4 @@
-"""tinykd.dask on a real dask.distributed LocalCluster (a scheduler and two worker processes on this
+"""tinykd.cluster.tasks on a real dask.distributed LocalCluster (a scheduler and two worker processes on this
 machine, one thread each): scores equal the single-process scores exactly and in order, per-item
 training gives the same bundle, a worker killed mid-job changes nothing in the output, and a damaged
 model is one clear error (no worker dies)."""
@@ -15,10 +15,10 @@ pd = pytest.importorskip("pandas")
 dd = pytest.importorskip("dask.dataframe")
 
 import tinykd  # noqa: E402
-import tinykd.dask as tkd  # noqa: E402
+import tinykd.cluster.tasks as tkd  # noqa: E402
 from conftest import model_contents, scientsbank_rows  # noqa: E402
-from tinykd.modelfile import ModelFileError  # noqa: E402
-from tinykd.scorefile import output_columns  # noqa: E402
+from tinykd.scoring.modelfile import ModelFileError  # noqa: E402
+from tinykd.scoring.scorefile import output_columns  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def assert_same_bundle(a, b):
 def _reference(model, frame):
     """What the single-process scorer gives for these rows, Numba running (as in any process after its
     first job of 2,000 tokens; a fresh process's first tiny jobs take a NumPy loop, whose last bits
-    may differ: tinykd.scoring)."""
-    importlib.import_module("tinykd._scoring_kernels")
+    may differ: tinykd.scoring.scorer)."""
+    importlib.import_module("tinykd.scoring._kernels")
     proba = model.predict_proba_matrix(frame["text"].tolist(), frame["item"].tolist(), classes=model.classes)
     return proba
 
@@ -99,7 +99,7 @@ def test_a_student_scores_from_bytes_too(client, rows, tmp_path):
     df = pd.DataFrame({"answer": [r["text"] for r in rows[:900]]})
     scored = tkd.score(dd.from_pandas(df, npartitions=3), st.to_bytes(), text_col="answer",
                        review_below=0.5).compute()
-    importlib.import_module("tinykd._scoring_kernels")
+    importlib.import_module("tinykd.scoring._kernels")
     ref = st.predict_proba(df["answer"].tolist())
     np.testing.assert_array_equal(scored[[f"p_{c}" for c in st.classes]].to_numpy(np.float32), ref)
     assert scored["needs_review"].tolist() == (ref.max(1) < 0.5).tolist()
@@ -174,7 +174,7 @@ def test_cli_score_folder_on_the_cluster_equals_single_process(client, rows, bun
     from conftest import run_cli, write_csv
 
     model, path = bundle
-    importlib.import_module("tinykd._scoring_kernels")  # (the single-process run below: Numba, as the workers)
+    importlib.import_module("tinykd.scoring._kernels")  # (the single-process run below: Numba, as the workers)
     keep = [r for r in rows if r["item"] in model.items]
     folder = tmp_path / "in"
     folder.mkdir()
@@ -252,7 +252,7 @@ def test_cli_dask_without_the_extra_says_how_to_install(bundle, tmp_path):
     import sys
 
     _, path = bundle
-    code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli import main\n"
+    code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli.commands import main\n"
             f"sys.exit(main(['score', {path!r}, {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, '--jobs', '1']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == 'tinykd: error: the Dask extra is not installed: pip install ' \

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import tinykd  # noqa: E402
-import tinykd.distill as D  # noqa: E402
+import tinykd.distill.pipeline as D  # noqa: E402
 
 from conftest import FILLER, WORDS, assert_user_error, model_contents, run_cli  # noqa: E402
 
@@ -109,7 +109,7 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):
     data = make_csv(tmp_path / "d.csv", seed=1)
     out, work = tmp_path / "m.npz", str(tmp_path / "w")
-    import tinykd.fitting as F
+    import tinykd.train.fitting as F
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
@@ -206,7 +206,7 @@ def test_cli_distill_dask_errors_are_one_line(tmp_path, capsys):
                                "--teacher-threads", "0")[::2], "--teacher-threads")
     assert_user_error(*run_cli(capsys, "distill", data, "--out", tmp_path / "m.npz",
                                "--teacher-tolerance", "-0.1")[::2], "--teacher-tolerance", "below 1")
-    code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli import main\n"
+    code = ("import sys; sys.modules['distributed'] = None\nfrom tinykd.cli.commands import main\n"
             f"sys.exit(main(['distill', {data!r}, '--out', {str(tmp_path / 'm.npz')!r}, '--item-col', 'item', "
             "'--jobs', '1']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

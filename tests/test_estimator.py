@@ -10,7 +10,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 import tinykd
 from tinykd.estimator import KDClassifier
-from tinykd.fitting import DEFAULT_LAM
+from tinykd.train.fitting import DEFAULT_LAM
 
 TINY = dict(embed_dim=8, units=8, dense_units=8)
 GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()

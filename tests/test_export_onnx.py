@@ -11,8 +11,8 @@ import pytest
 from conftest import assert_user_error, export_student, run_cli, scientsbank_rows
 
 import tinykd
-from tinykd.model import PRESETS
-from tinykd.text import Vocabulary
+from tinykd.nn.network import PRESETS
+from tinykd.scoring.text import Vocabulary
 
 onnx = pytest.importorskip("onnx", reason="the [export] extra (onnx) is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the [test] extra)")
@@ -70,7 +70,7 @@ def test_onnx_runtime_matches_tinykd(preset, texts, tmp_path):
     print(f"{preset}: max |Δp| {float(np.abs(got - want).max()):.2e}")
     assert float(np.abs(got - want).max()) <= TOL, float(np.abs(got - want).max())
     raw = st.predict_proba(texts, calibrated=False)  # the logits are the raw ones: T is applied once, in the graph
-    assert float(np.abs(tinykd.calibration.calibrated_proba(logits, 1.0) - raw).max()) <= TOL
+    assert float(np.abs(tinykd.scoring.calibration.calibrated_proba(logits, 1.0) - raw).max()) <= TOL
     # padding: more PAD columns (and other ids beyond the lengths) change nothing
     wide = np.pad(ids, ((0, 0), (0, 9)), constant_values=0)
     wide[:, ids.shape[1]:] = 5
@@ -80,14 +80,14 @@ def test_onnx_runtime_matches_tinykd(preset, texts, tmp_path):
     one = np.concatenate([_run(sess, ids[k:k + 1, :max(1, lengths[k])], lengths[k:k + 1])[0] for k in range(20)])
     assert float(np.abs(one - got[:20]).max()) <= 1e-6  # a batch of one, unpadded: the same
     # ... and the review flag is the one tinykd score writes
-    from tinykd.scoring import decide
+    from tinykd.scoring.scorer import decide
 
     assert np.array_equal(decide(got, meta["review_below"])[2], decide(want, 0.55)[2])
 
 
 def test_the_comparison_can_fail(texts, tmp_path):
     """A graph with the gate order of ONNX ignored (tinykd's order as is) is caught."""
-    from tinykd import export_onnx as eo
+    from tinykd.export import onnx_graph as eo
 
     st = export_student("7t", TEXTS)
     path = tmp_path / "bad.onnx"
@@ -103,7 +103,7 @@ def test_the_comparison_can_fail(texts, tmp_path):
 
 
 def tinykd_export_onnx(model, path, **kw):
-    from tinykd.export_onnx import export_onnx
+    from tinykd.export.onnx_graph import export_onnx
 
     return export_onnx(model, path, **kw)
 
@@ -179,7 +179,7 @@ def test_without_onnx_the_cli_says_how_to_install_it(tmp_path):
     st = export_student("7t", TEXTS[:300])
     model = tmp_path / "m.npz"
     st.save(model)
-    code = ("import sys; sys.modules['onnx'] = None\nfrom tinykd.cli import main\n"
+    code = ("import sys; sys.modules['onnx'] = None\nfrom tinykd.cli.commands import main\n"
             f"sys.exit(main(['export', {str(model)!r}, '--onnx', {str(tmp_path / 'x.onnx')!r}]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("tinykd: error: ") and "tinykd[export]" in r.stderr, r.stderr

@@ -13,8 +13,8 @@ from browser import chromium, dom_json, needs_chromium, script_json
 from conftest import assert_user_error, export_student, run_cli, scientsbank_rows
 
 import tinykd
-from tinykd.export_web import FILES, export_web
-from tinykd.text import tokenize
+from tinykd.export.page import FILES, export_web
+from tinykd.scoring.text import tokenize
 
 ROWS = scientsbank_rows()
 TEXTS = [r["text"] for r in ROWS]
@@ -99,7 +99,7 @@ def test_page_scores_like_python_and_tokenizes_like_python(web7t, answers, tmp_p
     assert want.max() > 0.9 and want.min() < 0.05
     print(f"7t page: max |Δp| {float(np.abs(got - want).max()):.2e}, {res['ms_per_answer']:.3f} ms per answer")
     assert got.shape == want.shape and float(np.abs(got - want).max()) <= TOL, float(np.abs(got - want).max())
-    from tinykd.scoring import decide
+    from tinykd.scoring.scorer import decide
 
     assert res["review"] == decide(want, 0.65)[2].tolist()
     assert res["tokens"] == [tokenize(t) for t in TRICKY]
@@ -201,7 +201,7 @@ def test_cli_export_web_never_imports_onnx(tmp_path):
     st = export_student("falling_weights", TEXTS[:400])
     model = tmp_path / "m.npz"
     st.save(model)
-    code = ("import sys\nfrom tinykd.cli import main\n"
+    code = ("import sys\nfrom tinykd.cli.commands import main\n"
             f"rc = main(['export', {str(model)!r}, '--web', {str(tmp_path / 'web')!r}])\n"
             "assert rc == 0 and 'onnx' not in sys.modules and 'sklearn' not in sys.modules, rc")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -210,7 +210,7 @@ def test_cli_export_web_never_imports_onnx(tmp_path):
     assert "open " in r.stdout and "index.html in a browser" in r.stdout
     spec = open(tmp_path / "web" / "model.js", encoding="ascii").read()
     spec = json.loads(spec[spec.index("=") + 1:].strip().rstrip(";"))
-    assert spec["items"][0]["review_below"] == tinykd.scoring.REVIEW_BELOW and spec["items"][0]["classes"] == [0, 1, 2]
+    assert spec["items"][0]["review_below"] == tinykd.scoring.scorer.REVIEW_BELOW and spec["items"][0]["classes"] == [0, 1, 2]
 
 
 def test_cli_export_web_errors(tmp_path, capsys):

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import tinykd.nn.lstm as L
-from tinykd.model import PRESETS, StudentNet, make_config
+from tinykd.nn.network import PRESETS, StudentNet, make_config
 from tinykd.nn.dense import softmax
-from tinykd.scoring import Scorer
+from tinykd.scoring.scorer import Scorer
 from tinykd.settings import Settings
 
 ATOL = 2e-5
@@ -227,7 +227,7 @@ def test_fresh_process_defers_numba(monkeypatch):
     """Small first jobs stay on NumPy; a large job, or the (numba_after_calls+1)-th small one, uses Numba."""
     import sys
 
-    monkeypatch.delitem(sys.modules, "tinykd._scoring_kernels", raising=False)  # as in a fresh process
+    monkeypatch.delitem(sys.modules, "tinykd.scoring._kernels", raising=False)  # as in a fresh process
     net = StudentNet(make_config("7t"), 10, 2)
     st = Settings()
     sc = Scorer(net, st)

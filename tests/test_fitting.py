@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.cli import main
+from tinykd.cli.commands import main
 from tinykd.errors import OptionError
-from tinykd.softlabels import write_soft_labels
+from tinykd.files.softlabels import write_soft_labels
 
 from conftest import write_csv
 
@@ -66,7 +66,7 @@ def test_cli_train_equals_fit_items(tmp_path, capsys):
     assert isinstance(lib, tinykd.Bundle) and lib.items == ["Q1", "Q2"]
     assert_same_model(tinykd.load(out), lib)
     # the teacher as an (ids, classes, proba) triple joins by id the same way, whatever the row order
-    ids, classes, p = tinykd.softlabels.read_soft_label_table(soft)
+    ids, classes, p = tinykd.files.softlabels.read_soft_label_table(soft)
     order = np.random.default_rng(0).permutation(len(ids))
     triple = ([ids[i] for i in order], classes, p[order])
     again = tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), items=columns(rows, "item"),
@@ -103,7 +103,7 @@ def test_per_item_classes_and_renormalised_teacher(tmp_path):
 
 
 def test_teacher_columns_for_scores_spelt_as_decimals(tmp_path):
-    """Scores 0.5 / 1.0 / 1.5: the teacher's columns are p_0.5, p_1, p_1.5 (tinykd.tables.label_key)."""
+    """Scores 0.5 / 1.0 / 1.5: the teacher's columns are p_0.5, p_1, p_1.5 (tinykd.files.csvfiles.label_key)."""
     rows = rows_for(items=("Q1",), unlabeled=0)
     spell = {"0.0": "0.5", "1.0": "1.0", "2.0": "1.5"}
     for r in rows:
@@ -141,7 +141,7 @@ def test_bad_options_name_the_option(option, value, flag_text):
 
 
 def test_ctrl_c_raises_and_divergence_names_lr(monkeypatch):
-    import tinykd.train as tr
+    import tinykd.train.loop as tr
 
     texts, y = ["acid rain", "the rock"] * 8, [1, 0] * 8
 
@@ -229,21 +229,21 @@ def test_one_teacher_file_per_item_joins_by_id(tmp_path, capsys):
     assert rc == 0, err
     b = tinykd.load(out)
     assert b.students["Q2"].classes == [0, 1] and b.students["Q2"].meta["training"]["teacher"]
-    ids, classes, p = tinykd.softlabels.merge_soft_label_tables([q1, str(tmp_path / "q2.csv")])
+    ids, classes, p = tinykd.files.softlabels.merge_soft_label_tables([q1, str(tmp_path / "q2.csv")])
     k = ids.index(q2_rows[0]["id"])
     assert classes == ["0", "1", "2"] and p[k].tolist() == pytest.approx([0.3, 0.7, 0.0])
     rc, _, err = run_cli(capsys, "train", data, "--out", out, "--item-col", "item", "--teacher", q1)
     assert_user_error(rc, err, "requested ids are not in the file", "several teacher files",
                       "--allow-missing-teacher")
-    with pytest.raises(tinykd.softlabels.SoftLabelError, match="in two teacher files"):
-        tinykd.softlabels.merge_soft_label_tables([q1, q1])
+    with pytest.raises(tinykd.files.softlabels.SoftLabelError, match="in two teacher files"):
+        tinykd.files.softlabels.merge_soft_label_tables([q1, q1])
 
 
 def test_default_lambda_and_copy_count():
     """λ = 4 with a teacher (the same default in fit and distill), 0 without; distill's copies
     keep the transfer set near 48,000 answers, 16 at most and 2 at least."""
-    import tinykd.distill as D
-    from tinykd.fitting import DEFAULT_LAM
+    import tinykd.distill.pipeline as D
+    from tinykd.train.fitting import DEFAULT_LAM
 
     assert D.LAMS == (DEFAULT_LAM,) == (4.0,)
     assert [D.auto_copies(n) for n in (10, 1338, 3000, 3100, 4348, 12000, 50000)] == [16, 16, 16, 15, 11, 4, 2]

@@ -12,9 +12,9 @@ import pytest
 
 import tinykd
 
-DASK = ["dask", "distributed", "pandas", "pyarrow", "tinykd.dask", "tinykd.daskfiles"]
+DASK = ["dask", "distributed", "pandas", "pyarrow", "tinykd.cluster.tasks", "tinykd.cluster.frames"]
 HEAVY = DASK + ["sklearn", "matplotlib", "torch", "transformers", "onnx", "onnxruntime", "tinykd.estimator",
-         "tinykd.metrics", "tinykd.report", "tinykd.plots", "tinykd.export_onnx", "tinykd.export_web"]
+         "tinykd.quality.metrics", "tinykd.quality.report", "tinykd.quality.plots", "tinykd.export.onnx_graph", "tinykd.export.page"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_load_and_predict_import_no_heavy_module(model):
 
 def test_cli_score_imports_no_heavy_module(model):
     path, data, out = model
-    code = f"from tinykd.cli import main\nassert main(['score', {path!r}, {data!r}, '--out', {out!r}]) == 0"
+    code = f"from tinykd.cli.commands import main\nassert main(['score', {path!r}, {data!r}, '--out', {out!r}]) == 0"
     assert _loaded(code) == []
     with open(out) as f:
         assert len(list(csv.DictReader(f))) == 3
@@ -60,14 +60,14 @@ def test_cli_score_imports_no_heavy_module(model):
 def test_cli_score_target_accuracy_imports_no_heavy_module(model):
     path, data, out = model
     assert tinykd.load(path).meta["calibration"]["method"] == "temperature"
-    code = (f"from tinykd.cli import main\n"
+    code = (f"from tinykd.cli.commands import main\n"
             f"assert main(['score', {path!r}, {data!r}, '--out', {out!r}, '--target-accuracy', '0.5']) == 0")
     assert _loaded(code) == []
 
 
 def test_info_imports_no_heavy_module(model):
     path, _, _ = model
-    assert _loaded(f"from tinykd.cli import main\nassert main(['info', {path!r}]) == 0") == []
+    assert _loaded(f"from tinykd.cli.commands import main\nassert main(['info', {path!r}]) == 0") == []
 
 
 def test_cli_train_and_evaluate_import_no_dask(model, tmp_path):
@@ -78,6 +78,6 @@ def test_cli_train_and_evaluate_import_no_dask(model, tmp_path):
         w.writerow(["text", "label", "item"])
         w.writerows([[f"acid rain {i}", i % 2, "ab"[i % 4 // 2]] for i in range(24)])
     out = str(tmp_path / "m.npz")
-    code = (f"from tinykd.cli import main\nassert main(['train', {str(data)!r}, '--item-col', 'item', '--epochs', '1', "
+    code = (f"from tinykd.cli.commands import main\nassert main(['train', {str(data)!r}, '--item-col', 'item', '--epochs', '1', "
             f"'--out', {out!r}, '-q']) == 0\nassert main(['evaluate', {out!r}, {str(data)!r}]) == 0")
     assert _loaded(code, [m for m in DASK if m not in ("pandas", "pyarrow")]) == []

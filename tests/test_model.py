@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from tinykd.losses import cross_entropy, kd_loss, log_softmax, soft_cross_entropy
-from tinykd.model import PRESETS, StudentNet, count_params, make_config
-from tinykd.optim import Adam
-from tinykd.text import OOV, PAD, SEP, Vocabulary, tokenize
+from tinykd.train.losses import cross_entropy, kd_loss, log_softmax, soft_cross_entropy
+from tinykd.nn.network import PRESETS, StudentNet, count_params, make_config
+from tinykd.train.optim import Adam
+from tinykd.scoring.text import OOV, PAD, SEP, Vocabulary, tokenize
 
 
 def batch(rng, V=25, B=4, L=7, lengths=(7, 3, 1, 5)):

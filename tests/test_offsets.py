@@ -1,9 +1,9 @@
-"""Per-class decision offsets (tinykd.offsets) and their folding into a student's output bias."""
+"""Per-class decision offsets (tinykd.train.offsets) and their folding into a student's output bias."""
 import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from tinykd.offsets import GRID, MIN_ROWS, accuracy_qwk, fit_offsets
+from tinykd.train.offsets import GRID, MIN_ROWS, accuracy_qwk, fit_offsets
 
 
 def test_accuracy_qwk_equals_scikit_learn():
@@ -57,7 +57,7 @@ def test_fit_offsets_finds_the_rare_class_and_keeps_zero_when_nothing_helps():
 
 
 def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
-    from tinykd.fitting import fit
+    from tinykd.train.fitting import fit
 
     rng = np.random.default_rng(2)
     words = ["sun", "moon", "rain", "wind", "snow", "star", "cloud", "storm"]
@@ -85,7 +85,7 @@ def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
            (d["validation_before"]["accuracy"], d["validation_before"]["qwk"])
     assert d["validation_before"]["accuracy"] == pytest.approx(off.meta["validation_metrics"]["accuracy"])
     # the model file keeps them (in the bias, and recorded), and tinykd info names them
-    from tinykd.info import describe, format_description
+    from tinykd.cli.info import describe, format_description
 
     import tinykd
 

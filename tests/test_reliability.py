@@ -14,16 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinykd
-from tinykd import tables as kdata
-from tinykd.cli import main
+from tinykd.files import csvfiles as kdata
+from tinykd.cli.commands import main
 
 from conftest import assert_user_error, write_csv
 from conftest import run_cli as run
-from tinykd.atomic import atomic_write_bytes
-from tinykd.modelfile import ModelFileError
-from tinykd.student import load
-from tinykd.softlabels import write_soft_labels
-from tinykd.text import Vocabulary
+from tinykd.files.atomic import atomic_write_bytes
+from tinykd.scoring.modelfile import ModelFileError
+from tinykd.scoring.student import load
+from tinykd.files.softlabels import write_soft_labels
+from tinykd.scoring.text import Vocabulary
 
 TINY = dict(embed_dim=8, units=8, dense_units=8)
 WORDS = "acid rain dissolves marble rock water heat energy light plant".split()
@@ -423,7 +423,7 @@ def test_exploding_loss_stops_cli_and_writes_nothing(tmp_path, capsys, train_csv
 
 
 def test_nan_loss_keeps_best_weights(monkeypatch):
-    import tinykd.train as tr
+    import tinykd.train.loop as tr
 
     real, calls = tr.kd_loss, {"n": 0}
 
@@ -442,7 +442,7 @@ def test_nan_loss_keeps_best_weights(monkeypatch):
 
 
 def test_ctrl_c_during_training_writes_nothing(tmp_path, capsys, train_csv, monkeypatch):
-    import tinykd.train as tr
+    import tinykd.train.loop as tr
 
     out = tmp_path / "m.npz"
     out.write_bytes(b"the previous model")

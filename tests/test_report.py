@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.cli import main
+from tinykd.cli.commands import main
 
 from browser import chromium, needs_chromium
 from conftest import assert_user_error, run_cli, write_csv
@@ -156,7 +156,7 @@ def test_report_errors_are_one_line(files, tmp_path, capsys):
 def test_without_matplotlib_the_same_report_has_tables_and_a_note(files, tmp_path):
     out = tmp_path / "plain.html"
     code = ("import sys; sys.modules['matplotlib'] = None\n"  # as if the [report] extra were not installed
-            "from tinykd.cli import main\n"
+            "from tinykd.cli.commands import main\n"
             f"rc = main(['report', {files['model']!r}, {files['data']!r}, '--split', 'test', '--out', {str(out)!r}])\n"
             "assert 'matplotlib' not in sys.modules or sys.modules['matplotlib'] is None\n"
             "sys.exit(rc)")
@@ -174,7 +174,7 @@ def test_without_matplotlib_the_same_report_has_tables_and_a_note(files, tmp_pat
 # ------------------------------------------------------------------------------ the demo
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    from tinykd import demo
+    from tinykd.cli import demo
 
     d = tmp_path_factory.mktemp("demo")
     out = str(d / "demo.npz")

@@ -1,4 +1,4 @@
-"""The measures of ``tinykd report`` (tinykd.metrics, tinykd.evaluate.assess): each against a
+"""The measures of ``tinykd report`` (tinykd.quality.metrics, tinykd.quality.evaluate.assess): each against a
 case worked by hand and against scikit-learn / SciPy; the criteria and the verdict; subgroups
 on synthetic data where one group is scored worse."""
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import cohen_kappa_score
 
-from tinykd.evaluate import GROUP_SMD_MAX, assess, group_findings
-from tinykd.metrics import (adjacent_agreement, exact_agreement, ordinal_agreement, pearson_r,
+from tinykd.quality.evaluate import GROUP_SMD_MAX, assess, group_findings
+from tinykd.quality.metrics import (adjacent_agreement, exact_agreement, ordinal_agreement, pearson_r,
                             quadratic_weighted_kappa, standardized_mean_difference)
 
 # worked by hand (see each test): five answers on the scale 0, 1, 2

@@ -1,4 +1,4 @@
-"""tinykd.softlabels: the teacher soft-label file, its round trip and every refusal."""
+"""tinykd.files.softlabels: the teacher soft-label file, its round trip and every refusal."""
 import csv
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tinykd.softlabels import (SoftLabelError, read_sidecar, read_soft_label_table, read_soft_labels,
+from tinykd.files.softlabels import (SoftLabelError, read_sidecar, read_soft_label_table, read_soft_labels,
                                sidecar_path, write_soft_labels)
 
 P = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]])
@@ -232,7 +232,7 @@ def test_a_field_over_16_mb_and_the_process_csv_limit(tmp_path):
     limit = csv.field_size_limit()
     np.testing.assert_allclose(read_soft_labels(soft, ["b", "a"], [0, 1]), [[1, 0], [0.5, 0.5]])
     assert csv.field_size_limit() == limit  # reading a soft-label file leaves the process-wide limit alone
-    from tinykd.tables import read_table
+    from tinykd.files.csvfiles import read_table
 
     data = _write_raw(tmp_path / "d.csv", ["id", "text"], [["a", big]])
     assert len(read_table(data, ["text"]).rows[0][1]) == len(big)  # a data file read afterwards still works

@@ -16,7 +16,7 @@ from teacher_export import cli  # noqa: E402
 from teacher_export.data import DataError, load_dataset, stratified_folds  # noqa: E402
 from teacher_export.export import run_fit  # noqa: E402
 from teacher_export.model import BaseModelError, resolve_base  # noqa: E402
-from tinykd.softlabels import read_sidecar, read_soft_label_table, read_soft_labels  # noqa: E402
+from tinykd.files.softlabels import read_sidecar, read_soft_label_table, read_soft_labels  # noqa: E402
 
 from conftest import FILLER, WORDS  # noqa: E402  (and the tiny_base fixture: a tiny local BERT)
 
@@ -362,7 +362,7 @@ def test_labels_spelt_as_floats_give_the_columns_tinykd_asks_for(tiny_base, tmp_
     assert classes == ["1", "2", "3"] and read_sidecar(res["path"])["classes"] == ["1", "2", "3"]
     with open(res["path"]) as fh:
         assert next(csv.reader(fh))[:7] == ["id", "p_1", "p_2", "p_3", "logit_1", "logit_2", "logit_3"]
-    from tinykd.tables import label_sort_key, normalize_labels
+    from tinykd.files.csvfiles import label_sort_key, normalize_labels
 
     labels, kind = normalize_labels([r["label"] for r in rows])
     assert kind == "int"

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.model import StudentNet, make_config
-from tinykd.splits import split_712
-from tinykd.train import TrainData, train
+from tinykd.nn.network import StudentNet, make_config
+from tinykd.train.splits import split_712
+from tinykd.train.loop import TrainData, train
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -120,7 +120,7 @@ def test_early_stopping_restores_the_best_weights():
     assert hist["stopped"] == "patience"
     best = min(hist["epochs"], key=lambda r: r["val_loss"])
     assert hist["best_epoch"] == best["epoch"]
-    from tinykd.train import evaluate_loss
+    from tinykd.train.loop import evaluate_loss
 
     assert evaluate_loss(net, val)[0] == pytest.approx(best["val_loss"], rel=1e-6)
 
@@ -129,8 +129,8 @@ def test_polyak_averaging_keeps_the_debiased_average_of_the_steps(monkeypatch):
     """``train(average=a)``: the weights returned are the debiased exponential moving average,
     β = 1 − 1/(a·S), of the live weights after every step up to the best epoch (recomputed here from
     a record of each step), validated as such; a horizon under one step is the plain run bit for bit."""
-    from tinykd import optim
-    from tinykd.train import evaluate_loss
+    from tinykd.train import optim
+    from tinykd.train.loop import evaluate_loss
 
     rng = np.random.default_rng(0)
     ids = rng.integers(3, 20, size=(64, 6)).astype(np.int32)
@@ -200,7 +200,7 @@ def test_students_side_by_side_train_the_same_weights_and_stop_together(task):
     """tinykd distill trains its students in threads (serial kernels, one core each), each started as
     a thread is free: the weights equal those trained one after the other, returned in the order of
     the jobs; an error in one stops the others at their next epoch."""
-    from tinykd.distill import side_by_side
+    from tinykd.distill.pipeline import side_by_side
 
     (X, y), _ = task
 

@@ -1,4 +1,4 @@
-"""The writer (tinykd.atomic) as a careless or hostile user meets it: an output that is a link,
+"""The writer (tinykd.files.atomic) as a careless or hostile user meets it: an output that is a link,
 a device or a FIFO is refused and left as it is; an existing file keeps its mode; a read-only
 file is refused; the umask is never touched; SIGTERM / SIGHUP while writing leave no
 temporary file behind."""
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tinykd
-from tinykd.atomic import AtomicFile, OutputPathError, atomic_write_bytes
+from tinykd.files.atomic import AtomicFile, OutputPathError, atomic_write_bytes
 
 from conftest import assert_user_error, write_csv
 from conftest import run_cli as run
@@ -124,8 +124,8 @@ def test_new_files_get_the_umask_mode_without_touching_the_umask(tmp_path, model
 
 _KILL_MID_WRITE = """
 import os, signal, sys
-import tinykd.tables as tables
-from tinykd.cli import main
+import tinykd.files.csvfiles as tables
+from tinykd.cli.commands import main
 signal.signal(signal.{sig}, signal.SIG_DFL)  # as in a terminal: a runner under nohup would pass SIGHUP ignored
 real, n = tables.AtomicCsvWriter.writerow, [0]
 def writerow(self, row):  # the signal arrives with half of the rows written

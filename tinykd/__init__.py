@@ -10,22 +10,22 @@ Importing tinykd loads NumPy only (Numba starts with the first training step or 
 large scoring job); the training modules load on first use of ``fit`` / ``fit_items``, and
 scikit-learn when training (vocabulary fit, splits, metrics), never to score.
 """
-from ._version import __version__
-from .errors import OptionError
-from .model import PRESETS, StudentNet, make_config, n_params
-from .modelfile import ModelFileError
-from .scoring import Scorer
-from .settings import Settings
-from .student import Bundle, Student, UnknownItemError, load, save
+from tinykd._version import __version__
+from tinykd.errors import OptionError
+from tinykd.nn.network import PRESETS, StudentNet, make_config, n_params
+from tinykd.scoring.modelfile import ModelFileError
+from tinykd.scoring.scorer import Scorer
+from tinykd.settings import Settings
+from tinykd.scoring.student import Bundle, Student, UnknownItemError, load, save
 
 
 def __getattr__(name):  # training and the scikit-learn face are imported only when asked for
     if name in ("fit", "fit_items"):
-        from . import fitting
+        from tinykd.train import fitting
 
         return getattr(fitting, name)
     if name == "KDClassifier":
-        from .estimator import KDClassifier
+        from tinykd.estimator import KDClassifier
 
         return KDClassifier
     raise AttributeError(f"module 'tinykd' has no attribute {name!r}")

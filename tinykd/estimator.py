@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .fitting import fit as _fit
+from tinykd.train.fitting import fit as _fit
 
 
 def _as_texts(X):
@@ -48,14 +48,14 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     Parameters (stored as given; see :func:`tinykd.fit` for their meaning)
     ----------
     preset : {"7t", "falling_weights", "gelatin", "bathtub"}, default "7t"
-    lam : float or None — λ of the soft term; None = 4 (``tinykd.fitting.DEFAULT_LAM``) with teacher
+    lam : float or None — λ of the soft term; None = 4 (``tinykd.train.fitting.DEFAULT_LAM``) with teacher
         probabilities, else 0.
     temperature : float, default 1.0
     epochs, batch_size, lr, patience : training settings.
     validation_fraction : float — stratified share held out for early stopping.
     config : dict or None — overrides of the preset's network config.
     offsets : bool, default True — per-class decision offsets chosen on the validation rows
-        (:mod:`tinykd.offsets`), folded into the output layer's bias.
+        (:mod:`tinykd.train.offsets`), folded into the output layer's bias.
     random_state : int — the seed of every random choice (init, shuffling, dropout, holdout);
         scikit-learn's name for what :func:`tinykd.fit` calls ``seed``.
     verbose : bool — print per-epoch progress to stderr.

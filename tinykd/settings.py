@@ -1,7 +1,7 @@
 """How tinykd runs on this machine: one explicit, immutable settings object.
 
 Nothing here changes a result, only where and how fast it is computed. The
-training loop (:func:`tinykd.train.train`) and the :class:`~tinykd.scoring.Scorer`
+training loop (:func:`tinykd.train.loop.train`) and the :class:`~tinykd.scoring.scorer.Scorer`
 take a :class:`Settings`; the default is :data:`DEFAULT` (``TINYKD_JIT`` in the
 environment sets ``jit``).
 """
@@ -26,7 +26,7 @@ class Settings:
         the same sums either way, so the weights trained do not depend on the machine's load.
     parallel_score_rows : scoring batches with at least this many rows may run in parallel.
     jit : "auto", "always" or "never" — whether scoring uses the Numba kernels. "auto": a
-        fresh :class:`~tinykd.scoring.Scorer` scores its first small jobs with a NumPy loop
+        fresh :class:`~tinykd.scoring.scorer.Scorer` scores its first small jobs with a NumPy loop
         (no wait for Numba's ~0.5 s start), and starts Numba at the first job of at least
         ``numba_min_tokens`` tokens, after ``numba_after_calls`` small jobs, or at once when
         another part of the process has started it already.

@@ -8,8 +8,8 @@ is compiled once and cached on disk (``cache=True``); :func:`announce_compile` s
 screen when a kernel is about to be compiled (the first run after an install).
 
 Kernel modules: :mod:`tinykd.nn._lstm_kernels` (LSTM time loops, training),
-:mod:`tinykd.nn._pool_kernels` (max over time), :mod:`tinykd._scoring_kernels`
-(inference), :mod:`tinykd._optim_kernels` (Adam). They take plain arrays only.
+:mod:`tinykd.nn._pool_kernels` (max over time), :mod:`tinykd.scoring._kernels`
+(inference), :mod:`tinykd.train._optim_kernels` (Adam). They take plain arrays only.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._jit import JIT, TINY, _cell_step, _rows_matmul_acc, _tanh
+from tinykd.nn._jit import JIT, TINY, _cell_step, _rows_matmul_acc, _tanh
 
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from . import _jit  # noqa: F401  (Numba started the tinykd way)
+from tinykd.nn import _jit  # noqa: F401  (Numba started the tinykd way)
 
 
 @njit(cache=True, nogil=True)

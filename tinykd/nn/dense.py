@@ -64,5 +64,5 @@ ACTIVATIONS = {
     "selu": (selu_forward, selu_backward),
 }
 
-#: the integer code of each activation in the Numba scoring head (:mod:`tinykd._scoring_kernels`)
+#: the integer code of each activation in the Numba scoring head (:mod:`tinykd.scoring._kernels`)
 ACTIVATION_CODES = {None: 0, "linear": 0, "relu": 1, "selu": 2}

@@ -47,13 +47,13 @@ How it runs (see ``benchmarks/cpu.py`` for the measurements):
   use, so ``import tinykd`` does not start Numba); the same maths in plain
   NumPy, one step at a time, is :mod:`tinykd.nn.reference`, which the tests
   hold the kernels to. Inference has its own fused kernels
-  (:mod:`tinykd.scoring`).
+  (:mod:`tinykd.scoring.scorer`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .embedding import Lookup
+from tinykd.nn.embedding import Lookup
 
 #: a one-direction batch with at least this many rows is split into two halves (run in parallel when allowed)
 SPLIT_ROWS = 16
@@ -71,7 +71,7 @@ def _buffer(shape, dt, zero=False):
 
 
 def _kernels():
-    from . import _lstm_kernels  # Numba starts here, on the first training step
+    from tinykd.nn import _lstm_kernels  # Numba starts here, on the first training step
 
     return _lstm_kernels
 

@@ -13,7 +13,7 @@ import numpy as np
 
 def global_max_pool_forward(x, lengths):
     """Max over the first ``lengths[b]`` steps of each row; the cache holds the argmax."""
-    from ._pool_kernels import max_over_time
+    from tinykd.nn._pool_kernels import max_over_time
 
     x = np.ascontiguousarray(x)
     B, L, D = x.shape
@@ -24,7 +24,7 @@ def global_max_pool_forward(x, lengths):
 
 
 def global_max_pool_backward(dy, cache):
-    from ._pool_kernels import max_over_time_backward
+    from tinykd.nn._pool_kernels import max_over_time_backward
 
     arg, empty, shape = cache
     dx = np.zeros(shape, dtype=dy.dtype)

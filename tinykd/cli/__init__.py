@@ -1,0 +1,3 @@
+from tinykd.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,179 @@
+"""A student as an ONNX graph (``tinykd export MODEL --onnx scorer.onnx``; the ``[export]`` extra).
+
+The graph (opset 17, built with the ``onnx`` package's helper API; ONNX's own ``LSTM`` operator)::
+
+    ids (n, L) int64, lengths (n,) int32
+      ─ Gather(E) ─ (n, L, E) ─ Transpose ─ (L, n, E)
+      ─ LSTM (sequence_lens = max(lengths, 1); direction forward | bidirectional)
+      ─ pooling: the last state Y_h, or the max of Y over the real steps t < lengths only
+      ─ (n, D·H), zeros for an empty answer (length 0)
+      ─ [MatMul + Add + Relu | Selu] ─ MatMul + Add ─ logits (n, K) float32
+      ─ softmax(float64(logits) · 1/T) ─ proba (n, K) float32
+
+ONNX's LSTM keeps its gates in the order i, o, f, c (tinykd: i, f, g, o) and applies ``X Wᵀ``:
+its ``W`` is tinykd's ``W`` with the gate blocks reordered, transposed; ``R`` likewise from ``U``;
+its bias ``B = [b | 0]`` (tinykd has one bias, ONNX a pair that it adds).
+
+Beside the graph, a JSON file (``scorer.json`` for ``scorer.onnx``) holds the classes, the
+calibration temperature, the review threshold, the tokenizer settings with a short reference
+of how to tokenize, and the vocabulary (:mod:`tinykd.export.common`). A :class:`~tinykd.scoring.student.Bundle`
+writes one graph per item (``scorer.item0.onnx``, …) and the JSON index of the items.
+
+The ``onnx`` package is imported only inside :func:`student_graph` (never by ``import tinykd``
+or by scoring).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tinykd.files.atomic import atomic_write_bytes, existing_target
+from tinykd.export.common import describe_student, header, json_bytes, model_items
+from tinykd.nn.dense import SELU_ALPHA, SELU_LAMBDA
+
+INSTALL = "ONNX export needs the onnx package: pip install 'tinykd[export]'"
+OPSET = 17
+#: tinykd's gate blocks (i, f, g, o) in ONNX's order (i, o, f, c)
+_ONNX_GATES = (0, 3, 1, 2)
+
+
+def available():
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gates(a, H):
+    """The last axis's four gate blocks, reordered from tinykd's i, f, g, o to ONNX's i, o, f, c."""
+    return np.concatenate([a[..., k * H:(k + 1) * H] for k in _ONNX_GATES], axis=-1)
+
+
+def student_graph(net, temperature=1.0, name="tinykd"):
+    """The ONNX ``ModelProto`` of one :class:`~tinykd.nn.network.StudentNet`: inputs ``ids`` (n, L) int64
+    and ``lengths`` (n,) int32; outputs ``proba`` (n, K) float32 (calibrated by ``temperature``)
+    and ``logits`` (n, K) float32."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ImportError(INSTALL) from None
+
+    cfg, p = net.config, net.p
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    dirs = ("fwd", "bwd") if cfg["rnn"] == "bilstm" else ("fwd",)
+    D, H = len(dirs), cfg["units"]
+    inits, nodes = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op, inputs, outputs, **attrs):
+        nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{len(nodes)}", **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    const("E", f32(p["emb.E"]))
+    const("W", f32(np.stack([_gates(p[f"rnn.{d}.W"], H).T for d in dirs])))          # (D, 4H, E)
+    const("R", f32(np.stack([_gates(p[f"rnn.{d}.U"], H).T for d in dirs])))          # (D, 4H, H)
+    const("B", f32(np.stack([np.concatenate([_gates(p[f"rnn.{d}.b"], H), np.zeros(4 * H)]) for d in dirs])))
+    const("one_i32", np.array(1, np.int32))
+    const("zero_i32", np.array(0, np.int32))
+    const("zero_f", np.array(0.0, np.float32))
+    const("feat_shape", np.array([0, D * H], np.int64))
+    const("inv_t", np.array(1.0 / float(temperature), np.float64))
+
+    x = node("Gather", ["E", "ids"], ["x"], axis=0)                                 # (n, L, E)
+    xt = node("Transpose", [x], ["x_t"], perm=[1, 0, 2])                           # (L, n, E)
+    lens1 = node("Max", ["lengths", "one_i32"], ["lens1"])  # an empty answer runs one PAD step, zeroed below
+    y, y_h = node("LSTM", [xt, "W", "R", "B", lens1], ["Y", "Y_h"], hidden_size=H,
+                  direction="bidirectional" if D == 2 else "forward")             # (L, D, n, H), (D, n, H)
+    if cfg["pooling"] == "max":
+        const("neg_inf", np.array(-np.inf, np.float32))
+        const("zero_i64", np.array(0, np.int64))
+        const("one_i64", np.array(1, np.int64))
+        const("axis1", np.array([1], np.int64))
+        const("axes0", np.array([0], np.int64))
+        const("axes13", np.array([1, 3], np.int64))
+        shape = node("Shape", ["ids"], ["ids_shape"])
+        L = node("Gather", [shape, "one_i64"], ["L"], axis=0)
+        steps = node("Range", ["zero_i64", L, "one_i64"], ["steps"])              # (L,)
+        steps = node("Unsqueeze", [steps, "axis1"], ["steps_col"])                 # (L, 1)
+        lens64 = node("Cast", ["lengths"], ["lens64"], to=TensorProto.INT64)
+        lens_row = node("Unsqueeze", [lens64, "axes0"], ["lens_row"])              # (1, n)
+        real = node("Less", [steps, lens_row], ["real"])                           # (L, n): t < length
+        real = node("Unsqueeze", [real, "axes13"], ["real4"])                      # (L, 1, n, 1)
+        ym = node("Where", [real, y, "neg_inf"], ["Y_masked"])
+        pooled = node("ReduceMax", [ym], ["pooled"], axes=[0], keepdims=0)          # (D, n, H)
+    else:
+        pooled = y_h
+    feat = node("Transpose", [pooled], ["feat_dnh"], perm=[1, 0, 2])               # (n, D, H)
+    feat = node("Reshape", [feat, "feat_shape"], ["feat_raw"])                     # (n, D·H)
+    nonempty = node("Greater", ["lengths", "zero_i32"], ["nonempty"])
+    const("axes1", np.array([1], np.int64))
+    nonempty = node("Unsqueeze", [nonempty, "axes1"], ["nonempty_col"])
+    h = node("Where", [nonempty, feat, "zero_f"], ["feat"])
+    if cfg["dense_units"]:
+        const("hidden_W", f32(p["hidden.W"]))
+        const("hidden_b", f32(p["hidden.b"]))
+        h = node("Add", [node("MatMul", [h, "hidden_W"], ["hidden_mm"]), "hidden_b"], ["hidden_z"])
+        act = cfg["dense_activation"]
+        if act == "relu":
+            h = node("Relu", [h], ["hidden"])
+        elif act == "selu":
+            h = node("Selu", [h], ["hidden"], alpha=SELU_ALPHA, gamma=SELU_LAMBDA)
+    const("out_W", f32(p["out.W"]))
+    const("out_b", f32(p["out.b"]))
+    logits = node("Add", [node("MatMul", [h, "out_W"], ["out_mm"]), "out_b"], ["logits"])
+    z = node("Mul", [node("Cast", [logits], ["logits64"], to=TensorProto.DOUBLE), "inv_t"], ["scaled"])
+    node("Cast", [node("Softmax", [z], ["proba64"], axis=-1)], ["proba"], to=TensorProto.FLOAT)
+
+    K = net.n_classes
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", "L"]),
+         helper.make_tensor_value_info("lengths", TensorProto.INT32, ["n"])],
+        [helper.make_tensor_value_info("proba", TensorProto.FLOAT, ["n", K]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", K])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinykd",
+                              doc_string="tinykd student: ids (n, L) int64 right-padded, lengths (n,) int32 → "
+                              "proba (n, K) = softmax(logits / T), logits (n, K); see the JSON beside it")
+    model.ir_version = min(model.ir_version, 8)  # readable by older ONNX Runtimes (opset 17 needs IR 8)
+    onnx.checker.check_model(model)
+    return model
+
+
+def output_paths(path, model):
+    """``(index JSON path, [graph path per item])`` that :func:`export_onnx` writes for ``path``."""
+    path = os.fspath(path)
+    base = path[:-5] if path.lower().endswith(".onnx") else path
+    items = model_items(model)
+    if items[0][0] is None:
+        return base + ".json", [path]
+    return base + ".json", [f"{base}.item{k}.onnx" for k in range(len(items))]
+
+
+def export_onnx(model, path, review_below=None):
+    """Write ``model`` (a :class:`~tinykd.scoring.student.Student` or a :class:`~tinykd.scoring.student.Bundle`) as ONNX
+    beside its JSON description (each file atomically); returns the paths written, the JSON first."""
+    index_path, graphs = output_paths(path, model)
+    for p in [index_path, *graphs]:  # refuse a link, a device, a folder … before anything is written
+        existing_target(p)
+    entries, blobs = [], []
+    for (item, st), gpath in zip(model_items(model), graphs):
+        blobs.append(student_graph(st.net, st.temperature).SerializeToString())
+        entry = {"graph": os.path.basename(gpath), **describe_student(st, review_below)}
+        entries.append(entry if item is None else {"item": item, **entry})
+    head = {"format": "tinykd-onnx/1", **header(model),
+            "inputs": {"ids": "int64 (n, L), right-padded with 0", "lengths": "int32 (n,), true token counts"},
+            "outputs": {"proba": "float32 (n, K): softmax(logits / temperature), columns in the order of classes",
+                        "logits": "float32 (n, K)"}}
+    single = graphs == [os.fspath(path)] and "item" not in entries[0]
+    index = {**head, **entries[0]} if single else {**head, "items": entries}
+    for gpath, blob in zip(graphs, blobs):
+        atomic_write_bytes(gpath, blob)
+    atomic_write_bytes(index_path, json_bytes(index))
+    return [index_path, *graphs]

@@ -1,0 +1,117 @@
+"""The plots of ``tinykd report`` as PNG bytes: the confusion heat-map, the human and machine
+score distributions, the reliability diagram and the review curve.
+
+matplotlib is the optional extra ``[report]`` (``pip install "tinykd[report]"``); it is imported
+only when a plot is drawn (never by ``import tinykd``, scoring or loading), through its
+object-oriented API (``matplotlib.figure.Figure``, no pyplot, no GUI backend). Without it,
+:func:`available` is False and :mod:`tinykd.quality.report` renders the same report with tables only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+
+import numpy as np
+
+INSTALL = 'pip install "tinykd[report]"'
+_BLUE, _ORANGE, _GREY = "#1f6fb2", "#e07b24", "#888888"
+
+
+def available():
+    """Whether matplotlib can be imported."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _figure(w=5.2, h=3.6):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=100, layout="constrained")
+
+
+def _png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def confusion(unit):
+    """Heat-map of the confusion matrix (rows: human score, columns: machine score), counts written in."""
+    cm = np.asarray(unit["confusion_matrix"], dtype=np.float64)
+    labels = unit["labels"]
+    k = len(labels)
+    fig = _figure(1.6 + 0.75 * k, 1.3 + 0.7 * k)
+    ax = fig.subplots()
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j]):,}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.55 else "black", fontsize=9)
+    ax.set_xticks(range(k), labels)
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("machine score")
+    ax.set_ylabel("human score")
+    ax.set_title(f"{unit['name']}: confusion (share of each human score)", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def distributions(unit):
+    """Bars of how often humans and the machine gave each score."""
+    labels = unit["labels"]
+    h = np.asarray(unit["score_counts"]["human"], dtype=np.float64)
+    m = np.asarray(unit["score_counts"]["machine"], dtype=np.float64)
+    x = np.arange(len(labels))
+    fig = _figure(1.8 + 0.7 * len(labels), 3.0)
+    ax = fig.subplots()
+    ax.bar(x - 0.2, h / max(h.sum(), 1), 0.4, label="human", color=_BLUE)
+    ax.bar(x + 0.2, m / max(m.sum(), 1), 0.4, label="machine", color=_ORANGE)
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("score")
+    ax.set_ylabel("share of the answers")
+    ax.set_title(f"{unit['name']}: score distributions", fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def reliability(cal):
+    """Reliability diagram: accuracy against mean confidence per bin, before and after the
+    temperature, with the diagonal of perfect calibration."""
+    fig = _figure(4.4, 4.0)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "--", color=_GREY, lw=1, label="perfect calibration")
+    for key, color, marker in (("before", _GREY, "s"), ("after", _BLUE, "o")):
+        bins = [b for b in cal[key]["bins"] if b["n"]]
+        if not bins:
+            continue
+        n = np.array([b["n"] for b in bins], dtype=np.float64)
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "-", color=color, lw=1.2,
+                label=f"{'raw softmax' if key == 'before' else 'calibrated'} (ECE {cal[key]['ece']:.3f})")
+        ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins], s=12 + 200 * n / n.max(),
+                   color=color, marker=marker, zorder=3)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability (marker area: rows in the bin)", fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def review(rev):
+    """Accuracy on the rows left to the machine against the share flagged for review."""
+    fig = _figure(5.0, 3.6)
+    ax = fig.subplots()
+    c = rev["curve"]
+    ax.plot(np.asarray(c["flagged"]) * 100, c["accuracy"], "-", color=_BLUE, lw=1.5)
+    ax.axhline(rev["target"], color=_GREY, ls="--", lw=1, label=f"target accuracy {rev['target']:g}")
+    v = rev.get("validation") or {}
+    if "threshold" in v and v["here_accuracy"] == v["here_accuracy"]:
+        ax.scatter([v["here_flagged"] * 100], [v["here_accuracy"]], color=_ORANGE, zorder=3,
+                   label=f"--review-below {v['threshold']:.3f} (chosen on validation rows)")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("answers flagged for human review (%)")
+    ax.set_ylabel("accuracy on the rest")
+    ax.set_title("the human-review trade-off", fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return _png(fig)

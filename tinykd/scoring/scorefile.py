@@ -1,0 +1,90 @@
+"""Scoring a CSV file (``tinykd score``): every input row back, unchanged and in order, with the
+model's columns added — streamed in chunks, so memory stays flat for any file size.
+
+Added columns: ``pred`` (the most probable class), ``p_<label>`` per class, ``confidence`` (the
+top probability) and ``needs_review`` (1 when the confidence is below ``review_below``). A class
+label that a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) is written
+with a leading ``'`` (:func:`tinykd.files.csvfiles.spreadsheet_safe`); plain numbers, negative ones
+included, are written as they are. The input cells are written back as they were read.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tinykd.scoring.scorer import REVIEW_BELOW, decide
+from tinykd.scoring.student import Bundle, data_columns
+from tinykd.files.csvfiles import AtomicCsvWriter, CsvReader, DataFileError, spreadsheet_safe
+
+#: rows scored per chunk when streaming
+CHUNK_ROWS = 2000
+
+
+def output_columns(classes):
+    """The columns ``tinykd score`` adds, in order."""
+    return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
+
+
+def score_rows(model, texts, contexts=None, items=None, classes=None, review_below=REVIEW_BELOW):
+    """One chunk of rows scored as ``tinykd score`` scores it: ``(proba, pred, confidence,
+    needs_review)`` — proba ``(n, len(classes))`` float32 over ``classes`` (default: the model's),
+    ``pred`` the index of the top class (:func:`tinykd.scoring.scorer.decide`). A Bundle routes each
+    row by ``items``."""
+    classes = model.classes if classes is None else classes
+    if isinstance(model, Bundle):
+        proba = model.predict_proba_matrix(texts, items, contexts, classes)
+    else:
+        proba = model.predict_proba(texts, contexts)
+    return (proba, *decide(proba, review_below))
+
+
+def formatted_cells(pred_labels, proba, confidence, needs_review):
+    """The cells :func:`score_csv` adds to each row (text): the predicted label as given
+    (:func:`tinykd.files.csvfiles.spreadsheet_safe` of the class), each probability and the confidence to
+    4 decimals, and ``1`` / ``0``."""
+    for p, pr, c, rv in zip(pred_labels, proba.tolist(), confidence.tolist(), needs_review.tolist()):
+        yield [p] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
+
+
+def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
+              review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None):
+    """Score every row of the CSV ``data`` with ``model`` (a Student or a Bundle) into ``out``
+    (written atomically). Columns not given are the ones the model was trained with.
+    ``on_note(msg)`` gets the reader's notes (an encoding fallback), ``on_progress(n)`` the rows
+    scored so far. Returns ``{"n", "flagged", "predict_seconds"}``."""
+    decide(np.zeros((0, 2)), review_below)  # the threshold is checked before any work
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+    text_col, ctx_col, item_col = data_columns(model, text_col, context_col, item_col)
+    classes = model.classes
+    labels = [spreadsheet_safe(c) for c in classes]
+    out_cols = output_columns(classes)
+    need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"))
+                                         if c]
+    n = flagged = 0
+    pred_time = 0.0
+    with CsvReader(data, need, where=where) as reader:
+        if reader.note and on_note:
+            on_note(reader.note)
+        clash = [c for c in out_cols if c in reader.index]
+        if clash:
+            raise DataFileError(f"{data} already has column(s) {', '.join(clash)}; rename them (is it a scored file?)")
+        ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
+        with AtomicCsvWriter(out, reader.header + out_cols) as w:
+            for chunk in reader.chunks(chunk_size):
+                texts = [r[ti] for r in chunk]
+                ctx = None if ci is None else [r[ci] for r in chunk]
+                t1 = time.perf_counter()
+                items = None if ii is None else [r[ii] for r in chunk]
+                proba, best, conf, review = score_rows(model, texts, ctx, items, classes, review_below)
+                pred_time += time.perf_counter() - t1
+                flagged += int(review.sum())
+                for r, cells in zip(chunk, formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)):
+                    w.writerow(r + cells)
+                n += len(chunk)
+                if on_progress:
+                    on_progress(n)
+            if n == 0:
+                raise DataFileError(f"{data}: has a header row but no data rows; nothing to score")
+    return {"n": n, "flagged": flagged, "predict_seconds": pred_time}

@@ -1,0 +1,270 @@
+"""Trained scorers over raw texts: a :class:`Student` (vocabulary + network + class labels)
+and a :class:`Bundle` (one student per item), and :func:`load` for model files.
+
+Prediction only: :func:`tinykd.fit` and :func:`tinykd.fit_items` make them. Each student
+scores through one :class:`~tinykd.scoring.scorer.Scorer`, built on first use (the network's
+weights are then read-only). Scoring needs only NumPy and Numba.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tinykd.scoring.calibration import calibrated_proba, confidence_and_correct
+from tinykd.errors import OptionError
+from tinykd.nn.network import StudentNet, make_config
+from tinykd.scoring.modelfile import ModelFileError, model_bytes, read_bytes, read_file, write_model
+from tinykd.scoring.scorer import Scorer
+from tinykd.scoring.text import Vocabulary, as_list
+
+
+class Student:
+    """A fitted student: ``vocab`` (:class:`~tinykd.scoring.text.Vocabulary`), ``net``
+    (:class:`~tinykd.nn.network.StudentNet`), ``classes`` (labels, in the order of
+    the probability columns) and ``meta`` (preset, training settings, metrics)."""
+
+    def __init__(self, vocab, net, classes, meta=None):
+        if len(classes) != net.n_classes:
+            raise ValueError(f"{len(classes)} class labels for a network with {net.n_classes} outputs")
+        if len(vocab) != net.vocab_size:
+            raise ValueError(f"vocabulary has {len(vocab)} tokens, the network expects {net.vocab_size}")
+        self.vocab, self.net, self.classes = vocab, net, list(classes)
+        self.meta = dict(meta or {})
+        self._scorer = None
+
+    @property
+    def n_params(self):
+        return self.net.size
+
+    @property
+    def uses_context(self):
+        return bool(self.meta.get("uses_context", False))
+
+    @property
+    def temperature(self):
+        """The calibration temperature fitted on the validation rows at training time
+        (``meta["calibration"]``); 1.0 — the raw softmax — for a file written before
+        calibration or a model trained without validation rows."""
+        t = (self.meta.get("calibration") or {}).get("temperature")
+        return 1.0 if t is None else float(t)
+
+    @property
+    def scorer(self):
+        """The :class:`~tinykd.scoring.scorer.Scorer` of this student (built once; freezes the weights)."""
+        if self._scorer is None:
+            self._scorer = Scorer(self.net, temperature=self.temperature)
+        return self._scorer
+
+    def encode(self, texts, contexts=None):
+        if self.uses_context and contexts is None:
+            raise ValueError("this model was trained with a context (e.g. the question); pass contexts=")
+        if not self.uses_context:
+            contexts = None
+        return self.vocab.encode(texts, contexts)
+
+    def predict_proba(self, texts, contexts=None, calibrated=True):
+        """Class probabilities (n, K) float32, columns in the order of ``classes``; calibrated
+        by :attr:`temperature` (``calibrated=False``: the raw softmax)."""
+        ids, lengths = self.encode(texts, contexts)
+        return self.scorer.predict_proba(ids, lengths, calibrated=calibrated)
+
+    def validation_outcomes(self):
+        """``(confidence, correct)`` of the validation rows stored at training time, calibrated
+        as :meth:`predict_proba` is; None when the file holds none (no validation rows, or
+        written before tinykd stored them)."""
+        vp = self.meta.get("validation_predictions")
+        if not vp or not vp.get("y"):
+            return None
+        proba = calibrated_proba(np.asarray(vp["logits"], dtype=np.float32), self.temperature)
+        return confidence_and_correct(proba, vp["y"])
+
+    def predict(self, texts, contexts=None):
+        """The most probable class label of each text."""
+        proba = self.predict_proba(texts, contexts)
+        return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)].tolist() if len(proba) else []
+
+    def to_entry(self):
+        """This student as :func:`tinykd.scoring.modelfile.write_model` stores it."""
+        return {"config": self.net.config, "vocab": self.vocab.to_config(), "tokens": self.vocab.tokens,
+                "classes": self.classes, "params": self.net.params, "meta": self.meta}
+
+    def save(self, path):
+        """Write the model file (atomically); see :mod:`tinykd.scoring.modelfile`."""
+        write_model(path, {"default": self.to_entry()})
+
+    def to_bytes(self):
+        """The bytes of the model file :meth:`save` writes (:func:`load_bytes` reads them)."""
+        return model_bytes({"default": self.to_entry()})
+
+    def __getstate__(self):  # a pickled student rebuilds its scorer when next used
+        state = dict(self.__dict__)
+        state["_scorer"] = None
+        return state
+
+
+class UnknownItemError(ValueError):
+    """Rows name items for which the bundle has no student."""
+
+
+class Bundle:
+    """Per-item students saved together: each item (question) of an assessment has its own rubric.
+
+    Maps an item value (as a string) to a :class:`Student` and routes each row to its
+    item's student. A row whose item has no student is an error that names the unknown
+    items — never a silent guess."""
+
+    def __init__(self, students, item_col=None):
+        if not students:
+            raise ValueError("a bundle needs at least one student")
+        self.students = {str(k).strip(): v for k, v in students.items()}
+        if len(self.students) != len(students):
+            raise ValueError("item names must be distinct after conversion to text")
+        self.item_col = item_col
+
+    @property
+    def items(self):
+        return list(self.students)
+
+    def __len__(self):
+        return len(self.students)
+
+    @property
+    def n_params(self):
+        return sum(s.n_params for s in self.students.values())
+
+    @property
+    def classes(self):
+        """Every class label any item's student knows, sorted (numbers numerically)."""
+        seen = {}
+        for st in self.students.values():
+            for c in st.classes:
+                seen.setdefault(repr(c), c)
+        vals = list(seen.values())
+        try:
+            return sorted(vals)
+        except TypeError:  # mixed numbers and strings
+            return sorted(vals, key=lambda v: (isinstance(v, str), str(v)))
+
+    @property
+    def uses_context(self):
+        return any(s.uses_context for s in self.students.values())
+
+    @property
+    def meta(self):
+        """The first student's metadata (column names, settings shared by all items)."""
+        return next(iter(self.students.values())).meta
+
+    def predict_proba_matrix(self, texts, items, contexts=None, classes=None, calibrated=True):
+        """``(n, len(classes))`` float32 over :attr:`classes` (or ``classes``); a class an
+        item's student does not know has probability 0 for that item's rows. Each item's
+        student applies its own calibration (``calibrated=False``: the raw softmax)."""
+        classes = self.classes if classes is None else list(classes)
+        col = {repr(c): k for k, c in enumerate(classes)}
+        texts = as_list(texts, "texts")
+        out = np.zeros((len(texts), len(classes)), dtype=np.float32)
+        for it, idx in self._groups(items).items():
+            st = self.students[it]
+            ctx = None if contexts is None else [contexts[i] for i in idx]
+            proba = st.predict_proba([texts[i] for i in idx], ctx, calibrated=calibrated)
+            cols = [col[repr(c)] for c in st.classes]
+            out[np.ix_(idx, cols)] = proba
+        return out
+
+    def _groups(self, items):
+        items = np.asarray([str(i).strip() for i in as_list(items, "items")], dtype=object)
+        unknown = sorted(set(items.tolist()) - set(self.students))
+        if unknown:
+            raise UnknownItemError(f"no student for item(s) {', '.join(map(repr, unknown[:10]))}"
+                                   f"{' …' if len(unknown) > 10 else ''}; the model knows {', '.join(self.items)}")
+        return {it: np.flatnonzero(items == it) for it in self.students if (items == it).any()}
+
+    def validation_outcomes(self):
+        """Every item's stored validation rows, pooled (see :meth:`Student.validation_outcomes`);
+        None when no item's student holds any."""
+        parts = [o for o in (st.validation_outcomes() for st in self.students.values()) if o is not None]
+        if not parts:
+            return None
+        return np.concatenate([c for c, _ in parts]), np.concatenate([k for _, k in parts])
+
+    def predict(self, texts, items, contexts=None):
+        texts = as_list(texts, "texts")
+        out = [None] * len(texts)
+        for it, idx in self._groups(items).items():
+            st = self.students[it]
+            ctx = None if contexts is None else [contexts[i] for i in idx]
+            for i, lab in zip(idx, st.predict([texts[i] for i in idx], ctx)):
+                out[i] = lab
+        return out
+
+    def save(self, path):
+        """Write the model file (atomically): one student per item, and the item map."""
+        write_model(path, *self._file_parts())
+
+    def to_bytes(self):
+        """The bytes of the model file :meth:`save` writes (:func:`load_bytes` reads them)."""
+        return model_bytes(*self._file_parts())
+
+    def _file_parts(self):
+        names = {f"item{k}": it for k, it in enumerate(self.students)}
+        return ({n: self.students[it].to_entry() for n, it in names.items()},
+                {"item_col": self.item_col, "items": names})
+
+
+def data_columns(model, text=None, context=None, item=None):
+    """The columns a data file is read with for ``model``: those given, else the ones the model
+    was trained with (its metadata), else ``text``. Returns ``(text, context, item)``; context is
+    None for a model without one, item None for a single student. Raises ``ValueError`` when the
+    model needs a context or item column that is neither given nor recorded."""
+    cols = dict(model.meta.get("columns") or {})
+    text = text or cols.get("text") or "text"
+    context = context or (cols.get("context") if model.uses_context else None)
+    if model.uses_context and not context:
+        raise OptionError("context_col", "this model was trained with a context column; set {opt}")
+    if not isinstance(model, Bundle):
+        return text, context, None
+    item = item or model.item_col or cols.get("item")
+    if not item:
+        raise OptionError("item_col", "this model holds per-item students; set {opt}")
+    return text, context, item
+
+
+def save(model, path):
+    """Save a :class:`Student` or a :class:`Bundle` to ``path`` (atomically)."""
+    model.save(path)
+
+
+def _build_student(name, sm, arrays):
+    cfg = make_config(None, **sm["config"])
+    vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"])
+    net = StudentNet(cfg, len(vocab), len(sm["classes"]), params=arrays[f"{name}/params"])
+    return Student(vocab, net, sm["classes"], sm.get("meta"))
+
+
+def load(path):
+    """Load a model file: a :class:`Student`, or a :class:`Bundle` when the file holds
+    per-item students. Every failure is a one-line :class:`~tinykd.scoring.modelfile.ModelFileError`."""
+    return from_file_contents(path, *read_file(path))
+
+
+def load_bytes(data, name="model file bytes"):
+    """:func:`load` of a model file's contents (``bytes``): the same checks, the same one-line
+    :class:`~tinykd.scoring.modelfile.ModelFileError` (``name`` is how it names them); never a pickle."""
+    return from_file_contents(name, *read_bytes(data, name))
+
+
+def from_file_contents(path, meta, arrays):
+    """The model of checked file contents (:func:`tinykd.scoring.modelfile.read_file`)."""
+    try:
+        students = {name: _build_student(name, sm, arrays) for name, sm in meta["students"].items()}
+    except Exception as e:  # KeyError, TypeError, ValueError from a config that does not add up
+        raise ModelFileError(f"{os.fspath(path)}: invalid model contents ({e})") from None
+    items = meta.get("items")
+    if items is None:
+        if list(students) != ["default"]:
+            raise ModelFileError(f"{os.fspath(path)}: several students but no item map")
+        return students["default"]
+    try:
+        return Bundle({items[name]: st for name, st in students.items()}, item_col=meta.get("item_col"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{os.fspath(path)}: item map does not match the students ({e})") from None
