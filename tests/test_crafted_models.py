@@ -220,7 +220,7 @@ def test_a_fifo_model_path_is_refused_without_blocking(tmp_path, base):
     fifo = tmp_path / "m.npz"
     os.mkfifo(fifo)
     for cmd in (["info", str(fifo)], ["score", str(fifo), data, "--out", str(tmp_path / "s.csv")]):
-        r = subprocess.run([sys.executable, "-m", "tinykd.cli.commands", *cmd], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "tinykd.cli", *cmd], capture_output=True, text=True,
                            timeout=120, cwd=ROOT)
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip() == (f"tinykd: error: {fifo}: not a regular file (a pipe, FIFO or device); "

@@ -75,7 +75,7 @@ def test_score_reads_from_a_pipe(tmp_path, model):
     data = write_csv(tmp_path / "d.csv", _rows(10))
     out = tmp_path / "s.csv"
     with open(data, "rb") as f:
-        r = subprocess.run([sys.executable, "-m", "tinykd.cli.commands", "score", model, "/dev/stdin", "--out", str(out)],
+        r = subprocess.run([sys.executable, "-m", "tinykd.cli", "score", model, "/dev/stdin", "--out", str(out)],
                            input=f.read(), capture_output=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert [row["id"] for row in csv.DictReader(open(out))] == [f"r{i}" for i in range(10)]

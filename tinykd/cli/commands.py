@@ -510,6 +510,3 @@ def main(argv=None):
         print(f"tinykd: error: {' '.join(msg.split())}", file=sys.stderr, flush=True)
         return 2
 
-
-if __name__ == "__main__":  # python -m tinykd.cli.commands
-    sys.exit(main())

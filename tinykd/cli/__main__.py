@@ -1,0 +1,5 @@
+import sys
+
+from tinykd.cli.commands import main
+
+sys.exit(main())
