@@ -122,3 +122,32 @@ def test_a_group_scored_worse_is_named():
     assert u["verdict"]["status"] == "not met" and "gender = B" in failed and "gender = A" not in failed
     finds = [f for f in group_findings(u) if f.startswith("gender")]  # ("size = big" is ~all rows: fails too)
     assert len(finds) == 1 and finds[0].startswith("gender = B") and "lower than the humans" in finds[0]
+
+
+def test_an_absent_class_gives_no_warning_and_the_same_numbers():
+    """Truth and prediction all class 0 of the labels 0, 1: kappa is undefined (scikit-learn warns);
+    tinykd's measures say so without a warning, with the numbers they always had."""
+    import warnings
+
+    from tinykd.quality.metrics import classification_details, cohen_kappa, scoring_metrics
+
+    y, p = [0, 0, 0], [0, 0, 0]
+    with warnings.catch_warnings(record=True) as raw:
+        warnings.simplefilter("always")
+        assert np.isnan(cohen_kappa_score(y, p, labels=[0, 1], weights="quadratic"))
+    assert raw, "scikit-learn no longer warns here: this test checks nothing"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        m = scoring_metrics(y, p, labels=[0, 1])
+        d = classification_details(y, p, [0, 1])
+        qwk, kappa = quadratic_weighted_kappa(y, p, [0, 1]), cohen_kappa(y, p, [0, 1])
+        per_item = ordinal_agreement(y, p, [0, 1])
+    assert [str(w.message) for w in seen] == []
+    assert m == {"n": 3, "accuracy": 1.0, "qwk": 0.0, "macro_f1": 0.5}  # F1 of class 1 is 0 (zero_division)
+    assert d["per_class"]["1"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert d["confusion_matrix"] == [[3, 0], [0, 0]]
+    assert np.isnan(qwk) and np.isnan(kappa) and np.isnan(per_item["qwk"]) and per_item["exact"] == 1.0
+    # a class absent from the truth only, kappa defined: the same value as scikit-learn's
+    m = scoring_metrics([0, 0, 1, 1], [0, 1, 1, 2], labels=[0, 1, 2])
+    assert m["qwk"] == pytest.approx(cohen_kappa_score([0, 0, 1, 1], [0, 1, 1, 2], weights="quadratic"), abs=1e-12)
+    assert m["accuracy"] == 0.5

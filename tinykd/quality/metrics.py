@@ -4,10 +4,28 @@ of an automated-scoring evaluation (SMD, exact / adjacent agreement, Pearson r).
 Thin wrappers over scikit-learn (imported when called, never by the scoring
 path). QWK treats the class indices as an ordinal scale, which is what
 integer rubric scores are.
+
+A class absent from a small item or split makes kappa undefined; scikit-learn's
+``UndefinedMetricWarning`` about it is silenced here (the measure is NaN, or 0 where
+documented), since it is expected and would otherwise reach the terminal once per item.
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import numpy as np
+
+
+@contextmanager
+def _undefined_expected():
+    """Silence scikit-learn's ``UndefinedMetricWarning`` and NumPy's 0/0 (older scikit-learn's way of
+    saying the same): an absent class is expected (see the module docstring)."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        yield
 
 
 def scoring_metrics(y_true, y_pred, labels=None):
@@ -18,7 +36,8 @@ def scoring_metrics(y_true, y_pred, labels=None):
     if len(y_true) == 0:
         return {"n": 0, "accuracy": float("nan"), "qwk": float("nan"), "macro_f1": float("nan")}
     labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else np.asarray(labels)
-    qwk = cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")
+    with _undefined_expected():
+        qwk = cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -31,7 +50,8 @@ def classification_details(y_true, y_pred, labels):
     """Per-class precision / recall / F1 / support and the confusion matrix (rows = truth)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    with _undefined_expected():
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {str(lab): {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
                             "support": int(s[k])} for k, lab in enumerate(labels)}
     return {"per_class": per_class,
@@ -76,7 +96,7 @@ def quadratic_weighted_kappa(a, b, scale):
 
     if len(a) == 0:
         return float("nan")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with _undefined_expected():
         k = cohen_kappa_score(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
                               labels=np.asarray(scale, dtype=np.float64), weights="quadratic")
     return float(k)
@@ -84,8 +104,6 @@ def quadratic_weighted_kappa(a, b, scale):
 
 def pearson_r(a, b):
     """Pearson's correlation (SciPy's ``pearsonr``); NaN when either side is constant."""
-    import warnings
-
     from scipy.stats import pearsonr
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -116,5 +134,5 @@ def cohen_kappa(a, b, labels):
 
     if len(a) == 0:
         return float("nan")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with _undefined_expected():
         return float(cohen_kappa_score(list(a), list(b), labels=list(labels)))
