@@ -202,6 +202,24 @@ def test_demo_ends_with_the_verdict_and_the_calibration(demo_run):
     assert os.path.exists(report) and tinykd.load(out).meta["calibration"]["method"] == "temperature"
 
 
+def test_demo_writes_into_one_ignored_folder_and_says_where(tmp_path, monkeypatch):
+    from tinykd.cli import demo
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    stream = type("Stream", (), {"write": lambda self, s: lines.append(s), "flush": lambda self: None})()
+    assert demo.run_demo(quick=True, quiet=True, stream=stream) == 0
+    assert sorted(os.listdir(tmp_path)) == ["tinykd-demo"]
+    assert sorted(os.listdir(tmp_path / "tinykd-demo")) == ["demo-report.html", "demo.npz"]
+    last = "".join(lines).rstrip().splitlines()[-1]
+    assert last.endswith("; its files: tinykd-demo/demo.npz (the model), tinykd-demo/demo-report.html "
+                         "(its report page)"), last
+    if os.path.isdir(os.path.join(root, ".git")):  # .gitignore covers the folder when the demo runs in a checkout
+        ignored = subprocess.run(["git", "-C", root, "check-ignore", "-q", "tinykd-demo/demo.npz"])
+        assert ignored.returncode == 0
+
+
 CHECK_IMAGES = """<script>window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;

@@ -16,7 +16,8 @@ The demo trains the plain NN (λ = 0) and the KD student (λ = 1) with the same
 seed, split and settings, on the answer with the reference answer as context;
 prints accuracy, QWK, macro-F1, parameters, size and milliseconds per response
 for each on ``test_ua`` (unseen answers to the training questions) beside the
-teacher's; saves the KD model and scores a few example answers. ``--quick`` is
+teacher's; saves the KD model and its report page into one folder (``tinykd-demo/`` unless
+``--out`` / ``--report`` say otherwise) and scores a few example answers. ``--quick`` is
 a reduced run (a sample, 2 epochs, a small network) for CI.
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from tinykd.train.options import TrainOptions
+
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 DATA_FILE = "scientsbank-demo.csv.gz"
 TEACHER_FILE = "scientsbank-demo-teacher.csv.gz"
@@ -38,9 +41,13 @@ COLUMNS = ["id", "item", "split", "label", "text", "question", "reference_answer
 CONTEXT = "reference_answer"
 TEST_SPLIT = "test_ua"
 
+#: where the demo writes its files when ``--out`` is not given (the folder is made; .gitignore covers it)
+DEFAULT_DIR = "tinykd-demo"
+DEFAULT_OUT = os.path.join(DEFAULT_DIR, "demo.npz")
+
 # full run: the paper's 7t student; early stopping with a short patience keeps it well under 2 minutes
-FULL = dict(preset="7t", config=dict(max_len=64), epochs=10, patience=2)
-QUICK = dict(preset="7t", config=dict(embed_dim=16, units=16, dense_units=16), epochs=2, patience=2)
+FULL = TrainOptions(preset="7t", config=dict(max_len=64), epochs=10, patience=2)
+QUICK = TrainOptions(preset="7t", config=dict(embed_dim=16, units=16, dense_units=16), epochs=2, patience=2)
 
 
 def _read_gz_csv(path):
@@ -95,95 +102,97 @@ def _fmt_size(n):
     return f"{n / 1024:.0f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
 
 
-def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quiet=False, data_dir=DATA_DIR,
-             stream=None, report=None):
-    """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout. The saved
-    model's ``tinykd report`` page on the test answers goes to ``report`` (default: beside
-    ``out``, ``<out>-report.html``)."""
-    import numpy as np
-
-    from tinykd.files.atomic import atomic_write_bytes
-    from tinykd.quality.evaluate import fitness_report, format_verdicts
-    from tinykd.train.fitting import fit
-    from tinykd.quality.report import render_html
-    from tinykd.quality.metrics import scoring_metrics
-    from tinykd.scoring.scorer import REVIEW_BELOW
-    from tinykd.scoring.student import load
-
-    out_stream = sys.stdout if stream is None else stream
-    log = sys.stderr if stream is None else stream
-
-    def say(msg=""):
-        print(msg, file=out_stream, flush=True)
-
-    t_start = time.time()
+def _out_path(out):
+    """``out``, or :data:`DEFAULT_OUT` with its folder made; a given ``out`` needs an existing folder."""
+    if out is None:
+        os.makedirs(DEFAULT_DIR, exist_ok=True)
+        return DEFAULT_OUT
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise FileNotFoundError(2, "the folder for --out does not exist", folder)
-    rows = load_data(data_dir)
-    train_rows = [r for r in rows if r["split"] == "train"]
-    test_rows = [r for r in rows if r["split"] == TEST_SPLIT]
-    settings = QUICK if quick else FULL
-    if quick:
-        train_rows, test_rows = _sample(train_rows, 16), _sample(test_rows, 6)
-    y_train = np.array([int(r["label"]) for r in train_rows])
-    y_test = np.array([int(r["label"]) for r in test_rows])
-    classes = sorted(set(y_train.tolist()))
+    return out
 
-    teacher_file = teacher_file or os.path.join(data_dir, TEACHER_FILE)
-    teacher_meta = {}
-    meta_path = os.path.join(data_dir, TEACHER_META)
-    if os.path.exists(meta_path):
-        with open(meta_path, encoding="utf-8") as f:
-            teacher_meta = json.load(f)
-    has_teacher = os.path.exists(teacher_file)
 
+class _Data:
+    """The demo's rows: training and test answers (a sample with ``quick``), labels (n,) and classes."""
+
+    def __init__(self, data_dir, quick):
+        import numpy as np
+
+        rows = load_data(data_dir)
+        self.train = [r for r in rows if r["split"] == "train"]
+        self.test = [r for r in rows if r["split"] == TEST_SPLIT]
+        if quick:
+            self.train, self.test = _sample(self.train, 16), _sample(self.test, 6)
+        self.y_train = np.array([int(r["label"]) for r in self.train])
+        self.y_test = np.array([int(r["label"]) for r in self.test])
+        self.classes = sorted(set(self.y_train.tolist()))
+        self.texts = [r["text"] for r in self.train]
+        self.contexts = [r[CONTEXT] for r in self.train]
+        self.t_texts, self.t_ctx = [r["text"] for r in self.test], [r[CONTEXT] for r in self.test]
+
+
+def _teacher_meta(data_dir):
+    path = os.path.join(data_dir, TEACHER_META)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _intro(say, data, quick, has_teacher):
     say(f"tinykd demo: SciEntsBank (SemEval-2013 Task 7, CC BY-SA 3.0), 3-way scores "
         f"({', '.join(f'{k} {v}' for k, v in LABEL_NAMES.items())}); the reference answer as context")
-    say(f"training on {len(train_rows):,} answers to {len({r['item'] for r in train_rows})} questions, "
-        f"testing on {len(test_rows):,} unseen answers ({TEST_SPLIT})" + ("  [--quick: a reduced run]" if quick else ""))
+    say(f"training on {len(data.train):,} answers to {len({r['item'] for r in data.train})} questions, "
+        f"testing on {len(data.test):,} unseen answers ({TEST_SPLIT})" + ("  [--quick: a reduced run]" if quick else ""))
     if not has_teacher:
         say("note: the bundled teacher probabilities are not in this install, so only the plain NN is "
             "trained (no KD student, no teacher row)")
 
-    texts = [r["text"] for r in train_rows]
-    t_texts, t_ctx = [r["text"] for r in test_rows], [r[CONTEXT] for r in test_rows]
-    # validation: tinykd.fit's rule (a seeded stratified 1/8 of the training answers)
-    common = dict(contexts=[r[CONTEXT] for r in train_rows], preset=settings["preset"], config=settings["config"],
-                  epochs=settings["epochs"], patience=settings["patience"], seed=seed, verbose=not quiet, stream=log)
 
+def _student_row(name, lam, model, data, options):
+    from tinykd.quality.metrics import scoring_metrics
+
+    return dict(name=name, what=f"{options.preset}, λ = {lam:g}", model=model,
+                m=scoring_metrics(data.y_test, model.predict(data.t_texts, data.t_ctx), labels=data.classes),
+                params=model.n_params, size=_size_of(model), ms=_ms_per_response(model, data.t_texts, data.t_ctx))
+
+
+def _train_all(data, options, teacher_file, data_dir, quiet, log):
+    """The teacher's row (when its file is there), then the plain NN's and the KD student's; returns
+    ``(results, the model saved)``. Validation: tinykd.fit's rule (a seeded stratified 1/8)."""
+    import numpy as np
+
+    from tinykd.quality.metrics import scoring_metrics
+    from tinykd.train.fitting import fit
+
+    has_teacher = os.path.exists(teacher_file)
+    common = dict(contexts=data.contexts, verbose=not quiet, stream=log)
     results = []
     if has_teacher:
-        p_train = _teacher(train_rows, classes, teacher_file)
-        p_test = _teacher(test_rows, classes, teacher_file)
-        m = scoring_metrics(y_test, np.asarray(classes)[p_test.argmax(1)], labels=classes)
-        base = teacher_meta.get("base_model_name") or "(soft-label file)"
-        results.append(dict(name="teacher", what=base, m=m, params=teacher_meta.get("n_params"),
-                            size=teacher_meta.get("size_bytes"), ms=teacher_meta.get("ms_per_response")))
-
+        p_train = _teacher(data.train, data.classes, teacher_file)
+        p_test = _teacher(data.test, data.classes, teacher_file)
+        meta = _teacher_meta(data_dir)
+        m = scoring_metrics(data.y_test, np.asarray(data.classes)[p_test.argmax(1)], labels=data.classes)
+        results.append(dict(name="teacher", what=meta.get("base_model_name") or "(soft-label file)", m=m,
+                            params=meta.get("n_params"), size=meta.get("size_bytes"), ms=meta.get("ms_per_response")))
     print("\n[1/2] plain NN (λ = 0): human scores only" if has_teacher else "\n[1/1] plain NN (λ = 0)",
           file=log, flush=True)
-    nn = fit(texts, y_train, None, lam=0.0, **common)
-    nn_pred = nn.predict(t_texts, t_ctx)
-    results.append(dict(name="plain NN", what=f"{settings['preset']}, λ = 0", model=nn,
-                        m=scoring_metrics(y_test, nn_pred, labels=classes), params=nn.n_params,
-                        size=_size_of(nn), ms=_ms_per_response(nn, t_texts, t_ctx)))
-    final = nn
+    final = fit(data.texts, data.y_train, None, **common, **options.replace(lam=0.0).as_dict())
+    results.append(_student_row("plain NN", 0, final, data, options))
     if has_teacher:
         print("\n[2/2] KD student (λ = 1): human scores + the teacher's probabilities", file=log, flush=True)
-        kd = fit(texts, y_train, p_train, lam=1.0, **common)
-        kd_pred = kd.predict(t_texts, t_ctx)
-        results.append(dict(name="KD student", what=f"{settings['preset']}, λ = 1", model=kd,
-                            m=scoring_metrics(y_test, kd_pred, labels=classes), params=kd.n_params,
-                            size=_size_of(kd), ms=_ms_per_response(kd, t_texts, t_ctx)))
-        final = kd
+        final = fit(data.texts, data.y_train, p_train, **common, **options.replace(lam=1.0).as_dict())
+        results.append(_student_row("KD student", 1, final, data, options))
     for st in (r["model"] for r in results if "model" in r):
         st.meta["columns"] = {"text": "text", "label": "label", "id": "id", "context": CONTEXT, "item": None}
         st.meta["data_file"] = DATA_FILE
-    final.save(out)
+    return results, final
 
+
+def _table(say, results, n_test, has_teacher):
     say()
-    say(f"{TEST_SPLIT}: {len(test_rows):,} answers   accuracy    QWK  macro-F1   parameters      size  ms/response")
+    say(f"{TEST_SPLIT}: {n_test:,} answers   accuracy    QWK  macro-F1   parameters      size  ms/response")
     for r in results:
         m = r["m"]
         params = f"{r['params']:,}" if r.get("params") else "—"
@@ -197,52 +206,92 @@ def run_demo(out="tinykd-demo.npz", quick=False, teacher_file=None, seed=0, quie
         kd_m, nn_m = results[-1]["m"], results[-2]["m"]
         say(f"KD vs plain NN: accuracy {kd_m['accuracy'] - nn_m['accuracy']:+.3f}, QWK {kd_m['qwk'] - nn_m['qwk']:+.3f}"
             f" (one seed; see benchmarks/ for the multi-seed table)")
-    # what --review-below 0.6 (tinykd score's default) would flag on these answers
-    proba_t = final.predict_proba(t_texts, t_ctx)
-    right = np.asarray(final.classes)[proba_t.argmax(1)] == y_test
-    flag = proba_t.max(1) < REVIEW_BELOW
+
+
+def _review(say, final, data):
+    """What ``--review-below`` (tinykd score's default) would flag on the test answers."""
+    import numpy as np
+
+    from tinykd.scoring.scorer import REVIEW_BELOW
+
+    proba = final.predict_proba(data.t_texts, data.t_ctx)
+    right = np.asarray(final.classes)[proba.argmax(1)] == data.y_test
+    flag = proba.max(1) < REVIEW_BELOW
     if flag.any() and (~flag).any():
         say(f"needs_review (confidence < {REVIEW_BELOW:g}): {flag.mean():.0%} of the answers; accuracy "
             f"{right[~flag].mean():.3f} on the rest, {right[flag].mean():.3f} on the flagged ones")
-    say(f"\nsaved the {'KD student' if final is not nn else 'plain NN'} to {out} "
-        f"({_fmt_size(os.path.getsize(out))}); score a CSV with:")
-    say(f"  tinykd score {out} answers.csv --out scored.csv      (columns: text, {CONTEXT})")
 
-    # a few example answers, scored by the saved model
-    saved = load(out)
+
+def _examples(say, saved, test_rows):
+    """A few test answers of the question with the most labels (one per label, up to 3) and a blank one."""
     by_item = {}
     for r in test_rows:
         by_item.setdefault(r["item"], []).append(r)
     item = max(by_item, key=lambda k: (len({x["label"] for x in by_item[k]}), len(by_item[k]), k))
-    ex = sorted(by_item[item], key=lambda r: r["label"])
     chosen, seen = [], set()
-    for r in ex:
+    for r in sorted(by_item[item], key=lambda r: r["label"]):
         if r["label"] not in seen:
             chosen.append(r)
             seen.add(r["label"])
     chosen = chosen[:3]
-    ref = chosen[0][CONTEXT]
-    blank = dict(chosen[0], text="", label="")
+    rows = chosen + [dict(chosen[0], text="", label="")]
     say(f"\nexamples: question {item}: {chosen[0]['question']}")
-    say(f"  reference answer: {ref}")
-    proba = saved.predict_proba([r["text"] for r in chosen + [blank]], [r[CONTEXT] for r in chosen + [blank]])
-    for r, p in zip(chosen + [blank], proba):
+    say(f"  reference answer: {chosen[0][CONTEXT]}")
+    proba = saved.predict_proba([r["text"] for r in rows], [r[CONTEXT] for r in rows])
+    for r, p in zip(rows, proba):
         k = int(p.argmax())
         human = LABEL_NAMES.get(int(r["label"]), r["label"]) if r["label"] != "" else "—"
         text = r["text"] if r["text"] else "(blank answer)"
         say(f"  {text[:70] + ('…' if len(text) > 70 else ''):<72} human: {human:<13} model: "
             f"{LABEL_NAMES.get(saved.classes[k], saved.classes[k])} ({p[k]:.2f})")
 
-    # may it be used? the verdict of `tinykd report` on the test answers, and the calibration it reached
-    who = "KD student" if final is not nn else "plain NN"
-    res = fitness_report(saved, t_texts, [r["label"] for r in test_rows], contexts=t_ctx, name=who)
-    report = report or os.path.splitext(out)[0] + "-report.html"
-    atomic_write_bytes(report, render_html({"model": out, **res}, model=out, data=f"{DATA_FILE} ({TEST_SPLIT})",
-                                           split=TEST_SPLIT).encode("utf-8"))
+
+def _verdict(say, saved, who, data, out, report):
+    """May it score alone? ``tinykd report``'s verdict on the test answers; its page goes to ``report``."""
+    from tinykd.files.atomic import atomic_write_bytes
+    from tinykd.quality.evaluate import fitness_report, format_verdicts
+    from tinykd.quality.report import render_html
+
+    res = fitness_report(saved, data.t_texts, [r["label"] for r in data.test], contexts=data.t_ctx, name=who)
+    page = render_html({"model": out, **res}, model=out, data=f"{DATA_FILE} ({TEST_SPLIT})", split=TEST_SPLIT)
+    atomic_write_bytes(report, page.encode("utf-8"))
     say(f"\nmay the {who} score alone? (the criteria of Williamson et al. 2012 on {TEST_SPLIT}; the page: {report})")
     for line in format_verdicts(res):
         say("  " + line)
-    say(f"\ndemo finished in {time.time() - t_start:.0f} s")
+
+
+def run_demo(out=None, quick=False, teacher_file=None, seed=0, quiet=False, data_dir=DATA_DIR,
+             stream=None, report=None):
+    """Run the demo; returns 0. Progress goes to stderr, the comparison to stdout. The saved model
+    goes to ``out`` (default :data:`DEFAULT_OUT`, its folder made), its ``tinykd report`` page on the
+    test answers to ``report`` (default: beside ``out``, ``<out>-report.html``)."""
+    from tinykd.scoring.student import load
+
+    out_stream = sys.stdout if stream is None else stream
+    log = sys.stderr if stream is None else stream
+
+    def say(msg=""):
+        print(msg, file=out_stream, flush=True)
+
+    t_start = time.time()
+    out = _out_path(out)
+    data = _Data(data_dir, quick)
+    options = (QUICK if quick else FULL).replace(seed=seed)
+    teacher_file = teacher_file or os.path.join(data_dir, TEACHER_FILE)
+    has_teacher = os.path.exists(teacher_file)
+    _intro(say, data, quick, has_teacher)
+    results, final = _train_all(data, options, teacher_file, data_dir, quiet, log)
+    final.save(out)
+    _table(say, results, len(data.test), has_teacher)
+    _review(say, final, data)
+    who = "KD student" if has_teacher else "plain NN"
+    say(f"\nsaved the {who} to {out} ({_fmt_size(os.path.getsize(out))}); score a CSV with:")
+    say(f"  tinykd score {out} answers.csv --out scored.csv      (columns: text, {CONTEXT})")
+    saved = load(out)
+    _examples(say, saved, data.test)
+    report = report or os.path.splitext(out)[0] + "-report.html"
+    _verdict(say, saved, who, data, out, report)
+    say(f"\ndemo finished in {time.time() - t_start:.0f} s; its files: {out} (the model), {report} (its report page)")
     return 0
 
 

@@ -227,7 +227,7 @@ def _demo(sub, fmt):
     d = sub.add_parser("demo", help="teacher vs plain NN vs KD on bundled SciEntsBank data", **fmt,
                        description="Train a plain NN and a KD student on bundled SciEntsBank answers with bundled "
                        "teacher probabilities, compare them with the teacher, save the KD model and score examples.")
-    d.add_argument("--out", "-o", default="tinykd-demo.npz", help="where to save the KD model")
+    d.add_argument("--out", "-o", help="where to save the KD model (unset: tinykd-demo/demo.npz, the folder made)")
     d.add_argument("--report", help="where to write its tinykd report page (unset: beside --out, <out>-report.html)")
     d.add_argument("--quick", action="store_true", help="a reduced run (small sample, 2 epochs) for CI")
     d.add_argument("--teacher-file", help=argparse.SUPPRESS)
