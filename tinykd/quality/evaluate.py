@@ -350,24 +350,13 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
     temperature) and ``review`` (share flagged against accuracy on the rest, and the
     threshold ``tinykd score --target-accuracy target_accuracy`` would choose on the
     model's validation rows, applied to these rows). ``name`` names a single student's unit."""
-    from tinykd.scoring.calibration import (check_target, confidence_and_correct, expected_calibration_error,
-                              reliability_bins, review_curve, review_threshold)
+    from tinykd.scoring.calibration import check_target
 
     check_target(target_accuracy)
     classes = model.classes
     rows, y_all, unlabeled = _select_rows(labels, classes, splits, split)
-    texts = [texts[i] for i in rows]
-    ctx = None if contexts is None else [contexts[i] for i in rows]
     bundle = isinstance(model, Bundle)
-    if bundle:
-        if items is None:
-            raise ValueError("this model holds per-item students; give the items")
-        items = [str(items[i]).strip() for i in rows]
-        p_cal = model.predict_proba_matrix(texts, items, ctx, classes)
-        p_raw = model.predict_proba_matrix(texts, items, ctx, classes, calibrated=False)
-    else:
-        p_cal = model.predict_proba(texts, ctx)
-        p_raw = model.predict_proba(texts, ctx, calibrated=False)
+    items, p_cal, p_raw = _probabilities(model, texts, contexts, items, rows)
     y = [y_all[i] for i in rows]
     pred = [classes[k] for k in p_cal.argmax(axis=1)]
     r2 = None
@@ -395,17 +384,46 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
             if idx:
                 units.append(unit(idx, f"item {it}"))
     units.append(unit(list(range(len(y))), "all items" if bundle else name))
-
-    # calibration and review, on these rows
     col = {label_key(c): k for k, c in enumerate(classes)}
-    yi = np.array([col.get(label_key(v), -1) for v in y])
+    yi = np.array([col.get(label_key(v), -1) for v in y])  # a label the model lacks: -1, always wrong
+    return {"n": len(rows), "unlabeled_rows_skipped": unlabeled, "kind": "bundle" if bundle else "student",
+            "ordinal": ordinal, "labels": [label_key(v) for v in scale], "unseen_labels": [label_key(v) for v in unseen],
+            "criteria": CRITERIA, "units": units, "calibration": _calibration(model, p_raw, p_cal, yi),
+            "review": _review(model, p_cal, yi, target_accuracy), "groups": list(grp), "rater2": rater2 is not None}
+
+
+def _probabilities(model, texts, contexts, items, rows):
+    """``(items of the rows or None, calibrated (n, K), uncalibrated (n, K))`` for the chosen ``rows``."""
+    texts = [texts[i] for i in rows]
+    ctx = None if contexts is None else [contexts[i] for i in rows]
+    if not isinstance(model, Bundle):
+        return None, model.predict_proba(texts, ctx), model.predict_proba(texts, ctx, calibrated=False)
+    if items is None:
+        raise ValueError("this model holds per-item students; give the items")
+    items = [str(items[i]).strip() for i in rows]
+    return (items, model.predict_proba_matrix(texts, items, ctx, model.classes),
+            model.predict_proba_matrix(texts, items, ctx, model.classes, calibrated=False))
+
+
+def _calibration(model, p_raw, p_cal, yi):
+    """ECE and reliability bins on these rows before and after the temperature, and the stored calibration."""
+    from tinykd.scoring.calibration import confidence_and_correct, expected_calibration_error, reliability_bins
+
     cal = {}
-    for name, p in (("before", p_raw), ("after", p_cal)):
+    for when, p in (("before", p_raw), ("after", p_cal)):
         conf, ok = confidence_and_correct(p, yi)
-        cal[name] = {"ece": expected_calibration_error(conf, ok), "bins": reliability_bins(conf, ok)}
-    students = model.students if bundle else {"model": model}
+        cal[when] = {"ece": expected_calibration_error(conf, ok), "bins": reliability_bins(conf, ok)}
+    students = model.students if isinstance(model, Bundle) else {"model": model}
     cal["temperature"] = {k: (st.meta.get("calibration") or {}).get("temperature") for k, st in students.items()}
     cal["stored"] = {k: st.meta.get("calibration") for k, st in students.items()}
+    return cal
+
+
+def _review(model, p_cal, yi, target_accuracy):
+    """Share flagged against accuracy on the rest (a curve of at most 200 points and steps at 0–50 %
+    flagged), and the threshold chosen on the model's validation rows for ``target_accuracy``, applied here."""
+    from tinykd.scoring.calibration import confidence_and_correct, review_curve, review_threshold
+
     conf, ok = confidence_and_correct(p_cal, yi)
     thr, flagged, acc = review_curve(conf, ok)
     keep = _downsample(thr)
@@ -428,10 +446,7 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
             here = conf < choice["threshold"]
             review["validation"] = {**choice, "here_flagged": float(here.mean()),
                                     "here_accuracy": float(ok[~here].mean()) if (~here).any() else float("nan")}
-    return {"n": len(rows), "unlabeled_rows_skipped": unlabeled, "kind": "bundle" if bundle else "student",
-            "ordinal": ordinal, "labels": [label_key(v) for v in scale], "unseen_labels": [label_key(v) for v in unseen],
-            "criteria": CRITERIA, "units": units, "calibration": cal, "review": review,
-            "groups": list(grp), "rater2": rater2 is not None}
+    return review
 
 
 def format_verdicts(res):
