@@ -139,61 +139,89 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
     if not keep:
         raise DataError(f"{path}: no rows left after --where {' '.join(where)}")
     rows = [table.rows[i] for i in keep]
-    header, col = table.header, table.index
-    ctx = _context_getter(header, context_col, context_file, os.path.dirname(os.path.abspath(path)), notes)
-
+    col = table.index
+    ctx = _context_getter(table.header, context_col, context_file, os.path.dirname(os.path.abspath(path)), notes)
     ids = [r[col[id_col]].strip() for r in rows]
     texts = [r[col[text_col]] for r in rows]
     contexts = [ctx(r) for r in rows] if ctx else None
     tests = [t.strip() for t in (test_split or "").split(",") if t.strip()]
-    # the whole column, as tinykd train reads it: numbers in any spelling are one score
     labels = [None] * len(rows)
-    if label_col is not None:
+    if label_col is not None:  # the whole column, as tinykd train reads it: numbers in any spelling are one score
         all_labels, _ = normalize_labels(table.column(label_col))
         labels = [all_labels[i] for i in keep]
     if label_col is None:
         splits, roles = ["unlabeled"] * len(rows), ["unlabeled"] * len(rows)
     elif split_col:
         splits = [r[col[split_col]].strip() for r in rows]
-        roles = []
-        for s in splits:
-            if s == train_split:
-                roles.append("train")
-            elif val_split and s == val_split:
-                roles.append("val")
-            elif s in tests:
-                roles.append("test")
-            else:
-                roles.append("other")
-        for role in ROLES:
-            bad = [ids[i] for i, r in enumerate(roles) if r == role and labels[i] is None]
-            if bad:
-                raise DataError(f"{len(bad)} {role} rows have no label, e.g. {bad[:5]}")
-        tr = [i for i, r in enumerate(roles) if r == "train"]
-        if not tr:
-            raise DataError(f"no rows with {split_col} == {train_split!r}")
-        if not val_split:
-            for j in _holdout_val([labels[i] for i in tr], val_frac, seed, "training"):
-                roles[tr[j]] = "val"
+        roles = _roles_by_split(splits, ids, labels, split_col, train_split, val_split, tests, val_frac, seed)
     else:
-        lab_idx = [i for i, lab in enumerate(labels) if lab is not None]
-        if not lab_idx:
-            raise DataError(f"{path}: no row has a label in {label_col!r} (set --label-col)")
-        roles = ["other"] * len(rows)
-        if classes is not None:  # a saved teacher scores every labelled row
-            for i in lab_idx:
-                roles[i] = "test"
-            splits = ["all" if r == "test" else r for r in roles]
-        else:
-            try:
-                parts = split_712([label_key(labels[i]) for i in lab_idx], seed)
-            except ValueError as e:
-                raise DataError(f"{path}: cannot make the 7:1:2 split of {len(lab_idx)} labelled rows ({e})") from None
-            for role, part in zip(ROLES, parts):
-                for j in part:
-                    roles[lab_idx[j]] = role
-            splits = list(roles)
+        splits, roles = _roles_without_split(path, labels, label_col, classes, seed)
+    classes = _classes(labels, roles, classes)
+    if unlabeled:
+        uctx = dict(context_col=context_col, context_file=context_file) if ctx else None
+        _add_unlabeled(unlabeled, (id_col, text_col, context_col), uctx, cond, notes,
+                       (ids, texts, contexts, labels, splits, roles))
+    dups = duplicated(ids)
+    if dups:
+        raise DataError(f"duplicated ids: {dups[:5]} ({len(dups)} in all)")
+    if any(i == "" for i in ids):
+        raise DataError("some rows have an empty id")
+    info = _info(path, unlabeled, where, dict(text_col=text_col, label_col=label_col, id_col=id_col,
+                 context_col=context_col, context_file=context_file, split_col=split_col, train_split=train_split,
+                 val_split=val_split, tests=tests, val_frac=val_frac, seed=seed, saved_classes=classes is not None))
+    return Dataset(ids, texts, contexts, labels, splits, roles, classes, info, notes)
 
+
+def _roles_by_split(splits, ids, labels, split_col, train_split, val_split, tests, val_frac, seed):
+    """Roles from the split column; every train / val / test row must have a label; without
+    ``val_split`` a seeded stratified ``val_frac`` of the training rows validates."""
+    roles = []
+    for s in splits:
+        if s == train_split:
+            roles.append("train")
+        elif val_split and s == val_split:
+            roles.append("val")
+        elif s in tests:
+            roles.append("test")
+        else:
+            roles.append("other")
+    for role in ROLES:
+        bad = [ids[i] for i, r in enumerate(roles) if r == role and labels[i] is None]
+        if bad:
+            raise DataError(f"{len(bad)} {role} rows have no label, e.g. {bad[:5]}")
+    tr = [i for i, r in enumerate(roles) if r == "train"]
+    if not tr:
+        raise DataError(f"no rows with {split_col} == {train_split!r}")
+    if not val_split:
+        for j in _holdout_val([labels[i] for i in tr], val_frac, seed, "training"):
+            roles[tr[j]] = "val"
+    return roles
+
+
+def _roles_without_split(path, labels, label_col, classes, seed):
+    """``(splits, roles)`` with no split column: every labelled row a test row for a saved teacher
+    (``classes`` given; split ``all``), else the paper's seeded stratified 7:1:2 split."""
+    lab_idx = [i for i, lab in enumerate(labels) if lab is not None]
+    if not lab_idx:
+        raise DataError(f"{path}: no row has a label in {label_col!r} (set --label-col)")
+    roles = ["other"] * len(labels)
+    if classes is not None:
+        for i in lab_idx:
+            roles[i] = "test"
+        return ["all" if r == "test" else r for r in roles], roles
+    try:
+        parts = split_712([label_key(labels[i]) for i in lab_idx], seed)
+    except ValueError as e:
+        raise DataError(f"{path}: cannot make the 7:1:2 split of {len(lab_idx)} labelled rows ({e})") from None
+    for role, part in zip(ROLES, parts):
+        for j in part:
+            roles[lab_idx[j]] = role
+    return list(roles), roles
+
+
+def _classes(labels, roles, classes):
+    """The dataset's classes: a saved teacher's ``classes`` (every scored label among them), else the
+    sorted labels of the train / val / test rows (every one of them among the training rows')."""
     scored = [labels[i] for i, r in enumerate(roles) if r in ROLES]
     if classes is not None:
         keys = {label_key(c) for c in classes}
@@ -201,49 +229,50 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
         if unknown:
             raise DataError(f"labels {[label_key(v) for v in unknown]} are not among the teacher's classes "
                             f"{[label_key(c) for c in classes]}")
-        classes = list(classes)
-    else:
-        classes = sorted(set(scored), key=label_sort_key)
-        train_classes = {labels[i] for i, r in enumerate(roles) if r == "train"}
-        if train_classes != set(classes):
-            missing = sorted(set(classes) - train_classes, key=label_sort_key)
-            raise DataError(f"classes {[label_key(c) for c in missing]} appear in val/test but not in train")
+        return list(classes)
+    classes = sorted(set(scored), key=label_sort_key)
+    train_classes = {labels[i] for i, r in enumerate(roles) if r == "train"}
+    if train_classes != set(classes):
+        missing = sorted(set(classes) - train_classes, key=label_sort_key)
+        raise DataError(f"classes {[label_key(c) for c in missing]} appear in val/test but not in train")
+    return classes
 
-    if unlabeled:
-        ucols = [(id_col, "--id-col"), (text_col, "--text-col"), (context_col, "--context-col")]
-        utable, ukeep = _read(unlabeled, ucols, cond, notes, allow_empty=True)
-        ucol = utable.index
-        uctx = _context_getter(utable.header, context_col, context_file,
-                               os.path.dirname(os.path.abspath(unlabeled)), notes) if ctx else None
-        for k in ukeep:
-            r = utable.rows[k]
-            ids.append(r[ucol[id_col]].strip())
-            texts.append(r[ucol[text_col]])
-            if contexts is not None:
-                contexts.append(uctx(r))
-            labels.append(None)
-            splits.append("unlabeled")
-            roles.append("unlabeled")
 
-    dups = duplicated(ids)
-    if dups:
-        raise DataError(f"duplicated ids: {dups[:5]} ({len(dups)} in all)")
-    if any(i == "" for i in ids):
-        raise DataError("some rows have an empty id")
-    uinfo = {"unlabeled": os.path.abspath(unlabeled) if unlabeled else None,
-             "unlabeled_sha256": file_sha256(unlabeled) if unlabeled else None}
-    if label_col is None:
-        info = {"data": os.path.abspath(path), "data_sha256": file_sha256(path), **uinfo,
-                "text_col": text_col, "id_col": id_col, "context_col": context_col,
-                "context_file": context_file, "where": where or []}
-    else:
-        info = {"data": os.path.abspath(path), "data_sha256": file_sha256(path), **uinfo,
-                "text_col": text_col, "label_col": label_col, "id_col": id_col,
-                "context_col": context_col, "context_file": context_file, "split_col": split_col,
-                "train_split": train_split, "val_split": val_split if split_col else None,
-                "test_split": tests if split_col else None, "where": where or [],
-                "validation": (f"{split_col} == {val_split!r}" if split_col and val_split else
-                               f"seeded stratified {val_frac:g} of train (seed {seed})" if split_col else
-                               "every labelled row scored as test" if classes is not None and not split_col else
-                               "seeded stratified 7:1:2 split")}
-    return Dataset(ids, texts, contexts, labels, splits, roles, classes, info, notes)
+def _add_unlabeled(path, id_text_context, context, cond, notes, columns):
+    """Append the rows of the unlabeled file ``path`` that pass ``cond`` to ``columns`` (ids, texts,
+    contexts, labels, splits, roles); ``context``: the context options when the data has contexts."""
+    id_col, text_col, context_col = id_text_context
+    ids, texts, contexts, labels, splits, roles = columns
+    ucols = [(id_col, "--id-col"), (text_col, "--text-col"), (context_col, "--context-col")]
+    utable, ukeep = _read(path, ucols, cond, notes, allow_empty=True)
+    ucol = utable.index
+    uctx = _context_getter(utable.header, context["context_col"], context["context_file"],
+                           os.path.dirname(os.path.abspath(path)), notes) if context else None
+    for k in ukeep:
+        r = utable.rows[k]
+        ids.append(r[ucol[id_col]].strip())
+        texts.append(r[ucol[text_col]])
+        if contexts is not None:
+            contexts.append(uctx(r))
+        labels.append(None)
+        splits.append("unlabeled")
+        roles.append("unlabeled")
+
+
+def _info(path, unlabeled, where, o):
+    """The dataset's provenance for the teacher's run record (files and their SHA-256, the options)."""
+    base = {"data": os.path.abspath(path), "data_sha256": file_sha256(path),
+            "unlabeled": os.path.abspath(unlabeled) if unlabeled else None,
+            "unlabeled_sha256": file_sha256(unlabeled) if unlabeled else None}
+    if o["label_col"] is None:
+        return {**base, "text_col": o["text_col"], "id_col": o["id_col"], "context_col": o["context_col"],
+                "context_file": o["context_file"], "where": where or []}
+    split_col, val_split = o["split_col"], o["val_split"]
+    validation = (f"{split_col} == {val_split!r}" if split_col and val_split else
+                  f"seeded stratified {o['val_frac']:g} of train (seed {o['seed']})" if split_col else
+                  "every labelled row scored as test" if o["saved_classes"] else
+                  "seeded stratified 7:1:2 split")
+    return {**base, "text_col": o["text_col"], "label_col": o["label_col"], "id_col": o["id_col"],
+            "context_col": o["context_col"], "context_file": o["context_file"], "split_col": split_col,
+            "train_split": o["train_split"], "val_split": val_split if split_col else None,
+            "test_split": o["tests"] if split_col else None, "where": where or [], "validation": validation}
