@@ -232,3 +232,29 @@ def test_lookup_input_matches_reference(dtype, bi, seq):
     compare("dE", dE, dE_from_dx(want_dx, ids, lengths, V), tol)
     for name, g, w in zip(GRAD_NAMES * 2, grads, want_g):
         compare(name, g, w, tol)
+
+
+# ------------------------------------------------------------------ the scoring scan
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_outputs_agree(dtype, reverse):
+    """lstm_scan on xw = x W + b (as the scorer feeds it table rows): "sequences" is lstm_forward's output,
+    "last" its last state, "max" the max over each row's real steps (0 for an empty row); with or without
+    a cache, the same numbers."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(B, L, E)).astype(dtype)
+    lengths = make_lengths(rng, B, L)
+    W, U, b = make_params(rng, E, H, dtype)
+    xw = x @ W + b
+    seq, _ = ref.lstm_forward(x, lengths, W, U, b, reverse=reverse)
+    got = {out: ref.lstm_scan(xw, lengths, U, reverse, out, keep_cache=False)[0] for out in ref.OUTPUTS}
+    np.testing.assert_allclose(got["sequences"], seq, **TOL[dtype])
+    np.testing.assert_array_equal(got["sequences"], ref.lstm_scan(xw, lengths, U, reverse)[0])
+    last, _ = ref.lstm_forward(x, lengths, W, U, b, reverse=reverse, return_sequences=False)
+    np.testing.assert_allclose(got["last"], last, **TOL[dtype])
+    real = np.arange(L)[None, :] < lengths[:, None]
+    pooled = np.where(real[:, :, None], got["sequences"], -np.inf).max(axis=1)
+    want = np.where(lengths[:, None] > 0, pooled, 0)
+    assert (want < 0).any() and not want[lengths == 0].any()  # a negative max is kept, an empty row is 0
+    np.testing.assert_array_equal(got["max"], want)
+    assert all(v.dtype == dtype for v in got.values())

@@ -25,14 +25,15 @@ class Settings:
         two halves, run in parallel when ``parallel`` allows and one after the other when not:
         the same sums either way, so the weights trained do not depend on the machine's load.
     parallel_score_rows : scoring batches with at least this many rows may run in parallel.
-    jit : "auto", "always" or "never" — whether scoring uses the Numba kernels. "auto": a
-        fresh :class:`~tinykd.scoring.scorer.Scorer` scores its first small jobs with a NumPy loop
-        (no wait for Numba's ~0.5 s start), and starts Numba at the first job of at least
-        ``numba_min_tokens`` tokens, after ``numba_after_calls`` small jobs, or at once when
-        another part of the process has started it already.
+    jit : "auto", "always" or "never" — whether scoring uses the Numba kernels ("never": the
+        NumPy path of :mod:`tinykd.nn.reference`). "auto": each
+        :class:`~tinykd.scoring.scorer.Scorer` decides from its own state only — a job of at least
+        ``numba_min_tokens`` tokens runs Numba, and so does every job after ``numba_after_calls``
+        small ones; its first small jobs run NumPy (no wait for Numba's ~0.5 s start). Whether
+        Numba is already running in the process does not count: the same calls take the same path.
     blas_threads : BLAS threads while training (None: leave NumPy's BLAS alone). The LSTM
         time loops already use the cores; a multi-threaded BLAS between them only spins.
-    score_batch : rows per Numba scoring call (rows are batched by length).
+    score_batch : rows per scoring call, either path (a larger job is batched by length).
     """
 
     parallel: object = "auto"

@@ -6,6 +6,7 @@ ReLU:     y = max(x, 0)                         dy/dx = 1[x > 0]
 SELU:     y = λ x (x > 0),  λ α (eˣ − 1) (x ≤ 0) dy/dx = λ (x > 0),  λ α eˣ (x ≤ 0)
           λ = 1.0507009873554805, α = 1.6732632423543772 (Klambauer et al. 2017)
 Softmax:  q_k = exp(z_k − max z) / Σ_j exp(z_j − max z)   (rows of (B, K))
+Head:     logits = act(f W₁ + b₁) W₂ + b₂   (the student's dense head at inference, no dropout)
 """
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ def selu_backward(dy, cache):
     x, y = cache
     # for x ≤ 0: λα eˣ = y + λα
     return dy * np.where(x > 0, SELU_LAMBDA, y + SELU_LAMBDA * SELU_ALPHA).astype(dy.dtype, copy=False)
+
+
+def head_logits(f, W, b, hidden=None, activation=None):
+    """The dense head at inference: f (B, F) → logits (B, K) = act(f W₁ + b₁) W + b with
+    ``hidden = (W₁ (F, U), b₁ (U,))``, or f W + b when ``hidden`` is None."""
+    if hidden is not None:
+        f, _ = ACTIVATIONS[activation][0](dense_forward(f, *hidden)[0])
+    return dense_forward(f, W, b)[0]
 
 
 def softmax(z):

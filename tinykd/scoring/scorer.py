@@ -14,13 +14,14 @@ the network's own ``forward``):
 
 * **Numba** (:mod:`tinykd.scoring._kernels`): rows sorted by length, the batch's time
   loop, pooling and the dense head fused in one call; large batches on two cores.
-* **NumPy**: the same time loop over the whole batch in NumPy — about 1 ms for one
-  60-token answer. A fresh process scores its first small jobs this way, so that it
-  never waits for Numba to start (≈ 0.5 s) to score one answer; see
-  :class:`tinykd.settings.Settings` (``jit``) for when Numba takes over.
+* **NumPy**: the reference LSTM's time loop and pooling (:func:`tinykd.nn.reference.lstm_scan`,
+  fed the table's rows) and the dense head (:func:`tinykd.nn.dense.head_logits`) — about 1 ms
+  for one 60-token answer. A scorer scores its first small jobs this way, so that a fresh
+  process never waits for Numba to start (≈ 0.5 s) to score one answer; :class:`tinykd.settings.Settings` (``jit``) says
+  when Numba takes over. A network that is not float32 (the gradient checks' float64
+  networks) always takes this path: the kernels are float32.
 
-A network that is not float32 (the gradient checks' float64 networks) is scored by its
-reference ``forward``.
+Jobs of more than ``Settings.score_batch`` rows are scored in batches of rows of similar length.
 
 Every path applies the same calibration temperature T (:mod:`tinykd.scoring.calibration`): the
 probabilities are ``softmax(logits · (1 / T))``, the logits in float64.
@@ -28,19 +29,18 @@ probabilities are ``softmax(logits · (1 / T))``, the logits in float64.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from tinykd.errors import OptionError
 from tinykd.nn.network import check_weights
-from tinykd.nn.dense import ACTIVATION_CODES, ACTIVATIONS, softmax
+from tinykd.nn.dense import ACTIVATION_CODES, head_logits, softmax
+from tinykd.nn.reference import lstm_scan
 from tinykd.settings import DEFAULT, blas_threads
 
 #: the default ``--review-below``: flag answers whose top probability is under this
 REVIEW_BELOW = 0.6
 
-_KERNELS = "tinykd.scoring._kernels"
 _LENGTHS = "lengths must be within 0..{} (the ids' columns)"
 
 
@@ -84,15 +84,13 @@ class Scorer:
         self.vocab_size = net.vocab_size
         self._small_jobs = 0
         self._called = set()
-        self.fast = net.dtype == np.float32
-        if not self.fast:
-            return
+        self.numba = net.dtype == np.float32  # the kernels are float32
         cfg, p = net.config, net.p
         dirs = ("fwd", "bwd") if cfg["rnn"] == "bilstm" else ("fwd",)
         self.D = len(dirs)
         self.H = p["rnn.fwd.U"].shape[0]
         E = p["emb.E"]
-        T = np.empty((self.D, E.shape[0], 4 * self.H), np.float32)
+        T = np.empty((self.D, E.shape[0], 4 * self.H), net.dtype)
         with blas_threads(1):
             for d, name in enumerate(dirs):
                 np.matmul(E, p[f"rnn.{name}.W"], out=T[d])
@@ -104,7 +102,7 @@ class Scorer:
         if cfg["dense_units"]:
             self.hidden = (p["hidden.W"], p["hidden.b"])
         else:
-            self.hidden = (_readonly(np.zeros((0, 0), np.float32)), _readonly(np.zeros(0, np.float32)))
+            self.hidden = (_readonly(np.zeros((0, 0), net.dtype)), _readonly(np.zeros(0, net.dtype)))
         self.activation = cfg["dense_activation"]
         self.act_code = ACTIVATION_CODES[self.activation]
         self.out = (p["out.W"], p["out.b"])
@@ -133,32 +131,31 @@ class Scorer:
         out = np.empty((n, self.n_classes), dtype=np.float32)
         if n == 0:
             return out
-        if not self.fast or not self._use_numba(lengths):
+        if self.numba and self._use_numba(lengths):
+            path = self._numba  # (the kernels check lengths and ids themselves)
+        else:
             if int(lengths.max()) > ids.shape[1] or int(lengths.min()) < 0:
                 raise ValueError(_LENGTHS.format(ids.shape[1]))
-            if not self.fast:
-                return self._reference(ids, lengths, inv_t, out)
             self._check_ids(ids, lengths)
-            return self._numpy(ids, lengths, inv_t, out)
+            path = self._numpy
         batch = self.settings.score_batch
         if n <= batch:
-            return self._numba(ids, lengths, inv_t, out)
+            return path(ids, lengths, inv_t, out)
         order = np.argsort(lengths, kind="stable")
         for s in range(0, n, batch):
             idx = order[s:s + batch]
             lens = lengths[idx]
             part = np.empty((len(idx), self.n_classes), dtype=np.float32)
-            out[idx] = self._numba(np.ascontiguousarray(ids[idx, :max(1, int(lens.max()))]), lens, inv_t, part)
+            out[idx] = path(np.ascontiguousarray(ids[idx, :max(1, int(lens.max()))]), lens, inv_t, part)
         return out
 
     # ------------------------------------------------------------------ choices
     def _use_numba(self, lengths):
-        """Whether this job runs the Numba kernels (see :class:`~tinykd.settings.Settings`)."""
+        """Whether this job runs the Numba kernels: ``Settings.jit``, and for "auto" this scorer's
+        own count of small jobs and the job's tokens (see :class:`~tinykd.settings.Settings`)."""
         mode = self.settings.jit
         if mode != "auto":
             return mode == "always"
-        if _KERNELS in sys.modules:  # Numba is running already: no start-up to save
-            return True
         if (int(lengths.sum()) >= self.settings.numba_min_tokens
                 or self._small_jobs >= self.settings.numba_after_calls):
             return True
@@ -205,46 +202,16 @@ class Scorer:
         return out
 
     def _numpy(self, ids, lengths, inv_t, out):
-        """The time loop of the whole batch in NumPy: the maths of the kernels, step by step."""
-        B = lengths.shape[0]
-        H, dt = self.H, np.float32
-        order = np.argsort(-lengths, kind="stable")
-        slen = lengths[order]
-        kmax = int(slen[0])
-        tok = ids[order, :max(kmax, 1)]
-        feat = np.zeros((B, self.D * H), dt)
-        half = dt(0.5)
-        for d in range(self.D):
-            reverse = bool(self.reverses[d])
-            xz = self.T[d][tok]  # (B, kmax, 4H): x W + b of every step, from the table
-            U = self.U[d]
-            h = np.zeros((B, H), dt)
-            c = np.zeros((B, H), dt)
-            m = np.full((B, H), -np.inf, dt)
-            nact = B
-            for k in range(kmax):
-                while nact and slen[nact - 1] <= k:
-                    nact -= 1
-                t = slen[:nact] - 1 - k if reverse else np.full(nact, k)
-                z = xz[np.arange(nact), t] + h[:nact] @ U
-                g = np.tanh(z[:, 2 * H:3 * H])
-                sg = np.tanh(z * half) * half + half  # σ(z) = ½ tanh(z/2) + ½ (i, f, o used)
-                cn = sg[:, H:2 * H] * c[:nact] + sg[:, :H] * g
-                c[:nact] = cn
-                h[:nact] = sg[:, 3 * H:] * np.tanh(cn)
-                if self.pool_max:
-                    np.maximum(m[:nact], h[:nact], out=m[:nact])
-            src = m if self.pool_max else h
-            src[slen == 0] = 0.0
-            feat[order, d * H:(d + 1) * H] = src
-        f = feat
-        if self.hidden[0].shape[1]:
-            f, _ = ACTIVATIONS[self.activation][0](f @ self.hidden[0] + self.hidden[1])
-        out[:] = softmax((f @ self.out[0] + self.out[1]).astype(np.float64) * inv_t)
-        return out
-
-    def _reference(self, ids, lengths, inv_t, out):
-        out[:] = softmax(self.net.predict_logits(ids, lengths, self.settings.score_batch).astype(np.float64) * inv_t)
+        """The NumPy forward (:mod:`tinykd.nn.reference`): table rows as ``xw``, the reference time
+        loop, pooling and the dense head, all of the same maths as the kernels."""
+        tok = ids[:, :max(1, int(lengths.max()))]
+        pool = "max" if self.pool_max else "last"
+        feat = [lstm_scan(self.T[d][tok], lengths, self.U[d], reverse=d == 1, output=pool, keep_cache=False)[0]
+                for d in range(self.D)]
+        f = feat[0] if self.D == 1 else np.concatenate(feat, axis=1)
+        z = head_logits(f, *self.out, hidden=self.hidden if self.hidden[0].shape[1] else None,
+                        activation=self.activation)
+        out[:] = softmax(z.astype(np.float64) * inv_t)
         return out
 
 
