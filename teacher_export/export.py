@@ -90,23 +90,16 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         log(note)
     log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}")
     tok = load_tokenizer(base_path)
-    enc = encode(tok, ds.texts, ds.contexts, max_length)
-    lens = np.array([len(s) for s in enc["input_ids"]])
-    log(f"tokens per row: median {int(np.median(lens))}, p95 {int(np.percentile(lens, 95))}, "
-        f"max {lens.max()} (max_length {max_length}; {int((lens >= max_length).sum())} truncated)")
+    enc = _encode_and_log(tok, ds, max_length)
     pad_id = tok.pad_token_id or 0
-    labelled = [i for i, r in enumerate(ds.roles) if r in ("train", "val", "test")]
-    y = np.full(len(ds.ids), -1, dtype=np.int64)
-    y[labelled] = ds.y(labelled)
+    y = _label_vector(ds)
     tr, va = ds.index("train"), ds.index("val")
-    cw = None
-    if class_weight:
-        cnt = np.bincount(y[tr], minlength=len(ds.classes)).astype(float)
-        cw = (cnt.sum() / (len(cnt) * np.maximum(cnt, 1))).tolist()
+    cw = _class_weights(y[tr], len(ds.classes)) if class_weight else None
     hp = {"epochs": epochs, "patience": patience, "lr": lr, "max_length": max_length,
           "batch_size": batch_size, "warmup": warmup, "weight_decay": weight_decay, "seed": seed,
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
-          "class_weight": cw, "freeze_embeddings": freeze_embeddings, "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
+          "class_weight": cw, "freeze_embeddings": freeze_embeddings,
+          "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
           **({"tolerance": tolerance} if stop_on == "accuracy" else {})}
 
     set_seed(seed)
@@ -124,22 +117,10 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     teacher_dir = None
     if save_teacher:
         teacher_dir = os.path.join(out, f"{name}-teacher")
-        model.save_pretrained(teacher_dir)
-        tok.save_pretrained(teacher_dir)
-        with open(os.path.join(teacher_dir, TEACHER_META), "w") as fh:
-            json.dump({"classes": ds.class_keys, "max_length": max_length, "base_model": base_path,
-                       "text_col": text_col, "context_col": context_col, "context_file": context_file,
-                       "id_col": id_col, "label_col": label_col}, fh, indent=2)
-    meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export fit",
-            "base_model": os.path.basename(os.path.dirname(base_path)) + "/" + os.path.basename(base_path)
-            if base is None else base, "base_model_path": base_path, "temperature": 1.0,
-            "classes": ds.class_keys, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
-            "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
-            "unlabeled_file": os.path.basename(unlabeled) if unlabeled else None,
-            "splits": split_sizes(ds), "hyperparameters": {**hp, "optimizer": res.optimizer}, "history": res.history,
-            "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "train_seconds": res.seconds,
-            "metrics": m, "fold_column": "-1 everywhere: every row's probability comes from the one teacher "
-            "(trained on role==train rows, early-stopped on role==val rows)", **_env(device)}
+        _save_teacher(teacher_dir, model, tok, {
+            "classes": ds.class_keys, "max_length": max_length, "base_model": base_path, "text_col": text_col,
+            "context_col": context_col, "context_file": context_file, "id_col": id_col, "label_col": label_col})
+    meta = _fit_meta(ds, data, unlabeled, base, base_path, {**hp, "optimizer": res.optimizer}, res, m, device)
     path = os.path.join(out, f"{name}.csv")
     meta["wall_seconds"] = round(time.time() - t_all, 1)
     _write(path, ds, proba, logits, [-1] * len(ds.ids), meta)
@@ -154,6 +135,52 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
                                 class_weight=cw, freeze_embeddings=freeze_embeddings, out=out, name=name,
                                 t_all=t_all))
     return result
+
+
+def _encode_and_log(tok, ds, max_length):
+    """The tokenised rows (answer, with the context as the first segment); logs the token counts."""
+    enc = encode(tok, ds.texts, ds.contexts, max_length)
+    lens = np.array([len(s) for s in enc["input_ids"]])
+    log(f"tokens per row: median {int(np.median(lens))}, p95 {int(np.percentile(lens, 95))}, "
+        f"max {lens.max()} (max_length {max_length}; {int((lens >= max_length).sum())} truncated)")
+    return enc
+
+
+def _label_vector(ds):
+    """Class index (n,) of each row, -1 where the row is not scored (unlabeled or other)."""
+    labelled = [i for i, r in enumerate(ds.roles) if r in ("train", "val", "test")]
+    y = np.full(len(ds.ids), -1, dtype=np.int64)
+    y[labelled] = ds.y(labelled)
+    return y
+
+
+def _class_weights(y_train, n_classes):
+    """Balanced weights n / (K · count) per class (a class without rows counts as one)."""
+    cnt = np.bincount(y_train, minlength=n_classes).astype(float)
+    return (cnt.sum() / (len(cnt) * np.maximum(cnt, 1))).tolist()
+
+
+def _save_teacher(folder, model, tok, teacher_meta):
+    """The fine-tuned teacher, its tokenizer and :data:`TEACHER_META` (what ``export`` needs) in ``folder``."""
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    with open(os.path.join(folder, TEACHER_META), "w") as fh:
+        json.dump(teacher_meta, fh, indent=2)
+
+
+def _fit_meta(ds, data, unlabeled, base, base_path, hp, res, m, device):
+    """The sidecar of ``fit``'s soft-label file (less ``wall_seconds``)."""
+    base_model = (os.path.basename(os.path.dirname(base_path)) + "/" + os.path.basename(base_path)
+                  if base is None else base)
+    return {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export fit",
+            "base_model": base_model, "base_model_path": base_path, "temperature": 1.0,
+            "classes": ds.class_keys, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
+            "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
+            "unlabeled_file": os.path.basename(unlabeled) if unlabeled else None,
+            "splits": split_sizes(ds), "hyperparameters": hp, "history": res.history,
+            "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "train_seconds": res.seconds,
+            "metrics": m, "fold_column": "-1 everywhere: every row's probability comes from the one teacher "
+            "(trained on role==train rows, early-stopped on role==val rows)", **_env(device)}
 
 
 def _crossfit(ds, enc, y, logits, meta, *, k, n_ep, base_path, lr, batch_size, warmup, weight_decay, seed,
@@ -251,9 +278,7 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
     tok = load_tokenizer(base_path)
     max_length = int(hp.get("max_length", 128))
     enc = encode(tok, ds.texts, ds.contexts, max_length)
-    y = np.full(len(ds.ids), -1, dtype=np.int64)
-    labelled = [i for i, r in enumerate(ds.roles) if r in ("train", "val", "test")]
-    y[labelled] = ds.y(labelled)
+    y = _label_vector(ds)
     meta = {k_: v for k_, v in side.items() if k_ != "wall_seconds"}
     return _crossfit(ds, enc, y, logits, meta, k=int(k), n_ep=int(epochs or side.get("best_epoch") or 1),
                      base_path=base_path, lr=float(lr or hp.get("lr", 5e-5)),

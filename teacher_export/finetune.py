@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import sys
 import time
@@ -211,10 +212,56 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     model.to(device)
     train_idx = np.asarray(train_idx, dtype=int)
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    lengths = [len(s) for s in enc["input_ids"]]
     rng = np.random.default_rng(seed)
-    steps_per_epoch = (len(train_idx) + batch_size - 1) // batch_size
-    total = steps_per_epoch * epochs
+    total = (len(train_idx) + batch_size - 1) // batch_size * epochs
+    opt, sched = _optimizer(model, lr, weight_decay, int(round(warmup * total)), total, freeze_embeddings)
+    cw = torch.as_tensor(class_weight, dtype=torch.float32, device=device) if class_weight is not None else None
+    step = _Step(model, opt, sched, torch.nn.CrossEntropyLoss(weight=cw), enc, pad_id, device)
+    res = FitResult(model=model, train_idx=train_idx.tolist(),
+                    optimizer="AdamW (fused)" if opt.defaults.get("fused") else "AdamW")
+    stopping, states = EarlyStopping(stop_on, tolerance, patience), {}
+    t_start = time.time()
+    for ep in range(1, epochs + 1):
+        t0 = time.time()
+        loss = _train_epoch(step, y_t, train_idx, batch_size, rng, progress_every, f"  {tag}epoch {ep}")
+        rec = {"epoch": ep, "loss": loss, "seconds": round(time.time() - t0, 1)}
+        if val_idx is None or not len(val_idx):
+            log(f"{tag}epoch {ep}/{epochs}  loss {rec['loss']:.4f}  {rec['seconds']:.0f}s")
+            res.history.append(rec)
+            res.epochs_run = ep
+            res.best_epoch = ep
+            continue
+        rec.update(_validate(model, enc, y, val_idx, max(64, batch_size), device, pad_id))
+        rec["seconds"] = round(time.time() - t0, 1)
+        log(f"{tag}epoch {ep}/{epochs}  loss {rec['loss']:.4f}  val loss {rec['val_loss']:.4f}  "
+            f"val acc {rec['val_acc']:.4f}  {rec['seconds']:.0f}s")
+        res.history.append(rec)
+        res.epochs_run = ep
+        live = stopping.update(rec)
+        if ep in live:  # held on the CPU: only the epochs that can still be kept
+            states[ep] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        states = {e: st for e, st in states.items() if e in live}
+        res.best_epoch = stopping.kept
+        if stopping.stop:
+            log(f"{tag}early stop: no val-{stop_on} improvement for {patience} epochs; "
+                f"restoring epoch {stopping.kept}")
+            break
+    if states:
+        model.load_state_dict(states[stopping.kept])
+    res.seconds = round(time.time() - t_start, 1)
+    model.eval()
+    return res
+
+
+def _warmup_then_decay(step, n_warm, total):
+    """The learning rate's factor at ``step``: linear warm-up over ``n_warm`` steps, then linear decay to 0."""
+    if step < n_warm:
+        return (step + 1) / max(1, n_warm)
+    return max(0.0, (total - step) / max(1, total - n_warm))
+
+
+def _optimizer(model, lr, weight_decay, n_warm, total, freeze_embeddings):
+    """AdamW (no weight decay on biases and norms) and its warm-up-then-decay schedule over ``total`` steps."""
     if freeze_embeddings:  # the word-embedding table: ~half of MiniLM's weights, a tenth of the step time
         model.get_input_embeddings().weight.requires_grad_(False)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
@@ -227,73 +274,55 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
          "weight_decay": 0.0},
     ]
     opt = adamw(groups, lr)
-    n_warm = int(round(warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_warmup_then_decay, n_warm=n_warm, total=total))
+    return opt, sched
 
-    def lr_lambda(step):
-        if step < n_warm:
-            return (step + 1) / max(1, n_warm)
-        return max(0.0, (total - step) / max(1, total - n_warm))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    cw = torch.as_tensor(class_weight, dtype=torch.float32, device=device) if class_weight is not None else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=cw)
-    res = FitResult(model=model, train_idx=train_idx.tolist(),
-                    optimizer="AdamW (fused)" if opt.defaults.get("fused") else "AdamW")
-    stopping, states = EarlyStopping(stop_on, tolerance, patience), {}
-    t_start = time.time()
-    for ep in range(1, epochs + 1):
-        model.train()
-        t0 = time.time()
-        tot, nseen = 0.0, 0
-        batches = train_batches([lengths[i] for i in train_idx], batch_size, rng)
-        for b, pos in enumerate(batches):
-            idx = train_idx[pos]
-            batch = _collate(enc, idx, pad_id, device)
-            logits = model(**batch).logits
-            loss = loss_fn(logits, y_t[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            opt.step()
-            sched.step()
-            tot += loss.item() * len(idx)
-            nseen += len(idx)
-            if progress_every and (b + 1) % progress_every == 0:
-                el = time.time() - t0
-                log(f"  {tag}epoch {ep} batch {b + 1}/{len(batches)}  loss {tot / nseen:.4f}  "
-                    f"{el:.0f}s (eta {el / (b + 1) * (len(batches) - b - 1):.0f}s)")
-        rec = {"epoch": ep, "loss": tot / max(1, nseen), "seconds": round(time.time() - t0, 1)}
-        if val_idx is not None and len(val_idx):
-            z = predict_logits(model, enc, val_idx, batch_size=max(64, batch_size), device=device,
-                               pad_id=pad_id)
-            yv = np.asarray(y)[np.asarray(val_idx, dtype=int)]
-            p = softmax(z)
-            vloss = float(-np.mean(np.log(np.clip(p[np.arange(len(yv)), yv], 1e-12, None))))
-            rec.update(val_loss=vloss, val_acc=float(np.mean(p.argmax(1) == yv)))
-            rec["seconds"] = round(time.time() - t0, 1)
-            log(f"{tag}epoch {ep}/{epochs}  loss {rec['loss']:.4f}  val loss {vloss:.4f}  "
-                f"val acc {rec['val_acc']:.4f}  {rec['seconds']:.0f}s")
-            res.history.append(rec)
-            res.epochs_run = ep
-            live = stopping.update(rec)
-            if ep in live:  # held on the CPU: only the epochs that can still be kept
-                states[ep] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            states = {e: st for e, st in states.items() if e in live}
-            res.best_epoch = stopping.kept
-            if stopping.stop:
-                log(f"{tag}early stop: no val-{stop_on} improvement for {patience} epochs; "
-                    f"restoring epoch {stopping.kept}")
-                break
-        else:
-            log(f"{tag}epoch {ep}/{epochs}  loss {rec['loss']:.4f}  {rec['seconds']:.0f}s")
-            res.history.append(rec)
-            res.epochs_run = ep
-            res.best_epoch = ep
-    if states:
-        model.load_state_dict(states[stopping.kept])
-    res.seconds = round(time.time() - t_start, 1)
-    model.eval()
-    return res
+@dataclass
+class _Step:
+    """What one optimiser step needs: the model, optimiser, schedule, loss and the encoded rows."""
+    model: object
+    opt: object
+    sched: object
+    loss_fn: object
+    enc: dict
+    pad_id: int
+    device: object
+
+
+def _train_epoch(step, y_t, train_idx, batch_size, rng, progress_every, what):
+    """One epoch over ``train_idx`` in length-bucketed batches (gradient norm clipped at 1); returns
+    the mean training loss. ``what`` starts the progress lines (every ``progress_every`` batches)."""
+    step.model.train()
+    t0 = time.time()
+    tot, nseen = 0.0, 0
+    lengths = [len(step.enc["input_ids"][i]) for i in train_idx]
+    batches = train_batches(lengths, batch_size, rng)
+    for b, pos in enumerate(batches):
+        idx = train_idx[pos]
+        batch = _collate(step.enc, idx, step.pad_id, step.device)
+        loss = step.loss_fn(step.model(**batch).logits, y_t[idx].to(step.device))
+        step.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in step.model.parameters() if p.requires_grad], 1.0)
+        step.opt.step()
+        step.sched.step()
+        tot += loss.item() * len(idx)
+        nseen += len(idx)
+        if progress_every and (b + 1) % progress_every == 0:
+            el = time.time() - t0
+            log(f"{what} batch {b + 1}/{len(batches)}  loss {tot / nseen:.4f}  "
+                f"{el:.0f}s (eta {el / (b + 1) * (len(batches) - b - 1):.0f}s)")
+    return tot / max(1, nseen)
+
+
+def _validate(model, enc, y, val_idx, batch_size, device, pad_id):
+    """``{"val_loss": mean cross-entropy, "val_acc": accuracy}`` on the rows ``val_idx``."""
+    z = predict_logits(model, enc, val_idx, batch_size=batch_size, device=device, pad_id=pad_id)
+    yv = np.asarray(y)[np.asarray(val_idx, dtype=int)]
+    p = softmax(z)
+    vloss = float(-np.mean(np.log(np.clip(p[np.arange(len(yv)), yv], 1e-12, None))))
+    return {"val_loss": vloss, "val_acc": float(np.mean(p.argmax(1) == yv))}
 
 
 def adamw(groups, lr):
