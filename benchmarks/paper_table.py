@@ -9,8 +9,9 @@ soft labels from ``benchmarks/teacher/``, and reports accuracy (the paper's
 measure), QWK and macro-F1 on the held-out test split(s), mean ± sd over
 seeds, a paired t-test of KD against NN, and rows for what goes beyond the
 paper: temperature T, cross-fitted teacher probabilities, unlabeled transfer
-data. Writes ``benchmarks/results/paper_table.md``, ``paper_table.json`` and
-``paper_table.png``.
+data, teacher-labelled augmented copies. Writes ``benchmarks/results/paper_table.md``,
+``paper_table.json`` (the same numbers, machine-readable) and ``paper_table.png``; every
+finished student run is cached in ``paper_table_runs.jsonl``, so a rerun resumes.
 
 Data (``../shared/data`` beside the project root, or ``--data-dir``):
 - asap-sas-science, items 1, 2, 5, 6, 10: one student per item; train on
@@ -130,7 +131,8 @@ def load_tasks(data_dir, quick=False, teacher_dir=TEACHER_DIR):
     return tasks
 
 
-AUGMENT = dict(n=8, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0)  # benchmarks/augment_teacher.py uses these
+#: the copies benchmarks/teacher/<name>-augmented.csv labels (docs/decisions/teacher-augmentation.md)
+AUGMENT = dict(n=8, p_drop=0.1, p_swap=0.1, p_span=0.25, seed=0)
 
 
 def augmented_texts(rows, context_col=None):
@@ -145,7 +147,7 @@ def augmented_texts(rows, context_col=None):
 
 def _augmented(path, rows, classes, context_col):
     """Transfer data ``(texts, teacher proba, contexts)`` of the augmented copies, if the teacher has
-    labelled them (``<name>-augmented.csv``, made by benchmarks/augment_teacher.py); else None."""
+    labelled them (``<name>-augmented.csv`` in ``benchmarks/teacher/``); else None."""
     if not path.exists():
         return None
     ids, texts, ctx, _ = augmented_texts(rows, context_col)
@@ -253,7 +255,7 @@ def paired_test(a, b):
 
 
 # ------------------------------------------------------------------------------- main
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--seeds", type=int, default=5, help="seeds for NN and KD")
@@ -275,8 +277,12 @@ def main(argv=None):
                          "(default: <out>/paper_table_runs.jsonl; delete it after changing the code)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.seeds, args.extra_seeds, args.epochs = 1, 1, 2
-    t_start = time.time()
+        args.seeds, args.extra_seeds, args.epochs, args.lambda_seeds = 1, 1, 2, 1
+    return args
+
+
+def select_tasks(args):
+    """Fill TASKS (before the worker pool forks) with the tasks asked for."""
     TASKS.update(load_tasks(args.data_dir, args.quick, args.teacher_dir))
     if args.tasks:
         keep = set(args.tasks.split(","))
@@ -287,41 +293,41 @@ def main(argv=None):
     if missing:
         print(f"paper_table: no teacher soft labels under {args.teacher_dir} for {', '.join(missing)}; "
               "KD rows for them are left out (run teacher_export first)", file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ctx = get_context("fork")
-    pool = ctx.Pool(args.workers) if args.workers > 1 else None
-    cache_path = None if args.quick else (args.cache or args.out / "paper_table_runs.jsonl")
-    cached = {}
-    if cache_path is not None and cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            r = json.loads(line)
-            cached[tuple(r["job"])] = r
 
-    fresh = []
 
-    def run(jobs):
-        todo = [j for j in jobs if tuple(j) not in cached]
-        fresh.extend(todo)
-        done = pool.map(run_student, todo, chunksize=1) if pool else list(map(run_student, todo))
+class Runs:
+    """Student runs on the worker pool, each finished run appended to the JSON-lines cache (a rerun
+    trains only what the cache lacks); ``fresh`` counts the runs trained by this call."""
+
+    def __init__(self, workers, cache_path):
+        self.pool = get_context("fork").Pool(workers) if workers > 1 else None
+        self.cache_path, self.cached, self.fresh = cache_path, {}, 0
+        if cache_path is not None and cache_path.exists():
+            for line in cache_path.read_text().splitlines():
+                r = json.loads(line)
+                self.cached[tuple(r["job"])] = r
+
+    def __call__(self, jobs):
+        todo = [j for j in jobs if tuple(j) not in self.cached]
+        self.fresh += len(todo)
+        done = self.pool.map(run_student, todo, chunksize=1) if self.pool else list(map(run_student, todo))
         for j, r in zip(todo, done):
-            cached[tuple(j)] = r = r or {"job": list(j), "skipped": True}
+            self.cached[tuple(j)] = r = r or {"job": list(j), "skipped": True}
             r["job"] = list(j)
-            if cache_path is not None:
-                with open(cache_path, "a") as f:
+            if self.cache_path is not None:
+                with open(self.cache_path, "a") as f:
                     f.write(json.dumps(r) + "\n")
-        return [None if cached[tuple(j)].get("skipped") else cached[tuple(j)] for j in jobs]
+        return [None if self.cached[tuple(j)].get("skipped") else self.cached[tuple(j)] for j in jobs]
 
-    if args.only_nn:
-        jobs = [(k, "nn", s, 0.0, 1.0, args.epochs, args.patience) for k in TASKS for s in range(args.seeds)]
-        for i in range(0, len(jobs), 4):
-            run(jobs[i:i + 4])
-            print(f"[{time.time() - t_start:6.0f}s] {min(i + 4, len(jobs))}/{len(jobs)} NN runs done",
-                  file=sys.stderr, flush=True)
-        return 0
+    def close(self):
+        if self.pool:
+            self.pool.close()
+            self.pool.join()
 
-    # 1. choose λ on validation (T = 1): the best mean validation accuracy over the first lambda_seeds seeds
-    if args.quick:
-        args.lambda_seeds = 1
+
+def choose_lambdas(run, args, t_start):
+    """λ per task: the best mean validation accuracy (then QWK, then the smaller λ) over the first
+    ``lambda_seeds`` seeds, T = 1. Returns (the runs, {task: λ}, {task: {λ: [val acc, val QWK]}})."""
     lam_jobs = [(k, "kd", s, lam, 1.0, args.epochs, args.patience) for k in TASKS if TASKS[k]["teacher"] is not None
                 for lam in (LAMBDAS if not args.quick else [1.0]) for s in range(args.lambda_seeds)]
     lam_results = []
@@ -339,10 +345,11 @@ def main(argv=None):
             chosen[k] = max(lam_val[k], key=lambda lam: (lam_val[k][lam][0], lam_val[k][lam][1], -lam))
         print(f"[{time.time() - t_start:6.0f}s] λ for {k}: {chosen.get(k)} (mean val acc "
               f"{ {lam: round(v[0], 3) for lam, v in lam_val.get(k, {}).items()} })", file=sys.stderr, flush=True)
-    if args.only_lambda:
-        return 0
+    return lam_results, chosen, lam_val
 
-    # 2. NN and KD over seeds, then the extra rows
+
+def student_jobs(chosen, args):
+    """NN and KD over the main seeds, then the rows beyond the paper, at each task's chosen λ."""
     jobs = []
     for k, t in TASKS.items():
         lam = chosen.get(k, 1.0)
@@ -357,20 +364,38 @@ def main(argv=None):
             jobs += [(k, "transfer", s, lam, 1.0, args.epochs, args.patience) for s in range(args.extra_seeds)]
         if t["augmented"] is not None and t["teacher"] is not None:
             jobs += [(k, "augmented", s, lam, 1.0, args.epochs, args.patience) for s in range(args.seeds)]
+    return jobs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.time()
+    select_tasks(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = Runs(args.workers, None if args.quick else (args.cache or args.out / "paper_table_runs.jsonl"))
+    if args.only_nn:
+        jobs = [(k, "nn", s, 0.0, 1.0, args.epochs, args.patience) for k in TASKS for s in range(args.seeds)]
+        for i in range(0, len(jobs), 4):
+            run(jobs[i:i + 4])
+            print(f"[{time.time() - t_start:6.0f}s] {min(i + 4, len(jobs))}/{len(jobs)} NN runs done",
+                  file=sys.stderr, flush=True)
+        return 0
+    lam_results, chosen, lam_val = choose_lambdas(run, args, t_start)
+    if args.only_lambda:
+        return 0
+    jobs = student_jobs(chosen, args)
     print(f"[{time.time() - t_start:6.0f}s] {len(jobs)} student runs on {args.workers} workers",
           file=sys.stderr, flush=True)
     results = []
     for i in range(0, len(jobs), 8):
         results += [r for r in run(jobs[i:i + 8]) if r]
         print(f"[{time.time() - t_start:6.0f}s] {len(results)}/{len(jobs)} runs done", file=sys.stderr, flush=True)
-    if pool:
-        pool.close()
-        pool.join()
+    run.close()
 
     baselines = {k: tfidf_baseline(t) for k, t in TASKS.items()}
     teachers = {k: teacher_metrics(t) for k, t in TASKS.items()}
     wall = time.time() - t_start
-    args.n_fresh = len(fresh)
+    args.n_fresh = run.fresh
     unique = {tuple(r["job"]): r for r in results + lam_results}
     args.n_runs = len(unique)
     args.train_minutes = sum(r["train_seconds"] for r in unique.values()) / 60
@@ -408,68 +433,49 @@ def _fmt(ms):
     return f"{m:.3f} ± {s:.3f}"
 
 
-def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None):
-    rows, summary = [], []
-    for k, task in TASKS.items():
-        meta = task["teacher_meta"] or {}
-        for split in task["tests"]:
-            def sel(variant, T=1.0):
-                rs = sorted((r for r in results if r["task"] == k and r["variant"] == variant and r["T"] == T),
-                            key=lambda r: r["seed"])
-                return rs
+def report_entry(k, task, split, results, baselines, teachers, chosen):
+    """One row of the table (a task's test split): teacher, TF-IDF + LR, every student variant over its
+    seeds, and the paired tests of KD and KD + augmented against the plain NN."""
+    entry = {"task": k, "dataset": task["dataset"], "item": task["item"], "split": split,
+             "n_test": len(task["tests"][split][1]), "lam": chosen.get(k),
+             "teacher": teachers[k].get(split), "tfidf_lr": baselines[k]["tests"][split],
+             "teacher_params": teacher_size(len(task["classes"]))[0],
+             "teacher_bytes": teacher_size(len(task["classes"]))[1], "variants": {}}
+    for label, variant, T in ROWS:
+        rs = sorted((r for r in results if r["task"] == k and r["variant"] == variant and r["T"] == T),
+                    key=lambda r: r["seed"])
+        if not rs:
+            continue
+        entry["variants"][label] = {
+            "seeds": [r["seed"] for r in rs],
+            **{m: [r["tests"][split][m] for r in rs] for m in ("accuracy", "qwk", "macro_f1")},
+            "n_params": rs[0]["n_params"], "file_bytes": rs[0]["file_bytes"], "preset": rs[0]["preset"],
+            "ms_per_response": float(np.mean([r["ms_per_response"] for r in rs])),
+            "train_seconds": float(np.mean([r["train_seconds"] for r in rs])),
+        }
+    nn = entry["variants"].get("NN")
+    for key, label in [("kd_vs_nn", "KD"), ("aug_vs_nn", "KD + augmented")]:
+        kd = entry["variants"].get(label)
+        if nn and kd:
+            common = sorted(set(nn["seeds"]) & set(kd["seeds"]))
+            entry[key] = {m: paired_test([nn[m][nn["seeds"].index(s)] for s in common],
+                                         [kd[m][kd["seeds"].index(s)] for s in common])
+                          for m in ("accuracy", "qwk")}
+    return entry
 
-            entry = {"task": k, "dataset": task["dataset"], "item": task["item"], "split": split,
-                     "n_test": len(task["tests"][split][1]), "lam": chosen.get(k),
-                     "teacher": teachers[k].get(split), "tfidf_lr": baselines[k]["tests"][split],
-                     "teacher_params": teacher_size(len(task["classes"]))[0],
-                     "teacher_bytes": teacher_size(len(task["classes"]))[1], "variants": {}}
-            for label, variant, T in ROWS:
-                rs = sel(variant, T)
-                if not rs:
-                    continue
-                entry["variants"][label] = {
-                    "seeds": [r["seed"] for r in rs],
-                    **{m: [r["tests"][split][m] for r in rs] for m in ("accuracy", "qwk", "macro_f1")},
-                    "n_params": rs[0]["n_params"], "file_bytes": rs[0]["file_bytes"], "preset": rs[0]["preset"],
-                    "ms_per_response": float(np.mean([r["ms_per_response"] for r in rs])),
-                    "train_seconds": float(np.mean([r["train_seconds"] for r in rs])),
-                }
-            nn = entry["variants"].get("NN")
-            for key, label in [("kd_vs_nn", "KD"), ("aug_vs_nn", "KD + augmented")]:
-                kd = entry["variants"].get(label)
-                if nn and kd:
-                    common = sorted(set(nn["seeds"]) & set(kd["seeds"]))
-                    entry[key] = {m: paired_test([nn[m][nn["seeds"].index(s)] for s in common],
-                                                 [kd[m][kd["seeds"].index(s)] for s in common])
-                                  for m in ("accuracy", "qwk")}
-            rows.append(entry)
 
-    def cell(v, m):
-        return _fmt(mean_sd(v[m])) if v else "–"
+def _cell(v, m):
+    return _fmt(mean_sd(v[m])) if v else "–"
 
-    md = ["# Teacher vs plain NN vs KD student (paper Table 2, on public data)", ""]
-    md.append(f"Run: `python benchmarks/paper_table.py{' --quick' if args.quick else ''}` — "
-              f"{args.seeds} seeds for NN and KD, {args.extra_seeds} for the extra rows, up to {args.epochs} "
-              f"epochs, patience {args.patience}. Machine: {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, Python {platform.python_version()}, {args.workers} worker processes. "
-              f"Wall time of this invocation {wall / 60:.1f} min, of which {args.n_fresh} student runs were "
-              f"trained now and the rest reused from the run cache; all {args.n_runs} student runs together "
-              f"took {args.train_minutes:.0f} min of training.")
-    md.append("")
-    md.append("Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (mean over seeds "
-              f"0..{args.lambda_seeds - 1}, T = 1) from {LAMBDAS} (table at the end); "
-              "Δ = difference of the means (paired over seeds, two-sided t-test p).")
-    md.append("")
-    md.append("## Accuracy (the paper's measure)")
-    md.append("")
-    md.append("KD + aug: the KD student with teacher-labelled augmented copies of its training answers (beyond "
-              "the paper; see below), same seeds and λ.")
-    md.append("")
 
-    def delta(e, key, m):
-        d = e.get(key, {}).get(m)
-        return f"{d[0]:+.3f} ({d[1]:.3f})" if d else "–"
+def _delta(e, key, m):
+    d = e.get(key, {}).get(m)
+    return f"{d[0]:+.3f} ({d[1]:.3f})" if d else "–"
 
+
+def metric_lines(rows):
+    """The accuracy, QWK and macro-F1 tables: one line per row."""
+    md = []
     for metric, title in [("accuracy", None), ("qwk", "Quadratic weighted kappa"), ("macro_f1", "Macro-F1")]:
         if title:
             md += ["", f"## {title}", ""]
@@ -482,40 +488,50 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
             t = e["teacher"][metric] if e["teacher"] else float("nan")
             v = e["variants"]
             cells = [e["dataset"], f"{e['item']} {e['split']}"] + ([str(e["n_test"])] if metric == "accuracy" else [])
-            cells += [f"{t:.3f}", f"{e['tfidf_lr'][metric]:.3f}", cell(v.get("NN"), metric), cell(v.get("KD"), metric)]
+            cells += [f"{t:.3f}", f"{e['tfidf_lr'][metric]:.3f}", _cell(v.get("NN"), metric), _cell(v.get("KD"), metric)]
             if metric != "macro_f1":
-                cells.append(delta(e, "kd_vs_nn", metric))
-            cells.append(cell(v.get("KD + augmented"), metric))
+                cells.append(_delta(e, "kd_vs_nn", metric))
+            cells.append(_cell(v.get("KD + augmented"), metric))
             if metric != "macro_f1":
-                cells.append(delta(e, "aug_vs_nn", metric))
+                cells.append(_delta(e, "aug_vs_nn", metric))
             if metric == "accuracy":
                 st = v.get("KD") or v.get("NN") or {}
                 cells += [str(e["lam"]), str(st.get("n_params", "–")), f"{st.get('file_bytes', 0) / 1024:.0f} KiB",
                           str(e["teacher_params"] or "–"),
                           f"{e['teacher_bytes'] / 2**20:.1f} MiB" if e["teacher_bytes"] else "–"]
             md.append("| " + " | ".join(cells) + " |")
-    md += ["", "## Beyond the paper: temperature, cross-fitted teacher, transfer data", "",
-           "Accuracy / QWK, mean over the extra seeds (KD T=1 and KD + augmented: the main seeds), all at the λ chosen "
-           "above. Cross-fit: out-of-fold teacher probabilities (K = 3) for the training rows. Transfer: the "
-           "item's unlabeled ASAP-SAS answers, teacher-labelled, in the soft term. Augmented: "
-           f"{AUGMENT['n']} perturbed copies of every training answer (tinykd.distill.augment: word drop "
-           f"{AUGMENT['p_drop']}, unigram swap {AUGMENT['p_swap']}, span {AUGMENT['p_span']}), teacher-labelled, "
-           "in the soft term.", "",
-           "| data set | item / split | KD T=1 | " + " | ".join(label for label, _, _ in ROWS[2:]) + " |",
-           "|---|---|" + "---|" * (len(ROWS) - 1)]
+    return md
+
+
+def beyond_lines(rows):
+    """Temperature, cross-fit, transfer and augmented rows: accuracy / QWK at the chosen λ."""
+    md = ["", "## Beyond the paper: temperature, cross-fitted teacher, transfer data", "",
+          "Accuracy / QWK, mean over the extra seeds (KD T=1 and KD + augmented: the main seeds), all at the λ chosen "
+          "above. Cross-fit: out-of-fold teacher probabilities (K = 3) for the training rows. Transfer: the "
+          "item's unlabeled ASAP-SAS answers, teacher-labelled, in the soft term. Augmented: "
+          f"{AUGMENT['n']} perturbed copies of every training answer (tinykd.distill.augment: word drop "
+          f"{AUGMENT['p_drop']}, unigram swap {AUGMENT['p_swap']}, span {AUGMENT['p_span']}), teacher-labelled, "
+          "in the soft term.", "",
+          "| data set | item / split | KD T=1 | " + " | ".join(label for label, _, _ in ROWS[2:]) + " |",
+          "|---|---|" + "---|" * (len(ROWS) - 1)]
     for e in rows:
         cells = []
         for label, _, _ in ROWS[1:]:
             v = e["variants"].get(label)
             cells.append(f"{mean_sd(v['accuracy'])[0]:.3f} / {mean_sd(v['qwk'])[0]:.3f}" if v else "–")
         md.append(f"| {e['dataset']} | {e['item']} {e['split']} | " + " | ".join(cells) + " |")
-    md += ["", "## The teacher's soft labels on the students' training rows", "",
-           "How much a student can learn from the soft term depends on these: accuracy of the teacher's argmax "
-           "against the human score on the student's training rows (in-sample: the teacher trained on most of "
-           "them; out-of-fold: cross-fitted), mean top probability there, and the teacher's accuracy and mean top "
-           "probability on the first test split.", "",
-           "| task | train acc (in-sample) | train acc (out-of-fold) | mean top p train (in-sample) | "
-           "mean top p train (out-of-fold) | test acc | mean top p test |", "|---|---|---|---|---|---|---|"]
+    return md
+
+
+def soft_label_lines():
+    """How good the teacher's soft labels are on the students' training rows, in-sample and out-of-fold."""
+    md = ["", "## The teacher's soft labels on the students' training rows", "",
+          "How much a student can learn from the soft term depends on these: accuracy of the teacher's argmax "
+          "against the human score on the student's training rows (in-sample: the teacher trained on most of "
+          "them; out-of-fold: cross-fitted), mean top probability there, and the teacher's accuracy and mean top "
+          "probability on the first test split.", "",
+          "| task | train acc (in-sample) | train acc (out-of-fold) | mean top p train (in-sample) | "
+          "mean top p train (out-of-fold) | test acc | mean top p test |", "|---|---|---|---|---|---|---|"]
     for k, task in TASKS.items():
         if task["teacher"] is None:
             continue
@@ -531,8 +547,12 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
         pt, ty = task["teacher_tests"][split], np.asarray(task["tests"][split][1])
         md.append(f"| {k} | {a_in} | {a_cf} | {c_in} | {c_cf} | {float((cls[pt.argmax(1)] == ty).mean()):.3f} | "
                   f"{float(pt.max(1).mean()):.3f} |")
-    # averages over items/splits
-    md += ["", "## Averages over items and splits", ""]
+    return md
+
+
+def average_lines(rows):
+    """The means over items and splits (lines, and {model: (accuracy, QWK, rows)} for the json)."""
+    md = ["", "## Averages over items and splits", ""]
     avg = {}
     for key in ["teacher", "TF-IDF+LR", "NN", "KD", "KD + augmented"]:
         accs, qwks = [], []
@@ -564,15 +584,43 @@ def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None)
     sizes = sorted({(e["task"], (e["variants"].get("KD") or e["variants"].get("NN") or {}).get("file_bytes"))
                     for e in rows})
     md += ["", "Student model files: " + ", ".join(f"{k} {b / 1024:.0f} KiB" for k, b in sizes if b) + "."]
-    if lam_val:
-        lams = sorted({lam for v in lam_val.values() for lam in v})
-        md += ["", "## λ selection: mean validation accuracy per λ (T = 1)", "",
-               "| task | " + " | ".join(f"λ={lam:g}" for lam in lams) + " | chosen |",
-               "|---|" + "---|" * (len(lams) + 1)]
-        for k, v in lam_val.items():
-            md.append(f"| {k} | " + " | ".join(f"{v[lam][0]:.3f}" if lam in v else "–" for lam in lams)
-                      + f" | {chosen.get(k)} |")
-    md += distill_section(RESULTS / "distill_table.json")
+    return md, avg
+
+
+def lambda_lines(lam_val, chosen):
+    """Mean validation accuracy per λ and the λ chosen, per task."""
+    if not lam_val:
+        return []
+    lams = sorted({lam for v in lam_val.values() for lam in v})
+    md = ["", "## λ selection: mean validation accuracy per λ (T = 1)", "",
+          "| task | " + " | ".join(f"λ={lam:g}" for lam in lams) + " | chosen |",
+          "|---|" + "---|" * (len(lams) + 1)]
+    for k, v in lam_val.items():
+        md.append(f"| {k} | " + " | ".join(f"{v[lam][0]:.3f}" if lam in v else "–" for lam in lams)
+                  + f" | {chosen.get(k)} |")
+    return md
+
+
+def build_report(results, baselines, teachers, chosen, args, wall, lam_val=None):
+    rows = [report_entry(k, task, split, results, baselines, teachers, chosen)
+            for k, task in TASKS.items() for split in task["tests"]]
+    md = ["# Teacher vs plain NN vs KD student (paper Table 2, on public data)", "",
+          f"Run: `python benchmarks/paper_table.py{' --quick' if args.quick else ''}` — "
+          f"{args.seeds} seeds for NN and KD, {args.extra_seeds} for the extra rows, up to {args.epochs} "
+          f"epochs, patience {args.patience}. Machine: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, {args.workers} worker processes. "
+          f"Wall time of this invocation {wall / 60:.1f} min, of which {args.n_fresh} student runs were "
+          f"trained now and the rest reused from the run cache; all {args.n_runs} student runs together "
+          f"took {args.train_minutes:.0f} min of training.", "",
+          "Test split metrics, mean ± sd over seeds. λ chosen on validation accuracy (mean over seeds "
+          f"0..{args.lambda_seeds - 1}, T = 1) from {LAMBDAS} (table at the end); "
+          "Δ = difference of the means (paired over seeds, two-sided t-test p).", "",
+          "## Accuracy (the paper's measure)", "",
+          "KD + aug: the KD student with teacher-labelled augmented copies of its training answers (beyond "
+          "the paper; see below), same seeds and λ.", ""]
+    md += metric_lines(rows) + beyond_lines(rows) + soft_label_lines()
+    averages, avg = average_lines(rows)
+    md += averages + lambda_lines(lam_val, chosen) + distill_section(RESULTS / "distill_table.json")
     md += ["", "![accuracy and QWK per item](paper_table" + ("_quick" if args.quick else "") + ".png)", ""]
     return {"markdown": "\n".join(md) + "\n",
             "json": {"rows": rows, "averages": avg, "lambdas": chosen, "lambda_validation": lam_val, "wall_seconds": wall,
