@@ -1,7 +1,7 @@
 """Time per answer of the exported scorers beside tinykd's own: tinykd (Numba), ONNX Runtime (the
 ``tinykd export --onnx`` graph) and the browser (the ``tinykd export --web`` page in headless Chromium).
 
-    python benchmarks/export_speed.py            # ~1 min; writes benchmarks/results/export_speed.md
+    python benchmarks/export_speed.py [--out benchmarks/results/export_speed.md]     # ~1 min
 
 For each preset, one student (the vocabulary fitted on the bundled SciEntsBank answers, the weights
 randomly initialised: the speed does not depend on their values) scores 1,000 real answers:
@@ -18,6 +18,7 @@ of 5 repeats; ratios are to tinykd (> 1: slower than tinykd).
 """
 from __future__ import annotations
 
+import argparse
 import gzip
 import csv
 import json
@@ -106,47 +107,48 @@ def browser_ms(folder, texts, chromium):
     return float(m.group(1))
 
 
-def main():
+def measure(preset, all_texts, texts, tmp, chromium):
+    """One preset's student: its time per answer in tinykd, ONNX Runtime and the browser, and its sizes."""
     import onnxruntime as ort
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    all_texts, texts = answers()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for preset in PRESETS:
-            st = student(preset, all_texts)
-            ids, lengths = st.encode(texts)
-            st.scorer.predict_proba(ids, lengths)  # starts Numba: every later call runs its kernels
-            one_kd = median_time(lambda: [st.predict_proba([t]) for t in texts]) / N
-            batch_kd = median_time(lambda: st.scorer.predict_proba(ids, lengths)) / N
-            path = os.path.join(tmp, f"{preset}.onnx")
-            export_onnx(st, path)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            so.log_severity_level = 3
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            vocab = Vocabulary.from_tokens(json.load(open(os.path.join(tmp, f"{preset}.json")))["tokens"],
-                                           {"max_len": st.vocab.max_len})
+    st = student(preset, all_texts)
+    ids, lengths = st.encode(texts)
+    st.scorer.predict_proba(ids, lengths)  # starts Numba: every later call runs its kernels
+    one_kd = median_time(lambda: [st.predict_proba([t]) for t in texts]) / N
+    batch_kd = median_time(lambda: st.scorer.predict_proba(ids, lengths)) / N
+    path = os.path.join(tmp, f"{preset}.onnx")
+    export_onnx(st, path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    vocab = Vocabulary.from_tokens(json.load(open(os.path.join(tmp, f"{preset}.json")))["tokens"],
+                                   {"max_len": st.vocab.max_len})
 
-            def ort_one(t):
-                i, n = vocab.encode([t])
-                return sess.run(["proba"], {"ids": i.astype(np.int64), "lengths": n})[0]
+    def ort_one(t):
+        i, n = vocab.encode([t])
+        return sess.run(["proba"], {"ids": i.astype(np.int64), "lengths": n})[0]
 
-            def ort_batch():
-                return sess.run(["proba"], {"ids": ids.astype(np.int64), "lengths": lengths})[0]
+    def ort_batch():
+        return sess.run(["proba"], {"ids": ids.astype(np.int64), "lengths": lengths})[0]
 
-            ort_batch()
-            one_ort = median_time(lambda: [ort_one(t) for t in texts]) / N
-            batch_ort = median_time(ort_batch) / N
-            folder = os.path.join(tmp, f"{preset}-web")
-            paths = export_web(st, folder)
-            size = sum(os.path.getsize(p) for p in paths)
-            one_web = browser_ms(folder, texts, chromium) / 1000 if chromium else float("nan")
-            rows.append(dict(preset=preset, params=st.n_params, onnx_kb=os.path.getsize(path) / 1024,
-                             web_kb=size / 1024, one_kd=one_kd, one_ort=one_ort, one_web=one_web,
-                             batch_kd=batch_kd, batch_ort=batch_ort))
-            print(f"{preset}: tinykd {1e3 * one_kd:.3f} ms, ONNX Runtime {1e3 * one_ort:.3f} ms, "
-                  f"browser {1e3 * one_web:.3f} ms per answer", flush=True)
+    ort_batch()
+    one_ort = median_time(lambda: [ort_one(t) for t in texts]) / N
+    batch_ort = median_time(ort_batch) / N
+    folder = os.path.join(tmp, f"{preset}-web")
+    paths = export_web(st, folder)
+    size = sum(os.path.getsize(p) for p in paths)
+    one_web = browser_ms(folder, texts, chromium) / 1000 if chromium else float("nan")
+    print(f"{preset}: tinykd {1e3 * one_kd:.3f} ms, ONNX Runtime {1e3 * one_ort:.3f} ms, "
+          f"browser {1e3 * one_web:.3f} ms per answer", flush=True)
+    return dict(preset=preset, params=st.n_params, onnx_kb=os.path.getsize(path) / 1024,
+                web_kb=size / 1024, one_kd=one_kd, one_ort=one_ort, one_web=one_web,
+                batch_kd=batch_kd, batch_ort=batch_ort)
+
+
+def write_report(rows, chromium, out):
+    import onnxruntime as ort
+
     cpu, cores, load = machine()
     chrome = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip() if chromium else "—"
     ms = lambda s: f"{1e3 * s:.3f}"  # noqa: E731
@@ -172,11 +174,21 @@ def main():
     for r in rows:
         lines.append(f"| {r['preset']} | {ms(r['batch_kd'])} | {ms(r['batch_ort'])} | {r['batch_ort'] / r['batch_kd']:.2f} |")
     lines += ["", "The browser scores one answer per call (no batch path): its per-answer time is the one above.", ""]
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    out = os.path.join(HERE, "results", "export_speed.md")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     print(f"wrote {out}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "export_speed.md"), help="the table written")
+    args = ap.parse_args(argv)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    all_texts, texts = answers()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [measure(preset, all_texts, texts, tmp, chromium) for preset in PRESETS]
+    write_report(rows, chromium, args.out)
 
 
 if __name__ == "__main__":
