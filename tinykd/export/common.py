@@ -20,7 +20,6 @@ Nothing here imports an optional package.
 from __future__ import annotations
 
 import json
-import os
 
 from tinykd._version import __version__
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
@@ -84,7 +83,3 @@ def header(model):
     return {"tinykd_version": __version__,
             "item_col": model.item_col if isinstance(model, Bundle) else None,
             "text_col": (model.meta.get("columns") or {}).get("text")}
-
-
-def size_of(paths):
-    return sum(os.path.getsize(p) for p in paths)

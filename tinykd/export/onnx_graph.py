@@ -51,6 +51,26 @@ def _gates(a, H):
     return np.concatenate([a[..., k * H:(k + 1) * H] for k in _ONNX_GATES], axis=-1)
 
 
+class _Graph:
+    """The initializers and nodes of a graph under construction, in the order they are added."""
+
+    def __init__(self, helper, numpy_helper):
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.inits, self.nodes = [], []
+
+    def const(self, name, value):
+        self.inits.append(self.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op, inputs, outputs, **attrs):
+        self.nodes.append(self.helper.make_node(op, inputs, outputs, name=f"{op}_{len(self.nodes)}", **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 def student_graph(net, temperature=1.0, name="tinykd"):
     """The ONNX ``ModelProto`` of one :class:`~tinykd.nn.network.StudentNet`: inputs ``ids`` (n, L) int64
     and ``lengths`` (n,) int32; outputs ``proba`` (n, K) float32 (calibrated by ``temperature``)
@@ -61,89 +81,95 @@ def student_graph(net, temperature=1.0, name="tinykd"):
     except ImportError:
         raise ImportError(INSTALL) from None
 
-    cfg, p = net.config, net.p
-    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    dirs = ("fwd", "bwd") if cfg["rnn"] == "bilstm" else ("fwd",)
-    D, H = len(dirs), cfg["units"]
-    inits, nodes = [], []
-
-    def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op, inputs, outputs, **attrs):
-        nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{len(nodes)}", **attrs))
-        return outputs[0] if len(outputs) == 1 else outputs
-
-    const("E", f32(p["emb.E"]))
-    const("W", f32(np.stack([_gates(p[f"rnn.{d}.W"], H).T for d in dirs])))          # (D, 4H, E)
-    const("R", f32(np.stack([_gates(p[f"rnn.{d}.U"], H).T for d in dirs])))          # (D, 4H, H)
-    const("B", f32(np.stack([np.concatenate([_gates(p[f"rnn.{d}.b"], H), np.zeros(4 * H)]) for d in dirs])))
-    const("one_i32", np.array(1, np.int32))
-    const("zero_i32", np.array(0, np.int32))
-    const("zero_f", np.array(0.0, np.float32))
-    const("feat_shape", np.array([0, D * H], np.int64))
-    const("inv_t", np.array(1.0 / float(temperature), np.float64))
-
-    x = node("Gather", ["E", "ids"], ["x"], axis=0)                                 # (n, L, E)
-    xt = node("Transpose", [x], ["x_t"], perm=[1, 0, 2])                           # (L, n, E)
-    lens1 = node("Max", ["lengths", "one_i32"], ["lens1"])  # an empty answer runs one PAD step, zeroed below
-    y, y_h = node("LSTM", [xt, "W", "R", "B", lens1], ["Y", "Y_h"], hidden_size=H,
-                  direction="bidirectional" if D == 2 else "forward")             # (L, D, n, H), (D, n, H)
-    if cfg["pooling"] == "max":
-        const("neg_inf", np.array(-np.inf, np.float32))
-        const("zero_i64", np.array(0, np.int64))
-        const("one_i64", np.array(1, np.int64))
-        const("axis1", np.array([1], np.int64))
-        const("axes0", np.array([0], np.int64))
-        const("axes13", np.array([1, 3], np.int64))
-        shape = node("Shape", ["ids"], ["ids_shape"])
-        L = node("Gather", [shape, "one_i64"], ["L"], axis=0)
-        steps = node("Range", ["zero_i64", L, "one_i64"], ["steps"])              # (L,)
-        steps = node("Unsqueeze", [steps, "axis1"], ["steps_col"])                 # (L, 1)
-        lens64 = node("Cast", ["lengths"], ["lens64"], to=TensorProto.INT64)
-        lens_row = node("Unsqueeze", [lens64, "axes0"], ["lens_row"])              # (1, n)
-        real = node("Less", [steps, lens_row], ["real"])                           # (L, n): t < length
-        real = node("Unsqueeze", [real, "axes13"], ["real4"])                      # (L, 1, n, 1)
-        ym = node("Where", [real, y, "neg_inf"], ["Y_masked"])
-        pooled = node("ReduceMax", [ym], ["pooled"], axes=[0], keepdims=0)          # (D, n, H)
-    else:
-        pooled = y_h
-    feat = node("Transpose", [pooled], ["feat_dnh"], perm=[1, 0, 2])               # (n, D, H)
-    feat = node("Reshape", [feat, "feat_shape"], ["feat_raw"])                     # (n, D·H)
-    nonempty = node("Greater", ["lengths", "zero_i32"], ["nonempty"])
-    const("axes1", np.array([1], np.int64))
-    nonempty = node("Unsqueeze", [nonempty, "axes1"], ["nonempty_col"])
-    h = node("Where", [nonempty, feat, "zero_f"], ["feat"])
-    if cfg["dense_units"]:
-        const("hidden_W", f32(p["hidden.W"]))
-        const("hidden_b", f32(p["hidden.b"]))
-        h = node("Add", [node("MatMul", [h, "hidden_W"], ["hidden_mm"]), "hidden_b"], ["hidden_z"])
-        act = cfg["dense_activation"]
-        if act == "relu":
-            h = node("Relu", [h], ["hidden"])
-        elif act == "selu":
-            h = node("Selu", [h], ["hidden"], alpha=SELU_ALPHA, gamma=SELU_LAMBDA)
-    const("out_W", f32(p["out.W"]))
-    const("out_b", f32(p["out.b"]))
-    logits = node("Add", [node("MatMul", [h, "out_W"], ["out_mm"]), "out_b"], ["logits"])
-    z = node("Mul", [node("Cast", [logits], ["logits64"], to=TensorProto.DOUBLE), "inv_t"], ["scaled"])
-    node("Cast", [node("Softmax", [z], ["proba64"], axis=-1)], ["proba"], to=TensorProto.FLOAT)
-
+    g = _Graph(helper, numpy_helper)
+    y, y_h = _lstm(g, net, temperature)
+    pooled = _max_over_real_steps(g, y, TensorProto) if net.config["pooling"] == "max" else y_h
+    _head(g, net, _features(g, pooled), TensorProto)
     K = net.n_classes
     graph = helper.make_graph(
-        nodes, name,
+        g.nodes, name,
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", "L"]),
          helper.make_tensor_value_info("lengths", TensorProto.INT32, ["n"])],
         [helper.make_tensor_value_info("proba", TensorProto.FLOAT, ["n", K]),
          helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", K])],
-        inits)
+        g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinykd",
                               doc_string="tinykd student: ids (n, L) int64 right-padded, lengths (n,) int32 → "
                               "proba (n, K) = softmax(logits / T), logits (n, K); see the JSON beside it")
     model.ir_version = min(model.ir_version, 8)  # readable by older ONNX Runtimes (opset 17 needs IR 8)
     onnx.checker.check_model(model)
     return model
+
+
+def _lstm(g, net, temperature):
+    """Embedding lookup and ONNX's LSTM: ``(Y (L, D, n, H), Y_h (D, n, H))``. Also the graph's
+    shared constants (the initializers keep this order)."""
+    cfg, p = net.config, net.p
+    dirs = ("fwd", "bwd") if cfg["rnn"] == "bilstm" else ("fwd",)
+    D, H = len(dirs), cfg["units"]
+    g.const("E", _f32(p["emb.E"]))
+    g.const("W", _f32(np.stack([_gates(p[f"rnn.{d}.W"], H).T for d in dirs])))          # (D, 4H, E)
+    g.const("R", _f32(np.stack([_gates(p[f"rnn.{d}.U"], H).T for d in dirs])))          # (D, 4H, H)
+    g.const("B", _f32(np.stack([np.concatenate([_gates(p[f"rnn.{d}.b"], H), np.zeros(4 * H)]) for d in dirs])))
+    g.const("one_i32", np.array(1, np.int32))
+    g.const("zero_i32", np.array(0, np.int32))
+    g.const("zero_f", np.array(0.0, np.float32))
+    g.const("feat_shape", np.array([0, D * H], np.int64))
+    g.const("inv_t", np.array(1.0 / float(temperature), np.float64))
+    x = g.node("Gather", ["E", "ids"], ["x"], axis=0)                                 # (n, L, E)
+    xt = g.node("Transpose", [x], ["x_t"], perm=[1, 0, 2])                           # (L, n, E)
+    lens1 = g.node("Max", ["lengths", "one_i32"], ["lens1"])  # an empty answer runs one PAD step, zeroed later
+    return g.node("LSTM", [xt, "W", "R", "B", lens1], ["Y", "Y_h"], hidden_size=H,
+                  direction="bidirectional" if D == 2 else "forward")             # (L, D, n, H), (D, n, H)
+
+
+def _max_over_real_steps(g, y, TensorProto):
+    """Global max pooling of Y (L, D, n, H) over the real steps t < lengths only → (D, n, H)."""
+    g.const("neg_inf", np.array(-np.inf, np.float32))
+    g.const("zero_i64", np.array(0, np.int64))
+    g.const("one_i64", np.array(1, np.int64))
+    g.const("axis1", np.array([1], np.int64))
+    g.const("axes0", np.array([0], np.int64))
+    g.const("axes13", np.array([1, 3], np.int64))
+    shape = g.node("Shape", ["ids"], ["ids_shape"])
+    L = g.node("Gather", [shape, "one_i64"], ["L"], axis=0)
+    steps = g.node("Range", ["zero_i64", L, "one_i64"], ["steps"])              # (L,)
+    steps = g.node("Unsqueeze", [steps, "axis1"], ["steps_col"])                 # (L, 1)
+    lens64 = g.node("Cast", ["lengths"], ["lens64"], to=TensorProto.INT64)
+    lens_row = g.node("Unsqueeze", [lens64, "axes0"], ["lens_row"])              # (1, n)
+    real = g.node("Less", [steps, lens_row], ["real"])                           # (L, n): t < length
+    real = g.node("Unsqueeze", [real, "axes13"], ["real4"])                      # (L, 1, n, 1)
+    ym = g.node("Where", [real, y, "neg_inf"], ["Y_masked"])
+    return g.node("ReduceMax", [ym], ["pooled"], axes=[0], keepdims=0)          # (D, n, H)
+
+
+def _features(g, pooled):
+    """(D, n, H) → the head's input (n, D·H), zeros for an empty answer (length 0)."""
+    feat = g.node("Transpose", [pooled], ["feat_dnh"], perm=[1, 0, 2])               # (n, D, H)
+    feat = g.node("Reshape", [feat, "feat_shape"], ["feat_raw"])                     # (n, D·H)
+    nonempty = g.node("Greater", ["lengths", "zero_i32"], ["nonempty"])
+    g.const("axes1", np.array([1], np.int64))
+    nonempty = g.node("Unsqueeze", [nonempty, "axes1"], ["nonempty_col"])
+    return g.node("Where", [nonempty, feat, "zero_f"], ["feat"])
+
+
+def _head(g, net, h, TensorProto):
+    """[MatMul + Add + Relu | Selu] ─ MatMul + Add ─ ``logits``; ``proba`` = softmax(float64(logits) · 1/T)."""
+    cfg, p = net.config, net.p
+    if cfg["dense_units"]:
+        g.const("hidden_W", _f32(p["hidden.W"]))
+        g.const("hidden_b", _f32(p["hidden.b"]))
+        h = g.node("Add", [g.node("MatMul", [h, "hidden_W"], ["hidden_mm"]), "hidden_b"], ["hidden_z"])
+        act = cfg["dense_activation"]
+        if act == "relu":
+            h = g.node("Relu", [h], ["hidden"])
+        elif act == "selu":
+            h = g.node("Selu", [h], ["hidden"], alpha=SELU_ALPHA, gamma=SELU_LAMBDA)
+    g.const("out_W", _f32(p["out.W"]))
+    g.const("out_b", _f32(p["out.b"]))
+    logits = g.node("Add", [g.node("MatMul", [h, "out_W"], ["out_mm"]), "out_b"], ["logits"])
+    z = g.node("Mul", [g.node("Cast", [logits], ["logits64"], to=TensorProto.DOUBLE), "inv_t"], ["scaled"])
+    g.node("Cast", [g.node("Softmax", [z], ["proba64"], axis=-1)], ["proba"], to=TensorProto.FLOAT)
 
 
 def output_paths(path, model):

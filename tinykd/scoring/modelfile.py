@@ -196,7 +196,7 @@ def _read_archive(zf, size):
     """The bounds, in order, each before what it protects is read or built:
 
     1. the members: ``.npy`` files, each name once, at most 2 per student + 1; pickled
-       object arrays refused from the ``.npy`` header alone;
+       object arrays refused from the ``.npy`` header alone (:func:`_member_headers`);
     2. what the arrays declare, with the projection tables scoring will build
        (:func:`budget`: 16 MiB + 32 × the file's size, and 1 GiB in all);
     3. the metadata: its size (1 MiB + a quarter of the file), its values
@@ -204,9 +204,40 @@ def _read_archive(zf, size):
        (:mod:`tinykd.scoring.modelmeta`);
     4. each vocabulary: its count (100,000 tokens + a quarter of the file's size in all) and its
        token length (:data:`tinykd.scoring.text.MAX_TOKEN_CHARS`), and each parameter buffer's size,
-       against the config, from the headers;
-    5. the weights, once read: finite and within ±:data:`tinykd.nn.network.MAX_ABS_WEIGHT`.
+       against the config, from the headers (:func:`_check_students`);
+    5. the weights, once read: finite and within ±:data:`tinykd.nn.network.MAX_ABS_WEIGHT`
+       (:func:`_read_students`).
     """
+    declared, headers = _member_headers(zf)
+    limit = budget(size)
+    if declared > limit:
+        raise ModelFileError(f"refused, the file asks for {declared / 2**20:.1f} MiB of arrays from "
+                             f"{size / 2**10:.1f} KiB (a model file may ask for {limit / 2**20:.1f} MiB)")
+    if "meta.json" not in headers:
+        raise ModelFileError("not a tinykd model file (no meta.json)")
+    meta = _read_meta(zf, headers["meta.json"], size)
+    try:
+        configs = check_meta(meta)
+    except ValueError as e:
+        raise ModelFileError(f"malformed metadata ({e})") from None
+    want = {"meta.json"} | {f"{n}/{k}" for n in configs for k in ("params", "vocab")}
+    extra = sorted(set(headers) - want)
+    if extra:
+        raise ModelFileError(f"not a tinykd model file (member {extra[0] + '.npy'!r})")
+    tokens, tables = _check_students(meta, configs, headers)
+    max_tokens = 100_000 + size // 4
+    if tokens > max_tokens:
+        raise ModelFileError(f"refused, the vocabularies hold {tokens:,} tokens, more than a file of "
+                             f"{size / 2**10:.1f} KiB may ({max_tokens:,})")
+    if declared + tables > limit:
+        raise ModelFileError(f"refused, scoring would build {(declared + tables) / 2**20:.1f} MiB of arrays and "
+                             f"tables from {size / 2**10:.1f} KiB (a model file may ask for {limit / 2**20:.1f} MiB)")
+    return meta, _read_students(zf, configs, headers)
+
+
+def _member_headers(zf):
+    """Bound 1: ``(bytes the members declare, {key: (info, shape, dtype)})``, from the zip
+    directory and each member's ``.npy`` header only."""
     infos = zf.infolist()
     if not infos:
         raise ModelFileError("not a tinykd model file (empty archive)")
@@ -229,21 +260,12 @@ def _read_archive(zf, size):
         if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
             raise ModelFileError(f"damaged model file ({info.filename!r} is shorter than its shape)")
         headers[info.filename[:-4]] = (info, shape, dtype)
-    limit = budget(size)
-    if declared > limit:
-        raise ModelFileError(f"refused, the file asks for {declared / 2**20:.1f} MiB of arrays from "
-                             f"{size / 2**10:.1f} KiB (a model file may ask for {limit / 2**20:.1f} MiB)")
-    if "meta.json" not in headers:
-        raise ModelFileError("not a tinykd model file (no meta.json)")
-    meta = _read_meta(zf, headers["meta.json"], size)
-    try:
-        configs = check_meta(meta)
-    except ValueError as e:
-        raise ModelFileError(f"malformed metadata ({e})") from None
-    want = {"meta.json"} | {f"{n}/{k}" for n in configs for k in ("params", "vocab")}
-    extra = sorted(set(headers) - want)
-    if extra:
-        raise ModelFileError(f"not a tinykd model file (member {extra[0] + '.npy'!r})")
+    return declared, headers
+
+
+def _check_students(meta, configs, headers):
+    """Bound 4, from the headers: each student's vocabulary and parameter buffer against its
+    config; returns ``(tokens in all vocabularies, bytes of the projection tables scoring builds)``."""
     tokens = tables = 0
     for name, cfg in configs.items():
         sm = meta["students"][name]
@@ -264,13 +286,11 @@ def _read_archive(zf, size):
             raise ModelFileError(f"student {name!r} has {tuple(p_shape)} {p_dtype} parameters, "
                                  f"its config needs ({need},) float32")
         tables += projection_table_bytes(cfg, V)
-    max_tokens = 100_000 + size // 4
-    if tokens > max_tokens:
-        raise ModelFileError(f"refused, the vocabularies hold {tokens:,} tokens, more than a file of "
-                             f"{size / 2**10:.1f} KiB may ({max_tokens:,})")
-    if declared + tables > limit:
-        raise ModelFileError(f"refused, scoring would build {(declared + tables) / 2**20:.1f} MiB of arrays and "
-                             f"tables from {size / 2**10:.1f} KiB (a model file may ask for {limit / 2**20:.1f} MiB)")
+    return tokens, tables
+
+
+def _read_students(zf, configs, headers):
+    """Bound 5: ``{"<name>/params", "<name>/vocab": array}``, each buffer's weights checked once read."""
     arrays = {}
     for name in configs:
         params = _read_member(zf, headers[f"{name}/params"][0], "parameters")
@@ -280,7 +300,7 @@ def _read_archive(zf, size):
             raise ModelFileError(str(e)) from None
         arrays[f"{name}/params"] = params
         arrays[f"{name}/vocab"] = _read_member(zf, headers[f"{name}/vocab"][0], "vocabulary")
-    return meta, arrays
+    return arrays
 
 
 def budget(size):
