@@ -329,7 +329,7 @@ def adamw(groups, lr):
     """``torch.optim.AdamW`` with ``fused=True``: one kernel per parameter instead of a dozen
     element-wise passes. On 2 CPU cores the optimiser step over all-MiniLM-L6-v2's 22.7M weights takes
     0.03 s instead of 0.13–0.15 s: a training step 1.11× faster on ASAP-SAS item 1's answers (880 word
-    pieces per batch of 16), 1.31× on SciEntsBank's shorter ones (``benchmarks/results/teacher_step.md``).
+    pieces per batch of 16), 1.31× on SciEntsBank's shorter ones (``docs/decisions/teacher-step.md``).
     The weights agree with the plain loop's to float rounding (~3e-8 after 20 steps). A torch without
     the fused CPU kernel (before 2.4) gets the plain loop (the optimiser's ``defaults["fused"]`` says
     which ran)."""

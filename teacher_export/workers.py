@@ -3,7 +3,7 @@ few torch threads, and computes whole batches of :func:`~teacher_export.finetune
 
 Why processes: much of a small BERT's forward pass is work torch does not spread well over threads.
 On 2 cores, ASAP-SAS item 1's 21,408 copies took 185.7 s in one process of 2 torch threads and
-163.7 s in two processes of one thread (1.13×; ``benchmarks/results/teacher_labelling.md``).
+163.7 s in two processes of one thread (1.13×; ``docs/decisions/labelling-workers.md``).
 
 Why the probabilities do not change: the batches are the single-process pass's own (the same
 answers, sorted by length, padded alike), only handed out to the workers, and a batch's logits do
