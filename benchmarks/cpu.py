@@ -189,16 +189,18 @@ def copy_weights(tnet, net):
 def train_tinykd(preset, ids, lengths, y, teacher, V, repeats, settings, seed=0):
     from tinykd.nn.network import StudentNet, make_config
     from tinykd.train.loop import TrainData, train
+    from tinykd.train.options import TrainOptions
 
     data = TrainData(ids, lengths, y, teacher)
     warm = TrainData(ids[:96], lengths[:96], y[:96], teacher[:96])
     net = StudentNet(make_config(preset), V, K, seed=seed)
-    train(net, warm, None, lam=1.0, epochs=1, verbose=False, settings=settings)  # compile / load the kernels
+    # compile / load the kernels
+    train(net, warm, None, TrainOptions(lam=1.0, epochs=1), verbose=False, settings=settings)
     times = []
     for r in range(repeats):
         net = StudentNet(make_config(preset), V, K, seed=seed)
         t0 = time.perf_counter()
-        train(net, data, None, lam=1.0, epochs=1, batch_size=32, verbose=False, settings=settings)
+        train(net, data, None, TrainOptions(lam=1.0, epochs=1, batch_size=32), verbose=False, settings=settings)
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), net
 

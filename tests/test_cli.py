@@ -245,6 +245,24 @@ def test_no_command_and_help(capsys):
     assert "train" in capsys.readouterr().out
 
 
+def test_train_flags_default_to_the_training_options_and_are_checked_first(files, tmp_path, capsys):
+    """tinykd train's defaults are TrainOptions' own (their one home); a bad value is one line naming
+    the flag, before the data file is read."""
+    from tinykd.cli.commands import _train_options
+    from tinykd.cli.parser import build_parser
+    from tinykd.train.options import TrainOptions
+
+    args = build_parser().parse_args(["train", files["data"], "--out", "m.npz"])
+    assert _train_options(args) == TrainOptions()
+    args = build_parser().parse_args(["train", "d.csv", "--out", "m.npz", "--epochs", "7", "--lam", "2",
+                                      "--soft-loss", "mse", "--no-offsets", "--seed", "3"])
+    assert _train_options(args) == TrainOptions(epochs=7, lam=2.0, soft_loss="mse", offsets=False, seed=3)
+    out = tmp_path / "m.npz"
+    assert main(["train", str(tmp_path / "missing.csv"), "--out", str(out), "--lr", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "tinykd: error: --lr must be > 0, got 0.0" in err and not out.exists()
+
+
 def test_demo_quick(tmp_path, capsys):
     from tinykd.cli import demo
 

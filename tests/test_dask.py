@@ -19,6 +19,7 @@ import tinykd.cluster.tasks as tkd  # noqa: E402
 from conftest import model_contents, scientsbank_rows  # noqa: E402
 from tinykd.scoring.modelfile import ModelFileError  # noqa: E402
 from tinykd.scoring.scorefile import output_columns  # noqa: E402
+from tinykd.train.options import TrainOptions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +111,11 @@ def test_per_item_training_gives_the_same_bundle(client, items_rows, bundle):
     got = tkd.fit_items(*_fit_args(items_rows), **_fit_kwargs(items_rows), columns={"item": "item"}, client=client)
     assert isinstance(got, tinykd.Bundle) and got.items == model.items
     assert_same_bundle(got, model)
-    other = tkd.fit_items(*_fit_args(items_rows), **{**_fit_kwargs(items_rows), "seed": 4}, columns={"item": "item"},
-                          client=client)
+    kw = {k: v for k, v in _fit_kwargs(items_rows).items() if k not in ("preset", "epochs", "seed")}
+    options = TrainOptions(preset="bathtub", epochs=2, seed=4)  # the jobs carry one TrainOptions to the workers
+    other = tkd.fit_items(*_fit_args(items_rows), **kw, options=options, columns={"item": "item"}, client=client)
     assert not np.array_equal(other.students[model.items[0]].net.params, model.students[model.items[0]].net.params)
+    assert {st.meta["training"]["seed"] for st in other.students.values()} == {4}
 
 
 def _pids(client):

@@ -9,6 +9,7 @@ import tinykd
 from tinykd.cli.commands import main
 from tinykd.errors import OptionError
 from tinykd.files.softlabels import write_soft_labels
+from tinykd.train.options import TrainOptions
 
 from conftest import write_csv
 
@@ -243,7 +244,68 @@ def test_default_lambda_and_copy_count():
     """λ = 4 with a teacher (the same default in fit and distill), 0 without; distill's copies
     keep the transfer set near 48,000 answers, 16 at most and 2 at least."""
     import tinykd.distill.pipeline as D
-    from tinykd.train.fitting import DEFAULT_LAM
+    from tinykd.train.options import DEFAULT_LAM
 
     assert D.LAMS == (DEFAULT_LAM,) == (4.0,)
     assert [D.auto_copies(n) for n in (10, 1338, 3000, 3100, 4348, 12000, 50000)] == [16, 16, 16, 15, 11, 4, 2]
+
+
+def test_options_object_or_keywords_train_the_same_student():
+    """fit / fit_items take one TrainOptions, or its fields as keywords (replacing the object's); the
+    same options give the same weights bit for bit; an unknown keyword is a TypeError naming it."""
+    texts, y = ["acid rain dissolves", "the rock", "acid marble", "wet cold rock"] * 6, [1, 0, 1, 0] * 6
+    small = dict(config=SMALL["config"], epochs=2)
+    a = tinykd.fit(texts, y, preset="gelatin", lam=0.0, seed=4, verbose=False, **small)
+    b = tinykd.fit(texts, y, options=TrainOptions(preset="gelatin", seed=4, **small), verbose=False)
+    c = tinykd.fit(texts, y, options=TrainOptions(preset="gelatin", seed=9, epochs=5, config=small["config"]),
+                   seed=4, epochs=2, verbose=False)
+    np.testing.assert_array_equal(a.net.params, b.net.params)
+    np.testing.assert_array_equal(a.net.params, c.net.params)
+    assert c.meta["training"]["seed"] == 4 and c.meta["training"]["epochs"] == 2 and len(c.meta["history"]) == 2
+    assert a.meta["preset"] == "gelatin" and a.meta["training"]["lam"] == 0.0
+    d = tinykd.fit(texts, y, options=TrainOptions(preset="gelatin", seed=5, **small), verbose=False)
+    assert not np.array_equal(a.net.params, d.net.params)
+    with pytest.raises(TypeError, match=r"unknown training option\(s\) epoch;"):
+        tinykd.fit(texts, y, epoch=3, verbose=False)
+    with pytest.raises(TypeError, match="options must be a TrainOptions, got dict"):
+        tinykd.fit(texts, y, options={"epochs": 3}, verbose=False)
+    rows = rows_for(items=("Q1", "Q2"), unlabeled=0)
+    args = (columns(rows, "text"), columns(rows, "label"))
+    kw = dict(items=columns(rows, "item"), splits=columns(rows, "split"), verbose=False)
+    by_kw = tinykd.fit_items(*args, **kw, preset="bathtub", seed=2, **small)
+    by_obj = tinykd.fit_items(*args, **kw, options=TrainOptions(preset="bathtub", seed=2, **small))
+    assert_same_model(by_kw, by_obj)
+    with pytest.raises(TypeError, match="unknown training option.*colour"):
+        tinykd.fit_items(*args, **kw, colour="red")
+
+
+def test_item_jobs_carry_the_options_and_pickle():
+    """plan_items makes one ItemJob per item carrying the one TrainOptions; a job pickled (as for a Dask
+    worker) trains the same student; a bad option is refused before any row is read."""
+    import pickle
+
+    from tinykd.train.items import fit_item, plan_items
+
+    rows = rows_for(items=("Q1", "Q2"), unlabeled=0)
+    options = TrainOptions(preset="bathtub", seed=3, **{k: SMALL[k] for k in ("config", "epochs")})
+    plan = plan_items(columns(rows, "text"), columns(rows, "label"), items=columns(rows, "item"),
+                      splits=columns(rows, "split"), options=options, verbose=False)
+    assert [j.item for j in plan.jobs] == ["Q1", "Q2"] and all(j.options is options for j in plan.jobs)
+    # rows i % 10 < 7 train, 7 is val; items alternate: Q1 has 36 training rows and no val row, Q2 27 and 9
+    assert [len(j.y) for j in plan.jobs] == [36, 27] and plan.jobs[0].validation is None
+    assert len(plan.jobs[1].validation[0]) == 9
+    job = plan.jobs[0]
+    back = pickle.loads(pickle.dumps(job))
+    assert back.options == options
+    np.testing.assert_array_equal(fit_item(back).net.params, fit_item(job).net.params)
+    with pytest.raises(OptionError, match="lr must be > 0") as e:
+        plan_items(["a", "b"], ["0", "1"], lr=0.0)
+    assert e.value.option == "lr"
+
+
+def test_val_split_must_not_be_the_training_split():
+    rows = rows_for(items=("Q1",), unlabeled=0)
+    with pytest.raises(OptionError, match="val_split 'train' is the training split") as e:
+        tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), splits=columns(rows, "split"),
+                         val_split="train", **SMALL)
+    assert e.value.for_cli().startswith("--val-split")

@@ -6,6 +6,7 @@ import tinykd
 from tinykd.nn.network import StudentNet, make_config
 from tinykd.train.splits import split_712
 from tinykd.train.loop import TrainData, train
+from tinykd.train.options import TrainOptions
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -116,7 +117,7 @@ def test_early_stopping_restores_the_best_weights():
     data = TrainData(ids, lengths, rng.integers(0, 2, 64))  # random labels: validation loss soon rises
     val = TrainData(ids[:32], lengths[:32], rng.integers(0, 2, 32))
     net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
-    hist = train(net, data, val, epochs=30, patience=2, lr=0.05, verbose=False)
+    hist = train(net, data, val, TrainOptions(epochs=30, patience=2, lr=0.05), verbose=False)
     assert hist["stopped"] == "patience"
     best = min(hist["epochs"], key=lambda r: r["val_loss"])
     assert hist["best_epoch"] == best["epoch"]
@@ -126,7 +127,7 @@ def test_early_stopping_restores_the_best_weights():
 
 
 def test_polyak_averaging_keeps_the_debiased_average_of_the_steps(monkeypatch):
-    """``train(average=a)``: the weights returned are the debiased exponential moving average,
+    """``TrainOptions(average=a)``: the weights returned are the debiased exponential moving average,
     β = 1 − 1/(a·S), of the live weights after every step up to the best epoch (recomputed here from
     a record of each step), validated as such; a horizon under one step is the plain run bit for bit."""
     from tinykd.train import optim
@@ -146,8 +147,8 @@ def test_polyak_averaging_keeps_the_debiased_average_of_the_steps(monkeypatch):
 
     def run(average):
         net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
-        return net, train(net, data, val, epochs=12, patience=3, lr=0.05, batch_size=16, verbose=False,
-                          average=average)
+        return net, train(net, data, val, TrainOptions(epochs=12, patience=3, lr=0.05, batch_size=16,
+                                                       average=average), verbose=False)
 
     plain, _ = run(None)
     tiny, _ = run(1e-9)
@@ -170,7 +171,7 @@ def test_non_finite_loss_stops_and_keeps_weights():
     data = TrainData(ids, np.full(32, 5, np.int32), rng.integers(0, 2, 32))
     net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
     before = net.params.copy()
-    hist = train(net, data, None, epochs=3, lr=float("nan"), verbose=False)
+    hist = train(net, data, None, TrainOptions(epochs=3, lr=1e300), verbose=False)  # the first step overflows
     assert hist["stopped"] == "non-finite loss"
     np.testing.assert_array_equal(net.params, before)
 

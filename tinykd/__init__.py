@@ -2,6 +2,7 @@
 
     import tinykd
     student = tinykd.fit(texts, labels, teacher_proba=p, preset="7t", lam=1.0)
+    student = tinykd.fit(texts, labels, teacher_proba=p, options=tinykd.TrainOptions(preset="7t", lam=1.0))
     student.predict(["the acid rain dissolves marble"])
     student.save("scorer.npz"); tinykd.load("scorer.npz")
     model = tinykd.fit_items(texts, labels, items=items, ids=ids, teacher="soft.csv")  # what `tinykd train` does
@@ -20,10 +21,18 @@ from tinykd.scoring.student import Bundle, Student, UnknownItemError, load, save
 
 
 def __getattr__(name):  # training and the scikit-learn face are imported only when asked for
-    if name in ("fit", "fit_items"):
-        from tinykd.train import fitting
+    if name == "fit":
+        from tinykd.train.fitting import fit
 
-        return getattr(fitting, name)
+        return fit
+    if name == "fit_items":
+        from tinykd.train.items import fit_items
+
+        return fit_items
+    if name == "TrainOptions":
+        from tinykd.train.options import TrainOptions
+
+        return TrainOptions
     if name == "KDClassifier":
         from tinykd.estimator import KDClassifier
 
@@ -31,6 +40,6 @@ def __getattr__(name):  # training and the scikit-learn face are imported only w
     raise AttributeError(f"module 'tinykd' has no attribute {name!r}")
 
 
-__all__ = ["fit", "fit_items", "load", "save", "Student", "Bundle", "Scorer", "Settings", "StudentNet",
+__all__ = ["fit", "fit_items", "TrainOptions", "load", "save", "Student", "Bundle", "Scorer", "Settings", "StudentNet",
            "PRESETS", "make_config", "n_params", "ModelFileError", "OptionError", "UnknownItemError",
            "KDClassifier", "__version__"]

@@ -1,7 +1,7 @@
 """The ``tinykd`` command line: train, score, evaluate, report, info, augment, distill, demo, export.
 
 A thin face: it reads files, turns options into calls of the library
-(:func:`tinykd.train.fitting.fit_items`, :func:`tinykd.scoring.scorefile.score_csv`,
+(:func:`tinykd.train.items.fit_items`, :func:`tinykd.scoring.scorefile.score_csv`,
 :func:`tinykd.quality.evaluate.evaluation_report`, :func:`tinykd.quality.evaluate.fitness_report`,
 :func:`tinykd.quality.report.render_html`, :func:`tinykd.distill.augment.augment_rows`) and prints.
 
@@ -80,11 +80,21 @@ def _dask_client(stack, args):
 
 
 # =============================================================================== train
+def _train_options(args):
+    """The :class:`~tinykd.train.options.TrainOptions` of ``tinykd train``'s flags (checked)."""
+    from tinykd.train.options import TrainOptions
+
+    return TrainOptions(preset=args.preset, lam=args.lam, temperature=args.temperature, soft_loss=args.soft_loss,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                        seed=args.seed, offsets=not args.no_offsets)
+
+
 def cmd_train(args):
-    from tinykd.train.fitting import fit_items
+    from tinykd.train.items import fit_items
     from tinykd.files.softlabels import SoftLabelError
     from tinykd.files.csvfiles import read_table
 
+    options = _train_options(args)
     if (args.dask or args.jobs is not None) and not args.item_col:
         raise CLIError("--dask / --jobs train one student per item as tasks: give --item-col")
     _check_out_path(args.out, [args.data, *args.teacher])
@@ -115,11 +125,8 @@ def cmd_train(args):
             model = fit(get("text"), get("label"), items=get("item"), ids=get("id"), contexts=get("context"),
                         splits=splits, train_split=args.train_split, val_split=args.val_split,
                         teacher=args.teacher or None, from_logits=args.from_logits,
-                        allow_missing_teacher=args.allow_missing_teacher, columns=cols,
-                        preset=args.preset, lam=args.lam, temperature=args.temperature,
-                        soft_loss=args.soft_loss, epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-                        offsets=not args.no_offsets, verbose=not args.quiet)
+                        allow_missing_teacher=args.allow_missing_teacher, columns=cols, options=options,
+                        verbose=not args.quiet)
         except SoftLabelError as e:  # name the command-line flags, not the Python arguments
             raise CLIError("--teacher " + str(e).replace("pass from_logits=True", "pass --from-logits").replace(
                 "pass allow_missing_teacher=True", "pass --allow-missing-teacher")) from None
@@ -132,18 +139,18 @@ def cmd_train(args):
         st.meta["teacher_file"] = ", ".join(os.path.basename(t) for t in args.teacher) or None
     with _WriteErrors(args.out):
         model.save(args.out)
-    _train_summary(args, students, time.time() - t0)
+    _train_summary(args, options, students, time.time() - t0)
     return 0
 
 
-def _train_summary(args, students, seconds):
+def _train_summary(args, options, students, seconds):
     from tinykd.quality.evaluate import format_metrics
 
     n_params = sum(s.n_params for s in students.values())
     first = next(iter(students.values()))
     lam = first.meta["training"]["lam"]
-    kind = "KD student (λ = %g, T = %g)" % (lam, args.temperature) if lam > 0 else "plain NN (no teacher)"
-    print(f"saved {args.out}: {kind}, preset {args.preset}, {n_params:,} parameters, "
+    kind = "KD student (λ = %g, T = %g)" % (lam, options.temperature) if lam > 0 else "plain NN (no teacher)"
+    print(f"saved {args.out}: {kind}, preset {options.preset}, {n_params:,} parameters, "
           f"{os.path.getsize(args.out) / 1024:.1f} KB, trained in {seconds:.1f} s")
     if not args.item_col:
         print(f"classes: {', '.join(map(str, first.classes))}")

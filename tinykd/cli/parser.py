@@ -10,6 +10,8 @@ from tinykd._version import __version__
 from tinykd.distill.pipeline import TEACHER_DEFAULTS
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
+from tinykd.train.losses import SOFT_LOSSES
+from tinykd.train.options import TrainOptions
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -43,6 +45,7 @@ def build_parser():
 
 
 def _train(sub, fmt):
+    d = TrainOptions()  # every training default has its one home there
     t = sub.add_parser("train", help="train a student on a CSV (KD with --teacher)", **fmt,
                        description="Train a student scorer. With --teacher (a soft-label CSV keyed by id) and "
                        "λ > 0 it is a KD student; otherwise the plain NN.")
@@ -54,10 +57,11 @@ def _train(sub, fmt):
     t.add_argument("--from-logits", action="store_true", help="the teacher file holds only logits; apply a softmax")
     t.add_argument("--allow-missing-teacher", action="store_true",
                    help="train labeled rows with no teacher row on the hard label only (else: refuse)")
-    t.add_argument("--preset", default="7t", help="7t, falling_weights, gelatin or bathtub")
-    t.add_argument("--lam", type=float, default=None, help="λ of the soft term (unset: 4 with --teacher; 0 = plain NN)")
-    t.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
-    t.add_argument("--soft-loss", choices=("ce", "mse"), default="ce",
+    t.add_argument("--preset", default=d.preset, help="7t, falling_weights, gelatin or bathtub")
+    t.add_argument("--lam", type=float, default=d.lam,
+                   help="λ of the soft term (unset: 4 with --teacher; 0 = plain NN)")
+    t.add_argument("--temperature", type=float, default=d.temperature, help="distillation temperature T")
+    t.add_argument("--soft-loss", choices=SOFT_LOSSES, default=d.soft_loss,
                    help="the soft term: ce (Eq. 4) or mse (the teacher's logits, centred; distill's default)")
     t.add_argument("--no-offsets", action="store_true",
                    help="no per-class decision offsets chosen on the validation rows (tinykd.train.offsets)")
@@ -67,11 +71,12 @@ def _train(sub, fmt):
     t.add_argument("--val-split", default=None,
                    help="split value of validation rows (unset: 'val' if present, else a seeded 1/8 holdout)")
     t.add_argument("--item-col", help="train one student per value of this column (a per-item bundle)")
-    t.add_argument("--epochs", type=int, default=40, help="most epochs")
-    t.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
-    t.add_argument("--batch-size", type=int, default=32, help="rows per step")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    t.add_argument("--seed", type=int, default=0, help="every random choice (init, shuffling, dropout, holdout)")
+    t.add_argument("--epochs", type=int, default=d.epochs, help="most epochs")
+    t.add_argument("--patience", type=int, default=d.patience,
+                   help="epochs without a better validation loss before stopping")
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
+    t.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
+    t.add_argument("--seed", type=int, default=d.seed, help="every random choice (init, shuffling, dropout, holdout)")
     _dask_args(t, "train the items' students as Dask tasks (with --item-col)")
 
 

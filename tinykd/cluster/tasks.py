@@ -11,10 +11,11 @@ where they are.
   function ``tinykd score`` scores its chunks with. Workers score through the Numba kernels, whose
   probabilities for a row do not depend on the rows scored with it, so every row's scores equal
   the single-process scores exactly and in order.
-* :func:`fit_items` plans the students with :func:`tinykd.train.fitting.plan_items` (every rule:
-  splits, validation rows, the teacher's join) and runs :func:`tinykd.train.fitting.fit_item` on each
-  :class:`~tinykd.train.fitting.ItemJob` as a task; a student comes back as its model file's bytes. Same
-  jobs, same function: the same bundle as :func:`tinykd.fit_items`.
+* :func:`fit_items` plans the students with :func:`tinykd.train.items.plan_items` (every rule:
+  splits, validation rows, the teacher's join) and runs :func:`tinykd.train.items.fit_item` on each
+  :class:`~tinykd.train.items.ItemJob` (its rows and its :class:`~tinykd.train.options.TrainOptions`) as a
+  task; a student comes back as its model file's bytes. Same jobs, same function: the same bundle as
+  :func:`tinykd.fit_items`.
 
 Nothing here imports Dask until a function is called (``import tinykd`` never does); without the
 extra, :func:`require` says ``pip install "tinykd[dask]"`` in one line.
@@ -180,11 +181,11 @@ def score(frame, model, *, text_col=None, context_col=None, item_col=None, revie
 
 
 # ----------------------------------------------------------------------------------- training
-def _fit_job(job):
-    """A task: the student of one :class:`~tinykd.train.fitting.ItemJob`, as its model file's bytes."""
-    from tinykd.train.fitting import fit_item
+def _fit_job(job, settings):
+    """A task: the student of one :class:`~tinykd.train.items.ItemJob`, as its model file's bytes."""
+    from tinykd.train.items import fit_item
 
-    return fit_item(job, verbose=False).to_bytes()
+    return fit_item(job, verbose=False, settings=settings).to_bytes()
 
 
 def _map_in_order(client, task, arg_lists, prefix, on_done):
@@ -208,16 +209,18 @@ def _map_in_order(client, task, arg_lists, prefix, on_done):
     return results
 
 
-def fit_items(texts, labels, *, client=None, verbose=True, stream=None, **kwargs):
+def fit_items(texts, labels, *, options=None, client=None, verbose=True, stream=None, settings=None, **arguments):
     """:func:`tinykd.fit_items` with one Dask task per student, on ``client`` (default: the current
-    ``distributed`` client). The same arguments, the same result: a Student or a Bundle whose
-    students have the weights, vocabularies and metadata (but the seconds) that
-    :func:`tinykd.fit_items` gives for the same seeds. Progress: one line per finished item."""
+    ``distributed`` client). The same arguments (``options``, a
+    :class:`~tinykd.train.options.TrainOptions`, and/or its fields as keywords; the rows' arguments of
+    :func:`tinykd.train.items.plan_items`; ``settings`` how the workers train), the same result: a
+    Student or a Bundle whose students have the weights, vocabularies and metadata (but the seconds)
+    that :func:`tinykd.fit_items` gives for the same seeds. Progress: one line per finished item."""
     require()
-    from tinykd.train.fitting import plan_items
+    from tinykd.train.items import plan_items
 
     stream = sys.stderr if stream is None else stream
-    plan = plan_items(texts, labels, verbose=verbose, stream=stream, **kwargs)
+    plan = plan_items(texts, labels, options=options, verbose=verbose, stream=stream, **arguments)
     client = _client(client)
 
     def progress(done, k, _):
@@ -225,7 +228,7 @@ def fit_items(texts, labels, *, client=None, verbose=True, stream=None, **kwargs
         if verbose and job.item is not None:
             print(f"[{done}/{len(plan.jobs)}] item {job.item!r}: {len(job.y)} rows, trained", file=stream, flush=True)
 
-    blobs = _map_in_order(client, _fit_job, [plan.jobs], "tinykd-fit", progress)
+    blobs = _map_in_order(client, _fit_job, [plan.jobs, [settings] * len(plan.jobs)], "tinykd-fit", progress)
     students = [load_bytes(b, f"the student of {job.name}") for b, job in zip(blobs, plan.jobs)]
     return plan.model(students)
 

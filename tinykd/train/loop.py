@@ -17,9 +17,10 @@ import time
 
 import numpy as np
 
-from tinykd.errors import check_average
+from tinykd.settings import blas_threads
 from tinykd.train.losses import kd_loss, log_softmax
 from tinykd.train.optim import Adam
+from tinykd.train.options import TrainOptions
 
 
 class TrainData:
@@ -66,16 +67,6 @@ def _print_progress(rec, epochs, stream):
           file=stream, flush=True)
 
 
-def _blas_limit(threads):
-    if threads is None:
-        return None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a scikit-learn dependency
-        return None
-    return threadpool_limits(threads, user_api="blas")
-
-
 def _announce_compile(net, stream):
     """One line on screen when the training kernels have never been compiled here."""
     from tinykd.train import _optim_kernels as ok
@@ -87,18 +78,87 @@ def _announce_compile(net, stream):
     _jit.announce_compile(kernels, "training", "15-20 s", stream)
 
 
-def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epochs=40, batch_size=32, lr=1e-3,
-          patience=5, clip_norm=5.0, seed=0, verbose=True, stream=None, on_epoch=None, settings=None, average=None):
-    """Train ``net`` in place on ``data`` (a :class:`TrainData`); return a history dict.
+class _Run:
+    """The state of one training run: the seeded generator (shuffling and dropout), Adam, the
+    weight average and the best weights so far."""
 
-    ``soft_loss``: the soft term's form, :data:`tinykd.train.losses.SOFT_LOSSES`.
+    def __init__(self, net, data, options):
+        self.net, self.data, self.options = net, data, options
+        self.lam = options.lam_for(data.teacher is not None)
+        self.rng = np.random.default_rng(options.seed)
+        self.opt = Adam(net.params, lr=options.lr, clip_norm=options.clip_norm)
+        self.soft_all = None if data.teacher is None else np.isfinite(data.teacher).all(axis=1)
+        self.best_loss, self.best_params, self.best_epoch, self.bad = np.inf, net.params.copy(), 0, 0
+        steps = -(-len(data) // options.batch_size)  # S, the steps of one epoch
+        self.beta = None if options.average is None else 1.0 - 1.0 / max(1.0, options.average * steps)
+        self.avg = None if self.beta is None else np.zeros(net.params.shape, dtype=np.float64)
+        self.t_avg = 0
+
+    def epoch(self, parallel):
+        """One pass over the rows in a fresh seeded order; the mean loss, or None once it is not finite."""
+        net, data, o = self.net, self.data, self.options
+        order = self.rng.permutation(len(data))
+        total, count = 0.0, 0
+        for s in range(0, len(data), o.batch_size):
+            idx = order[s:s + o.batch_size]
+            ids, lens, y, tp = data.batch(idx)
+            hm = y >= 0
+            sm = None if self.soft_all is None else self.soft_all[np.sort(idx)]
+            z, cache = net.forward(ids, lens, training=True, rng=self.rng, parallel=parallel)
+            teacher = None
+            if tp is not None and sm.any():  # a row without a teacher row: uniform, masked out of the soft term
+                teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
+            loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=self.lam, temperature=o.temperature,
+                                  hard_mask=hm, soft_mask=sm, soft=o.soft_loss)
+            loss += net.penalty()
+            if not np.isfinite(loss):
+                return None
+            net.backward(dz, cache)
+            self.opt.step(net.grads)
+            if self.avg is not None:
+                self.avg *= self.beta
+                self.avg += (1.0 - self.beta) * net.params
+                self.t_avg += 1
+            total += loss * len(idx)
+            count += len(idx)
+        return total / max(count, 1) if np.isfinite(net.params).all() else None
+
+    def use_average(self):
+        """Put the debiased average in the net (validated and kept in place of the live weights);
+        returns the live weights to put back, or None without averaging."""
+        if self.avg is None:
+            return None
+        live = self.net.params.copy()
+        self.net.params[:] = self.avg / (1.0 - self.beta ** self.t_avg)
+        return live
+
+    def keep_if_best(self, epoch, watch, live):
+        """Remember the net's weights if ``watch`` is the best loss yet; put ``live`` back; returns the
+        epochs since the best."""
+        if watch < self.best_loss - 1e-6:
+            self.best_loss, self.best_epoch, self.bad = watch, epoch, 0
+            self.best_params[:] = self.net.params
+        if live is not None:
+            self.net.params[:] = live
+        if self.best_epoch != epoch:
+            self.bad += 1
+        return self.bad
+
+
+def train(net, data, val=None, options=None, *, settings=None, verbose=True, stream=None, on_epoch=None):
+    """Train ``net`` in place on ``data`` (a :class:`TrainData`) with ``options`` (a
+    :class:`~tinykd.train.options.TrainOptions`; None: the defaults); return a history dict.
+
+    Of the options this uses λ (``options.lam_for(data has a teacher)``), ``temperature``,
+    ``soft_loss`` (:data:`tinykd.train.losses.SOFT_LOSSES`), ``epochs``, ``batch_size``, ``lr``,
+    ``clip_norm``, ``patience``, ``seed`` and ``average``.
     Each epoch shuffles with ``np.random.default_rng(seed)``; so do dropout masks.
     Early stopping watches ``val`` loss (training loss if there is no ``val``),
     stops after ``patience`` epochs without improvement, and restores the best
     weights. ``history`` has per-epoch records, ``best_epoch`` and ``stopped``
     (``"patience"``, ``"epochs"``, ``"non-finite loss"`` or ``"interrupted"``).
     ``settings`` (:class:`tinykd.settings.Settings`): cores and BLAS threads; results do not
-    depend on it.
+    depend on it. ``on_epoch`` is called with each epoch's record.
 
     ``average`` (None: off): Polyak averaging over about the last ``average`` epochs — an
     exponential moving average of the weights, with S = ⌈n / batch_size⌉ steps per epoch,
@@ -108,93 +168,46 @@ def train(net, data, val=None, *, lam=0.0, temperature=1.0, soft_loss="ce", epoc
     """
     from tinykd.settings import DEFAULT
 
+    options = TrainOptions() if options is None else options
+    if not isinstance(options, TrainOptions):
+        raise TypeError(f"options must be a TrainOptions, got {type(options).__name__}")
     settings = DEFAULT if settings is None else settings
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(data) == 0:
         raise ValueError("no training rows")
-    check_average(average)
     stream = sys.stderr if stream is None else stream
-    rng = np.random.default_rng(seed)
-    opt = Adam(net.params, lr=lr, clip_norm=clip_norm)
-    soft_all = None
-    if data.teacher is not None:
-        soft_all = np.isfinite(data.teacher).all(axis=1)
-    best_loss, best_params, best_epoch, bad = np.inf, net.params.copy(), 0, 0
+    run = _Run(net, data, options)
     history = {"epochs": [], "best_epoch": 0, "stopped": "epochs"}
-    n = len(data)
-    beta = None if average is None else 1.0 - 1.0 / max(1.0, average * -(-n // batch_size))
-    avg, t_avg = None if beta is None else np.zeros(net.params.shape, dtype=np.float64), 0
     if verbose:
         _announce_compile(net, stream)
-    limit = _blas_limit(settings.blas_threads)
     try:
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            order = rng.permutation(n)
-            par = settings.use_parallel()
-            total, count, finite = 0.0, 0, True
-            for s in range(0, n, batch_size):
-                idx = order[s:s + batch_size]
-                ids, lens, y, tp = data.batch(idx)
-                hm = y >= 0
-                sm = None if soft_all is None else soft_all[np.sort(idx)]
-                z, cache = net.forward(ids, lens, training=True, rng=rng, parallel=par)
-                teacher = None
-                if tp is not None and sm.any():
-                    teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
-                loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=lam, temperature=temperature,
-                                      hard_mask=hm, soft_mask=sm, soft=soft_loss)
-                loss += net.penalty()
-                if not np.isfinite(loss):
-                    finite = False
+        with blas_threads(settings.blas_threads):
+            for epoch in range(1, options.epochs + 1):
+                t0 = time.perf_counter()
+                par = settings.use_parallel()
+                loss = run.epoch(par)
+                if loss is None:
+                    history["stopped"] = "non-finite loss"
+                    print(f"epoch {epoch}: loss is not finite; stopping and keeping the best weights "
+                          f"(epoch {run.best_epoch})", file=stream, flush=True)
                     break
-                net.backward(dz, cache)
-                opt.step(net.grads)
-                if avg is not None:
-                    avg *= beta
-                    avg += (1.0 - beta) * net.params
-                    t_avg += 1
-                total += loss * len(idx)
-                count += len(idx)
-            if not finite or not np.isfinite(net.params).all():
-                history["stopped"] = "non-finite loss"
-                print(f"epoch {epoch}: loss is not finite; stopping and keeping the best weights "
-                      f"(epoch {best_epoch})", file=stream, flush=True)
-                break
-            rec = {"epoch": epoch, "loss": total / max(count, 1), "val_loss": None, "val_acc": None}
-            live = None
-            if avg is not None:  # the averaged weights are the ones validated and kept
-                live = net.params.copy()
-                net.params[:] = avg / (1.0 - beta ** t_avg)
-            if val is not None and len(val):
-                rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val, parallel=par)
-            rec["seconds"] = time.perf_counter() - t0
-            history["epochs"].append(rec)
-            if verbose:
-                _print_progress(rec, epochs, stream)
-            if on_epoch is not None:
-                on_epoch(rec)
-            watch = rec["val_loss"] if rec["val_loss"] is not None else rec["loss"]
-            if watch < best_loss - 1e-6:
-                best_loss, best_epoch, bad = watch, epoch, 0
-                best_params[:] = net.params
-            if live is not None:
-                net.params[:] = live
-            if best_epoch != epoch:
-                bad += 1
-                if bad >= patience:
+                rec = {"epoch": epoch, "loss": loss, "val_loss": None, "val_acc": None}
+                live = run.use_average()
+                if val is not None and len(val):
+                    rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val, parallel=par)
+                rec["seconds"] = time.perf_counter() - t0
+                history["epochs"].append(rec)
+                if verbose:
+                    _print_progress(rec, options.epochs, stream)
+                if on_epoch is not None:
+                    on_epoch(rec)
+                watch = rec["val_loss"] if rec["val_loss"] is not None else rec["loss"]
+                if run.keep_if_best(epoch, watch, live) >= options.patience:
                     history["stopped"] = "patience"
                     break
     except KeyboardInterrupt:
         history["stopped"] = "interrupted"
         print("interrupted: keeping the best weights so far", file=stream, flush=True)
-    finally:
-        if limit is not None:
-            limit.restore_original_limits()
-    net.params[:] = best_params  # the initial weights if no epoch finished
-    history["best_epoch"] = best_epoch
-    history["best_val_loss"] = None if not np.isfinite(best_loss) else float(best_loss)
+    net.params[:] = run.best_params  # the initial weights if no epoch finished
+    history["best_epoch"] = run.best_epoch
+    history["best_val_loss"] = None if not np.isfinite(run.best_loss) else float(run.best_loss)
     return history
