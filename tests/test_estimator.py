@@ -10,7 +10,8 @@ from sklearn.preprocessing import FunctionTransformer
 
 import tinykd
 from tinykd.estimator import KDClassifier
-from tinykd.train.fitting import DEFAULT_LAM
+from tinykd.errors import OptionError
+from tinykd.train.options import DEFAULT_LAM, TrainOptions
 
 TINY = dict(embed_dim=8, units=8, dense_units=8)
 GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
@@ -72,7 +73,7 @@ def test_string_labels_pairs_and_missing_texts():
     names = np.array(["incorrect", "partial", "correct"])[y]
     pairs = np.array([[x, "what does acid rain do"] for x in X], dtype=object)
     c = make().fit(pairs, names)
-    assert list(c.classes_) == ["correct", "incorrect", "partial"] and c.student_.uses_context
+    assert list(c.classes_) == ["correct", "incorrect", "partial"] and c.student_.uses_context and c.uses_context_
     assert set(c.predict(pairs[:5])) <= set(c.classes_)
     with pytest.raises(ValueError, match="pairs"):
         c.predict(X[:3])
@@ -127,3 +128,43 @@ def test_pickles_and_saves_a_model_file(tmp_path):
     assert np.array_equal(back.predict_proba(X), c.predict_proba(X))
     c.student_.save(tmp_path / "m.npz")
     assert np.allclose(tinykd.load(tmp_path / "m.npz").predict_proba(X), c.predict_proba(X), atol=1e-6)
+
+
+def test_defaults_are_the_training_options_and_fit_builds_them():
+    """The parameters' defaults are TrainOptions' own; fit checks them (not __init__) and keeps the
+    TrainOptions it trained with in ``options_``."""
+    d, params = TrainOptions(), KDClassifier().get_params()
+    for name in ("preset", "lam", "temperature", "epochs", "batch_size", "lr", "patience", "validation_fraction",
+                 "config", "offsets"):
+        assert params[name] == getattr(d, name), name
+    assert params["random_state"] == d.seed == 0
+    X, y, p = toy(30)
+    c = make(random_state=4, lam=0.5, patience=3).fit(X, y, teacher_proba=p)
+    assert c.options_ == TrainOptions(config=TINY, epochs=2, lam=0.5, patience=3, seed=4)
+    assert c.student_.meta["training"]["seed"] == 4 and c.student_.meta["training"]["lam"] == 0.5
+    bad = make(lr=-1.0)  # stored as given ...
+    assert bad.lr == -1.0
+    with pytest.raises(OptionError, match="lr must be > 0") as e:  # ... refused by fit, naming it
+        bad.fit(X, y)
+    assert e.value.option == "lr" and not hasattr(bad, "student_")
+
+
+def test_random_state_like_scikit_learn():
+    """An int is the seed as it is; a RandomState or Generator gives one drawn seed (the same state,
+    the same seed); None draws from NumPy's global generator; anything else names random_state."""
+    X, y, _ = toy(30)
+    seeds = []
+    for rs in (np.random.RandomState(0), np.random.RandomState(0), np.random.default_rng(0),
+               np.random.default_rng(0)):
+        seeds.append(make(random_state=rs).fit(X, y).options_.seed)
+    assert seeds[0] == seeds[1] == int(np.random.RandomState(0).randint(0, 2**32, dtype=np.int64))
+    assert seeds[2] == seeds[3] == int(np.random.default_rng(0).integers(0, 2**32))
+    np.random.seed(1)
+    a = make(random_state=None).fit(X, y).options_.seed
+    np.random.seed(1)
+    assert make(random_state=None).fit(X, y).options_.seed == a
+    assert make(random_state=np.int64(7)).fit(X, y).options_.seed == 7
+    for bad in ("0", 1.5, -1, 2**32):
+        with pytest.raises(OptionError, match="random_state must be a whole number") as e:
+            make(random_state=bad).fit(X, y)
+        assert e.value.option == "random_state"

@@ -16,7 +16,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from tinykd.errors import MAX_SEED, check_seed
 from tinykd.train.fitting import fit as _fit
+from tinykd.train.options import TrainOptions
+
+#: the parameters' defaults are the training options' defaults (scikit-learn wants them spelt out)
+_D = TrainOptions()
 
 
 def _as_texts(X):
@@ -36,6 +41,18 @@ def _as_texts(X):
     return [_text(v) for v in arr], None
 
 
+def _seed(random_state):
+    """The seed of one fit: an int as it is; None, a ``RandomState`` or a ``Generator``: one seed
+    drawn from it (None: from NumPy's global generator, as scikit-learn's ``check_random_state``)."""
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, MAX_SEED + 1))
+    if random_state is None or isinstance(random_state, np.random.RandomState):
+        from sklearn.utils import check_random_state
+
+        return int(check_random_state(random_state).randint(0, MAX_SEED + 1, dtype=np.int64))
+    return check_seed(random_state, "random_state")
+
+
 def _text(v):
     if v is None or (isinstance(v, float) and v != v):
         return ""
@@ -48,7 +65,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     Parameters (stored as given; see :func:`tinykd.fit` for their meaning)
     ----------
     preset : {"7t", "falling_weights", "gelatin", "bathtub"}, default "7t"
-    lam : float or None — λ of the soft term; None = 4 (``tinykd.train.fitting.DEFAULT_LAM``) with teacher
+    lam : float or None — λ of the soft term; None = 4 (``tinykd.train.options.DEFAULT_LAM``) with teacher
         probabilities, else 0.
     temperature : float, default 1.0
     epochs, batch_size, lr, patience : training settings.
@@ -56,8 +73,9 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     config : dict or None — overrides of the preset's network config.
     offsets : bool, default True — per-class decision offsets chosen on the validation rows
         (:mod:`tinykd.train.offsets`), folded into the output layer's bias.
-    random_state : int — the seed of every random choice (init, shuffling, dropout, holdout);
-        scikit-learn's name for what :func:`tinykd.fit` calls ``seed``.
+    random_state : int, None, ``numpy.random.RandomState`` or ``Generator``, default 0 — the seed of
+        every random choice (init, shuffling, dropout, holdout; :func:`tinykd.fit` calls it ``seed``):
+        an int is the seed; otherwise each ``fit`` draws one from it (None: NumPy's global generator).
     verbose : bool — print per-epoch progress to stderr.
 
     Attributes (after ``fit``)
@@ -66,13 +84,17 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     student_ : the fitted :class:`tinykd.Student` (``student_.save(path)`` writes a model file).
     n_params_ : parameter count.
     history_ : per-epoch training records.
+    uses_context_ : whether ``X`` was (text, context) pairs.
+    options_ : the :class:`~tinykd.train.options.TrainOptions` trained with (the seed drawn included).
 
     Ctrl-C during ``fit`` stops training and re-raises ``KeyboardInterrupt`` (so a
     ``cross_val_score`` stops too) and leaves the estimator unfitted.
     """
 
-    def __init__(self, preset="7t", lam=None, temperature=1.0, epochs=40, batch_size=32, lr=1e-3,
-                 patience=5, validation_fraction=0.125, config=None, offsets=True, random_state=0, verbose=False):
+    def __init__(self, preset=_D.preset, lam=_D.lam, temperature=_D.temperature, epochs=_D.epochs,
+                 batch_size=_D.batch_size, lr=_D.lr, patience=_D.patience,
+                 validation_fraction=_D.validation_fraction, config=_D.config, offsets=_D.offsets,
+                 random_state=_D.seed, verbose=False):
         self.preset = preset
         self.lam = lam
         self.temperature = temperature
@@ -89,28 +111,34 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, teacher_proba=None):
         """Train on texts ``X`` and labels ``y``; ``teacher_proba`` (n, K) are the teacher's
         probabilities with columns in sorted label order (``np.unique(y)``)."""
-        for attr in ("student_", "classes_", "n_params_", "history_"):
+        for attr in ("student_", "classes_", "n_params_", "history_", "uses_context_", "options_"):
             self.__dict__.pop(attr, None)
+        options = self._options()
         texts, contexts = _as_texts(X)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
-        student = _fit(texts, y, teacher_proba, contexts=contexts, preset=self.preset, config=self.config,
-                       lam=self.lam, temperature=self.temperature, epochs=self.epochs,
-                       batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                       validation_fraction=self.validation_fraction, offsets=self.offsets, seed=self.random_state,
-                       verbose=self.verbose)
+        student = _fit(texts, y, teacher_proba, options=options, contexts=contexts, verbose=self.verbose)
         self.student_ = student
         self.classes_ = np.asarray(student.classes)
         self.n_params_ = student.n_params
         self.history_ = student.meta.get("history", [])
-        self._uses_context = contexts is not None
+        self.uses_context_ = contexts is not None
+        self.options_ = options
         return self
+
+    def _options(self):
+        """The :class:`~tinykd.train.options.TrainOptions` of the parameters (checked: a bad value is an
+        :class:`~tinykd.errors.OptionError` naming the parameter)."""
+        return TrainOptions(preset=self.preset, config=self.config, lam=self.lam, temperature=self.temperature,
+                            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+                            validation_fraction=self.validation_fraction, offsets=self.offsets,
+                            seed=_seed(self.random_state))
 
     def _texts(self, X):
         check_is_fitted(self, "student_")
         texts, contexts = _as_texts(X)
-        if self._uses_context and contexts is None:
+        if self.uses_context_ and contexts is None:
             raise ValueError("this classifier was fitted on (text, context) pairs; pass an (n, 2) array")
         return texts, contexts
 
