@@ -1,4 +1,10 @@
-"""Command line: ``python -m teacher_export fit|crossfit|export|merge ...`` (console script ``tinykd-teacher``)."""
+"""Command line: ``python -m teacher_export fit|crossfit|export|merge|job ...`` (console script ``tinykd-teacher``).
+
+``job FILE.json`` runs ``fit`` or ``export`` from a JSON object ``{"command": "fit" | "export", ...}`` whose other
+keys are that command's options by their Python names (``text_col``, ``max_length``; ``where`` a list), typed
+as JSON (numbers, strings, true/false); an option left out takes its default. ``tinykd distill`` runs its
+teacher so.
+"""
 from __future__ import annotations
 
 import argparse
@@ -84,7 +90,63 @@ def build_parser():
                        "is refused.")
     m.add_argument("files", nargs="+", help="soft-label CSVs written by fit or export")
     m.add_argument("--out", required=True, help="the CSV to write (its .json sidecar beside it)")
+    j = sub.add_parser("job", help="run fit or export from a JSON job file (as tinykd distill does)",
+                       description="Run the command a JSON job file names: {\"command\": \"fit\" | \"export\", "
+                       "option: value, ...}, the options by their Python names (text_col, max_length, ...).")
+    j.add_argument("file", help="the JSON job file")
     return ap
+
+
+#: the commands a job file may run
+JOB_COMMANDS = ("fit", "export")
+
+
+class JobError(ValueError):
+    """A job file that cannot be run; the message is one line naming the file."""
+
+
+def read_job(path):
+    """The arguments of the job file ``path``, as :func:`build_parser` parses its command's flags:
+    ``args.cmd`` the command, every option of that command its value in the file or its default."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            job = json.load(f)
+    except (OSError, ValueError) as e:
+        raise JobError(f"job file {path}: {e}") from None
+    command = job.get("command") if isinstance(job, dict) else None
+    if command not in JOB_COMMANDS:
+        raise JobError(f"job file {path}: \"command\" must be one of {', '.join(JOB_COMMANDS)}, got {command!r}")
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in sub.choices[command]._actions if a.dest != "help"}
+    unknown = sorted(set(job) - set(actions) - {"command"})
+    if unknown:
+        raise JobError(f"job file {path}: unknown option(s) of {command}: {', '.join(unknown)}")
+    missing = [d for d, a in actions.items() if a.required and d not in job]
+    if missing:
+        raise JobError(f"job file {path}: {command} needs {', '.join(missing)}")
+    values = {d: _job_value(path, a, job[d]) if d in job else a.default for d, a in actions.items()}
+    return argparse.Namespace(cmd=command, **values)
+
+
+def _job_value(path, action, value):
+    """``value`` of the option ``action`` as its flag would give it; a value of the wrong type: JobError."""
+    if value is None and not action.required:
+        ok = action.default is None
+    elif action.nargs == 0:  # a switch (--class-weight)
+        ok = isinstance(value, bool)
+    elif isinstance(action.default, list):  # a repeatable option (--where)
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif action.type in (int, float):
+        ok = not isinstance(value, bool) and isinstance(value, int if action.type is int else (int, float))
+        value = action.type(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if ok and action.choices is not None and value not in action.choices:
+        ok = False
+    if not ok:
+        raise JobError(f"job file {path}: {action.dest} cannot be {value!r}")
+    return value
 
 
 def _merge(files, out):
@@ -103,6 +165,13 @@ def _merge(files, out):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from tinykd.files.softlabels import SoftLabelError
+
+    if args.cmd == "job":
+        try:
+            args = read_job(args.file)
+        except JobError as e:
+            print(f"tinykd-teacher: error: {e}", file=sys.stderr)
+            return 2
 
     if args.cmd == "merge":
         try:

@@ -314,6 +314,26 @@ def test_cli_fit_then_export_with_saved_teacher(tiny_base, tmp_path, capsys):
     assert "no column 'score' (set --label-col)" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_job_file_runs_fit_as_its_flags_do(tiny_base, tmp_path, capsys):
+    """``job FILE.json`` (what tinykd distill writes) runs the same code path with the same arguments."""
+    data, _ = _make_csv(tmp_path / "a.csv", n=45)
+    flags = ["--data", data, "--base", tiny_base, "--split-col", "split", "--val-split", "val", "--context-col",
+             "question", "--epochs", "1", "--lr", "1e-3", "--batch-size", "8", "--max-length", "32", "--threads", "1",
+             "--progress-every", "0", "--no-save-teacher", "--name", "toy"]
+    assert cli.main(["fit", *flags, "--out", str(tmp_path / "argv")]) == 0
+    job = {"command": "fit", "data": data, "base": tiny_base, "split_col": "split", "val_split": "val",
+           "context_col": "question", "epochs": 1, "lr": 1e-3, "batch_size": 8, "max_length": 32, "threads": 1,
+           "progress_every": 0, "no_save_teacher": True, "name": "toy", "out": str(tmp_path / "job")}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert cli.main(["job", str(tmp_path / "job.json")]) == 0
+    assert (tmp_path / "job" / "toy.csv").read_bytes() == (tmp_path / "argv" / "toy.csv").read_bytes()
+    capsys.readouterr()
+    (tmp_path / "job.json").write_text(json.dumps({**job, "epochs": "1"}))  # a string where a number belongs
+    assert cli.main(["job", str(tmp_path / "job.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tinykd-teacher: error: job file {tmp_path / 'job.json'}: epochs cannot be '1'\n"
+
+
 def test_crossfit_command_on_a_fitted_teacher_equals_fit_crossfit(fitted, tmp_path):
     """``tinykd-teacher crossfit --soft`` adds the out-of-fold file to a teacher 'fit' already made; with the
     sidecar's hyper-parameters and seed it reproduces ``fit --crossfit 3`` number for number."""
