@@ -19,6 +19,7 @@ import tinykd.cluster.tasks as tkd  # noqa: E402
 from conftest import model_contents, scientsbank_rows  # noqa: E402
 from tinykd.scoring.modelfile import ModelFileError  # noqa: E402
 from tinykd.scoring.scorefile import output_columns  # noqa: E402
+from tinykd.settings import Settings  # noqa: E402
 from tinykd.train.options import TrainOptions  # noqa: E402
 
 
@@ -69,11 +70,11 @@ def assert_same_bundle(a, b):
     assert ma == mb
 
 
-def _reference(model, frame):
-    """What the single-process scorer gives for these rows, Numba running (as in any process after its
-    first job of 2,000 tokens; a fresh process's first tiny jobs take a NumPy loop, whose last bits
-    may differ: tinykd.scoring.scorer)."""
-    importlib.import_module("tinykd.scoring._kernels")
+def _reference(path, frame):
+    """What the single-process scorer gives for these rows through the Numba kernels (as a worker
+    scores, and any scorer after its first small jobs; those take the NumPy path, whose last bits may
+    differ: tinykd.scoring.scorer)."""
+    model = tinykd.load(path, settings=Settings(jit="always"))
     proba = model.predict_proba_matrix(frame["text"].tolist(), frame["item"].tolist(), classes=model.classes)
     return proba
 
@@ -82,7 +83,7 @@ def test_scores_equal_single_process_exactly_and_in_order(client, rows, bundle):
     model, path = bundle
     df = pd.DataFrame([r for r in rows if r["item"] in model.items])
     df.index = df.index * 10 + 3  # an index that is not 0..n-1 comes back as it was
-    ref = _reference(model, df)
+    ref = _reference(path, df)
     thr = float(np.median(ref.max(1)))  # (a 2-epoch model is unsure of everything: flag half of the rows)
     scored = tkd.score(dd.from_pandas(df, npartitions=5), path, review_below=thr).compute()
     cols = output_columns(model.classes)
@@ -150,7 +151,7 @@ def test_a_worker_killed_mid_job_changes_nothing(client, rows, bundle):
     _wait_for_workers(client, 2)
     after = _pids(client)
     assert victim in before and victim not in after  # a worker process really died
-    ref = _reference(model, df)
+    ref = _reference(path, df)
     np.testing.assert_array_equal(scored[[f"p_{c}" for c in model.classes]].to_numpy(np.float32), ref)
     assert scored["id"].tolist() == df["id"].tolist()
 
@@ -214,7 +215,7 @@ def test_cli_score_parquet_folder(client, rows, bundle, tmp_path, capsys):
     rc, _, err = run_cli(capsys, "score", path, folder, "--dask", client.scheduler.address, "--out", tmp_path / "o")
     assert rc == 0, err
     got = pd.read_parquet(tmp_path / "o")
-    ref = _reference(model, keep)
+    ref = _reference(path, keep)
     assert got["id"].tolist() == keep["id"].tolist()
     np.testing.assert_array_equal(got[[f"p_{c}" for c in model.classes]].to_numpy(np.float32), ref)
 

@@ -23,7 +23,6 @@ extra, :func:`require` says ``pip install "tinykd[dask]"`` in one line.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
 import os
 import sys
@@ -35,6 +34,7 @@ from tinykd.scoring.modelfile import file_bytes
 from tinykd.scoring.scorefile import output_columns, score_rows
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import data_columns, load_bytes
+from tinykd.settings import DEFAULT
 
 INSTALL = 'the Dask extra is not installed: pip install "tinykd[dask]"'
 _NEEDS = ("dask", "distributed", "pandas")
@@ -94,6 +94,9 @@ def _client(client):
 
 
 # ------------------------------------------------------------------------------------ scoring
+#: a worker's partitions are large jobs, and a row's Numba scores do not depend on its batch: Numba from the first row
+WORKER_SETTINGS = DEFAULT.replace(jit="always")
+
 def model_payload(model):
     """``(bytes, model)`` of a model given as a path or as its file's bytes, checked here with the
     loader the workers use (a damaged file is one :class:`~tinykd.scoring.modelfile.ModelFileError`
@@ -104,12 +107,6 @@ def model_payload(model):
     path = os.fspath(model)
     data = file_bytes(path)
     return data, load_bytes(data, path)
-
-
-def _start_numba():
-    """Score through the Numba kernels from the first row (see :mod:`tinykd.scoring.scorer`): a worker's
-    partitions are large jobs, and a row's Numba scores do not depend on its batch."""
-    importlib.import_module("tinykd.scoring._kernels")
 
 
 def _cells(values):
@@ -125,8 +122,7 @@ def score_partition(part, model_bytes, text_col, context_col, item_col, review_b
     (bool). The model is loaded from ``model_bytes`` with every check of :func:`tinykd.load`."""
     import pandas as pd
 
-    model = load_bytes(model_bytes)
-    _start_numba()
+    model = load_bytes(model_bytes, settings=WORKER_SETTINGS)
     classes = model.classes
     texts = _cells(part[text_col].tolist())
     ctx = None if context_col is None else _cells(part[context_col].tolist())

@@ -24,13 +24,14 @@ class Student:
     (:class:`~tinykd.nn.network.StudentNet`), ``classes`` (labels, in the order of
     the probability columns) and ``meta`` (preset, training settings, metrics)."""
 
-    def __init__(self, vocab, net, classes, meta=None):
+    def __init__(self, vocab, net, classes, meta=None, settings=None):
         if len(classes) != net.n_classes:
             raise ValueError(f"{len(classes)} class labels for a network with {net.n_classes} outputs")
         if len(vocab) != net.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} tokens, the network expects {net.vocab_size}")
         self.vocab, self.net, self.classes = vocab, net, list(classes)
         self.meta = dict(meta or {})
+        self.settings = settings  # how its scorer runs (None: tinykd.settings.DEFAULT); never the scores' values
         self._scorer = None
 
     @property
@@ -53,7 +54,7 @@ class Student:
     def scorer(self):
         """The :class:`~tinykd.scoring.scorer.Scorer` of this student (built once; freezes the weights)."""
         if self._scorer is None:
-            self._scorer = Scorer(self.net, temperature=self.temperature)
+            self._scorer = Scorer(self.net, settings=self.settings, temperature=self.temperature)
         return self._scorer
 
     def encode(self, texts, contexts=None):
@@ -234,29 +235,30 @@ def save(model, path):
     model.save(path)
 
 
-def _build_student(name, sm, arrays):
+def _build_student(name, sm, arrays, settings):
     cfg = make_config(None, **sm["config"])
     vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"])
     net = StudentNet(cfg, len(vocab), len(sm["classes"]), params=arrays[f"{name}/params"])
-    return Student(vocab, net, sm["classes"], sm.get("meta"))
+    return Student(vocab, net, sm["classes"], sm.get("meta"), settings)
 
 
-def load(path):
+def load(path, settings=None):
     """Load a model file: a :class:`Student`, or a :class:`Bundle` when the file holds
-    per-item students. Every failure is a one-line :class:`~tinykd.scoring.modelfile.ModelFileError`."""
-    return from_file_contents(path, *read_file(path))
+    per-item students. Every failure is a one-line :class:`~tinykd.scoring.modelfile.ModelFileError`.
+    ``settings``: the :class:`~tinykd.settings.Settings` its scorers run with (None: the default)."""
+    return from_file_contents(path, *read_file(path), settings=settings)
 
 
-def load_bytes(data, name="model file bytes"):
+def load_bytes(data, name="model file bytes", settings=None):
     """:func:`load` of a model file's contents (``bytes``): the same checks, the same one-line
     :class:`~tinykd.scoring.modelfile.ModelFileError` (``name`` is how it names them); never a pickle."""
-    return from_file_contents(name, *read_bytes(data, name))
+    return from_file_contents(name, *read_bytes(data, name), settings=settings)
 
 
-def from_file_contents(path, meta, arrays):
+def from_file_contents(path, meta, arrays, settings=None):
     """The model of checked file contents (:func:`tinykd.scoring.modelfile.read_file`)."""
     try:
-        students = {name: _build_student(name, sm, arrays) for name, sm in meta["students"].items()}
+        students = {name: _build_student(name, sm, arrays, settings) for name, sm in meta["students"].items()}
     except Exception as e:  # KeyError, TypeError, ValueError from a config that does not add up
         raise ModelFileError(f"{os.fspath(path)}: invalid model contents ({e})") from None
     items = meta.get("items")
