@@ -2,6 +2,7 @@
 interruption then a rerun that recomputes nothing finished), a changed option invalidating only
 the stages after it, and one clear line without the teacher extra."""
 import csv
+import json
 import os
 
 import numpy as np
@@ -13,7 +14,9 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import tinykd  # noqa: E402
+import tinykd.distill.job as J  # noqa: E402
 import tinykd.distill.pipeline as D  # noqa: E402
+import tinykd.distill.teacher as T  # noqa: E402
 
 from conftest import FILLER, WORDS, assert_user_error, model_contents, run_cli  # noqa: E402
 
@@ -41,13 +44,13 @@ def make_csv(path, n=90, seed=0):
 @pytest.fixture
 def teacher_calls(monkeypatch):
     calls = []
-    real = D._teacher_cli
+    real = T.run_teacher_job
 
-    def counted(args, log):
-        calls.append(args[0])
-        return real(args, log)
+    def counted(folder, job, log):
+        calls.append(job["command"])
+        return real(folder, job, log)
 
-    monkeypatch.setattr(D, "_teacher_cli", counted)
+    monkeypatch.setattr(T, "run_teacher_job", counted)
     return calls
 
 
@@ -69,6 +72,8 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN", "TF-IDF + LR"}
     assert all(0.0 <= v["accuracy"] <= 1.0 for k, v in rep.items() if k != "n")
     assert set(res.seconds) >= {"teacher", "copies", "labels", "students", "total"}
+    job = json.loads(next(work.glob("teacher-*/job.json")).read_text())  # the teacher's one job file
+    assert job["command"] == "fit" and job["epochs"] == 4 and job["split_col"] == "role" and job["base"] == tiny_base
 
     again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
     assert again.ran == [] and len(again.cached) == 5 and teacher_calls == ["fit", "export"]
@@ -76,7 +81,7 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert all(res.made_seconds[k] == round(res.seconds[k], 1) for k in ("teacher", "labels", "students"))
     np.testing.assert_array_equal(tinykd.load(out).net.params, m.net.params)
 
-    monkeypatch.setattr(D, "AUTO_PRESETS", ("falling_weights", "bathtub"))
+    monkeypatch.setattr(J, "AUTO_PRESETS", ("falling_weights", "bathtub"))
     auto = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **{**STUDENT, "preset": "auto"})
     assert [r.split(":")[0] for r in auto.ran] == ["students"]  # only the students' stage depends on the preset
     d = tinykd.load(out).meta["distill"]

@@ -403,15 +403,15 @@ def cmd_augment(args):
 
 
 def cmd_distill(args):
-    from tinykd.distill.pipeline import LAMS, TEACHER_INSTALL, distill, format_report, teacher_available
+    from tinykd.distill.pipeline import (LAMS, TEACHER_DEFAULTS, TEACHER_INSTALL, distill, format_report,
+                                         teacher_available)
 
     if not teacher_available():
         raise CLIError(TEACHER_INSTALL)
     if (args.dask or args.jobs is not None) and not args.item_col:
         raise CLIError("--dask / --jobs run one task per item: give --item-col")
     _check_out_path(args.out, [args.data, args.unlabeled])
-    topts = {k: getattr(args, f"teacher_{k}") for k in ("epochs", "patience", "lr", "batch_size", "max_length",
-                                                                "stop_on", "tolerance")}
+    topts = {k: getattr(args, f"teacher_{k}") for k in TEACHER_DEFAULTS}  # the --teacher-* flags given
     with contextlib.ExitStack() as stack:
         client = _dask_client(stack, args) if args.dask or args.jobs is not None else None
         res = distill(args.data, args.out, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col,

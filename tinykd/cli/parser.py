@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from tinykd._version import __version__
-from tinykd.distill.pipeline import TEACHER_DEFAULTS
+from tinykd.distill.job import AUTO_PRESETS, LAMS, STUDENT_OPTIONS, TEACHER_DEFAULTS
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -181,6 +181,8 @@ def _augment(sub, fmt):
 
 
 def _distill(sub, fmt):
+    d = STUDENT_OPTIONS  # the students' defaults: distill's recipe (tinykd.distill.job)
+    lams = " ".join(f"{lam:g}" for lam in LAMS)
     x = sub.add_parser("distill", help="teacher → labelled copies → student, in one resumable command", **fmt,
                        description="Fine-tune a teacher on DATA (one per item with --item-col; the [teacher] "
                        "extra), label perturbed copies of the training answers with it, train students, choose "
@@ -202,14 +204,16 @@ def _distill(sub, fmt):
     x.add_argument("--copies", type=int, default=None,
                    help="perturbed copies of each training answer (unset: 16, fewer above 3,000 answers)")
     x.add_argument("--lam", type=float, nargs="+", default=None,
-                   help="λ value(s) of the KD student, the best on validation kept (unset: 4)")
-    x.add_argument("--soft-loss", choices=("mse", "ce"), default="mse",
+                   help=f"λ value(s) of the KD student, the best on validation kept (unset: {lams})")
+    x.add_argument("--soft-loss", choices=SOFT_LOSSES, default=d.soft_loss,
                    help="the soft term: mse (the teacher's logits, centred) or ce (Eq. 4's cross-entropy)")
-    x.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T (with --soft-loss ce)")
-    x.add_argument("--preset", default="auto", help="auto (default: bathtub and 7t both trained, the better on validation kept) or a preset")
-    x.add_argument("--epochs", type=int, default=40, help="most epochs of a student")
-    x.add_argument("--patience", type=int, default=5, help="a student's early-stopping patience")
-    x.add_argument("--seed", type=int, default=0, help="every random choice")
+    x.add_argument("--temperature", type=float, default=d.temperature,
+                   help="distillation temperature T (with --soft-loss ce)")
+    x.add_argument("--preset", default="auto", help=f"auto (default: {' and '.join(AUTO_PRESETS)} both trained, the "
+                   "better on validation kept) or a preset")
+    x.add_argument("--epochs", type=int, default=d.epochs, help="most epochs of a student")
+    x.add_argument("--patience", type=int, default=d.patience, help="a student's early-stopping patience")
+    x.add_argument("--seed", type=int, default=d.seed, help="every random choice")
     for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", int)):
         x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t,
                        help=f"the teacher's fine-tuning: {k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g})")

@@ -1,0 +1,169 @@
+"""tinykd distill's parts that need no teacher: the stage cache, the stage keys (pinned: a work folder
+made by an earlier release stays valid), the typed job and the teacher's JSON job file."""
+import json
+import os
+
+import pytest
+
+import tinykd.distill.teacher as T
+from teacher_export.cli import JobError, build_parser, read_job
+from tinykd.distill.job import (ItemChain, ItemRows, STUDENT_OPTIONS, TEACHER_DEFAULTS, TeacherOptions,
+                                presets_for, student_options)
+from tinykd.distill.stages import (MARKER, StageCache, copies_key, labels_key, rows_key, students_key,
+                                   teacher_key)
+from tinykd.errors import OptionError
+from tinykd.train.options import TrainOptions
+
+
+def _write(folder, text, calls):
+    calls.append(text)
+    with open(os.path.join(folder, "out.txt"), "w") as f:
+        f.write(text)
+    return {"n": len(text)}
+
+
+def _fail(folder):
+    with open(os.path.join(folder, "half.txt"), "w") as f:
+        f.write("half")
+    raise KeyboardInterrupt
+
+
+def test_stage_cache_marks_finished_stages_last_and_redoes_half_finished_ones(tmp_path):
+    lines, calls = [], []
+    cache = StageCache(tmp_path / "work", lines.append)
+    with pytest.raises(KeyboardInterrupt):
+        cache.run("copies", "k1", "item 1", _fail)
+    half = tmp_path / "work" / "copies-k1"
+    assert (half / "half.txt").exists() and not (half / MARKER).exists() and cache.ran == []
+    made = cache.run("copies", "k1", "item 1", _write, "abc", calls)
+    assert made["n"] == 3 and made["seconds"] >= 0 and calls == ["abc"]
+    assert not (half / "half.txt").exists() and (half / "out.txt").read_text() == "abc"  # redone from scratch
+    assert json.loads((half / MARKER).read_text()) == made
+    assert cache.ran == ["copies:item 1"] and set(cache.seconds) == {"copies"}
+
+    again = StageCache(tmp_path / "work", lines.append)
+    assert again.run("copies", "k1", "item 1", _write, "xyz", calls) == made  # from done.json, not run
+    assert calls == ["abc"] and again.cached == ["copies:item 1"] and again.ran == [] and again.seconds == {}
+    assert lines[-1].startswith("[copies] item 1: done before (cached in ")
+    other = again.run("copies", "k2", "item 1", _write, "xyz", calls)  # another key: another folder
+    assert other["n"] == 3 and calls == ["abc", "xyz"] and again.folder("copies", "k2").endswith("copies-k2")
+    cache.add(again.seconds, again.ran, again.cached)
+    assert cache.ran == ["copies:item 1", "copies:item 1"] and cache.cached == ["copies:item 1"]
+
+
+def test_stage_keys_are_those_of_earlier_work_folders():
+    """Pinned: computed by the code before the restructuring (tinykd/distill/pipeline.py's inline keys)
+    for the same inputs; a changed key would make every existing work folder recompute."""
+    r = rows_key("ab" * 32, ("text", "label", "id", None, "item", "split"), ("train", None, "test"), 3, ["item=Q1"])
+    assert r == "e704aaf930728c8d"
+    teacher = TeacherOptions(epochs=4, lr=3e-3)
+    t = teacher_key(r, "Q1", "/models/base", teacher.key_options(), None, ("0.0.0", "9.9.9"))
+    assert t == "3a7e271b398dbdd5"
+    t_loss = teacher_key(r, None, None, TeacherOptions(stop_on="loss").key_options(), "cd" * 32, ("0.0.0", "9.9.9"))
+    assert t_loss == "77d6223a09179e73"
+    c = copies_key(r, "Q1", 16, 3, None, {"p_mask": 0.1})
+    assert c == "6c9e2f24b9ddf40a" and copies_key(r, "Q1", 16, 3, None, {}) == "232646bb4dced59a"
+    lab = labels_key(t, c)
+    assert lab == "ad1dafe3d3f6bed9"
+    options = student_options(seed=3)
+    assert students_key(lab, "auto", ("bathtub", "7t"), (4.0,), options, "RULE", "0.0.0") == "c135f36e9985a867"
+    ce = options.replace(temperature=2.0, soft_loss="ce", offsets=False, average=None)
+    assert students_key(lab, "7t", ("7t",), (1.0, 4.0), ce, "RULE", "0.0.0") == "87fdbfe7a0f8ae3c"
+    # an option the old keys did not hash is hashed once it differs from its default
+    assert students_key(lab, "auto", ("bathtub", "7t"), (4.0,), options.replace(lr=2e-3), "RULE",
+                        "0.0.0") != "c135f36e9985a867"
+
+
+def test_students_and_teacher_options_come_from_one_place():
+    assert STUDENT_OPTIONS == TrainOptions(soft_loss="mse", average=1.0)
+    o = student_options(epochs=3, seed=None, patience=None)
+    assert (o.epochs, o.patience, o.seed, o.soft_loss, o.average) == (3, TrainOptions.patience, TrainOptions.seed,
+                                                                       "mse", 1.0)
+    assert student_options(TrainOptions(lr=0.01), soft_loss="ce").lr == 0.01
+    with pytest.raises(OptionError, match="soft_loss"):
+        student_options(soft_loss="kl")
+    assert presets_for("auto") == ("bathtub", "7t") and presets_for("7t") == ("7t",)
+    assert TeacherOptions.make(None) == TeacherOptions() and TeacherOptions().as_dict() == TEACHER_DEFAULTS
+    assert TeacherOptions.make({"epochs": 3}).epochs == 3
+    assert "tolerance" not in TeacherOptions(tolerance=0).key_options()
+    for bad, opt in (({"epochs": 0}, "teacher_epochs"), ({"lr": -1.0}, "teacher_lr"),
+                     ({"tolerance": 1.0}, "teacher_tolerance"), ({"stop_on": "f1"}, "teacher_stop_on"),
+                     ({"epoch": 3}, "teacher_options")):
+        with pytest.raises(OptionError, match=opt):
+            TeacherOptions.make(bad)
+
+
+def _chain(tmp_path, contexts=True, teacher_dir=None, item="Q1"):
+    rows = ItemRows(ids=("a", "b"), texts=("x y", "z"), labels=(0, 1), contexts=("q", "q") if contexts else None,
+                    roles=("train", "val"), kind="int")
+    return ItemChain(work=str(tmp_path), item=item, name="item Q1", rows_key="r", rows_csv="/w/rows.csv", rows=rows,
+                     unlabeled_rows=(), unlabeled_sha=None, teacher_dir=teacher_dir, teacher_sha=None,
+                     base="/models/base", teacher=TeacherOptions(epochs=4, lr=3e-3), teacher_threads=None, copies=1,
+                     augment={}, preset="auto", presets=presets_for("auto"), lams=(4.0,),
+                     options=student_options(seed=3))
+
+
+#: the argv tinykd distill gave the teacher before its job files, for the chain of :func:`_chain`
+OLD_FIT = ["fit", "--data", "/w/rows.csv", "--text-col", "text", "--label-col", "label", "--id-col", "id",
+           "--context-col", "context", "--split-col", "role", "--train-split", "train", "--val-split", "val",
+           "--test-split", "test", "--where", "item=Q1", "--out", "D", "--name", "teacher", "--seed", "3",
+           "--threads", "2", "--base", "/models/base", "--epochs", "4", "--patience", "1", "--lr", "0.003",
+           "--batch-size", "16", "--max-length", "128", "--stop-on", "accuracy", "--tolerance", "0.01",
+           "--progress-every", "20"]
+OLD_GIVEN = ["export", "--teacher", "/given", "--data", "/w/rows.csv", "--text-col", "text", "--label-col", "label",
+             "--id-col", "id", "--split-col", "role", "--train-split", "train", "--val-split", "val",
+             "--test-split", "test", "--out", "D", "--name", "teacher", "--seed", "3"]
+OLD_LABELS = ["export", "--teacher", "/t", "--data", "/c.csv", "--text-col", "text", "--id-col", "id",
+              "--context-col", "context", "--out", "D", "--name", "labels", "--threads", "2"]
+
+
+def test_teacher_job_files_carry_the_arguments_the_argv_did(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(T, "run_teacher", lambda args, log: ran.append(args))
+    cases = [(T.fit_teacher, (_chain(tmp_path), 2), OLD_FIT),
+             (T.fit_teacher, (_chain(tmp_path, contexts=False, teacher_dir="/given", item=None), None), OLD_GIVEN),
+             (T.label_copies, ("/t", "/c.csv", 5, True, 2), OLD_LABELS)]
+    for k, (stage, args, old) in enumerate(cases):
+        folder = tmp_path / f"stage{k}"
+        folder.mkdir()
+        stage(str(folder), *args, print)
+        path = str(folder / T.JOB_FILE)
+        assert ran[-1] == ["job", path]
+        want = build_parser().parse_args([str(folder) if a == "D" else a for a in old])
+        assert read_job(path) == want  # the same command and every option the same, typed as the flags give
+    assert T.label_copies(str(tmp_path), "/t", "/c.csv", 0, True, 2, print) == {"n": 0} and len(ran) == 3
+
+
+@pytest.mark.parametrize("job, message", [
+    ({"command": "crossfit"}, '"command" must be one of fit, export'),
+    ({"command": "fit", "data": "d.csv"}, "fit needs out"),
+    ({"command": "export", "data": "d.csv", "out": "o", "teacher": "t", "epochs": 3},
+     "unknown option(s) of export: epochs"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "lr": "fast"}, "lr cannot be 'fast'"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "epochs": 2.5}, "epochs cannot be 2.5"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "stop_on": "f1"}, "stop_on cannot be 'f1'"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "where": "item=1"}, "where cannot be 'item=1'"),
+    ([1, 2], '"command" must be one of fit, export'),
+])
+def test_bad_job_files_are_one_line_errors(tmp_path, capsys, job, message):
+    from teacher_export.cli import main
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    with pytest.raises(JobError, match="job file"):
+        read_job(str(path))
+    assert main(["job", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tinykd-teacher: error: job file {path}: ") and message in err and err.count("\n") == 1
+
+
+def test_a_job_file_left_out_options_take_the_commands_defaults(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"command": "fit", "data": "d.csv", "out": "o", "lr": 1, "class_weight": True}))
+    args = read_job(str(path))
+    assert vars(args) == {**vars(build_parser().parse_args(["fit", "--data", "d.csv", "--out", "o", "--lr", "1",
+                                                             "--class-weight"]))}
+    assert isinstance(args.lr, float) and args.epochs == 6 and args.where == []
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(JobError, match="bad.json"):
+        read_job(str(tmp_path / "bad.json"))

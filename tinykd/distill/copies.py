@@ -1,0 +1,41 @@
+"""The transfer set of ``tinykd distill``: perturbed copies of an item's training answers
+(:func:`tinykd.distill.augment.augment_rows`) and the unlabeled answers given, for the teacher to label."""
+from __future__ import annotations
+
+import os
+
+from tinykd.files.csvfiles import AtomicCsvWriter
+
+#: copies per training answer: as many as keep the transfer set near TRANSFER_SIZE answers, between 2
+#: and COPIES_MAX (docs/decisions/student-recipe.md)
+COPIES_MAX, TRANSFER_SIZE = 16, 48000
+
+
+def auto_copies(n_train):
+    """The default copy count for ``n_train`` training answers (16 up to 3,000 answers, 2 from 24,000)."""
+    return min(COPIES_MAX, max(2, TRANSFER_SIZE // max(int(n_train), 1)))
+
+
+def copy_count(chain):
+    """The copies per training answer of ``chain`` (an :class:`~tinykd.distill.job.ItemChain`)."""
+    return auto_copies(len(chain.rows.where("train"))) if chain.copies is None else int(chain.copies)
+
+
+def write_copies(folder, chain, n):
+    """The copies stage: ``folder/copies.csv`` (id, text, context) holding ``n`` copies of every
+    training answer of ``chain``, the data file's unlabeled training rows and the unlabeled file's
+    rows. Returns ``{"n": rows, "copies": copies, "unlabeled": unlabeled rows}``."""
+    from tinykd.distill.augment import augment_rows
+
+    rows = chain.rows
+    train = [i for i, r in enumerate(rows.roles) if r == "train"]
+    unlabeled = [(rows.ids[i], rows.texts[i], "" if rows.contexts is None else rows.contexts[i], None)
+                 for i, r in enumerate(rows.roles) if r == "unlabeled"] + list(chain.unlabeled_rows)
+    made = augment_rows([rows.texts[i] for i in train], [rows.ids[i] for i in train],
+                        [rows.labels[i] for i in train], n=n, seed=chain.seed, **chain.augment) if n else []
+    with AtomicCsvWriter(os.path.join(folder, "copies.csv"), ["id", "text", "context"]) as w:
+        for j, nid, text in made:
+            w.writerow([nid, text, "" if rows.contexts is None else rows.contexts[train[j]]])
+        for uid, text, ctx, _ in unlabeled:
+            w.writerow([uid, text, ctx])
+    return {"n": len(made) + len(unlabeled), "copies": len(made), "unlabeled": len(unlabeled)}

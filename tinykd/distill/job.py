@@ -1,0 +1,159 @@
+"""What one item's chain needs, as typed values: :class:`ItemChain` (its rows, the teacher's and the
+students' options, where its stages live) and :class:`TeacherOptions`; with the recipe's defaults.
+
+An :class:`ItemChain` holds plain values only, so that :func:`tinykd.distill.pipeline.distill_item`
+runs it in a loop in one process or as a Dask task (pickled to a worker).
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+
+from tinykd.errors import OptionError
+from tinykd.files.csvfiles import label_sort_key
+from tinykd.train.options import TrainOptions
+
+#: λ values of the KD students, the plain NN (λ = 0) trained beside them (docs/decisions/student-recipe.md)
+LAMS = (4.0,)
+#: the KD students' soft term: the teacher's logits matched by MSE (docs/decisions/student-recipe.md)
+SOFT_LOSS = "mse"
+#: the presets "auto" trains, the best on validation kept (docs/decisions/student-recipe.md)
+AUTO_PRESETS = ("bathtub", "7t")
+#: the students average their weights over about the last epoch (docs/decisions/weight-averaging.md)
+STUDENT_AVERAGE = 1.0
+#: the students' training options; ``lam`` and ``preset`` are set per student from the λ grid and presets
+STUDENT_OPTIONS = TrainOptions(soft_loss=SOFT_LOSS, average=STUDENT_AVERAGE)
+
+
+def student_options(options=None, **values):
+    """The students' :class:`~tinykd.train.options.TrainOptions`: ``options`` (None:
+    :data:`STUDENT_OPTIONS`) with the ``values`` that are not None replacing its fields."""
+    if options is not None and not isinstance(options, TrainOptions):
+        raise TypeError(f"options must be a TrainOptions, got {type(options).__name__}")
+    base = STUDENT_OPTIONS if options is None else options
+    return base.replace(**{k: v for k, v in values.items() if v is not None})
+
+
+def presets_for(preset):
+    """The presets a chain trains: :data:`AUTO_PRESETS` for "auto", else ``preset`` alone."""
+    return tuple(AUTO_PRESETS) if preset == "auto" else (preset,)
+
+
+def _whole(name, value, least=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise OptionError(f"teacher_{name}", f"{{opt}} must be a whole number >= {least}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """The teacher's fine-tuning (``tinykd-teacher fit``): options that work across the items here
+    without tuning (docs/decisions/teacher-early-stopping.md: patience 1, early stopping on validation
+    accuracy with validation accuracies within ``tolerance`` of the best tied, the lowest validation loss
+    among them kept; ``stop_on="loss"``: the lowest validation loss). A bad value is an
+    :class:`~tinykd.errors.OptionError` naming ``teacher_<option>``."""
+
+    epochs: int = 10
+    patience: int = 1
+    lr: float = 8e-5
+    batch_size: int = 16
+    max_length: int = 128
+    stop_on: str = "accuracy"
+    tolerance: float = 0.01
+
+    def __post_init__(self):
+        for name in ("epochs", "patience", "batch_size", "max_length"):
+            _whole(name, getattr(self, name))
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf"):
+            raise OptionError("teacher_lr", f"{{opt}} must be > 0, got {lr!r}")
+        if self.stop_on not in ("accuracy", "loss"):
+            raise OptionError("teacher_stop_on", f"{{opt}} must be accuracy or loss, got {self.stop_on!r}")
+        tol = self.tolerance
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < 1:
+            raise OptionError("teacher_tolerance", f"{{opt}} must be at least 0 and below 1, got {tol!r}")
+
+    @classmethod
+    def make(cls, options=None):
+        """``options``: None (the defaults), a TeacherOptions, or a dict of some of its fields."""
+        if options is None or isinstance(options, cls):
+            return options or cls()
+        unknown = set(options) - set(TEACHER_DEFAULTS)
+        if unknown:
+            raise OptionError("teacher_options",
+                              f"unknown {{opt}} {sorted(unknown)}; known: {sorted(TEACHER_DEFAULTS)}")
+        return cls(**options)
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def key_options(self):
+        """The options the teacher's cache key hashes: ``tolerance`` only where it can change the run
+        (``stop_on="accuracy"``, ``tolerance > 0``), so a work folder made before it existed, or with
+        ``stop_on="loss"``, keeps its teachers."""
+        d = self.as_dict()
+        if self.stop_on == "loss" or not self.tolerance:
+            del d["tolerance"]
+        return d
+
+
+#: the teacher's default options by name (the command line's help shows them)
+TEACHER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TeacherOptions)}
+
+
+@dataclass(frozen=True)
+class ItemRows:
+    """One item's rows of the data file, every role: ``ids``, ``texts``, ``labels`` (normalised; None:
+    unlabelled), ``contexts`` (None: no context column), ``roles`` (train / unlabeled / val / test /
+    other, :func:`tinykd.train.splits.assign_roles`) and the labels' ``kind`` (int / float / str)."""
+
+    ids: tuple
+    texts: tuple
+    labels: tuple
+    contexts: tuple | None
+    roles: tuple
+    kind: str
+
+    def where(self, role):
+        """The indices of the rows of ``role`` ("train": the labelled training rows)."""
+        return [i for i, r in enumerate(self.roles) if r == role and (role != "train" or self.labels[i] is not None)]
+
+    def take(self, idx):
+        """``(texts, labels, contexts)`` of the rows ``idx`` (contexts None without a context column)."""
+        return ([self.texts[i] for i in idx], [self.labels[i] for i in idx],
+                None if self.contexts is None else [self.contexts[i] for i in idx])
+
+    @property
+    def classes(self):
+        """The labels of the training rows, sorted (numbers numerically): the students' classes."""
+        return sorted({self.labels[i] for i in self.where("train")}, key=label_sort_key)
+
+
+@dataclass(frozen=True)
+class ItemChain:
+    """One item's chain — teacher → copies → labels → students — as :func:`tinykd.distill.pipeline.distill`
+    makes it. ``item`` None: all rows (no item column); ``name`` names it in the log and the report."""
+
+    work: str  #: the work folder (:class:`tinykd.distill.stages.StageCache`)
+    item: str | None
+    name: str
+    rows_key: str  #: the key of the rows stage, which the later keys hash
+    rows_csv: str  #: every row of the data file with its role (what the teacher reads)
+    rows: ItemRows
+    unlabeled_rows: tuple  #: ``(id, text, context, item)`` of the unlabeled file's rows of this item
+    unlabeled_sha: str | None
+    teacher_dir: str | None  #: a given fine-tuned teacher (None: fine-tune one)
+    teacher_sha: str | None  #: the hash of its ``teacher.json``
+    base: str | None  #: the teacher's pre-trained base (None: all-MiniLM-L6-v2)
+    teacher: TeacherOptions
+    teacher_threads: int | None  #: torch threads of the teacher's processes (None: the worker's, or torch's)
+    copies: int | None  #: perturbed copies per training answer (None: :func:`tinykd.distill.copies.auto_copies`)
+    augment: dict = field(hash=False)  #: :func:`tinykd.distill.augment.augment`'s options that are set
+    preset: str  #: "auto" or the one preset trained
+    presets: tuple  #: the presets trained (:func:`presets_for`)
+    lams: tuple  #: the KD students' λ grid
+    options: TrainOptions  #: the students' options (``preset`` and ``lam`` set per student)
+
+    @property
+    def seed(self):
+        return self.options.seed

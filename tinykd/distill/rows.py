@@ -1,0 +1,96 @@
+"""The rows stage of ``tinykd distill``: the data file read once (:mod:`tinykd.files.csvfiles`), every
+row given its role by tinykd's one rule (:func:`tinykd.train.splits.assign_roles`: a seeded stratified
+1/8 of an item's training rows validates when the file has no validation rows), and written with its
+role for the teacher, who then sees the same roles as the students."""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from tinykd.files.csvfiles import AtomicCsvWriter, duplicated, label_key, normalize_labels, read_table
+
+
+class Columns(NamedTuple):
+    """The data file's columns (None: not given) and the split values of its roles."""
+
+    text: str
+    label: str
+    id: str
+    context: str | None
+    item: str | None
+    split: str | None
+    train_split: str
+    val_split: str | None
+    test_split: str
+
+    def key_parts(self):
+        """The columns, then the split values, as the rows' cache key hashes them."""
+        return (self.text, self.label, self.id, self.context, self.item, self.split), \
+            (self.train_split, self.val_split, self.test_split)
+
+
+class Table(NamedTuple):
+    """Every row of the data file (lists, one value per row; None columns not given)."""
+
+    ids: list
+    texts: list
+    labels: list
+    kind: str
+    contexts: list | None
+    items: list | None
+    roles: list
+
+
+def read_rows(data, columns, where, seed):
+    """The rows of ``data`` (filtered by ``where``) and their roles, and the ``columns`` with the split
+    column resolved (``split`` when the file has one and none was named). Ids must be unique."""
+    c = columns
+    need = [(c.text, "--text-col"), (c.label, "--label-col"), (c.id, "--id-col")]
+    need += [(col, flag) for col, flag in ((c.context, "--context-col"), (c.item, "--item-col")) if col]
+    table = read_table(data, need + ([(c.split, "--split-col")] if c.split else []), where=where)
+    if c.split is None and table.has("split"):
+        c = c._replace(split="split")
+    ids = [s.strip() for s in table.column(c.id)]
+    labels, kind = normalize_labels(table.column(c.label))
+    items = [s.strip() for s in table.column(c.item)] if c.item else None
+    dups = duplicated(ids)
+    if dups or any(not i for i in ids):
+        raise ValueError(f"{data}: ids must be unique and non-empty (duplicates: {dups[:5]})")
+    roles = _roles(labels, table.column(c.split) if c.split else None, items, c.train_split, c.val_split,
+                   c.test_split, seed)
+    return Table(ids, table.column(c.text), labels, kind, table.column(c.context) if c.context else None,
+                 items, roles), c
+
+
+def _roles(labels, splits, items, train_split, val_split, test_split, seed):
+    """Each row's role by tinykd's rules (:func:`tinykd.train.splits.assign_roles`): train / val / test / other."""
+    from tinykd.train.splits import assign_roles
+
+    return assign_roles(labels, splits, items, train_split=train_split, val_split=val_split or None,
+                        test_split=test_split, no_split="paper", hold_out=True, key=label_key, seed=seed)
+
+
+def read_unlabeled(path, columns, where):
+    """``(id, text, context, item)`` of each row of the unlabeled file ``path`` (context "" without one)."""
+    c = columns
+    ut = read_table(path, [(c.text, "--text-col"), (c.id, "--id-col")] + ([(c.item, "--item-col")] if c.item else []),
+                    where=where)
+    return [(r[ut.index[c.id]].strip(), r[ut.index[c.text]],
+             r[ut.index[c.context]] if c.context and ut.has(c.context) else "",
+             r[ut.index[c.item]].strip() if c.item else None) for r in ut.rows]
+
+
+def write_rows(folder, table):
+    """The rows stage: ``folder/rows.csv`` (id, text, label, role[, context][, item]). Returns the
+    folder and the count of each role."""
+    t = table
+    header = ["id", "text", "label", "role"] + (["context"] if t.contexts is not None else []) \
+        + (["item"] if t.items is not None else [])
+    with AtomicCsvWriter(os.path.join(folder, "rows.csv"), header) as w:
+        for i in range(len(t.ids)):
+            row = [t.ids[i], t.texts[i], "" if t.labels[i] is None else label_key(t.labels[i]), t.roles[i]]
+            row += [t.contexts[i]] if t.contexts is not None else []
+            row += [t.items[i]] if t.items is not None else []
+            w.writerow(row)
+    counts = {r: t.roles.count(r) for r in ("train", "val", "test", "unlabeled", "other")}
+    return {"dir": folder, "roles": counts}

@@ -1,0 +1,195 @@
+"""The students' stage of ``tinykd distill``: for each preset the plain NN (λ = 0) and the KD students
+over the λ grid (the transfer set in their soft term), trained on the cores side by side; the one of
+best validation accuracy (then QWK) kept — the plain NN when the teacher does not help. The teacher
+is checked against TF-IDF + logistic regression on the validation rows. Test rows never choose."""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from tinykd.files.csvfiles import label_key, read_table
+
+
+class StudentData(NamedTuple):
+    """What every student of an item trains on: its labelled training rows (``texts``, ``y``,
+    ``contexts``) with the teacher's probabilities ``p_train`` (n, K), the ``validation`` rows
+    ``(texts, labels, contexts)`` (None: none) and the ``transfer`` set ``(texts, p (m, K), contexts)``
+    (None: empty)."""
+
+    texts: list
+    y: np.ndarray
+    contexts: list | None
+    p_train: np.ndarray
+    validation: tuple | None
+    transfer: tuple | None
+
+
+def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer):
+    """The :class:`StudentData` of ``chain`` from the teacher's files (classes in the students' order)."""
+    from tinykd.files.softlabels import read_soft_labels
+
+    rows, train, val = chain.rows, chain.rows.where("train"), chain.rows.where("val")
+    want = [label_key(c) for c in rows.classes]
+    texts, labels, contexts = rows.take(train)
+    p_train = read_soft_labels(teacher_csv, [rows.ids[i] for i in train], want)
+    transfer = None
+    if n_transfer:
+        crow = read_table(copies_csv).rows
+        p_tx = read_soft_labels(labels_csv, [r[0] for r in crow], want)
+        transfer = ([r[1] for r in crow], p_tx, [r[2] for r in crow] if rows.contexts is not None else None)
+    y = np.asarray(labels, dtype=object if rows.kind == "str" else None)
+    return StudentData(texts, y, contexts, p_train, rows.take(val) if val else None, transfer)
+
+
+class _Trainer:
+    """Trains one student of an item, ``(preset, λ)``: the plain NN with λ = 0, else a KD student
+    (:func:`side_by_side`'s ``train_one``). Returns ``(student, validation metrics)``."""
+
+    def __init__(self, chain, data, log):
+        self.chain, self.data, self.log = chain, data, log
+
+    def __call__(self, pair, settings, stop):
+        from tinykd.train import fitting  # looked up per call: a test may replace fit
+
+        preset, lam = pair
+        o = self.chain.options
+        kd = dict(temperature=o.temperature, soft_loss=o.soft_loss) if lam else dict(temperature=1.0, soft_loss="ce")
+        options = o.replace(preset=preset, lam=lam, **kd)
+        d = self.data
+        s = fitting.fit(d.texts, d.y, d.p_train if lam else None, options=options, contexts=d.contexts,
+                        validation=d.validation, transfer=d.transfer if lam else None, verbose=False,
+                        name=self.chain.name, settings=settings, on_epoch=stop)
+        m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
+        self.log(f"[students] {self.chain.name}: {preset}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
+                 f"QWK {m['qwk']:.3f} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
+        return s, m
+
+
+def student_pairs(presets, lams):
+    """The students to train, as ``(preset, λ)``: the KD students first — with the transfer set in their
+    soft term they take several times as long as a plain NN, so the cores stay busy to the end when
+    the plain NNs fill in after them."""
+    return [(pr, lam) for lam in lams for pr in presets] + [(pr, 0.0) for pr in presets]
+
+
+def _rank(runs, presets, pair):
+    """Validation accuracy, then QWK; ties: the larger λ, then the earlier preset."""
+    m = runs[pair][1]
+    return m["accuracy"], m["qwk"], pair[1], -presets.index(pair[0])
+
+
+def choose(runs, presets):
+    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics))."""
+    rank = functools.partial(_rank, runs, list(presets))
+    return max(runs, key=rank), max((k for k in runs if k[1] == 0.0), key=rank)
+
+
+def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfer, threads, log):
+    """The students stage: every student of ``chain`` trained (:func:`side_by_side` on ``threads``),
+    the best on validation saved as ``folder/student.npz`` and the best plain NN as ``plain.npz``.
+    Returns λ and the preset kept, every student's validation metrics, and the teacher's and TF-IDF +
+    LR's (on the test rows too)."""
+    data = student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer)
+    presets = list(chain.presets)
+    pairs = student_pairs(presets, chain.lams)
+    runs = dict(zip(pairs, side_by_side(_Trainer(chain, data, log), pairs, threads)))
+    best, plain = choose(runs, presets)
+    if best[1] == 0.0:
+        log(f"[students] {chain.name}: the teacher's probabilities do not help on validation; keeping the plain NN")
+    log(f"[students] {chain.name}: kept {best[0]}, λ = {best[1]:g}")
+    runs[best][0].save(os.path.join(folder, "student.npz"))
+    runs[plain][0].save(os.path.join(folder, "plain.npz"))
+    return {"lam": best[1], "preset": best[0], "plain_preset": plain[0],
+            "validation": {str(lam): m for (pr, lam), (_, m) in runs.items() if pr == best[0]},
+            "presets": {pr: {str(lam): m for (p_, lam), (_, m) in runs.items() if p_ == pr} for pr in presets},
+            **_bars(chain, data, teacher_csv, log)}
+
+
+def _bars(chain, data, teacher_csv, log):
+    """The teacher's validation metrics and TF-IDF + LR's (validation and test), trained once on the
+    same rows: the bar every scorer must clear; a warning when the teacher does not clear it."""
+    from tinykd.files.softlabels import read_soft_labels
+    from tinykd.quality.metrics import scoring_metrics
+
+    rows, val, test = chain.rows, chain.rows.where("val"), chain.rows.where("test")
+    if not val:
+        return {"teacher_validation": None, "tfidf_validation": None, "tfidf_test": None}
+    keys = [label_key(c) for c in rows.classes]
+    v_texts, v_labels, v_ctx = data.validation
+    predict = _tfidf(data.texts, data.y, data.validation, data.contexts)
+    base_m = scoring_metrics([label_key(v) for v in v_labels], list(predict(v_texts, v_ctx)),
+                             labels=sorted({label_key(v) for v in data.y}))
+    base_test = None
+    if test:
+        t_texts, t_labels, t_ctx = rows.take(test)
+        base_test = scoring_metrics([label_key(v) for v in t_labels], list(predict(t_texts, t_ctx)), labels=keys)
+    p_val = read_soft_labels(teacher_csv, [rows.ids[i] for i in val], keys)
+    t_m = scoring_metrics([label_key(v) for v in v_labels], [keys[k] for k in p_val.argmax(1)], labels=keys)
+    if t_m["accuracy"] <= base_m["accuracy"]:
+        log(f"[students] {chain.name}: warning: the teacher (validation accuracy {t_m['accuracy']:.3f}) does not "
+            f"beat TF-IDF + logistic regression ({base_m['accuracy']:.3f}); train it longer "
+            "(--teacher-epochs) or give it more data")
+    return {"teacher_validation": t_m, "tfidf_validation": base_m, "tfidf_test": base_test}
+
+
+def _tfidf(texts, y, validation, contexts):
+    """:func:`tinykd.quality.baseline.tfidf_lr` trained on the same rows (C chosen on validation); its predict."""
+    from tinykd.quality.baseline import tfidf_lr
+
+    v_texts, v_y, v_ctx = validation
+    predict, _, _ = tfidf_lr(texts, [label_key(v) for v in y], v_texts, [label_key(v) for v in v_y],
+                             contexts=contexts, val_contexts=v_ctx)
+    return predict
+
+
+class _SideBySide:
+    """The shared stop of :func:`side_by_side`'s threads: after a Ctrl-C (or an error) in one, the
+    others stop at their next epoch, and a job not yet started never starts."""
+
+    def __init__(self, train_one):
+        self.train_one, self.halt = train_one, threading.Event()
+
+    def stop(self, record):
+        if self.halt.is_set():
+            raise KeyboardInterrupt
+
+    def one(self, job):
+        from tinykd.settings import Settings
+
+        if self.halt.is_set():
+            raise KeyboardInterrupt
+        return self.train_one(job, Settings(parallel=False), self.stop)
+
+
+def side_by_side(train_one, jobs, threads=None):
+    """``train_one(job, settings, stop)`` for each of ``jobs`` (e.g. (preset, λ) pairs): one after
+    the other, in that order, or (``threads`` — default: the machine's cores — at least 2 and several
+    jobs) on that many threads, each job started, in the order given, as soon as a thread is free, and
+    trained with serial kernels on one core (``Settings(parallel=False)``; NumPy's BLAS on one thread).
+    That trains the same weights bit for bit (:func:`tinykd.nn.lstm._plan`) in less time than one
+    after the other with both cores each (docs/decisions/side-by-side-students.md). ``stop`` is an
+    ``on_epoch`` callback: after a Ctrl-C (or an error) in one, the others stop at their next epoch.
+    Returns the results in the order of ``jobs``."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinykd.settings import blas_threads
+
+    n = min(len(jobs), int(threads or os.cpu_count() or 1))
+    if n < 2:
+        return [train_one(job, None, None) for job in jobs]
+    shared = _SideBySide(train_one)
+    # fit's warning filters are the process's: restored here once, whatever order the threads left them in
+    with warnings.catch_warnings(), blas_threads(1), ThreadPoolExecutor(n, thread_name_prefix="tinykd-student") as ex:
+        futures = [ex.submit(shared.one, job) for job in jobs]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            shared.halt.set()  # the executor then waits for the running ones' current epoch
+            for f in futures:
+                f.cancel()  # and starts none of those still waiting
+            raise
