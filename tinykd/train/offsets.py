@@ -9,15 +9,10 @@ a 3 while its teacher does. Adding one offset per class to the logits before the
 nothing) on the validation rows by coordinate ascent over :data:`GRID`: class by class, a
 value replaces the current one only when it raises the validation accuracy or QWK and lowers
 neither, values nearer 0 tried first, for at most :data:`PASSES` passes. ``b = 0`` (the plain
-arg-max) is kept unless a change helps on these rows. (Accepting any change that raised
-accuracy, then QWK, did worse on held-out halves of the validation rows of five ASAP-SAS items,
-students and plain NNs: accuracy −0.85 points and QWK +0.020 on average, against −0.47 points and
-+0.025 with this rule; ``benchmarks/results/distill_offsets.md``.) :func:`tinykd.fit` folds ``b`` into the output layer's bias, so a model
-file, the scorer and every export need nothing new. Fewer than :data:`MIN_ROWS` validation
-rows: no offsets (they would fit the rows' noise).
-
-The distill benchmark's six rows with and without them (``benchmarks/results/distill_offsets.md``;
-test rows): the plain NN +0.5 points / +0.049 QWK on average, the distilled student ±0.0 / +0.002.
+arg-max) is kept unless a change helps on these rows (the rule and its evidence:
+``docs/decisions/decision-offsets.md``). :func:`tinykd.fit` folds ``b`` into the output layer's bias,
+so a model file, the scorer and every export need nothing new. Fewer than :data:`MIN_ROWS`
+validation rows: no offsets (they would fit the rows' noise).
 """
 from __future__ import annotations
 
