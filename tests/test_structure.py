@@ -164,3 +164,12 @@ def test_every_folder_is_a_layer_and_the_top_level_stays_small():
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     assert packages <= set(LAYERS), packages - set(LAYERS)
     assert {_layer(m) for m in GRAPH} <= set(LAYERS) | {"tinykd"}
+
+
+def test_no_function_in_tinykd_is_over_80_lines():
+    long = []
+    for p in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long
