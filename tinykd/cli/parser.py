@@ -52,8 +52,8 @@ def _train(sub, fmt):
     t.add_argument("data", help="training CSV")
     _where(t)
     t.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
-    t.add_argument("--teacher", action="append", default=[], help="soft-label CSV: id, p_<label>… (see README, "
-                   "'Soft-label file'); repeat it for one file per item (joined by id)")
+    t.add_argument("--teacher", action="append", default=[], help="soft-label CSV: id, p_<label>… (docs/file-formats.md); "
+                   "repeat it for one file per item (joined by id)")
     t.add_argument("--from-logits", action="store_true", help="the teacher file holds only logits; apply a softmax")
     t.add_argument("--allow-missing-teacher", action="store_true",
                    help="train labeled rows with no teacher row on the hard label only (else: refuse)")
