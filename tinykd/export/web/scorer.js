@@ -1,26 +1,86 @@
 /* tinykd scorer for the browser: hand-written, no dependencies, no network.
  *
- * The same maths as tinykd's Python scorer (tinykd/scoring.py):
- *   text -> tokens (tinykd.text.tokenize: lower-case, maximal runs of letters, numbers and "_")
+ * The same maths as tinykd's Python scorer (tinykd/scoring/):
+ *   text -> tokens (tinykd.scoring.text.tokenize: Python's str.lower, then the maximal runs of Python's \w,
+ *           read from the Unicode tables tinykd export writes into this file: never the browser's own)
  *        -> ids (OOV = 1; with a context: context + [SEP = 2] + answer, cut to max_len)
  *        -> embedding -> LSTM | BiLSTM (gates i, f, g, o) -> last state | max over the real steps
  *        -> [dense + relu | selu] -> dense -> softmax(logits / T)
  * The weights are Float32Arrays decoded from model.js (var TINYKD_MODEL, written by
  * `tinykd export MODEL --web DIR`).
  *
- * API (window.tinykd): tokenize(text), load(spec) -> models, encode(model, text, context),
- * probabilities(model, ids), score(model, text, context) -> {pred, label, proba, confidence,
+ * API (window.tinykd): tokenize(text) (= words(lower(text))), lower(text), words(text), load(spec) -> models,
+ * encode(model, text, context), probabilities(model, ids), score(model, text, context) -> {pred, label, proba, confidence,
  * needs_review}, ui(document, spec) for index.html.
  */
 (function (global) {
   "use strict";
   var PAD = 0, OOV = 1, SEP = 2;
   var SELU_LAMBDA = 1.0507009873554805, SELU_ALPHA = 1.6732632423543772;
-  var WORD = /[\p{L}\p{N}_]+/gu; // Python's (?u)\w: str.isalnum() or "_"; combining marks separate words
+  // tinykd.export.page.unicode_tables(): how the exporting Python reads each code point (JSON, filled in by export)
+  var UNICODE = /*{{unicode_tables}}*/null, T = null;
+
+  function starts(runs) { // gaps and lengths -> sorted run boundaries (a code point is inside after an odd number)
+    var b = new Int32Array(runs.length), at = 0;
+    for (var i = 0; i < runs.length; i++) b[i] = at += runs[i];
+    return b;
+  }
+
+  function tables() {
+    if (T) return T;
+    if (!UNICODE) throw new Error("scorer.js has no Unicode tables: write the page with tinykd export --web");
+    var lower = new Map(), k;
+    UNICODE.lower.forEach(function (r) { // [start, count, step, shift]
+      for (k = 0; k < r[1]; k++) lower.set(r[0] + k * r[2], String.fromCodePoint(r[0] + k * r[2] + r[3]));
+    });
+    UNICODE.lower_long.forEach(function (r) { lower.set(r[0], r[1]); });
+    T = {word: starts(UNICODE.word), ignorable: starts(UNICODE.ignorable), cased: starts(UNICODE.cased), lower: lower};
+    return T;
+  }
+
+  function inside(bounds, cp) { // the number of boundaries <= cp is odd
+    var lo = 0, hi = bounds.length;
+    while (lo < hi) {
+      var mid = (lo + hi) >> 1;
+      if (bounds[mid] <= cp) lo = mid + 1; else hi = mid;
+    }
+    return (lo & 1) === 1;
+  }
+
+  // Python's str.lower: Σ is ς after a cased code point (ignorables skipped) unless one follows it
+  function finalSigma(t, cps, i) {
+    var j = i - 1;
+    while (j >= 0 && inside(t.ignorable, cps[j])) j--;
+    if (j < 0 || !inside(t.cased, cps[j])) return false;
+    for (j = i + 1; j < cps.length && inside(t.ignorable, cps[j]); j++);
+    return j === cps.length || !inside(t.cased, cps[j]);
+  }
+
+  function lower(text) {
+    var t = tables(), cps = Array.from(String(text), function (ch) { return ch.codePointAt(0); });
+    var out = new Array(cps.length);
+    for (var i = 0; i < cps.length; i++) {
+      var cp = cps[i], low = cp === 0x3A3 ? (finalSigma(t, cps, i) ? "\u03C2" : "\u03C3") : t.lower.get(cp);
+      out[i] = low === undefined ? String.fromCodePoint(cp) : low;
+    }
+    return out.join("");
+  }
+
+  function words(text) { // the maximal runs of Python's \w (str.isalnum() or "_")
+    var t = tables(), s = String(text), out = [], start = -1, i = 0;
+    while (i < s.length) {
+      var cp = s.codePointAt(i);
+      if (inside(t.word, cp)) { if (start < 0) start = i; }
+      else if (start >= 0) { out.push(s.slice(start, i)); start = -1; }
+      i += cp > 0xFFFF ? 2 : 1;
+    }
+    if (start >= 0) out.push(s.slice(start));
+    return out;
+  }
 
   function tokenize(text) {
     if (text === null || text === undefined) return [];
-    return String(text).toLowerCase().match(WORD) || [];
+    return words(lower(text));
   }
 
   function decode(w) {
@@ -186,6 +246,6 @@
     });
   }
 
-  global.tinykd = {tokenize: tokenize, load: load, encode: encode, probabilities: probabilities, score: score,
+  global.tinykd = {tokenize: tokenize, lower: lower, words: words, load: load, encode: encode, probabilities: probabilities, score: score,
                    ui: ui};
 })(typeof window !== "undefined" ? window : this);
