@@ -16,7 +16,11 @@ Reading is forgiving where the meaning is clear and loud where it is not:
 * **Errors** (:class:`DataFileError`, one line each): missing file, binary or
   spreadsheet file, empty file, a header only, duplicate column names, a missing
   column (naming the columns the file has), a row with a different number of
-  fields than the header (with its line number).
+  fields than the header (with its line number), a quote that is never closed or
+  text after a closing quote (naming the line where the row starts: quoting is
+  read strictly, so a stray quote never swallows the rows after it).
+* **Messages** quote the user's data through :func:`shown` and :func:`shown_list`: a few
+  values, each cut short, so an error stays one short line whatever the file holds.
 
 Writing goes to a temporary file in the target folder that is renamed into
 place only when complete (:class:`AtomicCsvWriter`).
@@ -27,7 +31,6 @@ import codecs
 import csv
 import hashlib
 import io
-import itertools
 import math
 import os
 import re
@@ -43,10 +46,34 @@ csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
 
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null"})
 _BLOCK = 1 << 20
+#: what an error message quotes of the user's data: at most this many values, each cut to this many characters
+SHOWN_VALUES, SHOWN_CHARS = 8, 60
 
 
 class DataFileError(ValueError):
     """A data file that cannot be used as it is (the message says why, and where)."""
+
+
+# ----------------------------------------------------------------------------- messages
+def shown(value, *, quote=True, limit=SHOWN_CHARS):
+    """One value of the user's data as an error message quotes it: its ``repr`` (``quote=False``:
+    its text), a longer one cut to ``limit`` characters and marked ``…`` with its length — every
+    message that quotes a file's header, a cell, an id or a label goes through this (or
+    :func:`shown_list`), so it stays one short line."""
+    if hasattr(value, "dtype") and getattr(value, "shape", None) == ():
+        value = value.item()  # a NumPy scalar reads as its value (1, '1'), not np.int64(1)
+    text = str(value)
+    if len(text) <= limit:
+        return repr(value) if quote else text
+    cut = text[:limit - 1] + "…"
+    return f"{cut!r} ({len(text):,} characters)" if quote else f"{cut} ({len(text):,} characters)"
+
+
+def shown_list(values, *, quote=True, n=SHOWN_VALUES, limit=SHOWN_CHARS):
+    """Up to ``n`` values, each :func:`shown`, joined by ``", "``; then ``… (<count> in all)`` if there are more."""
+    values = list(values)
+    more = f", … ({len(values):,} in all)" if len(values) > n else ""
+    return ", ".join(shown(v, quote=quote, limit=limit) for v in values[:n]) + more
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -173,33 +200,48 @@ class CsvReader:
                     delimiter = d
                     break
         self.delimiter = delimiter
-        self._reader = csv.reader(itertools.chain([first], self._f), delimiter=delimiter)
-        try:
-            header = next(self._reader)
-        except csv.Error as e:
-            raise DataFileError(f"{self.path}: unreadable header row ({e})") from None
+        self._eof = False
+        # strict: a quote never closed, or text after a closing quote, is an error, not rows swallowed into one cell
+        self._reader = csv.reader(self._lines(first), delimiter=delimiter, strict=True)
+        self._records = self._checked_records()
+        header = next(self._records, None)
+        if header is None:
+            raise DataFileError(f"{self.path}: unreadable header row")
         self.header = [h.strip().lstrip("\ufeff") for h in header]
         while len(self.header) > 1 and not self.header[-1]:  # a spreadsheet's empty columns at the end
             self.header.pop()
-        seen, dups = set(), []
-        for h in self.header:
-            if h in seen and h not in dups:
-                dups.append(h)
-            seen.add(h)
+        dups = duplicated(self.header)
         if dups:
-            raise DataFileError(f"{self.path}: duplicate column name(s) {', '.join(map(repr, dups))} in the header")
+            raise DataFileError(f"{self.path}: duplicate column name(s) {shown_list(dups)} in the header")
         self.index = {h: i for i, h in enumerate(self.header)}
         for col in required:
             name, option = col if isinstance(col, tuple) else (col, None)
             self.require(name, option)
         self._keep = [(self.require(c, "--where"), v) for c, v in self.where]
 
+    def _lines(self, first):
+        """The lines the csv reader parses (the header line first); notes when the file runs out."""
+        yield first
+        yield from self._f
+        self._eof = True
+
+    def _checked_records(self):
+        """The csv reader's records; a csv.Error is one line naming the line where its row starts."""
+        r = self._reader
+        while True:
+            start = r.line_num + 1
+            try:
+                fields = next(r)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataFileError(quoting_error(self.path, start, r.line_num, self._eof, e)) from None
+            yield fields
+
     def require(self, name, option=None):
         """The position of column ``name``, or a :class:`DataFileError` that lists the file's columns."""
         if name not in self.index:
-            hint = f" (set {option})" if option else ""
-            raise DataFileError(f"{self.path}: no column {name!r}{hint}; the file has columns: "
-                                f"{', '.join(self.header) if any(self.header) else '(none)'}")
+            raise missing_column(self.path, name, option, self.header)
         return self.index[name]
 
     def has(self, name):
@@ -209,7 +251,7 @@ class CsvReader:
         """Yield ``(line_number, fields)`` for each data row (that ``where`` keeps); blank lines are skipped."""
         n = len(self.header)
         try:
-            for fields in self._reader:
+            for fields in self._records:
                 if not fields or (len(fields) == 1 and not fields[0].strip() and n > 1):
                     continue
                 if len(fields) != n:
@@ -221,8 +263,6 @@ class CsvReader:
                             f"{n} (an unquoted '{self.delimiter}' or line break in a field?)")
                 if all(fields[k].strip() == v for k, v in self._keep):
                     yield self._reader.line_num, fields
-        except csv.Error as e:
-            raise DataFileError(f"{self.path}: line {self._reader.line_num}: {e}") from None
         except UnicodeDecodeError as e:
             raise DataFileError(f"{self.path}: cannot decode as {self.encoding} ({e.reason})") from None
 
@@ -247,6 +287,28 @@ class CsvReader:
         self.close()
 
 
+def quoting_error(path, start, line, at_end, error):
+    """The one-line message of a csv.Error (``error``) in the row that starts at line ``start``, the
+    reader at line ``line`` (``at_end``: the file ran out inside the row, i.e. a quote never closed)."""
+    fix = 'close the quote, and write a quote inside a quoted field as two ("")'
+    if at_end:
+        return (f"{path}: line {start}: a quoted field opens in this row and is never closed (it runs to the end "
+                f"of the file, line {line}); {fix}")
+    if "expected after" in str(error):  # strict mode's "',' expected after '\"'"
+        if line > start:
+            return (f"{path}: line {start}: a quoted field opens in this row and runs on to line {line}, where there "
+                    f"is text after its closing quote; {fix}")
+        return f"{path}: line {line}: a quoted field has text after its closing quote; {fix}"
+    return f"{path}: line {line}: {shown(str(error), quote=False)}"
+
+
+def missing_column(path, name, option, header):
+    """The :class:`DataFileError` of a column ``name`` the file lacks (``option`` sets it), naming its columns."""
+    hint = f" (set {option})" if option else ""
+    return DataFileError(f"{path}: no column {shown(name)}{hint}; the file has columns: "
+                         f"{shown_list(header, quote=False) if any(header) else '(none)'}")
+
+
 class Table:
     """A whole CSV file in memory: ``header``, ``rows`` (lists of strings), ``lines`` (line numbers)."""
 
@@ -262,8 +324,7 @@ class Table:
 
     def require(self, name, option=None):
         if name not in self.index:
-            hint = f" (set {option})" if option else ""
-            raise DataFileError(f"{self.path}: no column {name!r}{hint}; the file has columns: {', '.join(self.header)}")
+            raise missing_column(self.path, name, option, self.header)
         return self.index[name]
 
     def column(self, name, option=None):
@@ -280,7 +341,7 @@ def parse_where(where):
             out.append((str(w[0]).strip(), str(w[1]).strip()))
             continue
         if "=" not in str(w):
-            raise DataFileError(f"--where expects COL=VALUE, got {w!r}")
+            raise DataFileError(f"--where expects COL=VALUE, got {shown(w)}")
         k, v = str(w).split("=", 1)
         out.append((k.strip(), v.strip()))
     return out
@@ -296,8 +357,8 @@ def read_table(path, required=(), *, allow_empty=False, where=None):
             lines.append(line)
         if not rows and not allow_empty:
             if r.where:
-                raise DataFileError(f"{r.path}: no rows with " + " and ".join(f"{c} == {v!r}" for c, v in r.where)
-                                    + " (--where)")
+                raise DataFileError(f"{r.path}: no rows with " + " and ".join(
+                    f"{shown(c, quote=False)} == {shown(v)}" for c, v in r.where[:SHOWN_VALUES]) + " (--where)")
             raise DataFileError(f"{r.path}: has a header row but no data rows")
         return Table(r.path, r.header, rows, lines, r.note, r.index)
 
@@ -405,6 +466,20 @@ def class_keys(names):
     if kind in ("int", "float") and all(v is not None for v in labels):
         return [label_key(v) for v in labels]
     return [str(n).strip() for n in names]
+
+
+def check_classes(classes, what="classes"):
+    """The :func:`class_keys` of a model's class labels, refusing labels that are one score spelt two
+    ways (``1`` and ``"1"``, ``"1"`` and ``"1.0"``, ``"a"`` and ``" a"``): their ``p_<label>``
+    columns would collide in a scored file, and a teacher file could not tell them apart."""
+    classes = list(classes)
+    keys = class_keys(classes)
+    twice = duplicated(keys)
+    if twice:
+        same = [c for c, k in zip(classes, keys) if k == twice[0]]
+        raise ValueError(f"{what} {shown_list(same)} are one score spelt {len(same)} ways (each is the column "
+                         f"p_{shown(twice[0], quote=False)}); give each score one spelling")
+    return keys
 
 
 # ----------------------------------------------------------------------------- writing

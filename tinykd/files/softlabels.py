@@ -33,7 +33,7 @@ import numpy as np
 
 from tinykd.files.atomic import atomic_write_bytes
 from tinykd.nn.dense import softmax
-from tinykd.files.csvfiles import CsvReader, DataFileError, class_keys, duplicated
+from tinykd.files.csvfiles import CsvReader, DataFileError, check_classes, class_keys, duplicated, shown, shown_list
 
 __all__ = ["SoftLabelError", "write_soft_labels", "read_soft_labels", "read_soft_label_table",
            "read_sidecar", "sidecar_path"]
@@ -49,12 +49,6 @@ def sidecar_path(path) -> str:
     return (root if ext.lower() == ".csv" else path) + ".json"
 
 
-def _few(items, n=5):
-    items = list(items)
-    s = ", ".join(repr(x) for x in items[:n])
-    return s + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
 def _atomic_write_text(path, text: str):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -68,15 +62,16 @@ def write_soft_labels(path, ids, classes, proba, logits=None, extra=None, meta=N
     ``fold``); ``meta``: dict for the sidecar (``classes`` is always recorded)."""
     path = os.fspath(path)
     ids = [str(i) for i in ids]
-    classes = class_keys(classes)
+    try:
+        classes = check_classes(classes)
+    except ValueError as e:
+        raise SoftLabelError(str(e)) from None
     proba = np.asarray(proba, dtype=np.float64)
     n, k = len(ids), len(classes)
     if proba.shape != (n, k):
         raise SoftLabelError(f"proba has shape {proba.shape}, expected ({n}, {k})")
     if len(set(ids)) != n:
-        raise SoftLabelError(f"duplicated ids: {_few(duplicated(ids))}")
-    if len(set(classes)) != k:
-        raise SoftLabelError(f"duplicated class labels: {classes}")
+        raise SoftLabelError(f"duplicated ids: {shown_list(duplicated(ids))}")
     if not np.all(np.isfinite(proba)) or np.any(proba < 0):
         raise SoftLabelError("proba holds NaN, inf or negative values")
     if logits is not None:
@@ -133,7 +128,7 @@ def _read_rows(path):
     try:
         with CsvReader(path) as r:
             if "id" not in r.index:
-                raise SoftLabelError(f"{path}: no 'id' column (columns: {r.header[:8]})")
+                raise SoftLabelError(f"{path}: no 'id' column (columns: [{shown_list(r.header)}])")
             return path, r.header, [fields for _, fields in r.rows()]
     except DataFileError as e:
         raise SoftLabelError(str(e)) from None
@@ -145,10 +140,11 @@ def _parse_block(path, header, body, prefix, classes, ids_col):
     twice = duplicated(found)
     if twice:
         same = [prefix + c for (c, _), key in zip(cols, found) if key in twice]
-        raise SoftLabelError(f"{path}: columns {', '.join(same)} are one score spelt two ways; keep one")
+        raise SoftLabelError(f"{path}: columns {shown_list(same, quote=False)} are one score spelt two ways; keep one")
     if sorted(found) != sorted(classes) or len(found) != len(classes):
         raise SoftLabelError(f"{path}: class columns do not match the classes: expected "
-                             f"{[prefix + c for c in classes]}, found {[prefix + c for c, _ in cols]}")
+                             f"[{shown_list(prefix + c for c in classes)}], "
+                             f"found [{shown_list(prefix + c for c, _ in cols)}]")
     idx = [cols[found.index(c)][1] for c in classes]
     out = np.empty((len(body), len(classes)), dtype=np.float64)
     bad = []
@@ -160,7 +156,7 @@ def _parse_block(path, header, body, prefix, classes, ids_col):
                 out[r, j] = math.nan
                 bad.append(ids_col[r])
     if bad:
-        raise SoftLabelError(f"{path}: unreadable or missing numbers for ids {_few(dict.fromkeys(bad))}")
+        raise SoftLabelError(f"{path}: unreadable or missing numbers for ids {shown_list(dict.fromkeys(bad))}")
     return out
 
 
@@ -171,7 +167,7 @@ def _load(path, classes, from_logits, tol):
     file_ids = [row[id_col].strip() if len(row) > id_col else "" for row in body]
     dups = duplicated(file_ids)
     if dups:
-        raise SoftLabelError(f"{path}: duplicated ids in the file: {_few(dups)}")
+        raise SoftLabelError(f"{path}: duplicated ids in the file: {shown_list(dups)}")
     has_p = any(h.startswith("p_") for h in header)
     has_logit = any(h.startswith("logit_") for h in header)
     if classes is None:
@@ -184,27 +180,27 @@ def _load(path, classes, from_logits, tol):
         z = _parse_block(path, header, body, "logit_", classes, file_ids)
         bad = [file_ids[r] for r in np.flatnonzero(~np.all(np.isfinite(z), axis=1))]
         if bad:
-            raise SoftLabelError(f"{path}: NaN or inf logits for ids {_few(bad)}")
+            raise SoftLabelError(f"{path}: NaN or inf logits for ids {shown_list(bad)}")
         p = softmax(z)
     else:
         if not has_p:
             if has_logit:
                 raise SoftLabelError(f"{path}: this file holds logits; pass from_logits=True "
                                      "to convert with a softmax")
-            raise SoftLabelError(f"{path}: no p_<label> columns (columns: {header[:8]})")
+            raise SoftLabelError(f"{path}: no p_<label> columns (columns: [{shown_list(header)}])")
         p = _parse_block(path, header, body, "p_", classes, file_ids)
         bad = [file_ids[r] for r in np.flatnonzero(~np.all(np.isfinite(p), axis=1))]
         if bad:
-            raise SoftLabelError(f"{path}: NaN or inf probabilities for ids {_few(bad)}")
+            raise SoftLabelError(f"{path}: NaN or inf probabilities for ids {shown_list(bad)}")
         bad = [file_ids[r] for r in np.flatnonzero(np.any(p < 0, axis=1))]
         if bad:
-            raise SoftLabelError(f"{path}: negative probabilities for ids {_few(bad)}")
+            raise SoftLabelError(f"{path}: negative probabilities for ids {shown_list(bad)}")
         s = p.sum(axis=1)
         bad = [file_ids[r] for r in np.flatnonzero(np.abs(s - 1.0) > tol)]
         if bad:
             worst = float(s[np.argmax(np.abs(s - 1.0))])
             raise SoftLabelError(f"{path}: rows do not sum to 1 (tol {tol:g}; e.g. {worst:.6g}) "
-                                 f"for ids {_few(bad)}")
+                                 f"for ids {shown_list(bad)}")
     return path, file_ids, classes, p
 
 
@@ -216,9 +212,10 @@ def read_soft_labels(path, ids, classes, *, from_logits=False, tol=1e-3, allow_m
     of ids absent from the file are NaN (``np.isnan(p[:, 0])`` is the mask); otherwise
     they are refused. ``from_logits=True`` reads the ``logit_`` columns and applies a
     (stable) softmax."""
-    keys = class_keys(classes)
-    if len(set(keys)) != len(keys):
-        raise SoftLabelError(f"duplicated class labels: {[str(c) for c in classes]}")
+    try:
+        keys = check_classes(classes)
+    except ValueError as e:
+        raise SoftLabelError(str(e)) from None
     path, file_ids, classes, p = _load(path, keys, from_logits, tol)
     return join_by_id(path, file_ids, p, ids, allow_missing)
 
@@ -230,11 +227,11 @@ def join_by_id(source, file_ids, proba, ids, allow_missing=False):
     want = [str(i).strip() for i in ids]
     pos = {i: r for r, i in enumerate(file_ids)}
     if len(pos) != len(file_ids):
-        raise SoftLabelError(f"{source}: duplicated ids: {_few(duplicated(file_ids))}")
+        raise SoftLabelError(f"{source}: duplicated ids: {shown_list(duplicated(file_ids))}")
     missing = [i for i in want if i not in pos]
     if missing and not allow_missing:
         raise SoftLabelError(f"{source}: {len(missing)} of {len(want)} requested ids are not in the "
-                             f"file, e.g. {_few(missing)}; give every file that scores them (several teacher "
+                             f"file, e.g. {shown_list(missing)}; give every file that scores them (several teacher "
                              "files are joined by id), or pass allow_missing_teacher=True to train those rows "
                              "on their human score alone")
     out = np.full((len(want), proba.shape[1]), np.nan, dtype=np.float32)
@@ -266,7 +263,7 @@ def merge_soft_label_tables(paths, *, from_logits=False, tol=1e-3):
         block[:, [col[k] for k in keys]] = p
         for i in t_ids:
             if i in where:
-                raise SoftLabelError(f"id {i!r} is in two teacher files: {where[i]} and {path}")
+                raise SoftLabelError(f"id {shown(i)} is in two teacher files: {where[i]} and {path}")
             where[i] = path
         ids += t_ids
         rows.append(block)

@@ -15,14 +15,16 @@ import numpy as np
 
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import Bundle, data_columns
-from tinykd.files.csvfiles import AtomicCsvWriter, CsvReader, DataFileError, spreadsheet_safe
+from tinykd.files.csvfiles import AtomicCsvWriter, CsvReader, DataFileError, check_classes, spreadsheet_safe
 
 #: rows scored per chunk when streaming
 CHUNK_ROWS = 2000
 
 
 def output_columns(classes):
-    """The columns ``tinykd score`` adds, in order."""
+    """The columns ``tinykd score`` adds, in order; classes that are one score spelt two ways (``1`` and
+    ``"1"``: two ``p_1`` columns) are refused (:func:`tinykd.files.csvfiles.check_classes`)."""
+    check_classes(classes, "the model's classes")
     return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
 
 

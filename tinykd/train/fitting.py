@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tinykd.errors import OptionError
+from tinykd.files.csvfiles import check_classes, shown
 from tinykd.nn.network import StudentNet
 from tinykd.quality.metrics import scoring_metrics
 from tinykd.scoring.student import Student
@@ -204,8 +205,9 @@ def _label_encoder(y, name):
     except TypeError:
         raise ValueError("y mixes numbers and text labels (e.g. 1 and 'correct'); use one kind") from None
     if len(enc.classes_) < 2:
-        raise ValueError(f"{name}: the training rows have a single score ({enc.classes_[0]!r}); "
+        raise ValueError(f"{name}: the training rows have a single score ({shown(enc.classes_[0])}); "
                          "need at least 2 classes")
+    check_classes(enc.classes_, f"{name}: labels")  # "1" and "1.0" are one score: never two classes
     return enc
 
 

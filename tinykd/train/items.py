@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tinykd.errors import OptionError
-from tinykd.files.csvfiles import duplicated, label_key, label_sort_key, normalize_labels
+from tinykd.files.csvfiles import duplicated, label_key, label_sort_key, normalize_labels, shown_list
 from tinykd.scoring.student import Bundle
 from tinykd.scoring.text import as_list
 from tinykd.train.fitting import Notes, fit, take
@@ -232,7 +232,7 @@ def _check_ids(ids, used, teacher, cols, note):
                          "every row needs an id to join the teacher's probabilities")
     dups = duplicated([ids[i] for i in used if ids[i]])
     if dups:
-        msg = f"duplicate ids in {cols['id']!r}: {', '.join(map(repr, dups[:5]))}{' …' if len(dups) > 5 else ''}"
+        msg = f"duplicate ids in {cols['id']!r}: {shown_list(dups)}"
         if teacher is not None:
             raise ValueError(msg + "; ids must be unique to join the teacher's probabilities")
         note("warning: " + msg)
