@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from tinykd.quality.evaluate import format_metrics
+from tinykd.scoring.calibration import stored_fit
 from tinykd.scoring.modelfile import read_file
 from tinykd.scoring.student import Bundle, from_file_contents
 
@@ -92,5 +93,5 @@ def format_calibration(cal):
                 "(confidence is the raw softmax); retrain to calibrate it")
     if not cal.get("temperature"):
         return f"none — {cal.get('reason') or 'no validation rows'}"
-    return (f"temperature {cal['temperature']:.3f} fitted on {cal['n_val']:,} validation rows "
-            f"(validation ECE {cal['val_ece_before']:.3f} → {cal['val_ece_after']:.3f})")
+    n, before, after = stored_fit(cal)
+    return f"temperature {cal['temperature']:.3f} fitted on {n} validation rows (validation ECE {before} → {after})"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 
 from tinykd._version import __version__
+from tinykd.scoring.modelmeta import check_classes
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.text import OOV, PAD, SEP, TOKEN_PATTERN
 
@@ -52,8 +53,10 @@ def check_review_below(review_below):
 def describe_student(student, review_below=None):
     """The JSON-ready description of one student (everything but the network's weights)."""
     v = student.vocab
+    classes = [_plain(c) for c in student.classes]
+    check_classes(classes, "the student")  # what the model file's reader checks: a student built in Python too
     return {
-        "classes": [_plain(c) for c in student.classes],
+        "classes": classes,
         "temperature": student.temperature,
         "review_below": check_review_below(review_below),
         "uses_context": student.uses_context,

@@ -199,7 +199,8 @@ def export_onnx(model, path, review_below=None):
                         "logits": "float32 (n, K)"}}
     single = graphs == [os.fspath(path)] and "item" not in entries[0]
     index = {**head, **entries[0]} if single else {**head, "items": entries}
+    index_bytes = json_bytes(index)  # before any graph is written: nothing half-written
     for gpath, blob in zip(graphs, blobs):
         atomic_write_bytes(gpath, blob)
-    atomic_write_bytes(index_path, json_bytes(index))
+    atomic_write_bytes(index_path, index_bytes)
     return [index_path, *graphs]

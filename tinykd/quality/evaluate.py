@@ -458,9 +458,10 @@ def format_verdicts(res):
     cal = res["calibration"]
     stored = [c for c in cal["stored"].values() if c and c.get("temperature")]
     if len(stored) == 1 and len(cal["stored"]) == 1:
-        c = stored[0]
-        tdesc = (f"temperature {c['temperature']:.3f} fitted on {c['n_val']:,} validation rows, validation ECE "
-                 f"{c['val_ece_before']:.3f} → {c['val_ece_after']:.3f}")
+        from tinykd.scoring.calibration import stored_fit
+
+        c, (n, before, after) = stored[0], stored_fit(stored[0])
+        tdesc = f"temperature {c['temperature']:.3f} fitted on {n} validation rows, validation ECE {before} → {after}"
     elif stored:
         ts = [c["temperature"] for c in stored]
         tdesc = f"{len(ts)} of {len(cal['stored'])} students calibrated, temperatures {min(ts):.2f}–{max(ts):.2f}"

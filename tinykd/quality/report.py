@@ -193,8 +193,11 @@ def _calibration(res, figs):
         elif not st.get("temperature"):
             lines.append(f"{name}none — {_e(st.get('reason') or 'no validation rows')}")
         else:
-            lines.append(f"{name}temperature {st['temperature']:.3f}, fitted on {st['n_val']:,} validation rows "
-                         f"(validation ECE {st['val_ece_before']:.3f} → {st['val_ece_after']:.3f})")
+            from tinykd.scoring.calibration import stored_fit
+
+            n, before, after = stored_fit(st)
+            lines.append(f"{name}temperature {st['temperature']:.3f}, fitted on {n} validation rows "
+                         f"(validation ECE {before} → {after})")
     out.append("<p>Calibration stored in the model: " + "; ".join(lines) + ".</p>")
     out.append(f"<p>Expected calibration error on these {res['n']:,} rows ({len(cal['before']['bins'])} equal-width "
                f"bins of the top probability): <b>{cal['before']['ece']:.3f}</b> with the raw softmax, "

@@ -64,6 +64,15 @@ def calibrated_proba(logits, temperature=1.0):
     return softmax(np.asarray(logits, dtype=np.float64) / temperature).astype(np.float32)
 
 
+def stored_fit(cal):
+    """``(rows, ECE before, ECE after)`` of a stored calibration block as text, ``?`` for a count the
+    block lacks (a student built in Python records its temperature alone): what ``info``, ``evaluate``
+    and ``report`` print beside the temperature."""
+    n, before, after = (cal.get(k) for k in ("n_val", "val_ece_before", "val_ece_after"))
+    return ("?" if n is None else f"{n:,}", "?" if before is None else f"{before:.3f}",
+            "?" if after is None else f"{after:.3f}")
+
+
 def confidence_and_correct(proba, y):
     """Top-class probability and whether the top class is ``y`` (class indices; −1 = never right)."""
     proba = np.asarray(proba)

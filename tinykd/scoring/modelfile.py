@@ -72,7 +72,10 @@ def model_bytes(students, extra=None):
         arrays[f"{name}/params"] = np.ascontiguousarray(st["params"], dtype=np.float32)
         check_weights(arrays[f"{name}/params"], f"student {name!r}")  # what the reader would refuse
         arrays[f"{name}/vocab"] = np.array(st["tokens"], dtype=str)
-    arrays["meta.json"] = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
+        check_tokens(arrays[f"{name}/vocab"], f"student {name!r}")
+    raw = json.dumps(meta, default=_json_default).encode("utf-8")
+    check_meta(json.loads(raw))  # the metadata as the reader will see it: never write a file it refuses
+    arrays["meta.json"] = np.frombuffer(raw, dtype=np.uint8)
     buf = _io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
@@ -205,8 +208,8 @@ def _read_archive(zf, size):
     4. each vocabulary: its count (100,000 tokens + a quarter of the file's size in all) and its
        token length (:data:`tinykd.scoring.text.MAX_TOKEN_CHARS`), and each parameter buffer's size,
        against the config, from the headers (:func:`_check_students`);
-    5. the weights, once read: finite and within ±:data:`tinykd.nn.network.MAX_ABS_WEIGHT`
-       (:func:`_read_students`).
+    5. the weights, once read: finite and within ±:data:`tinykd.nn.network.MAX_ABS_WEIGHT`; the
+       vocabularies, once read: text, each token once (:func:`_read_students`, :func:`check_tokens`).
     """
     declared, headers = _member_headers(zf)
     limit = budget(size)
@@ -300,7 +303,29 @@ def _read_students(zf, configs, headers):
             raise ModelFileError(str(e)) from None
         arrays[f"{name}/params"] = params
         arrays[f"{name}/vocab"] = _read_member(zf, headers[f"{name}/vocab"][0], "vocabulary")
+        try:
+            check_tokens(arrays[f"{name}/vocab"], f"student {name!r}")
+        except ValueError as e:
+            raise ModelFileError(str(e)) from None
     return arrays
+
+
+def check_tokens(tokens, where):
+    """A vocabulary array (``<U``): every code point a character (no lone surrogate, none beyond
+    U+10FFFF) and each token once, so that scoring, the ONNX index and the web page map a word to one id."""
+    tokens = np.ascontiguousarray(tokens)
+    width = tokens.dtype.itemsize // 4
+    cps = tokens.view(np.dtype(np.uint32).newbyteorder(tokens.dtype.byteorder)) if width else np.zeros(0, np.uint32)
+    bad = np.flatnonzero(((cps >= 0xD800) & (cps <= 0xDFFF)) | (cps > 0x10FFFF))  # the view's UTF-32 code units
+    if len(bad):
+        k, cp = int(bad[0]) // width, int(cps[bad[0]])
+        what = f"a code point beyond U+10FFFF (U+{cp:X})" if cp > 0x10FFFF else f"U+{cp:04X}, a lone surrogate"
+        raise ValueError(f"{where} token {k} holds {what}: not text")
+    uniq, counts = np.unique(tokens, return_counts=True)
+    if (counts > 1).any():
+        t = uniq[np.flatnonzero(counts > 1)[0]]
+        ids = np.flatnonzero(tokens == t)[:2]
+        raise ValueError(f"{where} has the vocabulary token {str(t)!r} twice (ids {ids[0]} and {ids[1]})")
 
 
 def budget(size):

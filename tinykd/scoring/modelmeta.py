@@ -6,7 +6,10 @@ parsed; :func:`check_meta` checks the parsed metadata against the layout
 :func:`tinykd.scoring.modelfile.write_model` writes — every field tinykd reads has the type it needs,
 so a crafted or damaged file is one :class:`ValueError` (the reader makes it a one-line
 ``ModelFileError``), never an internal error later. Fields tinykd does not read may hold any
-JSON.
+JSON of valid text (:func:`check_text`: no lone surrogates, anywhere).
+
+The checks of a student's classes and calibration (:func:`check_classes`, :func:`check_calibration`)
+are also what a student built in Python is held to by ``save`` and both exports.
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import json
 import math
 import re
 
+from tinykd.files.csvfiles import check_classes as one_spelling_each
+from tinykd.files.csvfiles import class_keys, duplicated, shown_list
 from tinykd.nn.network import make_config
+from tinykd.scoring.calibration import T_BOUNDS
 
 #: deepest nesting of the metadata (a real file nests 5 deep)
 MAX_DEPTH = 32
@@ -102,18 +108,30 @@ def check_student(name, sm):
         if key in vocab:
             _need(_is_int(vocab[key]) and lo <= vocab[key] <= 10**9, f"{where} vocab[{key!r}]",
                   f"a whole number >= {lo}", vocab[key])
-    classes = sm["classes"]
-    _need(isinstance(classes, list), f"{where} classes", "a list", classes)
-    for c in classes:
-        _need(isinstance(c, str) or _is_num(c), f"{where} class label", "text or a number", c)
-    if len(classes) < 2 or len({json.dumps(c) for c in classes}) != len(classes):
-        raise ValueError(f"student {name!r} needs at least 2 distinct class labels")
+    check_classes(sm["classes"], where)
     for key, (ok, what) in (("n_params", _INT_OR_NONE), ("tinykd_version", _STR_OR_NONE)):
         if key in sm:
             _need(ok(sm[key]), f"{where} {key}", what, sm[key])
-    meta = sm.get("meta")
-    if meta is None:
-        return cfg
+    if sm.get("meta") is not None:
+        _check_student_meta(sm["meta"], len(sm["classes"]), where)
+    return cfg
+
+
+def check_classes(classes, where):
+    """A student's class labels: a list of at least 2 texts or finite numbers, valid text, each label
+    in one spelling (:func:`tinykd.files.csvfiles.check_classes`: ``1``, ``1.0``, ``"1"`` and ``"01"``
+    are one score, so they would make one ``p_1`` column)."""
+    _need(isinstance(classes, list), f"{where} classes", "a list", classes)
+    for c in classes:
+        _need(isinstance(c, str) or _is_num(c), f"{where} class label", "text or a number", c)
+    check_text(classes, f"{where} classes")
+    if len(classes) < 2 or len({json.dumps(c) for c in classes}) != len(classes):
+        raise ValueError(f"{where} needs at least 2 distinct class labels")
+    one_spelling_each(classes, f"{where} class labels")
+
+
+def _check_student_meta(meta, n_classes, where):
+    """A student's ``meta``: every block tinykd reads, of the type and shape its readers need."""
     _need(isinstance(meta, dict), f"{where} meta", "an object", meta)
     for key, (ok, what) in {"preset": _STR_OR_NONE, "uses_context": _BOOL_OR_NONE, "label_kind": _STR_OR_NONE,
                             "data_file": _STR_OR_NONE, "teacher_file": _STR_OR_NONE}.items():
@@ -128,25 +146,82 @@ def check_student(name, sm):
         _check_fields(meta["training"], TRAINING, f"{where} meta['training']")
     if meta.get("validation_metrics") is not None:
         _check_fields(meta["validation_metrics"], METRICS, f"{where} meta['validation_metrics']")
-    if meta.get("decision_offsets") is not None:  # tinykd info prints them
+    if meta.get("decision_offsets") is not None:  # tinykd info prints them beside the classes
         off = meta["decision_offsets"]
         _need(isinstance(off, dict), f"{where} meta['decision_offsets']", "an object", off)
         vals = off.get("offsets")
-        _need(isinstance(vals, list) and all(_is_num(v) for v in vals), f"{where} meta['decision_offsets']['offsets']",
-              "a list of numbers", vals)
+        _need(isinstance(vals, list) and len(vals) == n_classes and all(_is_num(v) for v in vals),
+              f"{where} meta['decision_offsets']['offsets']", f"a list of {n_classes} numbers", vals)
         _need(isinstance(off.get("reason", ""), str), f"{where} meta['decision_offsets']['reason']", "text",
               off.get("reason"))
+    if "calibration" in meta:
+        check_calibration(meta["calibration"], f"{where} meta['calibration']")
+    if "validation_predictions" in meta:
+        _check_validation_predictions(meta["validation_predictions"], n_classes,
+                                      f"{where} meta['validation_predictions']")
     for key in ("notes", "history"):
         if meta.get(key) is not None:
             _need(isinstance(meta[key], list), f"{where} meta[{key!r}]", "a list", meta[key])
     for note in meta.get("notes") or ():
         _need(isinstance(note, str), f"{where} note", "text", note)
-    return cfg
+
+
+#: the fields of ``meta["calibration"]`` (:func:`tinykd.train.fitting.calibrate` writes them; a student built
+#: in Python may record its temperature alone)
+CALIBRATION = {"method": _STR_OR_NONE, "reason": _STR_OR_NONE,  # (the temperature: check_calibration)
+               "n_val": (lambda v: v is None or (_is_int(v) and v >= 0), "a whole number >= 0 or null"),
+               "bins": _INT_OR_NONE, **{k: _NUM_OR_NONE for k in ("val_ece_before", "val_ece_after",
+                                                                   "val_nll_before", "val_nll_after")}}
+
+
+def check_calibration(cal, where="meta['calibration']"):
+    """A stored calibration (None: a file written before tinykd calibrated); returns its temperature
+    (1.0 when it has none). The temperature is one tinykd fits (:data:`~tinykd.scoring.calibration.T_BOUNDS`),
+    so that scoring, ``info``, ``report`` and both exports read the same number."""
+    if cal is None:
+        return 1.0
+    _check_fields(cal, CALIBRATION, where)
+    t = cal.get("temperature")
+    if t is None:
+        return 1.0
+    lo, hi = T_BOUNDS
+    _need(_is_num(t) and lo <= t <= hi, f"{where}['temperature']", f"a number from {lo:g} to {hi:g} (what "
+          "tinykd fits) or null", t)
+    return float(t)
+
+
+def _check_validation_predictions(vp, n_classes, where):
+    """The stored validation rows ``--target-accuracy`` chooses on: ``y`` (class indices) and one row of
+    ``n_classes`` finite logits per label."""
+    _need(isinstance(vp, dict), where, "an object", vp)
+    y, logits = vp.get("y"), vp.get("logits")
+    _need(isinstance(y, list) and all(_is_int(v) and 0 <= v < n_classes for v in y), f"{where}['y']",
+          f"a list of class indices 0 to {n_classes - 1}", y)
+    _need(isinstance(logits, list) and len(logits) == len(y), f"{where}['logits']",
+          f"a list of {len(y)} rows (one per label in ['y'])", logits)
+    for k, row in enumerate(logits):
+        _need(isinstance(row, list) and len(row) == n_classes and all(_is_num(v) for v in row),
+              f"{where}['logits'] row {k}", f"a list of {n_classes} finite numbers", row)
+
+
+def check_text(value, where):
+    """Refuse a lone surrogate (U+D800–U+DFFF not in a pair: JSON's ``\\ud800`` escape) in any text of
+    ``value`` (its keys too): no UTF-8 file, CSV or web page can hold one. ``where`` names the place."""
+    if isinstance(value, str):
+        if not value.isascii():
+            bad = next((ch for ch in value if "\ud800" <= ch <= "\udfff"), None)
+            if bad is not None:
+                raise ValueError(f"{where} holds U+{ord(bad):04X}, a lone surrogate: not text")
+    elif isinstance(value, (dict, list)):
+        for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+            check_text(k, f"a key of {where or 'the metadata'}")  # checked before it names a place
+            check_text(v, f"{where}/{k}" if where else str(k))
 
 
 def check_meta(meta):
     """The top level of the metadata (after the format and version checks): the students and a
     bundle's item map. Returns ``{name: full config}``."""
+    check_text(meta, "")
     students = meta.get("students")
     if not isinstance(students, dict) or not students:
         raise ValueError("the file holds no students")
@@ -163,8 +238,24 @@ def check_meta(meta):
             raise ValueError("the item map does not name exactly the file's students")
         for k, v in items.items():
             _need(isinstance(v, str) and v.strip(), f"the item of student {k!r}", "non-empty text", v)
+        _check_shared_classes(students, items)
     elif len(students) != 1 or "default" not in students:
         raise ValueError("several students but no item map")
     item_col = meta.get("item_col")
     _need(item_col is None or isinstance(item_col, str), "item_col", "text or null", item_col)
     return configs
+
+
+def _check_shared_classes(students, items):
+    """A bundle's classes: the union of its students' (as :attr:`tinykd.scoring.student.Bundle.classes`
+    makes it, one ``p_<label>`` column each) holds each label in one spelling."""
+    first = {}  # each label (as JSON) → (the label, the first item whose student has it)
+    for name, sm in students.items():
+        for c in sm["classes"]:
+            first.setdefault(json.dumps(c), (c, items[name]))
+    labels = [c for c, _ in first.values()]
+    keys = class_keys(labels)
+    twice = duplicated(keys)
+    if twice:
+        named = dict.fromkeys(it for (_, it), k in zip(first.values(), keys) if k == twice[0])
+        one_spelling_each(labels, f"the students of items {shown_list(named)} have class labels")

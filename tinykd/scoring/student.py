@@ -15,6 +15,7 @@ from tinykd.scoring.calibration import calibrated_proba, confidence_and_correct
 from tinykd.errors import OptionError
 from tinykd.nn.network import StudentNet, make_config
 from tinykd.scoring.modelfile import ModelFileError, model_bytes, read_bytes, read_file, write_model
+from tinykd.scoring.modelmeta import check_calibration
 from tinykd.scoring.scorer import Scorer
 from tinykd.scoring.text import Vocabulary, as_list
 
@@ -46,9 +47,10 @@ class Student:
     def temperature(self):
         """The calibration temperature fitted on the validation rows at training time
         (``meta["calibration"]``); 1.0 — the raw softmax — for a file written before
-        calibration or a model trained without validation rows."""
-        t = (self.meta.get("calibration") or {}).get("temperature")
-        return 1.0 if t is None else float(t)
+        calibration or a model trained without validation rows. A ``ValueError`` names a block
+        the model file's reader would refuse (:func:`tinykd.scoring.modelmeta.check_calibration`),
+        so that scoring and both exports never read two numbers from one block."""
+        return check_calibration(self.meta.get("calibration"))
 
     @property
     def scorer(self):
