@@ -152,6 +152,14 @@ def _train(content, *args, teacher=None):
     return command
 
 
+def _dask_parts(t, m):
+    pytest.importorskip("distributed")
+    (t / "parts").mkdir()
+    for name, c in (("a.csv", "c"), ("b.csv", "d")):
+        (t / "parts" / name).write_text("text," + ",".join(f"{c}{i}" for i in range(10**5)) + "\n")
+    return ["score", m, t / "parts", "--jobs", "1", "--out", t / "s.csv"]
+
+
 BIG = "x" * 1_000_000
 LONG_ID = "i" * 100_000
 DATA = "id,text,label\n" + "".join(f"r{i},{w} rock,{i % 2}\n" for i, w in enumerate(WORDS * 3))
@@ -186,6 +194,8 @@ LONG = [
     ("train --teacher: duplicate ids of 100,000 characters",
      _train("id,text,label\n" + "".join(f"{LONG_ID}{i % 15},{w} rock,{i % 2}\n" for i, w in enumerate(WORDS * 3)),
             teacher="id,p_0,p_1\n" + GOOD_SOFT), ("duplicate ids in 'id': 'iii",)),
+    ("score --jobs 1: two files whose 100,001 columns differ", _dask_parts,
+     ("b.csv: its columns differ from those of", "(100,001 in all)")),
     ("train: one score of 1,000,000 characters", _train("id,text,label\n" + f"1,acid,{BIG}\n2,rain,{BIG}\n"),
      ("a single score ('xxx", "(1,000,000 characters)")),
 ]
