@@ -474,6 +474,14 @@ def cmd_demo(args):
                     report=args.report)
 
 
+#: the longest error line printed: a message quoting user data is cut here whatever its source
+MAX_ERROR_CHARS = 2000
+
+
+def _bounded(msg):
+    return msg if len(msg) <= MAX_ERROR_CHARS else f"{msg[:MAX_ERROR_CHARS - 1]}… ({len(msg):,} characters)"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -511,9 +519,9 @@ def main(argv=None):
         elif isinstance(e, (CLIError, ValueError, OSError, LookupError)):
             msg = str(e).strip() or type(e).__name__
         else:
-            print(f"tinykd: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+            print(f"tinykd: internal error: {type(e).__name__}: {_bounded(' '.join(str(e).split()))} "
                   "(run again with --debug for the traceback)", file=sys.stderr, flush=True)
             return 1
-        print(f"tinykd: error: {' '.join(msg.split())}", file=sys.stderr, flush=True)
+        print(f"tinykd: error: {_bounded(' '.join(msg.split()))}", file=sys.stderr, flush=True)
         return 2
 
