@@ -283,6 +283,12 @@ def _human_scored_rows(args, model, doing, groups=()):
     return col, text_col, label_col, ctx_col, item_col
 
 
+def _label_names(label_col, rater2_col):
+    """How an error about the human scores names their columns."""
+    return {"label_name": f"column {label_col!r} (--label-col)",
+            "rater2_name": f"column {rater2_col!r} (--rater2-col)"}
+
+
 def cmd_evaluate(args):
     from tinykd.quality.evaluate import evaluation_report, format_report
     from tinykd.scoring.student import load
@@ -292,7 +298,7 @@ def cmd_evaluate(args):
     try:
         res = evaluation_report(model, col(text_col), col(label_col), contexts=col(ctx_col), items=col(item_col),
                                 rater2=col(args.rater2_col), splits=col(args.split_col) if args.split else None,
-                                split=args.split)
+                                split=args.split, **_label_names(label_col, args.rater2_col))
     except ValueError as e:
         raise CLIError(f"{args.data}: {e}") from None
     res = {"model": args.model, "data": args.data, "split": args.split, **res}
@@ -323,7 +329,8 @@ def cmd_report(args):
         res = fitness_report(model, col(text_col), col(label_col), contexts=col(ctx_col), items=col(item_col),
                              rater2=col(args.rater2_col), groups={g: col(g) for g in args.group_col},
                              splits=col(args.split_col) if args.split else None, split=args.split,
-                             nominal=args.nominal, target_accuracy=args.target_accuracy)
+                             nominal=args.nominal, target_accuracy=args.target_accuracy,
+                             **_label_names(label_col, args.rater2_col))
     except ValueError as e:
         if isinstance(e, OptionError):
             raise

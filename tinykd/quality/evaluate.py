@@ -19,20 +19,24 @@ from __future__ import annotations
 import numpy as np
 
 from tinykd.scoring.student import Bundle
-from tinykd.files.csvfiles import coerce_labels, label_key
+from tinykd.files.csvfiles import coerce_labels, label_key, shown, shown_list
 
 
-def evaluation_report(model, texts, labels, *, contexts=None, items=None, rater2=None, splits=None, split=None):
+def evaluation_report(model, texts, labels, *, contexts=None, items=None, rater2=None, splits=None, split=None,
+                      label_name="labels", rater2_name="rater2"):
     """The report as a dict (JSON-ready).
 
     ``labels`` (and ``rater2``) are cells as read from a file (numbers in any spelling
     match the model's classes); unlabeled rows are skipped and counted. ``items`` is
     required for a bundle. With ``splits`` (per-row values) only the rows whose split is
-    ``split`` are evaluated. Raises ``ValueError`` when no row is left."""
+    ``split`` are evaluated. Raises ``ValueError`` when no row is left, or when the labels
+    are far beyond the model's scale (:func:`check_label_set`, naming ``label_name`` or
+    ``rater2_name``)."""
     from tinykd.quality.metrics import classification_details, scoring_metrics  # (scikit-learn: not for `tinykd info`)
 
     classes = model.classes
-    rows, y_all, unlabeled = _select_rows(labels, classes, splits, split)
+    rows, y_all, unlabeled = _select_rows(labels, classes, splits, split, label_name)
+    r2_rows = None if rater2 is None else _rater2(rater2, classes, rows, rater2_name)
     texts = [texts[i] for i in rows]
     ctx = None if contexts is None else [contexts[i] for i in rows]
     if isinstance(model, Bundle):
@@ -53,10 +57,9 @@ def evaluation_report(model, texts, labels, *, contexts=None, items=None, rater2
            **classification_details(y, p, labels_all)}
     if unseen:
         res["unseen_labels"] = unseen
-    if rater2 is not None:
-        r2_all = coerce_labels(rater2, classes)
-        both = [k for k, i in enumerate(rows) if r2_all[i] is not None]
-        r2 = [label_key(r2_all[rows[k]]) for k in both]
+    if r2_rows is not None:
+        both = [k for k, v in enumerate(r2_rows) if v is not None]
+        r2 = [label_key(r2_rows[k]) for k in both]
         lab2 = labels_all + sorted(set(r2) - set(labels_all))
         res["human_vs_human"] = scoring_metrics([y[k] for k in both], r2, labels=lab2)
         res["model_vs_human_same_rows"] = scoring_metrics([y[k] for k in both], [p[k] for k in both], labels=lab2)
@@ -81,8 +84,8 @@ def format_report(res, rater2_name=None):
     """The report as the lines ``tinykd evaluate`` prints."""
     out = []
     if res.get("unseen_labels"):
-        out.append(f"note: labels {', '.join(res['unseen_labels'])} are not among the model's classes; "
-                   "those rows always count as wrong")
+        unseen = ", ".join(_cut(s, 40) for s in res["unseen_labels"])
+        out.append(f"note: labels {unseen} are not among the model's classes; those rows always count as wrong")
     out.append(f"{'':22}{'rows':>7}{'accuracy':>10}{'QWK':>8}{'macro-F1':>10}")
 
     def line(name, m):
@@ -95,10 +98,10 @@ def format_report(res, rater2_name=None):
     out.append("")
     out.append(f"{'class':>10}{'precision':>11}{'recall':>8}{'F1':>7}{'support':>9}")
     for lab, m in res["per_class"].items():
-        out.append(f"{lab:>10}{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['support']:>9,}")
+        out.append(f"{_cut(lab):>10}{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['support']:>9,}")
     out.append("")
     out.append("confusion matrix (rows: human score, columns: model score)")
-    labels = res["labels"]
+    labels = [_cut(s) for s in res["labels"]]
     w = max(6, max(len(s) for s in labels) + 2)
     out.append(" " * w + "".join(f"{s:>{w}}" for s in labels))
     for s, row in zip(labels, res["confusion_matrix"]):
@@ -123,6 +126,15 @@ GROUP_SMD_MAX = 0.10  #: |SMD| at most this within each subgroup
 MIN_GROUP_ROWS = 10
 #: the target accuracy whose review threshold the report shows
 REPORT_TARGET = 0.9
+#: the most score points a report compares (a scale has a few, 0–3; an essay's 0–60 fits): its confusion
+#: matrix and heat map grow with the square of the count
+MAX_LABELS = 100
+#: the most distinct labels beyond a model's classes that a label column may hold (scores the training rows
+#: lacked); a model of more classes may meet as many more; beyond that the column is not a score
+MAX_UNSEEN_LABELS = 20
+#: the most groups a subgroup column may hold (gender, language, school); each group is compared with the
+#: rest of the rows, so the work grows with groups × rows
+MAX_GROUPS = 500
 CRITERIA = {"qwk_min": QWK_MIN, "r_min": R_MIN, "degradation_max": DEGRADATION_MAX, "smd_max": SMD_MAX,
             "group_smd_max": GROUP_SMD_MAX, "min_group_rows": MIN_GROUP_ROWS,
             "source": "Williamson, Xi & Breyer (2012), A Framework for Evaluation and Use of Automated Scoring"}
@@ -136,22 +148,55 @@ def _finite(x):
     return x is not None and x == x and abs(x) != float("inf")
 
 
-def _select_rows(labels, classes, splits, split):
-    """The evaluated rows (split, labelled) and their labels in the classes' own types;
-    ``(rows, labels of every row, unlabeled rows skipped)``."""
+def _cut(s, n=20):
+    """A label as text of at most ``n`` characters (a label may be a whole answer)."""
+    s = str(s)
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def check_label_set(classes, values, name="labels"):
+    """Refuse labels far beyond the model's scoring scale — a wrong label column (ids, answers) or a model of
+    hundreds of classes — before anything grows with the square of the label count: at most
+    :data:`MAX_LABELS` classes, and at most ``max(MAX_UNSEEN_LABELS, len(classes))`` distinct ``values`` that
+    are not among them (within :data:`MAX_LABELS` in all). ``name`` names the values in the message."""
+    k = len(classes)
+    if k > MAX_LABELS:
+        raise ValueError(f"the model has {k:,} classes, more than the {MAX_LABELS} score points a report compares; "
+                         "was it trained on the wrong label column?")
+    known = {label_key(c) for c in classes}
+    unseen = list(dict.fromkeys(key for key in (label_key(v) for v in values if v is not None) if key not in known))
+    limit = min(max(MAX_UNSEEN_LABELS, k), MAX_LABELS - k)
+    if len(unseen) > limit:
+        raise ValueError(f"{name} holds {len(unseen):,} values that are not among the model's {k} classes "
+                         f"({shown_list(map(label_key, classes), quote=False, n=10)}), e.g. {shown_list(unseen[:3])}: "
+                         f"at most {limit} may lie beyond the model's classes; is it the column of human scores?")
+
+
+def _select_rows(labels, classes, splits, split, name="labels"):
+    """The evaluated rows (split, labelled) and their labels in the classes' own types, the label set checked
+    (:func:`check_label_set`, naming ``name``); ``(rows, labels of every row, unlabeled rows skipped)``."""
     y_all = coerce_labels(labels, classes)
     rows = list(range(len(y_all)))
     if splits is not None:
         splits = [str(s).strip() for s in splits]
         rows = [i for i in rows if splits[i] == split]
         if not rows:
-            raise ValueError(f"no rows with split == {split!r}; the split column holds "
-                             f"{', '.join(map(repr, sorted(set(splits))[:10]))}")
+            raise ValueError(f"no rows with split == {shown(split)}; the split column holds "
+                             f"{shown_list(sorted(set(splits)), n=10)}")
     unlabeled = sum(1 for i in rows if y_all[i] is None)
     rows = [i for i in rows if y_all[i] is not None]
     if not rows:
         raise ValueError("no rows with a label to evaluate on")
+    check_label_set(classes, (y_all[i] for i in rows), name)
     return rows, y_all, unlabeled
+
+
+def _rater2(rater2, classes, rows, name):
+    """The second rater's labels of ``rows`` in the classes' own types, the label set checked."""
+    r2_all = coerce_labels(rater2, classes)
+    r2 = [r2_all[i] for i in rows]
+    check_label_set(classes, r2, name)
+    return r2
 
 
 def _check(name, value, ok, text, **extra):
@@ -336,7 +381,7 @@ def _downsample(xs, k=200):
 
 def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=None, groups=None, splits=None,
                    split=None, nominal=False, target_accuracy=REPORT_TARGET, min_group_rows=MIN_GROUP_ROWS,
-                   name="model"):
+                   name="model", label_name="labels", rater2_name="rater2"):
     """May this scorer be used? The report of ``tinykd report`` as a dict (JSON-ready).
 
     Rows as :func:`evaluation_report` takes them (``labels`` and ``rater2`` as read from a
@@ -349,21 +394,20 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
     ``calibration`` (ECE and reliability bins on these rows before and after the model's
     temperature) and ``review`` (share flagged against accuracy on the rest, and the
     threshold ``tinykd score --target-accuracy target_accuracy`` would choose on the
-    model's validation rows, applied to these rows). ``name`` names a single student's unit."""
+    model's validation rows, applied to these rows). ``name`` names a single student's unit. Labels far
+    beyond the model's scale are refused (:func:`check_label_set`, naming ``label_name`` or ``rater2_name``),
+    and so is a group column of more than :data:`MAX_GROUPS` groups."""
     from tinykd.scoring.calibration import check_target
 
     check_target(target_accuracy)
     classes = model.classes
-    rows, y_all, unlabeled = _select_rows(labels, classes, splits, split)
+    rows, y_all, unlabeled = _select_rows(labels, classes, splits, split, label_name)
+    r2 = None if rater2 is None else _rater2(rater2, classes, rows, rater2_name)
+    grp = _groups_of(groups, rows)
     bundle = isinstance(model, Bundle)
     items, p_cal, p_raw = _probabilities(model, texts, contexts, items, rows)
     y = [y_all[i] for i in rows]
     pred = [classes[k] for k in p_cal.argmax(axis=1)]
-    r2 = None
-    if rater2 is not None:
-        r2_all = coerce_labels(rater2, classes)
-        r2 = [r2_all[i] for i in rows]
-    grp = {col: [vals[i] for i in rows] for col, vals in (groups or {}).items()}
 
     known = {label_key(c) for c in classes}
     unseen = [v for v in dict.fromkeys(y) if label_key(v) not in known]
@@ -390,6 +434,19 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
             "ordinal": ordinal, "labels": [label_key(v) for v in scale], "unseen_labels": [label_key(v) for v in unseen],
             "criteria": CRITERIA, "units": units, "calibration": _calibration(model, p_raw, p_cal, yi),
             "review": _review(model, p_cal, yi, target_accuracy), "groups": list(grp), "rater2": rater2 is not None}
+
+
+def _groups_of(groups, rows):
+    """``{column: its values of the rows}``, each column at most :data:`MAX_GROUPS` groups (an id is no group)."""
+    out = {}
+    for col, vals in (groups or {}).items():
+        out[col] = [vals[i] for i in rows]
+        distinct = list(dict.fromkeys("" if v is None else str(v).strip() for v in out[col]))
+        if len(distinct) > MAX_GROUPS:
+            raise ValueError(f"group column {col!r} holds {len(distinct):,} groups, more than the {MAX_GROUPS} a "
+                             f"report compares (e.g. {shown_list(distinct[:3])}); is it a column "
+                             "of subgroups (gender, language, school)?")
+    return out
 
 
 def _probabilities(model, texts, contexts, items, rows):

@@ -5,9 +5,10 @@ Thin wrappers over scikit-learn (imported when called, never by the scoring
 path). QWK treats the class indices as an ordinal scale, which is what
 integer rubric scores are.
 
-A class absent from a small item or split makes kappa undefined; scikit-learn's
-``UndefinedMetricWarning`` about it is silenced here (the measure is NaN, or 0 where
-documented), since it is expected and would otherwise reach the terminal once per item.
+A class absent from a small item or split makes kappa undefined, and scores such as ±1e308
+overflow a mean; scikit-learn's ``UndefinedMetricWarning`` and NumPy's floating-point warnings
+about them are silenced here (the measure is NaN, or 0 where documented, and the report calls it
+undefined), since they would otherwise reach the terminal once per item.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import numpy as np
 
 @contextmanager
 def _undefined_expected():
-    """Silence scikit-learn's ``UndefinedMetricWarning`` and NumPy's 0/0 (older scikit-learn's way of
-    saying the same): an absent class is expected (see the module docstring)."""
+    """Silence scikit-learn's ``UndefinedMetricWarning`` and NumPy's floating-point warnings (0/0, older
+    scikit-learn's way of saying the same; an overflow): an undefined measure is expected (see the module
+    docstring). Also a decorator."""
     from sklearn.exceptions import UndefinedMetricWarning
 
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         yield
 
@@ -59,17 +61,18 @@ def classification_details(y_true, y_pred, labels):
 
 
 # ------------------------------------------------------------------ the scorer-evaluation measures
+@_undefined_expected()
 def standardized_mean_difference(human, machine, sd_human=None):
     """SMD = (mean(machine) − mean(human)) / SD(human): machine minus human, so a negative SMD
     means the machine scores lower than the humans do (Williamson, Xi & Breyer 2012; RSMTool's
     "unpooled" SMD). SD is the sample SD (``ddof=1``) of ``human`` unless ``sd_human`` is
     given (a subgroup is standardised by the SD of all the human scores, so that groups are on
-    one scale). NaN when the SD is 0 or there are fewer than 2 scores."""
+    one scale). NaN when the SD is 0 or not finite, or there are fewer than 2 scores."""
     h, m = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
     if len(h) == 0:
         return float("nan")
     sd = (np.std(h, ddof=1) if len(h) > 1 else float("nan")) if sd_human is None else sd_human
-    if not sd > 0:
+    if not 0 < sd < np.inf:  # an infinite SD (scores of ±1e308) would make every SMD 0
         return float("nan")
     return float((m.mean() - h.mean()) / sd)
 
@@ -91,14 +94,17 @@ def adjacent_agreement(a, b, scale):
 
 def quadratic_weighted_kappa(a, b, scale):
     """QWK of two score arrays over the ordered score points ``scale`` (scikit-learn's
-    ``cohen_kappa_score(weights="quadratic")``); NaN when it is undefined (one score only)."""
+    ``cohen_kappa_score(weights="quadratic")``, which weighs by position on the scale); NaN when it is
+    undefined (one score only). It is given the positions, so half points (0.5) are scores too
+    (scikit-learn calls non-whole values "continuous" and refuses them)."""
     from sklearn.metrics import cohen_kappa_score
 
     if len(a) == 0:
         return float("nan")
+    scale = np.asarray(scale, dtype=np.float64)
+    pa, pb = (np.searchsorted(scale, np.asarray(x, dtype=np.float64)) for x in (a, b))
     with _undefined_expected():
-        k = cohen_kappa_score(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
-                              labels=np.asarray(scale, dtype=np.float64), weights="quadratic")
+        k = cohen_kappa_score(pa, pb, labels=np.arange(len(scale)), weights="quadratic")
     return float(k)
 
 
@@ -114,6 +120,7 @@ def pearson_r(a, b):
         return float(pearsonr(a, b)[0])
 
 
+@_undefined_expected()
 def ordinal_agreement(human, machine, scale):
     """Every ordinal measure of one machine–human (or human–human) comparison, as a dict:
     ``n``, the means and SDs of both, ``smd``, ``exact``, ``adjacent``, ``qwk``, ``r``."""

@@ -5,21 +5,77 @@ matplotlib is the optional extra ``[report]`` (``pip install "tinykd[report]"``)
 only when a plot is drawn (never by ``import tinykd``, scoring or loading), through its
 object-oriented API (``matplotlib.figure.Figure``, no pyplot, no GUI backend). Without it,
 :func:`available` is False and :mod:`tinykd.quality.report` renders the same report with tables only.
+
+Plots are drawn inside :func:`drawing`: matplotlib's default style whatever the user's matplotlibrc
+says, labels as plain text (never mathtext or TeX: a label ``$\\foo$`` is those six characters), and
+matplotlib's warnings and log lines kept off the terminal, the ones that matter said in tinykd's words.
+A plot's size is bounded whatever the number of score points (the heat map grew with its square).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
+import logging
+import re
+import warnings
 
 import numpy as np
 
 INSTALL = 'pip install "tinykd[report]"'
 _BLUE, _ORANGE, _GREY = "#1f6fb2", "#e07b24", "#888888"
+#: up to this many score points a plot grows with them and the heat map writes each count; beyond, the same size
+FULL = 20
+#: tick labels shown at most (every n-th beyond), and their length in characters
+MAX_TICKS, TICK_CHARS = 25, 16
+_PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
+_GLYPH = re.compile(r"Glyph (\d+)\b.* missing from")
 
 
 def available():
     """Whether matplotlib can be imported."""
     return importlib.util.find_spec("matplotlib") is not None
+
+
+@contextlib.contextmanager
+def drawing():
+    """Where the plots are drawn: matplotlib's default style, text never read as mathtext or TeX, its
+    warnings caught and its log quiet. Yields a list that gets, on leaving, one line per thing worth
+    saying (characters the plots' font lacks)."""
+    log = logging.getLogger("matplotlib")
+    quiet = log.level == logging.NOTSET  # a level the user set is theirs
+    if quiet:
+        log.setLevel(logging.ERROR)  # e.g. "created a temporary cache directory": nothing for the reader to do
+    said = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import matplotlib
+            import matplotlib.style
+
+            with matplotlib.style.context("default"), matplotlib.rc_context(_PLAIN_TEXT):
+                yield said
+        missing = sorted({int(m.group(1)) for w in caught for m in [_GLYPH.search(str(w.message))] if m})
+        missing = [chr(c) if chr(c).isprintable() else f"U+{c:04X}" for c in missing]
+        if missing:
+            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+            said.append(f"The plots' font has no glyph for {', '.join(missing[:20])}{more}: those characters show "
+                        "as empty boxes in the plots; the tables show every label in full.")
+    finally:
+        if quiet:
+            log.setLevel(logging.NOTSET)
+
+
+def _tick_labels(labels):
+    """``(positions, texts)``: at most :data:`MAX_TICKS` labels, each at most :data:`TICK_CHARS` characters."""
+    step = -(-len(labels) // MAX_TICKS)
+    pos = list(range(0, len(labels), step))
+    return pos, [s if len(s) <= TICK_CHARS else s[:TICK_CHARS - 1] + "…" for s in (str(labels[i]) for i in pos)]
+
+
+def _name(unit):
+    s = str(unit["name"])
+    return s if len(s) <= 60 else s[:59] + "…"
 
 
 def _figure(w=5.2, h=3.6):
@@ -30,28 +86,29 @@ def _figure(w=5.2, h=3.6):
 
 def _png(fig):
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=fig.dpi)
     return buf.getvalue()
 
 
 def confusion(unit):
-    """Heat-map of the confusion matrix (rows: human score, columns: machine score), counts written in."""
+    """Heat-map of the confusion matrix (rows: human score, columns: machine score), counts written in
+    up to :data:`FULL` score points."""
     cm = np.asarray(unit["confusion_matrix"], dtype=np.float64)
     labels = unit["labels"]
     k = len(labels)
-    fig = _figure(1.6 + 0.75 * k, 1.3 + 0.7 * k)
+    fig = _figure(1.6 + 0.75 * min(k, FULL), 1.3 + 0.7 * min(k, FULL))
     ax = fig.subplots()
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
+    for i in range(k if k <= FULL else 0):
         for j in range(k):
             ax.text(j, i, f"{int(cm[i, j]):,}", ha="center", va="center",
                     color="white" if share[i, j] > 0.55 else "black", fontsize=9)
-    ax.set_xticks(range(k), labels)
-    ax.set_yticks(range(k), labels)
+    ax.set_xticks(*_tick_labels(labels))
+    ax.set_yticks(*_tick_labels(labels))
     ax.set_xlabel("machine score")
     ax.set_ylabel("human score")
-    ax.set_title(f"{unit['name']}: confusion (share of each human score)", fontsize=9)
+    ax.set_title(f"{_name(unit)}: confusion (share of each human score)", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _png(fig)
 
@@ -62,14 +119,14 @@ def distributions(unit):
     h = np.asarray(unit["score_counts"]["human"], dtype=np.float64)
     m = np.asarray(unit["score_counts"]["machine"], dtype=np.float64)
     x = np.arange(len(labels))
-    fig = _figure(1.8 + 0.7 * len(labels), 3.0)
+    fig = _figure(1.8 + 0.7 * min(len(labels), FULL), 3.0)
     ax = fig.subplots()
     ax.bar(x - 0.2, h / max(h.sum(), 1), 0.4, label="human", color=_BLUE)
     ax.bar(x + 0.2, m / max(m.sum(), 1), 0.4, label="machine", color=_ORANGE)
-    ax.set_xticks(x, labels)
+    ax.set_xticks(*_tick_labels(labels))
     ax.set_xlabel("score")
     ax.set_ylabel("share of the answers")
-    ax.set_title(f"{unit['name']}: score distributions", fontsize=9)
+    ax.set_title(f"{_name(unit)}: score distributions", fontsize=9)
     ax.legend(frameon=False, fontsize=8)
     return _png(fig)
 

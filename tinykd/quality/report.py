@@ -239,17 +239,18 @@ def _review(res, figs):
 
 
 def _figures(res):
-    """``{name: <img>}``; empty (and False) without matplotlib."""
+    """``({name: <img>}, drawn, what the plots' drawing said)``; empty (and False) without matplotlib."""
     from tinykd.quality import plots
 
     if not plots.available():
-        return {}, False
-    figs = {"reliability": _img(plots.reliability(res["calibration"]), "reliability diagram"),
-            "review": _img(plots.review(res["review"]), "review curve")}
-    for k, u in enumerate(res["units"]):
-        figs[f"confusion{k}"] = _img(plots.confusion(u), f"{u['name']}: confusion heat-map")
-        figs[f"dist{k}"] = _img(plots.distributions(u), f"{u['name']}: score distributions")
-    return figs, True
+        return {}, False, []
+    with plots.drawing() as said:
+        figs = {"reliability": _img(plots.reliability(res["calibration"]), "reliability diagram"),
+                "review": _img(plots.review(res["review"]), "review curve")}
+        for k, u in enumerate(res["units"]):
+            figs[f"confusion{k}"] = _img(plots.confusion(u), f"{u['name']}: confusion heat-map")
+            figs[f"dist{k}"] = _img(plots.distributions(u), f"{u['name']}: score distributions")
+    return figs, True, said
 
 
 def render_html(res, *, model="", data="", split=None, plots=True):
@@ -257,7 +258,7 @@ def render_html(res, *, model="", data="", split=None, plots=True):
     ``plots=False`` (or no matplotlib) gives tables only, with a note on how to get the plots."""
     from tinykd.quality import plots as plots_mod
 
-    figs, drawn = _figures(res) if plots else ({}, False)
+    figs, drawn, said = _figures(res) if plots else ({}, False, [])
     where = f"split {split!r}" if split is not None else "every row"
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -272,6 +273,7 @@ def render_html(res, *, model="", data="", split=None, plots=True):
         parts.append(f"<p class='note'>Tables only: the plots need matplotlib — <code>{_e(plots_mod.INSTALL)}</code>, "
                      "then run <code>tinykd report</code> again.</p>" if plots else
                      "<p class='note'>Tables only (plots switched off).</p>")
+    parts += [f"<p class='note'>{_e(s)}</p>" for s in said]
     parts.append("<h2>Verdict</h2>")
     parts.append(_verdict_table(res))
     parts.append("<div class='verdict'>" + "\n".join(_e(u["verdict"]["line"]) for u in res["units"]) + "</div>")
