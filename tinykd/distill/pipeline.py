@@ -121,16 +121,16 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     cache = StageCache(work, log)
     columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
                       test_split)
-    table, columns = read_rows(data, columns, where, students.seed)
-    r_key = rows_key(file_sha256(data), *columns.key_parts(), students.seed, where)
+    table, columns, data_sha = read_rows(data, columns, where, students.seed)
+    r_key = rows_key(data_sha, *columns.key_parts(), students.seed, where)
     rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
+    u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
     template = ItemChain(
         work=cache.root, item=None, name="all rows", rows_key=r_key,
         rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
-        unlabeled_sha=unlabeled and file_sha256(unlabeled), teacher_dir=None, teacher_sha=None, base=base,
+        unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
         teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
         presets=presets_for(preset), lams=tuple(lams), options=students)
-    u_rows = read_unlabeled(unlabeled, columns, where) if unlabeled else []
     chains = [_item_chain(template, table, g, teacher_dir, u_rows) for g in _items(table)]
     done = _run_chains(chains, client, log, t_start)
     for r in done:

@@ -1,13 +1,21 @@
 """The rows stage of ``tinykd distill``: the data file read once (:mod:`tinykd.files.csvfiles`), every
 row given its role by tinykd's one rule (:func:`tinykd.train.splits.assign_roles`: a seeded stratified
 1/8 of an item's training rows validates when the file has no validation rows), and written with its
-role for the teacher, who then sees the same roles as the students."""
+role for the teacher, who then sees the same roles as the students.
+
+A file is hashed as it is read (:func:`read_hashed`): the stages are keyed by the bytes their rows came
+from, even when the file is replaced or rewritten while distill reads it, or comes from a pipe."""
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from typing import NamedTuple
 
-from tinykd.files.csvfiles import AtomicCsvWriter, duplicated, label_key, normalize_labels, read_table
+from tinykd.files.csvfiles import (AtomicCsvWriter, DataFileError, duplicated, label_key, normalize_labels,
+                                   read_table)
+
+_BLOCK = 1 << 20
 
 
 class Columns(NamedTuple):
@@ -41,13 +49,48 @@ class Table(NamedTuple):
     roles: list
 
 
+#: why a data file cannot be opened, as tinykd.files.csvfiles says it
+_OPEN_ERRORS = ((FileNotFoundError, "no such file"), (IsADirectoryError, "is a folder, not a CSV file"))
+
+
+def read_hashed(path, read):
+    """``(read(copy), SHA-256 of copy)``: ``copy`` a private copy of the file ``path`` made in one
+    pass that hashes the bytes it copies, so that the rows read are exactly the bytes hashed, whatever
+    happens to ``path`` meanwhile (a pipe can be read once only). Errors name ``path``."""
+    path = os.fspath(path)
+    try:
+        src = open(path, "rb")
+    except OSError as e:
+        why = next((w for kind, w in _OPEN_ERRORS if isinstance(e, kind)), f"cannot open ({e.strerror or e})")
+        raise DataFileError(f"{path}: {why}") from None
+    with src:
+        fd, copy = tempfile.mkstemp(prefix="tinykd-distill-", suffix=".csv")
+        try:
+            sha = hashlib.sha256()
+            try:
+                with os.fdopen(fd, "wb") as dst:
+                    for block in iter(lambda: src.read(_BLOCK), b""):
+                        sha.update(block)
+                        dst.write(block)
+            except OSError as e:
+                raise DataFileError(f"{path}: cannot read it into a temporary copy ({e.strerror or e})") from None
+            try:
+                return read(copy), sha.hexdigest()
+            except DataFileError as e:
+                raise DataFileError(str(e).replace(copy, path)) from None
+        finally:
+            os.unlink(copy)
+
+
 def read_rows(data, columns, where, seed):
-    """The rows of ``data`` (filtered by ``where``) and their roles, and the ``columns`` with the split
-    column resolved (``split`` when the file has one and none was named). Ids must be unique."""
+    """The rows of ``data`` (filtered by ``where``) and their roles, the ``columns`` with the split
+    column resolved (``split`` when the file has one and none was named), and the SHA-256 of the bytes
+    read (:func:`read_hashed`). Ids must be unique."""
     c = columns
     need = [(c.text, "--text-col"), (c.label, "--label-col"), (c.id, "--id-col")]
     need += [(col, flag) for col, flag in ((c.context, "--context-col"), (c.item, "--item-col")) if col]
-    table = read_table(data, need + ([(c.split, "--split-col")] if c.split else []), where=where)
+    need += [(c.split, "--split-col")] if c.split else []
+    table, sha = read_hashed(data, lambda copy: read_table(copy, need, where=where))
     if c.split is None and table.has("split"):
         c = c._replace(split="split")
     ids = [s.strip() for s in table.column(c.id)]
@@ -59,7 +102,7 @@ def read_rows(data, columns, where, seed):
     roles = _roles(labels, table.column(c.split) if c.split else None, items, c.train_split, c.val_split,
                    c.test_split, seed)
     return Table(ids, table.column(c.text), labels, kind, table.column(c.context) if c.context else None,
-                 items, roles), c
+                 items, roles), c, sha
 
 
 def _roles(labels, splits, items, train_split, val_split, test_split, seed):
@@ -71,18 +114,19 @@ def _roles(labels, splits, items, train_split, val_split, test_split, seed):
 
 
 def read_unlabeled(path, columns, where):
-    """``(id, text, context, item)`` of each row of the unlabeled file ``path`` (context "" without one)."""
+    """``(id, text, context, item)`` of each row of the unlabeled file ``path`` (context "" without one),
+    and the SHA-256 of the bytes read (:func:`read_hashed`)."""
     c = columns
-    ut = read_table(path, [(c.text, "--text-col"), (c.id, "--id-col")] + ([(c.item, "--item-col")] if c.item else []),
-                    where=where)
+    need = [(c.text, "--text-col"), (c.id, "--id-col")] + ([(c.item, "--item-col")] if c.item else [])
+    ut, sha = read_hashed(path, lambda copy: read_table(copy, need, where=where))
     return [(r[ut.index[c.id]].strip(), r[ut.index[c.text]],
              r[ut.index[c.context]] if c.context and ut.has(c.context) else "",
-             r[ut.index[c.item]].strip() if c.item else None) for r in ut.rows]
+             r[ut.index[c.item]].strip() if c.item else None) for r in ut.rows], sha
 
 
 def write_rows(folder, table):
     """The rows stage: ``folder/rows.csv`` (id, text, label, role[, context][, item]). Returns the
-    folder and the count of each role."""
+    folder's name (in the work folder) and the count of each role."""
     t = table
     header = ["id", "text", "label", "role"] + (["context"] if t.contexts is not None else []) \
         + (["item"] if t.items is not None else [])
@@ -93,4 +137,4 @@ def write_rows(folder, table):
             row += [t.items[i]] if t.items is not None else []
             w.writerow(row)
     counts = {r: t.roles.count(r) for r in ("train", "val", "test", "unlabeled", "other")}
-    return {"dir": folder, "roles": counts}
+    return {"dir": os.path.basename(folder), "roles": counts}
