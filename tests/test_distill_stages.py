@@ -1,5 +1,6 @@
 """tinykd distill's parts that need no teacher: the stage cache, the stage keys (pinned: a work folder
 made by an earlier release stays valid), the typed job and the teacher's JSON job file."""
+import hashlib
 import json
 import os
 
@@ -9,7 +10,7 @@ import tinykd.distill.teacher as T
 from teacher_export.cli import JobError, build_parser, read_job
 from tinykd.distill.job import (ItemChain, ItemRows, STUDENT_OPTIONS, TEACHER_DEFAULTS, TeacherOptions,
                                 presets_for, student_options)
-from tinykd.distill.stages import (MARKER, StageCache, copies_key, labels_key, rows_key, students_key,
+from tinykd.distill.stages import (FILES, MARKER, StageCache, copies_key, labels_key, rows_key, students_key,
                                    teacher_key)
 from tinykd.errors import OptionError
 from tinykd.train.options import TrainOptions
@@ -38,7 +39,7 @@ def test_stage_cache_marks_finished_stages_last_and_redoes_half_finished_ones(tm
     made = cache.run("copies", "k1", "item 1", _write, "abc", calls)
     assert made["n"] == 3 and made["seconds"] >= 0 and calls == ["abc"]
     assert not (half / "half.txt").exists() and (half / "out.txt").read_text() == "abc"  # redone from scratch
-    assert json.loads((half / MARKER).read_text()) == made
+    assert json.loads((half / MARKER).read_text()) == {**made, FILES: {"out.txt": hashlib.sha256(b"abc").hexdigest()}}
     assert cache.ran == ["copies:item 1"] and set(cache.seconds) == {"copies"}
 
     again = StageCache(tmp_path / "work", lines.append)

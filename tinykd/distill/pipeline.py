@@ -21,7 +21,8 @@ Stages, per item (one teacher and one student per item with ``item_col``)::
 Every stage's output lives in the work folder under a key that hashes its inputs and options, with a
 marker written last (:mod:`tinykd.distill.stages`): a crash or Ctrl-C leaves no marker, and a rerun
 reuses every finished stage and recomputes only what is missing or what a changed option invalidates
-(``DistillResult.ran`` / ``.cached`` say which).
+(``DistillResult.ran`` / ``.cached`` say which). The data file is hashed as it is read, each marker
+checks its stage's files on reuse, and one run at a time holds the work folder (a lock).
 
 Each item's chain (stages 2–5) is :func:`distill_item` of an :class:`~tinykd.distill.job.ItemChain`
 (plain values): one process runs it in a loop; with a Dask ``client`` it runs as one task per item
@@ -119,32 +120,26 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     t_start = time.time()
     work = work or os.path.splitext(os.fspath(out))[0] + ".work"
     cache = StageCache(work, log)
-    columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
-                      test_split)
-    table, columns, data_sha = read_rows(data, columns, where, students.seed)
-    r_key = rows_key(data_sha, *columns.key_parts(), students.seed, where)
-    rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
-    u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
-    template = ItemChain(
-        work=cache.root, item=None, name="all rows", rows_key=r_key,
-        rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
-        unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
-        teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
-        presets=presets_for(preset), lams=tuple(lams), options=students)
-    chains = [_item_chain(template, table, g, teacher_dir, u_rows) for g in _items(table)]
-    done = _run_chains(chains, client, log, t_start)
-    for r in done:
-        cache.add(r["seconds"], r["ran"], r["cached"])
-    models, report = {}, {}
-    for chain, r in zip(chains, done):
-        student, plain = _students(r, columns)
-        models[chain.item] = student
-        rep = item_report(chain, r, student, plain)
-        if rep is not None:
-            report[chain.name] = rep
-    model = _model(models, item_col)
-    model.save(out)
-    seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
+    with cache.lock():  # one run at a time in a work folder
+        columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
+                          test_split)
+        table, columns, data_sha = read_rows(data, columns, where, students.seed)
+        r_key = rows_key(data_sha, *columns.key_parts(), students.seed, where)
+        rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
+        u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
+        template = ItemChain(
+            work=cache.root, item=None, name="all rows", rows_key=r_key,
+            rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
+            unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
+            teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
+            presets=presets_for(preset), lams=tuple(lams), options=students)
+        chains = [_item_chain(template, table, g, teacher_dir, u_rows) for g in _items(table)]
+        done = _run_chains(chains, client, log, t_start)
+        for r in done:
+            cache.add(r["seconds"], r["ran"], r["cached"])
+        model, report = _model_and_report(chains, done, columns, item_col)
+        model.save(out)
+        seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report, seconds, cache.ran, cache.cached, work, _made_seconds(rows_made, done))
 
 
@@ -266,10 +261,18 @@ def _students(r, columns):
     return student, plain
 
 
-def _model(students, item_col):
+def _model_and_report(chains, done, columns, item_col):
+    """The model (a Student, or a Bundle of one per item) and the test report of the chains' results ``done``."""
     from tinykd.scoring.student import Bundle
 
-    return students[None] if item_col is None else Bundle(students, item_col=item_col)
+    models, report = {}, {}
+    for chain, r in zip(chains, done):
+        student, plain = _students(r, columns)
+        models[chain.item] = student
+        rep = item_report(chain, r, student, plain)
+        if rep is not None:
+            report[chain.name] = rep
+    return (models[None] if item_col is None else Bundle(models, item_col=item_col)), report
 
 
 def item_report(chain, r, student, plain):

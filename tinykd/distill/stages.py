@@ -8,19 +8,38 @@ changed option makes a new folder and leaves the old one for a rerun with the ol
 Each stage is a plain function ``function(folder, *args) -> dict`` run by :meth:`StageCache.run`; the
 key functions below say what each stage's key hashes. They hash exactly what earlier releases hashed,
 in the same order, so work folders made before stay valid.
+
+The marker records the SHA-256 of every file of its stage (:func:`stage_files`): a stage is reused
+only when its files are those it wrote — a changed, missing or foreign file, or a marker that cannot be
+read, means the stage runs again, with a note. A marker of an earlier release (no hashes) is trusted
+once: the hashes of the files as they are then are recorded, and checked from then on. Paths in a
+marker are relative to its stage's folder, so a work folder can be moved or copied.
+
+One run at a time uses a work folder: :meth:`StageCache.lock` (``fcntl.flock`` on ``<work>/lock``)
+refuses a second run while the first holds it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 
+from tinykd.errors import OptionError
 from tinykd.files.atomic import atomic_write_bytes
+from tinykd.files.csvfiles import file_sha256
 
 #: the file whose presence marks a finished stage (its result, with the seconds it took)
 MARKER = "done.json"
+#: the marker's record of its stage's files: ``{path relative to the stage's folder: SHA-256}``
+FILES = "files_sha256"
+#: a marker bigger than this is not one (a stage's result is a few KB)
+MARKER_MAX = 1 << 24
+#: the lock file of a work folder, held by the run that uses it
+LOCK = "lock"
 
 
 def stage_key(*parts):
@@ -36,7 +55,40 @@ class StageCache:
     def __init__(self, root, log):
         self.root, self.log = os.path.abspath(root), log
         self.seconds, self.ran, self.cached = {}, [], []
-        os.makedirs(self.root, exist_ok=True)
+        if os.path.lexists(self.root) and not os.path.isdir(self.root):
+            kind = "is a file" if os.path.isfile(self.root) else "exists and is"
+            raise OptionError("work", f"{{opt}} {self.root} {kind}, not a folder; give a folder for the stages")
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as e:
+            raise OptionError("work", f"{{opt}} {self.root}: cannot make the folder ({e.strerror or e})") from None
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the work folder's lock for a run (``fcntl.flock`` on ``<root>/lock``, which records this
+        process's id): while it is held, a second run on the folder is refused (an OptionError naming
+        it). The lock goes when the block ends or the process dies; without fcntl (Windows), none."""
+        try:
+            import fcntl
+        except ImportError:
+            yield self
+            return
+        with open(os.path.join(self.root, LOCK), "a+", encoding="utf-8") as f:  # (a+: another's id kept)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                pid = f.read(20).strip()
+                raise OptionError("work", f"{{opt}} {self.root} is in use by another tinykd distill run"
+                                  + (f" (process {pid})" if pid.isdigit() else "")
+                                  + "; wait for it to end, or give another {opt}") from None
+            except OSError as e:  # a file system without locks: go on, and say so
+                self.log(f"note: cannot lock {self.root} ({e.strerror or e}); run one distill at a time there")
+            else:
+                f.truncate(0)
+                f.write(str(os.getpid()))
+                f.flush()
+            yield self
 
     def folder(self, stage, key):
         """Where the stage ``stage`` of key ``key`` keeps its files."""
@@ -44,13 +96,11 @@ class StageCache:
 
     def run(self, stage, key, what, function, *args):
         """``function(folder, *args)``'s result, from ``done.json`` when that stage finished before
-        (``what`` names it in the log), else computed in a fresh folder and recorded there with its
-        ``seconds``."""
+        and its files check out (``what`` names it in the log), else computed in a fresh folder and
+        recorded there with its ``seconds`` and its files' hashes."""
         folder = self.folder(stage, key)
-        marker = os.path.join(folder, MARKER)
-        if os.path.exists(marker):
-            with open(marker, encoding="utf-8") as f:
-                result = json.load(f)
+        result = self._finished(folder, f"[{stage}] {what}")
+        if result is not None:
             self.cached.append(f"{stage}:{what}")
             self.log(f"[{stage}] {what}: done before (cached in {folder})")
             return result
@@ -60,10 +110,32 @@ class StageCache:
         t0 = time.time()
         self.log(f"[{stage}] {what} …")
         result = {**function(folder, *args), "seconds": round(time.time() - t0, 1)}
-        atomic_write_bytes(marker, json.dumps(result, indent=1).encode("utf-8"))
+        _write_marker(folder, result)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + result["seconds"]
         self.ran.append(f"{stage}:{what}")
         self.log(f"[{stage}] {what}: {result['seconds']:.1f} s")
+        return result
+
+    def _finished(self, folder, name):
+        """The result a finished stage's marker records, when its files are those it records; None to
+        run the stage (again), with a note when a marker was there."""
+        if not os.path.lexists(os.path.join(folder, MARKER)):
+            return None
+        try:
+            result = _read_marker(folder)
+            files, now = result.pop(FILES, None), stage_files(folder)
+        except _NotFinished as e:
+            self.log(f"{name}: {folder}: {e}; running it again")
+            return None
+        if files is None:  # an earlier release's marker: trusted once, its files' hashes recorded now
+            try:
+                _write_marker(folder, result, now)
+                self.log(f"{name}: recorded the hashes of its files (a work folder of an earlier tinykd)")
+            except OSError:  # a read-only work folder: trusted as it is
+                pass
+        elif files != now:
+            self.log(f"{name}: {folder}: {_difference(files, now)}; running it again")
+            return None
         return result
 
     def add(self, seconds, ran, cached):
@@ -72,6 +144,58 @@ class StageCache:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
         self.ran += ran
         self.cached += cached
+
+
+class _NotFinished(Exception):
+    """A stage folder whose marker does not say that it finished (the message says why)."""
+
+
+def stage_files(folder):
+    """``{path relative to folder: SHA-256}`` of every file of a stage's folder but its marker, sorted;
+    an entry that is neither a regular file nor a folder (a link, a FIFO) is recorded as such."""
+    out = {}
+    for top, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                out[os.path.relpath(path, folder).replace(os.sep, "/")] = (
+                    file_sha256(path) if stat.S_ISREG(mode) else "not a regular file")
+    out.pop(MARKER, None)
+    return dict(sorted(out.items()))
+
+
+def _write_marker(folder, result, files=None):
+    """The marker of a finished stage: its ``result`` and its files' hashes (None: computed now), written last."""
+    marker = {**result, FILES: stage_files(folder) if files is None else files}
+    atomic_write_bytes(os.path.join(folder, MARKER), json.dumps(marker, indent=1).encode("utf-8"))
+
+
+def _read_marker(folder):
+    """A stage folder's marker, as a dict holding the stage's ``seconds``; else :class:`_NotFinished`."""
+    try:
+        with open(os.path.join(folder, MARKER), "rb") as f:
+            data = f.read(MARKER_MAX + 1)
+        if len(data) > MARKER_MAX:
+            raise _NotFinished(f"its {MARKER} is over {MARKER_MAX >> 20} MB, so not a marker")
+        marker = json.loads(data)
+    except (OSError, ValueError, RecursionError) as e:  # (a JSON or UTF-8 error is a ValueError)
+        raise _NotFinished(f"its {MARKER} cannot be read ({type(e).__name__})") from None
+    if not isinstance(marker, dict) or "seconds" not in marker:
+        raise _NotFinished(f"its {MARKER} is not the record of a finished stage")
+    if not isinstance(marker.get(FILES, {}), dict):
+        raise _NotFinished(f"its {MARKER} does not record its files")
+    return marker
+
+
+def _difference(recorded, now):
+    """What differs between a stage's files as recorded and as they are, in words (the first file)."""
+    changed = sorted(k for k in recorded.keys() & now.keys() if recorded[k] != now[k])
+    for names, how in ((changed, "changed since the stage finished"), (sorted(recorded.keys() - now.keys()), "is gone"),
+                       (sorted(now.keys() - recorded.keys()), "was not written by the stage")):
+        if names:
+            return f"{names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "") + f" {how}"
+    return "its files changed"
 
 
 # ---------------------------------------------------------------- what each stage's key hashes
