@@ -3,13 +3,20 @@
 ``job FILE.json`` runs ``fit`` or ``export`` from a JSON object ``{"command": "fit" | "export", ...}`` whose other
 keys are that command's options by their Python names (``text_col``, ``max_length``; ``where`` a list), typed
 as JSON (numbers, strings, true/false); an option left out takes its default. ``tinykd distill`` runs its
-teacher so.
+teacher so, and sets ``TINYKD_TEACHER_PARENT``: the teacher then ends when the run does (:func:`end_with_parent`).
+
+A user error (a bad data file, a missing folder, a full disk) is one line ``tinykd-teacher: error: …``, exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+
+#: prctl(2)'s option that sets the signal a process gets when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
 
 
 def _data_args(p, label_default="label"):
@@ -149,6 +156,31 @@ def _job_value(path, action, value):
     return value
 
 
+def end_with_parent():
+    """Under ``tinykd distill`` (:data:`tinykd.distill.teacher.PARENT_ENV` its process id), end with it,
+    however it ends: on Linux the kernel sends this process SIGKILL when the parent dies, even by SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); a parent already gone before that was set: exit at once. Not inherited
+    by this process's children."""
+    from tinykd.distill.teacher import PARENT_ENV
+
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if str(os.getppid()) != parent:  # the run ended before the signal was set: nothing waits for this one
+        os._exit(1)
+
+
+def _one_line(e):
+    """A user error's one line: an OSError as ``file: reason`` (a full disk, a missing or unreadable file)."""
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def _merge(files, out):
     import os
 
@@ -163,6 +195,7 @@ def _merge(files, out):
 
 
 def main(argv=None):
+    end_with_parent()
     args = build_parser().parse_args(argv)
     from tinykd.files.softlabels import SoftLabelError
 
@@ -177,7 +210,7 @@ def main(argv=None):
         try:
             res = _merge(args.files, args.out)
         except (SoftLabelError, OSError) as e:
-            print(f"tinykd-teacher: error: {e}", file=sys.stderr)
+            print(f"tinykd-teacher: error: {_one_line(e)}", file=sys.stderr)
             return 2
         print(json.dumps({"path": res["path"], "rows": res["rows"], "classes": res["classes"]}))
         return 0
@@ -214,8 +247,8 @@ def main(argv=None):
             from .export import run_export
 
             res = run_export(teacher=args.teacher, batch_size=args.batch_size, workers=args.workers, **common)
-    except (DataError, SoftLabelError, BaseModelError, FileNotFoundError, WorkerError) as e:
-        print(f"tinykd-teacher: error: {e}", file=sys.stderr)
+    except (DataError, SoftLabelError, BaseModelError, OSError, WorkerError) as e:  # OSError: a full disk, no weights
+        print(f"tinykd-teacher: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps({"path": res["path"], "crossfit_path": res.get("crossfit_path"),
                       "metrics": res["metrics"]}, indent=1))

