@@ -56,7 +56,7 @@ def main():
 
     import tinykd
     import tinykd.cluster.tasks as tkd
-    from tinykd.cluster.frames import read_frame, write_scored
+    from tinykd.cluster.frames import plan_score, score_files
     from tinykd.scoring.scorefile import score_csv
 
     rows = demo_rows()
@@ -109,8 +109,7 @@ def main():
             outs = [os.path.join(tmp, f"warm{workers}.csv"), os.path.join(tmp, f"out{workers}.csv")]
             for fs, out in ((files[:workers], outs[0]), (files, outs[1])):  # warm-up, then the run
                 t0 = time.perf_counter()
-                scored = tkd.score(read_frame(fs, "csv", [("text", "--text-col")]), model_bytes)
-                write_scored(client, scored, out, "csv", st.classes)
+                score_files(client, plan_score(fs, "csv", model_bytes, out, text_col="text"))
                 sec = time.perf_counter() - t0
             with open(outs[1], "rb") as f:
                 same = f.read() == ref

@@ -88,7 +88,7 @@ def _imported(node):
 
 def test_no_deep_learning_stack_or_optional_extra_in_tinykd():
     banned = ("torch", "tensorflow", "transformers", "onnx", "dask", "distributed", "matplotlib", "pandas", "pyarrow")
-    dask = ("dask", "distributed", "pandas")
+    dask = ("dask", "distributed", "pandas", "pyarrow")  # the [dask] extra (pyarrow: Parquet parts, streamed)
     for p in ROOT.rglob("*.py"):
         # the [report], [export] and [dask] extras' homes
         allowed = {ROOT / "quality/plots.py": ("matplotlib",), ROOT / "export/onnx_graph.py": ("onnx",),

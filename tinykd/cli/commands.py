@@ -166,7 +166,7 @@ def _train_summary(args, options, students, seconds):
 def cmd_score(args):
     import numpy as np
 
-    from tinykd.scoring.scorefile import score_csv
+    from tinykd.scoring.scorefile import check_score_paths, data_files, score_csv
     from tinykd.scoring.scorer import REVIEW_BELOW, decide
     from tinykd.scoring.student import load
 
@@ -181,7 +181,8 @@ def cmd_score(args):
         not os.path.exists(data) and any(ch in data for ch in "*?["))  # a folder, Parquet, a glob
     if args.dask or args.jobs is not None or many:
         return _score_dask(args, review_below)
-    _check_out_path(args.out, [args.data, args.model])
+    files, _ = data_files(data)  # the checks of the Dask path, on one file
+    check_score_paths([*files, args.model], args.out)
     model = load(args.model)
     if args.target_accuracy is not None:
         choice = _review_for_target(model, args.model, args.target_accuracy)
@@ -206,39 +207,38 @@ def cmd_score(args):
 
 
 def _score_dask(args, review_below):
-    """``tinykd score`` as Dask tasks (tinykd.cluster.tasks.score over tinykd.cluster.frames' frame)."""
+    """``tinykd score`` as Dask tasks, one per file (tinykd.cluster.frames), every check done before the client
+    starts: the same input and output checks as one process (tinykd.scoring.scorefile)."""
     from tinykd.cluster import tasks as tkd
 
     if not tkd.available():
         raise CLIError(tkd.INSTALL)
-    from tinykd.cluster.frames import input_files, read_frame, write_scored
-    from tinykd.scoring.student import data_columns
+    from tinykd.cluster.frames import plan_score, score_files
+    from tinykd.files.atomic import signals_raise
+    from tinykd.scoring.scorefile import data_files
 
     if args.dask is None and args.jobs is None:
         args.jobs = os.cpu_count() or 1
-    files, fmt = input_files(args.data)
+    files, fmt = data_files(args.data)
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise CLIError('Parquet files need pyarrow: pip install "tinykd[dask]"')
-    data, model = tkd.model_payload(args.model)
+    t0 = time.time()
+    job = plan_score(files, fmt, args.model, args.out, text_col=args.text_col, context_col=args.context_col,
+                     item_col=args.item_col, where=args.where, on_note=_note)
     if args.target_accuracy is not None:
-        choice = _review_for_target(model, args.model, args.target_accuracy)
+        choice = _review_for_target(job.model, args.model, args.target_accuracy)
         review_below = choice["threshold"]
         print(f"--target-accuracy {choice['target']:g}: --review-below {review_below:.4f}")
-    text_col, ctx_col, item_col = data_columns(model, args.text_col, args.context_col, args.item_col)
-    need = [(c, f) for c, f in ((text_col, "--text-col"), (ctx_col, "--context-col"), (item_col, "--item-col")) if c]
-    t0 = time.time()
-    frame = read_frame(files, fmt, need, where=args.where, on_note=_note)
 
     def progress(done, parts, rows):
         if not args.quiet:
             print(f"scored {done:,} of {parts:,} parts ({rows:,} rows) …", file=sys.stderr, flush=True)
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(signals_raise())  # SIGTERM / SIGHUP: the cluster closed, one line, as Ctrl-C
         client = _dask_client(stack, args)
-        scored = tkd.score(frame, data, text_col=text_col, context_col=ctx_col, item_col=item_col,
-                           review_below=review_below)
         with _WriteErrors(args.out):
-            res = write_scored(client, scored, args.out, fmt, model.classes, on_progress=progress)
+            res = score_files(client, job, review_below, args.chunk_size, on_progress=progress)
     where = f"--dask {args.dask}" if args.dask else f"{args.jobs} local worker process{'es' if args.jobs > 1 else ''}"
     print(f"scored {res['n']:,} rows of {len(files):,} file(s) → {args.out} ({res['parts']:,} part(s)) in "
           f"{time.time() - t0:.1f} s on {where}; {res['flagged']:,} need review (confidence < {review_below:.4g})")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import sys
 import uuid
@@ -77,7 +78,9 @@ def connect(address=None, jobs=None):
     jobs = 1 if jobs is None else jobs
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    # no dashboard, and its HTTP server on a free port (not 8787: a warning when taken); workers log errors only
+    with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -120,9 +123,14 @@ def score_partition(part, model_bytes, text_col, context_col, item_col, review_b
     """One partition (a pandas DataFrame) with the scored columns added: ``pred`` (the class
     label), ``p_<label>`` per class (float32), ``confidence`` (float32) and ``needs_review``
     (bool). The model is loaded from ``model_bytes`` with every check of :func:`tinykd.load`."""
+    model = load_bytes(model_bytes, settings=WORKER_SETTINGS)
+    return scored_frame(part, model, text_col, context_col, item_col, review_below)
+
+
+def scored_frame(part, model, text_col, context_col, item_col, review_below):
+    """:func:`score_partition` with a loaded model (a Student or a Bundle)."""
     import pandas as pd
 
-    model = load_bytes(model_bytes, settings=WORKER_SETTINGS)
     classes = model.classes
     texts = _cells(part[text_col].tolist())
     ctx = None if context_col is None else _cells(part[context_col].tolist())

@@ -72,6 +72,19 @@ def _restore_signals(sigs):
             pass
 
 
+class signals_raise:
+    """``with signals_raise(): …``: SIGTERM / SIGHUP raise :class:`Terminated` in the block, as while a file
+    is written, for a writer of many files (a folder of Dask parts) that must clean up as on Ctrl-C."""
+
+    def __enter__(self):
+        self._signals = _catch_signals()
+        return self
+
+    def __exit__(self, *exc):
+        _restore_signals(self._signals)
+        return False
+
+
 def existing_target(path):
     """``os.lstat`` of an output path that may be replaced (None: a new path); raises
     :class:`OutputPathError` for anything but a regular file the user may write."""

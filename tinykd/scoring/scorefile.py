@@ -6,19 +6,76 @@ top probability) and ``needs_review`` (1 when the confidence is below ``review_b
 label that a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) is written
 with a leading ``'`` (:func:`tinykd.files.csvfiles.spreadsheet_safe`); plain numbers, negative ones
 included, are written as they are. The input cells are written back as they were read.
+
+The paths of ``tinykd score`` are checked here once, for one process and Dask alike, before any work:
+:func:`data_files` (the data files a file, folder or glob names) and :func:`check_score_paths` (an
+``--out`` that may be written and is none of the inputs).
 """
 from __future__ import annotations
 
+import glob
+import os
 import time
 
 import numpy as np
 
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import Bundle, data_columns
+from tinykd.files.atomic import OutputPathError, check_output_path
 from tinykd.files.csvfiles import AtomicCsvWriter, CsvReader, DataFileError, check_classes, spreadsheet_safe
 
 #: rows scored per chunk when streaming
 CHUNK_ROWS = 2000
+#: the data files a folder or glob holds, by name ending
+DATA_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def data_files(spec):
+    """The sorted data files ``spec`` names (a file or pipe, a folder's ``*.csv`` / ``*.parquet`` files, or
+    a glob) and their one format, ``"csv"`` or ``"parquet"``; a one-line :class:`DataFileError` if none."""
+    spec = os.fspath(spec)
+    if os.path.isdir(spec):
+        files = sorted(os.path.join(spec, f) for f in os.listdir(spec)
+                       if os.path.splitext(f)[1].lower() in DATA_FORMATS and os.path.isfile(os.path.join(spec, f)))
+        where = spec
+    elif os.path.exists(spec):
+        files, where = [spec], spec
+    else:
+        files, where = sorted(f for f in glob.glob(spec) if os.path.isfile(f)), f"the pattern {spec!r}"
+    if not files:
+        if os.path.isdir(spec):
+            raise DataFileError(f"{spec}: is a folder with no .csv or .parquet files in it; give a CSV file, or a "
+                                "folder of CSV or Parquet files")
+        raise DataFileError(f"{spec}: no such file" if not glob.has_magic(spec) else f"no .csv or .parquet files "
+                            f"match {where}")
+    kinds = {DATA_FORMATS.get(os.path.splitext(f)[1].lower(), "csv") for f in files}
+    if len(kinds) > 1:
+        raise DataFileError(f"{where} mixes CSV and Parquet files; score them separately")
+    return files, kinds.pop()
+
+
+def check_score_paths(inputs, out, *, parts=False, fmt="csv"):
+    """Refuse, before any work, an ``out`` that ``tinykd score`` must not write (one-line ``ValueError``):
+    one of ``inputs`` (the data files and the model, however spelt or linked), or a path that cannot be
+    written — a file (:func:`tinykd.files.atomic.check_output_path`: not a link, a device, a FIFO or a
+    read-only file, in a folder that exists) or, with ``parts``, a folder of parts that is new or empty."""
+    out = os.fspath(out)
+    if fmt != "csv" and not parts:
+        raise OutputPathError(f"--out {out}: Parquet input is written as a folder of Parquet parts; give a folder")
+    if not parts or os.path.islink(out) or (os.path.exists(out) and not os.path.isdir(out)):
+        check_output_path(out, inputs)  # a link, a device, an input: refused as for one file
+        if not parts:
+            return
+        raise OutputPathError(f"--out {out}: exists and is not an empty folder; give a new folder (or a name "
+                              "ending in .csv for one file)")
+    if os.path.isdir(out) and os.listdir(out):
+        raise OutputPathError(f"--out {out}: exists and is not an empty folder; give a new folder (or a name "
+                              "ending in .csv for one file)")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise OutputPathError(f"cannot write {out}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"cannot write {out}: no permission to write in {parent}")
 
 
 def output_columns(classes):
@@ -50,11 +107,12 @@ def formatted_cells(pred_labels, proba, confidence, needs_review):
 
 
 def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
-              review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None):
+              review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None, allow_empty=False):
     """Score every row of the CSV ``data`` with ``model`` (a Student or a Bundle) into ``out``
     (written atomically). Columns not given are the ones the model was trained with.
     ``on_note(msg)`` gets the reader's notes (an encoding fallback), ``on_progress(n)`` the rows
-    scored so far. Returns ``{"n", "flagged", "predict_seconds"}``."""
+    scored so far; ``allow_empty``: a file with no data rows is written as its header (a Dask part), not
+    refused. Returns ``{"n", "flagged", "predict_seconds"}``."""
     decide(np.zeros((0, 2)), review_below)  # the threshold is checked before any work
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
@@ -87,6 +145,6 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
                 n += len(chunk)
                 if on_progress:
                     on_progress(n)
-            if n == 0:
+            if n == 0 and not allow_empty:
                 raise DataFileError(f"{data}: has a header row but no data rows; nothing to score")
     return {"n": n, "flagged": flagged, "predict_seconds": pred_time}
