@@ -344,8 +344,7 @@ CALLS = [("save", lambda st_, folder: st_.save(folder / "m.npz")), ("to_bytes", 
 def test_a_student_built_in_python_is_held_to_the_file_checks(tmp_path, base, what, classes, cal, needles, call_name,
                                                              call):
     st_ = _in_memory(base, classes, cal)
-    os.makedirs(tmp_path / "web")  # (export_web makes a missing folder before it describes the model)
-    before = folder_state(tmp_path)
+    before = folder_state(tmp_path)  # (export --web to a folder not made yet: a refused model leaves none)
     with pytest.raises(ValueError) as e:
         call(st_, tmp_path)
     assert "\n" not in str(e.value) and all(n in str(e.value) for n in needles), str(e.value)

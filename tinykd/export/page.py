@@ -144,11 +144,11 @@ def export_web(model, folder, review_below=None, title=None):
     """Write ``index.html``, ``scorer.js`` and ``model.js`` into ``folder`` (made if absent); returns
     the three paths."""
     check_web_dir(folder)
-    os.makedirs(folder, exist_ok=True)
     name = title or (f"tinykd scorer: {len(model_items(model))} items" if model_items(model)[0][0] is not None
                      else "tinykd scorer")
     out = {"model.js": model_script(model, review_below).encode("ascii"), "scorer.js": scorer_script(),
            "index.html": page(name).encode("utf-8")}
+    os.makedirs(folder, exist_ok=True)  # only once the model checks out: a refused model leaves no folder
     paths = []
     for fname in FILES:
         p = os.path.join(folder, fname)
