@@ -18,7 +18,6 @@ import csv
 import logging
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import tinykd  # noqa: E402
 import tinykd.cli.commands  # noqa: E402
 import tinykd.cluster.tasks as tkd  # noqa: E402
 from conftest import assert_user_error, run_cli, scientsbank_rows, write_csv  # noqa: E402
+from test_bad_input import folder_state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = ["id", "text", "label"]
@@ -61,24 +61,6 @@ def model(rows, tmp_path_factory):
     path = tmp_path_factory.mktemp("rd") / "m.npz"
     st.save(path)
     return str(path)
-
-
-def folder_state(folder):
-    """Every entry under ``folder`` (hidden ones too): a link's target, a FIFO, a folder, or a file's mode and bytes."""
-    state = {}
-    for dirpath, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(dirpath, name)
-            s = os.lstat(p)
-            if stat.S_ISLNK(s.st_mode):
-                state[p] = ("link", os.readlink(p))
-            elif stat.S_ISFIFO(s.st_mode):
-                state[p] = ("fifo",)
-            elif stat.S_ISDIR(s.st_mode):
-                state[p] = ("dir",)
-            else:
-                state[p] = ("file", stat.S_IMODE(s.st_mode), open(p, "rb").read())
-    return state
 
 
 class Ctx:
