@@ -156,6 +156,7 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
         roles = _roles_by_split(splits, ids, labels, split_col, train_split, val_split, tests, val_frac, seed)
     else:
         splits, roles = _roles_without_split(path, labels, label_col, classes, seed)
+    saved_classes = classes is not None
     classes = _classes(labels, roles, classes)
     if unlabeled:
         uctx = dict(context_col=context_col, context_file=context_file) if ctx else None
@@ -168,7 +169,7 @@ def load_dataset(path, *, text_col="text", label_col="label", id_col="id", conte
         raise DataError("some rows have an empty id")
     info = _info(path, unlabeled, where, dict(text_col=text_col, label_col=label_col, id_col=id_col,
                  context_col=context_col, context_file=context_file, split_col=split_col, train_split=train_split,
-                 val_split=val_split, tests=tests, val_frac=val_frac, seed=seed, saved_classes=classes is not None))
+                 val_split=val_split, tests=tests, val_frac=val_frac, seed=seed, saved_classes=saved_classes))
     return Dataset(ids, texts, contexts, labels, splits, roles, classes, info, notes)
 
 
