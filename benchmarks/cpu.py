@@ -100,8 +100,8 @@ def synthetic(n, L, V, seed=0):
     return ids, np.full(n, L, np.int32), rng.integers(0, K, n), rng.dirichlet(np.ones(K), n)
 
 
-def asap_texts():
-    with open(DATA, newline="", encoding="utf-8") as f:
+def asap_texts(path=DATA):
+    with open(path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
     return [r["text"] for r in rows], np.array([int(float(r["label"])) for r in rows])
 
@@ -539,7 +539,7 @@ def main(argv=None):
               + ", ".join(f"{k} {n_syn / v:,.0f}" for k, v in tt.items()) + " ex/s", flush=True)
 
     # --- training: real asap-sas-science texts
-    texts, labels = asap_texts()
+    texts, labels = asap_texts(args.data)
     if quick:
         texts, labels = texts[:400], labels[:400]
     vocab = Vocabulary(max_size=V, max_len=100).fit(texts)
