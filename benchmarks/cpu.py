@@ -500,7 +500,6 @@ def main(argv=None):
     import numba
 
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    import tinykd
     from tinykd.nn.network import count_params, make_config
     from tinykd.scoring.student import Student
     from tinykd.scoring.text import Vocabulary

@@ -37,7 +37,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-import tinykd  # noqa: E402
 from tinykd.export.onnx_graph import export_onnx  # noqa: E402
 from tinykd.export.page import export_web  # noqa: E402
 from tinykd.nn.network import PRESETS, StudentNet, make_config  # noqa: E402

@@ -3,7 +3,6 @@ interruption then a rerun that recomputes nothing finished), a changed option in
 the stages after it, and one clear line without the teacher extra."""
 import csv
 import json
-import os
 
 import numpy as np
 import pytest

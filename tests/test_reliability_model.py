@@ -19,7 +19,6 @@ that look like numbers, the bounds of the temperature) still load and score as b
 built in Python is held to the same checks by ``save`` and both exports.
 """
 import json
-import os
 
 import numpy as np
 import pytest

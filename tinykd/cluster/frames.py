@@ -30,7 +30,7 @@ from tinykd.cluster.tasks import WORKER_SETTINGS, model_payload, scored_frame
 from tinykd.files.atomic import AtomicFile, signals_raise
 from tinykd.files.csvfiles import (SHOWN_VALUES, CsvReader, DataFileError, missing_column, parse_where, shown,
                                   shown_list)
-from tinykd.scoring.scorefile import CHUNK_ROWS, check_score_paths, output_columns, score_csv
+from tinykd.scoring.scorefile import CHUNK_ROWS, check_score_paths, new_columns, score_csv
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import data_columns, load_bytes
 
@@ -113,9 +113,7 @@ def check_files(files, fmt, required=(), where=None, classes=None, on_note=None)
     where = parse_where(where)
     header = (_csv_headers(files, required, where, on_note) if fmt == "csv"
               else _parquet_columns(files, required, where))
-    clash = [c for c in output_columns(classes or []) if c in header]
-    if clash:
-        raise DataFileError(f"{files[0]} already has column(s) {', '.join(clash)}; rename them (is it a scored file?)")
+    new_columns(header, classes or [], files[0])
     return header
 
 

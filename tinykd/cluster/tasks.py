@@ -32,7 +32,7 @@ import uuid
 import numpy as np
 
 from tinykd.scoring.modelfile import file_bytes
-from tinykd.scoring.scorefile import output_columns, score_rows
+from tinykd.scoring.scorefile import new_columns, output_columns, score_rows
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import data_columns, load_bytes
 from tinykd.settings import DEFAULT
@@ -170,10 +170,7 @@ def score(frame, model, *, text_col=None, context_col=None, item_col=None, revie
     for col, opt in ((text_col, "text_col"), (context_col, "context_col"), (item_col, "item_col")):
         if col is not None and col not in have:
             raise ValueError(f"the frame has no column {col!r} (set {opt}); it has {', '.join(map(str, have))}")
-    cols = output_columns(m.classes)
-    clash = [c for c in cols if c in have]
-    if clash:
-        raise ValueError(f"the frame already has column(s) {', '.join(clash)}; rename them (is it scored already?)")
+    cols = new_columns(have, m.classes, "the frame")
     meta = frame._meta.copy(deep=False)
     meta[cols[0]] = pd.Series([], dtype=object)
     for c in cols[1:-2] + ["confidence"]:

@@ -254,7 +254,7 @@ def _students(r, columns):
     from tinykd.scoring.student import load
 
     student, plain = (load(os.path.join(r["students_dir"], f)) for f in ("student.npz", "plain.npz"))
-    t, c, s = r["teacher"], r["copies"], r["students"]
+    c, s = r["copies"], r["students"]
     student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
                                "presets": s.get("presets"), "plain_preset": s.get("plain_preset"),
                                "copies": c["n"], "teacher": r["teacher_dir"]}

@@ -22,7 +22,8 @@ import numpy as np
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import Bundle, data_columns
 from tinykd.files.atomic import OutputPathError, check_output_path
-from tinykd.files.csvfiles import AtomicCsvWriter, CsvReader, DataFileError, check_classes, spreadsheet_safe
+from tinykd.files.csvfiles import (AtomicCsvWriter, CsvReader, DataFileError, check_classes, shown_list,
+                                   spreadsheet_safe)
 
 #: rows scored per chunk when streaming
 CHUNK_ROWS = 2000
@@ -85,6 +86,17 @@ def output_columns(classes):
     return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
 
 
+def new_columns(header, classes, where):
+    """:func:`output_columns`, refused in one line when ``header`` (the columns of ``where``: a file, a
+    frame) holds any of them already — one check for every scoring path."""
+    cols = output_columns(classes)
+    clash = [c for c in cols if c in header]
+    if clash:
+        raise DataFileError(f"{where} already has column(s) {shown_list(clash, quote=False)}; rename them "
+                            "(was it scored already?)")
+    return cols
+
+
 def score_rows(model, texts, contexts=None, items=None, classes=None, review_below=REVIEW_BELOW):
     """One chunk of rows scored as ``tinykd score`` scores it: ``(proba, pred, confidence,
     needs_review)`` — proba ``(n, len(classes))`` float32 over ``classes`` (default: the model's),
@@ -119,7 +131,6 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
     text_col, ctx_col, item_col = data_columns(model, text_col, context_col, item_col)
     classes = model.classes
     labels = [spreadsheet_safe(c) for c in classes]
-    out_cols = output_columns(classes)
     need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"))
                                          if c]
     n = flagged = 0
@@ -127,9 +138,7 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
     with CsvReader(data, need, where=where) as reader:
         if reader.note and on_note:
             on_note(reader.note)
-        clash = [c for c in out_cols if c in reader.index]
-        if clash:
-            raise DataFileError(f"{data} already has column(s) {', '.join(clash)}; rename them (is it a scored file?)")
+        out_cols = new_columns(reader.index, classes, data)
         ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
         with AtomicCsvWriter(out, reader.header + out_cols) as w:
             for chunk in reader.chunks(chunk_size):
