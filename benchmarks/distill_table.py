@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tinykd.distill.pipeline import distill  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["asap-1", "asap-2", "asap-5", "asap-6", "asap-10", "scientsbank-ua"]
+ORDER = ["asap-1", "asap-2", "asap-5", "asap-6", "asap-10", "ela-4", "ela-7", "ela-9", "scientsbank-ua"]
 HEADER = ("| data set | n test | teacher acc / QWK | TF-IDF+LR acc / QWK | plain NN acc / QWK | student acc / QWK "
           "| Δ acc | Δ QWK | preset, λ | copies | teacher epoch kept / run (stops on) | teacher s | labels s | students s "
           "| total min |")
@@ -57,6 +57,10 @@ def rows(data_dir):
     out = {f"asap-{i}": (f"asap-sas-science item {i}", asap, {"where": [f"item={i}"], "split_col": "aera_split"},
                          f"tinykd distill asap-sas-science.csv --where item={i} --split-col aera_split")
            for i in ("1", "2", "5", "6", "10")}
+    ela = data_dir / "asap-sas-ela" / "asap-sas-ela.csv"
+    out.update({f"ela-{i}": (f"asap-sas-ela item {i}", ela, {"where": [f"item={i}"], "split_col": "aera_split"},
+                             f"tinykd distill asap-sas-ela.csv --where item={i} --split-col aera_split")
+                for i in ("4", "7", "9")})
     out["scientsbank-ua"] = ("scientsbank 3-way test_ua", data_dir / "scientsbank" / "scientsbank.csv",
                              {"label_col": "label3", "context_col": "reference_answer", "test_split": "test_ua"},
                              "tinykd distill scientsbank.csv --label-col label3 --context-col reference_answer "

@@ -101,7 +101,7 @@ def _chain(tmp_path, contexts=True, teacher_dir=None, item="Q1"):
                      unlabeled_rows=(), unlabeled_sha=None, teacher_dir=teacher_dir, teacher_sha=None,
                      base="/models/base", teacher=TeacherOptions(epochs=4, lr=3e-3), teacher_threads=None, copies=1,
                      augment={}, preset="auto", presets=presets_for("auto"), lams=(4.0,),
-                     options=student_options(seed=3))
+                     options=student_options(seed=3), seed=3)
 
 
 #: the argv tinykd distill gave the teacher before its job files, for the chain of :func:`_chain`

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from tinykd._version import __version__
-from tinykd.distill.job import AUTO_PRESETS, LAMS, STUDENT_OPTIONS, TEACHER_DEFAULTS
+from tinykd.distill.job import AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, STUDENT_OPTIONS, TEACHER_DEFAULTS
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -225,6 +225,13 @@ def _distill(sub, fmt):
                         f"lowest validation loss kept (unset: {TEACHER_DEFAULTS['tolerance']:g}; 0: the best)")
     x.add_argument("--no-offsets", action="store_true",
                    help="no per-class decision offsets chosen on validation rows (tinykd.train.offsets)")
+    x.add_argument("--choose-on", choices=CHOOSE_ON_VALUES, default=CHOOSE_ON,
+                   help="what the KD students stop on and are chosen by: their agreement with the teacher on rows "
+                   "none trains on (fidelity), or the validation rows' human scores (validation) "
+                   "(docs/decisions/student-fidelity.md)")
+    x.add_argument("--student-seed", type=int, metavar="S",
+                   help="the students' seed alone (unset: --seed), so that students of several seeds learn from one "
+                   "teacher and one transfer set")
     x.add_argument("--teacher-threads", type=int, metavar="N",
                    help="torch CPU threads of each teacher process (unset: torch's default; with --dask / --jobs, "
                    "the worker's threads)")

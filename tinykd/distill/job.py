@@ -22,6 +22,14 @@ SOFT_LOSS = "mse"
 AUTO_PRESETS = ("bathtub", "7t")
 #: the students average their weights over about the last epoch (docs/decisions/weight-averaging.md)
 STUDENT_AVERAGE = 1.0
+#: what the KD students stop on and are chosen by: "fidelity" — their agreement with the teacher on rows
+#: not trained on (docs/decisions/student-fidelity.md) — or "validation" (the human validation rows)
+CHOOSE_ON = "fidelity"
+CHOOSE_ON_VALUES = ("fidelity", "validation")
+#: the share of the training answers whose copies are held out of the transfer set to measure fidelity
+FIDELITY_FRACTION = 0.125
+#: the fidelity rule by name (the students' cache key hashes it: a changed rule is a new name)
+FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
 #: the students' training options; ``lam`` and ``preset`` are set per student from the λ grid and presets
 STUDENT_OPTIONS = TrainOptions(soft_loss=SOFT_LOSS, average=STUDENT_AVERAGE)
 
@@ -152,8 +160,6 @@ class ItemChain:
     preset: str  #: "auto" or the one preset trained
     presets: tuple  #: the presets trained (:func:`presets_for`)
     lams: tuple  #: the KD students' λ grid
-    options: TrainOptions  #: the students' options (``preset`` and ``lam`` set per student)
-
-    @property
-    def seed(self):
-        return self.options.seed
+    options: TrainOptions  #: the students' options (``preset`` and ``lam`` set per student; their seed)
+    seed: int = 0  #: the seed of the rows' split, the teacher and the copies (the students': ``options.seed``)
+    choose_on: str = CHOOSE_ON  #: :data:`CHOOSE_ON_VALUES`

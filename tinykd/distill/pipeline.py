@@ -38,8 +38,9 @@ import time
 
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, write_copies
-from tinykd.distill.job import (AUTO_PRESETS, LAMS, SOFT_LOSS, STUDENT_AVERAGE, STUDENT_OPTIONS, TEACHER_DEFAULTS,
-                                ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
+from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STUDENT_AVERAGE,
+                                STUDENT_OPTIONS, TEACHER_DEFAULTS, ItemChain, ItemRows, TeacherOptions, presets_for,
+                                student_options)
 from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
@@ -86,7 +87,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
             temperature=None, soft_loss=None, copies=None, augment_options=None, epochs=None, patience=None,
-            seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None):
+            seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None,
+            student_seed=None, choose_on=CHOOSE_ON):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -98,7 +100,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``tolerance``); ``options``: the students' :class:`~tinykd.train.options.TrainOptions` (default
     :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset`` and ``lams`` choose their preset and λ),
     which ``temperature``, ``soft_loss``, ``epochs``, ``patience``, ``seed`` and ``offsets`` replace
-    where given (``seed``: every random choice, the teacher's and the copies' too); ``lams``: the KD
+    where given (``seed``: every random choice, the teacher's and the copies' too; ``student_seed``:
+    the students' alone, so that students of several seeds learn from one teacher and one transfer
+    set); ``choose_on``: what the KD students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`:
+    their fidelity to the teacher on rows not trained on, or the validation rows); ``lams``: the KD
     students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
     one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``:
     perturbed copies per training answer (None: :func:`auto_copies`); ``augment_options``:
@@ -117,6 +122,11 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     for pr in presets_for(preset):  # every student option, before the teacher's minutes of work
         for lam in lams:
             students.replace(preset=pr, lam=lam)
+    if choose_on not in CHOOSE_ON_VALUES:
+        raise OptionError("choose_on", f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {choose_on!r}")
+    base_seed = students.seed
+    if student_seed is not None:
+        students = students.replace(seed=student_seed)
     teacher = TeacherOptions.make(teacher_options)
     t_start = time.time()
     work = work or os.path.splitext(os.fspath(out))[0] + ".work"
@@ -124,8 +134,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     with cache.lock():  # one run at a time in a work folder
         columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
                           test_split)
-        table, columns, data_sha = read_rows(data, columns, where, students.seed)
-        r_key = rows_key(data_sha, *columns.key_parts(), students.seed, where)
+        table, columns, data_sha = read_rows(data, columns, where, base_seed)
+        r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where)
         rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
         u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
         template = ItemChain(
@@ -133,7 +143,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
             unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
             teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
-            presets=presets_for(preset), lams=tuple(lams), options=students)
+            presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed, choose_on=choose_on)
         chains = [_item_chain(template, table, g, teacher_dir, u_rows) for g in _items(table)]
         done = _run_chains(chains, client, log, t_start)
         for r in done:
@@ -239,7 +249,8 @@ def distill_item(chain, log, worker_threads=None):
     l_key = labels_key(t_key, c_key)
     lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
                     chain.rows.contexts is not None, threads, log)
-    s_key = students_key(l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__)
+    s_key = students_key(l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__,
+                         chain.choose_on)
     t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")
     l_csv = os.path.join(cache.folder("labels", l_key), "labels.csv")
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
@@ -257,6 +268,7 @@ def _students(r, columns):
     c, s = r["copies"], r["students"]
     student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
                                "presets": s.get("presets"), "plain_preset": s.get("plain_preset"),
+                               "teacher_validation": s.get("teacher_validation"),
                                "copies": c["n"], "teacher": r["teacher_dir"]}
     student.meta["columns"] = {"text": columns.text, "label": columns.label, "id": columns.id,
                                "context": columns.context, "item": columns.item}

@@ -28,6 +28,7 @@ import shutil
 import stat
 import time
 
+from tinykd.distill.job import FIDELITY_RULE
 from tinykd.errors import OptionError
 from tinykd.files.atomic import atomic_write_bytes
 from tinykd.files.csvfiles import file_sha256
@@ -227,11 +228,12 @@ def labels_key(teacher, copies):
 _IF_CHANGED = ("config", "batch_size", "lr", "clip_norm", "validation_fraction")
 
 
-def students_key(labels, preset, presets, lams, options, offsets_rule, version):
+def students_key(labels, preset, presets, lams, options, offsets_rule, version, choose_on="validation"):
     """The students: the labels' key, the preset (with the presets "auto" trains), the λ grid, the
     :class:`~tinykd.train.options.TrainOptions` of the students (T only with the cross-entropy soft
     term, the soft term only when not "ce", epochs, patience, seed, the offsets rule when on, the
-    averaging when on, any other option changed from its default) and tinykd's version."""
+    averaging when on, any other option changed from its default), tinykd's version and what the
+    students are chosen on when not the validation rows (:data:`tinykd.distill.job.FIDELITY_RULE`)."""
     from tinykd.train.options import TrainOptions
 
     o, default = options, TrainOptions()
@@ -239,4 +241,5 @@ def students_key(labels, preset, presets, lams, options, offsets_rule, version):
     return stage_key(labels, preset, *([presets] if preset == "auto" else []), tuple(lams),
                      *([o.temperature] if o.soft_loss == "ce" else []), *([o.soft_loss] if o.soft_loss != "ce" else []),
                      o.epochs, o.patience, o.seed, *([offsets_rule] if o.offsets else []), version,
-                     *([("average", o.average)] if o.average is not None else []), *changed)
+                     *([("average", o.average)] if o.average is not None else []), *changed,
+                     *([FIDELITY_RULE] if choose_on == "fidelity" else []))

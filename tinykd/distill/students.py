@@ -1,7 +1,13 @@
 """The students' stage of ``tinykd distill``: for each preset the plain NN (λ = 0) and the KD students
-over the λ grid (the transfer set in their soft term), trained on the cores side by side; the one of
-best validation accuracy (then QWK) kept — the plain NN when the teacher does not help. The teacher
-is checked against TF-IDF + logistic regression on the validation rows. Test rows never choose."""
+over the λ grid (the transfer set in their soft term), trained on the cores side by side.
+
+Which is kept (``chain.choose_on``, docs/decisions/student-fidelity.md): "fidelity" — the KD students
+stop on, and are chosen by, their fidelity to the teacher on rows none of them trains on (the
+validation rows and the copies of a seeded 1/8 of the training answers, held out of the transfer
+set): thousands of rows the teacher labelled, not a few hundred human scores; the plain NN is kept
+only when the teacher itself is below it on the validation rows. "validation": the one of best
+validation accuracy (then QWK). The teacher is checked against TF-IDF + logistic regression on the
+validation rows. Test rows never choose."""
 from __future__ import annotations
 
 import functools
@@ -17,8 +23,9 @@ from tinykd.files.csvfiles import label_key, read_table
 class StudentData(NamedTuple):
     """What every student of an item trains on: its labelled training rows (``texts``, ``y``,
     ``contexts``) with the teacher's probabilities ``p_train`` (n, K), the ``validation`` rows
-    ``(texts, labels, contexts)`` (None: none) and the ``transfer`` set ``(texts, p (m, K), contexts)``
-    (None: empty)."""
+    ``(texts, labels, contexts)`` (None: none), the ``transfer`` set ``(texts, p (m, K), contexts)``
+    (None: empty) and the ``fidelity`` rows ``(texts, p, contexts)`` (None: the students are chosen on
+    the validation rows)."""
 
     texts: list
     y: np.ndarray
@@ -26,6 +33,7 @@ class StudentData(NamedTuple):
     p_train: np.ndarray
     validation: tuple | None
     transfer: tuple | None
+    fidelity: tuple | None = None
 
 
 def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer):
@@ -36,13 +44,47 @@ def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer):
     want = [label_key(c) for c in rows.classes]
     texts, labels, contexts = rows.take(train)
     p_train = read_soft_labels(teacher_csv, [rows.ids[i] for i in train], want)
-    transfer = None
+    transfer, t_ids = None, []
     if n_transfer:
         crow = read_table(copies_csv).rows
-        p_tx = read_soft_labels(labels_csv, [r[0] for r in crow], want)
+        t_ids = [r[0] for r in crow]
+        p_tx = read_soft_labels(labels_csv, t_ids, want)
         transfer = ([r[1] for r in crow], p_tx, [r[2] for r in crow] if rows.contexts is not None else None)
     y = np.asarray(labels, dtype=object if rows.kind == "str" else None)
-    return StudentData(texts, y, contexts, p_train, rows.take(val) if val else None, transfer)
+    fidelity = None
+    if chain.choose_on == "fidelity":
+        p_val = read_soft_labels(teacher_csv, [rows.ids[i] for i in val], want) if val else None
+        transfer, fidelity = fidelity_rows(transfer, t_ids, rows.take(val) if val else None, p_val, chain.seed)
+    return StudentData(texts, y, contexts, p_train, rows.take(val) if val else None, transfer, fidelity)
+
+
+def fidelity_rows(transfer, ids, validation, p_val, seed):
+    """``(transfer, fidelity)``: the copies of a seeded :data:`~tinykd.distill.job.FIDELITY_FRACTION`
+    of the training answers (``ids``: the transfer rows'; a copy's is ``<answer id>~aug<k>``) moved out
+    of ``transfer``, and with the
+    ``validation`` rows (the teacher's probabilities ``p_val``) made the fidelity rows; fidelity None
+    when there are none."""
+    from tinykd.distill.job import FIDELITY_FRACTION
+
+    parts = []
+    if validation is not None:
+        parts.append((validation[0], p_val, validation[2]))
+    if transfer is not None:
+        t_texts, p_tx, t_ctx = transfer
+        src = [i.rsplit("~aug", 1)[0] if "~aug" in i else None for i in ids]
+        answers = sorted({s for s in src if s is not None})
+        n_out = int(round(len(answers) * FIDELITY_FRACTION))
+        out = set(np.random.default_rng(seed).permutation(len(answers))[:n_out].tolist())
+        out = {answers[k] for k in out}
+        held = np.array([s in out for s in src], dtype=bool)
+        if held.any():
+            keep, gone = np.flatnonzero(~held), np.flatnonzero(held)
+            parts.append(([t_texts[i] for i in gone], p_tx[gone], None if t_ctx is None else [t_ctx[i] for i in gone]))
+            transfer = ([t_texts[i] for i in keep], p_tx[keep], None if t_ctx is None else [t_ctx[i] for i in keep])
+    if not parts:
+        return transfer, None
+    ctx = None if any(c is None for _, _, c in parts) else [c for _, _, cs in parts for c in cs]
+    return transfer, ([t for ts, _, _ in parts for t in ts], np.concatenate([p for _, p, _ in parts]), ctx)
 
 
 class _Trainer:
@@ -62,10 +104,14 @@ class _Trainer:
         d = self.data
         s = fitting.fit(d.texts, d.y, d.p_train if lam else None, options=options, contexts=d.contexts,
                         validation=d.validation, transfer=d.transfer if lam else None, verbose=False,
-                        name=self.chain.name, settings=settings, on_epoch=stop)
-        m = s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0}
+                        name=self.chain.name, settings=settings, on_epoch=stop, fidelity=d.fidelity if lam else None)
+        m = dict(s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0})
+        f = s.meta.get("fidelity_metrics")
+        if f:
+            m["fidelity"] = {"agreement": f["agreement"], "kl": f["kl"], "n": f["n"]}
+        fid = f", agreement with the teacher {f['agreement']:.3f} (KL {f['kl']:.4f})" if f else ""
         self.log(f"[students] {self.chain.name}: {preset}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
-                 f"QWK {m['qwk']:.3f} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
+                 f"QWK {m['qwk']:.3f}{fid} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
         return s, m
 
 
@@ -82,10 +128,27 @@ def _rank(runs, presets, pair):
     return m["accuracy"], m["qwk"], pair[1], -presets.index(pair[0])
 
 
-def choose(runs, presets):
-    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics))."""
+def _fidelity_rank(runs, presets, pair):
+    """Agreement with the teacher on the fidelity rows, then the lower KL; ties: the larger λ, then the
+    earlier preset."""
+    f = runs[pair][1]["fidelity"]
+    return f["agreement"], -f["kl"], pair[1], -presets.index(pair[0])
+
+
+def choose(runs, presets, teacher_validation=None):
+    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics)). The KD
+    students measured on fidelity rows are ranked by it, and the plain NN is kept instead only when
+    ``teacher_validation`` (the teacher's validation metrics) is below its validation accuracy;
+    otherwise all are ranked by validation accuracy, then QWK."""
     rank = functools.partial(_rank, runs, list(presets))
-    return max(runs, key=rank), max((k for k in runs if k[1] == 0.0), key=rank)
+    plain = max((k for k in runs if k[1] == 0.0), key=rank)
+    kd = [k for k in runs if k[1] != 0.0 and "fidelity" in runs[k][1]]
+    if not kd:
+        return max(runs, key=rank), plain
+    best = max(kd, key=functools.partial(_fidelity_rank, runs, list(presets)))
+    if teacher_validation is not None and teacher_validation["accuracy"] < runs[plain][1]["accuracy"]:
+        best = plain
+    return best, plain
 
 
 def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfer, threads, log):
@@ -97,7 +160,8 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
     presets = list(chain.presets)
     pairs = student_pairs(presets, chain.lams)
     runs = dict(zip(pairs, side_by_side(_Trainer(chain, data, log), pairs, threads)))
-    best, plain = choose(runs, presets)
+    bars = _bars(chain, data, teacher_csv, log)
+    best, plain = choose(runs, presets, bars["teacher_validation"])
     if best[1] == 0.0:
         log(f"[students] {chain.name}: the teacher's probabilities do not help on validation; keeping the plain NN")
     log(f"[students] {chain.name}: kept {best[0]}, λ = {best[1]:g}")
@@ -106,7 +170,7 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
     return {"lam": best[1], "preset": best[0], "plain_preset": plain[0],
             "validation": {str(lam): m for (pr, lam), (_, m) in runs.items() if pr == best[0]},
             "presets": {pr: {str(lam): m for (p_, lam), (_, m) in runs.items() if p_ == pr} for pr in presets},
-            **_bars(chain, data, teacher_csv, log)}
+            **bars}
 
 
 def _bars(chain, data, teacher_csv, log):

@@ -66,7 +66,7 @@ def take(xs, idx):
 
 # ------------------------------------------------------------------------------ fit
 def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation=None, transfer=None,
-        verbose=True, stream=None, settings=None, name="model", on_epoch=None, **option_values):
+        verbose=True, stream=None, settings=None, name="model", on_epoch=None, fidelity=None, **option_values):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
 
     Parameters
@@ -87,6 +87,10 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
         :data:`~tinykd.train.splits.MIN_HOLDOUT_ROWS`). Labels no training row has are dropped from
         it (a note).
     transfer : ``(texts, teacher_proba[, contexts])`` unlabeled rows for the soft term.
+    fidelity : ``(texts, teacher_proba[, contexts])`` rows not trained on, on which the student's
+        fidelity to its teacher is measured: given, early stopping watches the mean KL(teacher ‖
+        student) on them instead of the validation loss, and the decision offsets are chosen on them
+        against the teacher's arg-max (docs/decisions/student-fidelity.md); ``meta["fidelity_metrics"]``.
     verbose, stream : progress lines and notes (default ``sys.stderr``).
     settings : :class:`tinykd.settings.Settings` (cores, BLAS threads; no effect on results).
     name : how notes and errors name this student (e.g. ``"item 'Q1'"``).
@@ -101,7 +105,7 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
     options = make_options(options, **option_values)
     stream = sys.stderr if stream is None else stream
     note = Notes(verbose, stream)
-    prep = _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note)
+    prep = _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity)
     net, history = _run(prep, options, settings=settings, verbose=verbose, stream=stream, name=name, note=note,
                         on_epoch=on_epoch)
     return _record(prep, net, history, options, name, note, time.time() - t_start)
@@ -135,9 +139,10 @@ class Prepared:
     vocab: Vocabulary
     data: TrainData
     val: TrainData | None
+    fid: TrainData | None = None
 
 
-def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note):
+def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity=None):
     """The checks, label encoding, validation and transfer rows, vocabulary and encoded arrays."""
     texts, y, contexts = _check_rows(texts, y, contexts, name)
     enc = _label_encoder(y, name)
@@ -161,7 +166,19 @@ def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, n
         v_ids, v_len = vocab.encode(val.texts, val.contexts if uses_context else None)
         val_data = TrainData(v_ids, v_len, val.y)
     return Prepared(enc.classes_, rows.y, len(tx.texts), teacher is not None, uses_context, cfg, vocab, data,
-                    val_data)
+                    val_data, _fidelity_rows(fidelity, K, vocab, uses_context))
+
+
+def _fidelity_rows(fidelity, K, vocab, uses_context):
+    """The fidelity rows encoded, their teacher probabilities in ``teacher`` (None: none given)."""
+    if fidelity is None:
+        return None
+    texts, proba, contexts = _unpack(fidelity, "fidelity")
+    p = _check_teacher(proba, len(texts), K, "fidelity proba")
+    if not len(texts) or np.isnan(p).any():
+        raise ValueError("fidelity needs at least one row, each with the teacher's probabilities")
+    f_ids, f_len = vocab.encode(texts, (contexts or [""] * len(texts)) if uses_context else None)
+    return TrainData(f_ids, f_len, p.argmax(axis=1), p)
 
 
 def _check_rows(texts, y, contexts, name):
@@ -296,7 +313,7 @@ def _run(prep, options, *, settings, verbose, stream, name, note, on_epoch):
     with warnings.catch_warnings():  # overflow warnings of a diverging run: reported below, in one line
         warnings.simplefilter("ignore", RuntimeWarning)
         history = train(net, prep.data, prep.val, options, settings=settings, verbose=verbose, stream=stream,
-                        on_epoch=on_epoch)
+                        on_epoch=on_epoch, fidelity=prep.fid)
     if history["stopped"] == "interrupted":
         raise KeyboardInterrupt
     if history["stopped"] == "non-finite loss":
@@ -332,19 +349,30 @@ def _record(prep, net, history, options, name, note, seconds):
         meta["calibration"] = {"method": None, "temperature": None, "n_val": 0,
                                "reason": "no validation rows: confidence is the raw softmax"}
     else:
-        meta.update(_validation_meta(net, prep.val, labels, o, name, note))
+        meta.update(_validation_meta(net, prep.val, labels, o, name, note, prep.fid))
         meta["notes"] = list(note)
+    if prep.fid is not None:
+        from tinykd.train.loop import evaluate_fidelity
+
+        with blas_threads(1):
+            kl, agree = evaluate_fidelity(net, prep.fid)
+        meta["fidelity_metrics"] = {"kl": kl, "agreement": agree, "n": int(len(prep.fid))}
     return Student(prep.vocab, net, labels, meta)
 
 
-def _validation_meta(net, val, labels, options, name, note):
+def _validation_meta(net, val, labels, options, name, note, fid=None):
     """What a model file keeps of its validation rows: decision offsets (folded into ``net``'s
-    output bias), metrics, the calibration and the stored predictions."""
+    output bias; chosen on the fidelity rows ``fid`` against the teacher's arg-max when given),
+    metrics, the calibration and the stored predictions."""
     meta = {}
     with blas_threads(1):  # the same bits in every process: the calibration is fitted on these
         logits = net.predict_logits(val.ids, val.lengths)  # the training forward: no scoring kernels compiled
     if options.offsets:
-        meta["decision_offsets"] = _decision_offsets(net, val, logits, name, note)
+        on = val if fid is None else fid
+        with blas_threads(1):
+            on_logits = logits if fid is None else net.predict_logits(fid.ids, fid.lengths)
+        meta["decision_offsets"] = _decision_offsets(net, on, on_logits, name, note, "validation" if fid is None
+                                                     else "fidelity")
         if any(meta["decision_offsets"]["offsets"]):
             with blas_threads(1):
                 logits = net.predict_logits(val.ids, val.lengths)
@@ -365,9 +393,10 @@ def _validation_meta(net, val, labels, options, name, note):
     return meta
 
 
-def _decision_offsets(net, val, logits, name, note):
-    """Per-class offsets chosen on the validation rows (:func:`tinykd.train.offsets.fit_offsets`), added
-    to the output layer's bias in place; what was chosen, as ``meta["decision_offsets"]`` records it."""
+def _decision_offsets(net, val, logits, name, note, rows="validation"):
+    """Per-class offsets chosen on the ``rows`` ``val`` (validation rows and their labels, or the fidelity
+    rows and the teacher's arg-max: :func:`tinykd.train.offsets.fit_offsets`), added to the output layer's
+    bias in place; what was chosen, as ``meta["decision_offsets"]`` records it."""
     from tinykd.train.offsets import MIN_ROWS, fit_offsets
 
     K = logits.shape[1]
@@ -375,11 +404,12 @@ def _decision_offsets(net, val, logits, name, note):
         return {"offsets": [0.0] * K, "n_val": int(len(val.y)),
                 "reason": f"fewer than {MIN_ROWS} validation rows: no decision offsets"}
     b, before, after = fit_offsets(logits, val.y)
+    what = "validation accuracy" if rows == "validation" else "agreement with the teacher"
     if b.any():
         net.p["out.b"][...] += b.astype(net.p["out.b"].dtype)
-        note(f"{name}: decision offsets {', '.join(f'{v:+g}' for v in b)} (validation accuracy "
+        note(f"{name}: decision offsets {', '.join(f'{v:+g}' for v in b)} ({what} "
              f"{before[0]:.3f} → {after[0]:.3f}, QWK {before[1]:.3f} → {after[1]:.3f}), folded into the output bias")
-    return {"offsets": [float(v) for v in b], "n_val": int(len(val.y)),
+    return {"offsets": [float(v) for v in b], "n_val": int(len(val.y)), "chosen_on": rows,
             "validation_before": {"accuracy": before[0], "qwk": before[1]},
             "validation_after": {"accuracy": after[0], "qwk": after[1]}}
 

@@ -61,8 +61,20 @@ def evaluate_loss(net, data, batch_size=256, parallel=False):
     return loss, acc
 
 
+def evaluate_fidelity(net, data, batch_size=256, parallel=False):
+    """The student's fidelity to its teacher on ``data`` (rows with ``teacher`` probabilities p):
+    the mean KL(p ‖ q) = Σ_k p_k (log p_k − log q_k) and the agreement of the arg-maxes."""
+    z = net.predict_logits(data.ids, data.lengths, batch_size, parallel=parallel).astype(np.float64)
+    logq, p = log_softmax(z), data.teacher
+    logp = np.log(np.clip(p, 1e-12, None))
+    kl = float((p * (logp - logq)).sum(axis=1).mean())
+    return kl, float((logq.argmax(1) == p.argmax(1)).mean())
+
+
 def _print_progress(rec, epochs, stream):
     va = "" if rec["val_loss"] is None else f"  val_loss {rec['val_loss']:.4f}  val_acc {rec['val_acc']:.3f}"
+    if rec.get("fid_kl") is not None:
+        va += f"  fidelity KL {rec['fid_kl']:.4f}  agreement {rec['fid_agree']:.3f}"
     print(f"epoch {rec['epoch']:>3}/{epochs}  loss {rec['loss']:.4f}{va}  {rec['seconds']:.1f}s",
           file=stream, flush=True)
 
@@ -145,7 +157,8 @@ class _Run:
         return self.bad
 
 
-def train(net, data, val=None, options=None, *, settings=None, verbose=True, stream=None, on_epoch=None):
+def train(net, data, val=None, options=None, *, settings=None, verbose=True, stream=None, on_epoch=None,
+          fidelity=None):
     """Train ``net`` in place on ``data`` (a :class:`TrainData`) with ``options`` (a
     :class:`~tinykd.train.options.TrainOptions`; None: the defaults); return a history dict.
 
@@ -153,7 +166,9 @@ def train(net, data, val=None, options=None, *, settings=None, verbose=True, str
     ``soft_loss`` (:data:`tinykd.train.losses.SOFT_LOSSES`), ``epochs``, ``batch_size``, ``lr``,
     ``clip_norm``, ``patience``, ``seed`` and ``average``.
     Each epoch shuffles with ``np.random.default_rng(seed)``; so do dropout masks.
-    Early stopping watches ``val`` loss (training loss if there is no ``val``),
+    Early stopping watches ``val`` loss (training loss if there is no ``val``) — or, given
+    ``fidelity`` (a :class:`TrainData` whose ``teacher`` holds the teacher's probabilities on rows
+    not trained on), the student's mean KL(teacher ‖ student) on it (:func:`evaluate_fidelity`) —
     stops after ``patience`` epochs without improvement, and restores the best
     weights. ``history`` has per-epoch records, ``best_epoch`` and ``stopped``
     (``"patience"``, ``"epochs"``, ``"non-finite loss"`` or ``"interrupted"``).
@@ -194,13 +209,16 @@ def train(net, data, val=None, options=None, *, settings=None, verbose=True, str
                 live = run.use_average()
                 if val is not None and len(val):
                     rec["val_loss"], rec["val_acc"] = evaluate_loss(net, val, parallel=par)
+                if fidelity is not None:
+                    rec["fid_kl"], rec["fid_agree"] = evaluate_fidelity(net, fidelity, parallel=par)
                 rec["seconds"] = time.perf_counter() - t0
                 history["epochs"].append(rec)
                 if verbose:
                     _print_progress(rec, options.epochs, stream)
                 if on_epoch is not None:
                     on_epoch(rec)
-                watch = rec["val_loss"] if rec["val_loss"] is not None else rec["loss"]
+                watch = rec["fid_kl"] if fidelity is not None else (
+                    rec["val_loss"] if rec["val_loss"] is not None else rec["loss"])
                 if run.keep_if_best(epoch, watch, live) >= options.patience:
                     history["stopped"] = "patience"
                     break

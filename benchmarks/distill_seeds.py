@@ -1,0 +1,164 @@
+"""``tinykd distill``'s students over several seeds, the teacher fixed: what each way of choosing them gives.
+
+    python benchmarks/distill_seeds.py [--rows asap-1,…] [--seeds 0,1,2] [--choose-on fidelity,validation]
+    python benchmarks/distill_seeds.py --md-only      # rewrite the table from its .json; run nothing
+
+Each row is a row of ``benchmarks/distill_table.py`` and uses its work folder (``--work-root``/ROW): the
+teacher, the copies and their labels are those of its seed-0 run (made first when missing); only the
+students' seed (``distill(student_seed=…)``) and what they stop on and are chosen by
+(``distill(choose_on=…)``: docs/decisions/student-fidelity.md) change. Each (row, seed, choice) is one
+``distill`` run whose students' stage is cached in the work folder, so a rerun costs nothing.
+
+``benchmarks/results/distill_seeds.json`` keeps each run as it finishes; ``distill_seeds.md`` is rewritten
+from it: per row and way of choosing, the kept student's test accuracy / QWK as the mean over seeds and
+the worst seed, the seed spread (max − min test accuracy), the gap to the teacher and to the plain NN,
+and the rule of docs/decisions/student-fidelity.md applied to the decision rows and to the confirmation
+rows, each on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill_table import ORDER, cpu, rows, student  # noqa: E402
+from tinykd.distill.pipeline import distill  # noqa: E402
+from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+#: the rows each change is decided on, and those that confirm it (docs/decisions/student-fidelity.md)
+DECIDE = ("asap-1", "asap-2", "asap-10")
+CONFIRM = ("asap-5", "asap-6", "ela-4", "ela-7", "ela-9", "scientsbank-ua")
+#: the rule, fixed before the run: fidelity − validation, mean over rows of each row's mean over seeds
+MIN_D_ACC, MIN_D_QWK = -0.005, -0.005
+
+
+def run_one(key, table, work_root, seed, choose_on):
+    """One ``distill`` run of row ``key`` with the students' ``seed`` chosen on ``choose_on``."""
+    name, data, opts, command = table[key]
+    work = work_root / key
+    t0 = time.time()
+    res = distill(data, work / f"seeds-{choose_on}-{seed}.npz", work=work, student_seed=seed, choose_on=choose_on,
+                  verbose=False, **opts)
+    m, d = res.report["all rows"], res.model.meta["distill"]
+    return {"row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
+            "teacher": m["teacher"], "plain": m["plain NN"], "tfidf": m["TF-IDF + LR"], "preset": d["preset"],
+            "lam": d["lam"], "students_seconds": res.made_seconds.get("students"),
+            "wall": round(time.time() - t0, 1), "cpu": cpu(), "command": command}
+
+
+def summary(runs):
+    """Per (row, choice): mean and worst test accuracy / QWK over seeds, spread, teacher, plain NN."""
+    out = {}
+    for r in runs:
+        out.setdefault((r["row"], r["choose_on"]), []).append(r)
+    rows_ = {}
+    for (row, how), rs in out.items():
+        acc = [r["student"]["accuracy"] for r in rs]
+        qwk = [r["student"]["qwk"] for r in rs]
+        t = rs[0]["teacher"]
+        rows_[(row, how)] = {
+            "name": rs[0]["name"], "n": len(rs), "acc": sum(acc) / len(acc), "qwk": sum(qwk) / len(qwk),
+            "worst_acc": min(acc), "worst_qwk": min(qwk), "spread": max(acc) - min(acc),
+            "t_acc": t["accuracy"], "t_qwk": t["qwk"],
+            "plain": sum(r["plain"]["accuracy"] for r in rs) / len(rs),
+            "presets": ", ".join(f"{r['preset']} {r['lam']:g}" for r in sorted(rs, key=lambda r: r["seed"])),
+            "seconds": max(r["students_seconds"] or 0 for r in rs)}
+    return rows_
+
+
+def verdict(s, group):
+    """The rule on the rows ``group`` that have both choices: (text, passed or None)."""
+    both = [r for r in group if (r, "fidelity") in s and (r, "validation") in s]
+    if not both:
+        return "no row with both", None
+    k = len(both)
+    da = sum(s[(r, "fidelity")]["acc"] - s[(r, "validation")]["acc"] for r in both) / k
+    dq = sum(s[(r, "fidelity")]["qwk"] - s[(r, "validation")]["qwk"] for r in both) / k
+    sf = sum(s[(r, "fidelity")]["spread"] for r in both) / k
+    sv = sum(s[(r, "validation")]["spread"] for r in both) / k
+    ok = da >= MIN_D_ACC and dq >= MIN_D_QWK and sf < sv
+    return (f"{k} row(s): fidelity − validation, mean over rows of the mean over seeds: accuracy {100 * da:+.2f} "
+            f"points, QWK {dq:+.4f}; mean seed spread {100 * sf:.1f} points (fidelity) vs {100 * sv:.1f} "
+            f"(validation) → {'passes' if ok else 'fails'}"), ok
+
+
+def write_md(runs, path):
+    s = summary(runs)
+    cpus = sorted({r["cpu"] for r in runs})
+    lines = ["# `tinykd distill`'s students over seeds: chosen on fidelity or on validation", "",
+             f"Generated by `python benchmarks/distill_seeds.py` ({' / '.join(cpus)}, 2 cores, no GPU). The "
+             "teacher, copies and labels of each row are its `distill_table.py` run's (seed 0); only the students' "
+             "seed (`--student-seed`) and `--choose-on` change. Test rows; mean over seeds and the worst seed; "
+             "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
+             "| data set | choose on | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
+             "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
+             "|---|---|---:|---|---|---:|---|---:|---:|---:|---|---:|"]
+    for row in ORDER:
+        for how in ("validation", "fidelity"):
+            v = s.get((row, how))
+            if v:
+                lines.append(f"| {v['name']} | {how} | {v['n']} | {v['acc']:.3f} / {v['qwk']:.3f} | "
+                             f"{v['worst_acc']:.3f} / {v['worst_qwk']:.3f} | {100 * v['spread']:.1f} | "
+                             f"{v['t_acc']:.3f} / {v['t_qwk']:.3f} | {v['acc'] - v['t_acc']:+.3f} | "
+                             f"{v['qwk'] - v['t_qwk']:+.3f} | {v['plain']:.3f} | {v['presets']} | {v['seconds']:.0f} |")
+    lines += ["", "The rule (docs/decisions/student-fidelity.md, fixed before the run): fidelity is adopted when, on "
+              "the decision rows and then on the confirmation rows, each on its own, its mean accuracy is at most "
+              f"{-100 * MIN_D_ACC:.1f} points and its mean QWK at most {-MIN_D_QWK:.3f} below validation's and its "
+              "mean seed spread is lower.", ""]
+    for label, group in (("Decision rows", DECIDE), ("Confirmation rows", CONFIRM)):
+        lines.append(f"- {label} ({', '.join(group)}): {verdict(s, group)[0]}")
+    for how in ("validation", "fidelity"):
+        got = [s[(r, how)] for r in ORDER if (r, how) in s]
+        if got:
+            da = sum(v["acc"] - v["t_acc"] for v in got) / len(got)
+            dq = sum(v["qwk"] - v["t_qwk"] for v in got) / len(got)
+            worst = min(got, key=lambda v: v["acc"] - v["t_acc"])
+            lines.append(f"- {how}, all {len(got)} row(s): mean Δ accuracy {da:+.3f}, Δ QWK {dq:+.3f}; worst row "
+                         f"{worst['name']} {worst['acc'] - worst['t_acc']:+.3f} / {worst['qwk'] - worst['t_qwk']:+.3f}; "
+                         f"below the plain NN by more than 0.5 points on "
+                         f"{sum(v['acc'] < v['plain'] - 0.005 for v in got)} row(s)")
+    lines += ["", "Commands: each row's `tinykd distill` command (benchmarks/results/distill_table.md) with "
+              "`--student-seed S --choose-on C`."]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--work-root", type=Path, default=ROOT / "runs" / "distill")
+    ap.add_argument("--rows", default=",".join(DECIDE + CONFIRM))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--choose-on", default="validation,fidelity")
+    ap.add_argument("--out", type=Path, default=RESULTS / "distill_seeds.md")
+    ap.add_argument("--md-only", action="store_true", help="rewrite the table from the .json beside --out")
+    args = ap.parse_args(argv)
+    table = rows(args.data_dir)
+    pick = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in pick if r not in table]
+    if unknown:
+        ap.error(f"--rows: unknown row(s) {', '.join(unknown)}; the rows are {', '.join(ORDER)}")
+    js = args.out.with_suffix(".json")
+    runs = json.loads(js.read_text(encoding="utf-8")) if js.exists() else []
+    for key in () if args.md_only else pick:
+        for seed in [int(v) for v in args.seeds.split(",")]:
+            for how in args.choose_on.split(","):
+                r = run_one(key, table, args.work_root, seed, how)
+                print(f"{key} seed {seed} {how}: {r['student']['accuracy']:.3f} / {r['student']['qwk']:.3f} "
+                      f"({r['preset']}, {r['lam']:g}; teacher {r['teacher']['accuracy']:.3f}; {r['wall']:.0f} s)",
+                      flush=True)
+                runs = [x for x in runs if (x["row"], x["seed"], x["choose_on"]) != (key, seed, how)] + [r]
+                atomic_write_bytes(js, (json.dumps(runs, indent=1) + "\n").encode("utf-8"))
+                write_md(runs, args.out)
+    write_md(runs, args.out)
+    print(args.out.read_text(encoding="utf-8"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
