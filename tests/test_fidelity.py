@@ -1,0 +1,76 @@
+"""Fidelity to the teacher (docs/decisions/student-fidelity.md): the KL and agreement a student is
+measured by, early stopping on it, the decision offsets chosen against the teacher's arg-max, and the
+rows distill holds out of the transfer set to measure it."""
+import numpy as np
+import pytest
+
+import tinykd
+from tinykd.distill.students import fidelity_rows
+from tinykd.nn.network import StudentNet, make_config
+from tinykd.train.loop import TrainData, evaluate_fidelity
+
+WORDS = {0: ["sun", "light", "leaf"], 1: ["dirt", "rock", "sand"], 2: ["water", "rain", "river"]}
+FILLER = ["the", "a", "plant", "it", "grows", "because", "of", "and"]
+
+
+def _rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    texts = [" ".join(list(rng.choice(WORDS[int(k)], 2)) + list(rng.choice(FILLER, 3))) for k in y]
+    p = np.full((n, 3), 0.1)
+    p[np.arange(n), y] = 0.8
+    return texts, y, p
+
+
+def test_evaluate_fidelity_is_the_kl_and_the_agreement():
+    net = StudentNet(make_config("7t", embed_dim=8, units=8, dense_units=8), 20, 3, seed=0)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 20, size=(12, 6)).astype(np.int32)
+    lengths = np.full(12, 6, np.int32)
+    z = net.predict_logits(ids, lengths).astype(np.float64)
+    q = np.exp(z - z.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    kl, agree = evaluate_fidelity(net, TrainData(ids, lengths, q.argmax(1), q))
+    assert kl == pytest.approx(0.0, abs=1e-6) and agree == 1.0  # the student against itself
+    p = np.roll(q, 1, axis=1)
+    kl, agree = evaluate_fidelity(net, TrainData(ids, lengths, p.argmax(1), p))
+    want = float((p * (np.log(p) - np.log(q))).sum(1).mean())
+    assert kl == pytest.approx(want, rel=1e-5) and agree == pytest.approx(float((p.argmax(1) == q.argmax(1)).mean()))
+
+
+def test_fit_stops_on_fidelity_and_chooses_offsets_against_the_teacher():
+    texts, y, p = _rows(240)
+    ft, _, fp = _rows(120, seed=5)
+    vt, vy, _ = _rows(60, seed=7)
+    s = tinykd.fit(texts, y, p, preset="falling_weights", lam=4.0, epochs=6, patience=2, verbose=False,
+                   validation=(vt, vy), fidelity=(ft, fp))
+    h = s.meta["history"]
+    assert all(r["fid_kl"] is not None for r in h)
+    kls = [r["fid_kl"] for r in h]
+    best = s.meta["training"]["best_epoch"]
+    assert kls[best - 1] == min(kls)  # the epoch kept is the one of lowest KL to the teacher
+    assert s.meta["decision_offsets"]["chosen_on"] == "fidelity" and s.meta["decision_offsets"]["n_val"] == 120
+    f = s.meta["fidelity_metrics"]
+    kl, agree = evaluate_fidelity(s.net, TrainData(*s.vocab.encode(ft), fp.argmax(1), fp))
+    assert f["n"] == 120 and f["kl"] == pytest.approx(kl, rel=1e-6) and f["agreement"] == pytest.approx(agree)
+    assert s.meta["validation_metrics"]["n"] == 60  # the human validation rows are still reported
+    with pytest.raises(ValueError, match="fidelity proba"):
+        tinykd.fit(texts, y, p, epochs=1, verbose=False, fidelity=(ft, fp[:, :2]))
+
+
+def test_fidelity_rows_hold_out_whole_answers_seeded():
+    ids = [f"a{i}~aug{k}" for i in range(40) for k in range(3)] + ["u1", "u2"]
+    texts = [f"t {i}" for i in ids]
+    p = np.tile([0.2, 0.8], (len(ids), 1))
+    val = (["v1", "v2"], None, None)
+    p_val = np.array([[0.6, 0.4], [0.3, 0.7]])
+    tx, fid = fidelity_rows((texts, p, None), ids, val, p_val, seed=3)
+    held = [t[2:] for t in fid[0][2:]]
+    answers = {h.rsplit("~aug", 1)[0] for h in held}
+    assert len(answers) == 5 and len(held) == 15  # 1/8 of 40 answers, all 3 copies of each
+    assert fid[0][:2] == ["v1", "v2"] and np.allclose(fid[1][:2], p_val) and fid[2] is None
+    assert len(tx[0]) == len(ids) - 15 and {"t u1", "t u2"} <= set(tx[0])  # unlabeled rows stay
+    assert not answers & {t[2:].rsplit("~aug", 1)[0] for t in tx[0]}  # no copy of a held-out answer trains
+    again = fidelity_rows((texts, p, None), ids, val, p_val, seed=3)[1]
+    assert again[0] == fid[0]  # seeded
+    assert fidelity_rows(None, [], None, None, 0) == (None, None)
