@@ -38,7 +38,7 @@ def test_exposed_lazily_and_params_stored_as_given():
     params = c.get_params()
     assert params["preset"] == "gelatin" and params["lam"] == 0.5 and params["config"] is cfg
     assert set(params) == {"preset", "lam", "temperature", "epochs", "batch_size", "lr", "patience",
-                           "validation_fraction", "config", "offsets", "random_state", "verbose"}
+                           "validation_fraction", "config", "offsets", "random_state", "verbose", "label_names"}
     assert c.set_params(lam=0.0, epochs=7) is c and c.lam == 0.0 and c.epochs == 7
     assert is_classifier(c)
     c2 = clone(c)

@@ -180,13 +180,12 @@ def test_the_page_itself_opens_from_file_and_is_not_blank(web7t, tmp_path):
 
     _, folder, _ = web7t
     dom = chromium(tmp_path, "--dump-dom", "file://" + os.path.join(folder, "index.html"))
-    assert '<p class="score">score: <b>' in dom and "needs review" in dom  # the empty box scored on load
+    assert '<div id="result" aria-live="polite"><p class="hint">Type or paste an answer' in dom  # nothing scored yet
     assert 'id="item-row" hidden' in dom  # one student: no item selector
     shot = tmp_path / "shot.png"
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=800,700", "file://" + os.path.join(folder, "index.html"))
     px = imread(str(shot))[..., :3]
-    assert px.shape[:2] == (700, 800) and px.std() > 0.05
-    assert (px.std(axis=2) > 0.1).mean() > 0.0005  # some colour: the review flag, the probability bars
+    assert px.shape[:2] == (700, 800) and px.std() > 0.05  # the typed page's pixels: tests/test_page_ux.py
 
 
 def test_cli_export_web_never_imports_onnx(tmp_path):

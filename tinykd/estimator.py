@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from tinykd.errors import MAX_SEED, check_seed
+from tinykd.scoring.modelmeta import label_names_for_data
 from tinykd.train.fitting import fit as _fit
 from tinykd.train.options import TrainOptions
 
@@ -77,6 +78,8 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         every random choice (init, shuffling, dropout, holdout; :func:`tinykd.fit` calls it ``seed``):
         an int is the seed; otherwise each ``fit`` draws one from it (None: NumPy's global generator).
     verbose : bool — print per-epoch progress to stderr.
+    label_names : mapping ``{label: name}``, ``"0=incorrect,1=partly correct,2=correct"`` or None — the scores'
+        names, stored in ``student_`` (:attr:`tinykd.Student.label_names`; None: each label itself).
 
     Attributes (after ``fit``)
     ----------
@@ -94,7 +97,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, preset=_D.preset, lam=_D.lam, temperature=_D.temperature, epochs=_D.epochs,
                  batch_size=_D.batch_size, lr=_D.lr, patience=_D.patience,
                  validation_fraction=_D.validation_fraction, config=_D.config, offsets=_D.offsets,
-                 random_state=_D.seed, verbose=False):
+                 random_state=_D.seed, verbose=False, label_names=None):
         self.preset = preset
         self.lam = lam
         self.temperature = temperature
@@ -107,6 +110,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         self.offsets = offsets
         self.random_state = random_state
         self.verbose = verbose
+        self.label_names = label_names
 
     def fit(self, X, y, teacher_proba=None):
         """Train on texts ``X`` and labels ``y``; ``teacher_proba`` (n, K) are the teacher's
@@ -118,7 +122,11 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
+        if isinstance(self.label_names, (str, dict)):  # a misspelt label: an error before training
+            label_names_for_data(self.label_names, y.tolist())
         student = _fit(texts, y, teacher_proba, options=options, contexts=contexts, verbose=self.verbose)
+        if self.label_names is not None:
+            student.label_names = self.label_names
         self.student_ = student
         self.classes_ = np.asarray(student.classes)
         self.n_params_ = student.n_params

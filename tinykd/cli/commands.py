@@ -93,6 +93,7 @@ def cmd_train(args):
     from tinykd.train.items import fit_items
     from tinykd.files.softlabels import SoftLabelError
     from tinykd.files.csvfiles import read_table
+    from tinykd.scoring.student import add_names
 
     options = _train_options(args)
     if (args.dask or args.jobs is not None) and not args.item_col:
@@ -108,6 +109,7 @@ def cmd_train(args):
     table = read_table(args.data, [(cols[k], f"--{k}-col") for k in need], where=args.where)
     if table.note:
         _note(table.note)
+    label_names = _given_label_names(args, table)
     splits = _splits(table, args)
     if splits is not None:
         _note(f"training rows: {args.split_col or 'split'} == {args.train_split!r}; validation: "
@@ -134,6 +136,7 @@ def cmd_train(args):
     if args.quiet:  # warnings about the data are shown even then
         for msg in dict.fromkeys(m for st in students.values() for m in st.meta.get("notes", [])):
             _note(msg)
+    add_names(model, label_names, get("context"), get("item"))
     for st in students.values():
         st.meta["data_file"] = os.path.basename(args.data)
         st.meta["teacher_file"] = ", ".join(os.path.basename(t) for t in args.teacher) or None
@@ -143,7 +146,18 @@ def cmd_train(args):
     return 0
 
 
+def _given_label_names(args, table):
+    """``--label-names`` checked against the data's scores before training (None when not given)."""
+    from tinykd.files.csvfiles import normalize_labels
+    from tinykd.scoring.modelmeta import label_names_for_data
+
+    if args.label_names is None:
+        return None
+    return label_names_for_data(args.label_names, normalize_labels(table.column(args.label_col))[0])
+
+
 def _train_summary(args, options, students, seconds):
+    from tinykd.cli.info import classes_named
     from tinykd.quality.evaluate import format_metrics
 
     n_params = sum(s.n_params for s in students.values())
@@ -153,12 +167,12 @@ def _train_summary(args, options, students, seconds):
     print(f"saved {args.out}: {kind}, preset {options.preset}, {n_params:,} parameters, "
           f"{os.path.getsize(args.out) / 1024:.1f} KB, trained in {seconds:.1f} s")
     if not args.item_col:
-        print(f"classes: {', '.join(map(str, first.classes))}")
+        print(f"classes: {classes_named(first.classes, first.label_names)}")
         print(f"validation: {format_metrics(first.meta.get('validation_metrics'))}")
         return
     print(f"{len(students)} items ({args.item_col}):")
     for g, st in students.items():
-        print(f"  {g}: {st.n_params:,} parameters, classes {', '.join(map(str, st.classes))}; "
+        print(f"  {g}: {st.n_params:,} parameters, classes {classes_named(st.classes, st.label_names)}; "
               f"validation {format_metrics(st.meta.get('validation_metrics'))}")
 
 
@@ -432,7 +446,7 @@ def cmd_distill(args):
                           patience=args.patience, seed=args.seed, where=args.where,
                           teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
                           student_seed=args.student_seed, choose_on=args.choose_on,
-                          verbose=not args.quiet)
+                          label_names=args.label_names, verbose=not args.quiet)
         except TeacherError as e:  # the teacher's process failed: what failed and what to do, one line
             raise CLIError(str(e)) from e
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")

@@ -20,7 +20,9 @@ def describe(path):
            "item_col": getattr(model, "item_col", None), "students": {}}
     for name, st in students.items():
         out["students"][name] = {
-            "preset": st.meta.get("preset"), "classes": st.classes, "n_params": st.n_params,
+            "preset": st.meta.get("preset"), "classes": st.classes, "label_names": st.label_names,
+            "label_names_given": st.meta.get("label_names") is not None, "context_text": st.context_text,
+            "n_params": st.n_params,
             "vocab_size": len(st.vocab), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
             "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
             "validation_metrics": st.meta.get("validation_metrics"), "calibration": st.meta.get("calibration"),
@@ -58,7 +60,10 @@ def format_description(out):
         ctx = ", question/context before the answer" if s["uses_context"] else ""
         lines.append(f"{head}preset {s['preset']}, {s['n_params']:,} parameters, vocabulary {s['vocab_size']:,} "
                      f"words, max length {s['max_len']} tokens{ctx}")
-        lines.append(f"  classes: {', '.join(map(str, s['classes']))}")
+        lines.append(f"  classes: {classes_named(s['classes'], s['label_names'])}")
+        if s["context_text"]:
+            lines.append(f"  {(s['columns'] or {}).get('context') or 'context'} (every row's): "
+                         f"{shortened(s['context_text'], 100)}")
         if tr:  # (the reader has checked the types: numbers or null)
             kind = (f"KD (λ = {_g(tr.get('lam'))}, T = {_g(tr.get('temperature'))})" if tr.get("teacher") and tr.get("lam")
                     else "plain NN (no teacher)")
@@ -73,6 +78,17 @@ def format_description(out):
         if s["columns"]:
             lines.append("  columns: " + ", ".join(f"{k} = {v}" for k, v in s["columns"].items() if v))
     return lines
+
+
+def classes_named(classes, names):
+    """``0 = incorrect, 1 = partly correct, 2 = correct``; the labels alone where no names were given."""
+    return ", ".join(str(c) if str(n) == str(c) else f"{c} = {n}" for c, n in zip(classes, names))
+
+
+def shortened(text, n):
+    """``text`` on one line, at most ``n`` characters (cut at a word, with … )."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1].rsplit(" ", 1)[0] + "…"
 
 
 def format_offsets(off, classes):

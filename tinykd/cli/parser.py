@@ -71,6 +71,7 @@ def _train(sub, fmt):
     t.add_argument("--val-split", default=None,
                    help="split value of validation rows (unset: 'val' if present, else a seeded 1/8 holdout)")
     t.add_argument("--item-col", help="train one student per value of this column (a per-item bundle)")
+    _label_names_arg(t)
     t.add_argument("--epochs", type=int, default=d.epochs, help="most epochs")
     t.add_argument("--patience", type=int, default=d.patience,
                    help="epochs without a better validation loss before stopping")
@@ -94,6 +95,9 @@ def _score(sub, fmt):
     s.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
                    help="choose --review-below on the model's validation rows: the lowest threshold at which the "
                    "rows not flagged reach this accuracy there (e.g. 0.9)")
+    s.add_argument("--explain", action="store_true",
+                   help="add a column explanation: the answer's words that moved its score most, strongest first, "
+                   "+ towards the score given, \u2212 away from it (e.g. +photosynthesis \u2212dirt; up to 5 words)")
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
     _dask_args(s, "score as Dask tasks: DATA may then be a folder or glob of CSV or Parquet files, and --out a "
                "folder of scored parts (or one .csv)")
@@ -198,6 +202,7 @@ def _distill(sub, fmt):
     _columns(x, text="answer column", label="human score column", id="id column")
     x.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     x.add_argument("--item-col", help="one teacher and one student per value of this column")
+    _label_names_arg(x)
     _split_args(x)
     x.add_argument("--val-split", default=None, help="split value of validation rows (unset: 'val', else 1/8)")
     x.add_argument("--test-split", default="test", help="split value(s) of the reported test rows")
@@ -237,6 +242,12 @@ def _distill(sub, fmt):
                    "the worker's threads)")
     _dask_args(x, "run each item's teacher, copies, labels and students as one Dask task (with --item-col; "
                "--work on a filesystem every worker sees)")
+
+
+def _label_names_arg(p):
+    p.add_argument("--label-names", metavar="LABEL=NAME,…",
+                   help='the scores\' names, stored in the model file and shown by info, score, report and the '
+                   'exported page, e.g. "0=incorrect,1=partly correct,2=correct" (unset: each score as written)')
 
 
 def _demo(sub, fmt):

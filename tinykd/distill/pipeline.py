@@ -88,7 +88,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
             temperature=None, soft_loss=None, copies=None, augment_options=None, epochs=None, patience=None,
             seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None,
-            student_seed=None, choose_on=CHOOSE_ON):
+            student_seed=None, choose_on=CHOOSE_ON, label_names=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -112,7 +112,13 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     file); ``teacher_threads``: torch CPU threads of the teacher's processes (None: torch's default in
     one process, the worker's thread count on a Dask worker); ``client``: a ``distributed.Client`` —
     each item's chain (:func:`distill_item`) then runs as a Dask task, the work folder shared by the
-    workers. Returns a :class:`DistillResult`."""
+    workers; ``label_names``: the scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against
+    the data's scores before any training; :attr:`tinykd.scoring.student.Student.label_names`). Each item's
+    context is stored where its rows share one (:func:`tinykd.scoring.student.store_contexts`). Returns a
+    :class:`DistillResult`."""
+    from tinykd.scoring.modelmeta import label_names_for_data
+    from tinykd.scoring.student import add_names
+
     log = _Log(verbose, stream)
     if not teacher_available():
         raise RuntimeError(TEACHER_INSTALL)
@@ -135,6 +141,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
                           test_split)
         table, columns, data_sha = read_rows(data, columns, where, base_seed)
+        label_names = label_names_for_data(label_names, table.labels)
         r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where)
         rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
         u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
@@ -149,6 +156,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         for r in done:
             cache.add(r["seconds"], r["ran"], r["cached"])
         model, report = _model_and_report(chains, done, columns, item_col)
+        add_names(model, label_names, table.contexts, table.items)
         model.save(out)
         seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report, seconds, cache.ran, cache.cached, work, _made_seconds(rows_made, done))

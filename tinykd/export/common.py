@@ -12,8 +12,8 @@ An app that scores with an exported student must
    ``max(max_len − 1 − len(answer), max_len // 2)`` ids first, then the whole cut to ``max_len``;
    without one: the answer's ids cut to ``max_len``;
 4. score the ids and their true length; the probabilities are ``softmax(logits / temperature)``;
-   the prediction is ``classes[argmax]`` and ``needs_review`` is ``max probability < review_below``
-   (what ``tinykd score`` writes).
+   the prediction is ``classes[argmax]`` (its name for people: ``label_names[argmax]``) and
+   ``needs_review`` is ``max probability < review_below`` (what ``tinykd score`` writes).
 
 Nothing here imports an optional package.
 """
@@ -55,8 +55,9 @@ def describe_student(student, review_below=None):
     v = student.vocab
     classes = [_plain(c) for c in student.classes]
     check_classes(classes, "the student")  # what the model file's reader checks: a student built in Python too
-    return {
+    out = {
         "classes": classes,
+        "label_names": student.label_names,
         "temperature": student.temperature,
         "review_below": check_review_below(review_below),
         "uses_context": student.uses_context,
@@ -65,6 +66,9 @@ def describe_student(student, review_below=None):
                       "max_len": v.max_len, "how": HOW_TO_TOKENIZE},
         "tokens": list(v.tokens),
     }
+    if student.context_text is not None:  # the one context its rows shared: the page shows and fills it in
+        out["context_text"] = student.context_text
+    return out
 
 
 def model_items(model):
@@ -85,4 +89,5 @@ def header(model):
 
     return {"tinykd_version": __version__,
             "item_col": model.item_col if isinstance(model, Bundle) else None,
-            "text_col": (model.meta.get("columns") or {}).get("text")}
+            "text_col": (model.meta.get("columns") or {}).get("text"),
+            "context_col": (model.meta.get("columns") or {}).get("context") if model.uses_context else None}

@@ -17,13 +17,16 @@ its bias ``B = [b | 0]`` (tinykd has one bias, ONNX a pair that it adds).
 Beside the graph, a JSON file (``scorer.json`` for ``scorer.onnx``) holds the classes, the
 calibration temperature, the review threshold, the tokenizer settings with a short reference
 of how to tokenize, and the vocabulary (:mod:`tinykd.export.common`). A :class:`~tinykd.scoring.student.Bundle`
-writes one graph per item (``scorer.item0.onnx``, …) and the JSON index of the items.
+writes one graph per item (``scorer.item0.onnx``, …) and the JSON index of the items. Each graph's
+``metadata_props`` carry the classes, their names (``tinykd.label_names``), the temperature, the review
+threshold and the context's column too (JSON text; :func:`add_metadata`).
 
 The ``onnx`` package is imported only inside :func:`student_graph` (never by ``import tinykd``
 or by scoring).
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -172,6 +175,20 @@ def _head(g, net, h, TensorProto):
     g.node("Cast", [g.node("Softmax", [z], ["proba64"], axis=-1)], ["proba"], to=TensorProto.FLOAT)
 
 
+#: what each graph's ``metadata_props`` hold beside the header (:func:`add_metadata`)
+METADATA = ("classes", "label_names", "temperature", "review_below", "uses_context", "context_text")
+
+
+def add_metadata(graph, fields):
+    """Put ``fields`` in ``graph.metadata_props`` (each value as JSON text, keys ``tinykd.<name>``), so an app
+    that opens the graph alone still has the classes, their names and the review threshold."""
+    del graph.metadata_props[:]
+    for key, value in fields.items():
+        if value is not None:
+            prop = graph.metadata_props.add()
+            prop.key, prop.value = f"tinykd.{key}", json.dumps(value, ensure_ascii=False)
+
+
 def output_paths(path, model):
     """``(index JSON path, [graph path per item])`` that :func:`export_onnx` writes for ``path``."""
     path = os.fspath(path)
@@ -190,8 +207,10 @@ def export_onnx(model, path, review_below=None):
         existing_target(p)
     entries, blobs = [], []
     for (item, st), gpath in zip(model_items(model), graphs):
-        blobs.append(student_graph(st.net, st.temperature).SerializeToString())
         entry = {"graph": os.path.basename(gpath), **describe_student(st, review_below)}
+        graph = student_graph(st.net, st.temperature)
+        add_metadata(graph, {"item": item, **header(model), **{k: v for k, v in entry.items() if k in METADATA}})
+        blobs.append(graph.SerializeToString())
         entries.append(entry if item is None else {"item": item, **entry})
     head = {"format": "tinykd-onnx/1", **header(model),
             "inputs": {"ids": "int64 (n, L), right-padded with 0", "lengths": "int32 (n,), true token counts"},

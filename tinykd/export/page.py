@@ -2,14 +2,19 @@
 
 ``DIR`` gets three files, opened from ``file://`` with no network, no CDN and no build step:
 
-* ``index.html`` — a text box (the item's selector for a per-item bundle, the context's box
-  when the model reads one), then the score, each class's probability and the review flag;
+* ``index.html`` — the page and its own script: the answer's box, the item's picker for a per-item bundle
+  (listing an item by its stored context, :attr:`~tinykd.scoring.student.Student.context_text`, when it has
+  one), the context's box named after the model's context column (filled in with that context); once an
+  answer is typed (never before), the score's name (:attr:`~tinykd.scoring.student.Student.label_names`),
+  the calibrated confidence with the review threshold in words, the answer's words coloured by
+  ``tinykd.explain`` and each class's probability;
 * ``scorer.js`` — the hand-written JavaScript scorer (package data, ``tinykd/export/web/scorer.js``):
   the tokenizer of :func:`tinykd.scoring.text.tokenize`, then embedding → LSTM / BiLSTM → pooling →
   dense → softmax over ``Float32Array`` weights; with this Python's Unicode tables
   (:func:`unicode_tables`, 9 KB), so that it splits and lower-cases every code point as Python
   does, not as the browser's own (newer or older) Unicode version would;
-* ``model.js`` — ``var TINYKD_MODEL = {…}``: per item the classes, calibration temperature,
+* ``model.js`` — ``var TINYKD_MODEL = {…}``: the context's column; per item the classes, their names, its
+  shared context (if any), calibration temperature,
   review threshold, tokenizer settings, vocabulary and the weights (float32, little-endian,
   base64). A script, not a JSON file the page fetches: browsers block ``fetch`` of ``file://``.
 

@@ -19,6 +19,7 @@ import re
 
 from tinykd.files.csvfiles import check_classes as one_spelling_each
 from tinykd.files.csvfiles import class_keys, duplicated, shown_list
+from tinykd.errors import OptionError
 from tinykd.nn.network import make_config
 from tinykd.scoring.calibration import T_BOUNDS
 
@@ -130,6 +131,99 @@ def check_classes(classes, where):
     one_spelling_each(classes, f"{where} class labels")
 
 
+#: the longest score name (``--label-names``) and the longest stored item context, in characters
+MAX_NAME_CHARS, MAX_CONTEXT_CHARS = 200, 20_000
+
+
+def check_label_names(names, n_classes, where="label names"):
+    """A student's score names (``meta["label_names"]``): one non-empty, distinct text of at most
+    :data:`MAX_NAME_CHARS` characters and no line break per class, in the order of its classes."""
+    _need(isinstance(names, list) and len(names) == n_classes, where, f"a list of {n_classes} names (one per class)",
+          names)
+    for name in names:
+        _need(isinstance(name, str) and name.strip() and len(name) <= MAX_NAME_CHARS and name == name.strip()
+              and not any(ch in name for ch in "\r\n\t"), f"{where}: a name",
+              f"non-empty text of at most {MAX_NAME_CHARS} characters, no line break or outer space", name)
+    check_text(names, where)
+    twice = duplicated([n.casefold() for n in names])
+    if twice:
+        raise ValueError(f"{where}: two classes are named {twice[0]!r}; give each score its own name")
+    return list(names)
+
+
+def check_context_text(text, where="the item's context"):
+    """The context text stored for an item (``meta["context_text"]``: its question or reference answer)."""
+    _need(isinstance(text, str) and text.strip() and len(text) <= MAX_CONTEXT_CHARS, where,
+          f"non-empty text of at most {MAX_CONTEXT_CHARS:,} characters", text)
+    check_text(text, where)
+    return text
+
+
+def default_label_names(classes):
+    """The names of classes that have none given: each label as a scored file writes it (``1`` for 1 and 1.0,
+    a text label stripped)."""
+    return class_keys(classes)
+
+
+def parse_label_names(text):
+    """``"0=incorrect,1=partly correct,2=correct"`` (``--label-names``) as ``{"0": "incorrect", …}``; a one-line
+    ``ValueError`` for a part without ``=``, an empty label or name, or a label given twice."""
+    out = {}
+    for part in str(text).split(","):
+        label, eq, name = part.partition("=")
+        label, name = label.strip(), name.strip()
+        if not eq or not label or not name:
+            raise ValueError(f"{part.strip()!r} is not LABEL=NAME; write e.g. "
+                             '"0=incorrect,1=partly correct,2=correct"')
+        if label in out:
+            raise ValueError(f"the label {label!r} is named twice")
+        out[label] = name
+    return out
+
+
+def label_name_list(classes, names, where="label names", strict=True):
+    """The score names of ``classes`` (a list aligned with them) from ``names``: None (each label itself,
+    :func:`default_label_names`), a list of one name per class, a mapping ``{label: name}`` (a label may be
+    given in any spelling of its score: ``1``, ``"1"``, ``1.0``; classes it leaves out keep their label) or
+    the text of :func:`parse_label_names`. ``strict``: a mapping's label that is not a class is an error."""
+    default = default_label_names(classes)
+    if names is None:
+        return default
+    if isinstance(names, str):
+        names = parse_label_names(names)
+    if isinstance(names, dict):
+        given = {key: str(name).strip() for key, name in zip(_label_keys(list(names)), names.values())}
+        unknown = [k for k in given if k not in default]
+        if unknown and strict:
+            raise ValueError(f"{where}: {shown_list(unknown)} {'is' if len(unknown) == 1 else 'are'} not "
+                             f"among the classes of this model; its classes are {shown_list(default)}")
+        names = [given.get(k, k) for k in default]
+    return check_label_names(list(names), len(default), where)
+
+
+def label_names_for_data(names, labels):
+    """``names`` (as :func:`label_name_list` takes them; None: None) checked against the scores of a data file's
+    label column (``labels``, None for unlabelled rows) before any training, so that a misspelt label is an
+    error at once: returns them as a mapping ``{label: name}``."""
+    if names is None:
+        return None
+    try:
+        if isinstance(names, str):
+            names = parse_label_names(names)
+        if not isinstance(names, dict):
+            raise ValueError("give LABEL=NAME pairs (a mapping), not a list: a list's order is not the model's")
+        label_name_list(list({str(v): v for v in labels if v is not None}.values()), names, "the data's")
+    except ValueError as e:
+        raise OptionError("label_names", f"{{opt}}: {e}".replace("the data's: ", "")
+                          .replace("of this model", "of the data's label column")) from None
+    return dict(names)
+
+
+def _label_keys(labels):
+    """Each label's :func:`default_label_names` key on its own (``1.0`` → ``1``, ``" a"`` → ``a``)."""
+    return [class_keys([lab])[0] for lab in labels]
+
+
 def _check_student_meta(meta, n_classes, where):
     """A student's ``meta``: every block tinykd reads, of the type and shape its readers need."""
     _need(isinstance(meta, dict), f"{where} meta", "an object", meta)
@@ -137,6 +231,10 @@ def _check_student_meta(meta, n_classes, where):
                             "data_file": _STR_OR_NONE, "teacher_file": _STR_OR_NONE}.items():
         if key in meta:
             _need(ok(meta[key]), f"{where} meta[{key!r}]", what, meta[key])
+    if "label_names" in meta:
+        check_label_names(meta["label_names"], n_classes, f"{where} meta['label_names']")
+    if meta.get("context_text") is not None:
+        check_context_text(meta["context_text"], f"{where} meta['context_text']")
     if meta.get("columns") is not None:
         cols = meta["columns"]
         _need(isinstance(cols, dict), f"{where} meta['columns']", "an object", cols)

@@ -15,7 +15,8 @@ from tinykd.scoring.calibration import calibrated_proba, confidence_and_correct
 from tinykd.errors import OptionError
 from tinykd.nn.network import StudentNet, make_config
 from tinykd.scoring.modelfile import ModelFileError, model_bytes, read_bytes, read_file, write_model
-from tinykd.scoring.modelmeta import check_calibration
+from tinykd.scoring.modelmeta import (MAX_CONTEXT_CHARS, check_calibration, check_context_text,
+                                      check_label_names, default_label_names, label_name_list, parse_label_names)
 from tinykd.scoring.scorer import Scorer
 from tinykd.scoring.text import Vocabulary, as_list
 
@@ -51,6 +52,36 @@ class Student:
         the model file's reader would refuse (:func:`tinykd.scoring.modelmeta.check_calibration`),
         so that scoring and both exports never read two numbers from one block."""
         return check_calibration(self.meta.get("calibration"))
+
+    @property
+    def label_names(self):
+        """The score names (the rubric's words), one per class in the order of ``classes``: those given
+        (``--label-names``; stored as ``meta["label_names"]``), else each label itself (``1``, ``correct``).
+        Set it to a list, a mapping ``{label: name}`` (classes left out keep their label), the text
+        ``"0=incorrect,1=partly correct,2=correct"`` or None (the labels again); a ``ValueError`` names
+        what is wrong."""
+        names = self.meta.get("label_names")
+        if names is None:
+            return default_label_names(self.classes)
+        return check_label_names(names, len(self.classes), "meta['label_names']")
+
+    @label_names.setter
+    def label_names(self, names):
+        self._set_label_names(names)
+
+    def _set_label_names(self, names, strict=True):
+        if names is None:
+            self.meta.pop("label_names", None)
+        else:
+            self.meta["label_names"] = label_name_list(self.classes, names, strict=strict)
+
+    @property
+    def context_text(self):
+        """The one context every training row of this student had (an item's question or reference
+        answer; ``meta["context_text"]``), which the exported page shows and fills in; None when the rows'
+        contexts differed, or there was none."""
+        text = self.meta.get("context_text")
+        return None if text is None else check_context_text(text, "meta['context_text']")
 
     @property
     def scorer(self):
@@ -158,6 +189,31 @@ class Bundle:
         """The first student's metadata (column names, settings shared by all items)."""
         return next(iter(self.students.values())).meta
 
+    @property
+    def label_names(self):
+        """The score name of each of :attr:`classes` (the first item's name where items differ; each
+        student's own: ``bundle.students[item].label_names``). Setting it sets every item's (a mapping's
+        label must be a class of some item)."""
+        names = {}
+        for st in self.students.values():
+            for c, n in zip(st.classes, st.label_names):
+                names.setdefault(repr(c), n)
+        return [names[repr(c)] for c in self.classes]
+
+    @label_names.setter
+    def label_names(self, names):
+        if names is None:
+            for st in self.students.values():
+                st.label_names = None
+            return
+        if isinstance(names, str):
+            names = parse_label_names(names)
+        elif not isinstance(names, dict):  # a list: one name per class of :attr:`classes`
+            names = dict(zip(self.classes, label_name_list(self.classes, list(names))))
+        label_name_list(self.classes, names)  # every label given is a class of some item
+        for st in self.students.values():
+            st._set_label_names(names, strict=False)
+
     def predict_proba_matrix(self, texts, items, contexts=None, classes=None, calibrated=True):
         """``(n, len(classes))`` float32 over :attr:`classes` (or ``classes``); a class an
         item's student does not know has probability 0 for that item's rows. Each item's
@@ -230,6 +286,38 @@ def data_columns(model, text=None, context=None, item=None):
     if not item:
         raise OptionError("item_col", "this model holds per-item students; set {opt}")
     return text, context, item
+
+
+def add_names(model, label_names=None, contexts=None, items=None):
+    """What the exported page and ``info`` show beside the scores: the score names (``label_names`` as
+    :attr:`Student.label_names` takes them; None: the labels) and each item's shared context
+    (:func:`store_contexts`). Called on a model just trained, before it is saved; returns it."""
+    if label_names is not None:
+        model.label_names = label_names
+    store_contexts(model, contexts, items)
+    return model
+
+
+def store_contexts(model, contexts, items=None):
+    """Record on each student of ``model`` (a Student, or a Bundle with the rows' ``items``) the context
+    its training rows shared (:attr:`Student.context_text`), where every row of the item had one and the
+    same non-blank context; returns how many students got one. ``contexts`` None: nothing."""
+    if contexts is None or not model.uses_context:
+        return 0
+    contexts = as_list(contexts, "contexts")
+    keys = [None] * len(contexts) if items is None else [str(i).strip() for i in as_list(items, "items")]
+    seen = {}
+    for key, ctx in zip(keys, contexts):
+        seen.setdefault(key, set()).add("" if ctx is None else str(ctx).strip())
+    students = model.students if isinstance(model, Bundle) else {None: model}
+    stored = 0
+    for key, st in students.items():
+        texts = seen.get(key, set())
+        st.meta.pop("context_text", None)
+        if len(texts) == 1 and 0 < len(next(iter(texts))) <= MAX_CONTEXT_CHARS and st.uses_context:
+            st.meta["context_text"] = check_context_text(next(iter(texts)))
+            stored += 1
+    return stored
 
 
 def save(model, path):
