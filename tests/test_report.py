@@ -121,9 +121,17 @@ def test_report_per_item_bundle(files, tmp_path, capsys):
     assert rc == 0, err
     verdicts = [s for s in text.splitlines() if " rows): " in s and not s.startswith(" ")]
     assert [v.split(" (")[0] for v in verdicts] == ["item Q1", "item Q2", "all items"]
+    # 150 answers an item: too few to judge; the 300 of all items are judged
+    assert [v.split(": ")[1].split(" —")[0] for v in verdicts][:2] == ["TOO FEW ANSWERS TO JUDGE"] * 2
+    assert "TOO FEW" not in verdicts[2]
     page = (tmp_path / "b.html").read_text(encoding="utf-8")
     assert_self_contained(page)
     assert len(_imgs(page)) == 2 + 2 * 3
+    # the per-item verdicts are rows of the verdict table, not lines of monospace text
+    table = page[page.index("<h2>Verdict</h2>"):page.index("</table>", page.index("<h2>Verdict</h2>"))]
+    assert table.count("too few answers to judge (&lt; 175)") == 2 and "majority-score baseline" in table
+    assert "<div class='verdict'>" not in page and page.count("<p class='verdict'>") == 1
+    assert "Units of fewer than 175 answers get no verdict" in page
 
 
 def test_nominal_labels_get_no_ordinal_verdict(files, tmp_path, capsys):
@@ -196,7 +204,7 @@ def test_demo_ends_with_the_verdict_and_the_calibration(demo_run):
     lines = text.rstrip().splitlines()
     tail = lines[max(k for k, s in enumerate(lines) if s.startswith("may the ")):]
     assert tail[0].startswith("may the KD student score alone?") and report in tail[0]
-    assert tail[1].startswith("  KD student (90 rows): NOT MET — ")
+    assert tail[1].startswith("  KD student (90 rows): TOO FEW ANSWERS TO JUDGE — fewer than 175 ")  # (--quick)
     assert tail[2].startswith("  calibration (temperature ") and "ECE on these rows" in tail[2]
     assert tail[-1].startswith("demo finished in ")
     assert os.path.exists(report) and tinykd.load(out).meta["calibration"]["method"] == "temperature"
@@ -251,3 +259,45 @@ def test_demo_report_opens_in_headless_chromium(demo_run, tmp_path):
     broken.write_text(checked.read_text(encoding="utf-8").replace("<h1>", '<img src="missing.png"><h1>', 1),
                       encoding="utf-8")
     assert f'data-check="images={n_img + 1};failed=1"' in chromium(tmp_path, "--dump-dom", "file://" + str(broken))
+
+
+def test_report_page_shows_intervals_baseline_misjudged_and_the_chosen_threshold(files, capsys):
+    """Issue 33: each criterion with its 95 % interval, the majority-score baseline, the misjudged answers of
+    highest confidence with their words shaded by the student's explanation, the review table down to the
+    chosen threshold, plots shown at under half their pixels (sharp, not wide)."""
+    out = files["dir"] / "i.html"
+    rc, text, err = run_cli(capsys, "report", files["model"], files["data"], "--split", "test", "--out", out)
+    assert rc == 0, err
+    rc, js, _ = run_cli(capsys, "report", files["model"], files["data"], "--split", "test", "--json")
+    res = json.loads(js)
+    (u,) = res["units"]
+    assert {"qwk", "r", "smd", "exact", "adjacent"} <= set(u["intervals"])
+    assert all(c["status"] in ("met", "not met", "uncertain", "undefined", "not checked") for c in u["checks"])
+    page = out.read_text(encoding="utf-8")
+    lo, hi = u["intervals"]["qwk"]
+    assert f"<span class='ci'>[{lo:.3f}, {hi:.3f}]</span>" in page
+    assert f"always {u['baseline']['score']}: exact {u['baseline']['exact']:.3f}" in page
+    mis = res["misjudged"]
+    assert mis["answers"] and mis["n_wrong"] == sum(r != str(c) for r, c in zip(
+        [row["label"] for row in files["rows"] if row["split"] == "test"],
+        tinykd.load(files["model"]).predict([row["text"] for row in files["rows"] if row["split"] == "test"])))
+    confs = [a["confidence"] for a in mis["answers"]]
+    assert confs == sorted(confs, reverse=True) and all(a["human"] != a["machine"] for a in mis["answers"])
+    assert "Misjudged with the most confidence" in page
+    if mis["explained"]:  # the student explains its scores: each word shaded by its weight's sign
+        words = mis["answers"][0]["words"]
+        assert [w for w, _ in words] and all(isinstance(v, float) for _, v in words)
+        weights = [v for a in mis["answers"] for _, v in a["words"]]
+        greens = re.findall(r"rgba\(40,160,60,[\d.]+\)' title='([^']+)'", page)
+        reds = re.findall(r"rgba\(215,48,39,[\d.]+\)' title='([^']+)'", page)
+        assert len(greens) == sum(v > 0 for v in weights) and all(float(w) > 0 for w in greens)
+        assert len(reds) == sum(v < 0 for v in weights) and all(float(w) < 0 for w in reds)
+    v = res["review"]["validation"]
+    chosen = [s for s in res["review"]["steps"] if s.get("chosen")]
+    assert len(chosen) == 1 and max(s["flagged"] for s in res["review"]["steps"]) >= v["here_flagged"]
+    assert "the chosen threshold" in page
+    for img in _imgs(page):
+        b64 = re.search(r'src="data:image/png;base64,([^"]+)"', img).group(1)
+        width = int(re.search(r'width="(\d+)"', img).group(1))
+        pixels = int.from_bytes(base64.b64decode(b64)[16:20], "big")
+        assert abs(pixels * 0.45 - width) <= 1 and width <= 600  # drawn at 2×, shown at 0.9 of the drawn inches

@@ -70,14 +70,18 @@ def test_assess_criteria_degradation_and_verdict():
     assert {c["criterion"]: c["met"] for c in good["checks"]} == {
         "qwk": True, "r": True, "smd": True, "degradation_qwk": True, "degradation_r": True, "group_smd": None}
 
-    off = [min(v + 1, 3) for v in h]  # one point too high: SMD ≈ +0.67, QWK still high
+    off = [min(v + 1, 3) for v in h]  # one point too high: SMD ≈ +0.67, QWK 0.700 (its interval straddles 0.70)
     u = assess(h, off, labels=[0, 1, 2, 3], rater2=h)
     checks = {c["criterion"]: c for c in u["checks"]}
-    assert checks["smd"]["met"] is False and checks["smd"]["value"] > 0.15
-    assert checks["qwk"]["met"] is True
+    assert checks["smd"]["met"] is False and checks["smd"]["interval"][0] > 0.15
+    assert checks["qwk"]["value"] == pytest.approx(0.7) and checks["qwk"]["status"] == "uncertain"
+    assert checks["qwk"]["met"] is None and checks["qwk"]["interval"][0] < 0.7 < checks["qwk"]["interval"][1]
+    assert checks["r"]["status"] == "met" and checks["r"]["interval"][0] >= 0.7
     deg = u["human_human"]["degradation_qwk"]
-    assert deg == pytest.approx(u["qwk"] - 1.0) and checks["degradation_qwk"]["met"] is (deg >= -0.10)
+    assert deg == pytest.approx(u["qwk"] - 1.0) and checks["degradation_qwk"]["status"] == "not met"
+    assert checks["degradation_qwk"]["interval"][1] < -0.10
     assert u["verdict"]["status"] == "not met" and "SMD +" in u["verdict"]["line"].split("|")[0]
+    assert "| uncertain: QWK 0.700 [" in u["verdict"]["line"] and "straddles 0.70" in u["verdict"]["line"]
     no_r2 = assess(h, off, labels=[0, 1, 2, 3])
     assert "not checked: degradation (no second rater)" in no_r2["verdict"]["line"]
 

@@ -135,8 +135,16 @@ MAX_UNSEEN_LABELS = 20
 #: the most groups a subgroup column may hold (gender, language, school); each group is compared with the
 #: rest of the rows, so the work grows with groups × rows
 MAX_GROUPS = 500
+#: units (an item, all rows) of fewer answers get no verdict: below it the 95 % interval of QWK is wider than
+#: ±0.10 on 3- and 4-point scales near the 0.70 criterion (benchmarks/results/report_min_answers.md)
+MIN_ANSWERS = 175
+#: a student that gives one score to at least this share of the answers is said to be a one-score scorer
+ONE_SCORE_SHARE = 0.95
+#: the misjudged answers of highest confidence the report shows (with their words' weights when the model explains)
+MISJUDGED_SHOWN = 8
 CRITERIA = {"qwk_min": QWK_MIN, "r_min": R_MIN, "degradation_max": DEGRADATION_MAX, "smd_max": SMD_MAX,
-            "group_smd_max": GROUP_SMD_MAX, "min_group_rows": MIN_GROUP_ROWS,
+            "group_smd_max": GROUP_SMD_MAX, "min_group_rows": MIN_GROUP_ROWS, "min_answers": MIN_ANSWERS,
+            "interval": "95 % bootstrap (1,000 resamples of the answers, seed 0)",
             "source": "Williamson, Xi & Breyer (2012), A Framework for Evaluation and Use of Automated Scoring"}
 
 
@@ -199,152 +207,265 @@ def _rater2(rater2, classes, rows, name):
     return r2
 
 
-def _check(name, value, ok, text, **extra):
-    return {"criterion": name, "value": value, "met": None if not _finite(value) else bool(ok(value)),
-            "text": text, **extra}
+#: each criterion's acceptable region [low, high] of its value
+REGIONS = {"qwk": (QWK_MIN, np.inf), "r": (R_MIN, np.inf), "smd": (-SMD_MAX, SMD_MAX),
+           "degradation_qwk": (-DEGRADATION_MAX, np.inf), "degradation_r": (-DEGRADATION_MAX, np.inf),
+           "group_smd": (-GROUP_SMD_MAX, GROUP_SMD_MAX)}
+
+
+def judge(value, interval, region):
+    """One criterion from its point estimate and its 95 % interval: ``"met"`` when the whole interval lies in
+    ``region`` (low, high), ``"not met"`` when it lies wholly outside it, ``"uncertain"`` when it straddles a
+    bound (or could not be drawn), ``"undefined"`` when the value itself is undefined."""
+    if not _finite(value):
+        return "undefined"
+    lo, hi = interval if interval is not None else (float("nan"), float("nan"))
+    if not (_finite(lo) and _finite(hi)):
+        return "uncertain"
+    low, high = region
+    if lo >= low and hi <= high:
+        return "met"
+    if hi < low or lo > high:
+        return "not met"
+    return "uncertain"
+
+
+def _check(name, value, interval, text, region=None, **extra):
+    status = judge(value, interval, region or REGIONS[name])
+    return {"criterion": name, "value": value, "interval": interval, "status": status,
+            "met": {"met": True, "not met": False}.get(status), "text": text, **extra}
+
+
+def _one_score(counts, keys):
+    """``{"score", "share"}`` when one score is at least :data:`ONE_SCORE_SHARE` of ``counts``, else None."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if not counts.sum():
+        return None
+    k = int(counts.argmax())
+    share = float(counts[k] / counts.sum())
+    return {"score": keys[k], "share": share} if share >= ONE_SCORE_SHARE else None
+
+
+def _baseline(human, keys, scale, hk):
+    """The majority-score baseline: always the most frequent human score of these rows (the best any
+    one-score scorer could do on them), with the student's measures beside which it is shown."""
+    from tinykd.quality.metrics import ordinal_agreement
+
+    counts = [hk.count(k) for k in keys]
+    k = int(np.argmax(counts))
+    base = {"score": keys[k], "exact": counts[k] / max(len(hk), 1)}
+    if scale is not None:
+        m = ordinal_agreement(np.asarray(human, dtype=np.float64), np.full(len(human), scale[k]), scale)
+        base.update({key: m[key] for key in ("exact", "adjacent", "qwk", "r", "smd")})
+        base["qwk"] = 0.0  # one score: no agreement beyond chance, by definition
+    return base
 
 
 def assess(human, machine, *, labels, ordinal=True, rater2=None, groups=None, name="model",
-           min_group_rows=MIN_GROUP_ROWS):
+           min_group_rows=MIN_GROUP_ROWS, min_answers=MIN_ANSWERS, names=None):
     """The measures, criteria and verdict of one machine–human comparison (an item, or all rows).
 
     ``human`` / ``machine``: one score per row (numbers when ``ordinal``, any labels otherwise);
     ``labels``: the score points in order (the model's classes and any others the humans gave);
     ``rater2``: a second human's scores (None where missing); ``groups``: ``{column: values}``,
-    one value per row. Measures: N, human and machine mean and SD, SMD (machine minus human),
-    exact and adjacent agreement, QWK, Pearson r, accuracy, macro-F1, the confusion matrix;
-    human–human QWK / r / exact agreement and the degradation; per group N, SMD, QWK, accuracy
-    and the difference from the rest. Nominal labels (``ordinal=False``) get the nominal
+    one value per row; ``names``: ``{score key: its name}`` (the rubric's words), shown in the verdict.
+    Measures: N, human and machine mean and SD, SMD (machine minus human),
+    exact and adjacent agreement, QWK, Pearson r, accuracy, macro-F1, the confusion matrix, each ordinal one
+    with its 95 % bootstrap interval (``intervals``); the majority-score ``baseline``; ``one_score`` when
+    the machine gives one score to nearly every answer; human–human QWK / r / exact agreement and the
+    degradation; per group N, SMD, QWK, accuracy and the difference from the rest. A unit of fewer than
+    ``min_answers`` rows gets no verdict. Nominal labels (``ordinal=False``) get the nominal
     measures only, and no criterion applies."""
-    from tinykd.quality.metrics import (classification_details, cohen_kappa, ordinal_agreement, scoring_metrics,
-                          standardized_mean_difference)
+    from tinykd.quality.metrics import (classification_details, cohen_kappa, ordinal_agreement, ordinal_intervals,
+                                        scoring_metrics)
 
     n = len(human)
     keys = [label_key(v) for v in labels]
     hk, mk = [label_key(v) for v in human], [label_key(v) for v in machine]
     m = scoring_metrics(hk, mk, labels=keys)
     unit = {"name": name, "n": n, "ordinal": bool(ordinal), "labels": keys, "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"], **classification_details(hk, mk, keys)}
+            "macro_f1": m["macro_f1"], "min_answers": int(min_answers),
+            "names": {label_key(k): str(v) for k, v in (names or {}).items()},
+            **classification_details(hk, mk, keys)}
     scale = [float(v) for v in labels] if ordinal else None
     if ordinal:
         h, mm = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
         unit.update(ordinal_agreement(h, mm, scale))
+        unit["intervals"] = ordinal_intervals(h, mm, scale)
         unit["score_counts"] = {"human": [int(np.sum(h == s)) for s in scale],
                                 "machine": [int(np.sum(mm == s)) for s in scale]}
     else:
         unit["exact"] = m["accuracy"]
         unit["kappa"] = cohen_kappa(hk, mk, keys)
         unit["score_counts"] = {"human": [hk.count(k) for k in keys], "machine": [mk.count(k) for k in keys]}
-
+    unit["baseline"] = _baseline(human, keys, scale, hk)
+    unit["one_score"] = _one_score(unit["score_counts"]["machine"], keys)
     if rater2 is not None:
-        both = [i for i, v in enumerate(rater2) if v is not None]
-        r2 = [rater2[i] for i in both]
-        hh = {"n": len(both)}
-        if ordinal and all(_is_number(v) for v in r2):
-            sc = sorted(set(scale) | {float(v) for v in r2})
-            a, b, c = (np.asarray(x, dtype=np.float64) for x in ([human[i] for i in both], r2,
-                                                                   [machine[i] for i in both]))
-            hum, mac = ordinal_agreement(a, b, sc), ordinal_agreement(a, c, sc)
-            hh.update({"qwk": hum["qwk"], "r": hum["r"], "exact": hum["exact"],
-                       "machine_qwk": mac["qwk"], "machine_r": mac["r"], "machine_exact": mac["exact"],
-                       "degradation_qwk": mac["qwk"] - hum["qwk"], "degradation_r": mac["r"] - hum["r"]})
-        else:
-            k2 = [label_key(v) for v in r2]
-            lab = keys + sorted(set(k2) - set(keys))
-            a = [hk[i] for i in both]
-            hh.update({"exact": float(np.mean([x == y for x, y in zip(a, k2)])) if both else float("nan"),
-                       "kappa": cohen_kappa(a, k2, lab),
-                       "machine_exact": float(np.mean([hk[i] == mk[i] for i in both])) if both else float("nan"),
-                       "machine_kappa": cohen_kappa(a, [mk[i] for i in both], lab)})
-        unit["human_human"] = hh
-
-    unit["groups"] = {}
-    for col, vals in (groups or {}).items():
-        vals = [str(v).strip() if v is not None else "" for v in vals]
-        out = []
-        for g in sorted(set(vals)):
-            idx = np.array([v == g for v in vals])
-            gi, ri = np.flatnonzero(idx), np.flatnonzero(~idx)
-            gm = scoring_metrics([hk[i] for i in gi], [mk[i] for i in gi], labels=keys)
-            rm = scoring_metrics([hk[i] for i in ri], [mk[i] for i in ri], labels=keys) if len(ri) else None
-            row = {"group": g or "(blank)", "n": int(len(gi)), "accuracy": gm["accuracy"],
-                   "judged": bool(len(gi) >= min_group_rows),
-                   "vs_rest": {"accuracy": gm["accuracy"] - rm["accuracy"] if rm else float("nan")}}
-            if ordinal:
-                sd = unit["human_sd"]
-                row["smd"] = standardized_mean_difference(h[gi], mm[gi], sd_human=sd)
-                row["qwk"] = gm["qwk"]
-                rest_smd = standardized_mean_difference(h[ri], mm[ri], sd_human=sd) if len(ri) else float("nan")
-                row["vs_rest"].update({"qwk": gm["qwk"] - rm["qwk"] if rm else float("nan"),
-                                       "smd": row["smd"] - rest_smd})
-            out.append(row)
-        unit["groups"][col] = out
+        unit["human_human"] = _human_human(human, machine, rater2, hk, mk, keys, scale)
+    unit["groups"] = {col: _group_rows(vals, unit, hk, mk, keys, min_group_rows, human, machine)
+                      for col, vals in (groups or {}).items()}
     unit["checks"] = _checks(unit) if ordinal else []
     unit["verdict"] = _verdict(unit)
     return unit
 
 
+def _human_human(human, machine, rater2, hk, mk, keys, scale):
+    """Human–human agreement on the rows both humans scored, the machine's on the same rows, the degradation
+    (with its bootstrap intervals when the scores are numbers)."""
+    from tinykd.quality.metrics import cohen_kappa, degradation_intervals, ordinal_agreement
+
+    both = [i for i, v in enumerate(rater2) if v is not None]
+    r2 = [rater2[i] for i in both]
+    hh = {"n": len(both)}
+    if scale is not None and all(_is_number(v) for v in r2):
+        sc = sorted(set(scale) | {float(v) for v in r2})
+        a, b, c = (np.asarray(x, dtype=np.float64) for x in ([human[i] for i in both], r2,
+                                                               [machine[i] for i in both]))
+        hum, mac = ordinal_agreement(a, b, sc), ordinal_agreement(a, c, sc)
+        hh.update({"qwk": hum["qwk"], "r": hum["r"], "exact": hum["exact"],
+                   "machine_qwk": mac["qwk"], "machine_r": mac["r"], "machine_exact": mac["exact"],
+                   "degradation_qwk": mac["qwk"] - hum["qwk"], "degradation_r": mac["r"] - hum["r"]})
+        hh["intervals"] = degradation_intervals(a, b, c, sc) if both else {}
+    else:
+        k2 = [label_key(v) for v in r2]
+        lab = keys + sorted(set(k2) - set(keys))
+        a = [hk[i] for i in both]
+        hh.update({"exact": float(np.mean([x == y for x, y in zip(a, k2)])) if both else float("nan"),
+                   "kappa": cohen_kappa(a, k2, lab),
+                   "machine_exact": float(np.mean([hk[i] == mk[i] for i in both])) if both else float("nan"),
+                   "machine_kappa": cohen_kappa(a, [mk[i] for i in both], lab)})
+    return hh
+
+
+def _group_rows(vals, unit, hk, mk, keys, min_group_rows, human, machine):
+    """One row per group of a group column: N, accuracy, SMD (with its interval) and QWK, against the rest."""
+    from tinykd.quality.metrics import group_smd_interval, scoring_metrics, standardized_mean_difference
+
+    vals = [str(v).strip() if v is not None else "" for v in vals]
+    out = []
+    for g in sorted(set(vals)):
+        idx = np.array([v == g for v in vals])
+        gi, ri = np.flatnonzero(idx), np.flatnonzero(~idx)
+        gm = scoring_metrics([hk[i] for i in gi], [mk[i] for i in gi], labels=keys)
+        rm = scoring_metrics([hk[i] for i in ri], [mk[i] for i in ri], labels=keys) if len(ri) else None
+        row = {"group": g or "(blank)", "n": int(len(gi)), "accuracy": gm["accuracy"],
+               "judged": bool(len(gi) >= min_group_rows),
+               "vs_rest": {"accuracy": gm["accuracy"] - rm["accuracy"] if rm else float("nan")}}
+        if unit["ordinal"]:
+            h, mm = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
+            sd = unit["human_sd"]
+            row["smd"] = standardized_mean_difference(h[gi], mm[gi], sd_human=sd)
+            row["smd_interval"] = group_smd_interval(h, mm, idx) if row["judged"] else [float("nan")] * 2
+            row["qwk"] = gm["qwk"]
+            rest_smd = standardized_mean_difference(h[ri], mm[ri], sd_human=sd) if len(ri) else float("nan")
+            row["vs_rest"].update({"qwk": gm["qwk"] - rm["qwk"] if rm else float("nan"),
+                                   "smd": row["smd"] - rest_smd})
+        out.append(row)
+    return out
+
+
 def _checks(u):
-    out = [_check("qwk", u["qwk"], lambda v: v >= QWK_MIN, f"QWK ≥ {QWK_MIN:.2f}"),
-           _check("r", u["r"], lambda v: v >= R_MIN, f"Pearson r ≥ {R_MIN:.2f}"),
-           _check("smd", u["smd"], lambda v: abs(v) <= SMD_MAX, f"|SMD| ≤ {SMD_MAX:.2f}")]
+    iv = u["intervals"]
+    out = [_check("qwk", u["qwk"], iv["qwk"], f"QWK ≥ {QWK_MIN:.2f}"),
+           _check("r", u["r"], iv["r"], f"Pearson r ≥ {R_MIN:.2f}"),
+           _check("smd", u["smd"], iv["smd"], f"|SMD| ≤ {SMD_MAX:.2f}")]
     hh = u.get("human_human")
     if hh is None or "degradation_qwk" not in hh:
         why = "no second rater" if hh is None else "the second rater's scores are not numbers"
-        out.append({"criterion": "degradation", "value": None, "met": None, "not_checked": why,
-                    "text": f"QWK and r at most {DEGRADATION_MAX:.2f} below human–human"})
+        out.append({"criterion": "degradation", "value": None, "met": None, "status": "not checked",
+                    "not_checked": why, "text": f"QWK and r at most {DEGRADATION_MAX:.2f} below human–human"})
     else:
         for key, label in (("qwk", "QWK"), ("r", "r")):
-            out.append(_check(f"degradation_{key}", hh[f"degradation_{key}"], lambda v: v >= -DEGRADATION_MAX,
+            out.append(_check(f"degradation_{key}", hh[f"degradation_{key}"],
+                              hh.get("intervals", {}).get(f"degradation_{key}"),
                               f"{label} at most {DEGRADATION_MAX:.2f} below human–human"))
     if not u["groups"]:
-        out.append({"criterion": "group_smd", "value": None, "met": None, "not_checked": "no groups",
-                    "text": f"|SMD| ≤ {GROUP_SMD_MAX:.2f} in each subgroup"})
+        out.append({"criterion": "group_smd", "value": None, "met": None, "status": "not checked",
+                    "not_checked": "no groups", "text": f"|SMD| ≤ {GROUP_SMD_MAX:.2f} in each subgroup"})
     for col, rows in u["groups"].items():
         for g in rows:
             if g["judged"]:
-                out.append(_check("group_smd", g["smd"], lambda v: abs(v) <= GROUP_SMD_MAX,
+                out.append(_check("group_smd", g["smd"], g["smd_interval"],
                                   f"|SMD| ≤ {GROUP_SMD_MAX:.2f} in {col} = {g['group']}", group=[col, g["group"]]))
     return out
 
 
+def _ci(iv):
+    return "" if iv is None or not all(_finite(x) for x in iv) else f" [{iv[0]:.3f}, {iv[1]:.3f}]"
+
+
 def _show(c):
-    """One check as text, e.g. ``QWK 0.359 < 0.70`` or ``SMD +0.021 within ±0.15``."""
-    crit, v = c["criterion"], c["value"]
+    """One check as text with its 95 % interval, e.g. ``QWK 0.359 [0.291, 0.428] < 0.70`` or
+    ``SMD +0.021 [-0.062, 0.104] within ±0.15``; an uncertain one says which bound its interval straddles."""
+    crit, v, st = c["criterion"], c["value"], c["status"]
     if crit == "group_smd":
         name = f"SMD in {c['group'][0]} = {c['group'][1]}"
     else:
         name = {"qwk": "QWK", "r": "Pearson r", "smd": "SMD", "degradation_qwk": "QWK degradation",
                 "degradation_r": "r degradation"}[crit]
-    if c["met"] is None:
+    if st == "undefined":
         return f"{name} undefined"
+    ci = _ci(c.get("interval"))
     if crit in ("smd", "group_smd"):
         limit = SMD_MAX if crit == "smd" else GROUP_SMD_MAX
-        return f"{name} {v:+.3f} {'within' if c['met'] else 'beyond'} ±{limit:.2f}"
-    if crit.startswith("degradation"):
-        return f"{name} {v:+.3f} {'≥' if c['met'] else '<'} -{DEGRADATION_MAX:.2f}"
-    return f"{name} {v:.3f} {'≥' if c['met'] else '<'} {QWK_MIN if crit == 'qwk' else R_MIN:.2f}"
+        word = {"met": "within", "not met": "beyond"}.get(st, "straddles")
+        return f"{name} {v:+.3f}{ci} {word} ±{limit:.2f}"
+    bound = -DEGRADATION_MAX if crit.startswith("degradation") else QWK_MIN if crit == "qwk" else R_MIN
+    word = {"met": "≥", "not met": "<"}.get(st, "straddles")
+    return f"{name} {v:+.3f}{ci} {word} {bound:.2f}" if crit.startswith("degradation") else \
+        f"{name} {v:.3f}{ci} {word} {bound:.2f}"
+
+
+def score_name(key, names):
+    """A score as the report shows it: ``2 (incorrect)`` with a name, ``2`` without."""
+    name = (names or {}).get(key)
+    return str(key) if name is None or str(name) == str(key) else f"{key} ({name})"
+
+
+def _extras(u):
+    """The verdict line's words on a one-score student and the majority-score baseline."""
+    out = []
+    one, base, names = u.get("one_score"), u["baseline"], u.get("names")
+    if one:
+        out.append(f"it gives one score, {score_name(one['score'], names)}, to {one['share']:.0%} of the "
+                   "answers: a one-score scorer, whatever its other numbers say")
+    out.append(f"majority-score baseline, always {score_name(base['score'], names)}: exact agreement "
+               f"{base['exact']:.3f} against the student's {u['exact']:.3f}")
+    return out
 
 
 def _verdict(u):
-    """``{"status": "met" | "not met" | "not applicable", "line": one sentence}``."""
+    """``{"status": "met" | "not met" | "uncertain" | "too few" | "not applicable", "line": one sentence}``:
+    met only when every checked criterion's 95 % interval clears it; not met when one lies wholly on the wrong
+    side (or a measure is undefined); uncertain otherwise; too few below the unit's ``min_answers``."""
     head = f"{u['name']} ({u['n']:,} rows)"
+    extras = _extras(u)
     if not u["ordinal"]:
         return {"status": "not applicable",
                 "line": f"{head}: NO VERDICT — the scores are nominal (categories, not points on a scale), so the "
                         f"ordinal criteria (QWK, Pearson r, SMD) do not apply; accuracy {u['accuracy']:.3f}, "
-                        f"Cohen's κ {u['kappa']:.3f}, macro-F1 {u['macro_f1']:.3f}"}
+                        f"Cohen's κ {u['kappa']:.3f}, macro-F1 {u['macro_f1']:.3f} | " + " | ".join(extras)}
     checks = u["checks"]
-    failed = [c for c in checks if c["met"] is False]
-    undefined = [c for c in checks if c["met"] is None and "not_checked" not in c]
-    met = [c for c in checks if c["met"]]
+    failed = [c for c in checks if c["status"] in ("not met", "undefined")]
+    unsure = [c for c in checks if c["status"] == "uncertain"]
+    met = [c for c in checks if c["status"] == "met"]
     skipped = [c for c in checks if "not_checked" in c]
-    status = "not met" if failed or undefined else "met"
+    if u["n"] < u["min_answers"]:
+        status = "too few"
+        shown = [_show(c) for c in checks if c["criterion"] in ("qwk", "r", "smd")]
+        parts = [f"TOO FEW ANSWERS TO JUDGE — fewer than {u['min_answers']} (below that the 95 % interval of QWK "
+                 f"is wider than ±0.10); as measured: " + "; ".join(shown)]
+        return {"status": status, "line": f"{head}: {' | '.join(parts + extras)} → no verdict: keep a human rater, "
+                                          "and judge it again on more answers scored by hand"}
+    status = "not met" if failed else "uncertain" if unsure else "met"
     parts = []
-    if failed or undefined:
-        parts.append("NOT MET — " + "; ".join(_show(c) for c in failed + undefined))
-    else:
-        parts.append("MET — every criterion checked")
+    if failed:
+        parts.append("NOT MET — " + "; ".join(_show(c) for c in failed))
+    elif not unsure:
+        parts.append("MET — every criterion checked, with its 95 % interval")
+    if unsure:
+        parts.append(("UNCERTAIN — the 95 % interval straddles the limit: " if not failed else "uncertain: ")
+                     + "; ".join(_show(c) for c in unsure))
     if met:
         groups = [c for c in met if c["criterion"] == "group_smd"]
         shown = [_show(c) for c in met if c["criterion"] != "group_smd"]
@@ -354,9 +475,11 @@ def _verdict(u):
     if skipped:
         parts.append("not checked: " + "; ".join(f"{'degradation' if c['criterion'] == 'degradation' else 'subgroups'}"
                                                  f" ({c['not_checked']})" for c in skipped))
-    use = ("may score on its own by these criteria" if status == "met"
-           else "do not let it score alone: keep a human rater (or review what it flags)")
-    return {"status": status, "line": f"{head}: {' | '.join(parts)} → {use}"}
+    use = {"met": "may score on its own by these criteria",
+           "uncertain": "do not let it score alone yet: these answers cannot tell; judge it on more answers scored "
+                        "by hand (keep a human rater meanwhile)"}.get(
+        status, "do not let it score alone: keep a human rater (or review what it flags)")
+    return {"status": status, "line": f"{head}: {' | '.join(parts + extras)} → {use}"}
 
 
 def group_findings(unit):
@@ -368,7 +491,7 @@ def group_findings(unit):
                 continue
             side = "lower" if g["smd"] < 0 else "higher"
             out.append(f"{col} = {g['group']} ({g['n']:,} rows): the machine scores this group {side} than the "
-                       f"humans do (SMD {g['smd']:+.3f}, limit ±{GROUP_SMD_MAX:.2f}); accuracy "
+                       f"humans do (SMD {g['smd']:+.3f}{_ci(g.get('smd_interval'))}, limit ±{GROUP_SMD_MAX:.2f}); accuracy "
                        f"{g['accuracy']:.3f}, {g['vs_rest']['accuracy']:+.3f} against the rest")
     return out
 
@@ -381,7 +504,7 @@ def _downsample(xs, k=200):
 
 def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=None, groups=None, splits=None,
                    split=None, nominal=False, target_accuracy=REPORT_TARGET, min_group_rows=MIN_GROUP_ROWS,
-                   name="model", label_name="labels", rater2_name="rater2"):
+                   name="model", label_name="labels", rater2_name="rater2", min_answers=MIN_ANSWERS):
     """May this scorer be used? The report of ``tinykd report`` as a dict (JSON-ready).
 
     Rows as :func:`evaluation_report` takes them (``labels`` and ``rater2`` as read from a
@@ -394,7 +517,10 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
     ``calibration`` (ECE and reliability bins on these rows before and after the model's
     temperature) and ``review`` (share flagged against accuracy on the rest, and the
     threshold ``tinykd score --target-accuracy target_accuracy`` would choose on the
-    model's validation rows, applied to these rows). ``name`` names a single student's unit. Labels far
+    model's validation rows, applied to these rows) and ``misjudged`` (the wrong answers of highest
+    confidence, each with its words' weights when the model has ``explain``); ``label_names``: the
+    score names the model stores (``{score: name}``; empty without). Units of fewer than ``min_answers``
+    rows get no verdict. ``name`` names a single student's unit. Labels far
     beyond the model's scale are refused (:func:`check_label_set`, naming ``label_name`` or ``rater2_name``),
     and so is a group column of more than :data:`MAX_GROUPS` groups."""
     from tinykd.scoring.calibration import check_target
@@ -416,10 +542,13 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
     if ordinal:
         scale = sorted(scale)
 
+    names = _names_of(model)
+
     def unit(idx, name):
         take = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
         return assess(take(y), take(pred), labels=scale, ordinal=ordinal, rater2=take(r2),
-                      groups={c: take(v) for c, v in grp.items()}, name=name, min_group_rows=min_group_rows)
+                      groups={c: take(v) for c, v in grp.items()}, name=name, min_group_rows=min_group_rows,
+                      min_answers=min_answers, names=names)
 
     units = []
     if bundle:
@@ -433,7 +562,42 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
     return {"n": len(rows), "unlabeled_rows_skipped": unlabeled, "kind": "bundle" if bundle else "student",
             "ordinal": ordinal, "labels": [label_key(v) for v in scale], "unseen_labels": [label_key(v) for v in unseen],
             "criteria": CRITERIA, "units": units, "calibration": _calibration(model, p_raw, p_cal, yi),
-            "review": _review(model, p_cal, yi, target_accuracy), "groups": list(grp), "rater2": rater2 is not None}
+            "review": _review(model, p_cal, yi, target_accuracy), "groups": list(grp), "rater2": rater2 is not None,
+            "label_names": names, "misjudged": _misjudged(model, texts, contexts, items, rows, y, pred, p_cal)}
+
+
+def _names_of(model):
+    """``{score key: name}`` from the model's ``label_names`` (a bundle's when its students agree); {} without."""
+    names = getattr(model, "label_names", None)
+    if names is None and isinstance(model, Bundle):
+        kinds = {tuple(getattr(st, "label_names", None) or ()) for st in model.students.values()}
+        names = list(kinds.pop()) if len(kinds) == 1 else None
+    if not names or len(names) != len(model.classes):
+        return {}
+    return {label_key(c): str(n) for c, n in zip(model.classes, names)}
+
+
+def _misjudged(model, texts, contexts, items, rows, y, pred, p_cal, k=MISJUDGED_SHOWN):
+    """The ``k`` wrong answers of highest confidence: text, context, item, human and machine score, confidence,
+    and — when the model has ``explain`` — ``words``: ``[word, weight]`` in text order (+: pushed toward the
+    machine's score)."""
+    conf = p_cal.max(axis=1) if len(p_cal) else np.zeros(0)
+    wrong = [i for i in range(len(y)) if label_key(y[i]) != label_key(pred[i])]
+    top = sorted(wrong, key=lambda i: -float(conf[i]))[:k]
+    t = [texts[rows[i]] for i in top]
+    c = None if contexts is None else [contexts[rows[i]] for i in top]
+    its = None if items is None else [items[i] for i in top]
+    words = None
+    if top and hasattr(model, "explain"):
+        words = model.explain(t, its, c) if isinstance(model, Bundle) else model.explain(t, c)
+    out = []
+    for j, i in enumerate(top):
+        out.append({"text": t[j], "context": None if c is None else c[j], "item": None if its is None else its[j],
+                    "human": label_key(y[i]), "machine": label_key(pred[i]), "confidence": float(conf[i]),
+                    "words": None if words is None else [[str(w), float(v)] for w, v in words[j]]})
+    context_name = (getattr(model, "meta", None) or {}).get("columns", {}) or {}
+    return {"explained": words is not None, "n_wrong": len(wrong), "answers": out,
+            "context_name": context_name.get("context") if c is not None else None}
 
 
 def _groups_of(groups, rows):
@@ -488,11 +652,6 @@ def _review(model, p_cal, yi, target_accuracy):
                         "accuracy": acc[keep].tolist()},
               "accuracy_all": float(ok.mean()), "target": float(target_accuracy), "validation": None,
               "steps": []}
-    for share in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):  # the least flagging that reaches each share
-        i = int(np.searchsorted(flagged, share - 1e-12))
-        if i < len(thr):
-            review["steps"].append({"threshold": float(thr[i]), "flagged": float(flagged[i]),
-                                    "accuracy": float(acc[i])})
     outcomes = model.validation_outcomes()
     if outcomes is not None:
         try:
@@ -503,7 +662,39 @@ def _review(model, p_cal, yi, target_accuracy):
             here = conf < choice["threshold"]
             review["validation"] = {**choice, "here_flagged": float(here.mean()),
                                     "here_accuracy": float(ok[~here].mean()) if (~here).any() else float("nan")}
+    review["steps"] = _review_steps(thr, flagged, acc, review["validation"], conf, ok)
     return review
+
+
+def _review_steps(thr, flagged, acc, chosen, conf, ok):
+    """The trade-off table: the least flagging that reaches 0 %, 10 %, … of the rows, on to the share the
+    chosen threshold flags here (at least 50 %), and the chosen threshold's own row (``"chosen": True``)."""
+    top = 0.5
+    if chosen and "threshold" in chosen:
+        top = max(top, chosen["here_flagged"])
+    steps = []
+    for share in np.arange(0, 11) / 10:
+        if share > top + 0.1 - 1e-9:
+            break
+        i = int(np.searchsorted(flagged, share - 1e-12))
+        if i < len(thr):
+            steps.append({"threshold": float(thr[i]), "flagged": float(flagged[i]), "accuracy": float(acc[i])})
+    if chosen and "threshold" in chosen:
+        rest = ~(conf < chosen["threshold"])
+        steps.append({"threshold": float(chosen["threshold"]), "flagged": chosen["here_flagged"], "chosen": True,
+                      "accuracy": float(ok[rest].mean()) if rest.any() else float("nan")})
+        steps.sort(key=lambda s: (s["flagged"], s.get("chosen", False)))
+    return steps
+
+
+CALIBRATION_WORSE = ("on these rows the temperature raised the ECE: the raw softmax was the better-calibrated "
+                     "confidence here (these answers differ from the validation rows it was fitted on)")
+
+
+def calibration_worse(cal):
+    """Whether the stored temperature made the confidence worse calibrated on the rows reported (by > 0.005)."""
+    return _finite(cal["before"]["ece"]) and _finite(cal["after"]["ece"]) and \
+        cal["after"]["ece"] > cal["before"]["ece"] + 0.005
 
 
 def format_verdicts(res):
@@ -524,7 +715,8 @@ def format_verdicts(res):
         tdesc = f"{len(ts)} of {len(cal['stored'])} students calibrated, temperatures {min(ts):.2f}–{max(ts):.2f}"
     else:
         tdesc = "the model is not calibrated: confidence is the raw softmax"
-    out.append(f"calibration ({tdesc}): ECE on these rows {cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}")
+    out.append(f"calibration ({tdesc}): ECE on these rows {cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}"
+               + (f" — {CALIBRATION_WORSE}" if calibration_worse(cal) else ""))
     v = res["review"].get("validation")
     if v and "threshold" in v:
         rest = (f"the rest are {v['here_accuracy']:.1%} right" if v["here_flagged"] < 1

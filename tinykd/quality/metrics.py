@@ -143,3 +143,114 @@ def cohen_kappa(a, b, labels):
         return float("nan")
     with _undefined_expected():
         return float(cohen_kappa_score(list(a), list(b), labels=list(labels)))
+
+
+# ------------------------------------------------------------------ bootstrap intervals
+#: the bootstrap of ``tinykd report``: draws, confidence level and seed (fixed: a report is reproducible)
+BOOT_DRAWS, BOOT_LEVEL, BOOT_SEED = 1000, 0.95, 0
+
+
+def resampled_counts(*codes, draws=BOOT_DRAWS, seed=BOOT_SEED):
+    """A bootstrap of rows, done on their counts: ``codes`` are per-row integer arrays (score positions,
+    a group flag); returns ``(cells, counts, drawn)``: the distinct rows ``cells`` (u, len(codes)), their
+    counts (u,) and ``drawn`` (draws, u), each draw the counts of ``n`` rows drawn with replacement —
+    one multinomial draw over the distinct rows, the same distribution as resampling the rows
+    themselves, in O(draws × u) whatever the number of rows."""
+    rows = np.stack([np.asarray(c, dtype=np.int64) for c in codes], axis=1)
+    cells, counts = np.unique(rows, axis=0, return_counts=True)
+    n = int(counts.sum())
+    rng = np.random.default_rng(seed)
+    drawn = rng.multinomial(n, counts / n, size=draws) if n else np.zeros((draws, 0), dtype=np.int64)
+    return cells, counts, drawn
+
+
+def pair_measures(T, hp, mp, hv, mv):
+    """QWK, Pearson r, SMD, exact and adjacent agreement of count tables: ``T`` (draws, u) counts of the
+    cells whose human / machine positions on the scale are ``hp`` / ``mp`` and values ``hv`` / ``mv``.
+    QWK from the positions' moments (Σ (i−j)² outer(a, b) = n Σa i² + n Σb j² − 2 Σa i · Σb j);
+    NaN where a measure is undefined (one score only, no spread)."""
+    T = np.asarray(T, dtype=np.float64)
+    hp, mp, hv, mv = (np.asarray(x, dtype=np.float64) for x in (hp, mp, hv, mv))
+    with np.errstate(all="ignore"):
+        n = T.sum(axis=1)
+        obs = T @ (hp - mp) ** 2
+        a1, a2, b1, b2 = T @ hp, T @ hp ** 2, T @ mp, T @ mp ** 2
+        chance = n * a2 + n * b2 - 2 * a1 * b1
+        qwk = np.where(chance > 0, 1 - n * obs / np.where(chance > 0, chance, 1), np.nan)
+        sh, shh, sm, smm, shm = T @ hv, T @ hv ** 2, T @ mv, T @ mv ** 2, T @ (hv * mv)
+        vh, vm = shh - sh * sh / n, smm - sm * sm / n  # n × the (population) variances
+        vh, vm = np.maximum(vh, 0), np.maximum(vm, 0)
+        tiny = 1e-12 * np.maximum(shh, 1)
+        r = np.where((vh > tiny) & (vm > 1e-12 * np.maximum(smm, 1)), (shm - sh * sm / n) / np.sqrt(vh * vm), np.nan)
+        sd = np.sqrt(vh / (n - 1))
+        smd = np.where((vh > tiny) & (n > 1), (sm - sh) / n / np.where(sd > 0, sd, 1), np.nan)
+        exact = T @ (hp == mp).astype(np.float64) / n
+        adjacent = T @ (np.abs(hp - mp) <= 1).astype(np.float64) / n
+    return {"qwk": qwk, "r": np.clip(r, -1, 1), "smd": smd, "exact": exact, "adjacent": adjacent}
+
+
+def interval(values, point, level=BOOT_LEVEL):
+    """The percentile interval ``[lo, hi]`` of the bootstrap ``values`` (at ``level``); ``[nan, nan]`` when
+    the point estimate is undefined or most draws are (a measure undefined on most resamples)."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = values[np.isfinite(values)]
+    if not (point == point and abs(point) != np.inf) or len(ok) < 0.5 * len(values):
+        return [float("nan"), float("nan")]
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(ok, [tail, 100 - tail])
+    return [float(min(lo, point)), float(max(hi, point))]
+
+
+def ordinal_intervals(human, machine, scale, *, draws=BOOT_DRAWS, seed=BOOT_SEED, level=BOOT_LEVEL):
+    """95 % bootstrap intervals (resampling the answers; a fixed seed) of QWK, Pearson r, SMD, exact and
+    adjacent agreement: ``{measure: [lo, hi]}``. QWK and adjacency on the positions of the scores on
+    ``scale``, r and SMD on their values."""
+    scale = np.asarray(scale, dtype=np.float64)
+    h, m = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
+    hp, mp = np.searchsorted(scale, h), np.searchsorted(scale, m)
+    cells, counts, drawn = resampled_counts(hp, mp, draws=draws, seed=seed)
+    args = (cells[:, 0], cells[:, 1], scale[cells[:, 0]], scale[cells[:, 1]])
+    point = {k: float(v[0]) for k, v in pair_measures(counts[None, :], *args).items()}
+    boot = pair_measures(drawn, *args)
+    return {k: interval(boot[k], point[k], level) for k in boot}
+
+
+def _positions(scale, *xs):
+    scale = np.asarray(scale, dtype=np.float64)
+    return scale, [np.searchsorted(scale, np.asarray(x, dtype=np.float64)) for x in xs]
+
+
+def degradation_intervals(human, rater2, machine, scale, *, draws=BOOT_DRAWS, seed=BOOT_SEED, level=BOOT_LEVEL):
+    """Bootstrap intervals of the degradation (machine–human minus human–human) of QWK and of Pearson r on
+    the rows both humans scored: ``{"degradation_qwk": [lo, hi], "degradation_r": [lo, hi]}``; the same
+    resampled rows give both agreements of a draw."""
+    scale, (hp, rp, mp) = _positions(scale, human, rater2, machine)
+    cells, counts, drawn = resampled_counts(hp, rp, mp, draws=draws, seed=seed)
+    h, r, m = cells[:, 0], cells[:, 1], cells[:, 2]
+    out = {}
+    for T in (counts[None, :], drawn):
+        hum = pair_measures(T, h, r, scale[h], scale[r])
+        mac = pair_measures(T, h, m, scale[h], scale[m])
+        out[len(out)] = {k: mac[k] - hum[k] for k in ("qwk", "r")}
+    return {f"degradation_{k}": interval(out[1][k], float(out[0][k][0]), level) for k in ("qwk", "r")}
+
+
+def group_smd_interval(human, machine, in_group, *, draws=BOOT_DRAWS, seed=BOOT_SEED, level=BOOT_LEVEL):
+    """Bootstrap interval of a subgroup's SMD — (machine − human mean of the group) over the SD of all the
+    human scores — resampling all the rows (the group's size varies as it would in another sample)."""
+    h, m = np.asarray(human, dtype=np.float64), np.asarray(machine, dtype=np.float64)
+    values, codes = np.unique(np.concatenate([h, m]), return_inverse=True)
+    hp, mp = codes[:len(h)], codes[len(h):]
+    cells, counts, drawn = resampled_counts(np.asarray(in_group, dtype=bool), hp, mp, draws=draws, seed=seed)
+    g, hv, mv = cells[:, 0].astype(np.float64), values[cells[:, 1]], values[cells[:, 2]]
+
+    def smd(T):
+        T = np.asarray(T, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            n, s, ss = T.sum(axis=1), T @ hv, T @ hv ** 2
+            sd = np.sqrt(np.maximum(ss - s * s / n, 0) / (n - 1))
+            ng = T @ g
+            return np.where((sd > 0) & (ng > 0), (T @ (g * mv) - T @ (g * hv)) / ng / np.where(sd > 0, sd, 1),
+                            np.nan)
+
+    return interval(smd(drawn), float(smd(counts[None, :])[0]), level)

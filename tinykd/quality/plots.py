@@ -29,6 +29,11 @@ FULL = 20
 #: tick labels shown at most (every n-th beyond), and their length in characters
 MAX_TICKS, TICK_CHARS = 25, 16
 _PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
+#: reliability bins of fewer rows are not drawn (one answer makes a bin's accuracy 0 or 1, a point that misleads)
+MIN_BIN_ROWS = 5
+#: plots are drawn at twice the pixels they are shown at (sharp on any screen), a side at most this many pixels;
+#: shown at this share of their drawn size in inches (at 96 CSS pixels an inch: about 0.9 of it)
+SHARP, MAX_PIXELS, SHOWN = 2.0, 1650, 0.9
 _GLYPH = re.compile(r"Glyph (\d+)\b.* missing from")
 
 
@@ -85,9 +90,18 @@ def _figure(w=5.2, h=3.6):
 
 
 def _png(fig):
+    """The figure as PNG bytes at up to :data:`SHARP` × its size in pixels (a side at most :data:`MAX_PIXELS`);
+    the page shows it at its size (:func:`shown_width`)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
+    side = max(fig.get_size_inches())
+    fig.savefig(buf, format="png", dpi=fig.dpi * min(SHARP, MAX_PIXELS / (side * fig.dpi)))
     return buf.getvalue()
+
+
+def shown_width(png):
+    """The width in CSS pixels a plot is shown at: its pixels (from the PNG's IHDR) over :data:`SHARP`, times
+    :data:`SHOWN`."""
+    return int(round(int.from_bytes(png[16:20], "big") / SHARP * SHOWN))
 
 
 def confusion(unit):
@@ -131,6 +145,11 @@ def distributions(unit):
     return _png(fig)
 
 
+def drawn_bins(bins):
+    """The reliability bins the diagram draws: those of at least :data:`MIN_BIN_ROWS` rows."""
+    return [b for b in bins if b["n"] >= MIN_BIN_ROWS]
+
+
 def reliability(cal):
     """Reliability diagram: accuracy against mean confidence per bin, before and after the
     temperature, with the diagonal of perfect calibration."""
@@ -138,7 +157,7 @@ def reliability(cal):
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "--", color=_GREY, lw=1, label="perfect calibration")
     for key, color, marker in (("before", _GREY, "s"), ("after", _BLUE, "o")):
-        bins = [b for b in cal[key]["bins"] if b["n"]]
+        bins = drawn_bins(cal[key]["bins"])
         if not bins:
             continue
         n = np.array([b["n"] for b in bins], dtype=np.float64)
@@ -150,7 +169,8 @@ def reliability(cal):
     ax.set_ylim(0, 1.03)
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title("reliability (marker area: rows in the bin)", fontsize=9)
+    ax.set_title(f"reliability (marker area: rows in the bin;\nbins of fewer than {MIN_BIN_ROWS} rows left out)",
+                 fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="upper left")
     return _png(fig)
 
