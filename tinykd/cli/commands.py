@@ -194,6 +194,9 @@ def cmd_score(args):
     many = os.path.isdir(data) or data.lower().endswith((".parquet", ".pq")) or (
         not os.path.exists(data) and any(ch in data for ch in "*?["))  # a folder, Parquet, a glob
     if args.dask or args.jobs is not None or many:
+        if args.explain:
+            raise CLIError("--explain scores one CSV file in this process; drop --dask / --jobs, or score the "
+                           "files one at a time")
         return _score_dask(args, review_below)
     files, _ = data_files(data)  # the checks of the Dask path, on one file
     check_score_paths([*files, args.model], args.out)
@@ -210,13 +213,15 @@ def cmd_score(args):
     with _WriteErrors(args.out):
         res = score_csv(model, args.data, args.out, text_col=args.text_col, context_col=args.context_col,
                         item_col=args.item_col, where=args.where, review_below=review_below,
-                        chunk_size=args.chunk_size, on_note=_note, on_progress=progress)
+                        chunk_size=args.chunk_size, on_note=_note, on_progress=progress, explain=args.explain)
     if tty:
         print("\r", end="", file=sys.stderr)
     n = res["n"]
     print(f"scored {n:,} rows → {args.out} in {time.time() - t0:.1f} s "
           f"({1000 * res['predict_seconds'] / max(n, 1):.2f} ms per response); {res['flagged']:,} need review "
           f"(confidence < {review_below:.4g})")
+    if args.explain:
+        print(f"explanations: {1000 * res['explain_seconds'] / max(n, 1):.2f} ms per response (column explanation)")
     return 0
 
 

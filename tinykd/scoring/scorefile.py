@@ -2,7 +2,8 @@
 model's columns added — streamed in chunks, so memory stays flat for any file size.
 
 Added columns: ``pred`` (the most probable class), ``p_<label>`` per class, ``confidence`` (the
-top probability) and ``needs_review`` (1 when the confidence is below ``review_below``). A class
+top probability) and ``needs_review`` (1 when the confidence is below ``review_below``); with
+``explain``, ``explanation``: the answer's words that moved its score most (:func:`explanation_cell`). A class
 label that a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) is written
 with a leading ``'`` (:func:`tinykd.files.csvfiles.spreadsheet_safe`); plain numbers, negative ones
 included, are written as they are. The input cells are written back as they were read.
@@ -27,6 +28,8 @@ from tinykd.files.csvfiles import (AtomicCsvWriter, CsvReader, DataFileError, ch
 
 #: rows scored per chunk when streaming
 CHUNK_ROWS = 2000
+#: ``--explain``: the most words an explanation cell names, and the smallest |weight| it names
+EXPLAIN_WORDS, EXPLAIN_MIN_WEIGHT = 5, 0.01
 #: the data files a folder or glob holds, by name ending
 DATA_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -79,17 +82,19 @@ def check_score_paths(inputs, out, *, parts=False, fmt="csv"):
         raise OutputPathError(f"cannot write {out}: no permission to write in {parent}")
 
 
-def output_columns(classes):
-    """The columns ``tinykd score`` adds, in order; classes that are one score spelt two ways (``1`` and
-    ``"1"``: two ``p_1`` columns) are refused (:func:`tinykd.files.csvfiles.check_classes`)."""
+def output_columns(classes, explain=False):
+    """The columns ``tinykd score`` adds, in order (``explain``: and ``explanation``); classes that are one
+    score spelt two ways (``1`` and ``"1"``: two ``p_1`` columns) are refused
+    (:func:`tinykd.files.csvfiles.check_classes`)."""
     check_classes(classes, "the model's classes")
-    return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"]
+    return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"] + (["explanation"] if explain
+                                                                                      else [])
 
 
-def new_columns(header, classes, where):
+def new_columns(header, classes, where, explain=False):
     """:func:`output_columns`, refused in one line when ``header`` (the columns of ``where``: a file, a
     frame) holds any of them already — one check for every scoring path."""
-    cols = output_columns(classes)
+    cols = output_columns(classes, explain)
     clash = [c for c in cols if c in header]
     if clash:
         raise DataFileError(f"{where} already has column(s) {shown_list(clash, quote=False)}; rename them "
@@ -110,6 +115,16 @@ def score_rows(model, texts, contexts=None, items=None, classes=None, review_bel
     return (proba, *decide(proba, review_below))
 
 
+def explanation_cell(pairs, words=EXPLAIN_WORDS, min_weight=EXPLAIN_MIN_WEIGHT):
+    """The ``explanation`` cell of one answer's ``(word, weight)`` pairs (:func:`tinykd.scoring.explain.explain`):
+    the ``words`` of largest ``|weight|``, largest first, each as its sign (``+`` towards the score given,
+    ``−`` away from it) and the word, those under ``min_weight`` left out — ``+photosynthesis −dirt``;
+    empty when no word reaches it. A cell that starts with ``+`` is written with a leading ``'``, as every
+    cell a spreadsheet would run as a formula (:func:`tinykd.files.csvfiles.spreadsheet_safe`)."""
+    strong = sorted((p for p in pairs if abs(p[1]) >= min_weight), key=lambda p: -abs(p[1]))[:words]
+    return spreadsheet_safe(" ".join(("+" if w > 0 else "\u2212") + word for word, w in strong))
+
+
 def formatted_cells(pred_labels, proba, confidence, needs_review):
     """The cells :func:`score_csv` adds to each row (text): the predicted label as given
     (:func:`tinykd.files.csvfiles.spreadsheet_safe` of the class), each probability and the confidence to
@@ -119,12 +134,14 @@ def formatted_cells(pred_labels, proba, confidence, needs_review):
 
 
 def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
-              review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None, allow_empty=False):
+              review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None, allow_empty=False,
+              explain=False):
     """Score every row of the CSV ``data`` with ``model`` (a Student or a Bundle) into ``out``
     (written atomically). Columns not given are the ones the model was trained with.
     ``on_note(msg)`` gets the reader's notes (an encoding fallback), ``on_progress(n)`` the rows
     scored so far; ``allow_empty``: a file with no data rows is written as its header (a Dask part), not
-    refused. Returns ``{"n", "flagged", "predict_seconds"}``."""
+    refused; ``explain``: add the ``explanation`` column (:func:`explanation_cell`). Returns ``{"n", "flagged",
+    "predict_seconds", "explain_seconds"}``."""
     decide(np.zeros((0, 2)), review_below)  # the threshold is checked before any work
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
@@ -134,11 +151,11 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
     need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"))
                                          if c]
     n = flagged = 0
-    pred_time = 0.0
+    pred_time = explain_time = 0.0
     with CsvReader(data, need, where=where) as reader:
         if reader.note and on_note:
             on_note(reader.note)
-        out_cols = new_columns(reader.index, classes, data)
+        out_cols = new_columns(reader.index, classes, data, explain)
         ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
         with AtomicCsvWriter(out, reader.header + out_cols) as w:
             for chunk in reader.chunks(chunk_size):
@@ -148,12 +165,26 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
                 items = None if ii is None else [r[ii] for r in chunk]
                 proba, best, conf, review = score_rows(model, texts, ctx, items, classes, review_below)
                 pred_time += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                why = _explanations(model, texts, ctx, items, explain)
+                explain_time += time.perf_counter() - t2
                 flagged += int(review.sum())
-                for r, cells in zip(chunk, formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)):
-                    w.writerow(r + cells)
+                cells = formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)
+                for r, c, e in zip(chunk, cells, why):
+                    w.writerow(r + c + e)
                 n += len(chunk)
                 if on_progress:
                     on_progress(n)
             if n == 0 and not allow_empty:
                 raise DataFileError(f"{data}: has a header row but no data rows; nothing to score")
-    return {"n": n, "flagged": flagged, "predict_seconds": pred_time}
+    return {"n": n, "flagged": flagged, "predict_seconds": pred_time, "explain_seconds": explain_time}
+
+
+def _explanations(model, texts, contexts, items, explain):
+    """The ``explanation`` cell of each row, as a one-cell list (``[]`` per row without ``explain``)."""
+    if not explain:
+        return [[]] * len(texts)
+    from tinykd.scoring.explain import explain as explain_rows
+
+    pairs = explain_rows(model, texts, contexts, EXPLAIN_WORDS, items=items if isinstance(model, Bundle) else None)
+    return [[explanation_cell(p)] for p in pairs]

@@ -118,6 +118,14 @@ class Student:
         proba = self.predict_proba(texts, contexts)
         return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)].tolist() if len(proba) else []
 
+    def explain(self, texts, contexts=None, top=None):
+        """For each text ``[(word, weight), ...]`` in text order: weight = the calibrated probability of the
+        predicted class with the word minus without it (+: the word pushed towards the score given);
+        ``top=k``: the k words of largest ``|weight|``. See :func:`tinykd.scoring.explain.explain`."""
+        from tinykd.scoring.explain import explain
+
+        return explain(self, texts, contexts, top)
+
     def to_entry(self):
         """This student as :func:`tinykd.scoring.modelfile.write_model` stores it."""
         return {"config": self.net.config, "vocab": self.vocab.to_config(), "tokens": self.vocab.tokens,
@@ -255,6 +263,12 @@ class Bundle:
             for i, lab in zip(idx, st.predict([texts[i] for i in idx], ctx)):
                 out[i] = lab
         return out
+
+    def explain(self, texts, items, contexts=None, top=None):
+        """:meth:`Student.explain` of each row by its item's student (an unknown item is an error)."""
+        from tinykd.scoring.explain import explain
+
+        return explain(self, texts, contexts, top, items=items)
 
     def save(self, path):
         """Write the model file (atomically): one student per item, and the item map."""

@@ -11,7 +11,9 @@
  *
  * API (window.tinykd): tokenize(text) (= words(lower(text))), lower(text), words(text), load(spec) -> models,
  * encode(model, text, context), probabilities(model, ids), score(model, text, context) -> {pred, label, proba, confidence,
- * needs_review}, ui(document, spec) for index.html.
+ * needs_review}, explain(model, text, context) -> [[word, weight], ...] (tinykd.scoring.explain: each answer word,
+ * in text order, with the calibrated probability of the predicted class with it minus without it; computed in
+ * float64 as Python computes it, equal to 1e-6), ui(document, spec) for index.html.
  */
 (function (global) {
   "use strict";
@@ -132,10 +134,12 @@
     return ctx.slice(0, room).concat([SEP], ans).slice(0, L);
   }
 
-  // x W + b of token v in direction dr (4H values), computed once per token
-  function projection(m, dr, v) {
-    var G = 4 * m.H, T = dr.table, off = v * G;
-    if (!dr.done[v]) {
+  // x W + b of token v in direction dr (4H values), computed once per token (f64: the float64 table of explain)
+  function projection(m, dr, v, f64) {
+    var G = 4 * m.H, off = v * G;
+    if (f64 && !dr.table64) { dr.table64 = new Float64Array(m.V * G); dr.done64 = new Uint8Array(m.V); }
+    var T = f64 ? dr.table64 : dr.table, done = f64 ? dr.done64 : dr.done;
+    if (!done[v]) {
       var E = m.E, Wm = dr.W, e0 = v * m.Ed;
       for (var j = 0; j < G; j++) T[off + j] = dr.b[j];
       for (var e = 0; e < m.Ed; e++) {
@@ -143,43 +147,73 @@
         if (x === 0) continue;
         for (j = 0; j < G; j++) T[off + j] += x * Wm[r + j];
       }
-      dr.done[v] = 1;
+      done[v] = 1;
     }
     return off;
   }
 
   function sigmoid(z) { return 1 / (1 + Math.exp(-z)); }
 
-  function probabilities(m, seq) {
-    var H = m.H, G = 4 * H, n = seq.length, D = m.dirs.length;
-    var feat = new Float32Array(D * H);
-    var h = new Float32Array(H), c = new Float32Array(H), z = new Float32Array(G), best = new Float32Array(H);
+  function probabilities(m, seq) { return forward(m, seq, Float32Array); }
+
+  // the network's probabilities with its states in Arr (Float32Array: as the Python scorer; Float64Array: explain)
+  function forward(m, seq, Arr) {
+    var D = m.dirs.length, feat = new Arr(D * m.H);
     for (var d = 0; d < D; d++) {
-      var dr = m.dirs[d], U = dr.U, T = dr.table;
-      h.fill(0); c.fill(0); best.fill(-Infinity);
-      for (var k = 0; k < n; k++) {
-        var t = dr.reverse ? n - 1 - k : k;
-        var v = seq[t];
-        if (v < 0 || v >= m.V) throw new Error("token id " + v + " out of range");
-        var off = projection(m, dr, v), j;
-        for (j = 0; j < G; j++) z[j] = T[off + j];
-        for (var i = 0; i < H; i++) {
-          var hi = h[i], r = i * G;
-          if (hi === 0) continue;
-          for (j = 0; j < G; j++) z[j] += hi * U[r + j];
-        }
-        for (j = 0; j < H; j++) {
-          var ig = sigmoid(z[j]), fg = sigmoid(z[H + j]), gg = Math.tanh(z[2 * H + j]), og = sigmoid(z[3 * H + j]);
-          c[j] = fg * c[j] + ig * gg;
-          h[j] = og * Math.tanh(c[j]);
-          if (h[j] > best[j]) best[j] = h[j];
-        }
-      }
-      for (j = 0; j < H; j++) feat[d * H + j] = n === 0 ? 0 : (m.pool_max ? best[j] : h[j]);
+      var s = read(m, m.dirs[d], seq, readingOrder(seq.length, m.dirs[d].reverse), 0, fresh(m.H, Arr), Arr, null);
+      pool(m, s, seq.length, feat, d);
     }
+    return head(m, feat, Arr);
+  }
+
+  function readingOrder(n, reverse) {
+    var order = new Array(n);
+    for (var k = 0; k < n; k++) order[k] = reverse ? n - 1 - k : k;
+    return order;
+  }
+
+  function fresh(H, Arr) {
+    var s = {h: new Arr(H), c: new Arr(H), best: new Arr(H)};
+    s.best.fill(-Infinity);
+    return s;
+  }
+
+  function copyState(s, Arr) { return {h: new Arr(s.h), c: new Arr(s.c), best: new Arr(s.best)}; }
+
+  // a direction's features from its state after reading n tokens: the last state, or the max over the steps (0 if none)
+  function pool(m, s, n, feat, d) {
+    for (var j = 0; j < m.H; j++) feat[d * m.H + j] = n === 0 ? 0 : (m.pool_max ? s.best[j] : s.h[j]);
+  }
+
+  // one direction reads seq[order[k]] for k = from ... order.length - 1 into the state s; keep: a copy after each step
+  function read(m, dr, seq, order, from, s, Arr, keep) {
+    var H = m.H, G = 4 * H, f64 = Arr === Float64Array, z = new Arr(G), h = s.h, c = s.c, best = s.best, U = dr.U;
+    for (var k = from; k < order.length; k++) {
+      var v = seq[order[k]];
+      if (v < 0 || v >= m.V) throw new Error("token id " + v + " out of range");
+      var off = projection(m, dr, v, f64), T = f64 ? dr.table64 : dr.table, j;
+      for (j = 0; j < G; j++) z[j] = T[off + j];
+      for (var i = 0; i < H; i++) {
+        var hi = h[i], r = i * G;
+        if (hi === 0) continue;
+        for (j = 0; j < G; j++) z[j] += hi * U[r + j];
+      }
+      for (j = 0; j < H; j++) {
+        var ig = sigmoid(z[j]), fg = sigmoid(z[H + j]), gg = Math.tanh(z[2 * H + j]), og = sigmoid(z[3 * H + j]);
+        c[j] = fg * c[j] + ig * gg;
+        h[j] = og * Math.tanh(c[j]);
+        if (h[j] > best[j]) best[j] = h[j];
+      }
+      if (keep) keep.push(copyState(s, Arr));
+    }
+    return s;
+  }
+
+  // the dense head and the calibrated softmax (float64) of the features
+  function head(m, feat, Arr) {
     var x = feat;
-    if (m.dense) x = dense(x, m.hW, m.hb, m.dense, m.act);
-    var logits = dense(x, m.oW, m.ob, m.K, null);
+    if (m.dense) x = dense(x, m.hW, m.hb, m.dense, m.act, Arr);
+    var logits = dense(x, m.oW, m.ob, m.K, null, Arr);
     var inv = 1 / m.temperature, mx = -Infinity, p = new Float64Array(m.K), s = 0, q;
     for (q = 0; q < m.K; q++) mx = Math.max(mx, logits[q] * inv);
     for (q = 0; q < m.K; q++) { p[q] = Math.exp(logits[q] * inv - mx); s += p[q]; }
@@ -187,8 +221,8 @@
     return p;
   }
 
-  function dense(x, W, b, O, act) {
-    var y = new Float32Array(O), I = x.length;
+  function dense(x, W, b, O, act, Arr) {
+    var y = new Arr(O), I = x.length;
     for (var o = 0; o < O; o++) y[o] = b[o];
     for (var i = 0; i < I; i++) {
       var xi = x[i];
@@ -205,6 +239,31 @@
     for (var q = 1; q < p.length; q++) if (p[q] > p[pred]) pred = q;
     return {pred: pred, label: m.classes[pred], proba: Array.prototype.slice.call(p), confidence: p[pred],
             needs_review: p[pred] < m.review_below};
+  }
+
+  // each answer word and the calibrated probability of the predicted class with it minus without it, in float64
+  // (tinykd.scoring.explain): with word j left out, each direction resumes from its state before j and reads on
+  function explain(m, text, context) {
+    var seq = encode(m, text, context), n = seq.length, start = m.uses_context ? seq.indexOf(SEP) + 1 : 0;
+    var toks = tokenize(text), D = m.dirs.length, H = m.H, F = Float64Array;
+    var orders = [], saved = [], feat = new F(D * H), d;
+    for (d = 0; d < D; d++) {
+      var s = fresh(H, F);
+      orders.push(readingOrder(n, m.dirs[d].reverse));
+      saved.push([copyState(s, F)]);  // saved[d][k]: the state after reading k tokens
+      pool(m, read(m, m.dirs[d], seq, orders[d], 0, s, F, saved[d]), n, feat, d);
+    }
+    var p = head(m, feat, F), c = 0, out = [];
+    for (var q = 1; q < p.length; q++) if (p[q] > p[c]) c = q;
+    for (var j = start; j < n; j++) {
+      var f = new F(D * H);
+      for (d = 0; d < D; d++) {
+        var k = m.dirs[d].reverse ? n - 1 - j : j;
+        pool(m, read(m, m.dirs[d], seq, orders[d], k + 1, copyState(saved[d][k], F), F, null), n - 1, f, d);
+      }
+      out.push([toks[j - start], p[c] - head(m, f, F)[c]]);
+    }
+    return out;
   }
 
   // ------------------------------------------------------------------------- the page
@@ -247,5 +306,5 @@
   }
 
   global.tinykd = {tokenize: tokenize, lower: lower, words: words, load: load, encode: encode, probabilities: probabilities, score: score,
-                   ui: ui};
+                   explain: explain, ui: ui};
 })(typeof window !== "undefined" ? window : this);
