@@ -13,7 +13,7 @@
  * encode(model, text, context), probabilities(model, ids), score(model, text, context) -> {pred, label, proba, confidence,
  * needs_review}, explain(model, text, context) -> [[word, weight], ...] (tinykd.scoring.explain: each answer word,
  * in text order, with the calibrated probability of the predicted class with it minus without it; computed in
- * float64 as Python computes it, equal to 1e-6), ui(document, spec) for index.html.
+ * float64 as Python computes it, equal to 1e-6). The page itself (index.html) has its own script.
  */
 (function (global) {
   "use strict";
@@ -266,45 +266,6 @@
     return out;
   }
 
-  // ------------------------------------------------------------------------- the page
-  function ui(doc, spec) {
-    var models = load(spec), $ = function (id) { return doc.getElementById(id); };
-    var sel = $("item"), box = $("answer"), ctx = $("context"), out = $("result");
-    if (models.length > 1) {
-      models.forEach(function (m, k) {
-        var o = doc.createElement("option");
-        o.value = k; o.textContent = m.item; sel.appendChild(o);
-      });
-    } else {
-      $("item-row").hidden = true;
-    }
-    function current() { return models[models.length > 1 ? Number(sel.value) : 0]; }
-    function render() {
-      var m = current();
-      $("context-row").hidden = !m.uses_context;
-      var r = score(m, box.value, ctx.value);
-      var rows = m.classes.map(function (c, q) {
-        var pct = (100 * r.proba[q]).toFixed(1);
-        return "<tr" + (q === r.pred ? ' class="top"' : "") + "><td>" + esc(c) + "</td><td>" + pct +
-               ' %</td><td><span class="bar" style="width:' + pct + '%"></span></td></tr>';
-      }).join("");
-      out.innerHTML = '<p class="score">score: <b>' + esc(r.label) + "</b> (" + (100 * r.confidence).toFixed(1) +
-        " %)</p>" + '<p class="' + (r.needs_review ? "review" : "ok") + '">' + (r.needs_review
-          ? "needs review: confidence below " + m.review_below
-          : "confident enough (review below " + m.review_below + ")") + "</p>" +
-        "<table><tr><th>class</th><th>probability</th><th></th></tr>" + rows + "</table>";
-    }
-    [sel, box, ctx].forEach(function (el) { el.addEventListener("input", render); });
-    render();
-    return models;
-  }
-
-  function esc(s) {
-    return String(s).replace(/[&<>"]/g, function (ch) {
-      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[ch];
-    });
-  }
-
   global.tinykd = {tokenize: tokenize, lower: lower, words: words, load: load, encode: encode, probabilities: probabilities, score: score,
-                   explain: explain, ui: ui};
+                   explain: explain};
 })(typeof window !== "undefined" ? window : this);
