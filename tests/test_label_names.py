@@ -1,6 +1,7 @@
 """The rubric's words (issue 33, part 3): score names stored in the model file (``Student.label_names``), given as
 ``--label-names`` on ``train`` (and ``distill``) or in Python, checked with one-line errors, round-tripped through
 save / load, ``info``, the ONNX metadata and the page's model.js; an item's shared context stored for the page."""
+import csv
 import json
 import os
 
@@ -173,3 +174,27 @@ def test_distill_passes_label_names_and_item_contexts(tmp_path, capsys, monkeypa
     back = tinykd.load(tmp_path / "b.npz")
     assert res.model is made and back.label_names == ["0", "1", "right"]
     assert [back.students[it].context_text for it in ("Q1", "Q2")] == ["Question of Q1", "Question of Q2"]
+
+
+def test_score_writes_pred_name_only_for_given_names(tmp_path):
+    from tinykd.scoring.scorefile import score_csv
+
+    texts = [f"w{i % 3} x y" for i in range(60)]
+    m = tinykd.fit(texts, [i % 3 for i in range(60)], epochs=1, verbose=False)
+    data = tmp_path / "a.csv"
+    data.write_text("text\n" + "\n".join(texts[:6]) + "\n", encoding="utf-8")
+    score_csv(m, str(data), str(tmp_path / "plain.csv"))
+    assert "pred_name" not in next(csv.reader(open(tmp_path / "plain.csv")))  # labels are their own names
+    m.label_names = "0=wrong,1=partly,2=right"
+    score_csv(m, str(data), str(tmp_path / "named.csv"))
+    rows = list(csv.DictReader(open(tmp_path / "named.csv")))
+    assert list(rows[0])[:3] == ["text", "pred", "pred_name"]
+    assert all(r["pred_name"] == {"0": "wrong", "1": "partly", "2": "right"}[r["pred"]] for r in rows)
+    pytest.importorskip("pandas")
+    import pandas as pd
+
+    from tinykd.cluster.tasks import scored_frame
+
+    frame = scored_frame(pd.DataFrame({"text": texts[:6]}), m, "text", None, None, 0.6)
+    assert frame["pred_name"].tolist() == [r["pred_name"] for r in rows]
+    assert [str(v) for v in frame["pred"]] == [r["pred"] for r in rows]

@@ -32,7 +32,7 @@ import uuid
 import numpy as np
 
 from tinykd.scoring.modelfile import file_bytes
-from tinykd.scoring.scorefile import new_columns, output_columns, score_rows
+from tinykd.scoring.scorefile import given_names, new_columns, output_columns, score_rows
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import data_columns, load_bytes
 from tinykd.settings import DEFAULT
@@ -140,11 +140,15 @@ def scored_frame(part, model, text_col, context_col, item_col, review_below):
     else:
         proba, pred, conf, review = (np.zeros((0, len(classes)), np.float32), np.zeros(0, np.int64),
                                      np.zeros(0, np.float32), np.zeros(0, bool))
-    cols = output_columns(classes)
+    names = given_names(model, classes)
+    cols = output_columns(classes, names=names is not None)
     labels = np.empty(len(classes), dtype=object)
     labels[:] = classes
     added = {cols[0]: pd.Series(labels[pred], index=part.index, dtype=object)}
-    for k, c in enumerate(cols[1:-2]):
+    if names is not None:
+        labels[:] = names
+        added["pred_name"] = pd.Series(labels[pred], index=part.index, dtype=object)
+    for k, c in enumerate(cols[len(added):-2]):
         added[c] = pd.Series(proba[:, k], index=part.index, dtype=np.float32)
     added["confidence"] = pd.Series(conf, index=part.index, dtype=np.float32)
     added["needs_review"] = pd.Series(review, index=part.index, dtype=bool)
@@ -170,10 +174,13 @@ def score(frame, model, *, text_col=None, context_col=None, item_col=None, revie
     for col, opt in ((text_col, "text_col"), (context_col, "context_col"), (item_col, "item_col")):
         if col is not None and col not in have:
             raise ValueError(f"the frame has no column {col!r} (set {opt}); it has {', '.join(map(str, have))}")
-    cols = new_columns(have, m.classes, "the frame")
+    names = given_names(m) is not None
+    cols = new_columns(have, m.classes, "the frame", names=names)
     meta = frame._meta.copy(deep=False)
     meta[cols[0]] = pd.Series([], dtype=object)
-    for c in cols[1:-2] + ["confidence"]:
+    if names:
+        meta["pred_name"] = pd.Series([], dtype=object)
+    for c in cols[1 + names:-2] + ["confidence"]:
         meta[c] = pd.Series([], dtype=np.float32)
     meta["needs_review"] = pd.Series([], dtype=bool)
     blob = dask.delayed(data, pure=True, traverse=False)  # one key: each worker fetches the bytes once

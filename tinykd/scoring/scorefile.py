@@ -82,19 +82,30 @@ def check_score_paths(inputs, out, *, parts=False, fmt="csv"):
         raise OutputPathError(f"cannot write {out}: no permission to write in {parent}")
 
 
-def output_columns(classes, explain=False):
-    """The columns ``tinykd score`` adds, in order (``explain``: and ``explanation``); classes that are one
-    score spelt two ways (``1`` and ``"1"``: two ``p_1`` columns) are refused
-    (:func:`tinykd.files.csvfiles.check_classes`)."""
+def output_columns(classes, explain=False, names=False):
+    """The columns ``tinykd score`` adds, in order (``names``: ``pred_name`` after ``pred``; ``explain``:
+    and ``explanation``); classes that are one score spelt two ways (``1`` and ``"1"``: two ``p_1``
+    columns) are refused (:func:`tinykd.files.csvfiles.check_classes`)."""
     check_classes(classes, "the model's classes")
-    return ["pred"] + [f"p_{c}" for c in classes] + ["confidence", "needs_review"] + (["explanation"] if explain
-                                                                                      else [])
+    return (["pred"] + (["pred_name"] if names else []) + [f"p_{c}" for c in classes]
+            + ["confidence", "needs_review"] + (["explanation"] if explain else []))
 
 
-def new_columns(header, classes, where, explain=False):
+def given_names(model, classes=None):
+    """The score names of ``classes`` (default: the model's) when the model was given names
+    (``--label-names``: ``meta["label_names"]`` of a Student or of any item's), else None: a model
+    trained on text labels has its names in ``pred`` already."""
+    students = model.students.values() if isinstance(model, Bundle) else [model]
+    if not any(s.meta.get("label_names") for s in students):
+        return None
+    names = dict(zip(model.classes, model.label_names))
+    return [names.get(c, str(c)) for c in (model.classes if classes is None else classes)]
+
+
+def new_columns(header, classes, where, explain=False, names=False):
     """:func:`output_columns`, refused in one line when ``header`` (the columns of ``where``: a file, a
     frame) holds any of them already — one check for every scoring path."""
-    cols = output_columns(classes, explain)
+    cols = output_columns(classes, explain, names)
     clash = [c for c in cols if c in header]
     if clash:
         raise DataFileError(f"{where} already has column(s) {shown_list(clash, quote=False)}; rename them "
@@ -127,10 +138,10 @@ def explanation_cell(pairs, words=EXPLAIN_WORDS, min_weight=EXPLAIN_MIN_WEIGHT):
 
 def formatted_cells(pred_labels, proba, confidence, needs_review):
     """The cells :func:`score_csv` adds to each row (text): the predicted label as given
-    (:func:`tinykd.files.csvfiles.spreadsheet_safe` of the class), each probability and the confidence to
-    4 decimals, and ``1`` / ``0``."""
+    (:func:`tinykd.files.csvfiles.spreadsheet_safe` of the class; a list: the label and its name), each
+    probability and the confidence to 4 decimals, and ``1`` / ``0``."""
     for p, pr, c, rv in zip(pred_labels, proba.tolist(), confidence.tolist(), needs_review.tolist()):
-        yield [p] + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
+        yield (p if isinstance(p, list) else [p]) + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
 
 
 def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
@@ -148,6 +159,9 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
     text_col, ctx_col, item_col = data_columns(model, text_col, context_col, item_col)
     classes = model.classes
     labels = [spreadsheet_safe(c) for c in classes]
+    names = given_names(model)
+    if names is not None:  # pred, then pred_name: the code and the rubric's words
+        labels = [[code, spreadsheet_safe(name)] for code, name in zip(labels, names)]
     need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"))
                                          if c]
     n = flagged = 0
@@ -155,7 +169,7 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
     with CsvReader(data, need, where=where) as reader:
         if reader.note and on_note:
             on_note(reader.note)
-        out_cols = new_columns(reader.index, classes, data, explain)
+        out_cols = new_columns(reader.index, classes, data, explain, names is not None)
         ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
         with AtomicCsvWriter(out, reader.header + out_cols) as w:
             for chunk in reader.chunks(chunk_size):
