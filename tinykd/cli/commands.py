@@ -450,7 +450,7 @@ def cmd_distill(args):
                           temperature=args.temperature, soft_loss=args.soft_loss, epochs=args.epochs,
                           patience=args.patience, seed=args.seed, where=args.where,
                           teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
-                          student_seed=args.student_seed, choose_on=args.choose_on,
+                          student_seed=args.student_seed, choose_on=args.choose_on, stop_on=args.stop_on,
                           label_names=args.label_names, verbose=not args.quiet)
         except TeacherError as e:  # the teacher's process failed: what failed and what to do, one line
             raise CLIError(str(e)) from e

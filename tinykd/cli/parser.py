@@ -234,6 +234,9 @@ def _distill(sub, fmt):
                    help="what the KD students stop on and are chosen by: their agreement with the teacher on rows "
                    "none trains on (fidelity), or the validation rows' human scores (validation) "
                    "(docs/decisions/student-fidelity.md)")
+    x.add_argument("--stop-on", choices=CHOOSE_ON_VALUES,
+                   help="what the KD students stop on (unset: as --choose-on); fidelity with --choose-on validation: "
+                   "they stop on their fidelity to the teacher and the one kept is chosen on the validation rows")
     x.add_argument("--student-seed", type=int, metavar="S",
                    help="the students' seed alone (unset: --seed), so that students of several seeds learn from one "
                    "teacher and one transfer set")

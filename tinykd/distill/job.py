@@ -24,7 +24,7 @@ AUTO_PRESETS = ("bathtub", "7t")
 STUDENT_AVERAGE = 1.0
 #: what the KD students stop on and are chosen by: "fidelity" — their agreement with the teacher on rows
 #: not trained on (docs/decisions/student-fidelity.md) — or "validation" (the human validation rows)
-CHOOSE_ON = "fidelity"
+CHOOSE_ON = "validation"
 CHOOSE_ON_VALUES = ("fidelity", "validation")
 #: the share of the training answers whose copies are held out of the transfer set to measure fidelity
 FIDELITY_FRACTION = 0.125
@@ -163,3 +163,8 @@ class ItemChain:
     options: TrainOptions  #: the students' options (``preset`` and ``lam`` set per student; their seed)
     seed: int = 0  #: the seed of the rows' split, the teacher and the copies (the students': ``options.seed``)
     choose_on: str = CHOOSE_ON  #: :data:`CHOOSE_ON_VALUES`
+    stop_on: str | None = None  #: what the KD students stop on (:data:`CHOOSE_ON_VALUES`; None: ``choose_on``)
+
+    @property
+    def stops_on(self):
+        return self.stop_on or self.choose_on

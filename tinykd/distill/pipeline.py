@@ -88,7 +88,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
             temperature=None, soft_loss=None, copies=None, augment_options=None, epochs=None, patience=None,
             seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None,
-            student_seed=None, choose_on=CHOOSE_ON, label_names=None):
+            student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -102,7 +102,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     which ``temperature``, ``soft_loss``, ``epochs``, ``patience``, ``seed`` and ``offsets`` replace
     where given (``seed``: every random choice, the teacher's and the copies' too; ``student_seed``:
     the students' alone, so that students of several seeds learn from one teacher and one transfer
-    set); ``choose_on``: what the KD students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`:
+    set); ``stop_on``: what the KD students stop on (None: ``choose_on``; "fidelity" with ``choose_on``
+    "validation": they stop on fidelity and the kept one is chosen on the validation rows);
+    ``choose_on``: what the KD students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`:
     their fidelity to the teacher on rows not trained on, or the validation rows); ``lams``: the KD
     students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
     one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``:
@@ -128,8 +130,12 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     for pr in presets_for(preset):  # every student option, before the teacher's minutes of work
         for lam in lams:
             students.replace(preset=pr, lam=lam)
-    if choose_on not in CHOOSE_ON_VALUES:
-        raise OptionError("choose_on", f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {choose_on!r}")
+    for name, value in (("choose_on", choose_on), ("stop_on", stop_on or choose_on)):
+        if value not in CHOOSE_ON_VALUES:
+            raise OptionError(name, f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {value!r}")
+    if choose_on == "fidelity" and stop_on == "validation":
+        raise OptionError("stop_on", "{opt} validation cannot go with choose_on fidelity (the fidelity rows are "
+                          "measured by the students that stop on them)")
     base_seed = students.seed
     if student_seed is not None:
         students = students.replace(seed=student_seed)
@@ -150,7 +156,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
             unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
             teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
-            presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed, choose_on=choose_on)
+            presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed, choose_on=choose_on,
+            stop_on=None if (stop_on or choose_on) == choose_on else stop_on)
         chains = [_item_chain(template, table, g, teacher_dir, u_rows) for g in _items(table)]
         done = _run_chains(chains, client, log, t_start)
         for r in done:
@@ -258,7 +265,7 @@ def distill_item(chain, log, worker_threads=None):
     lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
                     chain.rows.contexts is not None, threads, log)
     s_key = students_key(l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__,
-                         chain.choose_on)
+                         chain.choose_on, chain.stops_on)
     t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")
     l_csv = os.path.join(cache.folder("labels", l_key), "labels.csv")
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,

@@ -228,7 +228,8 @@ def labels_key(teacher, copies):
 _IF_CHANGED = ("config", "batch_size", "lr", "clip_norm", "validation_fraction")
 
 
-def students_key(labels, preset, presets, lams, options, offsets_rule, version, choose_on="validation"):
+def students_key(labels, preset, presets, lams, options, offsets_rule, version, choose_on="validation",
+                 stop_on=None):
     """The students: the labels' key, the preset (with the presets "auto" trains), the λ grid, the
     :class:`~tinykd.train.options.TrainOptions` of the students (T only with the cross-entropy soft
     term, the soft term only when not "ce", epochs, patience, seed, the offsets rule when on, the
@@ -242,4 +243,5 @@ def students_key(labels, preset, presets, lams, options, offsets_rule, version, 
                      *([o.temperature] if o.soft_loss == "ce" else []), *([o.soft_loss] if o.soft_loss != "ce" else []),
                      o.epochs, o.patience, o.seed, *([offsets_rule] if o.offsets else []), version,
                      *([("average", o.average)] if o.average is not None else []), *changed,
-                     *([FIDELITY_RULE] if choose_on == "fidelity" else []))
+                     *([FIDELITY_RULE] if choose_on == "fidelity" else []),
+                     *([("stop", FIDELITY_RULE)] if choose_on != "fidelity" and stop_on == "fidelity" else []))

@@ -52,7 +52,7 @@ def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer):
         transfer = ([r[1] for r in crow], p_tx, [r[2] for r in crow] if rows.contexts is not None else None)
     y = np.asarray(labels, dtype=object if rows.kind == "str" else None)
     fidelity = None
-    if chain.choose_on == "fidelity":
+    if chain.stops_on == "fidelity":
         p_val = read_soft_labels(teacher_csv, [rows.ids[i] for i in val], want) if val else None
         transfer, fidelity = fidelity_rows(transfer, t_ids, rows.take(val) if val else None, p_val, chain.seed)
     return StudentData(texts, y, contexts, p_train, rows.take(val) if val else None, transfer, fidelity)
@@ -135,15 +135,15 @@ def _fidelity_rank(runs, presets, pair):
     return f["agreement"], -f["kl"], pair[1], -presets.index(pair[0])
 
 
-def choose(runs, presets, teacher_validation=None):
+def choose(runs, presets, teacher_validation=None, on="fidelity"):
     """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics)). The KD
     students measured on fidelity rows are ranked by it, and the plain NN is kept instead only when
     ``teacher_validation`` (the teacher's validation metrics) is below its validation accuracy;
-    otherwise all are ranked by validation accuracy, then QWK."""
+    otherwise (or ``on`` "validation") all are ranked by validation accuracy, then QWK."""
     rank = functools.partial(_rank, runs, list(presets))
     plain = max((k for k in runs if k[1] == 0.0), key=rank)
     kd = [k for k in runs if k[1] != 0.0 and "fidelity" in runs[k][1]]
-    if not kd:
+    if not kd or on != "fidelity":
         return max(runs, key=rank), plain
     best = max(kd, key=functools.partial(_fidelity_rank, runs, list(presets)))
     if teacher_validation is not None and teacher_validation["accuracy"] < runs[plain][1]["accuracy"]:
@@ -161,7 +161,7 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
     pairs = student_pairs(presets, chain.lams)
     runs = dict(zip(pairs, side_by_side(_Trainer(chain, data, log), pairs, threads)))
     bars = _bars(chain, data, teacher_csv, log)
-    best, plain = choose(runs, presets, bars["teacher_validation"])
+    best, plain = choose(runs, presets, bars["teacher_validation"], chain.choose_on)
     if best[1] == 0.0:
         log(f"[students] {chain.name}: the teacher's probabilities do not help on validation; keeping the plain NN")
     log(f"[students] {chain.name}: kept {best[0]}, λ = {best[1]:g}")
