@@ -63,14 +63,10 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     d = m.meta["distill"]
     assert m.classes == [0, 1, 2] and d["lam"] in (0.0, 1.0, 4.0) and set(d["validation"]) == {"0.0", "1.0", "4.0"}
     assert d["copies"] == 54 * 2  # 54 training answers × 2 copies
-    # the kept KD student agrees best with the teacher on the fidelity rows (the 18 validation rows and the
-    # 2 copies of each of 7 answers, 1/8 of 54, held out of the transfer set), never chosen on test rows
-    kd = [v for pr in d["presets"].values() for lam, v in pr.items() if lam != "0.0"]
-    best = max(kd, key=lambda v: (v["fidelity"]["agreement"], -v["fidelity"]["kl"]))
-    assert all(v["fidelity"]["n"] == 18 + 14 for v in kd)
-    assert d["lam"] and d["validation"][str(d["lam"])]["fidelity"] == best["fidelity"]  # the teacher helps here
-    assert m.meta["training"]["n_transfer"] == 108 - 14 and m.meta["fidelity_metrics"]["n"] == 32
-    assert m.meta["training"]["n_val"] == 18
+    # the kept student is the best on validation (accuracy, then QWK), never chosen on test rows
+    best = max(d["validation"].values(), key=lambda v: (v["accuracy"], v["qwk"]))
+    assert d["validation"][str(d["lam"])]["accuracy"] == best["accuracy"]
+    assert m.meta["training"]["n_transfer"] == (108 if d["lam"] else 0) and m.meta["training"]["n_val"] == 18
     rep = res.report["all rows"]
     assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN", "TF-IDF + LR"}
     assert all(0.0 <= v["accuracy"] <= 1.0 for k, v in rep.items() if k != "n")
@@ -88,14 +84,10 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     auto = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **{**STUDENT, "preset": "auto"})
     assert [r.split(":")[0] for r in auto.ran] == ["students"]  # only the students' stage depends on the preset
     d = tinykd.load(out).meta["distill"]
-    cands = [(v["fidelity"]["agreement"], -v["fidelity"]["kl"], float(lam), -i)
-             for i, pr in enumerate(("falling_weights", "bathtub")) for lam, v in d["presets"][pr].items()
-             if lam != "0.0"]
-    assert set(d["presets"]) == {"falling_weights", "bathtub"} and len(cands) == 4
-    if d["lam"]:
-        assert max(cands)[2:] == (d["lam"], -["falling_weights", "bathtub"].index(d["preset"]))  # best fidelity
-    else:  # the plain NN, kept only when the teacher is below it on the validation rows
-        assert d["teacher_validation"]["accuracy"] < d["presets"][d["preset"]]["0.0"]["accuracy"]
+    cands = [(v["accuracy"], v["qwk"], float(lam), -i) for i, pr in enumerate(("falling_weights", "bathtub"))
+             for lam, v in d["presets"][pr].items()]
+    assert set(d["presets"]) == {"falling_weights", "bathtub"} and len(cands) == 6
+    assert max(cands)[2:] == (d["lam"], -["falling_weights", "bathtub"].index(d["preset"]))  # best on validation
     assert tinykd.load(out).meta["preset"] == d["preset"] and d["validation"] == d["presets"][d["preset"]]
 
     more = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work),
@@ -116,6 +108,34 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
         with pytest.raises(tinykd.OptionError, match=opt):
             D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **{**STUDENT, **bad})
     assert teacher_calls == ["fit", "export", "export", "export"]  # bad options: refused before any teacher run
+    with pytest.raises(tinykd.OptionError, match="stop_on"):
+        D.distill(data, out, base=tiny_base, work=str(work), **STUDENT, choose_on="fidelity", stop_on="validation")
+
+
+def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_calls):
+    """--choose-on fidelity and --stop-on fidelity: only the students' stage runs again, on fidelity rows
+    (the 18 validation rows and the 2 copies of each of 7 answers, 1/8 of 54, held out of the transfer set)."""
+    data = make_csv(tmp_path / "d.csv")
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    fid = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, choose_on="fidelity")
+    assert [r.split(":")[0] for r in fid.ran] == ["students"] and teacher_calls == ["fit", "export"]
+    m = tinykd.load(out)
+    d = m.meta["distill"]
+    kd = {lam: v for lam, v in d["validation"].items() if lam != "0.0"}
+    assert all(v["fidelity"]["n"] == 18 + 14 for v in kd.values())
+    if d["lam"]:  # the KD student of best agreement with the teacher (then KL)
+        best = max(kd.values(), key=lambda v: (v["fidelity"]["agreement"], -v["fidelity"]["kl"]))
+        assert kd[str(d["lam"])]["fidelity"] == best["fidelity"]
+        assert m.meta["training"]["n_transfer"] == 108 - 14 and m.meta["fidelity_metrics"]["n"] == 32
+    else:  # the plain NN only when the teacher is below it on the validation rows
+        assert d["teacher_validation"]["accuracy"] < d["validation"]["0.0"]["accuracy"]
+    stop = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, stop_on="fidelity")
+    assert [r.split(":")[0] for r in stop.ran] == ["students"]
+    d = tinykd.load(out).meta["distill"]
+    best = max(d["validation"].values(), key=lambda v: (v["accuracy"], v["qwk"]))
+    assert d["validation"][str(d["lam"])]["accuracy"] == best["accuracy"]  # chosen on validation
+    assert all(v["fidelity"]["n"] == 32 for lam, v in d["validation"].items() if lam != "0.0")  # stopped on it
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):
