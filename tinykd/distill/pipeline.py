@@ -130,12 +130,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     for pr in presets_for(preset):  # every student option, before the teacher's minutes of work
         for lam in lams:
             students.replace(preset=pr, lam=lam)
-    for name, value in (("choose_on", choose_on), ("stop_on", stop_on or choose_on)):
-        if value not in CHOOSE_ON_VALUES:
-            raise OptionError(name, f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {value!r}")
-    if choose_on == "fidelity" and stop_on == "validation":
-        raise OptionError("stop_on", "{opt} validation cannot go with choose_on fidelity (the fidelity rows are "
-                          "measured by the students that stop on them)")
+    _check_choice(choose_on, stop_on)
     base_seed = students.seed
     if student_seed is not None:
         students = students.replace(seed=student_seed)
@@ -167,6 +162,16 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         model.save(out)
         seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report, seconds, cache.ran, cache.cached, work, _made_seconds(rows_made, done))
+
+
+def _check_choice(choose_on, stop_on):
+    """``choose_on`` and ``stop_on`` (:data:`CHOOSE_ON_VALUES`; choosing on fidelity needs stopping on it)."""
+    for name, value in (("choose_on", choose_on), ("stop_on", stop_on or choose_on)):
+        if value not in CHOOSE_ON_VALUES:
+            raise OptionError(name, f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {value!r}")
+    if choose_on == "fidelity" and stop_on == "validation":
+        raise OptionError("stop_on", "{opt} validation cannot go with choose_on fidelity (the fidelity rows are "
+                          "measured by the students that stop on them)")
 
 
 def _check_options(copies, teacher_threads, lams, augment_options):
