@@ -1,12 +1,14 @@
 """(Maintainers) rebuild the files ``tinykd demo`` bundles under ``tinykd/data/``.
 
+    W=runs/distill/scientsbank-ua   # benchmarks/distill_table.py's SciEntsBank row
     python benchmarks/build_demo_data.py ../shared/data/scientsbank/scientsbank.csv \
-        --teacher benchmarks/teacher/scientsbank.csv [--crossfit benchmarks/teacher/scientsbank-crossfit.csv] \
-        [--teacher-dir runs/sb]
+        --teacher $W/teacher-*/teacher.csv --transfer $W/labels-*/labels.csv --teacher-dir $W/teacher-*/teacher
 
-Copies the SciEntsBank ``train`` and ``test_ua`` answers (CC BY-SA 3.0) and the teacher's
-probabilities for them (ids and numbers only); ``--teacher-dir`` adds the teacher's parameter
-count, size and measured time per answer (in a separate process: tinykd never imports torch).
+Copies the SciEntsBank ``train`` and ``test_ua`` answers (CC BY-SA 3.0), the probabilities that
+``tinykd distill``'s teacher gave them and its transfer set (the perturbed copies of the training
+answers: ids and numbers only; ``tinykd demo`` makes the copies again); ``--teacher-dir`` adds the
+teacher's parameter count, size and measured time per answer (in a separate process: tinykd never
+imports torch). ``--crossfit``: out-of-fold probabilities for the training rows instead.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import sys
 import tempfile
 
 from tinykd.files.atomic import atomic_write_bytes
-from tinykd.cli.demo import COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, TEACHER_FILE, TEACHER_META, TEST_SPLIT
+from tinykd.cli.demo import (COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, TEACHER_FILE, TEACHER_META, TEST_SPLIT,
+                             TRANSFER_FILE)
 from tinykd.files.softlabels import read_sidecar, read_soft_label_table
 
 from teacher_export.model import safetensors_params
@@ -46,7 +49,25 @@ def teacher_stats(teacher_dir, pairs, threads=2):
     return stats
 
 
-def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None):
+def write_transfer(transfer, classes, data_dir):
+    """The transfer set's probabilities (copies' ids ``<answer id>~aug<k>`` only) as the bundled file;
+    its row count."""
+    ids, t_classes, p = read_soft_label_table(transfer)
+    if t_classes != classes:
+        raise ValueError(f"transfer classes {t_classes} differ from teacher classes {classes}")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id"] + [f"p_{c}" for c in classes])
+    n = 0
+    for i, row in zip(ids, p):
+        if "~aug" in i:
+            w.writerow([i] + ["%.6g" % v for v in row])
+            n += 1
+    atomic_write_bytes(os.path.join(data_dir, TRANSFER_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
+    return n
+
+
+def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None, transfer=None):
     """Write the bundled files from the SciEntsBank CSV and the teacher's soft-label files.
 
     ``teacher``: the teacher's soft-label CSV (``benchmarks/teacher/scientsbank.csv``);
@@ -89,7 +110,8 @@ def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=No
     atomic_write_bytes(os.path.join(data_dir, TEACHER_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
     side = read_sidecar(teacher)
     meta = {"source": os.path.basename(teacher), "crossfit_source": os.path.basename(crossfit) if crossfit else None,
-            "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side}
+            "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side,
+            "transfer_rows": write_transfer(transfer, classes, data_dir) if transfer else 0}
     meta["base_model_name"] = "MiniLM-L6, fine-tuned" if "minilm" in str(side.get("base_model", "")).lower() \
         else side.get("base_model")
     if teacher_dir:
@@ -104,8 +126,9 @@ def main(argv=None):
     ap.add_argument("--teacher", help="benchmarks/teacher/scientsbank.csv")
     ap.add_argument("--crossfit", help="benchmarks/teacher/scientsbank-crossfit.csv")
     ap.add_argument("--teacher-dir", help="the saved teacher folder: parameters, size and timing")
+    ap.add_argument("--transfer", help="distill's labels.csv: the teacher's probabilities of the copies")
     args = ap.parse_args(argv)
-    build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir)
+    build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir, transfer=args.transfer)
     return 0
 
 

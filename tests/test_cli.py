@@ -277,6 +277,10 @@ def test_demo_quick(tmp_path, capsys):
     assert "ms/response" in text and "examples: question" in text and "(blank answer)" in text
     m = tinykd.load(out)
     assert m.meta["training"]["teacher"] is True and m.classes == [0, 1, 2] and m.uses_context
+    assert m.label_names == ["correct", "contradictory", "incorrect"] and "KD student vs its teacher" in text
+    if os.path.exists(os.path.join(demo.DATA_DIR, demo.TRANSFER_FILE)):  # trained as distill trains
+        tr = m.meta["training"]
+        assert tr["lam"] == 4.0 and tr["soft_loss"] == "mse" and tr["n_transfer"] == 11 * tr["n_train"]
 
 
 def test_split_col_can_be_switched_off_and_evaluate_warns(files, tmp_path, capsys):

@@ -8,17 +8,23 @@ Bundled under ``tinykd/data/`` (package data, no downloads):
   reference_answer`` with the official 3-way label (0 correct, 1 contradictory,
   2 incorrect).
 * ``scientsbank-demo-teacher.csv.gz`` + ``.json`` — the class probabilities of the
-  project's fine-tuned MiniLM teacher for those ids (cross-fitted for the training
-  rows when the teacher run provides them), copied from
-  ``benchmarks/teacher/scientsbank*.csv`` by ``python benchmarks/build_demo_data.py``.
+  MiniLM teacher that ``tinykd distill`` fine-tuned on these answers
+  (``benchmarks/distill_table.py``'s SciEntsBank row) for those ids;
+* ``scientsbank-demo-transfer.csv.gz`` — that teacher's probabilities for its transfer
+  set: the perturbed copies of the training answers, ids and numbers only (the demo
+  makes the copies again from the bundled answers with the same seed:
+  :func:`tinykd.distill.augment.augment_rows`). Both written by
+  ``python benchmarks/build_demo_data.py``.
 
-The demo trains the plain NN (λ = 0) and the KD student (λ = 1) with the same
-seed, split and settings, on the answer with the reference answer as context;
-prints accuracy, QWK, macro-F1, parameters, size and milliseconds per response
-for each on ``test_ua`` (unseen answers to the training questions) beside the
-teacher's; saves the KD model and its report page into one folder (``tinykd-demo/`` unless
-``--out`` / ``--report`` say otherwise) and scores a few example answers. ``--quick`` is
-a reduced run (a sample, 2 epochs, a small network) for CI.
+The demo trains as ``tinykd distill`` does with its defaults (the ``7t`` preset only): the
+plain NN (λ = 0) on the human scores, and the KD student (the teacher's logits matched by
+MSE, λ = 4, the copies in the soft term, weight averaging), with distill's split (the
+copies' answers train, the other training answers validate). It prints
+accuracy, QWK, macro-F1, parameters, size and milliseconds per response for each on
+``test_ua`` (unseen answers to the training questions) beside the teacher's; saves the KD
+model and its report page into one folder (``tinykd-demo/`` unless ``--out`` /
+``--report`` say otherwise) and scores a few example answers. ``--quick`` is a reduced
+run (a sample, 2 epochs, a small network) for CI.
 """
 from __future__ import annotations
 
@@ -30,12 +36,13 @@ import sys
 import tempfile
 import time
 
-from tinykd.train.options import TrainOptions
+from tinykd.distill.job import CHOOSE_ON, LAMS, STUDENT_OPTIONS
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 DATA_FILE = "scientsbank-demo.csv.gz"
 TEACHER_FILE = "scientsbank-demo-teacher.csv.gz"
 TEACHER_META = "scientsbank-demo-teacher.json"
+TRANSFER_FILE = "scientsbank-demo-transfer.csv.gz"
 LABEL_NAMES = {0: "correct", 1: "contradictory", 2: "incorrect"}
 COLUMNS = ["id", "item", "split", "label", "text", "question", "reference_answer"]
 CONTEXT = "reference_answer"
@@ -45,9 +52,10 @@ TEST_SPLIT = "test_ua"
 DEFAULT_DIR = "tinykd-demo"
 DEFAULT_OUT = os.path.join(DEFAULT_DIR, "demo.npz")
 
-# full run: the paper's 7t student; early stopping with a short patience keeps it well under 2 minutes
-FULL = TrainOptions(preset="7t", config=dict(max_len=64), epochs=10, patience=2)
-QUICK = TrainOptions(preset="7t", config=dict(embed_dim=16, units=16, dense_units=16), epochs=2, patience=2)
+# full run: distill's students (tinykd.distill.job.STUDENT_OPTIONS), the 7t preset
+FULL = STUDENT_OPTIONS.replace(preset="7t")
+QUICK = STUDENT_OPTIONS.replace(preset="7t", config=dict(embed_dim=16, units=16, dense_units=16), epochs=2,
+                                patience=2)
 
 
 def _read_gz_csv(path):
@@ -63,11 +71,11 @@ def load_data(data_dir=DATA_DIR):
 
 
 def _teacher(rows, classes, teacher_file):
-    """Teacher probabilities (n, K) for ``rows`` from a soft-label CSV (plain or .gz), via
-    :func:`tinykd.files.softlabels.read_soft_labels` (all checks apply)."""
+    """Teacher probabilities (n, K) for ``rows`` (dicts with an ``id``, or ids) from a soft-label CSV
+    (plain or .gz), via :func:`tinykd.files.softlabels.read_soft_labels` (all checks apply)."""
     from tinykd.files.softlabels import read_soft_labels
 
-    ids = [r["id"] for r in rows]
+    ids = [r["id"] if isinstance(r, dict) else r for r in rows]
     if teacher_file.endswith(".gz"):
         with tempfile.TemporaryDirectory() as tmp:
             plain = os.path.join(tmp, "teacher.csv")
@@ -114,16 +122,26 @@ def _out_path(out):
 
 
 class _Data:
-    """The demo's rows: training and test answers (a sample with ``quick``), labels (n,) and classes."""
+    """The demo's rows: training, validation and test answers (a sample with ``quick``), labels (n,) and
+    classes. With the transfer file, the answers whose copies it holds train and the other training
+    answers validate (distill's split); without it, every training answer trains (fit's holdout)."""
 
-    def __init__(self, data_dir, quick):
+    def __init__(self, data_dir, quick, transfer_file=None):
         import numpy as np
 
         rows = load_data(data_dir)
         self.train = [r for r in rows if r["split"] == "train"]
         self.test = [r for r in rows if r["split"] == TEST_SPLIT]
+        self.val, self.copies = [], None
+        if transfer_file and os.path.exists(transfer_file):
+            ids = [r["id"] for r in _read_gz_csv(transfer_file)]
+            sources = {i.rsplit("~aug", 1)[0] for i in ids}
+            self.copies = 1 + max(int(i.rsplit("~aug", 1)[1]) for i in ids)
+            self.val = [r for r in self.train if r["id"] not in sources]
+            self.train = [r for r in self.train if r["id"] in sources]
+        self.all_train = self.train  # the copies' swaps read the words of every training answer
         if quick:
-            self.train, self.test = _sample(self.train, 16), _sample(self.test, 6)
+            self.train, self.val, self.test = _sample(self.train, 16), _sample(self.val, 16), _sample(self.test, 6)
         self.y_train = np.array([int(r["label"]) for r in self.train])
         self.y_test = np.array([int(r["label"]) for r in self.test])
         self.classes = sorted(set(self.y_train.tolist()))
@@ -158,17 +176,40 @@ def _student_row(name, lam, model, data, options):
                 params=model.n_params, size=_size_of(model), ms=_ms_per_response(model, data.t_texts, data.t_ctx))
 
 
+def _transfer(data, transfer_file, teacher_file, seed):
+    """The KD student's transfer rows as distill makes them: the copies of the training answers made again
+    (same seed and perturbations as distill) with the teacher's bundled probabilities; with distill's
+    default of stopping on fidelity (:data:`~tinykd.distill.job.CHOOSE_ON`), the fidelity rows too
+    (validation rows + held-out copies: :func:`fidelity_rows`). Returns ``{"transfer": …[, "fidelity": …]}``."""
+    from tinykd.distill.augment import augment_rows
+    from tinykd.distill.students import fidelity_rows
+
+    made = augment_rows([r["text"] for r in data.all_train], [r["id"] for r in data.all_train],
+                        [r["label"] for r in data.all_train], n=data.copies, seed=0)
+    keep = {r["id"] for r in data.train}
+    made = [m for m in made if data.all_train[m[0]]["id"] in keep]
+    ids = [nid for _, nid, _ in made]
+    p = _teacher(ids, data.classes, transfer_file)
+    transfer = ([t for _, _, t in made], p, [data.all_train[j][CONTEXT] for j, _, _ in made])
+    if CHOOSE_ON != "fidelity":
+        return {"transfer": transfer}
+    val = ([r["text"] for r in data.val], None, [r[CONTEXT] for r in data.val]) if data.val else None
+    p_val = _teacher(data.val, data.classes, teacher_file) if data.val else None
+    return dict(zip(("transfer", "fidelity"), fidelity_rows(transfer, ids, val, p_val, seed)))
+
+
 def _train_all(data, options, teacher_file, data_dir, quiet, log):
     """The teacher's row (when its file is there), then the plain NN's and the KD student's; returns
-    ``(results, the model saved)``. Validation: tinykd.fit's rule (a seeded stratified 1/8)."""
+    ``(results, the model saved)``."""
     import numpy as np
 
     from tinykd.quality.metrics import scoring_metrics
     from tinykd.train.fitting import fit
 
     has_teacher = os.path.exists(teacher_file)
-    common = dict(contexts=data.contexts, verbose=not quiet, stream=log)
-    results = []
+    val = ([r["text"] for r in data.val], [int(r["label"]) for r in data.val], [r[CONTEXT] for r in data.val])
+    common = dict(contexts=data.contexts, verbose=not quiet, stream=log, validation=val if data.val else None)
+    results, kd = [], {}
     if has_teacher:
         p_train = _teacher(data.train, data.classes, teacher_file)
         p_test = _teacher(data.test, data.classes, teacher_file)
@@ -176,17 +217,24 @@ def _train_all(data, options, teacher_file, data_dir, quiet, log):
         m = scoring_metrics(data.y_test, np.asarray(data.classes)[p_test.argmax(1)], labels=data.classes)
         results.append(dict(name="teacher", what=meta.get("base_model_name") or "(soft-label file)", m=m,
                             params=meta.get("n_params"), size=meta.get("size_bytes"), ms=meta.get("ms_per_response")))
+        transfer_file = os.path.join(os.path.dirname(teacher_file), TRANSFER_FILE)
+        if data.copies:
+            kd = _transfer(data, transfer_file, teacher_file, options.seed)
     print("\n[1/2] plain NN (λ = 0): human scores only" if has_teacher else "\n[1/1] plain NN (λ = 0)",
           file=log, flush=True)
-    final = fit(data.texts, data.y_train, None, **common, **options.replace(lam=0.0).as_dict())
-    results.append(_student_row("plain NN", 0, final, data, options))
+    plain = options.replace(lam=0.0, soft_loss="ce", temperature=1.0)
+    final = fit(data.texts, data.y_train, None, **common, options=plain)
+    results.append(_student_row("plain NN", 0, final, data, plain))
     if has_teacher:
-        print("\n[2/2] KD student (λ = 1): human scores + the teacher's probabilities", file=log, flush=True)
-        final = fit(data.texts, data.y_train, p_train, **common, **options.replace(lam=1.0).as_dict())
-        results.append(_student_row("KD student", 1, final, data, options))
+        lam = LAMS[0]
+        print(f"\n[2/2] KD student (λ = {lam:g}): human scores + the teacher's probabilities"
+              + (f" on {len(kd['transfer'][0]):,} copies of the answers" if kd else ""), file=log, flush=True)
+        final = fit(data.texts, data.y_train, p_train, **common, **kd, options=options.replace(lam=lam))
+        results.append(_student_row("KD student", lam, final, data, options))
     for st in (r["model"] for r in results if "model" in r):
         st.meta["columns"] = {"text": "text", "label": "label", "id": "id", "context": CONTEXT, "item": None}
         st.meta["data_file"] = DATA_FILE
+        st.label_names = LABEL_NAMES  # the rubric's words: scored files, the report and the page say them
     return results, final
 
 
@@ -203,6 +251,10 @@ def _table(say, results, n_test, has_teacher):
     if has_teacher and not all(results[0].get(k) for k in ("params", "size", "ms")):
         say("(— : not recorded in the bundled teacher metadata)")
     if has_teacher:
+        kd, t = results[-1], results[0]
+        fewer = f", with {t['params'] / kd['params']:,.0f}× fewer parameters" if t.get("params") else ""
+        say(f"KD student vs its teacher: accuracy {kd['m']['accuracy'] - t['m']['accuracy']:+.3f}, QWK "
+            f"{kd['m']['qwk'] - t['m']['qwk']:+.3f}{fewer}")
         kd_m, nn_m = results[-1]["m"], results[-2]["m"]
         say(f"KD vs plain NN: accuracy {kd_m['accuracy'] - nn_m['accuracy']:+.3f}, QWK {kd_m['qwk'] - nn_m['qwk']:+.3f}"
             f" (one seed; see benchmarks/ for the multi-seed table)")
@@ -275,10 +327,10 @@ def run_demo(out=None, quick=False, teacher_file=None, seed=0, quiet=False, data
 
     t_start = time.time()
     out = _out_path(out)
-    data = _Data(data_dir, quick)
     options = (QUICK if quick else FULL).replace(seed=seed)
     teacher_file = teacher_file or os.path.join(data_dir, TEACHER_FILE)
     has_teacher = os.path.exists(teacher_file)
+    data = _Data(data_dir, quick, os.path.join(os.path.dirname(teacher_file), TRANSFER_FILE) if has_teacher else None)
     _intro(say, data, quick, has_teacher)
     results, final = _train_all(data, options, teacher_file, data_dir, quiet, log)
     final.save(out)
