@@ -198,3 +198,17 @@ def test_score_writes_pred_name_only_for_given_names(tmp_path):
     frame = scored_frame(pd.DataFrame({"text": texts[:6]}), m, "text", None, None, 0.6)
     assert frame["pred_name"].tolist() == [r["pred_name"] for r in rows]
     assert [str(v) for v in frame["pred"]] == [r["pred"] for r in rows]
+
+
+def test_evaluate_prints_the_names_beside_the_classes():
+    from tinykd.quality.evaluate import evaluation_report, format_report
+
+    texts = [f"w{i % 3} x y" for i in range(60)]
+    m = tinykd.fit(texts, [i % 3 for i in range(60)], epochs=1, verbose=False)
+    res = evaluation_report(m, texts, [str(i % 3) for i in range(60)])
+    assert res["label_names"] == {} and "name" not in format_report(res)[3]  # the labels are their own names
+    m.label_names = "0=wrong,1=partly,2=right"
+    lines = format_report(evaluation_report(m, texts, [str(i % 3) for i in range(60)]))
+    head = next(k for k, s in enumerate(lines) if s.strip().startswith("class"))
+    assert lines[head].endswith("  name") and [s.split()[-1] for s in lines[head + 1:head + 4]] == ["wrong", "partly",
+                                                                                                     "right"]

@@ -53,6 +53,7 @@ def evaluation_report(model, texts, labels, *, contexts=None, items=None, rater2
     unseen = sorted(set(y) - set(known))
     labels_all = known + unseen
     res = {"n": len(rows), "unlabeled_rows_skipped": unlabeled, "labels": labels_all,
+           "label_names": {k: v for k, v in _names_of(model).items() if v != k},
            "model_vs_human": scoring_metrics(y, p, labels=labels_all),
            **classification_details(y, p, labels_all)}
     if unseen:
@@ -96,9 +97,11 @@ def format_report(res, rater2_name=None):
         line("  same rows", res["model_vs_human_same_rows"])
         line(f"human vs {rater2_name or 'rater 2'}", res["human_vs_human"])
     out.append("")
-    out.append(f"{'class':>10}{'precision':>11}{'recall':>8}{'F1':>7}{'support':>9}")
+    names = res.get("label_names") or {}
+    out.append(f"{'class':>10}{'precision':>11}{'recall':>8}{'F1':>7}{'support':>9}" + ("  name" if names else ""))
     for lab, m in res["per_class"].items():
-        out.append(f"{_cut(lab):>10}{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['support']:>9,}")
+        out.append(f"{_cut(lab):>10}{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['support']:>9,}"
+                   + (f"  {_cut(names.get(lab, ''), 40)}" if names else ""))
     out.append("")
     out.append("confusion matrix (rows: human score, columns: model score)")
     labels = [_cut(s) for s in res["labels"]]
