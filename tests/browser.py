@@ -33,3 +33,14 @@ def dom_json(dom, element_id):
     m = re.search(rf'<pre id="{element_id}">(.*?)</pre>', dom, re.S)
     assert m, dom[-2000:]
     return json.loads(html.unescape(m.group(1)))
+
+
+def page_with_script(folder, name, script):
+    """A copy of ``folder``'s exported index.html named ``name`` with ``script`` before ``</body>``; its path."""
+    import os
+
+    page = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page.replace("</body>", script + "\n</body>", 1))
+    return path

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from browser import chromium, dom_json, needs_chromium, script_json
+from browser import chromium, dom_json, needs_chromium, page_with_script, script_json
 from conftest import assert_user_error, export_student, run_cli, write_csv
 
 import tinykd
@@ -199,11 +199,7 @@ def _explain_page(folder, texts, items, contexts):
   var pre = document.createElement("pre"); pre.id = "explain"; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 })();</script>""" % script_json(data)
-    page = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
-    path = os.path.join(folder, "explain.html")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page.replace("</body>", script + "\n</body>", 1))
-    return path
+    return page_with_script(folder, "explain.html", script)
 
 
 @needs_chromium

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from browser import chromium, dom_json, needs_chromium, script_json
+from browser import chromium, dom_json, needs_chromium, page_with_script, script_json
 from conftest import assert_user_error, export_student, run_cli, scientsbank_rows
 
 import tinykd
@@ -56,11 +56,7 @@ def _test_page(folder, texts, items=None, contexts=None, reps=1):
   var pre = document.createElement("pre"); pre.id = "tinykd-test"; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 })();</script>""" % script_json(data)
-    page = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
-    path = os.path.join(folder, "test.html")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page.replace("</body>", script + "\n</body>", 1))
-    return path
+    return page_with_script(folder, "test.html", script)
 
 
 def run_page(tmp_path, folder, texts, **kw):
