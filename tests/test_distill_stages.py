@@ -168,3 +168,36 @@ def test_a_job_file_left_out_options_take_the_commands_defaults(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(JobError, match="bad.json"):
         read_job(str(tmp_path / "bad.json"))
+
+
+def test_unlabeled_answers_are_copied_and_the_training_copies_stay(tmp_path):
+    import csv
+    import dataclasses
+
+    from tinykd.distill.copies import write_copies
+
+    rows = ItemRows(ids=("a", "b", "c", "u0"), texts=("the cell wall holds water", "a membrane lets salt in",
+                                                       "osmosis moves water", "water moves across the membrane"),
+                    labels=(0, 1, 0, None), contexts=None, roles=("train", "train", "val", "unlabeled"), kind="int")
+    chain = dataclasses.replace(_chain(tmp_path, contexts=False), rows=rows,
+                                unlabeled_rows=(("u1", "salt pulls the water out of the cell", "", "Q1"),))
+    plain = dataclasses.replace(chain, rows=dataclasses.replace(rows, roles=("train", "train", "val", "other")), unlabeled_rows=())
+    got = {}
+    for name, c in (("with", chain), ("without", plain)):
+        folder = tmp_path / name
+        folder.mkdir()
+        res = write_copies(str(folder), c, 3)
+        with open(folder / "copies.csv", newline="") as f:
+            got[name] = (res, [r[:2] for r in list(csv.reader(f))[1:]])
+    (res, rows_with), (res0, rows_without) = got["with"], got["without"]
+    assert res0 == {"n": 6, "copies": 6, "unlabeled": 0}
+    assert res == {"n": 14, "copies": 12, "unlabeled": 2}
+    assert rows_with[:6] == rows_without  # the training answers' copies do not change
+    ids = [i for i, _ in rows_with[6:]]
+    assert ids == ["u0", "u0~aug0", "u0~aug1", "u0~aug2", "u1", "u1~aug0", "u1~aug1", "u1~aug2"]
+    # the unlabeled answers' copies draw their swaps from the unlabeled answers' own words
+    vocab = set("water moves across the membrane salt pulls the water out of the cell".split())
+    assert all(set(t.split()) <= vocab for _, t in rows_with[6:])
+    base = copies_key("r", "Q1", 3, 3, None, {})
+    assert copies_key("r", "Q1", 3, 3, None, {}, unlabeled=False) == base != copies_key("r", "Q1", 3, 3, None, {},
+                                                                                        unlabeled=True)

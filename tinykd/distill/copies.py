@@ -23,9 +23,11 @@ def copy_count(chain):
 
 def write_copies(folder, chain, n):
     """The copies stage: ``folder/copies.csv`` (id, text, context) holding ``n`` copies of every
-    training answer of ``chain``, the data file's unlabeled training rows and the unlabeled file's
-    rows. Returns ``{"n": rows, "copies": copies, "unlabeled": unlabeled rows}``."""
-    from tinykd.distill.augment import augment_rows
+    training answer of ``chain``, then the unlabeled answers (the data file's unlabeled training rows and
+    the unlabeled file's rows), each followed by its own ``n`` copies: new answers weigh as much as
+    scored ones in the soft term (docs/decisions/transfer-data.md). Returns ``{"n": rows, "copies":
+    copies, "unlabeled": unlabeled rows}``."""
+    from tinykd.distill.augment import augment, augment_rows
 
     rows = chain.rows
     train = [i for i, r in enumerate(rows.roles) if r == "train"]
@@ -36,6 +38,15 @@ def write_copies(folder, chain, n):
     with AtomicCsvWriter(os.path.join(folder, "copies.csv"), ["id", "text", "context"]) as w:
         for j, nid, text in made:
             w.writerow([nid, text, "" if rows.contexts is None else rows.contexts[train[j]]])
-        for uid, text, ctx, _ in unlabeled:
+        # a separate call: the training answers' copies stay as they are without unlabeled answers
+        u_ids, u_texts, u_src = augment([u[1] for u in unlabeled], [u[0] for u in unlabeled], n=n, seed=chain.seed,
+                                        **chain.augment) if n and unlabeled else ([], [], [])
+        by_src = {}
+        for nid, text, j in zip(u_ids, u_texts, list(u_src)):
+            by_src.setdefault(int(j), []).append((nid, text))
+        for j, (uid, text, ctx, _) in enumerate(unlabeled):
             w.writerow([uid, text, ctx])
-    return {"n": len(made) + len(unlabeled), "copies": len(made), "unlabeled": len(unlabeled)}
+            for nid, copy in by_src.get(j, ()):
+                w.writerow([nid, copy, ctx])
+    return {"n": len(made) + len(unlabeled) + len(u_ids), "copies": len(made) + len(u_ids),
+            "unlabeled": len(unlabeled)}

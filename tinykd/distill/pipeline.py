@@ -263,7 +263,8 @@ def distill_item(chain, log, worker_threads=None):
     t = cache.run("teacher", t_key, chain.name, fit_teacher, chain, threads, log)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     n = copy_count(chain)
-    c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment)
+    c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
+                       bool(chain.unlabeled_rows) or "unlabeled" in chain.rows.roles)
     c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)

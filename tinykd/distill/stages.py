@@ -213,10 +213,12 @@ def teacher_key(rows, item, base, options, given_sha, versions):
     return stage_key(rows, item, base, options, given_sha, *versions)
 
 
-def copies_key(rows, item, n_copies, seed, unlabeled_sha, augment):
+def copies_key(rows, item, n_copies, seed, unlabeled_sha, augment, unlabeled=False):
     """The transfer set: the rows' key, the item, the copies per answer, the seed, the unlabeled
-    file's hash and the augmentation options that are set (none: not hashed)."""
-    return stage_key(rows, item, n_copies, seed, unlabeled_sha, *([sorted(augment.items())] if augment else []))
+    file's hash, the augmentation options that are set (none: not hashed) and, when there are
+    ``unlabeled`` answers, that they are copied too."""
+    return stage_key(rows, item, n_copies, seed, unlabeled_sha, *([sorted(augment.items())] if augment else []),
+                     *([("unlabeled", "copied")] if unlabeled else []))
 
 
 def labels_key(teacher, copies):
