@@ -157,10 +157,10 @@ def write_md(runs, path):
 
 
 def teacher_seed_lines(runs):
-    """The rows run over several teacher seeds (the students' seed fixed at 0, chosen on fidelity)."""
+    """The rows run over several teacher seeds (the students' seed fixed at 0, the default choice)."""
     by = {}
     for r in runs:
-        if r["choose_on"] == "fidelity" and r["seed"] == 0:
+        if r["choose_on"] == "validation" and r["seed"] == 0:
             by.setdefault(r["row"], {})[r.get("teacher_seed", 0)] = r
     lines = []
     for row, rs in by.items():
@@ -170,7 +170,7 @@ def teacher_seed_lines(runs):
         t_acc = [rs[t]["teacher"]["accuracy"] for t in ts]
         s_acc = [rs[t]["student"]["accuracy"] for t in ts]
         lines += ["", f"Teacher seeds on {rs[ts[0]]['name']} (the split, teacher and copies of each seed; students' "
-                  "seed 0, chosen on fidelity): " + "; ".join(
+                  "seed 0, the default choice): " + "; ".join(
                       f"seed {t}: teacher {rs[t]['teacher']['accuracy']:.3f} / {rs[t]['teacher']['qwk']:.3f}, student "
                       f"{rs[t]['student']['accuracy']:.3f} / {rs[t]['student']['qwk']:.3f}" for t in ts)
                   + f". Spread of test accuracy over the teacher seeds: teacher {100 * (max(t_acc) - min(t_acc)):.1f} "

@@ -198,7 +198,8 @@ def _distill(sub, fmt):
     x.add_argument("--work", help="work folder of the cached stages (unset: <out>.work)")
     x.add_argument("--teacher-dir", help="a fine-tuned teacher folder (tinykd-teacher fit), or one per item")
     x.add_argument("--base", help="the teacher's pre-trained base folder (unset: all-MiniLM-L6-v2)")
-    x.add_argument("--unlabeled", help="CSV of unlabeled answers for the transfer set")
+    x.add_argument("--unlabeled", help="CSV of unscored answers (same id/text/item columns): the teacher "
+                   "labels them and their copies for the transfer set")
     _columns(x, text="answer column", label="human score column", id="id column")
     x.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     x.add_argument("--item-col", help="one teacher and one student per value of this column")
