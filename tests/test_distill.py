@@ -2,6 +2,8 @@
 interruption then a rerun that recomputes nothing finished), a changed option invalidating only
 the stages after it, and one clear line without the teacher extra."""
 import csv
+import glob
+import os
 import json
 
 import numpy as np
@@ -245,3 +247,28 @@ def test_cli_distill_dask_errors_are_one_line(tmp_path, capsys):
     assert r.returncode == 2 and r.stderr.strip() == 'tinykd: error: the Dask extra is not installed: pip install ' \
                                                      '"tinykd[dask]"', r.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_distill_with_unlabeled_answers_copies_and_labels_them(tmp_path, tiny_base, teacher_calls):
+    """--unlabeled: the teacher is reused; the copies, labels and students stages run again, with each
+    unscored answer and its copies (as many as a training answer's) in the transfer set."""
+    data = make_csv(tmp_path / "d.csv")
+    more = make_csv(tmp_path / "more.csv", n=20, seed=1)
+    with open(more) as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "u.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "item", "text"])
+        w.writeheader()
+        w.writerows({"id": f"u{r['id']}", "item": r["item"], "text": r["text"]} for r in rows)
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT,
+                    unlabeled=str(tmp_path / "u.csv"))
+    assert [r.split(":")[0] for r in res.ran] == ["copies", "labels", "students"]
+    assert teacher_calls == ["fit", "export", "export"]  # the labels without, then with the unlabeled answers
+    m = tinykd.load(out)
+    assert m.meta["distill"]["copies"] == 54 * 2 + 20 * 3
+    labelled = sorted(len(list(csv.reader(open(p)))) - 1 for p in glob.glob(os.path.join(work, "labels-*", "labels.csv")))
+    assert labelled == [54 * 2, 54 * 2 + 20 * 3]
+    if m.meta["distill"]["lam"]:
+        assert m.meta["training"]["n_transfer"] == 54 * 2 + 20 * 3
