@@ -268,7 +268,8 @@ def test_distill_with_unlabeled_answers_copies_and_labels_them(tmp_path, tiny_ba
     assert teacher_calls == ["fit", "export", "export"]  # the labels without, then with the unlabeled answers
     m = tinykd.load(out)
     assert m.meta["distill"]["copies"] == 54 * 2 + 20 * 3
-    labelled = sorted(len(list(csv.reader(open(p)))) - 1 for p in glob.glob(os.path.join(work, "labels-*", "labels.csv")))
+    files = glob.glob(os.path.join(work, "labels-*", "labels.csv"))
+    labelled = sorted(len(list(csv.reader(open(p)))) - 1 for p in files)
     assert labelled == [54 * 2, 54 * 2 + 20 * 3]
     if m.meta["distill"]["lam"]:
         assert m.meta["training"]["n_transfer"] == 54 * 2 + 20 * 3

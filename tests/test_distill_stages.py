@@ -181,7 +181,8 @@ def test_unlabeled_answers_are_copied_and_the_training_copies_stay(tmp_path):
                     labels=(0, 1, 0, None), contexts=None, roles=("train", "train", "val", "unlabeled"), kind="int")
     chain = dataclasses.replace(_chain(tmp_path, contexts=False), rows=rows,
                                 unlabeled_rows=(("u1", "salt pulls the water out of the cell", "", "Q1"),))
-    plain = dataclasses.replace(chain, rows=dataclasses.replace(rows, roles=("train", "train", "val", "other")), unlabeled_rows=())
+    no_unlabeled = dataclasses.replace(rows, roles=("train", "train", "val", "other"))
+    plain = dataclasses.replace(chain, rows=no_unlabeled, unlabeled_rows=())
     got = {}
     for name, c in (("with", chain), ("without", plain)):
         folder = tmp_path / name
