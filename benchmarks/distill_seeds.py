@@ -45,6 +45,38 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "unlabeled": (("asap-2", "ela-4"), ("asap-1", "ela-7", "asap-10", "ela-9"), 0.0, 0.0, 0.005)}
 
 
+#: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
+#: was filed: distill_seeds.md at commit 2b07dec (three student seeds, weight averaging, family-26 EPYC)
+SPREAD_BEFORE = {"asap-1": 3.9, "asap-2": 4.0, "asap-5": 0.5, "asap-6": 0.7, "asap-10": 1.6, "scientsbank-ua": 1.1}
+
+
+def target_lines(s, how="validation"):
+    """The targets of the issue on the rows of ``how``: mean and worst Δ to the teacher, the plain NN, the spread."""
+    got = {r: s[(r, how)] for r in ORDER if (r, how) in s and s[(r, how)]["n"] >= 3}
+    if not got:
+        return []
+    da = sum(v["acc"] - v["t_acc"] for v in got.values()) / len(got)
+    dq = sum(v["qwk"] - v["t_qwk"] for v in got.values()) / len(got)
+    wa = min(got, key=lambda r: got[r]["acc"] - got[r]["t_acc"])
+    wq = min(got, key=lambda r: got[r]["qwk"] - got[r]["t_qwk"])
+    below = [r for r, v in got.items() if v["acc"] < v["plain"] - 0.005]
+    both = [r for r in got if r in SPREAD_BEFORE]
+    now = sum(100 * got[r]["spread"] for r in both) / max(len(both), 1)
+    before = sum(SPREAD_BEFORE[r] for r in both) / max(len(both), 1)
+    halved = [r for r in both if 100 * got[r]["spread"] <= SPREAD_BEFORE[r] / 2 + 1e-9]
+    ok = lambda c: "met" if c else "**not met**"  # noqa: E731
+    return ["", f"Targets ({how}, the {len(got)} row(s) with three seeds or more, each the mean over its seeds):",
+            f"- mean student − teacher {100 * da:+.2f} points, {dq:+.4f} QWK (within 1 point and 0.015 QWK: "
+            f"{ok(abs(da) <= 0.01 and abs(dq) <= 0.015 or (da > 0 and dq > 0))})",
+            f"- worst row in accuracy {got[wa]['name']} {100 * (got[wa]['acc'] - got[wa]['t_acc']):+.2f} points; in QWK "
+            f"{got[wq]['name']} {got[wq]['qwk'] - got[wq]['t_qwk']:+.4f} (within 2.5 points and 0.04 QWK: "
+            f"{ok(got[wa]['acc'] - got[wa]['t_acc'] >= -0.025 and got[wq]['qwk'] - got[wq]['t_qwk'] >= -0.04)})",
+            f"- below the plain NN by more than 0.5 points: {', '.join(below) or 'no row'} ({ok(not below)})",
+            f"- seed spread on the {len(both)} row(s) also measured at commit 2b07dec: mean {now:.1f} points against "
+            f"{before:.1f} then (at most half: {ok(now <= before / 2)}); halved on {len(halved)} of {len(both)} rows "
+            f"({', '.join(halved)})"]
+
+
 def unlabeled_file(data):
     """The unscored answers beside a data file (``X.csv`` → ``X-unlabeled.csv``; docs/decisions/transfer-data.md)."""
     path = data.with_name(f"{data.stem}-unlabeled.csv")
@@ -149,6 +181,7 @@ def write_md(runs, path):
                          f"{worst['name']} {worst['acc'] - worst['t_acc']:+.3f} / {worst['qwk'] - worst['t_qwk']:+.3f}; "
                          f"below the plain NN by more than 0.5 points on "
                          f"{sum(v['acc'] < v['plain'] - 0.005 for v in got)} row(s)")
+    lines += target_lines(s)
     lines += teacher_seed_lines(runs)
     lines += ["", "Commands: each row's `tinykd distill` command (benchmarks/results/distill_table.md) with "
               "`--student-seed S` and the variant's flag. The students' seconds are the slowest seed's, as measured "
