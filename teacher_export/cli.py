@@ -47,6 +47,15 @@ def _data_args(p, label_default="label"):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def _bf16_arg(p, default="off"):
+    """``--bf16 off|on|auto`` (:mod:`teacher_export.precision`; the choices are its ``BF16_CHOICES``)."""
+    p.add_argument("--bf16", choices=("off", "on", "auto"), default=default,
+                   help="the teacher's training steps and labelling under bfloat16 autocast (the weights stay "
+                   "float32): on (refused where neither the CPU, with AVX-512 BF16 or AMX, nor the GPU runs "
+                   "bfloat16), auto (on where supported, else float32) or off" +
+                   (" (default: off)" if default else " (default: the sidecar's)"))
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="tinykd-teacher", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -76,6 +85,7 @@ def build_parser():
                    help="epochs of each fold teacher (default: the main run's best epoch)")
     f.add_argument("--no-save-teacher", action="store_true", help="do not save the fine-tuned model folder")
     f.add_argument("--progress-every", type=int, default=20, help="progress line every N batches (0: off)")
+    _bf16_arg(f)
     c = sub.add_parser("crossfit", help="out-of-fold soft labels for the training rows of a teacher 'fit' made")
     c.add_argument("--soft", required=True, help="the soft-label CSV written by 'fit' (its .json beside it)")
     _data_args(c)
@@ -84,6 +94,7 @@ def build_parser():
     c.add_argument("--lr", type=float, default=None, help="learning rate (default: the sidecar's)")
     c.add_argument("--base", default=None, help="pre-trained base folder (default: the one the sidecar names)")
     c.add_argument("--progress-every", type=int, default=20)
+    _bf16_arg(c, default=None)
     e = sub.add_parser("export", help="export soft labels with an already fine-tuned teacher folder")
     e.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
     _data_args(e, label_default=None)
@@ -91,6 +102,7 @@ def build_parser():
     e.add_argument("--workers", type=int, default=None,
                    help="processes that label on the CPU, the threads shared among them (default: one per "
                    "thread, at most 4, from 10,000 answers; 1: this process); the probabilities are the same")
+    _bf16_arg(e)
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
                        description="Write one soft-label file holding the rows of every FILE: the classes are "
                        "the union of the files' (a class a file lacks is 0 in its rows); an id in two files "
@@ -217,6 +229,7 @@ def main(argv=None):
 
     from .data import DataError  # tinykd.files.csvfiles.DataFileError: every data-file error, one line
     from .model import BaseModelError
+    from .precision import PrecisionError
     from .workers import WorkerError
 
     common = dict(data=args.data, out=args.out, name=args.name, text_col=args.text_col,
@@ -235,19 +248,21 @@ def main(argv=None):
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
                           freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on,
-                          tolerance=args.tolerance)
+                          tolerance=args.tolerance, bf16=args.bf16)
         elif args.cmd == "crossfit":
             from .export import run_crossfit
 
             common.pop("seed")
             res = run_crossfit(soft=args.soft, k=args.k, epochs=args.epochs, base=args.base, lr=args.lr,
-                               progress_every=args.progress_every, seed=args.seed, **common)
+                               progress_every=args.progress_every, seed=args.seed, bf16=args.bf16, **common)
             res["path"], res["metrics"] = res["crossfit_path"], {}
         else:
             from .export import run_export
 
-            res = run_export(teacher=args.teacher, batch_size=args.batch_size, workers=args.workers, **common)
-    except (DataError, SoftLabelError, BaseModelError, OSError, WorkerError) as e:  # OSError: a full disk, no weights
+            res = run_export(teacher=args.teacher, batch_size=args.batch_size, workers=args.workers, bf16=args.bf16,
+                             **common)
+    except (DataError, SoftLabelError, BaseModelError, OSError, WorkerError,  # OSError: a full disk, no weights
+            PrecisionError) as e:
         print(f"tinykd-teacher: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps({"path": res["path"], "crossfit_path": res.get("crossfit_path"),

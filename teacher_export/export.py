@@ -19,6 +19,7 @@ from .data import DataError, Dataset, load_dataset, stratified_folds
 from .finetune import (STOP_ON, TOLERANCE, encode, fine_tune, label_batches, log, pick_device, predict_logits,
                        set_seed)
 from .model import load_classifier, load_tokenizer, resolve_base
+from .precision import resolve_precision
 from .workers import auto_workers, predict_logits_in_workers
 
 TEACHER_META = "teacher.json"
@@ -70,15 +71,17 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             val_frac=0.1, where=None, unlabeled=None, base=None, epochs=6, patience=2, lr=5e-5,
             max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
             crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
-            class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE):
+            class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE, bf16="off"):
     """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
-    K >= 2 also ``out/<name>-crossfit.csv``. Returns a dict of results (paths, metrics, folds)."""
+    K >= 2 also ``out/<name>-crossfit.csv``. ``bf16``: off / on / auto (:mod:`teacher_export.precision`),
+    for the training steps and the labelling alike. Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device(device)
+    prec = resolve_precision(bf16, device)
     base_path = resolve_base(base)
     name = name or os.path.splitext(os.path.basename(data))[0]
     os.makedirs(out, exist_ok=True)
@@ -88,7 +91,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
                       where=where, unlabeled=unlabeled)
     for note in ds.notes:
         log(note)
-    log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}")
+    log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}; {prec.describe()}")
     tok = load_tokenizer(base_path)
     enc = _encode_and_log(tok, ds, max_length)
     pad_id = tok.pad_token_id or 0
@@ -100,16 +103,17 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
           "class_weight": cw, "freeze_embeddings": freeze_embeddings,
           "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
-          **({"tolerance": tolerance} if stop_on == "accuracy" else {})}
+          **({"tolerance": tolerance} if stop_on == "accuracy" else {}), "bf16": bf16}
 
     set_seed(seed)
     model = load_classifier(base_path, len(ds.classes), ds.class_keys)
     res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                     warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
                     progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings,
-                    stop_on=stop_on, tolerance=tolerance)
+                    stop_on=stop_on, tolerance=tolerance, bf16=prec.bf16)
     log(f"predicting {len(ds.ids)} rows")
-    logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50)
+    logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50,
+                            bf16=prec.bf16)
     proba = softmax(logits)
     m = split_metrics(ds, proba)
     for k, v in m.items():
@@ -119,8 +123,10 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         teacher_dir = os.path.join(out, f"{name}-teacher")
         _save_teacher(teacher_dir, model, tok, {
             "classes": ds.class_keys, "max_length": max_length, "base_model": base_path, "text_col": text_col,
-            "context_col": context_col, "context_file": context_file, "id_col": id_col, "label_col": label_col})
-    meta = _fit_meta(ds, data, unlabeled, base, base_path, {**hp, "optimizer": res.optimizer}, res, m, device)
+            "context_col": context_col, "context_file": context_file, "id_col": id_col, "label_col": label_col,
+            "precision": prec.dtype})
+    meta = {**_fit_meta(ds, data, unlabeled, base, base_path, {**hp, "optimizer": res.optimizer}, res, m, device),
+            **prec.record()}
     path = os.path.join(out, f"{name}.csv")
     meta["wall_seconds"] = round(time.time() - t_all, 1)
     _write(path, ds, proba, logits, [-1] * len(ds.ids), meta)
@@ -133,7 +139,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
                                 lr=lr, batch_size=batch_size, warmup=warmup, weight_decay=weight_decay,
                                 seed=seed, device=device, pad_id=pad_id, progress_every=progress_every,
                                 class_weight=cw, freeze_embeddings=freeze_embeddings, out=out, name=name,
-                                t_all=t_all))
+                                t_all=t_all, bf16=prec.bf16))
     return result
 
 
@@ -184,10 +190,10 @@ def _fit_meta(ds, data, unlabeled, base, base_path, hp, res, m, device):
 
 
 def _crossfit(ds, enc, y, logits, meta, *, k, n_ep, base_path, lr, batch_size, warmup, weight_decay, seed,
-              device, pad_id, progress_every, class_weight, freeze_embeddings, out, name, t_all):
+              device, pad_id, progress_every, class_weight, freeze_embeddings, out, name, t_all, bf16=False):
     """Train K fold teachers on the role==train rows (each on K-1 folds, ``n_ep`` epochs, no early
     stopping) and write ``out/<name>-crossfit.csv``: out-of-fold probabilities for training rows, the full
-    teacher's ``logits`` for every other row."""
+    teacher's ``logits`` for every other row. ``bf16``: under bfloat16 autocast."""
     m = meta.get("metrics", {})
     tr_arr = np.asarray(ds.index("train"), dtype=int)
     fold_of_tr = stratified_folds(y[tr_arr], k, seed)
@@ -206,8 +212,9 @@ def _crossfit(ds, enc, y, logits, meta, *, k, n_ep, base_path, lr, batch_size, w
         fine_tune(fm, enc, y, fit_idx, None, epochs=n_ep, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed + 1 + f, device=device, pad_id=pad_id,
                   progress_every=progress_every, class_weight=class_weight, tag=f"[fold {f}] ",
-                  freeze_embeddings=freeze_embeddings)
-        cf_logits[hold_idx] = predict_logits(fm, enc, hold_idx, batch_size=64, device=device, pad_id=pad_id)
+                  freeze_embeddings=freeze_embeddings, bf16=bf16)
+        cf_logits[hold_idx] = predict_logits(fm, enc, hold_idx, batch_size=64, device=device, pad_id=pad_id,
+                                             bf16=bf16)
         del fm
     cf_proba = softmax(cf_logits)
     oof = metrics(y[tr_arr], cf_proba[tr_arr].argmax(1), len(ds.classes))
@@ -230,11 +237,12 @@ def _crossfit(ds, enc, y, logits, meta, *, k, n_ep, base_path, lr, batch_size, w
 def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, text_col="text",
                  label_col="label", id_col="id", context_col=None, context_file=None, split_col=None,
                  train_split="train", val_split=None, test_split=None, val_frac=0.1, where=None, unlabeled=None,
-                 seed=0, device=None, threads=None, progress_every=20, lr=None):
+                 seed=0, device=None, threads=None, progress_every=20, lr=None, bf16=None):
     """Cross-fitted file for a teacher that ``fit`` already trained: ``soft`` is its soft-label CSV (with
     the .json sidecar). The fold teachers reuse the sidecar's hyper-parameters and, by default, its best
     epoch (``epochs``, ``lr`` override them); rows other than role==train keep the full teacher's logits from ``soft``. The data arguments
-    must select the same rows as the original run (checked: same data file hash, same training ids)."""
+    must select the same rows as the original run (checked: same data file hash, same training ids).
+    ``bf16`` (None: the sidecar's, else off) is the fold teachers' precision."""
     from tinykd.files.softlabels import read_sidecar
 
     t_all = time.time()
@@ -243,6 +251,7 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
     device = pick_device(device)
     side = read_sidecar(soft)
     hp = side.get("hyperparameters") or {}
+    prec = resolve_precision(bf16 or hp.get("bf16", "off"), device)
     if base is None and side.get("base_model_path") and os.path.isdir(side["base_model_path"]):
         base = side["base_model_path"]
     base_path = resolve_base(base)
@@ -279,28 +288,30 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
     max_length = int(hp.get("max_length", 128))
     enc = encode(tok, ds.texts, ds.contexts, max_length)
     y = _label_vector(ds)
-    meta = {k_: v for k_, v in side.items() if k_ != "wall_seconds"}
+    meta = {**{k_: v for k_, v in side.items() if k_ != "wall_seconds"}, **prec.record()}
     return _crossfit(ds, enc, y, logits, meta, k=int(k), n_ep=int(epochs or side.get("best_epoch") or 1),
                      base_path=base_path, lr=float(lr or hp.get("lr", 5e-5)),
                      batch_size=int(hp.get("batch_size", 16)), warmup=float(hp.get("warmup", 0.1)),
                      weight_decay=float(hp.get("weight_decay", 0.01)), seed=int(hp.get("seed", seed)),
                      device=device, pad_id=tok.pad_token_id or 0, progress_every=progress_every,
                      class_weight=hp.get("class_weight"), freeze_embeddings=bool(hp.get("freeze_embeddings")),
-                     out=out, name=name, t_all=t_all)
+                     out=out, name=name, t_all=t_all, bf16=prec.bf16)
 
 
 def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, id_col=None,
                context_col=None, context_file=None, split_col=None, train_split="train", val_split=None,
                test_split=None, where=None, unlabeled=None, batch_size=64, device=None, threads=None,
-               seed=0, val_frac=0.1, workers=None):
+               seed=0, val_frac=0.1, workers=None, bf16="off"):
     """Soft labels for every row of ``data`` (and ``unlabeled``) from a saved teacher folder; on a CPU in
-    ``workers`` processes (None: :func:`teacher_export.workers.auto_workers`), the same probabilities."""
+    ``workers`` processes (None: :func:`teacher_export.workers.auto_workers`), the same probabilities.
+    ``bf16``: off / on / auto (:mod:`teacher_export.precision`)."""
     t_all = time.time()
     if workers is not None and int(workers) < 1:
         raise DataError(f"--workers must be at least 1, got {workers}")
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device(device)
+    prec = resolve_precision(bf16, device)
     mpath = os.path.join(teacher, TEACHER_META)
     if not os.path.exists(mpath):
         raise FileNotFoundError(f"{teacher} is not a teacher folder written by 'fit' (no {TEACHER_META})")
@@ -323,6 +334,7 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     for note in ds.notes:
         log(note)
     set_seed(seed)
+    log(prec.describe())
     tok = load_tokenizer(teacher)
     enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128))
     n_threads = torch.get_num_threads()
@@ -334,18 +346,18 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
         log(f"labelling {len(ds.ids):,} answers in {workers} worker processes of {max(1, n_threads // workers)} "
             "torch thread(s)")
         logits = predict_logits_in_workers(teacher, enc, batches, len(classes), workers, max(1, n_threads // workers),
-                                           pad_id=tok.pad_token_id or 0, log=log)
+                                           pad_id=tok.pad_token_id or 0, log=log, bf16=prec.bf16)
     else:
         model = load_classifier(teacher).to(device)
         logits = predict_logits(model, enc, None, batch_size=batch_size, device=device,
-                                pad_id=tok.pad_token_id or 0, progress=50)
+                                pad_id=tok.pad_token_id or 0, progress=50, bf16=prec.bf16)
     proba = softmax(logits)
     m = split_metrics(ds, proba) if any(r in ("val", "test", "train") for r in ds.roles) else {}
     meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export export",
             "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "temperature": 1.0,
             "classes": ds.class_keys, "data_file": os.path.basename(data),
             **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
-            "splits": split_sizes(ds), "metrics": m, **_env(device), "workers": workers}
+            "splits": split_sizes(ds), "metrics": m, **_env(device), "workers": workers, **prec.record()}
     meta["wall_seconds"] = round(time.time() - t_all, 1)
     name = name or os.path.splitext(os.path.basename(data))[0]
     path = os.path.join(out, f"{name}.csv")

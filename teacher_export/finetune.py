@@ -13,6 +13,8 @@ import torch
 
 from tinykd.nn.dense import softmax
 
+from .precision import autocast
+
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -88,9 +90,9 @@ def predict_progress(n_done, n_batches, elapsed, done, total, how=""):
 
 
 @torch.no_grad()
-def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, progress=None):
+def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, progress=None, bf16=False):
     """Logits (float64 array, rows in the order of ``idx``) for the encoded rows, in the batches of
-    :func:`label_batches`."""
+    :func:`label_batches`; ``bf16``: under bfloat16 autocast (:func:`teacher_export.precision.autocast`)."""
     device = device or next(model.parameters()).device
     n_all = len(enc["input_ids"])
     idx = np.arange(n_all) if idx is None else np.asarray(idx, dtype=int)
@@ -103,7 +105,8 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
     t0 = time.time()
     for b, pos in enumerate(batches):
         batch = _collate(enc, idx[pos], pad_id, device)
-        out[pos] = model(**batch).logits.double().cpu().numpy()
+        with autocast(model, device, bf16):
+            out[pos] = model(**batch).logits.double().cpu().numpy()
         if progress and (b + 1) % progress == 0:
             log(predict_progress(b + 1, len(batches), time.time() - t0, cost[:b + 1].sum(), cost.sum()))
     return out
@@ -195,14 +198,15 @@ class FitResult:
 def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, lr=5e-5,
               batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, device=None, pad_id=0,
               progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy",
-              tolerance=TOLERANCE):
+              tolerance=TOLERANCE, bf16=False):
     """Fine-tune ``model`` in place on rows ``train_idx`` of ``enc`` (labels ``y``, indexed like
     ``enc``). With ``val_idx``: early stopping with ``patience`` and the best epoch's weights
     restored, the epoch being :func:`kept_epoch`'s (``stop_on``, ``tolerance``). An epoch improves
     when it becomes the kept one or (``stop_on="accuracy"``) raises the best validation accuracy by
     more than ``tolerance``; training stops ``patience`` epochs after the last improvement. Only the
     weights of epochs that can still be kept are held (in memory, on the CPU). Without
-    ``val_idx``: exactly ``epochs`` epochs."""
+    ``val_idx``: exactly ``epochs`` epochs. ``bf16``: the steps and the validation passes under bfloat16
+    autocast (:mod:`teacher_export.precision`; the weights stay float32)."""
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
@@ -216,7 +220,7 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     total = (len(train_idx) + batch_size - 1) // batch_size * epochs
     opt, sched = _optimizer(model, lr, weight_decay, int(round(warmup * total)), total, freeze_embeddings)
     cw = torch.as_tensor(class_weight, dtype=torch.float32, device=device) if class_weight is not None else None
-    step = _Step(model, opt, sched, torch.nn.CrossEntropyLoss(weight=cw), enc, pad_id, device)
+    step = _Step(model, opt, sched, torch.nn.CrossEntropyLoss(weight=cw), enc, pad_id, device, bf16)
     res = FitResult(model=model, train_idx=train_idx.tolist(),
                     optimizer="AdamW (fused)" if opt.defaults.get("fused") else "AdamW")
     stopping, states = EarlyStopping(stop_on, tolerance, patience), {}
@@ -231,7 +235,7 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
             res.epochs_run = ep
             res.best_epoch = ep
             continue
-        rec.update(_validate(model, enc, y, val_idx, max(64, batch_size), device, pad_id))
+        rec.update(_validate(model, enc, y, val_idx, max(64, batch_size), device, pad_id, bf16))
         rec["seconds"] = round(time.time() - t0, 1)
         log(f"{tag}epoch {ep}/{epochs}  loss {rec['loss']:.4f}  val loss {rec['val_loss']:.4f}  "
             f"val acc {rec['val_acc']:.4f}  {rec['seconds']:.0f}s")
@@ -288,6 +292,7 @@ class _Step:
     enc: dict
     pad_id: int
     device: object
+    bf16: bool = False
 
 
 def _train_epoch(step, y_t, train_idx, batch_size, rng, progress_every, what):
@@ -301,7 +306,8 @@ def _train_epoch(step, y_t, train_idx, batch_size, rng, progress_every, what):
     for b, pos in enumerate(batches):
         idx = train_idx[pos]
         batch = _collate(step.enc, idx, step.pad_id, step.device)
-        loss = step.loss_fn(step.model(**batch).logits, y_t[idx].to(step.device))
+        with autocast(step.model, step.device, step.bf16):
+            loss = step.loss_fn(step.model(**batch).logits.float(), y_t[idx].to(step.device))
         step.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in step.model.parameters() if p.requires_grad], 1.0)
@@ -316,9 +322,9 @@ def _train_epoch(step, y_t, train_idx, batch_size, rng, progress_every, what):
     return tot / max(1, nseen)
 
 
-def _validate(model, enc, y, val_idx, batch_size, device, pad_id):
+def _validate(model, enc, y, val_idx, batch_size, device, pad_id, bf16=False):
     """``{"val_loss": mean cross-entropy, "val_acc": accuracy}`` on the rows ``val_idx``."""
-    z = predict_logits(model, enc, val_idx, batch_size=batch_size, device=device, pad_id=pad_id)
+    z = predict_logits(model, enc, val_idx, batch_size=batch_size, device=device, pad_id=pad_id, bf16=bf16)
     yv = np.asarray(y)[np.asarray(val_idx, dtype=int)]
     p = softmax(z)
     vloss = float(-np.mean(np.log(np.clip(p[np.arange(len(yv)), yv], 1e-12, None))))

@@ -30,6 +30,7 @@ import torch
 
 from .finetune import _collate, predict_progress
 from .model import load_classifier
+from .precision import autocast
 
 #: fewer answers than this are labelled in the calling process: the workers' start (importing torch,
 #: loading the teacher, both at once) costs several seconds. On 2 cores, 4,000 of item 1's copies took
@@ -47,6 +48,7 @@ class WorkerError(RuntimeError):
 
 
 _model = None  # the worker process's own teacher (set by _start, in the worker only)
+_bf16 = False  # whether the worker labels under bfloat16 autocast (set by _start)
 
 
 def auto_workers(n_rows, threads, device):
@@ -64,12 +66,12 @@ def _watch_parent(ppid):
     os._exit(1)  # the parent is gone: nothing waits for this worker's results
 
 
-def _start(teacher, threads, ppid):
-    global _model
+def _start(teacher, threads, ppid, bf16=False):
+    global _model, _bf16
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
     torch.set_num_threads(threads)
-    _model = load_classifier(teacher).eval()
+    _model, _bf16 = load_classifier(teacher).eval(), bool(bf16)
 
 
 def _run(batches, pad_id):
@@ -78,16 +80,18 @@ def _run(batches, pad_id):
     with torch.no_grad():
         for enc in batches:
             batch = _collate(enc, range(len(enc["input_ids"])), pad_id, "cpu")
-            out.append(_model(**batch).logits.double().numpy())
+            with autocast(_model, "cpu", _bf16):
+                out.append(_model(**batch).logits.double().numpy())
     return out
 
 
 def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads, pad_id=0, log=None,
-                              progress=50):
+                              progress=50, bf16=False):
     """Logits (float64, one row per answer of ``enc``) of the teacher folder ``teacher`` computed in
     ``workers`` processes of ``threads`` torch threads each; ``batches`` are position arrays into
     ``enc`` (:func:`~teacher_export.finetune.label_batches`). ``log(msg)`` gets a progress line every
-    ``progress`` batches. On an error or Ctrl-C the workers are stopped at once."""
+    ``progress`` batches; ``bf16``: under bfloat16 autocast, as in the single process. On an error or
+    Ctrl-C the workers are stopped at once."""
     out = np.zeros((len(enc["input_ids"]), n_labels), dtype=np.float64)
     cost = np.array([sum(len(enc["input_ids"][i]) for i in b) for b in batches], dtype=np.float64)
     order = np.argsort(-cost, kind="stable")  # the longest batches first
@@ -98,7 +102,8 @@ def predict_logits_in_workers(teacher, enc, batches, n_labels, workers, threads,
 
     ctx = multiprocessing.get_context("spawn")  # torch's threads do not survive a fork
     t0, done, shown, n_done = time.time(), 0.0, 0, 0
-    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(teacher, threads, os.getpid()))
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start,
+                             initargs=(teacher, threads, os.getpid(), bf16))
     try:
         futs = {ex.submit(_run, rows(t), pad_id): t for t in range(len(tasks))}
         for f in as_completed(futs):

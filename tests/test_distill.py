@@ -273,3 +273,24 @@ def test_distill_with_unlabeled_answers_copies_and_labels_them(tmp_path, tiny_ba
     assert labelled == [54 * 2, 54 * 2 + 20 * 3]
     if m.meta["distill"]["lam"]:
         assert m.meta["training"]["n_transfer"] == 54 * 2 + 20 * 3
+
+
+def test_distill_teacher_bf16_auto_reaches_the_fit_and_the_labels(tmp_path, tiny_base, teacher_calls):
+    """teacher_options bf16="auto" (``--teacher-bf16 auto``): the teacher's fine-tuning, its labels of the
+    item's rows and of the copies all run in the precision this machine supports, and every sidecar says it."""
+    import torch
+
+    from teacher_export.precision import bf16_support
+
+    data, work = make_csv(tmp_path / "d.csv"), tmp_path / "work"
+    D.distill(data, tmp_path / "m.npz", base=tiny_base, teacher_options={**TEACHER, "bf16": "auto"}, work=str(work),
+              **STUDENT)
+    assert teacher_calls == ["fit", "export"]
+    ok, found = bf16_support(torch.device("cpu"))
+    want = ("bfloat16", "detected") if ok else ("float32", "not supported")
+    for stage in ("teacher", "labels"):  # the fit's job and sidecar, the labelling's
+        folder = next(work.glob(f"{stage}-*"))
+        assert json.loads((folder / T.JOB_FILE).read_text())["bf16"] == "auto"
+        side = json.loads((folder / f"{stage}.json").read_text())
+        assert (side["precision"], side["precision_why"], side["bf16_hardware"]) == (*want, found)
+    assert json.loads(next(work.glob("teacher-*/teacher-teacher/teacher.json")).read_text())["precision"] == want[0]

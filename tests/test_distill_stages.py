@@ -135,6 +135,47 @@ def test_teacher_job_files_carry_the_arguments_the_argv_did(tmp_path, monkeypatc
     assert T.label_copies(str(tmp_path), "/t", "/c.csv", 0, True, 2, print) == {"n": 0} and len(ran) == 3
 
 
+def test_teacher_bf16_is_validated_keyed_only_when_set_and_reaches_every_teacher_job(tmp_path, monkeypatch):
+    """``bf16`` "off" (the default) leaves the teacher's key — and so the labels' — as pinned above and the
+    job files as they were; "on" / "auto" changes both keys and reaches the fit, the given teacher's export
+    and the labels stage's export alike."""
+    import dataclasses
+
+    from tinykd.cli.parser import build_parser as tinykd_parser
+
+    r, versions = "e704aaf930728c8d", ("0.0.0", "9.9.9")
+    off = TeacherOptions(epochs=4, lr=3e-3, bf16="off")
+    assert off.key_options() == TeacherOptions(epochs=4, lr=3e-3).key_options() and "bf16" not in off.key_options()
+    t_off = teacher_key(r, "Q1", "/models/base", off.key_options(), None, versions)
+    assert t_off == "3a7e271b398dbdd5" and labels_key(t_off, "6c9e2f24b9ddf40a") == "ad1dafe3d3f6bed9"
+    keys = {t_off}
+    for value in ("on", "auto"):
+        opts = dataclasses.replace(off, bf16=value)
+        assert opts.key_options()["bf16"] == value
+        t = teacher_key(r, "Q1", "/models/base", opts.key_options(), None, versions)
+        assert t not in keys and labels_key(t, "6c9e2f24b9ddf40a") != "ad1dafe3d3f6bed9"
+        keys.add(t)
+    for bad in ("yes", True, None, "ON"):
+        with pytest.raises(OptionError, match="teacher_bf16"):
+            TeacherOptions.make({"bf16": bad})
+    ran = []
+    monkeypatch.setattr(T, "run_teacher", lambda args, log: ran.append(read_job(args[1])))
+    chain = dataclasses.replace(_chain(tmp_path), teacher=TeacherOptions(epochs=4, lr=3e-3, bf16="auto"))
+    given = dataclasses.replace(chain, teacher_dir="/given")
+    for k, run in enumerate((lambda f: T.fit_teacher(f, chain, 2, print), lambda f: T.fit_teacher(f, given, 2, print),
+                             lambda f: T.label_copies(f, "/t", "/c.csv", 5, True, 2, print, "auto"))):
+        (tmp_path / f"s{k}").mkdir()
+        run(str(tmp_path / f"s{k}"))
+    assert [(a.cmd, a.bf16) for a in ran] == [("fit", "auto"), ("export", "auto"), ("export", "auto")]
+    assert "bf16" not in json.dumps(T.fit_job(_chain(tmp_path), "D", 2))  # off: the job file as before
+    assert "bf16" not in json.dumps(T.labels_job("/t", "/c.csv", True, "D", 2))
+    unsupported = T.TeacherError("--bf16 on: bfloat16 is not supported here (CPU without AVX-512 BF16 or AMX BF16)")
+    assert "--teacher-bf16 auto" in T._what_to_do(unsupported, {"command": "fit"})
+    parse = tinykd_parser().parse_args
+    assert parse(["distill", "a.csv", "--out", "s.npz"]).teacher_bf16 is None  # unset: the default, off
+    assert parse(["distill", "a.csv", "--out", "s.npz", "--teacher-bf16", "auto"]).teacher_bf16 == "auto"
+
+
 @pytest.mark.parametrize("job, message", [
     ({"command": "crossfit"}, '"command" must be one of fit, export'),
     ({"command": "fit", "data": "d.csv"}, "fit needs out"),

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 
 from tinykd._version import __version__
-from tinykd.distill.job import AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, STUDENT_OPTIONS, TEACHER_DEFAULTS
+from tinykd.distill.job import (AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, STUDENT_OPTIONS,
+                               TEACHER_DEFAULTS)
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -229,6 +230,10 @@ def _distill(sub, fmt):
     x.add_argument("--teacher-tolerance", type=float, metavar="ACC",
                    help="validation accuracies within ACC of the teacher's best count as tied, the tied epoch of "
                         f"lowest validation loss kept (unset: {TEACHER_DEFAULTS['tolerance']:g}; 0: the best)")
+    x.add_argument("--teacher-bf16", choices=BF16_VALUES,
+                   help="the teacher's fine-tuning and labelling under bfloat16 autocast (weights stay float32): "
+                   "on; auto (on where the CPU has AVX-512 BF16 or AMX, or the GPU bfloat16; else float32); "
+                   f"off (unset: {TEACHER_DEFAULTS['bf16']}; docs/teacher.md#bfloat16)")
     x.add_argument("--no-offsets", action="store_true",
                    help="no per-class decision offsets chosen on validation rows (tinykd.train.offsets)")
     x.add_argument("--choose-on", choices=CHOOSE_ON_VALUES, default=CHOOSE_ON,

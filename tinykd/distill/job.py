@@ -30,6 +30,9 @@ CHOOSE_ON_VALUES = ("fidelity", "validation")
 FIDELITY_FRACTION = 0.125
 #: the fidelity rule by name (the students' cache key hashes it: a changed rule is a new name)
 FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
+#: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16
+#: autocast, or bfloat16 where the CPU or GPU supports it
+BF16_VALUES = ("off", "on", "auto")
 #: the students' training options; ``lam`` and ``preset`` are set per student from the λ grid and presets
 STUDENT_OPTIONS = TrainOptions(soft_loss=SOFT_LOSS, average=STUDENT_AVERAGE)
 
@@ -58,8 +61,9 @@ class TeacherOptions:
     """The teacher's fine-tuning (``tinykd-teacher fit``): options that work across the items here
     without tuning (docs/decisions/teacher-early-stopping.md: patience 1, early stopping on validation
     accuracy with validation accuracies within ``tolerance`` of the best tied, the lowest validation loss
-    among them kept; ``stop_on="loss"``: the lowest validation loss). A bad value is an
-    :class:`~tinykd.errors.OptionError` naming ``teacher_<option>``."""
+    among them kept; ``stop_on="loss"``: the lowest validation loss). ``bf16``: the teacher's precision
+    (:data:`BF16_VALUES`; "off", float32, by default), for its fine-tuning and its labelling alike. A bad
+    value is an :class:`~tinykd.errors.OptionError` naming ``teacher_<option>``."""
 
     epochs: int = 10
     patience: int = 1
@@ -68,6 +72,7 @@ class TeacherOptions:
     max_length: int = 128
     stop_on: str = "accuracy"
     tolerance: float = 0.01
+    bf16: str = "off"
 
     def __post_init__(self):
         for name in ("epochs", "patience", "batch_size", "max_length"):
@@ -80,6 +85,8 @@ class TeacherOptions:
         tol = self.tolerance
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < 1:
             raise OptionError("teacher_tolerance", f"{{opt}} must be at least 0 and below 1, got {tol!r}")
+        if not isinstance(self.bf16, str) or self.bf16 not in BF16_VALUES:
+            raise OptionError("teacher_bf16", f"{{opt}} must be off, on or auto, got {self.bf16!r}")
 
     @classmethod
     def make(cls, options=None):
@@ -98,10 +105,13 @@ class TeacherOptions:
     def key_options(self):
         """The options the teacher's cache key hashes: ``tolerance`` only where it can change the run
         (``stop_on="accuracy"``, ``tolerance > 0``), so a work folder made before it existed, or with
-        ``stop_on="loss"``, keeps its teachers."""
+        ``stop_on="loss"``, keeps its teachers; ``bf16`` only when not "off" (the same reason). The
+        labels stage's key hashes the teacher's, so it changes with ``bf16`` too."""
         d = self.as_dict()
         if self.stop_on == "loss" or not self.tolerance:
             del d["tolerance"]
+        if self.bf16 == "off":
+            del d["bf16"]
         return d
 
 

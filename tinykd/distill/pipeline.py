@@ -97,7 +97,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     folder per item named as the item; ``base``: the teacher's pre-trained base (default
     all-MiniLM-L6-v2); ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or a dict of
     its fields (``epochs``, ``patience``, ``lr``, ``batch_size``, ``max_length``, ``stop_on``,
-    ``tolerance``); ``options``: the students' :class:`~tinykd.train.options.TrainOptions` (default
+    ``tolerance``, ``bf16``); ``options``: the students' :class:`~tinykd.train.options.TrainOptions` (default
     :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset`` and ``lams`` choose their preset and λ),
     which ``temperature``, ``soft_loss``, ``epochs``, ``patience``, ``seed`` and ``offsets`` replace
     where given (``seed``: every random choice, the teacher's and the copies' too; ``student_seed``:
@@ -269,7 +269,7 @@ def distill_item(chain, log, worker_threads=None):
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
     lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
-                    chain.rows.contexts is not None, threads, log)
+                    chain.rows.contexts is not None, threads, log, chain.teacher.bf16)
     s_key = students_key(l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__,
                          chain.choose_on, chain.stops_on)
     t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")

@@ -86,9 +86,15 @@ def rows_job(chain, folder, threads):
 
 def fit_job(chain, folder, threads):
     """``tinykd-teacher fit`` of ``chain``'s teacher on its rows (its probabilities for them too)."""
-    options = {k: _plain(v) for k, v in chain.teacher.as_dict().items()}
+    options = {k: _plain(v) for k, v in chain.teacher.as_dict().items() if k != "bf16"}
     return {"command": "fit", **rows_job(chain, folder, threads), **({"base": chain.base} if chain.base else {}),
-            **options, "progress_every": PROGRESS_EVERY}
+            **options, "progress_every": PROGRESS_EVERY, **bf16_job(chain.teacher.bf16)}
+
+
+def bf16_job(bf16):
+    """The teacher's precision option of a job file: none when "off" (teacher_export's default), so
+    that the job files of float32 runs stay as they were."""
+    return {} if bf16 in (None, "off") else {"bf16": bf16}
 
 
 def export_job(teacher, job):
@@ -96,11 +102,12 @@ def export_job(teacher, job):
     return {"command": "export", "teacher": teacher, **job}
 
 
-def labels_job(teacher, copies_csv, has_context, folder, threads):
-    """The teacher's probabilities for the transfer set ``copies_csv`` (id, text[, context])."""
+def labels_job(teacher, copies_csv, has_context, folder, threads, bf16="off"):
+    """The teacher's probabilities for the transfer set ``copies_csv`` (id, text[, context]), in the
+    precision ``bf16`` of the teacher's own stage."""
     job = {"data": copies_csv, "text_col": "text", "id_col": "id",
            **({"context_col": "context"} if has_context else {}), "out": folder, "name": "labels",
-           **({"threads": threads} if threads else {})}
+           **({"threads": threads} if threads else {}), **bf16_job(bf16)}
     return export_job(teacher, job)
 
 
@@ -109,7 +116,8 @@ def fit_teacher(folder, chain, threads, log):
     teacher, or from one fine-tuned here (saved in ``folder/teacher-teacher``). Returns ``{"teacher": its
     folder}``, relative to ``folder`` when it is there; :func:`teacher_folder` finds it."""
     if chain.teacher_dir:
-        run_teacher_job(folder, export_job(chain.teacher_dir, rows_job(chain, folder, threads)), log)
+        job = {**rows_job(chain, folder, threads), **bf16_job(chain.teacher.bf16)}
+        run_teacher_job(folder, export_job(chain.teacher_dir, job), log)
         return {"teacher": os.path.abspath(chain.teacher_dir)}
     run_teacher_job(folder, fit_job(chain, folder, threads), log)
     return {"teacher": FITTED}
@@ -122,11 +130,12 @@ def teacher_folder(chain, folder):
     return os.path.abspath(chain.teacher_dir) if chain.teacher_dir else os.path.join(folder, FITTED)
 
 
-def label_copies(folder, teacher, copies_csv, n, has_context, threads, log):
+def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16="off"):
     """The labels stage: ``folder/labels.csv``, the ``teacher``'s probabilities for the ``n`` rows of
-    ``copies_csv`` (nothing to do when there are none). Returns ``{"n": n}``."""
+    ``copies_csv`` (nothing to do when there are none), in the teacher stage's precision ``bf16``.
+    Returns ``{"n": n}``."""
     if n:
-        run_teacher_job(folder, labels_job(teacher, copies_csv, has_context, folder, threads), log)
+        run_teacher_job(folder, labels_job(teacher, copies_csv, has_context, folder, threads, bf16), log)
     return {"n": n}
 
 
@@ -154,6 +163,8 @@ def _what_to_do(e, job):
                 "(finished stages are kept)")
     if any(s in str(e) for s in ("No space left on device", "os error 28", "Errno 28")):
         return "free disk space where the work folder is and run again (finished stages are kept)"
+    if "--bf16 on" in str(e):
+        return "give --teacher-bf16 auto (float32 where bfloat16 is not supported) or off"
     if job.get("teacher") and job["teacher"] in str(e):
         return f"check the teacher folder {job['teacher']}: it needs the files tinykd-teacher fit wrote, weights too"
     return "run again (finished stages are kept); --debug shows the teacher's output"
