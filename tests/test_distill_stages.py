@@ -243,3 +243,31 @@ def test_unlabeled_answers_are_copied_and_the_training_copies_stay(tmp_path):
     base = copies_key("r", "Q1", 3, 3, None, {})
     assert copies_key("r", "Q1", 3, 3, None, {}, unlabeled=False) == base != copies_key("r", "Q1", 3, 3, None, {},
                                                                                         unlabeled=True)
+
+
+def test_a_students_folder_made_before_the_plain_nn_rule_is_used_when_it_kept_a_kd_student(tmp_path):
+    import dataclasses
+
+    from tinykd.distill.pipeline import _students_key
+    from tinykd.distill.students import PLAIN_RULE
+    from tinykd import __version__
+    from tinykd.train.offsets import RULE
+
+    chain = _chain(tmp_path)
+    parts = ("L", chain.preset, chain.presets, chain.lams, chain.options, RULE, __version__, "validation", "validation")
+    legacy, new = students_key(*parts), students_key(*parts, plain_rule=PLAIN_RULE)
+    assert legacy != new
+
+    class Cache:
+        def __init__(self, done):
+            self.done = done
+
+        def result(self, stage, key):
+            return self.done.get(key)
+
+    assert _students_key(Cache({}), chain, "L") == new  # nothing made: the rule's own folder
+    assert _students_key(Cache({legacy: {"lam": 4.0}}), chain, "L") == legacy  # a KD student kept: the same one
+    assert _students_key(Cache({legacy: {"lam": 0.0}}), chain, "L") == new  # the plain NN kept: trained again
+    assert _students_key(Cache({legacy: {"lam": 4.0}, new: {"lam": 4.0}}), chain, "L") == new
+    fid = dataclasses.replace(chain, choose_on="fidelity")
+    assert _students_key(Cache({}), fid, "L") == students_key(*parts[:7], "fidelity", "fidelity")

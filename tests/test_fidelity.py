@@ -74,3 +74,21 @@ def test_fidelity_rows_hold_out_whole_answers_seeded():
     again = fidelity_rows((texts, p, None), ids, val, p_val, seed=3)[1]
     assert again[0] == fid[0]  # seeded
     assert fidelity_rows(None, [], None, None, 0) == (None, None)
+
+
+def test_the_plain_nn_is_kept_only_when_the_teacher_is_below_it():
+    """docs/decisions/plain-nn-choice.md: English item 4, seed 1's validation metrics — the plain NN three
+    answers ahead of the KD students, the teacher above both — keep the best KD student."""
+    from tinykd.distill.students import choose
+
+    m = lambda a, q: (None, {"accuracy": a, "qwk": q})  # noqa: E731
+    runs = {("bathtub", 4.0): m(0.795, 0.700), ("7t", 4.0): m(0.792, 0.706), ("bathtub", 0.0): m(0.804, 0.680),
+            ("7t", 0.0): m(0.782, 0.658)}
+    presets = ["bathtub", "7t"]
+    assert choose(runs, presets, {"accuracy": 0.813}, on="validation") == (("bathtub", 4.0), ("bathtub", 0.0))
+    assert choose(runs, presets, {"accuracy": 0.800}, on="validation") == (("bathtub", 0.0), ("bathtub", 0.0))
+    assert choose(runs, presets, None, on="validation")[0] == ("bathtub", 4.0)  # no validation rows: no teacher bar
+    runs_fid = {k: (None, {**v[1], "fidelity": {"agreement": 0.9 - 0.1 * (k[0] == "7t"), "kl": 0.1}}) if k[1] else v
+                for k, v in runs.items()}
+    assert choose(runs_fid, presets, {"accuracy": 0.813}, on="fidelity")[0] == ("bathtub", 4.0)
+    assert choose(runs_fid, presets, {"accuracy": 0.790}, on="fidelity")[0] == ("bathtub", 0.0)

@@ -270,8 +270,7 @@ def distill_item(chain, log, worker_threads=None):
     l_key = labels_key(t_key, c_key)
     lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
                     chain.rows.contexts is not None, threads, log, chain.teacher.bf16)
-    s_key = students_key(l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__,
-                         chain.choose_on, chain.stops_on)
+    s_key = _students_key(cache, chain, l_key)
     t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")
     l_csv = os.path.join(cache.folder("labels", l_key), "labels.csv")
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
@@ -279,6 +278,24 @@ def distill_item(chain, log, worker_threads=None):
     return {"teacher": t, "teacher_dir": teacher, "copies": c, "labels": lab, "students": s, "teacher_csv": t_csv,
             "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
             "cached": cache.cached}
+
+
+def _students_key(cache, chain, l_key):
+    """The students' key. Choosing on validation it hashes :data:`~tinykd.distill.students.PLAIN_RULE`;
+    a folder made before that rule whose kept student is a KD student is the one the rule keeps (the
+    rule only takes the plain NN away as a candidate), so it is used as it is."""
+    from tinykd.distill.students import PLAIN_RULE
+
+    parts = (l_key, chain.preset, chain.presets, chain.lams, chain.options, OFFSETS_RULE, __version__, chain.choose_on,
+             chain.stops_on)
+    if chain.choose_on == "fidelity":
+        return students_key(*parts)  # its plain NN's rule was already this one
+    key = students_key(*parts, plain_rule=PLAIN_RULE)
+    if cache.result("students", key) is None:
+        before = cache.result("students", students_key(*parts))
+        if before is not None and before.get("lam"):
+            return students_key(*parts)
+    return key
 
 
 def _students(r, columns):

@@ -117,6 +117,17 @@ class StageCache:
         self.log(f"[{stage}] {what}: {result['seconds']:.1f} s")
         return result
 
+    def result(self, stage, key):
+        """The result of stage ``stage`` of key ``key`` when it finished and its files check out; else None
+        (nothing said, nothing removed)."""
+        folder = self.folder(stage, key)
+        try:
+            result = _read_marker(folder)
+            files = result.pop(FILES, None)
+            return result if files is None or files == stage_files(folder) else None
+        except (_NotFinished, OSError):
+            return None
+
     def _finished(self, folder, name):
         """The result a finished stage's marker records, when its files are those it records; None to
         run the stage (again), with a note when a marker was there."""
@@ -231,12 +242,13 @@ _IF_CHANGED = ("config", "batch_size", "lr", "clip_norm", "validation_fraction")
 
 
 def students_key(labels, preset, presets, lams, options, offsets_rule, version, choose_on="validation",
-                 stop_on=None):
+                 stop_on=None, plain_rule=None):
     """The students: the labels' key, the preset (with the presets "auto" trains), the λ grid, the
     :class:`~tinykd.train.options.TrainOptions` of the students (T only with the cross-entropy soft
     term, the soft term only when not "ce", epochs, patience, seed, the offsets rule when on, the
-    averaging when on, any other option changed from its default), tinykd's version and what the
-    students are chosen on when not the validation rows (:data:`tinykd.distill.job.FIDELITY_RULE`)."""
+    averaging when on, any other option changed from its default), tinykd's version, what the
+    students are chosen on when not the validation rows (:data:`tinykd.distill.job.FIDELITY_RULE`) and,
+    given, the rule that keeps the plain NN (:data:`tinykd.distill.students.PLAIN_RULE`)."""
     from tinykd.train.options import TrainOptions
 
     o, default = options, TrainOptions()
@@ -246,4 +258,5 @@ def students_key(labels, preset, presets, lams, options, offsets_rule, version, 
                      o.epochs, o.patience, o.seed, *([offsets_rule] if o.offsets else []), version,
                      *([("average", o.average)] if o.average is not None else []), *changed,
                      *([FIDELITY_RULE] if choose_on == "fidelity" else []),
-                     *([("stop", FIDELITY_RULE)] if choose_on != "fidelity" and stop_on == "fidelity" else []))
+                     *([("stop", FIDELITY_RULE)] if choose_on != "fidelity" and stop_on == "fidelity" else []),
+                     *([("plain", plain_rule)] if plain_rule else []))

@@ -4,9 +4,9 @@ over the λ grid (the transfer set in their soft term), trained on the cores sid
 Which is kept (``chain.choose_on``, docs/decisions/student-fidelity.md): "fidelity" — the KD students
 stop on, and are chosen by, their fidelity to the teacher on rows none of them trains on (the
 validation rows and the copies of a seeded 1/8 of the training answers, held out of the transfer
-set): thousands of rows the teacher labelled, not a few hundred human scores; the plain NN is kept
-only when the teacher itself is below it on the validation rows. "validation": the one of best
-validation accuracy (then QWK). The teacher is checked against TF-IDF + logistic regression on the
+set): thousands of rows the teacher labelled, not a few hundred human scores. "validation" (the
+default): the one of best validation accuracy (then QWK). Either way the plain NN is kept only when
+the teacher itself is below it on the validation rows (docs/decisions/plain-nn-choice.md). The teacher is checked against TF-IDF + logistic regression on the
 validation rows. Test rows never choose."""
 from __future__ import annotations
 
@@ -135,20 +135,27 @@ def _fidelity_rank(runs, presets, pair):
     return f["agreement"], -f["kl"], pair[1], -presets.index(pair[0])
 
 
+#: when the plain NN is kept instead of a KD student (docs/decisions/plain-nn-choice.md); the students'
+#: cache key hashes it
+PLAIN_RULE = "plain NN only when the teacher is below it on validation"
+
+
 def choose(runs, presets, teacher_validation=None, on="fidelity"):
-    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics)). The KD
-    students measured on fidelity rows are ranked by it, and the plain NN is kept instead only when
-    ``teacher_validation`` (the teacher's validation metrics) is below its validation accuracy;
-    otherwise (or ``on`` "validation") all are ranked by validation accuracy, then QWK."""
+    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics)). The plain NN
+    is a candidate only when ``teacher_validation`` (the teacher's validation metrics) is below its
+    validation accuracy (:data:`PLAIN_RULE`): a few answers' lead on a few hundred validation rows is
+    a draw, and a teacher above it has something to teach. The KD students measured on fidelity rows
+    (``on`` "fidelity") are ranked by it; otherwise every candidate by validation accuracy, then QWK."""
     rank = functools.partial(_rank, runs, list(presets))
     plain = max((k for k in runs if k[1] == 0.0), key=rank)
-    kd = [k for k in runs if k[1] != 0.0 and "fidelity" in runs[k][1]]
-    if not kd or on != "fidelity":
-        return max(runs, key=rank), plain
-    best = max(kd, key=functools.partial(_fidelity_rank, runs, list(presets)))
-    if teacher_validation is not None and teacher_validation["accuracy"] < runs[plain][1]["accuracy"]:
-        best = plain
-    return best, plain
+    kd = [k for k in runs if k[1] != 0.0]
+    if not kd:
+        return plain, plain
+    teacher_below = teacher_validation is not None and teacher_validation["accuracy"] < runs[plain][1]["accuracy"]
+    fid = [k for k in kd if "fidelity" in runs[k][1]]
+    if on == "fidelity" and fid:
+        return (plain if teacher_below else max(fid, key=functools.partial(_fidelity_rank, runs, list(presets)))), plain
+    return max(kd + [plain] if teacher_below else kd, key=rank), plain
 
 
 def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfer, threads, log):
