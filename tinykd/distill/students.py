@@ -170,7 +170,7 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
     bars = _bars(chain, data, teacher_csv, log)
     best, plain = choose(runs, presets, bars["teacher_validation"], chain.choose_on)
     if best[1] == 0.0:
-        log(f"[students] {chain.name}: the teacher's probabilities do not help on validation; keeping the plain NN")
+        log(f"[students] {chain.name}: the teacher is below the plain NN on validation; keeping the plain NN")
     log(f"[students] {chain.name}: kept {best[0]}, λ = {best[1]:g}")
     runs[best][0].save(os.path.join(folder, "student.npz"))
     runs[plain][0].save(os.path.join(folder, "plain.npz"))
