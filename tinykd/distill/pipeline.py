@@ -45,7 +45,7 @@ from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, fit_teacher, label_copies, teacher_available,
-                                    teacher_folder, teacher_version)
+                                    teacher_base_option, teacher_base_record, teacher_folder, teacher_version)
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
@@ -94,8 +94,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
 
     ``split_col`` None: the column ``split`` when the file has one, else the paper's 7:1:2 split;
     ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
-    folder per item named as the item; ``base``: the teacher's pre-trained base (default
-    all-MiniLM-L6-v2); ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or a dict of
+    folder per item named as the item; ``base``: the teacher's pre-trained base, a name of
+    :data:`teacher_export.bases.BASES` (``"minilm"``, the default all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or a dict of
     its fields (``epochs``, ``patience``, ``lr``, ``batch_size``, ``max_length``, ``stop_on``,
     ``tolerance``, ``bf16``); ``options``: the students' :class:`~tinykd.train.options.TrainOptions` (default
     :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset`` and ``lams`` choose their preset and λ),
@@ -135,6 +135,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     if student_seed is not None:
         students = students.replace(seed=student_seed)
     teacher = TeacherOptions.make(teacher_options)
+    base = teacher_base_option(base, teacher_dir)
     t_start = time.time()
     work = work or os.path.splitext(os.fspath(out))[0] + ".work"
     cache = StageCache(work, log)
@@ -307,7 +308,8 @@ def _students(r, columns):
     student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
                                "presets": s.get("presets"), "plain_preset": s.get("plain_preset"),
                                "teacher_validation": s.get("teacher_validation"),
-                               "copies": c["n"], "teacher": r["teacher_dir"]}
+                               "copies": c["n"], "teacher": r["teacher_dir"],
+                               "teacher_base": teacher_base_record(r["teacher_dir"])}
     student.meta["columns"] = {"text": columns.text, "label": columns.label, "id": columns.id,
                                "context": columns.context, "item": columns.item}
     return student, plain

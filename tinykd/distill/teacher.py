@@ -72,6 +72,35 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v  # a NumPy number as JSON's
 
 
+def teacher_base_option(base, teacher_dir=None, option="base"):
+    """``base`` as the teacher stage keys it: None for the default ("minilm" too, so that naming it keeps
+    the key of a run that left it unset), else the name or folder, checked now (a name not installed, an
+    unknown name or a missing folder: ValueError, one line naming ``option`` and the install commands)."""
+    if base in (None, "minilm"):
+        return None
+    if teacher_dir is None:
+        from teacher_export.bases import check_base
+
+        err = check_base(base, option)
+        if err:
+            raise ValueError(err)
+    return base
+
+
+def teacher_base_record(teacher_dir):
+    """What a teacher folder's ``teacher.json`` records of its base: ``{"name": minilm|mpnet|None,
+    "model": the base's folder, "params": its parameters}`` (a teacher fitted before the record: name and
+    parameters None); None without a readable ``teacher.json``."""
+    try:
+        with open(os.path.join(teacher_dir, "teacher.json"), encoding="utf-8") as f:
+            tm = json.load(f)
+    except (OSError, ValueError):
+        return None
+    rec = tm.get("base") if isinstance(tm, dict) and isinstance(tm.get("base"), dict) else {}
+    model = tm.get("base_model") if isinstance(tm, dict) else None
+    return {"name": rec.get("name"), "model": model if isinstance(model, str) else None, "params": rec.get("params")}
+
+
 def rows_job(chain, folder, threads):
     """The options that read ``chain``'s rows from its rows file (roles as splits) into ``folder``."""
     job = {"data": chain.rows_csv, "text_col": "text", "label_col": "label", "id_col": "id"}
