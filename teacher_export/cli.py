@@ -48,8 +48,10 @@ def _data_args(p, label_default="label"):
 
 
 def _bf16_arg(p, default="off"):
-    """``--bf16 off|on|auto`` (:mod:`teacher_export.precision`; the choices are its ``BF16_CHOICES``)."""
-    p.add_argument("--bf16", choices=("off", "on", "auto"), default=default,
+    """``--bf16 off|on|auto`` (:mod:`teacher_export.precision`)."""
+    from tinykd.distill.job import BF16_VALUES
+
+    p.add_argument("--bf16", choices=BF16_VALUES, default=default,
                    help="the teacher's training steps and labelling under bfloat16 autocast (the weights stay "
                    "float32): on (refused where neither the CPU, with AVX-512 BF16 or AMX, nor the GPU runs "
                    "bfloat16), auto (on where supported, else float32) or off" +

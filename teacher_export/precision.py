@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-#: the values of ``--bf16``
-BF16_CHOICES = ("off", "on", "auto")
+from tinykd.distill.job import BF16_VALUES as BF16_CHOICES  # the values of ``--bf16``, defined once
 #: the CPU features (``torch.cpu.get_capabilities()``'s names, /proc/cpuinfo's flags) that run bfloat16 natively
 CPU_FEATURES = (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX BF16"))
 #: the CPU's flags where torch cannot tell (Linux)

@@ -21,6 +21,14 @@ def copy_count(chain):
     return auto_copies(len(chain.rows.where("train"))) if chain.copies is None else int(chain.copies)
 
 
+def unlabeled_answers(chain):
+    """``(id, text, context, item)`` of the answers of ``chain`` nobody scored: the data file's unlabeled
+    training rows, then the unlabeled file's rows."""
+    rows = chain.rows
+    return [(rows.ids[i], rows.texts[i], "" if rows.contexts is None else rows.contexts[i], None)
+            for i, r in enumerate(rows.roles) if r == "unlabeled"] + list(chain.unlabeled_rows)
+
+
 def write_copies(folder, chain, n):
     """The copies stage: ``folder/copies.csv`` (id, text, context) holding ``n`` copies of every
     training answer of ``chain``, then the unlabeled answers (the data file's unlabeled training rows and
@@ -31,8 +39,7 @@ def write_copies(folder, chain, n):
 
     rows = chain.rows
     train = [i for i, r in enumerate(rows.roles) if r == "train"]
-    unlabeled = [(rows.ids[i], rows.texts[i], "" if rows.contexts is None else rows.contexts[i], None)
-                 for i, r in enumerate(rows.roles) if r == "unlabeled"] + list(chain.unlabeled_rows)
+    unlabeled = unlabeled_answers(chain)
     made = augment_rows([rows.texts[i] for i in train], [rows.ids[i] for i in train],
                         [rows.labels[i] for i in train], n=n, seed=chain.seed, **chain.augment) if n else []
     with AtomicCsvWriter(os.path.join(folder, "copies.csv"), ["id", "text", "context"]) as w:

@@ -37,7 +37,7 @@ import sys
 import time
 
 from tinykd._version import __version__
-from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, write_copies
+from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
 from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STUDENT_AVERAGE,
                                 STUDENT_OPTIONS, TEACHER_DEFAULTS, ItemChain, ItemRows, TeacherOptions, presets_for,
                                 student_options)
@@ -265,7 +265,7 @@ def distill_item(chain, log, worker_threads=None):
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     n = copy_count(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
-                       bool(chain.unlabeled_rows) or "unlabeled" in chain.rows.roles)
+                       bool(unlabeled_answers(chain)))
     c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)

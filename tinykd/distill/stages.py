@@ -120,13 +120,11 @@ class StageCache:
     def result(self, stage, key):
         """The result of stage ``stage`` of key ``key`` when it finished and its files check out; else None
         (nothing said, nothing removed)."""
-        folder = self.folder(stage, key)
         try:
-            result = _read_marker(folder)
-            files = result.pop(FILES, None)
-            return result if files is None or files == stage_files(folder) else None
+            result, files, now = _marker_and_files(self.folder(stage, key))
         except (_NotFinished, OSError):
             return None
+        return result if files is None or files == now else None
 
     def _finished(self, folder, name):
         """The result a finished stage's marker records, when its files are those it records; None to
@@ -134,8 +132,7 @@ class StageCache:
         if not os.path.lexists(os.path.join(folder, MARKER)):
             return None
         try:
-            result = _read_marker(folder)
-            files, now = result.pop(FILES, None), stage_files(folder)
+            result, files, now = _marker_and_files(folder)
         except _NotFinished as e:
             self.log(f"{name}: {folder}: {e}; running it again")
             return None
@@ -175,6 +172,13 @@ def stage_files(folder):
                     file_sha256(path) if stat.S_ISREG(mode) else "not a regular file")
     out.pop(MARKER, None)
     return dict(sorted(out.items()))
+
+
+def _marker_and_files(folder):
+    """``(result, files as recorded (None: an earlier release's marker), files as they are)`` of a stage
+    folder; :class:`_NotFinished` when its marker does not record a finished stage."""
+    result = _read_marker(folder)
+    return result, result.pop(FILES, None), stage_files(folder)
 
 
 def _write_marker(folder, result, files=None):
