@@ -174,7 +174,27 @@ class ItemChain:
     seed: int = 0  #: the seed of the rows' split, the teacher and the copies (the students': ``options.seed``)
     choose_on: str = CHOOSE_ON  #: :data:`CHOOSE_ON_VALUES`
     stop_on: str | None = None  #: what the KD students stop on (:data:`CHOOSE_ON_VALUES`; None: ``choose_on``)
+    warm_from: str | None = None  #: the previous round's teacher it fine-tunes on from (:mod:`tinykd.distill.warm`)
+    warm_sha: str | None = None  #: the SHA-256 of that teacher's weights (the teacher's key hashes it)
 
     @property
     def stops_on(self):
         return self.stop_on or self.choose_on
+
+    def teacher_fit_options(self):
+        """The teacher's fine-tuning options of this chain: a warm-started teacher trains at most
+        :data:`tinykd.distill.warm.WARM_EPOCHS` epochs after its epoch 0."""
+        from tinykd.distill.warm import WARM_EPOCHS
+
+        d = self.teacher.as_dict()
+        if self.warm_from:
+            d["epochs"] = min(d["epochs"], WARM_EPOCHS)
+        return d
+
+    def teacher_key_options(self):
+        """What the teacher's key hashes of its options: :meth:`TeacherOptions.key_options`, and for a
+        warm start the previous teacher's weights and the warm epochs."""
+        d = self.teacher.key_options()
+        if self.warm_from:
+            d.update(epochs=self.teacher_fit_options()["epochs"], warm_from=self.warm_sha)
+        return d

@@ -88,35 +88,35 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
             temperature=None, soft_loss=None, copies=None, augment_options=None, epochs=None, patience=None,
             seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None,
-            student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None):
+            student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
     ``split_col`` None: the column ``split`` when the file has one, else the paper's 7:1:2 split;
-    ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a
-    folder per item named as the item; ``base``: the teacher's pre-trained base, a name of
-    :data:`teacher_export.bases.BASES` (``"minilm"``, the default all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or a dict of
-    its fields (``epochs``, ``patience``, ``lr``, ``batch_size``, ``max_length``, ``stop_on``,
-    ``tolerance``, ``bf16``); ``options``: the students' :class:`~tinykd.train.options.TrainOptions` (default
-    :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset`` and ``lams`` choose their preset and λ),
-    which ``temperature``, ``soft_loss``, ``epochs``, ``patience``, ``seed`` and ``offsets`` replace
-    where given (``seed``: every random choice, the teacher's and the copies' too; ``student_seed``:
-    the students' alone, so that students of several seeds learn from one teacher and one transfer
-    set); ``stop_on``: what the KD students stop on (None: ``choose_on``; "fidelity" with ``choose_on``
-    "validation": they stop on fidelity and the kept one is chosen on the validation rows);
-    ``choose_on``: what the KD students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`:
-    their fidelity to the teacher on rows not trained on, or the validation rows); ``lams``: the KD
-    students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
-    one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``:
-    perturbed copies per training answer (None: :func:`auto_copies`); ``augment_options``:
-    :func:`tinykd.distill.augment.augment`'s ``p_drop``, ``p_mask``, ``p_swap``, ``p_span`` (unset:
-    its defaults); ``where``: ``["COL=VALUE", …]`` keeps only those rows (of the data and the unlabeled
-    file); ``teacher_threads``: torch CPU threads of the teacher's processes (None: torch's default in
-    one process, the worker's thread count on a Dask worker); ``client``: a ``distributed.Client`` —
-    each item's chain (:func:`distill_item`) then runs as a Dask task, the work folder shared by the
-    workers; ``label_names``: the scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against
-    the data's scores before any training; :attr:`tinykd.scoring.student.Student.label_names`). Each item's
-    context is stored where its rows share one (:func:`tinykd.scoring.student.store_contexts`). Returns a
+    ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a folder per
+    item named as the item; ``base``: the teacher's pre-trained base, a name of :data:`teacher_export.bases.BASES`
+    (``"minilm"``, the default all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a
+    :class:`~tinykd.distill.job.TeacherOptions` or a dict of its fields (``epochs``, ``patience``, ``lr``,
+    ``batch_size``, ``max_length``, ``stop_on``, ``tolerance``, ``bf16``); ``options``: the students'
+    :class:`~tinykd.train.options.TrainOptions` (default :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset``
+    and ``lams`` choose their preset and λ), which ``temperature``, ``soft_loss``, ``epochs``, ``patience``,
+    ``seed`` and ``offsets`` replace where given (``seed``: every random choice, the teacher's and the copies'
+    too; ``student_seed``: the students' alone, so that students of several seeds learn from one teacher and
+    one transfer set); ``stop_on``: what the KD students stop on (None: ``choose_on``; "fidelity" with
+    ``choose_on`` "validation": they stop on fidelity and the kept one is chosen on the validation rows);
+    ``choose_on``: what the KD students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`: their fidelity
+    to the teacher on rows not trained on, or the validation rows); ``lams``: the KD students' λ grid;
+    ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the one best on validation
+    kept; ``work``: the work folder (default ``<out>.work``); ``copies``: perturbed copies per training
+    answer (None: :func:`auto_copies`); ``augment_options``: :func:`tinykd.distill.augment.augment`'s
+    ``p_drop``, ``p_mask``, ``p_swap``, ``p_span`` (unset: its defaults); ``where``: ``["COL=VALUE", …]``
+    keeps only those rows (of the data and the unlabeled file); ``teacher_threads``: torch CPU threads of the
+    teacher's processes (None: torch's default in one process, the worker's thread count on a Dask worker);
+    ``client``: a ``distributed.Client`` — each item's chain (:func:`distill_item`) then runs as a Dask task,
+    the work folder shared by the workers; ``label_names``: the scores' names (``{label: name}`` or
+    ``"0=incorrect,…"``, checked against the data's scores before any training); ``warm_start``: the model
+    file of a previous round on these answers (:mod:`tinykd.distill.warm`). Each item's context is stored
+    where its rows share one (:func:`tinykd.scoring.student.store_contexts`). Returns a
     :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
@@ -124,18 +124,16 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     log = _Log(verbose, stream)
     if not teacher_available():
         raise RuntimeError(TEACHER_INSTALL)
-    aug = _check_options(copies, teacher_threads, lams, augment_options)
     students = student_options(options, temperature=temperature, soft_loss=soft_loss, epochs=epochs,
                                patience=patience, seed=seed, offsets=None if offsets is None else bool(offsets))
-    for pr in presets_for(preset):  # every student option, before the teacher's minutes of work
-        for lam in lams:
-            students.replace(preset=pr, lam=lam)
+    aug = _check_options(copies, teacher_threads, lams, augment_options, students, preset)
     _check_choice(choose_on, stop_on)
     base_seed = students.seed
     if student_seed is not None:
         students = students.replace(seed=student_seed)
     teacher = TeacherOptions.make(teacher_options)
     base = teacher_base_option(base, teacher_dir)
+    warm = _warm_teachers(warm_start, teacher_dir, base)
     t_start = time.time()
     work = work or os.path.splitext(os.fspath(out))[0] + ".work"
     cache = StageCache(work, log)
@@ -144,7 +142,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                           test_split)
         table, columns, data_sha = read_rows(data, columns, where, base_seed)
         label_names = label_names_for_data(label_names, table.labels)
-        r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where)
+        table, roles_sha = _warm_roles(table, warm, log)
+        r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where, roles_sha)
         rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
         u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
         template = ItemChain(
@@ -154,7 +153,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
             presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed, choose_on=choose_on,
             stop_on=None if (stop_on or choose_on) == choose_on else stop_on)
-        chains = [_item_chain(template, table, g, teacher_dir, u_rows) for g in _items(table)]
+        chains = [_item_chain(template, table, g, teacher_dir, u_rows, warm) for g in _items(table)]
         done = _run_chains(chains, client, log, t_start)
         for r in done:
             cache.add(r["seconds"], r["ran"], r["cached"])
@@ -163,6 +162,33 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         model.save(out)
         seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report, seconds, cache.ran, cache.cached, work, _made_seconds(rows_made, done))
+
+
+def _warm_teachers(warm_start, teacher_dir, base):
+    """``{item: the previous round's teacher}`` of the model ``warm_start`` ({} without one)."""
+    from tinykd.distill.warm import previous_teachers
+
+    if warm_start is None:
+        return {}
+    if teacher_dir or base:
+        raise OptionError("warm_start", "{opt} fine-tunes on from the previous round's teacher: give it without "
+                          "teacher_dir or base")
+    return previous_teachers(warm_start)
+
+
+def _warm_roles(table, warm, log):
+    """``(table, roles_sha)``: every answer back in the role it had in the previous round (a warm start),
+    and the hash of the previous rows that set them (None: no warm start)."""
+    from tinykd.distill.warm import keep_roles, previous_roles
+
+    if not warm:
+        return table, None
+    previous, sha = previous_roles(warm.values())
+    roles, changed = keep_roles(table.ids, table.labels, table.roles, previous)
+    scored = sum(1 for i, lab in zip(table.ids, table.labels) if lab is not None and i not in previous)
+    log(f"warm start: {len(previous):,} answers of the previous round keep their roles ({changed:,} moved back); "
+        f"{scored:,} scored answers are new to it")
+    return table._replace(roles=roles), sha
 
 
 def _check_choice(choose_on, stop_on):
@@ -175,8 +201,9 @@ def _check_choice(choose_on, stop_on):
                           "measured by the students that stop on them)")
 
 
-def _check_options(copies, teacher_threads, lams, augment_options):
-    """The options no other object checks; returns the augmentation options as a dict."""
+def _check_options(copies, teacher_threads, lams, augment_options, students, preset):
+    """The options no other object checks, and every student's options (before the teacher's minutes of
+    work); returns the augmentation options as a dict."""
     if copies is not None and (int(copies) != copies or copies < 0):
         raise OptionError("copies", f"{{opt}} must be a whole number >= 0, got {copies}")
     if teacher_threads is not None and (isinstance(teacher_threads, bool) or int(teacher_threads) != teacher_threads
@@ -184,6 +211,9 @@ def _check_options(copies, teacher_threads, lams, augment_options):
         raise OptionError("teacher_threads", f"{{opt}} must be a whole number >= 1, got {teacher_threads}")
     if not lams or any(not lam > 0 for lam in lams):
         raise OptionError("lams", f"{{opt}} must be values > 0, got {lams!r}")
+    for pr in presets_for(preset):
+        for lam in lams:
+            students.replace(preset=pr, lam=lam)
     aug = dict(augment_options or {})
     unknown = sorted(set(aug) - set(AUGMENT_OPTIONS))
     if unknown:
@@ -198,18 +228,23 @@ def _items(table):
     return sorted(set(table.items), key=item_order) if table.items else [None]
 
 
-def _item_chain(template, table, item, teacher_dir, unlabeled_rows):
-    """``template`` (the options every item shares) with the rows of ``item`` (None: every row)."""
+def _item_chain(template, table, item, teacher_dir, unlabeled_rows, warm):
+    """``template`` (the options every item shares) with the rows of ``item`` (None: every row) and
+    its previous round's teacher (``warm``: ``{item: folder}``; an item new to this round starts cold)."""
+    from tinykd.distill.warm import weights_sha
+
     idx = [i for i in range(len(table.texts)) if item is None or table.items[i] == item]
     rows = ItemRows(ids=tuple(table.ids[i] for i in idx), texts=tuple(table.texts[i] for i in idx),
                     labels=tuple(table.labels[i] for i in idx),
                     contexts=None if table.contexts is None else tuple(table.contexts[i] for i in idx),
                     roles=tuple(table.roles[i] for i in idx), kind=table.kind)
     given = _given_teacher(teacher_dir, item)
+    warm_from = warm.get(item)
     return dataclasses.replace(
         template, item=item, name="all rows" if item is None else f"item {item}", rows=rows,
         unlabeled_rows=tuple(u for u in unlabeled_rows if item is None or u[3] == item), teacher_dir=given,
-        teacher_sha=given and file_sha256(os.path.join(given, "teacher.json")))
+        teacher_sha=given and file_sha256(os.path.join(given, "teacher.json")), warm_from=warm_from,
+        warm_sha=warm_from and weights_sha(warm_from))
 
 
 def _given_teacher(teacher_dir, item):
@@ -259,7 +294,7 @@ def distill_item(chain, log, worker_threads=None):
     ``chain.teacher_threads`` sets them). Returns the stages' results and folders, and which stages ran."""
     cache = StageCache(chain.work, log)
     threads = chain.teacher_threads or worker_threads
-    t_key = teacher_key(chain.rows_key, chain.item, chain.base, chain.teacher.key_options(), chain.teacher_sha,
+    t_key = teacher_key(chain.rows_key, chain.item, chain.base, chain.teacher_key_options(), chain.teacher_sha,
                         (__version__, teacher_version()))
     t = cache.run("teacher", t_key, chain.name, fit_teacher, chain, threads, log)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
@@ -269,8 +304,9 @@ def distill_item(chain, log, worker_threads=None):
     c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
+    reuse = (chain.work, os.path.dirname(os.path.dirname(chain.warm_from))) if chain.warm_from else ()  # its work
     lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
-                    chain.rows.contexts is not None, threads, log, chain.teacher.bf16)
+                    chain.rows.contexts is not None, threads, log, chain.teacher.bf16, reuse)
     s_key = _students_key(cache, chain, l_key)
     t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")
     l_csv = os.path.join(cache.folder("labels", l_key), "labels.csv")

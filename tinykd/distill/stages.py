@@ -215,10 +215,12 @@ def _difference(recorded, now):
 
 
 # ---------------------------------------------------------------- what each stage's key hashes
-def rows_key(data_sha, columns, splits, seed, where):
+def rows_key(data_sha, columns, splits, seed, where, warm_roles=None):
     """The rows and their roles: the data file's bytes, the columns ``(text, label, id, context, item,
-    split)``, the split values ``(train, val, test)``, the seed and the ``where`` filters."""
-    return stage_key(data_sha, *columns, *splits, seed, list(where or []))
+    split)``, the split values ``(train, val, test)``, the seed, the ``where`` filters and, for a warm
+    start, the hash of the previous round's rows whose roles the answers keep."""
+    return stage_key(data_sha, *columns, *splits, seed, list(where or []),
+                     *([("warm", warm_roles)] if warm_roles else []))
 
 
 def teacher_key(rows, item, base, options, given_sha, versions):

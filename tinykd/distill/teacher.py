@@ -115,9 +115,10 @@ def rows_job(chain, folder, threads):
 
 def fit_job(chain, folder, threads):
     """``tinykd-teacher fit`` of ``chain``'s teacher on its rows (its probabilities for them too)."""
-    options = {k: _plain(v) for k, v in chain.teacher.as_dict().items() if k != "bf16"}
-    return {"command": "fit", **rows_job(chain, folder, threads), **({"base": chain.base} if chain.base else {}),
-            **options, "progress_every": PROGRESS_EVERY, **bf16_job(chain.teacher.bf16)}
+    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items() if k != "bf16"}
+    start = {"warm_from": chain.warm_from} if chain.warm_from else {"base": chain.base} if chain.base else {}
+    return {"command": "fit", **rows_job(chain, folder, threads), **start, **options,
+            "progress_every": PROGRESS_EVERY, **bf16_job(chain.teacher.bf16)}
 
 
 def bf16_job(bf16):
@@ -159,13 +160,31 @@ def teacher_folder(chain, folder):
     return os.path.abspath(chain.teacher_dir) if chain.teacher_dir else os.path.join(folder, FITTED)
 
 
-def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16="off"):
+def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16="off", reuse_roots=()):
     """The labels stage: ``folder/labels.csv``, the ``teacher``'s probabilities for the ``n`` rows of
-    ``copies_csv`` (nothing to do when there are none), in the teacher stage's precision ``bf16``.
-    Returns ``{"n": n}``."""
-    if n:
+    ``copies_csv`` (nothing to do when there are none), in the teacher stage's precision ``bf16``. With
+    ``reuse_roots`` (work folders; a warm start), the labels a teacher with the same weights gave the same
+    copies there are reused and only the other copies labelled (:mod:`tinykd.distill.warm`). Returns
+    ``{"n": n, "teacher_weights": its SHA-256, "copies_dir": the copies stage's folder}`` (and ``"reused"``)."""
+    from tinykd.distill import warm
+
+    sha = warm.weights_sha(teacher)
+    result = {"n": n, "teacher_weights": sha, "copies_dir": os.path.basename(os.path.dirname(copies_csv)),
+              **({"bf16": bf16} if bf16 != "off" else {})}
+    if not n:
+        return result
+    sources = warm.reusable_labels(reuse_roots, sha, bf16) if reuse_roots and sha else []
+    reused, missing = warm.reuse_labels(copies_csv, sources) if sources else ({}, None)
+    if not reused:
         run_teacher_job(folder, labels_job(teacher, copies_csv, has_context, folder, threads, bf16), log)
-    return {"n": n}
+        return result
+    if missing:
+        todo = os.path.join(folder, "missing.csv")
+        warm.write_missing(todo, missing)
+        run_teacher_job(folder, labels_job(teacher, todo, has_context, folder, threads, bf16), log)
+    warm.merge_labels(folder, copies_csv, reused, sources[0][2])
+    log(f"labels: {len(reused):,} reused (the same teacher, the same copies), {len(missing):,} labelled")
+    return {**result, "reused": len(reused)}
 
 
 def run_teacher_job(folder, job, log):

@@ -1,0 +1,167 @@
+"""A second round of ``tinykd distill`` (``warm_start``): what the previous round's model makes reusable.
+
+The round after a person has scored more answers (``tinykd suggest``) starts from the model the previous
+round saved:
+
+* **the teacher** fine-tunes on from the previous round's teacher (``tinykd-teacher fit --warm-from``) for
+  at most :data:`WARM_EPOCHS` epochs; the previous teacher itself is validated first, as epoch 0, and the
+  same early-stopping rule may keep it — then the teacher did not change;
+* **each answer keeps its role** (:func:`keep_roles`): an answer the previous teacher trained on never
+  validates the new one, and one that validated it still does; only newly scored answers get a role anew;
+* **the teacher's labels** of a copy are reused only from a teacher with the very same weights (the
+  SHA-256 of its weights file, :func:`weights_sha`) and for the very same copy (id, text and context):
+  a teacher that changed relabels every copy, since any label it gave may have moved (:func:`reuse_labels`);
+* **the students** retrain: they learn from every label, and they are the cheapest stage.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+from tinykd.files.csvfiles import AtomicCsvWriter, file_sha256
+
+#: the most epochs a warm-started teacher trains after its epoch 0 (the previous teacher)
+WARM_EPOCHS = 2
+#: the weights file of a fitted teacher, in the order they are looked for
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+#: the labels stage's folder prefix and marker (:mod:`tinykd.distill.stages`)
+_LABELS, _MARKER = "labels-", "done.json"
+
+
+def previous_teachers(model_path):
+    """``{item: teacher folder}`` of the model a previous ``tinykd distill`` saved at ``model_path`` (item
+    None for one student); a one-line ValueError for a model distill did not make or a teacher that is gone."""
+    from tinykd.scoring.student import Bundle, load
+
+    model = load(model_path)
+    students = model.students if isinstance(model, Bundle) else {None: model}
+    out = {}
+    for item, st in students.items():
+        folder = (st.meta.get("distill") or {}).get("teacher")
+        if not folder:
+            raise ValueError(f"--warm-start {model_path}: not a model made by tinykd distill (it names no teacher)")
+        if not os.path.exists(os.path.join(folder, "teacher.json")):
+            raise ValueError(f"--warm-start {model_path}: its teacher {folder} is gone (was its work folder "
+                             "removed?); distill without --warm-start")
+        out[item] = folder
+    return out
+
+
+def weights_sha(teacher_dir):
+    """The SHA-256 of a fitted teacher's weights file (None without one): a teacher's identity."""
+    for name in WEIGHTS_FILES:
+        path = os.path.join(teacher_dir, name)
+        if os.path.exists(path):
+            return file_sha256(path)
+    return None
+
+
+def _rows_file(teacher_dir):
+    """The rows file (id, role, …) a teacher fitted by distill was trained from: named by its stage's job
+    file, found in the work folder that holds the teacher (so a moved work folder still works)."""
+    stage = os.path.dirname(os.path.abspath(teacher_dir))
+    try:
+        with open(os.path.join(stage, "job.json"), encoding="utf-8") as f:
+            data = json.load(f)["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = os.path.join(os.path.dirname(stage), os.path.basename(os.path.dirname(data)), "rows.csv")
+    return path if os.path.exists(path) else None
+
+
+def previous_roles(teacher_dirs):
+    """``({id: role}, sha)``: each answer's role in the rows the previous teachers were trained from, and
+    the hashes of those files (the rows stage's key hashes them); ``({}, None)`` when none is found."""
+    roles, shas = {}, []
+    for path in sorted({p for p in map(_rows_file, teacher_dirs) if p}):
+        shas.append(file_sha256(path))
+        with open(path, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                roles[r["id"]] = r["role"]
+    return roles, ("+".join(shas) or None)
+
+
+def keep_roles(ids, labels, roles, previous):
+    """``roles`` with every scored answer that trained or validated the previous teacher back in that role
+    (``previous``: ``{id: role}``); returns the new list and how many changed. Test and other rows, and
+    answers new to this round, keep the role this round's split gave them."""
+    out, changed = list(roles), 0
+    for i, (rid, lab, role) in enumerate(zip(ids, labels, roles)):
+        before = previous.get(rid)
+        if lab is not None and role in ("train", "val") and before in ("train", "val") and before != role:
+            out[i], changed = before, changed + 1
+    return out, changed
+
+
+def _copies(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["id"], r["text"], r.get("context", "")) for r in csv.DictReader(f)]
+
+
+def reusable_labels(roots, sha, bf16):
+    """``(labels.csv, copies.csv, labels.json)`` of every finished labels stage under the work folders
+    ``roots`` whose teacher's weights hash to ``sha`` in the precision ``bf16``."""
+    found = []
+    for root in dict.fromkeys(os.path.abspath(r) for r in roots if r and os.path.isdir(r)):
+        for name in sorted(os.listdir(root)):
+            marker = os.path.join(root, name, _MARKER)
+            if not name.startswith(_LABELS) or not os.path.exists(marker):
+                continue
+            try:
+                with open(marker, encoding="utf-8") as f:
+                    done = json.load(f)
+            except (OSError, ValueError):
+                continue
+            copies = os.path.join(root, str(done.get("copies_dir")), "copies.csv")
+            labels = os.path.join(root, name, "labels.csv")
+            if done.get("teacher_weights") == sha and done.get("bf16", "off") == bf16 and os.path.exists(copies) \
+                    and os.path.exists(labels):
+                found.append((labels, copies, os.path.join(root, name, "labels.json")))
+    return found
+
+
+def reuse_labels(copies_csv, sources):
+    """``(reused, missing)``: ``{copy id: its labels row as a dict}`` for the copies of ``copies_csv`` that
+    one of ``sources`` (:func:`reusable_labels`) labelled with the same text and context, and the copies
+    (id, text, context) still to label."""
+    want = _copies(copies_csv)
+    reused = {}
+    for labels, copies, _ in sources:
+        known = {c[0]: c for c in _copies(copies)}
+        same = {c[0] for c in want if c[0] not in reused and known.get(c[0]) == c}
+        if not same:
+            continue
+        with open(labels, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                if r["id"] in same:
+                    reused[r["id"]] = r
+    return reused, [c for c in want if c[0] not in reused]
+
+
+def write_missing(path, missing):
+    """The copies still to label, as a copies file (id, text, context)."""
+    with AtomicCsvWriter(path, ["id", "text", "context"]) as w:
+        for c in missing:
+            w.writerow(list(c))
+
+
+def merge_labels(folder, copies_csv, reused, sidecar):
+    """``folder/labels.csv``: the labels the teacher just wrote there for the missing copies (if any) and
+    the ``reused`` rows, in the order of ``copies_csv``; without a new file, ``sidecar`` (a reused stage's
+    ``labels.json``) is copied beside it."""
+    path = os.path.join(folder, "labels.csv")
+    new, header = {}, None
+    if os.path.exists(path):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames
+            new = {r["id"]: r for r in reader}
+    else:
+        shutil.copyfile(sidecar, os.path.join(folder, "labels.json"))
+    header = header or list(next(iter(reused.values())))
+    with AtomicCsvWriter(path, header) as w:
+        for rid, _, _ in _copies(copies_csv):
+            r = new.get(rid) or reused[rid]
+            w.writerow([r.get(h, "") for h in header])
