@@ -197,6 +197,9 @@ def cmd_score(args):
         if args.explain:
             raise CLIError("--explain scores one CSV file in this process; drop --dask / --jobs, or score the "
                            "files one at a time")
+        if args.human_col is not None:
+            raise CLIError("--human-col scores one CSV file in this process; drop --dask / --jobs, or score the "
+                           "files one at a time")
         return _score_dask(args, review_below)
     files, _ = data_files(data)  # the checks of the Dask path, on one file
     check_score_paths([*files, args.model], args.out)
@@ -213,7 +216,8 @@ def cmd_score(args):
     with _WriteErrors(args.out):
         res = score_csv(model, args.data, args.out, text_col=args.text_col, context_col=args.context_col,
                         item_col=args.item_col, where=args.where, review_below=review_below,
-                        chunk_size=args.chunk_size, on_note=_note, on_progress=progress, explain=args.explain)
+                        chunk_size=args.chunk_size, on_note=_note, on_progress=progress, explain=args.explain,
+                        human_col=args.human_col)
     if tty:
         print("\r", end="", file=sys.stderr)
     n = res["n"]
@@ -222,7 +226,24 @@ def cmd_score(args):
           f"(confidence < {review_below:.4g})")
     if args.explain:
         print(f"explanations: {1000 * res['explain_seconds'] / max(n, 1):.2f} ms per response (column explanation)")
+    if args.human_col is not None:
+        _final_summary(res["final"], res["not_classes"])
     return 0
+
+
+def _final_summary(counts, not_classes):
+    """``--human-col``: how many final scores are people's and machine's, how often the machine agrees with the
+    people where both scored, and (a note) the people's scores that are not classes of the model."""
+    both = counts["both"]
+    agree = (f"machine agrees with {counts['agree']:,} of {both:,} human scores ({counts['agree'] / both:.1%})"
+             if both else "no human scores to compare the machine with")
+    print(f"final: {counts['human']:,} human, {counts['machine']:,} machine, {counts['review']:,} machine "
+          f"(needs review); {agree}")
+    if not_classes:
+        from tinykd.files.csvfiles import shown_list
+
+        _note(f"note: {sum(not_classes.values()):,} human score(s) are not classes of the model: "
+              f"{shown_list(not_classes, quote=False)} (final all the same: the person decides)")
 
 
 def _score_dask(args, review_below):

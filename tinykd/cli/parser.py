@@ -99,6 +99,10 @@ def _score(sub, fmt):
     s.add_argument("--explain", action="store_true",
                    help="add a column explanation: the answer's words that moved its score most, strongest first, "
                    "+ towards the score given, \u2212 away from it (e.g. +photosynthesis \u2212dirt; up to 5 words)")
+    s.add_argument("--human-col", metavar="COL",
+                   help="the column of people's scores, which are final: add final (the person's score where COL "
+                   "has one, else pred) and source (human, machine or 'machine, needs review'); every row is still "
+                   "scored by the machine, and the summary counts how often it agrees (one CSV file only)")
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
     _dask_args(s, "score as Dask tasks: DATA may then be a folder or glob of CSV or Parquet files, and --out a "
                "folder of scored parts (or one .csv)")

@@ -3,10 +3,11 @@ model's columns added — streamed in chunks, so memory stays flat for any file 
 
 Added columns: ``pred`` (the most probable class), ``p_<label>`` per class, ``confidence`` (the
 top probability) and ``needs_review`` (1 when the confidence is below ``review_below``); with
-``explain``, ``explanation``: the answer's words that moved its score most (:func:`explanation_cell`). A class
-label that a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) is written
-with a leading ``'`` (:func:`tinykd.files.csvfiles.spreadsheet_safe`); plain numbers, negative ones
-included, are written as they are. The input cells are written back as they were read.
+``explain``, ``explanation``: the answer's words that moved its score most (:func:`explanation_cell`); with
+``human_col`` (``--human-col``), ``final`` and ``source``: the person's score where there is one, else the
+machine's (:class:`FinalScores`). A class label that a spreadsheet would run as a formula (``=…``, ``+…``,
+``-…``, ``@…``) is written with a leading ``'`` (:func:`tinykd.files.csvfiles.spreadsheet_safe`); plain
+numbers, negative ones included, are written as they are. The input cells are written back as they were read.
 
 The paths of ``tinykd score`` are checked here once, for one process and Dask alike, before any work:
 :func:`data_files` (the data files a file, folder or glob names) and :func:`check_score_paths` (an
@@ -23,8 +24,8 @@ import numpy as np
 from tinykd.scoring.scorer import REVIEW_BELOW, decide
 from tinykd.scoring.student import Bundle, data_columns
 from tinykd.files.atomic import OutputPathError, check_output_path
-from tinykd.files.csvfiles import (AtomicCsvWriter, CsvReader, DataFileError, check_classes, shown_list,
-                                   spreadsheet_safe)
+from tinykd.files.csvfiles import (AtomicCsvWriter, CsvReader, DataFileError, check_classes, label_key,
+                                   normalize_labels, parse_label, shown_list, spreadsheet_safe)
 
 #: rows scored per chunk when streaming
 CHUNK_ROWS = 2000
@@ -32,6 +33,8 @@ CHUNK_ROWS = 2000
 EXPLAIN_WORDS, EXPLAIN_MIN_WEIGHT = 5, 0.01
 #: the data files a folder or glob holds, by name ending
 DATA_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+#: the columns ``--human-col`` adds after the model's
+FINAL_COLUMNS = ["final", "source"]
 
 
 def data_files(spec):
@@ -82,13 +85,14 @@ def check_score_paths(inputs, out, *, parts=False, fmt="csv"):
         raise OutputPathError(f"cannot write {out}: no permission to write in {parent}")
 
 
-def output_columns(classes, explain=False, names=False):
+def output_columns(classes, explain=False, names=False, human=False):
     """The columns ``tinykd score`` adds, in order (``names``: ``pred_name`` after ``pred``; ``explain``:
-    and ``explanation``); classes that are one score spelt two ways (``1`` and ``"1"``: two ``p_1``
-    columns) are refused (:func:`tinykd.files.csvfiles.check_classes`)."""
+    and ``explanation``; ``human``: and :data:`FINAL_COLUMNS`); classes that are one score spelt two ways
+    (``1`` and ``"1"``: two ``p_1`` columns) are refused (:func:`tinykd.files.csvfiles.check_classes`)."""
     check_classes(classes, "the model's classes")
     return (["pred"] + (["pred_name"] if names else []) + [f"p_{c}" for c in classes]
-            + ["confidence", "needs_review"] + (["explanation"] if explain else []))
+            + ["confidence", "needs_review"] + (["explanation"] if explain else [])
+            + (FINAL_COLUMNS if human else []))
 
 
 def given_names(model, classes=None):
@@ -102,10 +106,10 @@ def given_names(model, classes=None):
     return [names.get(c, str(c)) for c in (model.classes if classes is None else classes)]
 
 
-def new_columns(header, classes, where, explain=False, names=False):
+def new_columns(header, classes, where, explain=False, names=False, human=False):
     """:func:`output_columns`, refused in one line when ``header`` (the columns of ``where``: a file, a
     frame) holds any of them already — one check for every scoring path."""
-    cols = output_columns(classes, explain, names)
+    cols = output_columns(classes, explain, names, human)
     clash = [c for c in cols if c in header]
     if clash:
         raise DataFileError(f"{where} already has column(s) {shown_list(clash, quote=False)}; rename them "
@@ -144,15 +148,53 @@ def formatted_cells(pred_labels, proba, confidence, needs_review):
         yield (p if isinstance(p, list) else [p]) + [f"{x:.4f}" for x in pr] + [f"{c:.4f}", "1" if rv else "0"]
 
 
+class FinalScores:
+    """``--human-col``: the ``final`` and ``source`` cells of each row, and their counts. A person's score
+    (the cell stripped; empty, ``NA``, ``NaN`` … are none, as for every label in tinykd) is final, a class of
+    the model or not — the person decides — with ``source`` ``human``; a row without one keeps the machine's
+    ``pred``, ``machine`` or ``machine, needs review``. Every row is scored by the machine all the same.
+
+    ``counts``: ``human``, ``machine``, ``review`` (machine, needs review), ``both`` (the rows both scored) and
+    ``agree`` (those where the machine gave the person's score; labels compared by their
+    :func:`tinykd.files.csvfiles.label_key`, as ``evaluate`` does: ``1`` and ``1.0`` are one score);
+    ``not_classes``: each human score that is not a class of the model, with its count."""
+
+    def __init__(self, classes):
+        self.keys = [label_key(c) for c in classes]
+        self.known = set(self.keys)
+        self.counts = dict.fromkeys(("human", "machine", "review", "agree", "both"), 0)
+        self.not_classes = {}
+
+    def cells(self, human, best, pred_labels, review):
+        """The ``[final, source]`` cells of a chunk's rows: ``human`` their cells of the human column, ``best``
+        the index of each row's class, ``pred_labels`` its ``pred`` cell(s), ``review`` its needs_review flags."""
+        for cell, b, p, rv in zip(human, best.tolist(), pred_labels, review.tolist()):
+            value = parse_label(cell)
+            if value is None:
+                self.counts["review" if rv else "machine"] += 1
+                yield [p[0] if isinstance(p, list) else p, "machine, needs review" if rv else "machine"]
+                continue
+            key = label_key(normalize_labels([value])[0][0])
+            self.counts["human"] += 1
+            self.counts["both"] += 1
+            self.counts["agree"] += key == self.keys[b]
+            if key not in self.known:
+                self.not_classes[key] = self.not_classes.get(key, 0) + 1
+            yield [spreadsheet_safe(value), "human"]
+
+
 def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=None, where=None,
               review_below=REVIEW_BELOW, chunk_size=CHUNK_ROWS, on_note=None, on_progress=None, allow_empty=False,
-              explain=False):
+              explain=False, human_col=None):
     """Score every row of the CSV ``data`` with ``model`` (a Student or a Bundle) into ``out``
     (written atomically). Columns not given are the ones the model was trained with.
     ``on_note(msg)`` gets the reader's notes (an encoding fallback), ``on_progress(n)`` the rows
     scored so far; ``allow_empty``: a file with no data rows is written as its header (a Dask part), not
-    refused; ``explain``: add the ``explanation`` column (:func:`explanation_cell`). Returns ``{"n", "flagged",
-    "predict_seconds", "explain_seconds"}``."""
+    refused; ``explain``: add the ``explanation`` column (:func:`explanation_cell`); ``human_col``: the column of
+    people's scores, adding ``final`` and ``source`` (:class:`FinalScores`). Returns ``{"n", "flagged",
+    "predict_seconds", "explain_seconds"}``, with ``human_col`` also ``"final"`` (``{"human", "machine", "review",
+    "agree", "both"}``) and ``"not_classes"`` (``{score: rows}``): :attr:`FinalScores.counts` and
+    :attr:`FinalScores.not_classes`."""
     decide(np.zeros((0, 2)), review_below)  # the threshold is checked before any work
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
@@ -163,14 +205,16 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
     if names is not None:  # pred, then pred_name: the code and the rubric's words
         labels = [[code, spreadsheet_safe(name)] for code, name in zip(labels, names)]
     need = [(text_col, "--text-col")] + [(c, f) for c, f in ((ctx_col, "--context-col"), (item_col, "--item-col"))
-                                         if c]
+                                         if c] + ([(human_col, "--human-col")] if human_col is not None else [])
+    final = None if human_col is None else FinalScores(classes)
     n = flagged = 0
     pred_time = explain_time = 0.0
     with CsvReader(data, need, where=where) as reader:
         if reader.note and on_note:
             on_note(reader.note)
-        out_cols = new_columns(reader.index, classes, data, explain, names is not None)
+        out_cols = new_columns(reader.index, classes, data, explain, names is not None, final is not None)
         ti, ci, ii = (reader.index[c] if c else None for c in (text_col, ctx_col, item_col))
+        hi = None if final is None else reader.index[human_col]
         with AtomicCsvWriter(out, reader.header + out_cols) as w:
             for chunk in reader.chunks(chunk_size):
                 texts = [r[ti] for r in chunk]
@@ -183,15 +227,21 @@ def score_csv(model, data, out, *, text_col=None, context_col=None, item_col=Non
                 why = _explanations(model, texts, ctx, items, explain)
                 explain_time += time.perf_counter() - t2
                 flagged += int(review.sum())
-                cells = formatted_cells([labels[b] for b in best.tolist()], proba, conf, review)
-                for r, c, e in zip(chunk, cells, why):
-                    w.writerow(r + c + e)
+                pred_labels = [labels[b] for b in best.tolist()]
+                cells = formatted_cells(pred_labels, proba, conf, review)
+                ends = ([[]] * len(chunk) if final is None
+                        else final.cells([r[hi] for r in chunk], best, pred_labels, review))
+                for r, c, e, f in zip(chunk, cells, why, ends):
+                    w.writerow(r + c + e + f)
                 n += len(chunk)
                 if on_progress:
                     on_progress(n)
             if n == 0 and not allow_empty:
                 raise DataFileError(f"{data}: has a header row but no data rows; nothing to score")
-    return {"n": n, "flagged": flagged, "predict_seconds": pred_time, "explain_seconds": explain_time}
+    res = {"n": n, "flagged": flagged, "predict_seconds": pred_time, "explain_seconds": explain_time}
+    if final is not None:
+        res.update(final=final.counts, not_classes=final.not_classes)
+    return res
 
 
 def _explanations(model, texts, contexts, items, explain):
