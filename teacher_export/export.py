@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -71,10 +72,13 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             val_frac=0.1, where=None, unlabeled=None, base=None, epochs=6, patience=2, lr=5e-5,
             max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
             crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
-            class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE, bf16="off"):
+            class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE, bf16="off",
+            warm_from=None):
     """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
     K >= 2 also ``out/<name>-crossfit.csv``. ``bf16``: off / on / auto (:mod:`teacher_export.precision`),
-    for the training steps and the labelling alike. Returns a dict of results (paths, metrics, folds)."""
+    for the training steps and the labelling alike. ``warm_from``: a teacher folder ``fit`` wrote, to
+    fine-tune on from (its weights, head and tokenizer; :class:`_Start`) instead of from ``base``; it is
+    validated first as epoch 0 and may be kept unchanged. Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
@@ -82,17 +86,22 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         torch.set_num_threads(int(threads))
     device = pick_device(device)
     prec = resolve_precision(bf16, device)
-    base_path = resolve_base(base)
     name = name or os.path.splitext(os.path.basename(data))[0]
+    teacher_dir = os.path.join(out, f"{name}-teacher") if save_teacher else None
+    start = _Start.of(base, warm_from, crossfit, teacher_dir)
+    base_path = start.base_path
     os.makedirs(out, exist_ok=True)
     ds = load_dataset(data, text_col=text_col, label_col=label_col, id_col=id_col, context_col=context_col,
                       context_file=context_file, split_col=split_col, train_split=train_split,
                       val_split=val_split, test_split=test_split, val_frac=val_frac, seed=seed,
                       where=where, unlabeled=unlabeled)
+    set_seed(seed)  # the new head's initial weights
+    model = start.model(ds)
     for note in ds.notes:
         log(note)
-    log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}; {prec.describe()}")
-    tok = load_tokenizer(base_path)
+    log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}; {prec.describe()}"
+        + (f"; fine-tuning on from {warm_from}" if start.prev else ""))
+    tok = load_tokenizer(start.folder)
     enc = _encode_and_log(tok, ds, max_length)
     pad_id = tok.pad_token_id or 0
     y = _label_vector(ds)
@@ -104,13 +113,11 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
           "class_weight": cw, "freeze_embeddings": freeze_embeddings,
           "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
           **({"tolerance": tolerance} if stop_on == "accuracy" else {}), "bf16": bf16}
-
-    set_seed(seed)
-    model = load_classifier(base_path, len(ds.classes), ds.class_keys)
     res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                     warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
                     progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings,
-                    stop_on=stop_on, tolerance=tolerance, bf16=prec.bf16)
+                    stop_on=stop_on, tolerance=tolerance, bf16=prec.bf16, validate_start=bool(start.prev))
+    warm = {"warm": start.warm_record(res)} if start.prev else {}
     log(f"predicting {len(ds.ids)} rows")
     logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50,
                             bf16=prec.bf16)
@@ -118,15 +125,13 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     m = split_metrics(ds, proba)
     for k, v in m.items():
         log(f"  {k}: {v}")
-    teacher_dir = None
-    if save_teacher:
-        teacher_dir = os.path.join(out, f"{name}-teacher")
+    if teacher_dir:
         _save_teacher(teacher_dir, model, tok, {
             "classes": ds.class_keys, "max_length": max_length, "base_model": base_path, "text_col": text_col,
             "context_col": context_col, "context_file": context_file, "id_col": id_col, "label_col": label_col,
-            "precision": prec.dtype, "base": base_record(base, base_path)})
-    meta = {**_fit_meta(ds, data, unlabeled, base, base_path, {**hp, "optimizer": res.optimizer}, res, m, device),
-            **prec.record()}
+            "precision": prec.dtype, "base": start.base_rec, **warm})
+    meta = {**_fit_meta(ds, data, unlabeled, start, {**hp, "optimizer": res.optimizer}, res, m, device),
+            **prec.record(), **warm}
     path = os.path.join(out, f"{name}.csv")
     meta["wall_seconds"] = round(time.time() - t_all, 1)
     _write(path, ds, proba, logits, [-1] * len(ds.ids), meta)
@@ -141,6 +146,60 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
                                 class_weight=cw, freeze_embeddings=freeze_embeddings, out=out, name=name,
                                 t_all=t_all, bf16=prec.bf16))
     return result
+
+
+@dataclass
+class _Start:
+    """What ``fit`` fine-tunes from: the pre-trained base, or (``prev``, ``fit --warm-from``) a teacher
+    ``fit`` wrote, whose weights, head and tokenizer are loaded and whose base record is carried on."""
+    folder: str  #: the folder of the starting weights and tokenizer
+    base: str | None  #: the base as named (a warm start: the previous teacher's base's name, else its folder)
+    base_path: str  #: the pre-trained base's folder (a warm start: as the previous teacher recorded it)
+    base_rec: dict | None  #: :func:`base_record`'s
+    prev: dict | None = None  #: the previous teacher's ``teacher.json`` (a warm start)
+
+    @classmethod
+    def of(cls, base, warm_from, crossfit, teacher_dir):
+        """``teacher_dir``: the folder this fit saves its teacher in (False: none). A warm start's one-line
+        DataErrors: with ``base`` too (the warm teacher's base is its own), with ``crossfit`` (the fold teachers
+        would start from a teacher that trained on the rows they hold out), a folder that is not a fitted
+        teacher, or the very folder this fit overwrites."""
+        if not warm_from:
+            base_path = resolve_base(base)
+            return cls(base_path, base, base_path, base_record(base, base_path))
+        if base is not None:
+            raise DataError(f"--warm-from {warm_from} and --base {base}: a warm start keeps the base of the teacher "
+                            "it starts from; pass one of the two")
+        if crossfit:
+            raise DataError(f"--warm-from {warm_from} and --crossfit: the fold teachers would start from a teacher "
+                            "that trained on the rows they hold out; cross-fit a teacher fitted from its base")
+        path = os.path.join(warm_from, TEACHER_META)
+        if not os.path.isfile(path):
+            raise DataError(f"--warm-from {warm_from}: not a teacher folder written by 'tinykd-teacher fit' "
+                            f"(no {TEACHER_META})")
+        if teacher_dir and os.path.abspath(teacher_dir) == os.path.abspath(warm_from):
+            raise DataError(f"--warm-from {warm_from} is the teacher folder this fit writes; pass another --out "
+                            "or --name")
+        with open(path) as fh:
+            prev = json.load(fh)
+        rec = prev.get("base")
+        return cls(warm_from, (rec or {}).get("name") or prev["base_model"], prev["base_model"], rec, prev)
+
+    def model(self, ds):
+        """The model to fine-tune for the rows ``ds``: the base with a new head of ``ds``'s classes, or the
+        previous teacher as it is, whose classes must be ``ds``'s in the same order."""
+        if self.prev is None:
+            return load_classifier(self.folder, len(ds.classes), ds.class_keys)
+        if self.prev["classes"] != ds.class_keys:
+            raise DataError(f"--warm-from {self.folder}: its classes {','.join(self.prev['classes'])} differ from "
+                            f"the data's {','.join(ds.class_keys)}; fit from the base instead")
+        return load_classifier(self.folder)
+
+    def warm_record(self, res):
+        """teacher.json's ``warm`` of a warm start that :func:`fine_tune` ran as ``res``: ``kept_start`` true
+        where early stopping kept epoch 0, the previous teacher unchanged (``save_pretrained`` then writes its
+        ``model.safetensors`` byte for byte: ``tests/test_teacher_warm.py``)."""
+        return {"from": os.path.abspath(self.folder), "kept_start": res.best_epoch == 0, "epochs_run": res.epochs_run}
 
 
 def _encode_and_log(tok, ds, max_length):
@@ -174,12 +233,13 @@ def _save_teacher(folder, model, tok, teacher_meta):
         json.dump(teacher_meta, fh, indent=2)
 
 
-def _fit_meta(ds, data, unlabeled, base, base_path, hp, res, m, device):
-    """The sidecar of ``fit``'s soft-label file (less ``wall_seconds``)."""
+def _fit_meta(ds, data, unlabeled, start, hp, res, m, device):
+    """The sidecar of ``fit``'s soft-label file (less ``wall_seconds``); ``start``: a :class:`_Start`."""
+    base, base_path = start.base, start.base_path
     base_model = (os.path.basename(os.path.dirname(base_path)) + "/" + os.path.basename(base_path)
                   if base in (None, "minilm") else base)
     return {"format": "tinykd-soft-labels", "version": 1, "producer": "teacher_export fit",
-            "base_model": base_model, "base_model_path": base_path, "base": base_record(base, base_path),
+            "base_model": base_model, "base_model_path": base_path, "base": start.base_rec,
             "temperature": 1.0,
             "classes": ds.class_keys, "probabilities": "softmax(logits / 1.0) of the best-epoch teacher",
             "data_file": os.path.basename(data), **{k: v for k, v in ds.info.items() if k not in ("data", "unlabeled")},

@@ -155,6 +155,7 @@ class EarlyStopping:
     another such epoch; with ``stop_on="loss"`` the lowest loss only). An epoch improves when it
     becomes the kept one or (``"accuracy"``) raises the best accuracy by more than ``tolerance``;
     ``stop`` is true ``patience`` epochs after the last improvement; ``kept`` is the epoch to restore.
+    A warm start's epoch 0 (the starting model, validated before any step) is the first record like any other.
     """
 
     def __init__(self, stop_on="accuracy", tolerance=TOLERANCE, patience=2):
@@ -198,7 +199,7 @@ class FitResult:
 def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, lr=5e-5,
               batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, device=None, pad_id=0,
               progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy",
-              tolerance=TOLERANCE, bf16=False):
+              tolerance=TOLERANCE, bf16=False, validate_start=False):
     """Fine-tune ``model`` in place on rows ``train_idx`` of ``enc`` (labels ``y``, indexed like
     ``enc``). With ``val_idx``: early stopping with ``patience`` and the best epoch's weights
     restored, the epoch being :func:`kept_epoch`'s (``stop_on``, ``tolerance``). An epoch improves
@@ -206,7 +207,10 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     more than ``tolerance``; training stops ``patience`` epochs after the last improvement. Only the
     weights of epochs that can still be kept are held (in memory, on the CPU). Without
     ``val_idx``: exactly ``epochs`` epochs. ``bf16``: the steps and the validation passes under bfloat16
-    autocast (:mod:`teacher_export.precision`; the weights stay float32)."""
+    autocast (:mod:`teacher_export.precision`; the weights stay float32). ``validate_start`` (a warm
+    start, ``fit --warm-from``): with ``val_idx``, the model as it comes is validated before any step and
+    recorded as epoch 0 (``loss`` None), which the same rule may keep: then the weights are restored
+    unchanged, and the training that follows is the same as without it (validating draws no random numbers)."""
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
@@ -225,6 +229,14 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
                     optimizer="AdamW (fused)" if opt.defaults.get("fused") else "AdamW")
     stopping, states = EarlyStopping(stop_on, tolerance, patience), {}
     t_start = time.time()
+    if validate_start and val_idx is not None and len(val_idx):
+        rec = {"epoch": 0, "loss": None, "seconds": 0.0,
+               **_validate(model, enc, y, val_idx, max(64, batch_size), device, pad_id, bf16)}
+        rec["seconds"] = round(time.time() - t_start, 1)
+        log(f"{tag}epoch 0 (the previous teacher)  val loss {rec['val_loss']:.4f}  val acc {rec['val_acc']:.4f}  "
+            f"{rec['seconds']:.0f}s")
+        res.history.append(rec)
+        res.best_epoch = _hold(model, rec, stopping, states)
     for ep in range(1, epochs + 1):
         t0 = time.time()
         loss = _train_epoch(step, y_t, train_idx, batch_size, rng, progress_every, f"  {tag}epoch {ep}")
@@ -241,11 +253,7 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
             f"val acc {rec['val_acc']:.4f}  {rec['seconds']:.0f}s")
         res.history.append(rec)
         res.epochs_run = ep
-        live = stopping.update(rec)
-        if ep in live:  # held on the CPU: only the epochs that can still be kept
-            states[ep] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        states = {e: st for e, st in states.items() if e in live}
-        res.best_epoch = stopping.kept
+        res.best_epoch = _hold(model, rec, stopping, states)
         if stopping.stop:
             log(f"{tag}early stop: no val-{stop_on} improvement for {patience} epochs; "
                 f"restoring epoch {stopping.kept}")
@@ -255,6 +263,18 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     res.seconds = round(time.time() - t_start, 1)
     model.eval()
     return res
+
+
+def _hold(model, rec, stopping, states):
+    """Add the validated epoch ``rec`` to ``stopping``; hold the model's weights in ``states`` (on the
+    CPU, by epoch) while that epoch can still be kept, and drop those of epochs that no longer can.
+    Returns the epoch kept so far."""
+    live = stopping.update(rec)
+    if rec["epoch"] in live:
+        states[rec["epoch"]] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    for e in [e for e in states if e not in live]:
+        del states[e]
+    return stopping.kept
 
 
 def _warmup_then_decay(step, n_warm, total):
