@@ -24,6 +24,7 @@ import time
 
 from tinykd.files.atomic import check_output_path as _check_out_path
 from tinykd.cli.parser import build_parser
+from tinykd.cli.suggest import cmd_suggest
 from tinykd.errors import OptionError
 
 
@@ -544,7 +545,7 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     commands = {"train": cmd_train, "score": cmd_score, "evaluate": cmd_evaluate, "report": cmd_report,
-                "info": cmd_info,
+                "info": cmd_info, "suggest": cmd_suggest,
                 "augment": cmd_augment, "distill": cmd_distill, "demo": cmd_demo, "export": cmd_export}
     try:
         return commands[args.cmd](args) or 0

@@ -40,7 +40,7 @@ def build_parser():
     p.add_argument("--debug", action="store_true", default=False, help="show the traceback on errors")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     fmt = dict(parents=[common], formatter_class=_Help)
-    for add in (_train, _score, _evaluate, _report, _info, _export, _augment, _distill, _demo):
+    for add in (_train, _score, _suggest, _evaluate, _report, _info, _export, _augment, _distill, _demo):
         add(sub, fmt)
     return p
 
@@ -106,6 +106,27 @@ def _score(sub, fmt):
     s.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=argparse.SUPPRESS)
     _dask_args(s, "score as Dask tasks: DATA may then be a folder or glob of CSV or Parquet files, and --out a "
                "folder of scored parts (or one .csv)")
+
+
+def _suggest(sub, fmt):
+    s = sub.add_parser("suggest", help="the unscored answers a person should score next", **fmt,
+                       description="Pick the --n rows of DATA without a score that are most worth a person's "
+                       "scoring: the student is least sure of them, or (with --work) it and the teacher disagree; "
+                       "never two with the same text (case, punctuation and spacing aside), and spread over the "
+                       "kinds of answers (k-means of their TF-IDF). Writes those rows, highest priority first, "
+                       "with priority, reason, pred and confidence.")
+    s.add_argument("model")
+    s.add_argument("data")
+    _where(s)
+    s.add_argument("--n", type=int, default=50, help="how many answers to suggest")
+    s.add_argument("--out", "-o", required=True, help="CSV to write: the suggested rows")
+    s.add_argument("--seed", type=int, default=0, help="seed of the clustering")
+    s.add_argument("--work", metavar="FOLDER", help="a tinykd distill work folder: its teacher's probabilities "
+                   "(joined by --id-col) add the student's disagreement with the teacher to the priority")
+    s.add_argument("--label-col", help="human score column: rows with a score there are never suggested "
+                   "(unset: the model's training column)")
+    s.add_argument("--id-col", help="id column joining the teacher's rows of --work (unset: the model's, else id)")
+    _model_columns(s)
 
 
 def _evaluate(sub, fmt):
