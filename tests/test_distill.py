@@ -303,3 +303,46 @@ def test_distill_teacher_bf16_auto_reaches_the_fit_and_the_labels(tmp_path, tiny
         side = json.loads((folder / f"{stage}.json").read_text())
         assert (side["precision"], side["precision_why"], side["bf16_hardware"]) == (*want, found)
     assert json.loads(next(work.glob("teacher-*/teacher-teacher/teacher.json")).read_text())["precision"] == want[0]
+
+
+
+def _roles(work):
+    return {r["id"]: r["role"] for p in sorted(glob.glob(os.path.join(work, "rows-*", "rows.csv")))
+            for r in csv.DictReader(open(p, newline=""))}, sorted(glob.glob(os.path.join(work, "rows-*")))
+
+
+def test_a_second_round_warm_starts_keeps_roles_and_reuses_an_unchanged_teachers_labels(tmp_path, tiny_base,
+                                                                                         teacher_calls):
+    """Round 1 on 80 of 90 answers (no split column: the paper's 7:1:2 split); round 2 on all 90, warm-started
+    from round 1's model: the teacher fits on from round 1's, every answer of round 1 keeps its role, and when
+    the previous teacher is kept (a learning rate too small to move it) its labels of the same copies are
+    reused and only the new answers' copies are labelled."""
+    with open(make_csv(tmp_path / "all.csv"), newline="") as f:
+        rows = [{k: v for k, v in r.items() if k not in ("split", "item")} for r in csv.DictReader(f)]
+    for name, part in (("r1.csv", rows[:80]), ("r2.csv", rows)):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(part[0]))
+            w.writeheader()
+            w.writerows(part)
+    w1, w2 = str(tmp_path / "w1"), str(tmp_path / "w2")
+    D.distill(str(tmp_path / "r1.csv"), tmp_path / "r1.npz", base=tiny_base, teacher_options=TEACHER, work=w1,
+              **STUDENT)
+    first, _ = _roles(w1)
+    r2 = D.distill(str(tmp_path / "r2.csv"), tmp_path / "r2.npz", teacher_options={**TEACHER, "lr": 1e-12}, work=w2,
+                   warm_start=str(tmp_path / "r1.npz"), **STUDENT)
+    second, _ = _roles(w2)
+    assert all(second[i] == first[i] for i in first) and len(second) == 90  # every old answer kept its role
+    (t1,) = glob.glob(os.path.join(w1, "teacher-*", T.FITTED))
+    (job,) = [json.load(open(p)) for p in glob.glob(os.path.join(w2, "teacher-*", T.JOB_FILE))]
+    assert job["warm_from"] == t1 and job["epochs"] == 2 and "base" not in job
+    teacher = json.load(open(os.path.join(r2.model.meta["distill"]["teacher"], "teacher.json")))
+    assert teacher["warm"]["kept_start"] is True  # lr 1e-12 cannot move it: ties go to epoch 0, kept bit for bit
+    (lab,) = [json.load(open(p)) for p in glob.glob(os.path.join(w2, "labels-*", "done.json"))]
+    copies = [{tuple(r.values()) for r in csv.DictReader(open(p, newline=""))}
+              for p in (glob.glob(os.path.join(w, "copies-*", "copies.csv"))[0] for w in (w1, w2))]
+    same = copies[0] & copies[1]  # a copy's swapped-in words come from all answers: a few old copies change
+    assert lab["n"] == len(copies[1]) and lab["reused"] == len(same) > 0.8 * len(copies[0])
+    with open(glob.glob(os.path.join(w2, "labels-*", "missing.csv"))[0], newline="") as f:
+        assert {tuple(r.values()) for r in csv.DictReader(f)} == copies[1] - same
+    assert teacher_calls[-2:] == ["fit", "export"] and r2.report["all rows"]["n"] == sum(
+        1 for v in second.values() if v == "test")

@@ -23,11 +23,11 @@ def _csv(path, header, rows):
 
 def test_answers_keep_the_role_they_had_and_new_answers_keep_this_rounds():
     ids = ["a", "b", "c", "d", "e", "f"]
-    labels = [1, 0, 1, None, 2, 0]
-    roles = ["val", "train", "train", "unlabeled", "test", "val"]
-    previous = {"a": "train", "b": "val", "c": "train", "e": "test"}  # f is new; d unscored
-    out, changed = W.keep_roles(ids, labels, roles, previous)
-    assert out == ["train", "val", "train", "unlabeled", "test", "val"] and changed == 2
+    labels = [1, 0, 1, None, 2, 0, 1]
+    roles = ["val", "train", "test", "unlabeled", "train", "val", "other"]
+    previous = {"a": "train", "b": "val", "c": "train", "e": "test", "g": "train"}  # f is new; d unscored
+    out, changed = W.keep_roles(ids + ["g"], labels, roles, previous)
+    assert out == ["train", "val", "train", "unlabeled", "test", "val", "other"] and changed == 4
 
 
 def _teacher(work, key, weights):
@@ -138,3 +138,14 @@ def test_warm_start_names_a_model_distill_made(tmp_path):
     st.save(tmp_path / "gone.npz")
     with pytest.raises(ValueError, match="is gone"):
         _warm_teachers(str(tmp_path / "gone.npz"), None, None)
+
+
+def test_the_command_line_gives_warm_start_to_distill_and_a_bad_one_is_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from conftest import assert_user_error, run_cli
+
+    data = _csv(tmp_path / "d.csv", ["id", "text", "label"], [[f"r{i}", "acid rain", str(i % 2)] for i in range(20)])
+    rc, _, err = run_cli(capsys, "distill", data, "--out", str(tmp_path / "m.npz"), "--warm-start",
+                         str(tmp_path / "round1.npz"))
+    assert_user_error(rc, err, "round1.npz: no such model file")
+    assert not os.path.exists(tmp_path / "m.work" / "rows")  # refused before any stage

@@ -459,7 +459,7 @@ def cmd_distill(args):
         raise CLIError(TEACHER_INSTALL)
     if (args.dask or args.jobs is not None) and not args.item_col:
         raise CLIError("--dask / --jobs run one task per item: give --item-col")
-    _check_out_path(args.out, [args.data, args.unlabeled])
+    _check_out_path(args.out, [args.data, args.unlabeled])  # --warm-start may be --out: it is read first
     teacher_base_option(args.base, args.teacher_dir, "--base")  # a base not installed: one line, before any work
     topts = {k: getattr(args, f"teacher_{k}") for k in TEACHER_DEFAULTS}  # the --teacher-* flags given
     with contextlib.ExitStack() as stack:
@@ -475,7 +475,7 @@ def cmd_distill(args):
                           patience=args.patience, seed=args.seed, where=args.where,
                           teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
                           student_seed=args.student_seed, choose_on=args.choose_on, stop_on=args.stop_on,
-                          label_names=args.label_names, verbose=not args.quiet)
+                          label_names=args.label_names, warm_start=args.warm_start, verbose=not args.quiet)
         except TeacherError as e:  # the teacher's process failed: what failed and what to do, one line
             raise CLIError(str(e)) from e
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")

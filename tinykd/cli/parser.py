@@ -223,6 +223,10 @@ def _distill(sub, fmt):
     x.add_argument("--out", "-o", required=True, help="model file to write (.npz)")
     x.add_argument("--work", help="work folder of the cached stages (unset: <out>.work)")
     x.add_argument("--teacher-dir", help="a fine-tuned teacher folder (tinykd-teacher fit), or one per item")
+    x.add_argument("--warm-start", metavar="MODEL",
+                   help="a second round: the model a previous distill saved on these answers; its teacher "
+                   "fine-tunes on (the previous one kept unless it improves), each answer keeps its role, and "
+                   "an unchanged teacher's labels are reused (docs/review-loop.md)")
     x.add_argument("--base", "--teacher-base", dest="base", metavar="NAME|FOLDER",
                    help="the teacher's pre-trained base: minilm (all-MiniLM-L6-v2, 22.7M parameters), mpnet "
                    "(all-mpnet-base-v2, 109.5M; installed with 'tinykd-teacher base mpnet') or a local model "

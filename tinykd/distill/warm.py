@@ -7,10 +7,13 @@ round saved:
   at most :data:`WARM_EPOCHS` epochs; the previous teacher itself is validated first, as epoch 0, and the
   same early-stopping rule may keep it — then the teacher did not change;
 * **each answer keeps its role** (:func:`keep_roles`): an answer the previous teacher trained on never
-  validates the new one, and one that validated it still does; only newly scored answers get a role anew;
+  validates or tests the new one, and the validation and test answers stay what they were; only newly
+  scored answers get a role anew;
 * **the teacher's labels** of a copy are reused only from a teacher with the very same weights (the
-  SHA-256 of its weights file, :func:`weights_sha`) and for the very same copy (id, text and context):
-  a teacher that changed relabels every copy, since any label it gave may have moved (:func:`reuse_labels`);
+  SHA-256 of its weights file, :func:`weights_sha`) and for the very same copy (id, text and context; an
+  answer's copies are seeded by its id, so most stay the same, but a word swapped in is drawn from all the
+  answers): a teacher that changed relabels every copy, since any label it gave may have moved
+  (:func:`reuse_labels`);
 * **the students** retrain: they learn from every label, and they are the cheapest stage.
 """
 from __future__ import annotations
@@ -83,14 +86,19 @@ def previous_roles(teacher_dirs):
     return roles, ("+".join(shas) or None)
 
 
+#: the roles an answer keeps from round to round
+KEPT_ROLES = ("train", "val", "test")
+
+
 def keep_roles(ids, labels, roles, previous):
-    """``roles`` with every scored answer that trained or validated the previous teacher back in that role
-    (``previous``: ``{id: role}``); returns the new list and how many changed. Test and other rows, and
-    answers new to this round, keep the role this round's split gave them."""
+    """``roles`` with every scored answer back in the role it had in the previous round (``previous``:
+    ``{id: role}``) — one the previous teacher trained on never validates or tests the new one, and the
+    test answers stay the test answers; returns the new list and how many changed. Answers new to this
+    round keep the role this round's split gave them."""
     out, changed = list(roles), 0
     for i, (rid, lab, role) in enumerate(zip(ids, labels, roles)):
         before = previous.get(rid)
-        if lab is not None and role in ("train", "val") and before in ("train", "val") and before != role:
+        if lab is not None and role in KEPT_ROLES and before in KEPT_ROLES and before != role:
             out[i], changed = before, changed + 1
     return out, changed
 
