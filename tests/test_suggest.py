@@ -151,24 +151,27 @@ def _stage(work, key, rows, proba, mtime):
 
 
 def test_work_folders_teacher_raises_disagreement(files, tmp_path, capsys):
-    """Of two teacher stages, the one holding most ids is used (the newer holds only two); where the teacher's
-    top class differs from the student's, the row comes first and the reason says so."""
+    """Every finished teacher stage counts, the newest one where several hold an id (the latest round's
+    teacher); where that teacher's top class differs from the student's, the row comes first and the reason
+    says so — and a row only an older teacher disagreed on does not."""
     m = tinykd.load(files["model"])
     unscored = [r for r in files["rows"] if r["label"] in ("", "NA")]
     p = m.predict_proba([r["text"] for r in unscored])
-    calm = int(np.argmax(p.max(1)))  # the student's surest unscored answer
-    t = p.copy()
-    t[calm] = np.roll(np.eye(3)[p[calm].argmax()], 1)  # the teacher is sure of another class there
-    _stage(tmp_path, "old", unscored, t, 1_000_000)
-    _stage(tmp_path, "new", unscored[:2], p[:2], 2_000_000)
+    calm, other = (int(i) for i in np.argsort(-p.max(1), kind="stable")[:2])  # the student's two surest answers
+    flip = lambda row: np.roll(np.eye(3)[row.argmax()], 1)  # noqa: E731  (a teacher sure of another class)
+    t_old = p.copy()
+    t_old[calm] = flip(p[calm])
+    _stage(tmp_path, "old", unscored, t_old, 1_000_000)
+    t_new = p[[calm, other]].copy()
+    t_new[1] = flip(p[other])
+    _stage(tmp_path, "new", [unscored[calm], unscored[other]], t_new, 2_000_000)
     out = str(tmp_path / "s.csv")
     assert main(["suggest", files["model"], files["data"], "--n", "5", "--out", out, "--work", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert f"teacher: {tmp_path / 'teacher-old' / 'teacher.csv'} (2 finished teacher stage(s); this one holds " \
-           "60 of the 60 unscored ids)" in err
+    assert f"teacher: 2 of the 2 finished teacher stage(s) in {tmp_path} hold 60 of the 60 unscored answers" in err
     got = read_csv(out)
-    assert got[0]["id"] == unscored[calm]["id"]
-    assert got[0]["reason"].startswith(f"student says {m.classes[p[calm].argmax()]} (")
+    assert got[0]["id"] == unscored[other]["id"] and unscored[calm]["id"] not in [r["id"] for r in got]
+    assert got[0]["reason"].startswith(f"student says {m.classes[p[other].argmax()]} (")
     assert ", teacher says " in got[0]["reason"] and got[0]["reason"].endswith("(1.00)")
 
 

@@ -18,7 +18,7 @@ from tinykd.errors import OptionError, check_seed
 from tinykd.files.atomic import check_output_path
 from tinykd.files.csvfiles import (AtomicCsvWriter, DataFileError, class_keys, parse_label, read_table, shown,
                                    shown_list, spreadsheet_safe)
-from tinykd.files.softlabels import join_by_id, read_soft_label_table
+from tinykd.files.softlabels import read_soft_label_table
 from tinykd.quality.suggest import suggest
 from tinykd.scoring.student import Bundle, data_columns, load
 
@@ -89,9 +89,10 @@ def _unscored(table, label_col, args):
 
 def work_teacher(work, ids, classes):
     """The teacher's probabilities for ``ids`` from the distill work folder ``work``: ``(proba, note)``, proba
-    ``(len(ids), len(classes))`` with NaN rows for ids the teacher stage lacks. Of several finished teacher
-    stages (``teacher-<key>/teacher.csv`` with its marker), the one holding most of ``ids`` is used, the most
-    recently finished of those; the note names it. One line when none holds any of them."""
+    ``(len(ids), len(classes))`` with NaN rows for ids no teacher stage holds. Every finished teacher stage
+    (``teacher-<key>/teacher.csv`` beside its marker) whose classes are the model's counts — one per item of a
+    per-item model, one per round — and where several hold an id, the most recently finished gives it (the
+    latest round's teacher). One line when none holds any of them."""
     if not os.path.isdir(work):
         raise OptionError("work", f"{{opt}} {work}: no such folder")
     stages = []
@@ -102,24 +103,27 @@ def work_teacher(work, ids, classes):
     if not stages:
         raise OptionError("work", f"{{opt}} {work}: no finished teacher stage (teacher-*/teacher.csv beside its "
                           f"{MARKER}); is it a tinykd distill work folder?")
-    want = {str(i).strip() for i in ids}
-    best = None
-    for finished, csv_path in stages:
-        file_ids, t_classes, p = read_soft_label_table(csv_path)
-        key = (len(want.intersection(file_ids)), finished)
-        if best is None or key > best[0]:
-            best = (key, csv_path, file_ids, t_classes, p)
-    (covered, _), csv_path, file_ids, t_classes, p = best
-    if not covered:
-        raise OptionError("work", f"{{opt}} {work}: no teacher stage holds any of the {len(want):,} unscored ids "
-                          f"(e.g. {shown_list(sorted(want))}); is it the work folder of this data?")
+    where = {}
+    for j, i in enumerate(ids):
+        where.setdefault(str(i).strip(), []).append(j)
     col = {k: j for j, k in enumerate(class_keys(classes))}
-    extra = [c for c in class_keys(t_classes) if c not in col]
-    if extra:
-        raise OptionError("work", f"{{opt}} {csv_path}: the teacher's classes {shown_list(extra)} are not the "
-                          "model's; is it the work folder of this model?")
-    mapped = np.zeros((len(file_ids), len(classes)), np.float32)
-    mapped[:, [col[k] for k in class_keys(t_classes)]] = p
-    proba = join_by_id(csv_path, file_ids, mapped, ids, allow_missing=True)
-    return proba, (f"teacher: {csv_path} ({len(stages)} finished teacher stage(s); this one holds {covered:,} "
-                   f"of the {len(want):,} unscored ids)")
+    proba = np.full((len(ids), len(classes)), np.nan, np.float32)
+    used = 0
+    for _, csv_path in sorted(stages):  # oldest first: a later stage's row replaces an earlier one's
+        file_ids, t_classes, p = read_soft_label_table(csv_path)
+        keys = class_keys(t_classes)
+        hits = [k for k, i in enumerate(file_ids) if i in where]
+        if not hits or any(c not in col for c in keys):  # another data set's, or another model's teacher
+            continue
+        used += 1
+        for k in hits:
+            row = np.zeros(len(classes), np.float32)
+            row[[col[c] for c in keys]] = p[k]
+            proba[where[file_ids[k]]] = row
+    covered = int((~np.isnan(proba).any(axis=1)).sum())
+    if not covered:
+        raise OptionError("work", f"{{opt}} {work}: no teacher stage with the model's classes holds any of the "
+                          f"{len(where):,} unscored ids (e.g. {shown_list(sorted(where))}); is it the work folder "
+                          "of this data and model?")
+    return proba, (f"teacher: {used} of the {len(stages)} finished teacher stage(s) in {work} hold {covered:,} of "
+                   f"the {len(ids):,} unscored answers (the latest stage where several do)")
