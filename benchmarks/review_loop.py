@@ -95,7 +95,7 @@ def pick(strategy, model, unscored, n, seed, k):
     return [i for i, _ in suggest(texts, model.predict_proba(texts), n=n, seed=seed)]
 
 
-def run_curve(row, seed, work_root, results, path):
+def run_curve(row, seed, work_root, results, path, rounds=ROUNDS):
     """Round 0, then each strategy's rounds, for one row and seed (finished runs are skipped)."""
     name, data, opts, _ = rows(ROOT.parent / "shared" / "data")[row]
     pool, test = pool_and_test(data, opts["where"][0].split("=")[1])
@@ -110,7 +110,7 @@ def run_curve(row, seed, work_root, results, path):
         save(results, path)
     for strategy in STRATEGIES:
         scored, prev = list(first), work / "r0.npz"
-        for k in range(1, ROUNDS + 1):
+        for k in range(1, rounds + 1):
             from tinykd.scoring.student import load
 
             have = {r["id"] for r in scored}
@@ -224,6 +224,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="asap-1,ela-4", help="the rows of benchmarks/distill_table.py to run")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="rounds after round 0 (0: round 0 only)")
     ap.add_argument("--cost", action="store_true", help="measure a second round's cost on item 1 instead")
     ap.add_argument("--md-only", action="store_true")
     ap.add_argument("--work-root", type=Path, default=ROOT / "runs" / "review")
@@ -238,7 +239,7 @@ def main(argv=None):
         return 0
     for seed in [int(s) for s in args.seeds.split(",")]:
         for row in args.rows.split(","):
-            run_curve(row, seed, args.work_root, results, path)
+            run_curve(row, seed, args.work_root, results, path, args.rounds)
     return 0
 
 
