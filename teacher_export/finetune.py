@@ -155,12 +155,24 @@ class EarlyStopping:
     another such epoch; with ``stop_on="loss"`` the lowest loss only). An epoch improves when it
     becomes the kept one or (``"accuracy"``) raises the best accuracy by more than ``tolerance``;
     ``stop`` is true ``patience`` epochs after the last improvement; ``kept`` is the epoch to restore.
-    A warm start's epoch 0 (the starting model, validated before any step) is the first record like any other.
+    A warm start's epoch 0 (the starting model, validated before any step) is the first record. With
+    ``keep_start`` (and ``stop_on="accuracy"``) it stays the kept epoch until a later one beats its validation
+    accuracy by more than ``tolerance``: a tie cannot tell two teachers apart, and a changed teacher costs
+    a relabelled transfer set.
     """
 
-    def __init__(self, stop_on="accuracy", tolerance=TOLERANCE, patience=2):
+    def __init__(self, stop_on="accuracy", tolerance=TOLERANCE, patience=2, keep_start=False):
         self.stop_on, self.tolerance, self.patience = stop_on, tolerance, patience
+        self.keep_start = keep_start and stop_on == "accuracy"
         self.history, self.kept, self.top, self.last_better = [], 0, None, 0
+
+    def _start_holds(self):
+        """A kept start (``keep_start``) that no later epoch has beaten by more than ``tolerance``."""
+        h = self.history
+        if not self.keep_start or not h or h[0]["epoch"] != 0:
+            return False
+        bar = round(round(h[0]["val_acc"], 6) + self.tolerance, 6)
+        return not any(round(r["val_acc"], 6) > bar for r in h[1:])
 
     def update(self, rec):
         self.history.append(rec)
@@ -168,10 +180,10 @@ class EarlyStopping:
         if self.stop_on == "accuracy" and (self.top is None or acc > round(self.top + self.tolerance, 6)):
             self.last_better = ep
         self.top = acc if self.top is None else max(self.top, acc)
-        now = kept_epoch(self.history, self.stop_on, self.tolerance)
+        now = 0 if self._start_holds() else kept_epoch(self.history, self.stop_on, self.tolerance)
         if now != self.kept:
             self.kept, self.last_better = now, ep
-        return {r["epoch"] for r in self._keepable()}
+        return {r["epoch"] for r in self._keepable()} | ({0} if self._start_holds() else set())
 
     @property
     def stop(self):
@@ -209,8 +221,9 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     ``val_idx``: exactly ``epochs`` epochs. ``bf16``: the steps and the validation passes under bfloat16
     autocast (:mod:`teacher_export.precision`; the weights stay float32). ``validate_start`` (a warm
     start, ``fit --warm-from``): with ``val_idx``, the model as it comes is validated before any step and
-    recorded as epoch 0 (``loss`` None), which the same rule may keep: then the weights are restored
-    unchanged, and the training that follows is the same as without it (validating draws no random numbers)."""
+    recorded as epoch 0 (``loss`` None) and kept unless a later epoch beats its validation accuracy by more
+    than ``tolerance`` (:class:`EarlyStopping`'s ``keep_start``): then the weights are restored unchanged, and
+    the training that follows is the same as without it (validating draws no random numbers)."""
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
@@ -227,7 +240,7 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     step = _Step(model, opt, sched, torch.nn.CrossEntropyLoss(weight=cw), enc, pad_id, device, bf16)
     res = FitResult(model=model, train_idx=train_idx.tolist(),
                     optimizer="AdamW (fused)" if opt.defaults.get("fused") else "AdamW")
-    stopping, states = EarlyStopping(stop_on, tolerance, patience), {}
+    stopping, states = EarlyStopping(stop_on, tolerance, patience, keep_start=validate_start), {}
     t_start = time.time()
     if validate_start and val_idx is not None and len(val_idx):
         rec = {"epoch": 0, "loss": None, "seconds": 0.0,

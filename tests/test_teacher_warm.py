@@ -86,7 +86,7 @@ def test_epoch_0_is_kept_when_training_cannot_beat_it(previous, tmp_path, capsys
 
 def test_epoch_0_is_left_when_training_improves_validation(previous, tmp_path):
     data, _, weak = previous
-    res = _warm(weak, data, tmp_path, epochs=5, patience=2, lr=3e-3)
+    res = _warm(weak, data, tmp_path, epochs=5, patience=4, lr=3e-3)  # ties keep epoch 0: room to win
     h = res["history"]
     assert res["best_epoch"] >= 1 and h[res["best_epoch"]]["val_acc"] > h[0]["val_acc"] + 0.2, h
     tj = _teacher_json(res)
@@ -151,3 +151,26 @@ def test_early_stopping_with_an_epoch_0_record():
     assert run([0.8, 0.9, 0.9], [0.40, 0.41, 0.42], stop_on="loss")[:2] == (0, 2)
     assert kept_epoch([{"epoch": 0, "val_acc": 0.5, "val_loss": 0.7}, {"epoch": 1, "val_acc": 0.5,
                                                                        "val_loss": 0.7 + 1e-8}]) == 0
+
+
+def test_a_warm_start_keeps_the_previous_teacher_until_an_epoch_beats_it_by_more_than_the_tolerance():
+    """keep_start (what fine_tune(validate_start=True) uses): a tie with a lower loss does not replace the previous
+    teacher (it would cost a relabelled transfer set for a difference validation cannot see); a clear win does."""
+    def run(accs, losses, patience=1):
+        es, held = EarlyStopping("accuracy", 0.01, patience, keep_start=True), []
+        for ep, (a, l) in enumerate(zip(accs, losses)):
+            held.append(sorted(es.update({"epoch": ep, "val_acc": a, "val_loss": l})))
+            if es.stop:
+                break
+        return es.kept, ep, held
+
+    assert run([0.80, 0.805, 0.9], [0.50, 0.40, 0.1]) == (0, 1, [[0], [0, 1]])  # the tie: epoch 0 kept, stop
+    assert run([0.80, 0.811, 0.7], [0.50, 0.60, 0.9]) == (1, 2, [[0], [1], [1]])  # beaten by 0.011: epoch 1
+    # a near-tie then a win: the tied epoch is held while a later best may still make it the one kept
+    kept, ran, held = run([0.80, 0.805, 0.812, 0.6], [0.50, 0.30, 0.45, 0.9], patience=2)
+    assert kept == 1 and held[1] == [0, 1] and held[2] == [1, 2]
+    # stop_on="loss" has no kept start: the usual rule
+    es = EarlyStopping("loss", 0.01, 1, keep_start=True)
+    es.update({"epoch": 0, "val_acc": 0.8, "val_loss": 0.5})
+    es.update({"epoch": 1, "val_acc": 0.8, "val_loss": 0.4})
+    assert es.kept == 1

@@ -179,15 +179,15 @@ def _warm_teachers(warm_start, teacher_dir, base):
 def _warm_roles(table, warm, log):
     """``(table, roles_sha)``: every answer back in the role it had in the previous round (a warm start),
     and the hash of the previous rows that set them (None: no warm start)."""
-    from tinykd.distill.warm import keep_roles, previous_roles
+    from tinykd.distill.warm import KEPT_ROLES, keep_roles, previous_roles
 
     if not warm:
         return table, None
     previous, sha = previous_roles(warm.values())
     roles, changed = keep_roles(table.ids, table.labels, table.roles, previous)
-    scored = sum(1 for i, lab in zip(table.ids, table.labels) if lab is not None and i not in previous)
-    log(f"warm start: {len(previous):,} answers of the previous round keep their roles ({changed:,} moved back); "
-        f"{scored:,} scored answers are new to it")
+    new = sum(1 for i, lab in zip(table.ids, table.labels) if lab is not None and previous.get(i) not in KEPT_ROLES)
+    log(f"warm start: the answers of the previous round keep their roles ({changed:,} that this round's split would "
+        f"have moved); {new:,} newly scored answers")
     return table._replace(roles=roles), sha
 
 
