@@ -149,3 +149,23 @@ def test_the_command_line_gives_warm_start_to_distill_and_a_bad_one_is_one_line(
                          str(tmp_path / "round1.npz"))
     assert_user_error(rc, err, "round1.npz: no such model file")
     assert not os.path.exists(tmp_path / "m.work" / "rows")  # refused before any stage
+
+
+def test_a_warm_round_trains_the_preset_the_previous_round_kept(tmp_path):
+    import dataclasses
+
+    from tinykd.distill.pipeline import _item_chain
+    from tinykd.distill.rows import Table
+
+    t = _teacher(tmp_path / "w", "k", b"w")
+    table = Table(ids=["a", "b"], texts=["x", "y"], labels=[1, 0], kind="int", contexts=None, items=None,
+                  roles=["train", "val"])
+    template = ItemChain(work=str(tmp_path), item=None, name="all rows", rows_key="r", rows_csv="rows.csv", rows=None,
+                         unlabeled_rows=(), unlabeled_sha=None, teacher_dir=None, teacher_sha=None, base=None,
+                         teacher=TeacherOptions(), teacher_threads=None, copies=None, augment={}, preset="auto",
+                         presets=("bathtub", "7t"), lams=(4.0,), options=student_options())
+    warm = _item_chain(template, table, None, None, (), {None: (t, "7t")})
+    assert warm.presets == ("7t",) and warm.warm_from == t and warm.warm_sha == W.weights_sha(t)
+    assert _item_chain(template, table, None, None, (), {}).presets == ("bathtub", "7t")  # a first round: both
+    named = dataclasses.replace(template, preset="bathtub", presets=("bathtub",))
+    assert _item_chain(named, table, None, None, (), {None: (t, "7t")}).presets == ("bathtub",)  # as asked

@@ -29,12 +29,14 @@ def unlabeled_answers(chain):
             for i, r in enumerate(rows.roles) if r == "unlabeled"] + list(chain.unlabeled_rows)
 
 
-def write_copies(folder, chain, n):
+def write_copies(folder, chain, n, previous=None):
     """The copies stage: ``folder/copies.csv`` (id, text, context) holding ``n`` copies of every
     training answer of ``chain``, then the unlabeled answers (the data file's unlabeled training rows and
     the unlabeled file's rows), each followed by its own ``n`` copies: new answers weigh as much as
-    scored ones in the soft term (docs/decisions/transfer-data.md). Returns ``{"n": rows, "copies":
-    copies, "unlabeled": unlabeled rows}``."""
+    scored ones in the soft term (docs/decisions/transfer-data.md). ``previous`` (a warm start: the previous
+    round's ``(copies.csv, rows.csv)``): a training answer it held with the same text and context keeps its
+    ``n`` copies from there (:func:`tinykd.distill.warm.copies_by_answer`). Returns ``{"n": rows, "copies":
+    copies, "unlabeled": unlabeled rows}`` (and ``"kept"``: the answers whose copies were kept)."""
     from tinykd.distill.augment import augment, augment_rows
 
     rows = chain.rows
@@ -42,6 +44,7 @@ def write_copies(folder, chain, n):
     unlabeled = unlabeled_answers(chain)
     made = augment_rows([rows.texts[i] for i in train], [rows.ids[i] for i in train],
                         [rows.labels[i] for i in train], n=n, seed=chain.seed, **chain.augment) if n else []
+    made, kept = _kept_copies(made, chain, train, n, previous)
     with AtomicCsvWriter(os.path.join(folder, "copies.csv"), ["id", "text", "context"]) as w:
         for j, nid, text in made:
             w.writerow([nid, text, "" if rows.contexts is None else rows.contexts[train[j]]])
@@ -56,4 +59,26 @@ def write_copies(folder, chain, n):
             for nid, copy in by_src.get(j, ()):
                 w.writerow([nid, copy, ctx])
     return {"n": len(made) + len(unlabeled) + len(u_ids), "copies": len(made) + len(u_ids),
-            "unlabeled": len(unlabeled)}
+            "unlabeled": len(unlabeled), **({"kept": kept} if previous else {})}
+
+
+def _kept_copies(made, chain, train, n, previous):
+    """``made`` (``(answer, id, text)`` per copy) with each answer the previous round held unchanged given its
+    ``n`` copies from then; and how many answers kept theirs."""
+    if not previous or not made:
+        return made, 0
+    from tinykd.distill.warm import copies_by_answer
+
+    before, rows = copies_by_answer(*previous), chain.rows
+    ctx = lambda i: "" if rows.contexts is None else rows.contexts[i]  # noqa: E731
+    out, done, kept = [], set(), 0
+    for j, nid, text in made:
+        i = train[j]
+        old = before.get(rows.ids[i])
+        if not old or old[0] != (rows.texts[i], ctx(i)) or len(old[1]) != n:
+            out.append((j, nid, text))
+        elif j not in done:
+            done.add(j)
+            kept += 1
+            out += [(j, cid, ctext) for cid, ctext in old[1]]
+    return out, kept

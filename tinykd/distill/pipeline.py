@@ -183,7 +183,7 @@ def _warm_roles(table, warm, log):
 
     if not warm:
         return table, None
-    previous, sha = previous_roles(warm.values())
+    previous, sha = previous_roles([folder for folder, _ in warm.values()])
     roles, changed = keep_roles(table.ids, table.labels, table.roles, previous)
     new = sum(1 for i, lab in zip(table.ids, table.labels) if lab is not None and previous.get(i) not in KEPT_ROLES)
     log(f"warm start: the answers of the previous round keep their roles ({changed:,} that this round's split would "
@@ -239,11 +239,12 @@ def _item_chain(template, table, item, teacher_dir, unlabeled_rows, warm):
                     contexts=None if table.contexts is None else tuple(table.contexts[i] for i in idx),
                     roles=tuple(table.roles[i] for i in idx), kind=table.kind)
     given = _given_teacher(teacher_dir, item)
-    warm_from = warm.get(item)
+    warm_from, kept = warm.get(item, (None, None))
+    presets = (kept,) if warm_from and template.preset == "auto" and kept in template.presets else template.presets
     return dataclasses.replace(
         template, item=item, name="all rows" if item is None else f"item {item}", rows=rows,
         unlabeled_rows=tuple(u for u in unlabeled_rows if item is None or u[3] == item), teacher_dir=given,
-        teacher_sha=given and file_sha256(os.path.join(given, "teacher.json")), warm_from=warm_from,
+        teacher_sha=given and file_sha256(os.path.join(given, "teacher.json")), warm_from=warm_from, presets=presets,
         warm_sha=warm_from and weights_sha(warm_from))
 
 
@@ -299,9 +300,10 @@ def distill_item(chain, log, worker_threads=None):
     t = cache.run("teacher", t_key, chain.name, fit_teacher, chain, threads, log)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     n = copy_count(chain)
+    prev = _previous_copies(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
-                       bool(unlabeled_answers(chain)))
-    c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n)
+                       bool(unlabeled_answers(chain)), prev and os.path.basename(os.path.dirname(prev[0])))
+    c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
     reuse = (chain.work, os.path.dirname(os.path.dirname(chain.warm_from))) if chain.warm_from else ()  # its work
@@ -315,6 +317,16 @@ def distill_item(chain, log, worker_threads=None):
     return {"teacher": t, "teacher_dir": teacher, "copies": c, "labels": lab, "students": s, "teacher_csv": t_csv,
             "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
             "cached": cache.cached}
+
+
+def _previous_copies(chain):
+    """A warm start's previous round: ``(its copies.csv, the rows its teacher trained on)``; else None."""
+    from tinykd.distill.warm import previous_copies, rows_file
+
+    if not chain.warm_from:
+        return None
+    copies, rows = previous_copies(chain.warm_from, chain.warm_sha), rows_file(chain.warm_from)
+    return (copies, rows) if copies and rows else None
 
 
 def _students_key(cache, chain, l_key):

@@ -230,12 +230,13 @@ def teacher_key(rows, item, base, options, given_sha, versions):
     return stage_key(rows, item, base, options, given_sha, *versions)
 
 
-def copies_key(rows, item, n_copies, seed, unlabeled_sha, augment, unlabeled=False):
+def copies_key(rows, item, n_copies, seed, unlabeled_sha, augment, unlabeled=False, previous=None):
     """The transfer set: the rows' key, the item, the copies per answer, the seed, the unlabeled
-    file's hash, the augmentation options that are set (none: not hashed) and, when there are
-    ``unlabeled`` answers, that they are copied too."""
+    file's hash, the augmentation options that are set (none: not hashed), when there are
+    ``unlabeled`` answers, that they are copied too and, for a warm start, the previous round's copies
+    stage whose copies the unchanged answers keep."""
     return stage_key(rows, item, n_copies, seed, unlabeled_sha, *([sorted(augment.items())] if augment else []),
-                     *([("unlabeled", "copied")] if unlabeled else []))
+                     *([("unlabeled", "copied")] if unlabeled else []), *([("previous", previous)] if previous else []))
 
 
 def labels_key(teacher, copies):

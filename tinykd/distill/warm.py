@@ -14,7 +14,11 @@ round saved:
   answer's copies are seeded by its id, so most stay the same, but a word swapped in is drawn from all the
   answers): a teacher that changed relabels every copy, since any label it gave may have moved
   (:func:`reuse_labels`);
-* **the students** retrain: they learn from every label, and they are the cheapest stage.
+* **the copies** of an answer scored before, with the same text, are its copies of the previous round
+  (:func:`previous_copies`), so that an unchanged teacher's labels of them can be reused; only newly scored
+  answers get new copies;
+* **the students** retrain, for the preset the previous round kept (its plain NN and KD student): the
+  choice between presets was made on the first round's validation rows, and one preset is half the time.
 """
 from __future__ import annotations
 
@@ -34,8 +38,9 @@ _LABELS, _MARKER = "labels-", "done.json"
 
 
 def previous_teachers(model_path):
-    """``{item: teacher folder}`` of the model a previous ``tinykd distill`` saved at ``model_path`` (item
-    None for one student); a one-line ValueError for a model distill did not make or a teacher that is gone."""
+    """``{item: (teacher folder, kept preset)}`` of the model a previous ``tinykd distill`` saved at
+    ``model_path`` (item None for one student); a one-line ValueError for a model distill did not make or a
+    teacher that is gone."""
     from tinykd.scoring.student import Bundle, load
 
     model = load(model_path)
@@ -48,7 +53,7 @@ def previous_teachers(model_path):
         if not os.path.exists(os.path.join(folder, "teacher.json")):
             raise ValueError(f"--warm-start {model_path}: its teacher {folder} is gone (was its work folder "
                              "removed?); distill without --warm-start")
-        out[item] = folder
+        out[item] = (folder, st.meta["distill"].get("preset"))
     return out
 
 
@@ -61,7 +66,7 @@ def weights_sha(teacher_dir):
     return None
 
 
-def _rows_file(teacher_dir):
+def rows_file(teacher_dir):
     """The rows file (id, role, …) a teacher fitted by distill was trained from: named by its stage's job
     file, found in the work folder that holds the teacher (so a moved work folder still works)."""
     stage = os.path.dirname(os.path.abspath(teacher_dir))
@@ -78,7 +83,7 @@ def previous_roles(teacher_dirs):
     """``({id: role}, sha)``: each answer's role in the rows the previous teachers were trained from, and
     the hashes of those files (the rows stage's key hashes them); ``({}, None)`` when none is found."""
     roles, shas = {}, []
-    for path in sorted({p for p in map(_rows_file, teacher_dirs) if p}):
+    for path in sorted({p for p in map(rows_file, teacher_dirs) if p}):
         shas.append(file_sha256(path))
         with open(path, newline="", encoding="utf-8") as f:
             for r in csv.DictReader(f):
@@ -103,6 +108,27 @@ def keep_roles(ids, labels, roles, previous):
     return out, changed
 
 
+def previous_copies(teacher_dir, sha):
+    """The copies file the previous round's teacher (``teacher_dir``, weights hashing to ``sha``) labelled —
+    the previous round's transfer set — or None: found by the labels stage that records that teacher, in the
+    work folder holding it (the latest such stage)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(teacher_dir)))
+    found = [c for _, c, _ in reusable_labels([root], sha, None)]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def copies_by_answer(copies_csv, rows_csv):
+    """``{answer id: ((text, context), [(copy id, copy text), …])}`` of the previous round's training answers
+    (``rows_csv``: the rows the previous teacher was trained from) and their copies in ``copies_csv``."""
+    with open(rows_csv, newline="", encoding="utf-8") as f:
+        answers = {r["id"]: ((r["text"], r.get("context", "")), []) for r in csv.DictReader(f) if r["role"] == "train"}
+    for cid, text, _ in _copies(copies_csv):
+        src = cid.rsplit("~aug", 1)[0]
+        if src in answers:
+            answers[src][1].append((cid, text))
+    return answers
+
+
 def _copies(path):
     with open(path, newline="", encoding="utf-8") as f:
         return [(r["id"], r["text"], r.get("context", "")) for r in csv.DictReader(f)]
@@ -110,7 +136,7 @@ def _copies(path):
 
 def reusable_labels(roots, sha, bf16):
     """``(labels.csv, copies.csv, labels.json)`` of every finished labels stage under the work folders
-    ``roots`` whose teacher's weights hash to ``sha`` in the precision ``bf16``."""
+    ``roots`` whose teacher's weights hash to ``sha`` in the precision ``bf16`` (None: any)."""
     found = []
     for root in dict.fromkeys(os.path.abspath(r) for r in roots if r and os.path.isdir(r)):
         for name in sorted(os.listdir(root)):
@@ -124,7 +150,8 @@ def reusable_labels(roots, sha, bf16):
                 continue
             copies = os.path.join(root, str(done.get("copies_dir")), "copies.csv")
             labels = os.path.join(root, name, "labels.csv")
-            if done.get("teacher_weights") == sha and done.get("bf16", "off") == bf16 and os.path.exists(copies) \
+            same = done.get("teacher_weights") == sha and bf16 in (None, done.get("bf16", "off"))
+            if same and os.path.exists(copies) \
                     and os.path.exists(labels):
                 found.append((labels, copies, os.path.join(root, name, "labels.json")))
     return found
