@@ -19,6 +19,8 @@ import tinykd.distill.job as J  # noqa: E402
 import tinykd.distill.pipeline as D  # noqa: E402
 import tinykd.distill.teacher as T  # noqa: E402
 
+from tinykd.quality.evaluate import verdict_summary  # noqa: E402
+
 from conftest import FILLER, WORDS, assert_user_error, model_contents, run_cli  # noqa: E402
 
 TEACHER = dict(epochs=4, patience=2, lr=3e-3, batch_size=8, max_length=32)
@@ -42,6 +44,31 @@ def make_csv(path, n=90, seed=0):
     return str(path)
 
 
+def add_rater2(path):
+    """A second rater's column ``rater2``: the first rater's score, one point off on every fourth row."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows):
+        r["rater2"] = str((int(r["label"]) + (i % 4 == 0)) % 3)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return [r for r in rows if r["split"] == "test"]
+
+
+def expected_verdicts(work, model, test, rater2=False):
+    """``tinykd report``'s assess() of the teacher's arg-max (its probabilities in the work folder) and the
+    student's scores on the ``test`` rows, called directly."""
+    from tinykd.files.softlabels import read_soft_labels
+    from tinykd.quality.evaluate import assess
+
+    p_t = read_soft_labels(str(next(work.glob("teacher-*/teacher.csv"))), [r["id"] for r in test], ["0", "1", "2"])
+    human, r2 = [int(r["label"]) for r in test], [int(r["rater2"]) for r in test] if rater2 else None
+    machines = {"teacher": [int(k) for k in p_t.argmax(1)], "student": model.predict([r["text"] for r in test])}
+    return {who: assess(human, m, labels=[0, 1, 2], rater2=r2, name=f"all rows: {who}") for who, m in machines.items()}
+
+
 @pytest.fixture
 def teacher_calls(monkeypatch):
     calls = []
@@ -57,6 +84,7 @@ def teacher_calls(monkeypatch):
 
 def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_calls, monkeypatch):
     data = make_csv(tmp_path / "d.csv")
+    test = add_rater2(data)
     out, work = tmp_path / "m.npz", tmp_path / "work"
     res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
     assert teacher_calls == ["fit", "export"]  # fine-tune, then label the copies
@@ -74,13 +102,27 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert m.meta["training"]["n_transfer"] == (108 if d["lam"] else 0) and m.meta["training"]["n_val"] == 18
     rep = res.report["all rows"]
     assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN", "TF-IDF + LR"}
-    assert all(0.0 <= v["accuracy"] <= 1.0 for k, v in rep.items() if k != "n")
+    assert all(0.0 <= v["accuracy"] <= 1.0 for k, v in rep.items() if k not in ("n", "verdicts"))
+    # the teacher's and the student's verdict by tinykd report's criteria: assess() on the same rows, as it says
+    verdicts = expected_verdicts(work, m, test)
+    assert json.dumps(rep["verdicts"]) == json.dumps(verdicts)  # (NaN-safe equality)
+    assert rep["verdicts"]["teacher"]["accuracy"] == rep["teacher"]["accuracy"]
+    lines = D.format_report(res)
+    assert [ln.strip() for ln in lines if ln.startswith("  all rows: ")] == [
+        verdict_summary(verdicts["teacher"]), verdict_summary(verdicts["student"])]
+    assert "degradation not checked (no second rater)" in lines[-3]
     assert set(res.seconds) >= {"teacher", "copies", "labels", "students", "total"}
     job = json.loads(next(work.glob("teacher-*/job.json")).read_text())  # the teacher's one job file
     assert job["command"] == "fit" and job["epochs"] == 4 and job["split_col"] == "role" and job["base"] == tiny_base
 
-    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
+    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT,
+                      rater2_col="rater2")  # read for the report alone: every stage reused
     assert again.ran == [] and len(again.cached) == 5 and teacher_calls == ["fit", "export"]
+    hh = again.report["all rows"]["verdicts"]
+    assert json.dumps(hh) == json.dumps(expected_verdicts(work, m, test, rater2=True))
+    assert hh["teacher"]["human_human"]["n"] == 18 and "human_human" not in rep["verdicts"]["teacher"]
+    assert {c["criterion"] for c in hh["student"]["checks"]} >= {"degradation_qwk", "degradation_r"}
+    assert "no second rater" not in " ".join(D.format_report(again))
     assert again.made_seconds == res.made_seconds and set(again.seconds) == {"total"}  # cached: the first run's
     assert all(res.made_seconds[k] == round(res.seconds[k], 1) for k in ("teacher", "labels", "students"))
     np.testing.assert_array_equal(tinykd.load(out).net.params, m.net.params)
@@ -165,8 +207,10 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teache
 
 def test_per_item_from_the_command_line(tmp_path, tiny_base, capsys):
     data = make_csv(tmp_path / "d.csv", n=120)
+    add_rater2(data)
     out = tmp_path / "b.npz"
-    rc, so, err = run_cli(capsys, "distill", data, "--out", out, "--item-col", "item", "--base", tiny_base,
+    rc, so, err = run_cli(capsys, "distill", data, "--out", out, "--item-col", "item", "--rater2-col", "rater2",
+                          "--base", tiny_base,
                           "--copies", "1", "--epochs", "2", "--preset", "falling_weights",
                           "--teacher-epochs", "3", "--teacher-lr", "3e-3", "--teacher-batch-size", "8",
                           "--teacher-max-length", "32")
@@ -174,6 +218,9 @@ def test_per_item_from_the_command_line(tmp_path, tiny_base, capsys):
     b = tinykd.load(out)
     assert isinstance(b, tinykd.Bundle) and b.items == ["Q1", "Q2"]
     assert "item Q1: teacher" in so and "item Q2: plain NN" in so and "seconds per stage" in so
+    verdicts = [ln for ln in so.splitlines() if ln.startswith("  item ")]  # per item, the second rater's too
+    assert [v.split(" (")[0] for v in verdicts] == [f"  item Q{q}: {w}" for q in (1, 2) for w in ("teacher", "student")]
+    assert all("(12 rows): TOO FEW ANSWERS TO JUDGE — " in v and "QWK degradation" in v for v in verdicts), verdicts
     assert "[teacher] item Q2" in err  # progress per stage and item
     tb = b.students["Q1"].meta["distill"]["teacher_base"]  # the base its teacher was fine-tuned from
     assert tb["name"] is None and tb["model"] == tiny_base and tb["params"] > 0

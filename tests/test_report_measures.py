@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import cohen_kappa_score
 
-from tinykd.quality.evaluate import GROUP_SMD_MAX, assess, group_findings
+from tinykd.quality.evaluate import GROUP_SMD_MAX, USE, assess, group_findings, verdict_summary
 from tinykd.quality.metrics import (adjacent_agreement, exact_agreement, ordinal_agreement, pearson_r,
                             quadratic_weighted_kappa, standardized_mean_difference)
 
@@ -84,6 +84,30 @@ def test_assess_criteria_degradation_and_verdict():
     assert "| uncertain: QWK 0.700 [" in u["verdict"]["line"] and "straddles 0.70" in u["verdict"]["line"]
     no_r2 = assess(h, off, labels=[0, 1, 2, 3])
     assert "not checked: degradation (no second rater)" in no_r2["verdict"]["line"]
+
+
+def test_verdict_summary_names_each_criterion_its_status_and_the_verdict():
+    """``tinykd distill``'s compact verdict line: each criterion as the verdict line shows it, with its own
+    status; those not checked and why; the verdict's status and what to do (the verdict's own words)."""
+    h = [0, 1, 2, 3] * 50
+    off = [min(v + 1, 3) for v in h]  # as above: SMD not met, QWK uncertain, r met
+    u = assess(h, off, labels=[0, 1, 2, 3], name="item Q1: teacher")
+    c = {k["criterion"]: k for k in u["checks"]}
+    qwk_iv, r_iv = c["qwk"]["interval"], c["r"]["interval"]
+    assert verdict_summary(u) == (
+        f"item Q1: teacher (200 rows): NOT MET — QWK 0.700 [{qwk_iv[0]:.3f}, {qwk_iv[1]:.3f}] straddles 0.70: "
+        f"uncertain; Pearson r {u['r']:.3f} [{r_iv[0]:.3f}, {r_iv[1]:.3f}] ≥ 0.70: met; "
+        f"SMD {u['smd']:+.3f} [{c['smd']['interval'][0]:.3f}, {c['smd']['interval'][1]:.3f}] beyond ±0.15: "
+        "not met; degradation not checked (no second rater); subgroups not checked (no groups) → do not let it "
+        "score alone: keep a human rater (or review what it flags)")
+    with_r2 = verdict_summary(assess(h, off, labels=[0, 1, 2, 3], rater2=h, name="x"))
+    assert "QWK degradation -0.300 [" in with_r2 and "< -0.10: not met" in with_r2 and "no second rater" not in with_r2
+    good = verdict_summary(assess(h, h, labels=[0, 1, 2, 3], rater2=h, name="x"))
+    assert good.startswith("x (200 rows): MET — QWK 1.000") and good.endswith(" → " + USE["met"])
+    few = verdict_summary(assess(h[:20], h[:20], labels=[0, 1, 2, 3], name="x"))
+    assert few.startswith("x (20 rows): TOO FEW ANSWERS TO JUDGE — ") and few.endswith(USE["too few"])
+    nominal = assess(["a", "b"] * 10, ["a", "a"] * 10, labels=["a", "b"], ordinal=False, name="x")
+    assert verdict_summary(nominal) == "x (20 rows): NO VERDICT (nominal scores)"
 
 
 def test_assess_nominal_labels_says_the_ordinal_measures_do_not_apply():

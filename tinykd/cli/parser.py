@@ -236,6 +236,8 @@ def _distill(sub, fmt):
     _columns(x, text="answer column", label="human score column", id="id column")
     x.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     x.add_argument("--item-col", help="one teacher and one student per value of this column")
+    x.add_argument("--rater2-col", help="a second human rater's column: the report's verdicts then judge the "
+                   "degradation from human-human agreement (read for the report alone)")
     _label_names_arg(x)
     _split_args(x)
     x.add_argument("--val-split", default=None, help="split value of validation rows (unset: 'val', else 1/8)")

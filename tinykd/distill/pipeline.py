@@ -27,7 +27,9 @@ checks its stage's files on reuse, and one run at a time holds the work folder (
 Each item's chain (stages 2–5) is :func:`distill_item` of an :class:`~tinykd.distill.job.ItemChain`
 (plain values): one process runs it in a loop; with a Dask ``client`` it runs as one task per item
 (:func:`tinykd.cluster.tasks.map_items`), the stages cached in the same work folder, which every
-worker must then reach at the same path. The test report is :func:`tinykd.quality.evaluate.evaluation_report`'s.
+worker must then reach at the same path. The test report is :func:`tinykd.quality.evaluate.evaluation_report`'s,
+with the teacher's and the kept student's verdict by ``tinykd report``'s criteria
+(:func:`tinykd.quality.evaluate.assess`; with ``rater2_col`` the human–human ones too).
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ AUGMENT_OPTIONS = ("p_drop", "p_mask", "p_swap", "p_span")
 
 class DistillResult:
     """What :func:`distill` made: ``model`` (a Student or a Bundle, saved at ``out``), ``report``
-    (test metrics of teacher / plain NN / student per item and overall), ``seconds`` per stage
+    (test metrics of teacher / plain NN / student per item and overall, and under ``"verdicts"`` the
+    teacher's and the student's :func:`~tinykd.quality.evaluate.assess`), ``seconds`` per stage
     of this run, ``made_seconds`` per stage as recorded by the run that computed it (a stage this
     run found cached counts the seconds it took then), and which stages ``ran`` and which were
     ``cached``."""
@@ -84,7 +87,7 @@ class _Log:
 
 
 def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
-            split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None,
+            split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None, rater2_col=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
             temperature=None, soft_loss=None, copies=None, augment_options=None, epochs=None, patience=None,
             seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None,
@@ -115,9 +118,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``client``: a ``distributed.Client`` — each item's chain (:func:`distill_item`) then runs as a Dask task,
     the work folder shared by the workers; ``label_names``: the scores' names (``{label: name}`` or
     ``"0=incorrect,…"``, checked against the data's scores before any training); ``warm_start``: the model
-    file of a previous round on these answers (:mod:`tinykd.distill.warm`). Each item's context is stored
-    where its rows share one (:func:`tinykd.scoring.student.store_contexts`). Returns a
-    :class:`DistillResult`."""
+    file of a previous round on these answers (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's
+    column, read for the report alone (:func:`_second_rater`). Each item's context is stored where its rows
+    share one (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
@@ -141,6 +144,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
                           test_split)
         table, columns, data_sha = read_rows(data, columns, where, base_seed)
+        rater2 = _second_rater(data, columns, rater2_col, where)
         label_names = label_names_for_data(label_names, table.labels)
         table, roles_sha = _warm_roles(table, warm, log)
         r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where, roles_sha)
@@ -157,7 +161,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         done = _run_chains(chains, client, log, t_start)
         for r in done:
             cache.add(r["seconds"], r["ran"], r["cached"])
-        model, report = _model_and_report(chains, done, columns, item_col)
+        model, report = _model_and_report(chains, done, columns, item_col, rater2)
         add_names(model, label_names, table.contexts, table.items)
         model.save(out)
         seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
@@ -363,23 +367,36 @@ def _students(r, columns):
     return student, plain
 
 
-def _model_and_report(chains, done, columns, item_col):
-    """The model (a Student, or a Bundle of one per item) and the test report of the chains' results ``done``."""
+def _second_rater(data, columns, rater2_col, where):
+    """``{id: the second rater's cell}`` of ``data``'s rows (``where`` applied; None without ``rater2_col``).
+    Read beside the rows stage, not into it: the report alone uses it, so no stage's key changes with it."""
+    from tinykd.files.csvfiles import read_table
+
+    if rater2_col is None:
+        return None
+    t = read_table(data, [(columns.id, "--id-col"), (rater2_col, "--rater2-col")], where=where)
+    return dict(zip((s.strip() for s in t.column(columns.id)), t.column(rater2_col)))
+
+
+def _model_and_report(chains, done, columns, item_col, rater2=None):
+    """The model (a Student, or a Bundle of one per item) and the test report of the chains' results ``done``
+    (``rater2``: :func:`_second_rater`'s)."""
     from tinykd.scoring.student import Bundle
 
     models, report = {}, {}
     for chain, r in zip(chains, done):
         student, plain = _students(r, columns)
         models[chain.item] = student
-        rep = item_report(chain, r, student, plain)
+        rep = item_report(chain, r, student, plain, rater2)
         if rep is not None:
             report[chain.name] = rep
     return (models[None] if item_col is None else Bundle(models, item_col=item_col)), report
 
 
-def item_report(chain, r, student, plain):
+def item_report(chain, r, student, plain, rater2=None):
     """Test metrics of the teacher, the plain NN, the student (and TF-IDF + LR) on ``chain``'s test rows
-    (:func:`tinykd.quality.evaluate.evaluation_report`'s, the teacher's on its labels); None without any."""
+    (:func:`tinykd.quality.evaluate.evaluation_report`'s, the teacher's on its labels), and ``verdicts``: the
+    teacher's and the student's (:func:`_verdicts`); None without any test rows."""
     from tinykd.files.softlabels import read_soft_labels
     from tinykd.quality.evaluate import evaluation_report
     from tinykd.quality.metrics import scoring_metrics
@@ -398,7 +415,27 @@ def item_report(chain, r, student, plain):
               "plain NN": nn["model_vs_human"], f"student ({s['preset']}, λ = {s['lam']:g})": kept["model_vs_human"]}
     if s.get("tfidf_test"):
         report["TF-IDF + LR"] = s["tfidf_test"]
+    pred = student.predict_proba(texts, contexts).argmax(1)
+    r2 = None if rater2 is None else [rater2.get(rows.ids[i]) for i in test]
+    report["verdicts"] = _verdicts(chain.name, rows.classes, labels, {
+        "teacher": [rows.classes[k] for k in p_t.argmax(1)], "student": [student.classes[k] for k in pred]}, r2)
     return report
+
+
+def _verdicts(name, classes, labels, machines, rater2):
+    """``{who: assess(...)}``: each machine's scores of the test rows (``machines``: ``{who: scores}``, among
+    ``classes``) judged by ``tinykd report``'s criteria (:func:`tinykd.quality.evaluate.assess`, on the score
+    points ``tinykd report`` compares) against the human ``labels``, and ``rater2``'s cells (None: no second
+    rater) for the human–human ones."""
+    from tinykd.files.csvfiles import coerce_labels
+    from tinykd.quality.evaluate import assess, check_label_set, report_scale
+
+    scale, _, ordinal = report_scale(classes, labels)
+    if rater2 is not None:
+        rater2 = coerce_labels(rater2, classes)
+        check_label_set(classes, rater2, "the second rater's column (--rater2-col)")
+    return {who: assess(labels, m, labels=scale, ordinal=ordinal, rater2=rater2, name=f"{name}: {who}")
+            for who, m in machines.items()}
 
 
 def _made_seconds(rows_made, done):
@@ -411,13 +448,20 @@ def _made_seconds(rows_made, done):
 
 
 def format_report(result):
-    """The lines ``tinykd distill`` prints: test metrics per item, and seconds per stage."""
+    """The lines ``tinykd distill`` prints: test metrics per item, the teacher's and the student's verdict by
+    ``tinykd report``'s criteria (:func:`~tinykd.quality.evaluate.verdict_summary`), and seconds per stage."""
+    from tinykd.quality.evaluate import verdict_summary
+
     out = [f"{'test rows':40}{'rows':>7}{'accuracy':>10}{'QWK':>8}{'macro-F1':>10}"]
     for name, r in result.report.items():
         for who, m in r.items():
-            if who != "n":
+            if who not in ("n", "verdicts"):
                 out.append(f"{(name + ': ' + who)[:39]:40}{m['n']:>7,}{m['accuracy']:>10.3f}{m['qwk']:>8.3f}"
                            f"{m['macro_f1']:>10.3f}")
+    verdicts = [u for r in result.report.values() for u in r.get("verdicts", {}).values()]
+    if verdicts:
+        out.append("verdict on the test rows by tinykd report's criteria (docs/report.md):")
+        out += ["  " + verdict_summary(u) for u in verdicts]
     out.append("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     if result.cached:
         out.append(f"reused {len(result.cached)} finished stage(s) from {result.work}")

@@ -458,8 +458,7 @@ def _verdict(u):
         shown = [_show(c) for c in checks if c["criterion"] in ("qwk", "r", "smd")]
         parts = [f"TOO FEW ANSWERS TO JUDGE — fewer than {u['min_answers']} (below that the 95 % interval of QWK "
                  f"is wider than ±0.10); as measured: " + "; ".join(shown)]
-        return {"status": status, "line": f"{head}: {' | '.join(parts + extras)} → no verdict: keep a human rater, "
-                                          "and judge it again on more answers scored by hand"}
+        return {"status": status, "line": f"{head}: {' | '.join(parts + extras)} → {_use(status)}"}
     status = "not met" if failed else "uncertain" if unsure else "met"
     parts = []
     if failed:
@@ -478,11 +477,36 @@ def _verdict(u):
     if skipped:
         parts.append("not checked: " + "; ".join(f"{'degradation' if c['criterion'] == 'degradation' else 'subgroups'}"
                                                  f" ({c['not_checked']})" for c in skipped))
-    use = {"met": "may score on its own by these criteria",
-           "uncertain": "do not let it score alone yet: these answers cannot tell; judge it on more answers scored "
-                        "by hand (keep a human rater meanwhile)"}.get(
-        status, "do not let it score alone: keep a human rater (or review what it flags)")
-    return {"status": status, "line": f"{head}: {' | '.join(parts + extras)} → {use}"}
+    return {"status": status, "line": f"{head}: {' | '.join(parts + extras)} → {_use(status)}"}
+
+
+#: what each verdict means for the scorer's use (any other: not met)
+USE = {"met": "may score on its own by these criteria",
+       "uncertain": "do not let it score alone yet: these answers cannot tell; judge it on more answers scored "
+                    "by hand (keep a human rater meanwhile)",
+       "too few": "no verdict: keep a human rater, and judge it again on more answers scored by hand"}
+
+
+def _use(status):
+    return USE.get(status, "do not let it score alone: keep a human rater (or review what it flags)")
+
+
+#: a verdict's status as the verdict line opens on it
+STATUS_WORDS = {"met": "MET", "not met": "NOT MET", "uncertain": "UNCERTAIN", "too few": "TOO FEW ANSWERS TO JUDGE",
+                "not applicable": "NO VERDICT (nominal scores)"}
+
+
+def verdict_summary(u):
+    """A unit's verdict in one compact line (``tinykd distill`` prints one per machine and item): its status,
+    each criterion as the verdict line shows it with its own status (met / not met / uncertain), those not
+    checked and why, and what to do — the words of :func:`_verdict`, without the baseline."""
+    checks = [f"{_show(c)}: {c['status']}" for c in u["checks"] if "not_checked" not in c]
+    checks += [f"{'degradation' if c['criterion'] == 'degradation' else 'subgroups'} not checked "
+               f"({c['not_checked']})" for c in u["checks"] if "not_checked" in c]
+    status = u["verdict"]["status"]
+    use = "" if status == "not applicable" else f" → {_use(status)}"
+    head = f"{u['name']} ({u['n']:,} rows): {STATUS_WORDS[status]}"
+    return head + (" — " + "; ".join(checks) if checks else "") + use
 
 
 def group_findings(unit):
@@ -538,13 +562,7 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
     y = [y_all[i] for i in rows]
     pred = [classes[k] for k in p_cal.argmax(axis=1)]
 
-    known = {label_key(c) for c in classes}
-    unseen = [v for v in dict.fromkeys(y) if label_key(v) not in known]
-    ordinal = not nominal and all(_is_number(c) for c in classes) and all(_is_number(v) for v in y)
-    scale = list(classes) + unseen
-    if ordinal:
-        scale = sorted(scale)
-
+    scale, unseen, ordinal = report_scale(classes, y, nominal)
     names = _names_of(model)
 
     def unit(idx, name):
@@ -567,6 +585,17 @@ def fitness_report(model, texts, labels, *, contexts=None, items=None, rater2=No
             "criteria": CRITERIA, "units": units, "calibration": _calibration(model, p_raw, p_cal, yi),
             "review": _review(model, p_cal, yi, target_accuracy), "groups": list(grp), "rater2": rater2 is not None,
             "label_names": names, "misjudged": _misjudged(model, texts, contexts, items, rows, y, pred, p_cal)}
+
+
+def report_scale(classes, y, nominal=False):
+    """``(scale, unseen, ordinal)`` of human scores ``y`` against a model's ``classes``: the score points
+    compared (the classes and the humans' others, in order when ordinal), the humans' scores the model lacks,
+    and whether they are points on a scale (numbers, unless ``nominal``)."""
+    known = {label_key(c) for c in classes}
+    unseen = [v for v in dict.fromkeys(y) if label_key(v) not in known]
+    ordinal = not nominal and all(_is_number(c) for c in classes) and all(_is_number(v) for v in y)
+    scale = list(classes) + unseen
+    return (sorted(scale) if ordinal else scale), unseen, ordinal
 
 
 def _names_of(model):
