@@ -168,7 +168,7 @@ def test_distill_passes_label_names_and_item_contexts(tmp_path, capsys, monkeypa
     assert not [f for f in os.listdir(tmp_path / "x.work") if f != "lock"]  # no stage begun
     made = Bundle({"Q1": _student(), "Q2": _student(seed=4)}, item_col="item")
     monkeypatch.setattr(D, "_run_chains", lambda chains, client, log, t0: [])
-    monkeypatch.setattr(D, "_model_and_report", lambda chains, done, columns, item_col: (made, {}))
+    monkeypatch.setattr(D, "_model_and_report", lambda chains, done, columns, item_col, rater2=None: (made, {}))
     res = D.distill(data, tmp_path / "b.npz", item_col="item", context_col="question", label_names="2=right",
                     verbose=False)
     back = tinykd.load(tmp_path / "b.npz")
