@@ -19,6 +19,12 @@ def write_csv(path, rows, header=None):
     return str(path)
 
 
+def read_csv(path):
+    """The dict rows of a UTF-8 CSV with a header."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def numgrad(f, a, eps=1e-6):
     """Central differences of scalar f() with respect to array a (modified in place, then restored)."""
     g = np.zeros_like(a)

@@ -1,6 +1,5 @@
 """The command line end to end on a small CSV: train → info → score → evaluate, with and
 without a teacher, with an item column; and the demo in its reduced mode."""
-import csv
 import json
 import os
 
@@ -11,7 +10,7 @@ import tinykd
 from tinykd.scoring.student import Bundle
 from tinykd.cli.commands import main
 
-from conftest import write_csv
+from conftest import read_csv, write_csv
 from tinykd.files.softlabels import write_soft_labels
 
 GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
@@ -47,11 +46,6 @@ def teacher_for(rows, path, sharp=0.7):
         p.append(q)
     write_soft_labels(str(path), ids, [0, 1, 2], np.array(p))
     return str(path)
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")

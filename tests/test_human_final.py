@@ -13,7 +13,7 @@ from tinykd.files.csvfiles import DataFileError
 from tinykd.scoring.scorefile import FinalScores, score_csv
 from tinykd.scoring.student import load
 
-from conftest import write_csv
+from conftest import read_csv, write_csv
 from test_cli import BAD, GOOD, make_rows
 
 #: (answer, human score cell): two people's 1 spelt two ways, a 2 with spaces, a 4 (no class of the model), a 0,
@@ -26,11 +26,6 @@ ANSWERS = [("with rock the happens the happens acid with", "1"), (" ".join(GOOD[
 HUMAN_FINAL = ["1", "2", "1.0", "4", "0", None, None, None, None]
 
 
-def read(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("human")
@@ -40,7 +35,7 @@ def setup(tmp_path_factory):
     rows = [{"id": f"a{k}", "text": t, "human": h} for k, (t, h) in enumerate(ANSWERS)]
     data = write_csv(d / "data.csv", rows)
     assert main(["score", model, data, "--out", str(d / "plain.csv"), "--quiet"]) == 0
-    conf = sorted(float(r["confidence"]) for r, h in zip(read(d / "plain.csv"), HUMAN_FINAL) if h is None)
+    conf = sorted(float(r["confidence"]) for r, h in zip(read_csv(d / "plain.csv"), HUMAN_FINAL) if h is None)
     assert conf[1] < conf[2]  # a threshold that flags two of the four rows nobody scored
     return {"dir": d, "model": model, "data": data, "review": f"{(conf[1] + conf[2]) / 2:.6f}"}
 
@@ -52,7 +47,7 @@ def test_final_source_counts_and_agreement(setup, capsys):
     assert main(args + ["--out", str(d / "plain.csv")]) == 0
     assert main(args + ["--out", str(d / "final.csv"), "--human-col", "human"]) == 0
     out, err = capsys.readouterr()
-    plain, scored = read(d / "plain.csv"), read(d / "final.csv")
+    plain, scored = read_csv(d / "plain.csv"), read_csv(d / "final.csv")
     assert list(scored[0]) == list(plain[0]) + ["final", "source"]
     for p, s in zip(plain, scored):  # the machine scored every row as without the option
         assert {k: s[k] for k in p} == p
@@ -89,7 +84,7 @@ def test_without_the_option_the_output_is_unchanged(setup):
     csv.writer(buf, lineterminator="\n").writerows(rows)
     assert rows[0][-1] == "needs_review" and len(rows) == len(ANSWERS) + 1
     assert (d / "a.csv").read_bytes() == buf.getvalue().encode("utf-8")
-    assert "final" not in read(d / "a.csv")[0]
+    assert "final" not in read_csv(d / "a.csv")[0]
 
 
 def test_refusals(setup, capsys):

@@ -1,6 +1,5 @@
 """``tinykd suggest`` and :mod:`tinykd.quality.suggest`: the unscored answers to score next — never a scored
 row, never two copies of one answer, the teacher's disagreement first, the same file for the same seed."""
-import csv
 import json
 import os
 
@@ -12,15 +11,8 @@ from tinykd.cli.commands import main
 from tinykd.files.softlabels import write_soft_labels
 from tinykd.quality.suggest import normalised, priorities, suggest
 
-from conftest import write_csv
-
-GOOD = "acid rain dissolves marble because it reacts with calcium carbonate".split()
-BAD = "the rock gets wet and cold nothing happens maybe".split()
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+from conftest import read_csv, write_csv
+from test_cli import BAD, GOOD
 
 
 @pytest.fixture(scope="module")

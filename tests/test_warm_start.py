@@ -38,7 +38,8 @@ def _teacher(work, key, weights):
     (stage / FITTED / "teacher.json").write_text("{}")
     (stage / "job.json").write_text(json.dumps({"command": "fit", "data": "/elsewhere/rows-r1/rows.csv"}))
     (work / "rows-r1").mkdir(exist_ok=True)
-    _csv(work / "rows-r1" / "rows.csv", ["id", "text", "label", "role"], [["a", "x", "1", "train"], ["b", "y", "0", "val"]])
+    _csv(work / "rows-r1" / "rows.csv", ["id", "text", "label", "role"],
+         [["a", "x", "1", "train"], ["b", "y", "0", "val"]])
     return str(stage / FITTED)
 
 
@@ -72,7 +73,7 @@ def test_labels_are_reused_only_for_the_same_teacher_and_the_same_copy(tmp_path,
     assert W.reusable_labels([work], "S1", "on") == []  # another precision: another teacher's labels
     new = _csv(tmp_path / "copies.csv", ["id", "text", "context"],
                [["n~0", "new", ""], ["b~0", "y z", ""], ["a~0", "x CHANGED", ""], ["d~0", "w", ""]])
-    reused, missing = W.reuse_labels(new, W.reusable_labels([work], "S1", "off"))
+    reused, missing, _ = W.reuse_labels(new, W.reusable_labels([work], "S1", "off"))
     assert set(reused) == {"b~0"} and [m[0] for m in missing] == ["n~0", "a~0", "d~0"]
 
     # the labels stage: the teacher labels only the missing copies, the reused rows are merged in copy order

@@ -119,8 +119,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     the work folder shared by the workers; ``label_names``: the scores' names (``{label: name}`` or
     ``"0=incorrect,…"``, checked against the data's scores before any training); ``warm_start``: the model
     file of a previous round on these answers (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's
-    column, read for the report alone (:func:`_second_rater`). Each item's context is stored where its rows
-    share one (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
+    column, read with the rows for the report alone (no stage key hashes it). Each item's context is stored
+    where its rows share one (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
@@ -143,8 +143,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     with cache.lock():  # one run at a time in a work folder
         columns = Columns(text_col, label_col, id_col, context_col, item_col, split_col, train_split, val_split,
                           test_split)
-        table, columns, data_sha = read_rows(data, columns, where, base_seed)
-        rater2 = _second_rater(data, columns, rater2_col, where)
+        table, columns, data_sha = read_rows(data, columns, where, base_seed, rater2_col)
+        rater2 = None if table.rater2 is None else dict(zip(table.ids, table.rater2))
         label_names = label_names_for_data(label_names, table.labels)
         table, roles_sha = _warm_roles(table, warm, log)
         r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where, roles_sha)
@@ -367,20 +367,9 @@ def _students(r, columns):
     return student, plain
 
 
-def _second_rater(data, columns, rater2_col, where):
-    """``{id: the second rater's cell}`` of ``data``'s rows (``where`` applied; None without ``rater2_col``).
-    Read beside the rows stage, not into it: the report alone uses it, so no stage's key changes with it."""
-    from tinykd.files.csvfiles import read_table
-
-    if rater2_col is None:
-        return None
-    t = read_table(data, [(columns.id, "--id-col"), (rater2_col, "--rater2-col")], where=where)
-    return dict(zip((s.strip() for s in t.column(columns.id)), t.column(rater2_col)))
-
-
 def _model_and_report(chains, done, columns, item_col, rater2=None):
     """The model (a Student, or a Bundle of one per item) and the test report of the chains' results ``done``
-    (``rater2``: :func:`_second_rater`'s)."""
+    (``rater2``: ``{id: the second rater's cell}``, or None)."""
     from tinykd.scoring.student import Bundle
 
     models, report = {}, {}

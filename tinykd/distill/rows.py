@@ -47,6 +47,7 @@ class Table(NamedTuple):
     contexts: list | None
     items: list | None
     roles: list
+    rater2: list | None = None  #: a second rater's cells (``rater2_col``): for the report alone, in no stage
 
 
 #: why a data file cannot be opened, as tinykd.files.csvfiles says it
@@ -82,14 +83,16 @@ def read_hashed(path, read):
             os.unlink(copy)
 
 
-def read_rows(data, columns, where, seed):
+def read_rows(data, columns, where, seed, rater2_col=None):
     """The rows of ``data`` (filtered by ``where``) and their roles, the ``columns`` with the split
     column resolved (``split`` when the file has one and none was named), and the SHA-256 of the bytes
-    read (:func:`read_hashed`). Ids must be unique."""
+    read (:func:`read_hashed`). Ids must be unique. ``rater2_col``: a second rater's column, read in the same
+    pass into ``Table.rater2`` (the rows stage does not write it, and no key hashes it)."""
     c = columns
     need = [(c.text, "--text-col"), (c.label, "--label-col"), (c.id, "--id-col")]
     need += [(col, flag) for col, flag in ((c.context, "--context-col"), (c.item, "--item-col")) if col]
     need += [(c.split, "--split-col")] if c.split else []
+    need += [(rater2_col, "--rater2-col")] if rater2_col else []
     table, sha = read_hashed(data, lambda copy: read_table(copy, need, where=where))
     if c.split is None and table.has("split"):
         c = c._replace(split="split")
@@ -102,7 +105,7 @@ def read_rows(data, columns, where, seed):
     roles = _roles(labels, table.column(c.split) if c.split else None, items, c.train_split, c.val_split,
                    c.test_split, seed)
     return Table(ids, table.column(c.text), labels, kind, table.column(c.context) if c.context else None,
-                 items, roles), c, sha
+                 items, roles, table.column(rater2_col) if rater2_col else None), c, sha
 
 
 def _roles(labels, splits, items, train_split, val_split, test_split, seed):

@@ -174,7 +174,7 @@ def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16
     if not n:
         return result
     sources = warm.reusable_labels(reuse_roots, sha, bf16) if reuse_roots and sha else []
-    reused, missing = warm.reuse_labels(copies_csv, sources) if sources else ({}, None)
+    reused, missing, order = warm.reuse_labels(copies_csv, sources) if sources else ({}, None, None)
     if not reused:
         run_teacher_job(folder, labels_job(teacher, copies_csv, has_context, folder, threads, bf16), log)
         return result
@@ -182,7 +182,7 @@ def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16
         todo = os.path.join(folder, "missing.csv")
         warm.write_missing(todo, missing)
         run_teacher_job(folder, labels_job(teacher, todo, has_context, folder, threads, bf16), log)
-    warm.merge_labels(folder, copies_csv, reused, sources[0][2])
+    warm.merge_labels(folder, order, reused, sources[0][2])
     log(f"labels: {len(reused):,} reused (the same teacher, the same copies), {len(missing):,} labelled")
     return {**result, "reused": len(reused)}
 

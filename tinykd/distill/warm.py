@@ -158,9 +158,9 @@ def reusable_labels(roots, sha, bf16):
 
 
 def reuse_labels(copies_csv, sources):
-    """``(reused, missing)``: ``{copy id: its labels row as a dict}`` for the copies of ``copies_csv`` that
-    one of ``sources`` (:func:`reusable_labels`) labelled with the same text and context, and the copies
-    (id, text, context) still to label."""
+    """``(reused, missing, order)``: ``{copy id: its labels row as a dict}`` for the copies of ``copies_csv``
+    that one of ``sources`` (:func:`reusable_labels`) labelled with the same text and context, the copies
+    (id, text, context) still to label, and every copy's id in the file's order."""
     want = _copies(copies_csv)
     reused = {}
     for labels, copies, _ in sources:
@@ -172,7 +172,7 @@ def reuse_labels(copies_csv, sources):
             for r in csv.DictReader(f):
                 if r["id"] in same:
                     reused[r["id"]] = r
-    return reused, [c for c in want if c[0] not in reused]
+    return reused, [c for c in want if c[0] not in reused], [c[0] for c in want]
 
 
 def write_missing(path, missing):
@@ -182,10 +182,10 @@ def write_missing(path, missing):
             w.writerow(list(c))
 
 
-def merge_labels(folder, copies_csv, reused, sidecar):
+def merge_labels(folder, order, reused, sidecar):
     """``folder/labels.csv``: the labels the teacher just wrote there for the missing copies (if any) and
-    the ``reused`` rows, in the order of ``copies_csv``; without a new file, ``sidecar`` (a reused stage's
-    ``labels.json``) is copied beside it."""
+    the ``reused`` rows, in the copies' ``order`` (their ids); without a new file, ``sidecar`` (a reused
+    stage's ``labels.json``) is copied beside it."""
     path = os.path.join(folder, "labels.csv")
     new, header = {}, None
     if os.path.exists(path):
@@ -197,6 +197,6 @@ def merge_labels(folder, copies_csv, reused, sidecar):
         shutil.copyfile(sidecar, os.path.join(folder, "labels.json"))
     header = header or list(next(iter(reused.values())))
     with AtomicCsvWriter(path, header) as w:
-        for rid, _, _ in _copies(copies_csv):
+        for rid in order:
             r = new.get(rid) or reused[rid]
             w.writerow([r.get(h, "") for h in header])
