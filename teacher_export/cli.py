@@ -78,6 +78,8 @@ def build_parser():
     f.add_argument("--tolerance", type=float, default=0.01,
                    help="with --stop-on accuracy: validation accuracies within this of the best count as "
                         "tied, and the tied epoch of lowest validation loss is kept (default 0.01; 0: the best)")
+    f.add_argument("--loss", choices=("ce", "ordinal"), default="ce",
+                   help="ce: cross-entropy (default); ordinal: plus the expected squared distance to the true score")
     f.add_argument("--lr", type=float, default=5e-5)
     f.add_argument("--max-length", type=int, default=128)
     f.add_argument("--batch-size", type=int, default=16)
@@ -285,7 +287,8 @@ def main(argv=None):
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
                           freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on,
-                          tolerance=args.tolerance, bf16=args.bf16, warm_from=args.warm_from)
+                          tolerance=args.tolerance, bf16=args.bf16, warm_from=args.warm_from,
+                          loss=args.loss)
         elif args.cmd == "crossfit":
             from .export import run_crossfit
 

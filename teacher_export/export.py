@@ -73,12 +73,13 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
             crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
             class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE, bf16="off",
-            warm_from=None):
+            warm_from=None, loss="ce"):
     """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
     K >= 2 also ``out/<name>-crossfit.csv``. ``bf16``: off / on / auto (:mod:`teacher_export.precision`),
     for the training steps and the labelling alike. ``warm_from``: a teacher folder ``fit`` wrote, to
     fine-tune on from (its weights, head and tokenizer; :class:`_Start`) instead of from ``base``; it is
-    validated first as epoch 0 and may be kept unchanged. Returns a dict of results (paths, metrics, folds)."""
+    validated first as epoch 0 and may be kept unchanged. ``loss``: the training loss
+    (:data:`~teacher_export.finetune.LOSSES`). Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
@@ -112,11 +113,12 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
           "class_weight": cw, "freeze_embeddings": freeze_embeddings,
           "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
-          **({"tolerance": tolerance} if stop_on == "accuracy" else {}), "bf16": bf16}
+          **({"tolerance": tolerance} if stop_on == "accuracy" else {}), "bf16": bf16, "loss": loss}
     res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                     warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
                     progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings,
-                    stop_on=stop_on, tolerance=tolerance, bf16=prec.bf16, validate_start=bool(start.prev))
+                    stop_on=stop_on, tolerance=tolerance, bf16=prec.bf16, validate_start=bool(start.prev),
+                    loss=loss)
     warm = {"warm": start.warm_record(res)} if start.prev else {}
     log(f"predicting {len(ds.ids)} rows")
     logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50,

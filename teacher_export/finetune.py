@@ -114,6 +114,9 @@ def predict_logits(model, enc, idx=None, batch_size=64, device=None, pad_id=0, p
 
 #: what early stopping compares between epochs (see ``fine_tune``)
 STOP_ON = ("accuracy", "loss")
+#: the training losses: cross-entropy, or cross-entropy plus the expected squared score distance
+#: (:class:`OrdinalLoss`)
+LOSSES = ("ce", "ordinal")
 
 
 #: validation accuracies within this of the best count as tied (``stop_on="accuracy"``): a few hundred
@@ -211,7 +214,7 @@ class FitResult:
 def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, lr=5e-5,
               batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, device=None, pad_id=0,
               progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy",
-              tolerance=TOLERANCE, bf16=False, validate_start=False):
+              tolerance=TOLERANCE, bf16=False, validate_start=False, loss="ce"):
     """Fine-tune ``model`` in place on rows ``train_idx`` of ``enc`` (labels ``y``, indexed like
     ``enc``). With ``val_idx``: early stopping with ``patience`` and the best epoch's weights
     restored, the epoch being :func:`kept_epoch`'s (``stop_on``, ``tolerance``). An epoch improves
@@ -223,7 +226,10 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     start, ``fit --warm-from``): with ``val_idx``, the model as it comes is validated before any step and
     recorded as epoch 0 (``loss`` None) and kept unless a later epoch beats its validation accuracy by more
     than ``tolerance`` (:class:`EarlyStopping`'s ``keep_start``): then the weights are restored unchanged, and
-    the training that follows is the same as without it (validating draws no random numbers)."""
+    the training that follows is the same as without it (validating draws no random numbers). ``loss``:
+    "ce" (cross-entropy) or "ordinal" (:class:`OrdinalLoss`); validation stays cross-entropy either way."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
@@ -237,7 +243,8 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     total = (len(train_idx) + batch_size - 1) // batch_size * epochs
     opt, sched = _optimizer(model, lr, weight_decay, int(round(warmup * total)), total, freeze_embeddings)
     cw = torch.as_tensor(class_weight, dtype=torch.float32, device=device) if class_weight is not None else None
-    step = _Step(model, opt, sched, torch.nn.CrossEntropyLoss(weight=cw), enc, pad_id, device, bf16)
+    loss_fn = OrdinalLoss(weight=cw) if loss == "ordinal" else torch.nn.CrossEntropyLoss(weight=cw)
+    step = _Step(model, opt, sched, loss_fn, enc, pad_id, device, bf16)
     res = FitResult(model=model, train_idx=train_idx.tolist(),
                     optimizer="AdamW (fused)" if opt.defaults.get("fused") else "AdamW")
     stopping, states = EarlyStopping(stop_on, tolerance, patience, keep_start=validate_start), {}
@@ -276,6 +283,25 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     res.seconds = round(time.time() - t_start, 1)
     model.eval()
     return res
+
+
+class OrdinalLoss(torch.nn.Module):
+    """Cross-entropy plus the expected squared distance between the predicted and the true score, for
+    scores that are ordered (QWK counts a 0 given to a 2 four times a 1 given to a 2)::
+
+        p = softmax(z) (n, K),  D_ik = (k − y_i)² / (K − 1)²
+        L = CE(z, y) + alpha · mean_i Σ_k p_ik · D_ik
+
+    ``weight``: class weights of the cross-entropy term (None: none)."""
+
+    def __init__(self, weight=None, alpha=1.0):
+        super().__init__()
+        self.ce, self.alpha = torch.nn.CrossEntropyLoss(weight=weight), float(alpha)
+
+    def forward(self, z, y):
+        k = torch.arange(z.shape[1], device=z.device, dtype=z.dtype)
+        d = (k[None, :] - y[:, None].to(z.dtype)) ** 2 / max(z.shape[1] - 1, 1) ** 2
+        return self.ce(z, y) + self.alpha * (torch.softmax(z, dim=1) * d).sum(1).mean()
 
 
 def _hold(model, rec, stopping, states):

@@ -1,0 +1,134 @@
+"""The teacher alone, per row and teacher option: test accuracy / QWK and its seconds (issue 31's teacher table).
+
+    python benchmarks/teacher_table.py [--rows asap-1,…] [--options ce,ordinal] [--work-root runs/distill]
+    python benchmarks/teacher_table.py --md-only      # rewrite the table from its .json; run nothing
+
+Each row is a row of ``benchmarks/distill_table.py``: its work folder's seed-0 teacher job (the job file
+``tinykd distill`` wrote with its default options: the same rows, roles, epochs, patience, lr) is run
+again with only the option changed, in ``runs/teacher-table/ROW-OPTION``. ``ce`` (distill's default) is
+that row's own teacher stage, read from its work folder, not trained again. A finished (row, option) is
+read from its folder, so a rerun resumes.
+
+``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
+rewritten from it, with each option's rule (fixed before its runs; docs/decisions/teacher-loss.md)
+applied to its decision rows and to its confirmation rows, each on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill_table import ORDER, cpu  # noqa: E402
+from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+#: option → the teacher job's changed keys
+OPTIONS = {"ce": {}, "ordinal": {"loss": "ordinal"}}
+#: option → (decision rows, confirmation rows, least mean Δ QWK, least mean Δ accuracy) against "ce",
+#: fixed before the runs (docs/decisions/teacher-loss.md)
+RULES = {"ordinal": (("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01)}
+NAMES = {"asap-1": "asap-sas-science item 1", "asap-2": "asap-sas-science item 2", "asap-5": "asap-sas-science item 5",
+         "asap-6": "asap-sas-science item 6", "asap-10": "asap-sas-science item 10", "ela-4": "asap-sas-ela item 4",
+         "ela-7": "asap-sas-ela item 7", "ela-9": "asap-sas-ela item 9", "scientsbank-ua": "scientsbank 3-way test_ua"}
+
+
+def base_job(work):
+    """The folder and job of the row's seed-0 teacher stage made from scratch (no warm start)."""
+    for job_file in sorted(glob.glob(os.path.join(work, "teacher-*", "job.json"))):
+        job = json.loads(Path(job_file).read_text())
+        if job.get("seed") == 0 and not job.get("warm_from") and os.path.exists(Path(job_file).parent / "done.json"):
+            return Path(job_file).parent, job
+    raise SystemExit(f"{work}: no finished seed-0 teacher stage; run benchmarks/distill_table.py for it first")
+
+
+def result_of(folder):
+    """Test and validation metrics, epochs and seconds of the teacher run in ``folder``."""
+    meta = json.loads((Path(folder) / "teacher.json").read_text())
+    m = meta["metrics"]
+    return {"test": m["test"], "val": m["val"], "best_epoch": meta["best_epoch"], "epochs_run": meta["epochs_run"],
+            "train_seconds": meta["train_seconds"], "wall_seconds": meta.get("wall_seconds")}
+
+
+def run_one(row, option, work_root, out_root):
+    """Train (or read back) the teacher of ``row`` with ``option``; returns its result."""
+    folder, job = base_job(os.path.join(work_root, row))
+    if option == "ce":
+        return result_of(folder)
+    out = Path(out_root) / f"{row}-{option}"
+    if not (out / "done.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        job = {**job, **OPTIONS[option], "out": str(out)}
+        (out / "job.json").write_text(json.dumps(job, indent=1))
+        subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
+        (out / "done.json").write_text("{}")
+    return result_of(out)
+
+
+def rule_lines(res):
+    """Each option's rule on its decision rows and its confirmation rows."""
+    lines = []
+    for opt, (decide, confirm, least_q, least_a) in RULES.items():
+        for what, rows in (("decision", decide), ("confirmation", confirm)):
+            both = [r for r in rows if f"{r}|ce" in res and f"{r}|{opt}" in res]
+            if not both:
+                lines.append(f"- `{opt}`, {what} rows: none run yet")
+                continue
+            dq = sum(res[f"{r}|{opt}"]["test"]["qwk"] - res[f"{r}|ce"]["test"]["qwk"] for r in both) / len(both)
+            da = sum(res[f"{r}|{opt}"]["test"]["accuracy"] - res[f"{r}|ce"]["test"]["accuracy"] for r in both) / len(both)
+            ok = dq >= least_q and da >= least_a
+            lines.append(f"- `{opt}` − `ce`, {what} rows ({', '.join(both)}{'' if len(both) == len(rows) else ' of ' + str(len(rows))}): "
+                         f"mean test QWK {dq:+.4f}, accuracy {100 * da:+.2f} points → {'passes' if ok else 'fails'} "
+                         f"(needs QWK ≥ {least_q:+.3f} and accuracy ≥ {100 * least_a:+.1f} points)")
+    return lines
+
+
+def write_md(res, path):
+    head = ["# The teacher alone, per teacher option", "",
+            f"Generated by `python benchmarks/teacher_table.py` ({cpu()}). Each row's seed-0 teacher job of "
+            "`tinykd distill` with default options (MiniLM-L6, at most 10 epochs, patience 1, lr 8e-5, stops on "
+            "validation accuracy ± 0.01), only the option changed: `ce` cross-entropy (the default, the row's own "
+            "distill teacher), `ordinal` cross-entropy plus the expected squared distance to the true score "
+            "(`tinykd-teacher fit --loss ordinal`). Test rows; seconds: training.", "",
+            "| data set | option | test acc / QWK | val acc / QWK | epoch kept / run | train s |",
+            "|---|---|---|---|---|---:|"]
+    body = []
+    for r in ORDER:
+        for opt in OPTIONS:
+            v = res.get(f"{r}|{opt}")
+            if v:
+                body.append(f"| {NAMES[r]} | {opt} | {v['test']['accuracy']:.3f} / {v['test']['qwk']:.3f} | "
+                            f"{v['val']['accuracy']:.3f} / {v['val']['qwk']:.3f} | {v['best_epoch']} / {v['epochs_run']} "
+                            f"| {v['train_seconds']:.0f} |")
+    text = "\n".join(head + body + ["", "The rules (fixed before the runs):", ""] + rule_lines(res)) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(r for r in ORDER if r != "scientsbank-ua"))
+    ap.add_argument("--options", default=",".join(OPTIONS))
+    ap.add_argument("--work-root", default=str(ROOT / "runs" / "distill"))
+    ap.add_argument("--out-root", default=str(ROOT / "runs" / "teacher-table"))
+    ap.add_argument("--md-only", action="store_true")
+    a = ap.parse_args(argv)
+    jpath = RESULTS / "teacher_table.json"
+    res = json.loads(jpath.read_text()) if jpath.exists() else {}
+    if not a.md_only:
+        for opt in a.options.split(","):
+            for row in a.rows.split(","):
+                res[f"{row}|{opt}"] = run_one(row, opt, a.work_root, a.out_root)
+                atomic_write_bytes(jpath, (json.dumps(res, indent=1, sort_keys=True) + "\n").encode())
+                write_md(res, RESULTS / "teacher_table.md")
+    write_md(res, RESULTS / "teacher_table.md")
+
+
+if __name__ == "__main__":
+    main()
