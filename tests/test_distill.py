@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import cohen_kappa_score
 
 pytestmark = pytest.mark.slow  # fine-tunes tiny BERTs in subprocesses
 
@@ -45,11 +46,13 @@ def make_csv(path, n=90, seed=0):
 
 
 def add_rater2(path):
-    """A second rater's column ``rater2``: the first rater's score, one point off on every fourth row."""
+    """A second rater's column ``rater2``: the first rater's score, one point off on every fourth row; and
+    ``rater2_untested``, the same but blank on the test rows (as ASAP-SAS's score2)."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     for i, r in enumerate(rows):
         r["rater2"] = str((int(r["label"]) + (i % 4 == 0)) % 3)
+        r["rater2_untested"] = "" if r["split"] == "test" else r["rater2"]
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -123,6 +126,17 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert hh["teacher"]["human_human"]["n"] == 18 and "human_human" not in rep["verdicts"]["teacher"]
     assert {c["criterion"] for c in hh["student"]["checks"]} >= {"degradation_qwk", "degradation_r"}
     assert "no second rater" not in " ".join(D.format_report(again))
+    # no second score on the test rows: the human–human QWK of the training and validation rows stands in
+    third = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT,
+                      rater2_col="rater2_untested")
+    assert third.ran == []
+    rows = list(csv.DictReader(open(data, newline="")))
+    other = [r for r in rows if r["split"] != "test"]
+    ref = cohen_kappa_score([int(r["label"]) for r in other], [int(r["rater2"]) for r in other], weights="quadratic")
+    for who, u in third.report["all rows"]["verdicts"].items():
+        assert u["human_human"]["n"] == len(other) and u["human_human"]["qwk"] == pytest.approx(ref, abs=1e-12)
+        assert u["human_human"]["degradation_qwk"] == pytest.approx(u["qwk"] - ref, abs=1e-12)
+    assert "on the item's training and validation rows" in " ".join(D.format_report(third))
     assert again.made_seconds == res.made_seconds and set(again.seconds) == {"total"}  # cached: the first run's
     assert all(res.made_seconds[k] == round(res.seconds[k], 1) for k in ("teacher", "labels", "students"))
     np.testing.assert_array_equal(tinykd.load(out).net.params, m.net.params)

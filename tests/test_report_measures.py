@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import cohen_kappa_score
 
-from tinykd.quality.evaluate import GROUP_SMD_MAX, USE, assess, group_findings, verdict_summary
+from tinykd.quality.evaluate import GROUP_SMD_MAX, USE, assess, group_findings, human_human_on, verdict_summary
 from tinykd.quality.metrics import (adjacent_agreement, exact_agreement, ordinal_agreement, pearson_r,
                             quadratic_weighted_kappa, standardized_mean_difference)
 
@@ -84,6 +84,31 @@ def test_assess_criteria_degradation_and_verdict():
     assert "| uncertain: QWK 0.700 [" in u["verdict"]["line"] and "straddles 0.70" in u["verdict"]["line"]
     no_r2 = assess(h, off, labels=[0, 1, 2, 3])
     assert "not checked: degradation (no second rater)" in no_r2["verdict"]["line"]
+
+
+def test_human_human_from_other_rows_stands_in_when_the_rows_judged_have_no_second_score():
+    """ASAP-SAS has score2 on its training rows only: the human–human QWK of the item's other rows is the
+    reference, and the degradation is the machine's QWK (and its interval) on the judged rows minus it."""
+    rng = np.random.default_rng(0)
+    h1 = rng.integers(0, 4, 300).tolist()
+    h2 = [v if i % 5 else min(v + 1, 3) for i, v in enumerate(h1)]
+    ref = human_human_on(h1 + [2], h2 + [None], [0, 1, 2, 3], "the other rows")  # the row without a 2nd score left out
+    assert ref["n"] == 300 and ref["rows"] == "the other rows"
+    assert ref["qwk"] == pytest.approx(cohen_kappa_score(h1, h2, weights="quadratic"), abs=1e-12)
+    assert ref["r"] == pytest.approx(pearsonr(h1, h2)[0], abs=1e-12)
+    assert human_human_on([1, 2], [None, None], [0, 1, 2, 3], "x") is None
+    h = [0, 1, 2, 3] * 50
+    off = [min(v + 1, 3) for v in h]
+    for rater2 in (None, [None] * len(h)):  # no column, or a column empty on these rows
+        u = assess(h, off, labels=[0, 1, 2, 3], rater2=rater2, human_human=ref, name="x")
+        hh, c = u["human_human"], {k["criterion"]: k for k in u["checks"]}
+        assert hh["degradation_qwk"] == pytest.approx(u["qwk"] - ref["qwk"], abs=1e-12)
+        assert hh["degradation_r"] == pytest.approx(u["r"] - ref["r"], abs=1e-12)
+        assert c["degradation_qwk"]["interval"] == pytest.approx([v - ref["qwk"] for v in u["intervals"]["qwk"]])
+        assert "human–human on the other rows, 300 rows" in c["degradation_qwk"]["text"]
+        assert f"human–human QWK {ref['qwk']:.3f} on the other rows (300 rows)" in verdict_summary(u)
+    own = assess(h, off, labels=[0, 1, 2, 3], rater2=h, human_human=ref)  # the rows' own second scores win
+    assert own["human_human"]["qwk"] == pytest.approx(1.0) and "rows" not in own["human_human"]
 
 
 def test_verdict_summary_names_each_criterion_its_status_and_the_verdict():

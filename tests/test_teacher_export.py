@@ -496,3 +496,22 @@ def test_labelling_in_worker_processes_writes_the_same_probabilities(tiny_base, 
     assert auto_workers(21408, 2, torch.device("cuda")) == 1
     with pytest.raises(DataError, match="--workers must be at least 1, got 0"):
         run_export(teacher=teacher, data=str(tmp_path / "copies.csv"), out=str(tmp_path / "w0"), workers=0)
+
+
+def test_ordinal_loss_is_cross_entropy_plus_the_expected_squared_score_distance(tiny_base, tmp_path):
+    from teacher_export.finetune import OrdinalLoss
+
+    z = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0], [1.0, 1.0, 1.0, 1.0]], requires_grad=True)
+    y = torch.tensor([0, 1, 3])
+    p = torch.softmax(z, 1).detach().numpy()
+    ce = -np.mean(np.log(p[np.arange(3), y.numpy()]))
+    d = (np.arange(4)[None, :] - y.numpy()[:, None]) ** 2 / 9.0  # (k − y)² / (K − 1)²
+    loss = OrdinalLoss()(z, y)
+    assert loss.item() == pytest.approx(ce + np.mean((p * d).sum(1)), abs=1e-6)
+    loss.backward()  # the distance term pulls mass toward the true score: the far score's logit is pushed down
+    assert z.grad[1, 3] > torch.autograd.grad(torch.nn.functional.cross_entropy(z, y), z)[0][1, 3]
+    data = _make_csv(tmp_path / "d.csv")[0]
+    res = run_fit(data=data, out=str(tmp_path / "o"), base=tiny_base, loss="ordinal", **{**FAST, "epochs": 1})
+    assert read_sidecar(res["path"])["hyperparameters"]["loss"] == "ordinal"
+    with pytest.raises(ValueError, match="loss must be one of"):
+        run_fit(data=data, out=str(tmp_path / "o2"), base=tiny_base, loss="hinge", **FAST)

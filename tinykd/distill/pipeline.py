@@ -406,25 +406,35 @@ def item_report(chain, r, student, plain, rater2=None):
         report["TF-IDF + LR"] = s["tfidf_test"]
     pred = student.predict_proba(texts, contexts).argmax(1)
     r2 = None if rater2 is None else [rater2.get(rows.ids[i]) for i in test]
+    in_test = set(test)
+    others = [i for i in range(len(rows.ids)) if i not in in_test]
+    rest = None if rater2 is None else (rows.take(others)[1], [rater2.get(rows.ids[i]) for i in others])
     report["verdicts"] = _verdicts(chain.name, rows.classes, labels, {
-        "teacher": [rows.classes[k] for k in p_t.argmax(1)], "student": [student.classes[k] for k in pred]}, r2)
+        "teacher": [rows.classes[k] for k in p_t.argmax(1)], "student": [student.classes[k] for k in pred]}, r2, rest)
     return report
 
 
-def _verdicts(name, classes, labels, machines, rater2):
+def _verdicts(name, classes, labels, machines, rater2, rest=None):
     """``{who: assess(...)}``: each machine's scores of the test rows (``machines``: ``{who: scores}``, among
     ``classes``) judged by ``tinykd report``'s criteria (:func:`tinykd.quality.evaluate.assess`, on the score
     points ``tinykd report`` compares) against the human ``labels``, and ``rater2``'s cells (None: no second
-    rater) for the human–human ones."""
+    rater) for the human–human ones. ``rest``: ``(labels, rater2 cells)`` of the item's training and validation
+    rows, whose human–human agreement stands in when no test row has a second score (ASAP-SAS's ``score2``)."""
     from tinykd.files.csvfiles import coerce_labels
-    from tinykd.quality.evaluate import assess, check_label_set, report_scale
+    from tinykd.quality.evaluate import assess, check_label_set, human_human_on, report_scale
 
     scale, _, ordinal = report_scale(classes, labels)
+    hh = None
     if rater2 is not None:
         rater2 = coerce_labels(rater2, classes)
         check_label_set(classes, rater2, "the second rater's column (--rater2-col)")
-    return {who: assess(labels, m, labels=scale, ordinal=ordinal, rater2=rater2, name=f"{name}: {who}")
-            for who, m in machines.items()}
+        if ordinal and rest is not None and all(v is None for v in rater2):
+            r2_rest = coerce_labels(rest[1], classes)
+            check_label_set(classes, r2_rest, "the second rater's column (--rater2-col)")
+            hh = human_human_on(coerce_labels(rest[0], classes), r2_rest, scale,
+                                "the item's training and validation rows")
+    return {who: assess(labels, m, labels=scale, ordinal=ordinal, rater2=rater2, name=f"{name}: {who}",
+                        human_human=hh) for who, m in machines.items()}
 
 
 def _made_seconds(rows_made, done):

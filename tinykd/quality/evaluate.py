@@ -265,14 +265,16 @@ def _baseline(human, keys, scale, hk):
 
 
 def assess(human, machine, *, labels, ordinal=True, rater2=None, groups=None, name="model",
-           min_group_rows=MIN_GROUP_ROWS, min_answers=MIN_ANSWERS, names=None):
+           min_group_rows=MIN_GROUP_ROWS, min_answers=MIN_ANSWERS, names=None, human_human=None):
     """The measures, criteria and verdict of one machine–human comparison (an item, or all rows).
 
     ``human`` / ``machine``: one score per row (numbers when ``ordinal``, any labels otherwise);
     ``labels``: the score points in order (the model's classes and any others the humans gave);
     ``rater2``: a second human's scores (None where missing); ``groups``: ``{column: values}``,
-    one value per row; ``names``: ``{score key: its name}`` (the rubric's words), shown in the verdict.
-    Measures: N, human and machine mean and SD, SMD (machine minus human),
+    one value per row; ``names``: ``{score key: its name}`` (the rubric's words), shown in the verdict;
+    ``human_human``: the human–human agreement measured on other rows of the same item
+    (:func:`human_human_on`), used for the degradation when none of these rows has a second score (ASAP-SAS
+    has ``score2`` on its training rows only). Measures: N, human and machine mean and SD, SMD (machine minus human),
     exact and adjacent agreement, QWK, Pearson r, accuracy, macro-F1, the confusion matrix, each ordinal one
     with its 95 % bootstrap interval (``intervals``); the majority-score ``baseline``; ``one_score`` when
     the machine gives one score to nearly every answer; human–human QWK / r / exact agreement and the
@@ -303,7 +305,9 @@ def assess(human, machine, *, labels, ordinal=True, rater2=None, groups=None, na
         unit["score_counts"] = {"human": [hk.count(k) for k in keys], "machine": [mk.count(k) for k in keys]}
     unit["baseline"] = _baseline(human, keys, scale, hk)
     unit["one_score"] = _one_score(unit["score_counts"]["machine"], keys)
-    if rater2 is not None:
+    if human_human is not None and ordinal and (rater2 is None or all(v is None for v in rater2)):
+        unit["human_human"] = _reference_human_human(unit, human_human)
+    elif rater2 is not None:
         unit["human_human"] = _human_human(human, machine, rater2, hk, mk, keys, scale)
     unit["groups"] = {col: _group_rows(vals, unit, hk, mk, keys, min_group_rows, human, machine)
                       for col, vals in (groups or {}).items()}
@@ -337,6 +341,31 @@ def _human_human(human, machine, rater2, hk, mk, keys, scale):
                    "kappa": cohen_kappa(a, k2, lab),
                    "machine_exact": float(np.mean([hk[i] == mk[i] for i in both])) if both else float("nan"),
                    "machine_kappa": cohen_kappa(a, [mk[i] for i in both], lab)})
+    return hh
+
+
+def human_human_on(human, rater2, labels, where):
+    """The human–human agreement (``n``, ``qwk``, ``r``, ``exact``) of the rows where both humans scored (cells
+    None where a rater gave none; numbers on the scale ``labels``), described by ``where`` (e.g. "the item's
+    training and validation rows"), for :func:`assess`'s ``human_human``; None when no row has both."""
+    from tinykd.quality.metrics import ordinal_agreement
+
+    both = [i for i, (a, b) in enumerate(zip(human, rater2)) if a is not None and b is not None]
+    if not both:
+        return None
+    a, b = (np.asarray([x[i] for i in both], dtype=np.float64) for x in (human, rater2))
+    m = ordinal_agreement(a, b, sorted({float(v) for v in labels} | set(a.tolist()) | set(b.tolist())))
+    return {"n": len(both), "qwk": m["qwk"], "r": m["r"], "exact": m["exact"], "rows": str(where)}
+
+
+def _reference_human_human(unit, ref):
+    """The human–human block of ``unit`` from a figure measured on other rows (``ref``): the degradation is
+    the machine's QWK and r here minus the humans' there; its interval the machine's interval, shifted (the
+    humans' own uncertainty, on thousands of rows, is left out)."""
+    hh = {"n": ref["n"], "qwk": ref["qwk"], "r": ref["r"], "exact": ref["exact"], "rows": ref["rows"],
+          "machine_qwk": unit["qwk"], "machine_r": unit["r"], "machine_exact": unit["exact"]}
+    hh.update({f"degradation_{k}": unit[k] - ref[k] for k in ("qwk", "r")})
+    hh["intervals"] = {f"degradation_{k}": [v - ref[k] for v in unit["intervals"][k]] for k in ("qwk", "r")}
     return hh
 
 
@@ -378,10 +407,11 @@ def _checks(u):
         out.append({"criterion": "degradation", "value": None, "met": None, "status": "not checked",
                     "not_checked": why, "text": f"QWK and r at most {DEGRADATION_MAX:.2f} below human–human"})
     else:
+        where = f" (human–human on {hh['rows']}, {hh['n']:,} rows)" if "rows" in hh else ""
         for key, label in (("qwk", "QWK"), ("r", "r")):
             out.append(_check(f"degradation_{key}", hh[f"degradation_{key}"],
                               hh.get("intervals", {}).get(f"degradation_{key}"),
-                              f"{label} at most {DEGRADATION_MAX:.2f} below human–human"))
+                              f"{label} at most {DEGRADATION_MAX:.2f} below human–human{where}"))
     if not u["groups"]:
         out.append({"criterion": "group_smd", "value": None, "met": None, "status": "not checked",
                     "not_checked": "no groups", "text": f"|SMD| ≤ {GROUP_SMD_MAX:.2f} in each subgroup"})
@@ -506,6 +536,9 @@ def verdict_summary(u):
     status = u["verdict"]["status"]
     use = "" if status == "not applicable" else f" → {_use(status)}"
     head = f"{u['name']} ({u['n']:,} rows): {STATUS_WORDS[status]}"
+    hh = u.get("human_human") or {}
+    if "rows" in hh and hh.get("qwk") is not None:
+        checks.append(f"human–human QWK {hh['qwk']:.3f} on {hh['rows']} ({hh['n']:,} rows)")
     return head + (" — " + "; ".join(checks) if checks else "") + use
 
 

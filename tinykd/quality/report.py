@@ -201,6 +201,9 @@ def _human_human(u):
         rows = [["exact agreement", _num(hh["exact"]), _num(hh["machine_exact"])],
                 ["Cohen's κ", _num(hh["kappa"]), _num(hh["machine_kappa"])]]
         head = ["", "human–human", "machine–human"]
+    if "rows" in hh:  # measured on other rows of the item (assess's human_human)
+        return (f"<p>Human–human on {_e(hh['rows'])} ({hh['n']:,} rows both humans scored); the machine's on "
+                f"this unit's {u['n']:,} rows:</p>" + _table(head, rows))
     return f"<p>On the {hh['n']:,} rows both humans scored:</p>" + _table(head, rows)
 
 
