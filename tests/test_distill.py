@@ -409,3 +409,33 @@ def test_a_second_round_warm_starts_keeps_roles_and_reuses_an_unchanged_teachers
         assert {tuple(r.values()) for r in csv.DictReader(f)} == copies[1] - same
     assert teacher_calls[-2:] == ["fit", "export"] and r2.report["all rows"]["n"] == sum(
         1 for v in second.values() if v == "test")
+
+
+def test_an_ensemble_of_teachers_averages_their_log_probabilities(tmp_path, tiny_base, teacher_calls):
+    """``teacher_options={"members": 2}``: teacher 1 is the single teacher's stage (reused), teacher 2 the same
+    job with the next seed; each labels the copies; the students learn the mean of the two log-probabilities."""
+    from tinykd.files.softlabels import read_soft_label_table
+
+    data = make_csv(tmp_path / "d.csv")
+    out, work = tmp_path / "m.npz", tmp_path / "work"
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **STUDENT)
+    assert teacher_calls == ["fit", "export"]
+    res = D.distill(data, tmp_path / "e.npz", base=tiny_base, teacher_options={**TEACHER, "members": 2}, work=str(work),
+                    **STUDENT)
+    assert teacher_calls == ["fit", "export"] * 2  # only the second member is new
+    assert [r.split(":")[0] for r in res.ran] == ["teacher", "labels", "ensemble", "students"]
+    jobs = [json.loads(p.read_text()) for p in work.glob("teacher-*/job.json")]
+    assert sorted(j["seed"] for j in jobs) == [0, 1] and all(j["command"] == "fit" for j in jobs)
+    for name, stage in (("teacher.csv", "teacher-*"), ("labels.csv", "labels-*")):
+        (ids, classes, ens), members = read_soft_label_table(next(work.glob(f"ensemble-*/{name}"))), []
+        for f in work.glob(f"{stage}/{name}"):
+            m_ids, m_classes, p = read_soft_label_table(f)
+            members.append(np.log(p[[m_ids.index(i) for i in ids]]))
+        assert len(members) == 2
+        z = (members[0] + members[1]) / 2
+        want = np.exp(z - z.max(1, keepdims=True))
+        assert np.allclose(ens, want / want.sum(1, keepdims=True), atol=1e-5)
+    m = tinykd.load(tmp_path / "e.npz")
+    assert m.meta["distill"]["teachers"] == 2
+    with pytest.raises(tinykd.OptionError, match="teacher_members"):
+        D.distill(data, out, teacher_options={"members": 2}, teacher_dir=str(tmp_path), work=str(work), **STUDENT)

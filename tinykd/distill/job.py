@@ -63,7 +63,9 @@ class TeacherOptions:
     accuracy with validation accuracies within ``tolerance`` of the best tied, the lowest validation loss
     among them kept; ``stop_on="loss"``: the lowest validation loss). ``bf16``: the teacher's precision
     (:data:`BF16_VALUES`; "off", float32, by default), for its fine-tuning and its labelling alike. A bad
-    value is an :class:`~tinykd.errors.OptionError` naming ``teacher_<option>``."""
+    value is an :class:`~tinykd.errors.OptionError` naming ``teacher_<option>``. ``members``: an ensemble of
+    this many teachers (seeds ``seed`` … ``seed + members − 1``, otherwise the same), each labelling the
+    transfer set, their log-probabilities averaged (docs/decisions/teacher-ensemble.md)."""
 
     epochs: int = 10
     patience: int = 1
@@ -73,9 +75,10 @@ class TeacherOptions:
     stop_on: str = "accuracy"
     tolerance: float = 0.01
     bf16: str = "off"
+    members: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "patience", "batch_size", "max_length"):
+        for name in ("epochs", "patience", "batch_size", "max_length", "members"):
             _whole(name, getattr(self, name))
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf"):
@@ -112,6 +115,7 @@ class TeacherOptions:
             del d["tolerance"]
         if self.bf16 == "off":
             del d["bf16"]
+        del d["members"]  # each member is a teacher stage of its own (its seed in its key)
         return d
 
 

@@ -44,10 +44,10 @@ from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS,
                                 STUDENT_OPTIONS, TEACHER_DEFAULTS, ItemChain, ItemRows, TeacherOptions, presets_for,
                                 student_options)
 from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
-from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, students_key, teacher_key
+from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
-from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, fit_teacher, label_copies, teacher_available,
-                                    teacher_base_option, teacher_base_record, teacher_folder, teacher_version)
+from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
+                                    teacher_available, teacher_base_option, teacher_base_record, teacher_folder, teacher_version)
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
@@ -134,7 +134,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     base_seed = students.seed
     if student_seed is not None:
         students = students.replace(seed=student_seed)
-    teacher = TeacherOptions.make(teacher_options)
+    teacher = _teacher_options(teacher_options, teacher_dir, warm_start)
     base = teacher_base_option(base, teacher_dir)
     warm = _warm_teachers(warm_start, teacher_dir, base)
     t_start = time.time()
@@ -299,28 +299,57 @@ def distill_item(chain, log, worker_threads=None):
     ``chain.teacher_threads`` sets them). Returns the stages' results and folders, and which stages ran."""
     cache = StageCache(chain.work, log)
     threads = chain.teacher_threads or worker_threads
-    t_key = teacher_key(chain.rows_key, chain.item, chain.base, chain.teacher_key_options(), chain.teacher_sha,
-                        (__version__, teacher_version()))
-    t = cache.run("teacher", t_key, chain.name, fit_teacher, chain, threads, log)
-    teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     n = copy_count(chain)
     prev = _previous_copies(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
                        bool(unlabeled_answers(chain)), prev and os.path.basename(os.path.dirname(prev[0])))
+    members = [_member(cache, chain, threads, log, k, c_key) for k in range(chain.teacher.members)]
+    t, teacher, c, lab, l_key, t_csv, l_csv = members[0]
+    if len(members) > 1:  # the stages' seconds: every member's
+        t, lab = ({**m, "seconds": round(sum(x[j]["seconds"] for x in members), 1)} for j, m in ((0, t), (3, lab)))
+    c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
+    if len(members) > 1:  # an ensemble: the members' log-probabilities averaged (docs/decisions/teacher-ensemble.md)
+        l_key = stage_key(*(m[4] for m in members))
+        cache.run("ensemble", l_key, f"{chain.name}: {len(members)} teachers", average_members,
+                  [m[5] for m in members], [m[6] if c["n"] else None for m in members])
+        t_csv, l_csv = (os.path.join(cache.folder("ensemble", l_key), f) for f in ("teacher.csv", "labels.csv"))
+    s_key = _students_key(cache, chain, l_key)
+    s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
+                  log)
+    return {"teacher": t, "teacher_dir": teacher, "teachers": len(members), "copies": c, "labels": lab, "students": s,
+            "teacher_csv": t_csv,
+            "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
+            "cached": cache.cached}
+
+
+def _teacher_options(options, teacher_dir, warm_start):
+    """:class:`TeacherOptions` of ``options``; an ensemble only of teachers fine-tuned here, from the base."""
+    teacher = TeacherOptions.make(options)
+    if teacher.members > 1 and (teacher_dir or warm_start):
+        raise OptionError("teacher_members", f"{{opt}} {teacher.members}: an ensemble fine-tunes its teachers here; "
+                          f"it cannot be combined with {'--teacher-dir' if teacher_dir else '--warm-start'}")
+    return teacher
+
+
+def _member(cache, chain, threads, log, k, c_key):
+    """Teacher ``k`` of ``chain`` (k > 0: an ensemble's member, its seed the chain's + k, its key the
+    teacher's with ``member`` k; member 0 is the single teacher's stage) and its labels of the copies
+    (the copies stage made first, once). Returns ``(teacher result, its folder, copies result, labels result,
+    labels key, teacher.csv, labels.csv)``."""
+    opts = {**chain.teacher_key_options(), **({"member": k} if k else {})}
+    t_key = teacher_key(chain.rows_key, chain.item, chain.base, opts, chain.teacher_sha, (__version__, teacher_version()))
+    name = chain.name + (f" (teacher {k + 1} of {chain.teacher.members})" if chain.teacher.members > 1 else "")
+    t = cache.run("teacher", t_key, name, fit_teacher, chain, threads, log, k)
+    teacher = teacher_folder(chain, cache.folder("teacher", t_key))
+    n, prev = copy_count(chain), _previous_copies(chain)
     c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
     reuse = (chain.work, os.path.dirname(os.path.dirname(chain.warm_from))) if chain.warm_from else ()  # its work
-    lab = cache.run("labels", l_key, f"{chain.name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
+    lab = cache.run("labels", l_key, f"{name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
                     chain.rows.contexts is not None, threads, log, chain.teacher.bf16, reuse)
-    s_key = _students_key(cache, chain, l_key)
-    t_csv = os.path.join(cache.folder("teacher", t_key), "teacher.csv")
-    l_csv = os.path.join(cache.folder("labels", l_key), "labels.csv")
-    s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
-                  log)
-    return {"teacher": t, "teacher_dir": teacher, "copies": c, "labels": lab, "students": s, "teacher_csv": t_csv,
-            "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
-            "cached": cache.cached}
+    return (t, teacher, c, lab, l_key, os.path.join(cache.folder("teacher", t_key), "teacher.csv"),
+            os.path.join(cache.folder("labels", l_key), "labels.csv"))
 
 
 def _previous_copies(chain):
@@ -360,7 +389,7 @@ def _students(r, columns):
     student.meta["distill"] = {"lam": s["lam"], "preset": s["preset"], "validation": s["validation"],
                                "presets": s.get("presets"), "plain_preset": s.get("plain_preset"),
                                "teacher_validation": s.get("teacher_validation"),
-                               "copies": c["n"], "teacher": r["teacher_dir"],
+                               "copies": c["n"], "teacher": r["teacher_dir"], "teachers": r.get("teachers", 1),
                                "teacher_base": teacher_base_record(r["teacher_dir"])}
     student.meta["columns"] = {"text": columns.text, "label": columns.label, "id": columns.id,
                                "context": columns.context, "item": columns.item}

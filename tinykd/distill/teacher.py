@@ -101,23 +101,25 @@ def teacher_base_record(teacher_dir):
     return {"name": rec.get("name"), "model": model if isinstance(model, str) else None, "params": rec.get("params")}
 
 
-def rows_job(chain, folder, threads):
-    """The options that read ``chain``'s rows from its rows file (roles as splits) into ``folder``."""
+def rows_job(chain, folder, threads, member=0):
+    """The options that read ``chain``'s rows from its rows file (roles as splits) into ``folder``; the
+    teacher's seed is the chain's plus ``member`` (an ensemble's member)."""
     job = {"data": chain.rows_csv, "text_col": "text", "label_col": "label", "id_col": "id"}
     if chain.rows.contexts is not None:
         job["context_col"] = "context"
     job.update(split_col="role", train_split="train", val_split="val", test_split="test")
     if chain.item is not None:
         job["where"] = [f"item={chain.item}"]
-    job.update(out=folder, name="teacher", seed=chain.seed)
+    job.update(out=folder, name="teacher", seed=chain.seed + member)
     return {**job, **({"threads": threads} if threads else {})}
 
 
-def fit_job(chain, folder, threads):
-    """``tinykd-teacher fit`` of ``chain``'s teacher on its rows (its probabilities for them too)."""
-    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items() if k != "bf16"}
+def fit_job(chain, folder, threads, member=0):
+    """``tinykd-teacher fit`` of ``chain``'s teacher (an ensemble's ``member``) on its rows (its
+    probabilities for them too)."""
+    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items() if k not in ("bf16", "members")}
     start = {"warm_from": chain.warm_from} if chain.warm_from else {"base": chain.base} if chain.base else {}
-    return {"command": "fit", **rows_job(chain, folder, threads), **start, **options,
+    return {"command": "fit", **rows_job(chain, folder, threads, member), **start, **options,
             "progress_every": PROGRESS_EVERY, **bf16_job(chain.teacher.bf16)}
 
 
@@ -141,16 +143,54 @@ def labels_job(teacher, copies_csv, has_context, folder, threads, bf16="off"):
     return export_job(teacher, job)
 
 
-def fit_teacher(folder, chain, threads, log):
+def fit_teacher(folder, chain, threads, log, member=0):
     """The teacher stage: ``folder/teacher.csv`` (its probabilities for the item's rows) from the given
-    teacher, or from one fine-tuned here (saved in ``folder/teacher-teacher``). Returns ``{"teacher": its
-    folder}``, relative to ``folder`` when it is there; :func:`teacher_folder` finds it."""
+    teacher, or from one fine-tuned here (saved in ``folder/teacher-teacher``; an ensemble's ``member``
+    with its own seed). Returns ``{"teacher": its folder}``, relative to ``folder`` when it is there;
+    :func:`teacher_folder` finds it."""
     if chain.teacher_dir:
         job = {**rows_job(chain, folder, threads), **bf16_job(chain.teacher.bf16)}
         run_teacher_job(folder, export_job(chain.teacher_dir, job), log)
         return {"teacher": os.path.abspath(chain.teacher_dir)}
-    run_teacher_job(folder, fit_job(chain, folder, threads), log)
+    run_teacher_job(folder, fit_job(chain, folder, threads, member), log)
     return {"teacher": FITTED}
+
+
+def average_members(folder, teacher_csvs, labels_csvs):
+    """The ensemble stage: ``folder/teacher.csv`` and ``folder/labels.csv``, the members' files with their
+    log-probabilities averaged (the arg-max of the mean logits, as each member's logits are its
+    log-probabilities plus a constant per row), the other columns the first member's. Returns
+    ``{"members": how many}``."""
+    import numpy as np
+
+    from tinykd.files.csvfiles import CsvReader
+    from tinykd.files.softlabels import read_soft_label_table, write_soft_labels
+
+    for name, paths in (("teacher.csv", teacher_csvs), ("labels.csv", labels_csvs)):
+        if paths[0] is None or not os.path.exists(paths[0]):
+            continue  # no transfer set: no labels
+        tables = [read_soft_label_table(p) for p in paths]
+        ids, classes, _ = tables[0]
+        z = np.mean([np.log(np.clip(_in_order(t, ids, classes), 1e-30, None)) for t in tables], axis=0)
+        z -= z.mean(axis=1, keepdims=True)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        with CsvReader(paths[0]) as r:
+            keep = [h for h in r.header if h in ("split", "role", "fold")]
+            extra = {h: [] for h in keep}
+            for _, row in r.rows():
+                for h in keep:
+                    extra[h].append(row[r.index[h]])
+        write_soft_labels(os.path.join(folder, name), ids, classes, p / p.sum(axis=1, keepdims=True), z,
+                          extra=extra or None, meta={"producer": "tinykd distill: the mean of the log-probabilities "
+                                                     f"of {len(paths)} teachers", "members": list(paths)})
+    return {"members": len(teacher_csvs)}
+
+
+def _in_order(table, ids, classes):
+    """A soft-label table's probabilities for ``ids`` and ``classes`` in that order."""
+    t_ids, t_classes, p = table
+    row = {i: k for k, i in enumerate(t_ids)}
+    return p[[row[i] for i in ids]][:, [t_classes.index(c) for c in classes]]
 
 
 def teacher_folder(chain, folder):
