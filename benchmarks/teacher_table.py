@@ -45,13 +45,36 @@ NAMES = {"asap-1": "asap-sas-science item 1", "asap-2": "asap-sas-science item 2
          "ela-7": "asap-sas-ela item 7", "ela-9": "asap-sas-ela item 9", "scientsbank-ua": "scientsbank 3-way test_ua"}
 
 
-def base_job(work):
-    """The folder and job of the row's seed-0 teacher stage made from scratch (no warm start)."""
+def distill_teacher(work, seed=0, data=None):
+    """The folder and job of a finished teacher stage of the row's work folder made from scratch (no warm
+    start) with ``seed`` (and the rows file ``data``), or None: seed 0 is distill's own teacher, seeds 1 and 2
+    the members of ``tinykd distill --teacher-members 3``."""
     for job_file in sorted(glob.glob(os.path.join(work, "teacher-*", "job.json"))):
         job = json.loads(Path(job_file).read_text())
-        if job.get("seed") == 0 and not job.get("warm_from") and os.path.exists(Path(job_file).parent / "done.json"):
+        if (job.get("seed") == seed and not job.get("warm_from") and data in (None, job["data"])
+                and os.path.exists(Path(job_file).parent / "done.json")):
             return Path(job_file).parent, job
-    raise SystemExit(f"{work}: no finished seed-0 teacher stage; run benchmarks/distill_table.py for it first")
+    return None
+
+
+def base_job(work):
+    """The folder and job of the row's seed-0 teacher stage made from scratch (no warm start)."""
+    found = distill_teacher(work)
+    if found is None:
+        raise SystemExit(f"{work}: no finished seed-0 teacher stage; run benchmarks/distill_table.py for it first")
+    return found
+
+
+def option_folder(row, option, work_root, out_root):
+    """Where the teacher of ``option`` is: ``out_root/ROW-OPTION``, or for a seed not trained there the work
+    folder's member of that seed when distill made one."""
+    folder, job = base_job(os.path.join(work_root, row))
+    own = Path(out_root) / f"{row}-{option}"
+    if option == "ce" or (own / "done.json").exists():
+        return folder if option == "ce" else own
+    seed = OPTIONS[option].get("seed")
+    member = seed is not None and distill_teacher(os.path.join(work_root, row), seed, job["data"])
+    return member[0] if member else own
 
 
 def result_of(folder):
@@ -98,15 +121,14 @@ def williamson(row, folder, job, data_dir, logits=None):
 def run_one(row, option, work_root, out_root, data_dir):
     """Train (or read back) the teacher of ``row`` with ``option``; returns its result."""
     folder, job = base_job(os.path.join(work_root, row))
-    if option == "ce":
-        return {**result_of(folder), "williamson": williamson(row, folder, job, data_dir)}
-    out = Path(out_root) / f"{row}-{option}"
-    if not (out / "done.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        job = {**job, **OPTIONS[option], "out": str(out)}
-        (out / "job.json").write_text(json.dumps(job, indent=1))
-        subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
-        (out / "done.json").write_text("{}")
+    out = option_folder(row, option, work_root, out_root)
+    if out == folder or (out / "done.json").exists():
+        return {**result_of(out), "williamson": williamson(row, out, job, data_dir)}
+    out.mkdir(parents=True, exist_ok=True)
+    job = {**job, **OPTIONS[option], "out": str(out)}
+    (out / "job.json").write_text(json.dumps(job, indent=1))
+    subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
+    (out / "done.json").write_text("{}")
     return {**result_of(out), "williamson": williamson(row, out, job, data_dir)}
 
 
@@ -115,7 +137,7 @@ def ensemble(row, members, work_root, out_root, data_dir):
     from tinykd.train.offsets import accuracy_qwk
 
     folder, job = base_job(os.path.join(work_root, row))
-    folders = [folder if m == "ce" else Path(out_root) / f"{row}-{m}" for m in members]
+    folders = [option_folder(row, m, work_root, out_root) for m in members]
     runs = [teacher_logits(f) for f in folders]
     keys = runs[0][1]
     mean = {i: [sum(r[0][i][k] for r in runs) / len(runs) for k in range(len(keys))] for i in runs[0][0]}
