@@ -134,17 +134,18 @@ def test_suggest_is_deterministic_and_skips_near_copies(files, capsys):
     assert len(got) == 15 and len(set(keys)) == 15 and keys[0] == normalised(worst)
 
 
-def _stage(work, key, rows, proba, mtime):
-    folder = work / f"teacher-{key}"
+def _stage(work, key, rows, proba, mtime, stage="teacher"):
+    folder = work / f"{stage}-{key}"
     folder.mkdir(parents=True)
     write_soft_labels(str(folder / "teacher.csv"), [r["id"] for r in rows], [0, 1, 2], np.asarray(proba))
     (folder / "done.json").write_text(json.dumps({"seconds": 1.0}))
     os.utime(folder / "done.json", (mtime, mtime))
 
 
-def test_work_folders_teacher_raises_disagreement(files, tmp_path, capsys):
+@pytest.mark.parametrize("newest", ["teacher", "ensemble"])
+def test_work_folders_teacher_raises_disagreement(files, tmp_path, capsys, newest):
     """Every finished teacher stage counts, the newest one where several hold an id (the latest round's
-    teacher); where that teacher's top class differs from the student's, the row comes first and the reason
+    teacher, or the ensemble of ``--teacher-members``, made after its members); where that teacher's top class differs from the student's, the row comes first and the reason
     says so — and a row only an older teacher disagreed on does not."""
     m = tinykd.load(files["model"])
     unscored = [r for r in files["rows"] if r["label"] in ("", "NA")]
@@ -156,7 +157,7 @@ def test_work_folders_teacher_raises_disagreement(files, tmp_path, capsys):
     _stage(tmp_path, "old", unscored, t_old, 1_000_000)
     t_new = p[[calm, other]].copy()
     t_new[1] = flip(p[other])
-    _stage(tmp_path, "new", [unscored[calm], unscored[other]], t_new, 2_000_000)
+    _stage(tmp_path, "new", [unscored[calm], unscored[other]], t_new, 2_000_000, newest)
     out = str(tmp_path / "s.csv")
     assert main(["suggest", files["model"], files["data"], "--n", "5", "--out", out, "--work", str(tmp_path)]) == 0
     err = capsys.readouterr().err
