@@ -437,5 +437,7 @@ def test_an_ensemble_of_teachers_averages_their_log_probabilities(tmp_path, tiny
         assert np.allclose(ens, want / want.sum(1, keepdims=True), atol=1e-5)
     m = tinykd.load(tmp_path / "e.npz")
     assert m.meta["distill"]["teachers"] == 2
+    from tinykd.cli.info import teacher_of
+    assert teacher_of(m.meta["distill"]).endswith("an ensemble of 2)")
     with pytest.raises(tinykd.OptionError, match="teacher_members"):
         D.distill(data, out, teacher_options={"members": 2}, teacher_dir=str(tmp_path), work=str(work), **STUDENT)

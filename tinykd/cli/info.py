@@ -85,7 +85,7 @@ def format_description(out):
 
 def teacher_of(distill):
     """``minilm (22.7M)``: the base of the teacher ``tinykd distill`` distilled from (``meta["distill"]``'s
-    ``teacher_base``; a file written before it was recorded: the teacher's folder); None for no distill."""
+    ``teacher_base``; ``minilm (22.7M, an ensemble of 3)`` with ``--teacher-members 3``; a file written before it was recorded: the teacher's folder); None for no distill."""
     if not isinstance(distill, dict):
         return None
     tb = distill.get("teacher_base") if isinstance(distill.get("teacher_base"), dict) else {}
@@ -98,7 +98,9 @@ def teacher_of(distill):
         folder = distill.get("teacher")
         return f"fine-tuned in {folder}" if isinstance(folder, str) else None
     ok = isinstance(params, int) and not isinstance(params, bool)
-    return f"{name} ({params / 1e6:.1f}M)" if ok else name
+    n = distill.get("teachers")
+    many = f", an ensemble of {n}" if isinstance(n, int) and not isinstance(n, bool) and n > 1 else ""
+    return (f"{name} ({params / 1e6:.1f}M{many})" if ok else name + (f" ({many[2:]})" if many else ""))
 
 
 def classes_named(classes, names):
