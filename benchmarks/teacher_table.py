@@ -150,7 +150,8 @@ def ensemble(row, members, work_root, out_root, data_dir):
         pred = [max(range(len(keys)), key=lambda k: mean[r["id"]][k]) for r in part]
         acc, qwk = accuracy_qwk(y, pred, len(keys))
         out[name] = {"n": len(part), "accuracy": acc, "qwk": qwk}
-    return {**out, "best_epoch": "–", "epochs_run": "–", "train_seconds": sum(result_of(f)["train_seconds"] for f in folders), "members": list(members),
+    seconds = sum(result_of(f)["train_seconds"] for f in folders)
+    return {**out, "best_epoch": "–", "epochs_run": "–", "train_seconds": seconds, "members": list(members),
             "williamson": williamson(row, folder, job, data_dir, logits=(mean, keys))}
 
 
@@ -166,7 +167,8 @@ def rule_lines(res):
             dq = sum(res[f"{r}|{opt}"]["test"]["qwk"] - res[f"{r}|ce"]["test"]["qwk"] for r in both) / len(both)
             da = sum(res[f"{r}|{opt}"]["test"]["accuracy"] - res[f"{r}|ce"]["test"]["accuracy"] for r in both) / len(both)
             ok = dq >= least_q and da >= least_a
-            lines.append(f"- `{opt}` − `ce`, {what} rows ({', '.join(both)}{'' if len(both) == len(rows) else ' of ' + str(len(rows))}): "
+            of = "" if len(both) == len(rows) else f" of {len(rows)}"
+            lines.append(f"- `{opt}` − `ce`, {what} rows ({', '.join(both)}{of}): "
                          f"mean test QWK {dq:+.4f}, accuracy {100 * da:+.2f} points → {'passes' if ok else 'fails'} "
                          f"(needs QWK ≥ {least_q:+.3f} and accuracy ≥ {100 * least_a:+.1f} points)")
     return lines
@@ -186,7 +188,8 @@ def write_md(res, path):
             "validation accuracy ± 0.01), only the option changed: `ce` cross-entropy (the default, the row's own "
             "distill teacher), `ordinal` cross-entropy plus the expected squared distance to the true score "
             "(`tinykd-teacher fit --loss ordinal`), `seed1` / `seed2` the teacher's seed; `ens2` / `ens3` the mean of "
-            "the logits of `ce` and `seed1` (and `seed2`), its seconds the members' sum. Test rows; seconds: training. Williamson (issue 31's target): "
+            "the logits of `ce` and `seed1` (and `seed2`), its seconds the members' sum. Test rows; seconds: "
+            "training. Williamson (issue 31's target): "
             "test QWK ≥ 0.70, at most 0.10 below the human–human QWK (`score2`, on the item's training and "
             "validation rows: its test rows have none) and |SMD| ≤ 0.15, on the point estimates; verdict: "
             "`tinykd report`'s, which asks the same of the 95 % intervals.", "",

@@ -85,7 +85,8 @@ def format_description(out):
 
 def teacher_of(distill):
     """``minilm (22.7M)``: the base of the teacher ``tinykd distill`` distilled from (``meta["distill"]``'s
-    ``teacher_base``; ``minilm (22.7M, an ensemble of 3)`` with ``--teacher-members 3``; a file written before it was recorded: the teacher's folder); None for no distill."""
+    ``teacher_base``; ``minilm (22.7M, an ensemble of 3)`` with ``--teacher-members 3``; a file written before it
+    was recorded: the teacher's folder); None for no distill."""
     if not isinstance(distill, dict):
         return None
     tb = distill.get("teacher_base") if isinstance(distill.get("teacher_base"), dict) else {}

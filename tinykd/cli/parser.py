@@ -269,8 +269,9 @@ def _distill(sub, fmt):
                    "on; auto (on where the CPU has AVX-512 BF16 or AMX, or the GPU bfloat16; else float32); "
                    f"off (unset: {TEACHER_DEFAULTS['bf16']}; docs/teacher.md#bfloat16)")
     x.add_argument("--teacher-members", type=int, metavar="N",
-                   help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer set, "
-                   f"their log-probabilities averaged: N times the teacher's time (unset: {TEACHER_DEFAULTS['members']})")
+                   help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "
+                   "set, their log-probabilities averaged: N times the teacher's time "
+                   f"(unset: {TEACHER_DEFAULTS['members']})")
     x.add_argument("--no-offsets", action="store_true",
                    help="no per-class decision offsets chosen on validation rows (tinykd.train.offsets)")
     x.add_argument("--choose-on", choices=CHOOSE_ON_VALUES, default=CHOOSE_ON,

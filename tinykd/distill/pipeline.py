@@ -47,7 +47,8 @@ from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
-                                    teacher_available, teacher_base_option, teacher_base_record, teacher_folder, teacher_version)
+                                    teacher_available, teacher_base_option, teacher_base_record, teacher_folder,
+                                    teacher_version)
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
@@ -303,12 +304,11 @@ def distill_item(chain, log, worker_threads=None):
     prev = _previous_copies(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
                        bool(unlabeled_answers(chain)), prev and os.path.basename(os.path.dirname(prev[0])))
-    members = [_member(cache, chain, threads, log, k, c_key) for k in range(chain.teacher.members)]
+    members = [_member(cache, chain, threads, log, k, (c_key, n, prev)) for k in range(chain.teacher.members)]
     t, teacher, c, lab, l_key, t_csv, l_csv = members[0]
-    if len(members) > 1:  # the stages' seconds: every member's
-        t, lab = ({**m, "seconds": round(sum(x[j]["seconds"] for x in members), 1)} for j, m in ((0, t), (3, lab)))
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     if len(members) > 1:  # an ensemble: the members' log-probabilities averaged (docs/decisions/teacher-ensemble.md)
+        t, lab = ({**m, "seconds": round(sum(x[j]["seconds"] for x in members), 1)} for j, m in ((0, t), (3, lab)))
         l_key = stage_key(*(m[4] for m in members))
         cache.run("ensemble", l_key, f"{chain.name}: {len(members)} teachers", average_members,
                   [m[5] for m in members], [m[6] if c["n"] else None for m in members])
@@ -331,17 +331,19 @@ def _teacher_options(options, teacher_dir, warm_start):
     return teacher
 
 
-def _member(cache, chain, threads, log, k, c_key):
+def _member(cache, chain, threads, log, k, copies):
     """Teacher ``k`` of ``chain`` (k > 0: an ensemble's member, its seed the chain's + k, its key the
     teacher's with ``member`` k; member 0 is the single teacher's stage) and its labels of the copies
-    (the copies stage made first, once). Returns ``(teacher result, its folder, copies result, labels result,
+    (``copies``: the copies stage's key, copies per answer and previous round; made after the first teacher,
+    once). Returns ``(teacher result, its folder, copies result, labels result,
     labels key, teacher.csv, labels.csv)``."""
     opts = {**chain.teacher_key_options(), **({"member": k} if k else {})}
-    t_key = teacher_key(chain.rows_key, chain.item, chain.base, opts, chain.teacher_sha, (__version__, teacher_version()))
+    t_key = teacher_key(chain.rows_key, chain.item, chain.base, opts, chain.teacher_sha,
+                        (__version__, teacher_version()))
     name = chain.name + (f" (teacher {k + 1} of {chain.teacher.members})" if chain.teacher.members > 1 else "")
     t = cache.run("teacher", t_key, name, fit_teacher, chain, threads, log, k)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
-    n, prev = copy_count(chain), _previous_copies(chain)
+    c_key, n, prev = copies
     c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
