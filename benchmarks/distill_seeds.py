@@ -34,7 +34,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: the ways of stopping and choosing the students compared (distill's ``choose_on`` / ``stop_on``)
 VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_on="fidelity"),
             "fidelity-stop": dict(choose_on="validation", stop_on="fidelity"),
-            "unlabeled": dict(choose_on="validation")}  # + the row's unlabeled file (:func:`unlabeled_file`)
+            "unlabeled": dict(choose_on="validation"),  # + the row's unlabeled file (:func:`unlabeled_file`)
+            "ensemble": dict(choose_on="validation", teacher_options={"members": 3})}  # --teacher-members 3
 #: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
 #: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
@@ -167,7 +168,9 @@ def write_md(runs, path):
               "`fidelity-stop` (stop and offsets on fidelity, choice on validation) when its mean accuracy is not "
               "lower, its mean QWK at most 0.005 lower and its mean seed spread at most 0.5 points higher; `unlabeled` "
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
-              "seed spread is at most 0.5 points higher.", ""]
+              "seed spread is at most 0.5 points higher. `ensemble` (`--teacher-members 3`, the teacher an ensemble of "
+              "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
+              "to its own (ensemble) teacher.", ""]
     for how, (decide, confirm, *_) in RULES.items():
         for label, group in (("decision rows", decide), ("confirmation rows", confirm)):
             lines.append(f"- `{how}`, {label}: {verdict(s, group, how)[0]}")
