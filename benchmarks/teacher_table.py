@@ -1,17 +1,19 @@
 """The teacher alone, per row and teacher option: test accuracy / QWK and its seconds (issue 31's teacher table).
 
-    python benchmarks/teacher_table.py [--rows asap-1,…] [--options ce,ordinal] [--work-root runs/distill]
+    python benchmarks/teacher_table.py [--rows asap-1,…] [--options ce,ordinal,seed1,…] [--work-root runs/distill]
     python benchmarks/teacher_table.py --md-only      # rewrite the table from its .json; run nothing
 
 Each row is a row of ``benchmarks/distill_table.py``: its work folder's seed-0 teacher job (the job file
 ``tinykd distill`` wrote with its default options: the same rows, roles, epochs, patience, lr) is run
 again with only the option changed, in ``runs/teacher-table/ROW-OPTION``. ``ce`` (distill's default) is
-that row's own teacher stage, read from its work folder, not trained again. A finished (row, option) is
-read from its folder, so a rerun resumes.
+that row's own teacher stage, read from its work folder, not trained again; ``seed1`` / ``seed2`` may be
+the members distill's ``--teacher-members`` trained there. ``ens2`` / ``ens3`` (:data:`ENSEMBLES`) average
+finished options' logits. A finished (row, option) is read from its folder, so a rerun resumes.
 
 ``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
-rewritten from it, with each option's rule (fixed before its runs; docs/decisions/teacher-loss.md)
-applied to its decision rows and to its confirmation rows, each on its own.
+rewritten from it, with each option's rule (:data:`RULES`, :data:`GROUP_RULES`; fixed before its runs:
+docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md) applied to its decision rows and
+to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
 """
 from __future__ import annotations
 
