@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_table import ORDER, cpu, rows  # noqa: E402
+import numpy as np  # noqa: E402
+
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
+from tinykd.files.softlabels import read_soft_label_table  # noqa: E402
 from tinykd.quality.evaluate import assess, human_human_on  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -95,11 +98,10 @@ def result_of(folder):
 
 
 def teacher_logits(folder):
-    """``{id: logits}`` of the teacher run in ``folder`` and its class keys."""
-    with open(Path(folder) / "teacher.csv", newline="", encoding="utf-8") as fh:
-        rdr = csv.DictReader(fh)
-        cols = [c for c in rdr.fieldnames if c.startswith("logit_")]
-        return {r["id"]: [float(r[c]) for c in cols] for r in rdr}, [c[len("logit_"):] for c in cols]
+    """``{id: log-probabilities}`` (its logits up to a constant per row) of the teacher run in ``folder`` and
+    its class keys."""
+    ids, keys, p = read_soft_label_table(Path(folder) / "teacher.csv")
+    return dict(zip(ids, np.log(np.clip(p, 1e-30, None)).tolist())), keys
 
 
 def williamson(row, folder, job, data_dir, logits=None):

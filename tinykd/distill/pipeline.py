@@ -37,6 +37,7 @@ import dataclasses
 import os
 import sys
 import time
+from typing import NamedTuple
 
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
@@ -304,14 +305,17 @@ def distill_item(chain, log, worker_threads=None):
     prev = _previous_copies(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
                        bool(unlabeled_answers(chain)), prev and os.path.basename(os.path.dirname(prev[0])))
-    members = [_member(cache, chain, threads, log, k, (c_key, n, prev)) for k in range(chain.teacher.members)]
+    members = []
+    for k in range(chain.teacher.members):  # the copies stage runs once, after the first teacher
+        members.append(_member(cache, chain, threads, log, k, (c_key, n, prev), members[0].copies if k else None))
     t, teacher, c, lab, l_key, t_csv, l_csv = members[0]
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     if len(members) > 1:  # an ensemble: the members' log-probabilities averaged (docs/decisions/teacher-ensemble.md)
-        t, lab = ({**m, "seconds": round(sum(x[j]["seconds"] for x in members), 1)} for j, m in ((0, t), (3, lab)))
-        l_key = stage_key(*(m[4] for m in members))
+        t, lab = ({**r, "seconds": round(sum(getattr(m, f)["seconds"] for m in members), 1)}
+                  for f, r in (("teacher", t), ("labels", lab)))
+        l_key = stage_key(*(m.labels_key for m in members))
         cache.run("ensemble", l_key, f"{chain.name}: {len(members)} teachers", average_members,
-                  [m[5] for m in members], [m[6] if c["n"] else None for m in members])
+                  [m.teacher_csv for m in members], [m.labels_csv for m in members])
         t_csv, l_csv = (os.path.join(cache.folder("ensemble", l_key), f) for f in ("teacher.csv", "labels.csv"))
     s_key = _students_key(cache, chain, l_key)
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
@@ -331,12 +335,11 @@ def _teacher_options(options, teacher_dir, warm_start):
     return teacher
 
 
-def _member(cache, chain, threads, log, k, copies):
+def _member(cache, chain, threads, log, k, copies, made=None):
     """Teacher ``k`` of ``chain`` (k > 0: an ensemble's member, its seed the chain's + k, its key the
     teacher's with ``member`` k; member 0 is the single teacher's stage) and its labels of the copies
-    (``copies``: the copies stage's key, copies per answer and previous round; made after the first teacher,
-    once). Returns ``(teacher result, its folder, copies result, labels result,
-    labels key, teacher.csv, labels.csv)``."""
+    (``copies``: the copies stage's key, copies per answer and previous round; made after the first teacher;
+    ``made``: that stage's result, for the other members). Returns a :class:`_Member`."""
     opts = {**chain.teacher_key_options(), **({"member": k} if k else {})}
     t_key = teacher_key(chain.rows_key, chain.item, chain.base, opts, chain.teacher_sha,
                         (__version__, teacher_version()))
@@ -344,14 +347,26 @@ def _member(cache, chain, threads, log, k, copies):
     t = cache.run("teacher", t_key, name, fit_teacher, chain, threads, log, k)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     c_key, n, prev = copies
-    c = cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
+    c = made or cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     l_key = labels_key(t_key, c_key)
     reuse = (chain.work, os.path.dirname(os.path.dirname(chain.warm_from))) if chain.warm_from else ()  # its work
     lab = cache.run("labels", l_key, f"{name}: {c['n']:,} answers", label_copies, teacher, c_csv, c["n"],
                     chain.rows.contexts is not None, threads, log, chain.teacher.bf16, reuse)
-    return (t, teacher, c, lab, l_key, os.path.join(cache.folder("teacher", t_key), "teacher.csv"),
-            os.path.join(cache.folder("labels", l_key), "labels.csv"))
+    return _Member(t, teacher, c, lab, l_key, os.path.join(cache.folder("teacher", t_key), "teacher.csv"),
+                   os.path.join(cache.folder("labels", l_key), "labels.csv"))
+
+
+class _Member(NamedTuple):
+    """One teacher of an item's chain and its labels (:func:`_member`)."""
+
+    teacher: dict  #: the teacher stage's result
+    folder: str  #: the fine-tuned teacher
+    copies: dict  #: the copies stage's result
+    labels: dict  #: the labels stage's result
+    labels_key: str
+    teacher_csv: str
+    labels_csv: str
 
 
 def _previous_copies(chain):

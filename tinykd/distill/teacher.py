@@ -159,38 +159,24 @@ def fit_teacher(folder, chain, threads, log, member=0):
 def average_members(folder, teacher_csvs, labels_csvs):
     """The ensemble stage: ``folder/teacher.csv`` and ``folder/labels.csv``, the members' files with their
     log-probabilities averaged (the arg-max of the mean logits, as each member's logits are its
-    log-probabilities plus a constant per row), the other columns the first member's. Returns
+    log-probabilities plus a constant per row), in the first member's order of rows and classes. Returns
     ``{"members": how many}``."""
     import numpy as np
 
-    from tinykd.files.csvfiles import CsvReader
-    from tinykd.files.softlabels import read_soft_label_table, write_soft_labels
+    from tinykd.files.softlabels import read_soft_label_table, read_soft_labels, write_soft_labels
+    from tinykd.nn.dense import softmax
 
     for name, paths in (("teacher.csv", teacher_csvs), ("labels.csv", labels_csvs)):
         if paths[0] is None or not os.path.exists(paths[0]):
             continue  # no transfer set: no labels
-        tables = [read_soft_label_table(p) for p in paths]
-        ids, classes, _ = tables[0]
-        z = np.mean([np.log(np.clip(_in_order(t, ids, classes), 1e-30, None)) for t in tables], axis=0)
+        ids, classes, first = read_soft_label_table(paths[0])
+        members = [first] + [read_soft_labels(f, ids, classes) for f in paths[1:]]
+        z = np.mean([np.log(np.clip(p, 1e-30, None)) for p in members], axis=0)
         z -= z.mean(axis=1, keepdims=True)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        with CsvReader(paths[0]) as r:
-            keep = [h for h in r.header if h in ("split", "role", "fold")]
-            extra = {h: [] for h in keep}
-            for _, row in r.rows():
-                for h in keep:
-                    extra[h].append(row[r.index[h]])
-        write_soft_labels(os.path.join(folder, name), ids, classes, p / p.sum(axis=1, keepdims=True), z,
-                          extra=extra or None, meta={"producer": "tinykd distill: the mean of the log-probabilities "
-                                                     f"of {len(paths)} teachers", "members": list(paths)})
+        write_soft_labels(os.path.join(folder, name), ids, classes, softmax(z), z,
+                          meta={"producer": f"tinykd distill: the mean of the log-probabilities of {len(paths)} "
+                                            "teachers", "members": list(paths)})
     return {"members": len(teacher_csvs)}
-
-
-def _in_order(table, ids, classes):
-    """A soft-label table's probabilities for ``ids`` and ``classes`` in that order."""
-    t_ids, t_classes, p = table
-    row = {i: k for k, i in enumerate(t_ids)}
-    return p[[row[i] for i in ids]][:, [t_classes.index(c) for c in classes]]
 
 
 def teacher_folder(chain, folder):
