@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_table import ORDER, cpu, rows, student  # noqa: E402
+from tinykd.distill.job import STUDENT_OPTIONS  # noqa: E402
 from tinykd.distill.pipeline import distill  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
 
@@ -35,7 +36,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_on="fidelity"),
             "fidelity-stop": dict(choose_on="validation", stop_on="fidelity"),
             "unlabeled": dict(choose_on="validation"),  # + the row's unlabeled file (:func:`unlabeled_file`)
-            "ensemble": dict(choose_on="validation", teacher_options={"members": 3})}  # --teacher-members 3
+            "ensemble": dict(choose_on="validation", teacher_options={"members": 3}),  # --teacher-members 3
+            **{f"ordinal-{m:g}": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(ordinal=float(m)))
+               for m in (4, 16)}}  # the students' expected-score term, μ (docs/decisions/student-ordinal.md)
 #: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
 #: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
@@ -43,7 +46,9 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
                       ("asap-5", "asap-6", "ela-4", "ela-7", "ela-9", "scientsbank-ua"), -0.005, -0.005, None),
          "fidelity-stop": (("asap-10", "asap-5", "asap-6"), ("ela-4", "ela-7", "ela-9", "scientsbank-ua"),
                            0.0, -0.005, 0.005),
-         "unlabeled": (("asap-2", "ela-4"), ("asap-1", "ela-7", "asap-10", "ela-9"), 0.0, 0.0, 0.005)}
+         "unlabeled": (("asap-2", "ela-4"), ("asap-1", "ela-7", "asap-10", "ela-9"), 0.0, 0.0, 0.005),
+         "ordinal-4": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1", "asap-5", "asap-10"),
+                       -0.005, 0.005, 0.005)}
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"

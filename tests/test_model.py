@@ -118,6 +118,38 @@ def test_temperature_scaling_and_logits_input():
     assert l_logit == pytest.approx(expected, rel=1e-12)
 
 
+def test_ordinal_term_by_hand_and_by_finite_differences():
+    """μ/B Σ (e_q − e_p)², classes at k/(K−1), on the soft rows only; its gradient against central differences."""
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(5, 4))
+    y = rng.integers(0, 4, 5)
+    p = rng.dirichlet(np.ones(4), 5)
+    sm = np.array([True, True, False, True, True])
+    mu = 0.8
+    kw = dict(lam=2.0, soft="mse", soft_mask=sm)
+    loss, grad, parts = kd_loss(z, y, p, ordinal=mu, **kw)
+    base, grad0, parts0 = kd_loss(z, y, p, **kw)
+    s = np.array([0.0, 1 / 3, 2 / 3, 1.0])
+    gap = np.exp(log_softmax(z)) @ s - p @ s
+    assert parts["ordinal"] == pytest.approx(mu * (gap[sm] ** 2).sum() / 5, rel=1e-12)
+    assert parts0["ordinal"] == 0.0 and loss == pytest.approx(base + parts["ordinal"], rel=1e-12)
+    assert (parts["hard"], parts["soft"]) == (parts0["hard"], parts0["soft"])
+    numeric = np.zeros_like(z)
+    for i in range(5):
+        for k in range(4):
+            d = np.zeros_like(z)
+            d[i, k] = 1e-6
+            numeric[i, k] = (kd_loss(z + d, y, p, ordinal=mu, **kw)[0] - kd_loss(z - d, y, p, ordinal=mu, **kw)[0]) / 2e-6
+    np.testing.assert_allclose(grad, numeric, atol=1e-8)
+    np.testing.assert_allclose((grad - grad0)[~sm], 0.0, atol=1e-15)
+    # a confident 0 where the teacher says the top score costs μ/B; one at the teacher's own score nothing
+    far = kd_loss(np.array([[9.0, 0, 0, 0]]), None, np.array([[0, 0, 0, 1.0]]), lam=0.0, ordinal=mu)[2]["ordinal"]
+    near = kd_loss(np.array([[0, 0, 0, 9.0]]), None, np.array([[0, 0, 0, 1.0]]), lam=0.0, ordinal=mu)[2]["ordinal"]
+    assert far == pytest.approx(mu, rel=1e-3) and near < 1e-6
+    with pytest.raises(ValueError, match="ordinal must be >= 0"):
+        kd_loss(z, y, p, ordinal=-1.0)
+
+
 def test_masks_drop_rows_from_each_term():
     rng = np.random.default_rng(6)
     z = rng.normal(size=(4, 3))

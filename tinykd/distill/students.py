@@ -99,7 +99,9 @@ class _Trainer:
 
         preset, lam = pair
         o = self.chain.options
-        kd = dict(temperature=o.temperature, soft_loss=o.soft_loss) if lam else dict(temperature=1.0, soft_loss="ce")
+        ordinal = o.ordinal if self.chain.rows.kind != "str" else 0.0  # text scores have no order
+        kd = (dict(temperature=o.temperature, soft_loss=o.soft_loss, ordinal=ordinal) if lam
+              else dict(temperature=1.0, soft_loss="ce", ordinal=0.0))
         options = o.replace(preset=preset, lam=lam, **kd)
         d = self.data
         s = fitting.fit(d.texts, d.y, d.p_train if lam else None, options=options, contexts=d.contexts,

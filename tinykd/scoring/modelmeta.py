@@ -76,7 +76,8 @@ _STR_OR_NONE = (lambda v: v is None or isinstance(v, str), "text or null")
 _BOOL_OR_NONE = (lambda v: v is None or isinstance(v, bool), "true, false or null")
 
 #: the fields of ``meta["training"]`` that tinykd reads (``tinykd info`` prints them)
-TRAINING = {**{k: _NUM_OR_NONE for k in ("lam", "temperature", "lr", "seconds", "best_val_loss", "best_val_acc")},
+TRAINING = {**{k: _NUM_OR_NONE for k in ("lam", "temperature", "lr", "seconds", "best_val_loss", "best_val_acc",
+                                           "ordinal")},
             **{k: _INT_OR_NONE for k in ("seed", "epochs", "batch_size", "patience", "n_train", "n_val",
                                          "n_transfer", "best_epoch")},
             **{k: _STR_OR_NONE for k in ("stopped", "soft_loss")}, "teacher": _BOOL_OR_NONE}

@@ -147,6 +147,8 @@ def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, n
     texts, y, contexts = _check_rows(texts, y, contexts, name)
     enc = _label_encoder(y, name)
     K = len(enc.classes_)
+    if options.ordinal and enc.classes_.dtype.kind not in "iuf":
+        raise OptionError("ordinal", f"{name}: {{opt}} needs numeric (ordered) scores; these are text labels")
     teacher = None if teacher_proba is None else _check_teacher(teacher_proba, len(texts), K, "teacher_proba")
     if teacher is None and transfer is not None:
         raise ValueError("transfer data needs teacher probabilities for the training rows too")
@@ -335,6 +337,7 @@ def _record(prep, net, history, options, name, note, seconds):
         "preset": o.preset, "uses_context": prep.uses_context,
         "training": {
             "lam": o.lam_for(prep.teacher), "temperature": float(o.temperature), "soft_loss": o.soft_loss,
+            **({"ordinal": float(o.ordinal)} if o.ordinal else {}),
             "seed": int(o.seed), "epochs": int(o.epochs), "batch_size": int(o.batch_size), "lr": float(o.lr),
             "patience": int(o.patience), **({"average_epochs": float(o.average)} if o.average is not None else {}),
             "n_train": int(len(prep.y)), "n_val": 0 if prep.val is None else int(len(prep.val)),

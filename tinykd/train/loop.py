@@ -121,7 +121,8 @@ class _Run:
             if tp is not None and sm.any():  # a row without a teacher row: uniform, masked out of the soft term
                 teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
             loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=self.lam, temperature=o.temperature,
-                                  hard_mask=hm, soft_mask=sm, soft=o.soft_loss)
+                                  hard_mask=hm, soft_mask=sm, soft=o.soft_loss,
+                                  ordinal=o.ordinal)
             loss += net.penalty()
             if not np.isfinite(loss):
                 return None

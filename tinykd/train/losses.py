@@ -28,6 +28,14 @@ classes (``z̄ = z − mean_k z``, ``t̄ = t − mean_k t``; the constant drops 
 
 (the centring is a symmetric idempotent projection, and ``z̄ − t̄`` is already centred); T
 is not used.
+
+``ordinal=μ > 0`` adds the squared distance between the student's and the teacher's expected score,
+on the rows with a teacher row (``soft_mask``; λ may be 0), with the classes at the positions ``s_k = k / (K − 1)`` (ordered scores)::
+
+    e_q = Σ_k s_k q_k     e_p = Σ_k s_k p_k
+    ordinal term = μ/B Σ_b (e_q,b − e_p,b)²      d/dz_bk = 2μ (e_q,b − e_p,b) q_bk (s_k − e_q,b) / B
+
+(``d e_q / d z_k = q_k (s_k − e_q)``): a far-off score costs more than a near one, as in QWK.
 """
 from __future__ import annotations
 
@@ -71,8 +79,18 @@ def soft_cross_entropy(z, p):
     return float(loss), ((np.exp(logq) - p) / B).astype(z.dtype, copy=False)
 
 
+def ordinal_term(z, p, weight):
+    """``weight`` · the summed squared gap between the expected scores of ``softmax(z)`` and ``p`` (rows
+    (B, K), classes at ``k / (K − 1)``; see the module docstring), and its gradient d/dz (B, K)."""
+    q = np.exp(log_softmax(z))
+    s = np.linspace(0.0, 1.0, z.shape[1])
+    e_q = q @ s
+    gap = e_q - p @ s
+    return weight * float(gap @ gap), 2.0 * weight * gap[:, None] * q * (s[None, :] - e_q[:, None])
+
+
 def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False,
-            hard_mask=None, soft_mask=None, soft="ce"):
+            hard_mask=None, soft_mask=None, soft="ce", ordinal=0.0):
     """The distillation loss ``L`` above and its gradient ``dL/dz``.
 
     Parameters
@@ -83,8 +101,9 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
     lam, temperature : λ and T.
     hard_mask, soft_mask : (B,) bool — which rows take part in each term.
     soft : "ce" (Eq. 4, the default) or "mse" (centred logits, see above).
+    ordinal : μ of the expected-score term on the soft term's rows (0: none; see above).
 
-    Returns ``(loss, dz, parts)`` where ``parts`` holds the hard and soft terms.
+    Returns ``(loss, dz, parts)`` where ``parts`` holds the hard, soft and ordinal terms.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -92,10 +111,12 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
         raise ValueError(f"lam must be >= 0, got {lam}")
     if soft not in SOFT_LOSSES:
         raise ValueError(f"soft must be one of {SOFT_LOSSES}, got {soft!r}")
+    if ordinal < 0:
+        raise ValueError(f"ordinal must be >= 0, got {ordinal}")
     B, K = z.shape
     zd = z.astype(np.float64)
     dz = np.zeros((B, K), dtype=np.float64)
-    hard = soft_term = 0.0
+    hard = soft_term = ord_term = 0.0
     if y is not None:
         hm = np.ones(B, bool) if hard_mask is None else np.asarray(hard_mask, bool)
         if hm.any():
@@ -105,8 +126,8 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
             g = np.exp(logq)
             g[np.arange(len(yy)), yy] -= 1.0
             dz[hm] += g / B
+    sm = None if teacher is None else np.ones(B, bool) if soft_mask is None else np.asarray(soft_mask, bool)
     if teacher is not None and lam > 0:
-        sm = np.ones(B, bool) if soft_mask is None else np.asarray(soft_mask, bool)
         if sm.any() and soft == "mse":
             t = teacher_log_probs(np.asarray(teacher)[sm], from_logits)
             diff = (zd[sm] - zd[sm].mean(axis=1, keepdims=True)) - (t - t.mean(axis=1, keepdims=True))
@@ -118,4 +139,10 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
             logqT = log_softmax(zd[sm] / T)
             dz[sm] += lam * T * (np.exp(logqT) - pT) / B
             soft_term = -lam * T * T * (pT * logqT).sum() / B
-    return float(hard + soft_term), dz.astype(z.dtype, copy=False), {"hard": float(hard), "soft": float(soft_term)}
+    if teacher is not None and ordinal > 0 and sm.any():
+        p = np.exp(teacher_log_probs(np.asarray(teacher)[sm], from_logits))
+        ord_term, g = ordinal_term(zd[sm], p / p.sum(axis=1, keepdims=True), ordinal)
+        ord_term /= B
+        dz[sm] += g / B
+    parts = {"hard": float(hard), "soft": float(soft_term), "ordinal": float(ord_term)}
+    return float(hard + soft_term + ord_term), dz.astype(z.dtype, copy=False), parts

@@ -43,6 +43,8 @@ class TrainOptions:
     lam : λ of Eq. 4; None: :data:`DEFAULT_LAM` with teacher probabilities, 0 without (0 = the plain NN).
     temperature : T of the soft term (1 = Eq. 4 exactly).
     soft_loss : "ce" (Eq. 4) or "mse" (the teacher's logits, centred; :mod:`tinykd.train.losses`).
+    ordinal : μ of the expected-score term (the student's expected score against the teacher's, on the rows
+        with a teacher row; :mod:`tinykd.train.losses`); 0: none. Needs numeric (ordered) scores.
     epochs, batch_size, lr, patience, clip_norm : the most epochs, rows per Adam step, its learning rate,
         epochs without a better validation loss before stopping, the gradient's norm clip.
     validation_fraction : the share of the labelled training rows held out for early stopping when no
@@ -57,6 +59,7 @@ class TrainOptions:
     lam: float | None = None
     temperature: float = 1.0
     soft_loss: str = "ce"
+    ordinal: float = 0.0
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-3
@@ -81,6 +84,8 @@ class TrainOptions:
             raise OptionError("lam", f"{{opt}} must be >= 0 and at most {MAX_LAM:g}, got {self.lam!r}")
         if self.soft_loss not in SOFT_LOSSES:
             raise OptionError("soft_loss", f"{{opt}} must be one of {', '.join(SOFT_LOSSES)}, got {self.soft_loss!r}")
+        if not _real(self.ordinal) or not 0 <= self.ordinal <= MAX_LAM:
+            raise OptionError("ordinal", f"{{opt}} must be >= 0 and at most {MAX_LAM:g}, got {self.ordinal!r}")
         if not _real(self.validation_fraction) or not 0.0 < self.validation_fraction < 1.0:
             raise OptionError("validation_fraction",
                               f"{{opt}} must be between 0 and 1, got {self.validation_fraction!r}")
