@@ -249,8 +249,8 @@ def test_train_flags_default_to_the_training_options_and_are_checked_first(files
     args = build_parser().parse_args(["train", files["data"], "--out", "m.npz"])
     assert _train_options(args) == TrainOptions()
     args = build_parser().parse_args(["train", "d.csv", "--out", "m.npz", "--epochs", "7", "--lam", "2",
-                                      "--soft-loss", "mse", "--no-offsets", "--seed", "3"])
-    assert _train_options(args) == TrainOptions(epochs=7, lam=2.0, soft_loss="mse", offsets=False, seed=3)
+                                      "--soft-loss", "mse", "--no-offsets", "--seed", "3", "--ordinal", "2"])
+    assert _train_options(args) == TrainOptions(epochs=7, lam=2.0, soft_loss="mse", offsets=False, seed=3, ordinal=2.0)
     out = tmp_path / "m.npz"
     assert main(["train", str(tmp_path / "missing.csv"), "--out", str(out), "--lr", "0"]) == 2
     err = capsys.readouterr().err

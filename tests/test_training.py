@@ -58,6 +58,25 @@ def test_distillation_uses_the_teacher(task):
     assert st.meta["training"]["lam"] == 20.0 and st.meta["training"]["teacher"]
 
 
+def test_the_ordinal_term_pulls_the_expected_score_to_the_teachers(task):
+    """A teacher whose expected score is the middle one everywhere (half 0, half 2); the hard term alone
+    (λ = 0) pulls the student to the labels, μ = 30 pulls its expected score to the middle."""
+    (X, y), _ = task
+    teacher = np.tile([0.5, 0.0, 0.5], (len(X), 1))
+    gaps = {}
+    for mu in (0.0, 30.0):
+        st = tinykd.fit(X, y, teacher_proba=teacher, lam=0.0, ordinal=mu, preset="falling_weights", epochs=10,
+                        validation=False, offsets=False, verbose=False)
+        gaps[mu] = float(np.abs(st.predict_proba(X) @ np.array([0.0, 0.5, 1.0]) - 0.5).mean())
+        assert st.meta["training"].get("ordinal", 0.0) == mu
+    assert gaps[0.0] > 0.2 and gaps[30.0] < 0.25 * gaps[0.0], gaps  # (measured: 0.30 and 0.02)
+    with pytest.raises(tinykd.OptionError, match="ordinal.*numeric"):
+        tinykd.fit(["a b", "c d"] * 20, ["no", "yes"] * 20, teacher_proba=np.full((40, 2), 0.5), ordinal=1.0,
+                   epochs=1, verbose=False)
+    with pytest.raises(tinykd.OptionError, match="ordinal"):
+        TrainOptions(ordinal=-1.0)
+
+
 def test_transfer_rows_train_only_the_soft_term(task):
     (X, y), _ = task
     teacher = np.eye(3)[y] * 0.9 + 0.1 / 3

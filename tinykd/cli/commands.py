@@ -86,8 +86,8 @@ def _train_options(args):
     from tinykd.train.options import TrainOptions
 
     return TrainOptions(preset=args.preset, lam=args.lam, temperature=args.temperature, soft_loss=args.soft_loss,
-                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                        seed=args.seed, offsets=not args.no_offsets)
+                        ordinal=args.ordinal, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        patience=args.patience, seed=args.seed, offsets=not args.no_offsets)
 
 
 def cmd_train(args):
@@ -471,8 +471,8 @@ def cmd_distill(args):
                           unlabeled=args.unlabeled, teacher_dir=args.teacher_dir, base=args.base, work=args.work,
                           teacher_options={k: v for k, v in topts.items() if v is not None}, preset=args.preset,
                           copies=args.copies, lams=tuple(args.lam) if args.lam else LAMS,
-                          temperature=args.temperature, soft_loss=args.soft_loss, epochs=args.epochs,
-                          patience=args.patience, seed=args.seed, where=args.where,
+                          temperature=args.temperature, soft_loss=args.soft_loss, ordinal=args.ordinal,
+                          epochs=args.epochs, patience=args.patience, seed=args.seed, where=args.where,
                           teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
                           student_seed=args.student_seed, choose_on=args.choose_on, stop_on=args.stop_on,
                           label_names=args.label_names, warm_start=args.warm_start, rater2_col=args.rater2_col,

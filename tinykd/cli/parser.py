@@ -64,6 +64,8 @@ def _train(sub, fmt):
     t.add_argument("--temperature", type=float, default=d.temperature, help="distillation temperature T")
     t.add_argument("--soft-loss", choices=SOFT_LOSSES, default=d.soft_loss,
                    help="the soft term: ce (Eq. 4) or mse (the teacher's logits, centred; distill's default)")
+    t.add_argument("--ordinal", type=float, default=d.ordinal, help="μ of the expected-score term: the student's "
+                   "expected score against the teacher's, squared (numeric scores only; 0 = none)")
     t.add_argument("--no-offsets", action="store_true",
                    help="no per-class decision offsets chosen on the validation rows (tinykd.train.offsets)")
     _columns(t, text="answer column", label="human score column", id="id column joining --teacher rows")
@@ -250,6 +252,7 @@ def _distill(sub, fmt):
                    help="the soft term: mse (the teacher's logits, centred) or ce (Eq. 4's cross-entropy)")
     x.add_argument("--temperature", type=float, default=d.temperature,
                    help="distillation temperature T (with --soft-loss ce)")
+    x.add_argument("--ordinal", type=float, help=f"μ of the KD students' expected-score term (unset: {d.ordinal:g})")
     x.add_argument("--preset", default="auto", help=f"auto (default: {' and '.join(AUTO_PRESETS)} both trained, the "
                    "better on validation kept) or a preset")
     x.add_argument("--epochs", type=int, default=d.epochs, help="most epochs of a student")

@@ -91,46 +91,46 @@ class _Log:
 def distill(data, out, *, text_col="text", label_col="label", id_col="id", context_col=None, item_col=None,
             split_col=None, train_split="train", val_split=None, test_split="test", unlabeled=None, rater2_col=None,
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
-            temperature=None, soft_loss=None, copies=None, augment_options=None, epochs=None, patience=None,
-            seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True, stream=None,
-            student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None):
+            temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
+            patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
+            stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
-    ``split_col`` None: the column ``split`` when the file has one, else the paper's 7:1:2 split;
-    ``teacher_dir``: a folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a folder per
-    item named as the item; ``base``: the teacher's pre-trained base, a name of :data:`teacher_export.bases.BASES`
-    (``"minilm"``, the default all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a
-    :class:`~tinykd.distill.job.TeacherOptions` or a dict of its fields (``epochs``, ``patience``, ``lr``,
-    ``batch_size``, ``max_length``, ``stop_on``, ``tolerance``, ``bf16``); ``options``: the students'
-    :class:`~tinykd.train.options.TrainOptions` (default :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset``
-    and ``lams`` choose their preset and λ), which ``temperature``, ``soft_loss``, ``epochs``, ``patience``,
-    ``seed`` and ``offsets`` replace where given (``seed``: every random choice, the teacher's and the copies'
-    too; ``student_seed``: the students' alone, so that students of several seeds learn from one teacher and
-    one transfer set); ``stop_on``: what the KD students stop on (None: ``choose_on``; "fidelity" with
-    ``choose_on`` "validation": they stop on fidelity and the kept one is chosen on the validation rows);
-    ``choose_on``: what the KD students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`: their fidelity
-    to the teacher on rows not trained on, or the validation rows); ``lams``: the KD students' λ grid;
-    ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the one best on validation
-    kept; ``work``: the work folder (default ``<out>.work``); ``copies``: perturbed copies per training
-    answer (None: :func:`auto_copies`); ``augment_options``: :func:`tinykd.distill.augment.augment`'s
-    ``p_drop``, ``p_mask``, ``p_swap``, ``p_span`` (unset: its defaults); ``where``: ``["COL=VALUE", …]``
-    keeps only those rows (of the data and the unlabeled file); ``teacher_threads``: torch CPU threads of the
-    teacher's processes (None: torch's default in one process, the worker's thread count on a Dask worker);
-    ``client``: a ``distributed.Client`` — each item's chain (:func:`distill_item`) then runs as a Dask task,
-    the work folder shared by the workers; ``label_names``: the scores' names (``{label: name}`` or
-    ``"0=incorrect,…"``, checked against the data's scores before any training); ``warm_start``: the model
-    file of a previous round on these answers (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's
-    column, read with the rows for the report alone (no stage key hashes it). Each item's context is stored
-    where its rows share one (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
+    ``split_col`` None: the column ``split`` when the file has one, else the paper's 7:1:2 split; ``teacher_dir``: a
+    folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a folder per item named as the item;
+    ``base``: the teacher's pre-trained base, a name of :data:`teacher_export.bases.BASES` (``"minilm"``, the default
+    all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or
+    a dict of its fields (``epochs``, ``patience``, ``lr``, ``batch_size``, ``max_length``, ``stop_on``,
+    ``tolerance``, ``bf16``); ``options``: the students' ``TrainOptions`` (default
+    :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset`` and ``lams`` choose their preset and λ), which
+    ``temperature``, ``soft_loss``, ``ordinal``, ``epochs``, ``patience``, ``seed`` and ``offsets`` replace where
+    given (``seed``: every random choice, the teacher's and the copies' too; ``student_seed``: the students' alone, so
+    that students of several seeds learn from one teacher and one transfer set); ``stop_on``: what the KD students
+    stop on (None: ``choose_on``; "fidelity" with ``choose_on`` "validation": they stop on fidelity and the kept one
+    is chosen on the validation rows); ``choose_on``: what the KD students stop on and are chosen by
+    (:data:`CHOOSE_ON_VALUES`: their fidelity to the teacher on rows not trained on, or the validation rows);
+    ``lams``: the KD students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
+    one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``: perturbed copies per
+    training answer (None: :func:`auto_copies`); ``augment_options``: :func:`tinykd.distill.augment.augment`'s
+    ``p_drop``, ``p_mask``, ``p_swap``, ``p_span`` (unset: its defaults); ``where``: ``["COL=VALUE", …]`` keeps only
+    those rows (of the data and the unlabeled file); ``teacher_threads``: torch CPU threads of the teacher's processes
+    (None: torch's default in one process, the worker's thread count on a Dask worker); ``client``: a
+    ``distributed.Client`` — each item's chain (:func:`distill_item`) then runs as a Dask task, the work folder shared
+    by the workers; ``label_names``: the scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against the
+    data's scores before any training); ``warm_start``: the model file of a previous round on these answers
+    (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's column, read with the rows for the report alone (no
+    stage key hashes it). Each item's context is stored where its rows share one
+    (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
     log = _Log(verbose, stream)
     if not teacher_available():
         raise RuntimeError(TEACHER_INSTALL)
-    students = student_options(options, temperature=temperature, soft_loss=soft_loss, epochs=epochs,
-                               patience=patience, seed=seed, offsets=None if offsets is None else bool(offsets))
+    students = student_options(options, temperature=temperature, soft_loss=soft_loss, ordinal=ordinal,
+                               epochs=epochs, patience=patience, seed=seed,
+                               offsets=None if offsets is None else bool(offsets))
     aug = _check_options(copies, teacher_threads, lams, augment_options, students, preset)
     _check_choice(choose_on, stop_on)
     base_seed = students.seed

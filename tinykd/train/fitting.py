@@ -76,7 +76,7 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
         (``np.unique(y)``); an all-NaN row means "no teacher row for this text".
     options : a :class:`~tinykd.train.options.TrainOptions` (None: the defaults) — the network
         (``preset``, ``config``), the loss (``lam``: default 4 with a teacher, 0 without = the plain
-        NN; ``temperature``, ``soft_loss``), the optimiser and early stopping, ``seed``, ``offsets``
+        NN; ``temperature``, ``soft_loss``, ``ordinal``), the optimiser and early stopping, ``seed``, ``offsets``
         (per-class decision offsets chosen on the validation rows, folded into the output bias:
         :mod:`tinykd.train.offsets`), ``average`` (Polyak averaging: :func:`tinykd.train.loop.train`).
     **option_values : the same options as keywords (``preset="7t", lam=1.0``), replacing those of
@@ -337,7 +337,7 @@ def _record(prep, net, history, options, name, note, seconds):
         "preset": o.preset, "uses_context": prep.uses_context,
         "training": {
             "lam": o.lam_for(prep.teacher), "temperature": float(o.temperature), "soft_loss": o.soft_loss,
-            **({"ordinal": float(o.ordinal)} if o.ordinal else {}),
+            **({"ordinal": float(o.ordinal)} if o.ordinal and prep.teacher else {}),
             "seed": int(o.seed), "epochs": int(o.epochs), "batch_size": int(o.batch_size), "lr": float(o.lr),
             "patience": int(o.patience), **({"average_epochs": float(o.average)} if o.average is not None else {}),
             "n_train": int(len(prep.y)), "n_val": 0 if prep.val is None else int(len(prep.val)),
