@@ -201,6 +201,30 @@ def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_call
     assert all(v["fidelity"]["n"] == 32 for lam, v in d["validation"].items() if lam != "0.0")  # stopped on it
 
 
+def test_the_ordinal_term_reaches_the_kd_students_and_text_scores_leave_it_out(tmp_path, tiny_base, teacher_calls):
+    data = make_csv(tmp_path / "d.csv")
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    before = tinykd.load(out).meta["distill"]["validation"]
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, ordinal=4.0)
+    assert [r.split(":")[0] for r in res.ran] == ["students"]
+    m = tinykd.load(out).meta
+    assert m["training"].get("ordinal") == (4.0 if m["distill"]["lam"] else None)
+    assert m["distill"]["validation"]["0.0"] == before["0.0"]  # the plain NN has no teacher: the same
+    words = {"0": "none", "1": "partial", "2": "full"}
+    with open(data, newline="") as fh:
+        rows = [{**r, "label": words[r["label"]]} for r in csv.DictReader(fh)]
+    with open(tmp_path / "t.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text_work = str(tmp_path / "text-work")
+    D.distill(str(tmp_path / "t.csv"), out, base=tiny_base, teacher_options=TEACHER, work=text_work, **STUDENT)
+    again = D.distill(str(tmp_path / "t.csv"), out, base=tiny_base, teacher_options=TEACHER, work=text_work,
+                      **STUDENT, ordinal=4.0)
+    assert again.ran == [] and "ordinal" not in tinykd.load(out).meta["training"]  # no order: the same students
+
+
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):
     data = make_csv(tmp_path / "d.csv", seed=1)
     out, work = tmp_path / "m.npz", str(tmp_path / "w")

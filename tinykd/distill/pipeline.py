@@ -251,7 +251,8 @@ def _item_chain(template, table, item, teacher_dir, unlabeled_rows, warm):
         template, item=item, name="all rows" if item is None else f"item {item}", rows=rows,
         unlabeled_rows=tuple(u for u in unlabeled_rows if item is None or u[3] == item), teacher_dir=given,
         teacher_sha=given and file_sha256(os.path.join(given, "teacher.json")), warm_from=warm_from, presets=presets,
-        warm_sha=warm_from and weights_sha(warm_from))
+        warm_sha=warm_from and weights_sha(warm_from),
+        options=template.options.replace(ordinal=0.0) if table.kind == "str" else template.options)  # text: no order
 
 
 def _given_teacher(teacher_dir, item):

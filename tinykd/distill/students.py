@@ -99,8 +99,7 @@ class _Trainer:
 
         preset, lam = pair
         o = self.chain.options
-        ordinal = o.ordinal if self.chain.rows.kind != "str" else 0.0  # text scores have no order
-        kd = (dict(temperature=o.temperature, soft_loss=o.soft_loss, ordinal=ordinal) if lam
+        kd = (dict(temperature=o.temperature, soft_loss=o.soft_loss, ordinal=o.ordinal) if lam
               else dict(temperature=1.0, soft_loss="ce", ordinal=0.0))
         options = o.replace(preset=preset, lam=lam, **kd)
         d = self.data
