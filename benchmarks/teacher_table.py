@@ -12,7 +12,7 @@ finished options' logits. A finished (row, option) is read from its folder, so a
 
 ``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
 rewritten from it, with each option's rule (:data:`RULES`, :data:`GROUP_RULES`; fixed before its runs:
-docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md) applied to its decision rows and
+docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md, teacher-schedule.md) applied to its decision rows and
 to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
 """
 from __future__ import annotations
@@ -39,13 +39,17 @@ from tinykd.quality.evaluate import assess, human_human_on  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 #: option → the teacher job's changed keys
 OPTIONS = {"ce": {}, "ordinal": {"loss": "ordinal"}, "seed1": {"seed": 1}, "seed2": {"seed": 2},
-           "p2": {"patience": 2}, "p2-seed1": {"patience": 2, "seed": 1}, "p2-seed2": {"patience": 2, "seed": 2}}
+           "p2": {"patience": 2}, "p2-seed1": {"patience": 2, "seed": 1}, "p2-seed2": {"patience": 2, "seed": 2},
+           "e5": {"epochs": 5}, "e5-seed1": {"epochs": 5, "seed": 1}, "e5-seed2": {"epochs": 5, "seed": 2}}
 #: groups of options compared by their mean over seeds: the teacher a user gets is one draw of them
-GROUPS = {"patience 1": ("ce", "seed1", "seed2"), "patience 2": ("p2", "p2-seed1", "p2-seed2")}
+GROUPS = {"patience 1": ("ce", "seed1", "seed2"), "patience 2": ("p2", "p2-seed1", "p2-seed2"),
+          "5 epochs": ("e5", "e5-seed1", "e5-seed2")}
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
 #: accuracy), fixed before the runs (docs/decisions/teacher-patience.md)
 GROUP_RULES = {"patience 2": ("patience 1", ("asap-1", "asap-10", "ela-7"),
-                              ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01)}
+                              ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01),
+               "5 epochs": ("patience 1", ("asap-1", "asap-10", "ela-7"),
+                            ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01)}
 #: ensembles: the mean of the members' logits, arg-max (no training of their own)
 ENSEMBLES = {"ens2": ("ce", "seed1"), "ens3": ("ce", "seed1", "seed2")}
 #: option → (decision rows, confirmation rows, least mean Δ QWK, least mean Δ accuracy) against "ce",
@@ -78,14 +82,14 @@ def base_job(work):
 
 
 def option_folder(row, option, work_root, out_root):
-    """Where the teacher of ``option`` is: ``out_root/ROW-OPTION``, or for a seed not trained there the work
-    folder's member of that seed when distill made one."""
+    """Where the teacher of ``option`` is: ``out_root/ROW-OPTION``, or for an option that changes the seed
+    alone and was not trained there, the work folder's member of that seed when distill made one."""
     folder, job = base_job(os.path.join(work_root, row))
     own = Path(out_root) / f"{row}-{option}"
     if option == "ce" or (own / "done.json").exists():
         return folder if option == "ce" else own
-    seed = OPTIONS[option].get("seed")
-    member = seed is not None and distill_teacher(os.path.join(work_root, row), seed, job["data"])
+    seed = OPTIONS[option].get("seed")  # a member differs from seed 0 by its seed alone: only "seedN" may use it
+    member = set(OPTIONS[option]) == {"seed"} and distill_teacher(os.path.join(work_root, row), seed, job["data"])
     return member[0] if member else own
 
 
