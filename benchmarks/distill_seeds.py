@@ -153,7 +153,8 @@ def write_md(runs, path):
              "teacher, copies and labels of each row are its `distill_table.py` run's (seed 0); only the students' "
              "seed (`--student-seed`) and the variant change: `validation` (the default), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
-             "copied like the training answers). Test rows; mean over seeds and the worst seed; "
+             "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
+             "expected-score term), `ensemble` (`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -175,7 +176,9 @@ def write_md(runs, path):
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher. `ensemble` (`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
-              "to its own (ensemble) teacher.", ""]
+              "to its own (ensemble) teacher. `ordinal-4` (docs/decisions/student-ordinal.md) passes when its mean "
+              "QWK is at least 0.005 higher, its mean accuracy at most 0.5 points lower and its mean seed spread at "
+              "most 0.5 points higher; `ordinal-16` is the one-seed pilot that chose μ.", ""]
     for how, (decide, confirm, *_) in RULES.items():
         for label, group in (("decision rows", decide), ("confirmation rows", confirm)):
             lines.append(f"- `{how}`, {label}: {verdict(s, group, how)[0]}")
