@@ -30,7 +30,7 @@ classes (``z̄ = z − mean_k z``, ``t̄ = t − mean_k t``; the constant drops 
 is not used.
 
 ``ordinal=μ > 0`` adds the squared distance between the student's and the teacher's expected score,
-on the rows with a teacher row (``soft_mask``; λ may be 0), with the classes at the positions ``s_k = k / (K − 1)`` (ordered scores)::
+on the rows with a teacher row (``soft_mask``; λ may be 0), the ordered classes at ``s_k = k / (K − 1)``::
 
     e_q = Σ_k s_k q_k     e_p = Σ_k s_k p_k
     ordinal term = μ/B Σ_b (e_q,b − e_p,b)²      d/dz_bk = 2μ (e_q,b − e_p,b) q_bk (s_k − e_q,b) / B
@@ -101,7 +101,7 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
     lam, temperature : λ and T.
     hard_mask, soft_mask : (B,) bool — which rows take part in each term.
     soft : "ce" (Eq. 4, the default) or "mse" (centred logits, see above).
-    ordinal : μ of the expected-score term on the soft term's rows (0: none; see above).
+    ordinal : μ of the expected-score term on the rows with a teacher row (0: none; see above).
 
     Returns ``(loss, dz, parts)`` where ``parts`` holds the hard, soft and ordinal terms.
     """
