@@ -40,16 +40,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: option → the teacher job's changed keys
 OPTIONS = {"ce": {}, "ordinal": {"loss": "ordinal"}, "seed1": {"seed": 1}, "seed2": {"seed": 2},
            "p2": {"patience": 2}, "p2-seed1": {"patience": 2, "seed": 1}, "p2-seed2": {"patience": 2, "seed": 2},
-           "e5": {"epochs": 5}, "e5-seed1": {"epochs": 5, "seed": 1}, "e5-seed2": {"epochs": 5, "seed": 2}}
+           "e5": {"epochs": 5}, "e5-seed1": {"epochs": 5, "seed": 1}, "e5-seed2": {"epochs": 5, "seed": 2},
+           **{f"e5p2{s}": {"epochs": 5, "patience": 2, **({"seed": int(s[-1])} if s else {})}
+              for s in ("", "-seed1", "-seed2")}}
 #: groups of options compared by their mean over seeds: the teacher a user gets is one draw of them
 GROUPS = {"patience 1": ("ce", "seed1", "seed2"), "patience 2": ("p2", "p2-seed1", "p2-seed2"),
-          "5 epochs": ("e5", "e5-seed1", "e5-seed2")}
+          "5 epochs": ("e5", "e5-seed1", "e5-seed2"), "5 epochs, patience 2": ("e5p2", "e5p2-seed1", "e5p2-seed2")}
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
 #: accuracy), fixed before the runs (docs/decisions/teacher-patience.md)
 GROUP_RULES = {"patience 2": ("patience 1", ("asap-1", "asap-10", "ela-7"),
                               ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01),
                "5 epochs": ("patience 1", ("asap-1", "asap-10", "ela-7"),
-                            ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01)}
+                            ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01),
+               "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01)}
 #: ensembles: the mean of the members' logits, arg-max (no training of their own)
 ENSEMBLES = {"ens2": ("ce", "seed1"), "ens3": ("ce", "seed1", "seed2")}
 #: option → (decision rows, confirmation rows, least mean Δ QWK, least mean Δ accuracy) against "ce",
