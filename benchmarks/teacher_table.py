@@ -37,28 +37,34 @@ from tinykd.files.softlabels import read_soft_label_table  # noqa: E402
 from tinykd.quality.evaluate import assess, human_human_on  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+#: the teacher options run over seeds 0, 1, 2: group name → (option name, the teacher job's changed keys)
+SEEDED = {"patience 2": ("p2", {"patience": 2}), "5 epochs": ("e5", {"epochs": 5}),
+          "5 epochs, patience 2": ("e5p2", {"epochs": 5, "patience": 2})}
+
+
+def over_seeds(name, change):
+    """``{name: change, name-seed1: change + seed 1, name-seed2: change + seed 2}``."""
+    return {f"{name}-seed{k}" if k else name: {**change, **({"seed": k} if k else {})} for k in range(3)}
+
+
 #: option → the teacher job's changed keys
 OPTIONS = {"ce": {}, "ordinal": {"loss": "ordinal"}, "seed1": {"seed": 1}, "seed2": {"seed": 2},
-           "p2": {"patience": 2}, "p2-seed1": {"patience": 2, "seed": 1}, "p2-seed2": {"patience": 2, "seed": 2},
-           "e5": {"epochs": 5}, "e5-seed1": {"epochs": 5, "seed": 1}, "e5-seed2": {"epochs": 5, "seed": 2},
-           **{f"e5p2{s}": {"epochs": 5, "patience": 2, **({"seed": int(s[-1])} if s else {})}
-              for s in ("", "-seed1", "-seed2")}}
+           **{k: v for name, change in SEEDED.values() for k, v in over_seeds(name, change).items()}}
 #: groups of options compared by their mean over seeds: the teacher a user gets is one draw of them
-GROUPS = {"patience 1": ("ce", "seed1", "seed2"), "patience 2": ("p2", "p2-seed1", "p2-seed2"),
-          "5 epochs": ("e5", "e5-seed1", "e5-seed2"), "5 epochs, patience 2": ("e5p2", "e5p2-seed1", "e5p2-seed2")}
+GROUPS = {"patience 1": ("ce", "seed1", "seed2"),
+          **{group: tuple(over_seeds(name, {})) for group, (name, _) in SEEDED.items()}}
+#: the rows of the first two groups' rules (docs/decisions/teacher-patience.md, teacher-schedule.md)
+_DECIDE, _CONFIRM = ("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9")
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
-#: accuracy), fixed before the runs (docs/decisions/teacher-patience.md)
-GROUP_RULES = {"patience 2": ("patience 1", ("asap-1", "asap-10", "ela-7"),
-                              ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01),
-               "5 epochs": ("patience 1", ("asap-1", "asap-10", "ela-7"),
-                            ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01),
+#: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md)
+GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
+               "5 epochs": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01)}
 #: ensembles: the mean of the members' logits, arg-max (no training of their own)
 ENSEMBLES = {"ens2": ("ce", "seed1"), "ens3": ("ce", "seed1", "seed2")}
 #: option → (decision rows, confirmation rows, least mean Δ QWK, least mean Δ accuracy) against "ce",
 #: fixed before the runs (docs/decisions/teacher-loss.md)
-RULES = {"ordinal": (("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01),
-         "ens3": (("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9"), 0.01, -0.01)}
+RULES = {"ordinal": (_DECIDE, _CONFIRM, 0.01, -0.01), "ens3": (_DECIDE, _CONFIRM, 0.01, -0.01)}
 NAMES = {"asap-1": "asap-sas-science item 1", "asap-2": "asap-sas-science item 2", "asap-5": "asap-sas-science item 5",
          "asap-6": "asap-sas-science item 6", "asap-10": "asap-sas-science item 10", "ela-4": "asap-sas-ela item 4",
          "ela-7": "asap-sas-ela item 7", "ela-9": "asap-sas-ela item 9", "scientsbank-ua": "scientsbank 3-way test_ua"}

@@ -127,20 +127,22 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
             g[np.arange(len(yy)), yy] -= 1.0
             dz[hm] += g / B
     sm = None if teacher is None else np.ones(B, bool) if soft_mask is None else np.asarray(soft_mask, bool)
-    if teacher is not None and lam > 0:
-        if sm.any() and soft == "mse":
-            t = teacher_log_probs(np.asarray(teacher)[sm], from_logits)
+    # the teacher's rows as log-probabilities, once for every term that reads them
+    t = teacher_log_probs(np.asarray(teacher)[sm], from_logits) if sm is not None and sm.any() and (
+        lam > 0 or ordinal > 0) else None
+    if t is not None and lam > 0:
+        if soft == "mse":
             diff = (zd[sm] - zd[sm].mean(axis=1, keepdims=True)) - (t - t.mean(axis=1, keepdims=True))
             soft_term = lam * float((diff * diff).sum()) / (B * K)
             dz[sm] += 2.0 * lam * diff / (B * K)
-        elif sm.any():
+        else:
             T = float(temperature)
-            pT = np.exp(log_softmax(teacher_log_probs(np.asarray(teacher)[sm], from_logits) / T))
+            pT = np.exp(log_softmax(t / T))
             logqT = log_softmax(zd[sm] / T)
             dz[sm] += lam * T * (np.exp(logqT) - pT) / B
             soft_term = -lam * T * T * (pT * logqT).sum() / B
-    if teacher is not None and ordinal > 0 and sm.any():
-        p = np.exp(teacher_log_probs(np.asarray(teacher)[sm], from_logits))
+    if t is not None and ordinal > 0:
+        p = np.exp(t)
         ord_term, g = ordinal_term(zd[sm], p / p.sum(axis=1, keepdims=True), ordinal)
         ord_term /= B
         dz[sm] += g / B
