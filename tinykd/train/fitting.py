@@ -162,13 +162,28 @@ def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, n
     all_ctx = (rows.contexts + (tx.contexts or [""] * len(tx.texts))) if uses_context else None
     ids, lengths = vocab.encode(rows.texts + tx.texts, all_ctx)
     t_all = rows.teacher if tx.teacher is None else np.concatenate([rows.teacher, tx.teacher])
-    data = TrainData(ids, lengths, np.concatenate([rows.y, tx.y]), t_all)
+    data = _long_repeated(TrainData(ids, lengths, np.concatenate([rows.y, tx.y]), t_all), len(rows.texts),
+                       options.long_weight)
     val_data = None
     if len(val.texts):
         v_ids, v_len = vocab.encode(val.texts, val.contexts if uses_context else None)
         val_data = TrainData(v_ids, v_len, val.y)
     return Prepared(enc.classes_, rows.y, len(tx.texts), teacher is not None, uses_context, cfg, vocab, data,
                     val_data, _fidelity_rows(fidelity, K, vocab, uses_context))
+
+
+#: the share of the scored training answers shorter than a "long" row (:attr:`TrainOptions.long_weight`)
+LONG_QUANTILE = 0.75
+
+
+def _long_repeated(data, n_scored, weight):
+    """``data`` with each row at least as long as the :data:`LONG_QUANTILE` of its first ``n_scored`` (the
+    scored answers') lengths repeated to ``weight`` copies: the long answers are few and carry the high scores."""
+    if weight == 1 or not n_scored:
+        return data
+    long_ = np.flatnonzero(data.lengths >= np.quantile(data.lengths[:n_scored], LONG_QUANTILE))
+    idx = np.concatenate([np.arange(len(data))] + [long_] * (weight - 1))
+    return TrainData(data.ids[idx], data.lengths[idx], data.y[idx], None if data.teacher is None else data.teacher[idx])
 
 
 def _fidelity_rows(fidelity, K, vocab, uses_context):
@@ -338,6 +353,7 @@ def _record(prep, net, history, options, name, note, seconds):
         "training": {
             "lam": o.lam_for(prep.teacher), "temperature": float(o.temperature), "soft_loss": o.soft_loss,
             **({"ordinal": float(o.ordinal)} if o.ordinal and prep.teacher else {}),
+            **({"long_weight": int(o.long_weight)} if o.long_weight != 1 else {}),
             "seed": int(o.seed), "epochs": int(o.epochs), "batch_size": int(o.batch_size), "lr": float(o.lr),
             "patience": int(o.patience), **({"average_epochs": float(o.average)} if o.average is not None else {}),
             "n_train": int(len(prep.y)), "n_val": 0 if prep.val is None else int(len(prep.val)),

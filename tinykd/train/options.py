@@ -52,6 +52,9 @@ class TrainOptions:
     seed : every random choice (init, shuffling, dropout, holdout).
     offsets : choose per-class decision offsets on the validation rows (:mod:`tinykd.train.offsets`).
     average : None, or Polyak averaging of the weights over about the last ``average`` epochs.
+    long_weight : how many times per epoch a training row (scored or transfer) counts when it is at least as
+        long, in the tokens the student reads, as the 75th percentile of the scored training answers; 1: once,
+        like every row (docs/decisions/student-long-answers.md).
     """
 
     preset: str | None = "7t"
@@ -69,9 +72,10 @@ class TrainOptions:
     seed: int = 0
     offsets: bool = True
     average: float | None = None
+    long_weight: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "patience"):
+        for name in ("epochs", "batch_size", "patience", "long_weight"):
             _whole(name, getattr(self, name))
         if not _real(self.lr) or not 0 < self.lr < float("inf"):
             raise OptionError("lr", f"{{opt}} must be > 0, got {self.lr!r}")
