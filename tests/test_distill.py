@@ -201,7 +201,7 @@ def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_call
     assert all(v["fidelity"]["n"] == 32 for lam, v in d["validation"].items() if lam != "0.0")  # stopped on it
 
 
-def test_the_ordinal_term_reaches_the_kd_students_and_text_scores_leave_it_out(tmp_path, tiny_base, teacher_calls):
+def test_the_ordinal_term_and_long_weight_reach_the_kd_students_and_text_scores_leave_ordinal_out(tmp_path, tiny_base, teacher_calls):
     data = make_csv(tmp_path / "d.csv")
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
     D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
@@ -211,6 +211,12 @@ def test_the_ordinal_term_reaches_the_kd_students_and_text_scores_leave_it_out(t
     m = tinykd.load(out).meta
     assert m["training"].get("ordinal") == (4.0 if m["distill"]["lam"] else None)
     assert m["distill"]["validation"]["0.0"] == before["0.0"]  # the plain NN has no teacher: the same
+    long_ = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT,
+                      options=D.STUDENT_OPTIONS.replace(long_weight=2))
+    assert [r.split(":")[0] for r in long_.ran] == ["students"]  # a new key: the students train again
+    m = tinykd.load(out).meta
+    assert m["training"].get("long_weight") == (2 if m["distill"]["lam"] else None)  # the KD students only
+    assert m["distill"]["validation"]["0.0"] == before["0.0"]
     words = {"0": "none", "1": "partial", "2": "full"}
     with open(data, newline="") as fh:
         rows = [{**r, "label": words[r["label"]]} for r in csv.DictReader(fh)]

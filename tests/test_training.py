@@ -77,6 +77,31 @@ def test_the_ordinal_term_pulls_the_expected_score_to_the_teachers(task):
         TrainOptions(ordinal=-1.0)
 
 
+def test_long_weight_repeats_the_rows_at_least_as_long_as_the_scored_answers_upper_quartile(task, monkeypatch):
+    """Scored and transfer rows of at least the scored answers' 75th-percentile length (in tokens) count
+    ``long_weight`` times; the others once."""
+    from tinykd.train import fitting
+
+    (X, y), _ = task
+    seen = []
+    real = fitting.train
+    monkeypatch.setattr(fitting, "train", lambda net, data, *a, **k: seen.append(data) or real(net, data, *a, **k))
+    teacher = np.eye(3)[y] * 0.9 + 0.1 / 3
+    st = tinykd.fit(X[:300], y[:300], teacher_proba=teacher[:300], transfer=(X[300:], teacher[300:]),
+                    long_weight=3, preset="falling_weights", epochs=1, validation=False, verbose=False)
+    lens = np.array([len(t.split()) for t in X])  # every answer here is under max_len
+    cut = np.quantile(lens[:300], 0.75)
+    n_long = int((lens >= cut).sum())
+    assert 0 < n_long < 300 and len(seen[0]) == 600 + 2 * n_long
+    assert sorted(seen[0].lengths.tolist()) == sorted(lens.tolist() + 2 * lens[lens >= cut].tolist())
+    y_long = np.concatenate([y[:300], -np.ones(300, int)])[lens >= cut]
+    assert (seen[0].y[600:] == np.tile(y_long, 2)).all()  # their labels (−1: transfer) travel with them
+    assert st.meta["training"]["long_weight"] == 3
+    assert "long_weight" not in tinykd.fit(X[:100], y[:100], epochs=1, verbose=False).meta["training"]
+    with pytest.raises(tinykd.OptionError, match="long_weight"):
+        TrainOptions(long_weight=0)
+
+
 def test_transfer_rows_train_only_the_soft_term(task):
     (X, y), _ = task
     teacher = np.eye(3)[y] * 0.9 + 0.1 / 3
