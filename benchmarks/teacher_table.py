@@ -12,7 +12,8 @@ finished options' logits. A finished (row, option) is read from its folder, so a
 
 ``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
 rewritten from it, with each option's rule (:data:`RULES`, :data:`GROUP_RULES`; fixed before its runs:
-docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md, teacher-schedule.md) applied to its decision rows and
+docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md, teacher-schedule.md,
+teacher-length.md) applied to its decision rows and
 to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
 """
 from __future__ import annotations
@@ -39,7 +40,8 @@ from tinykd.quality.evaluate import assess, human_human_on  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 #: the teacher options run over seeds 0, 1, 2: group name → (option name, the teacher job's changed keys)
 SEEDED = {"patience 2": ("p2", {"patience": 2}), "5 epochs": ("e5", {"epochs": 5}),
-          "5 epochs, patience 2": ("e5p2", {"epochs": 5, "patience": 2})}
+          "5 epochs, patience 2": ("e5p2", {"epochs": 5, "patience": 2}),
+          "length auto": ("mlauto", {"max_length": "auto"})}
 
 
 def over_seeds(name, change):
@@ -56,10 +58,11 @@ GROUPS = {"patience 1": ("ce", "seed1", "seed2"),
 #: the rows of the first two groups' rules (docs/decisions/teacher-patience.md, teacher-schedule.md)
 _DECIDE, _CONFIRM = ("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9")
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
-#: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md)
+#: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md, teacher-length.md)
 GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
-               "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01)}
+               "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01),
+               "length auto": ("patience 1", ("ela-9", "asap-10"), ("ela-7", "asap-2"), 0.005, -0.005)}
 #: ensembles: the mean of the members' logits, arg-max (no training of their own)
 ENSEMBLES = {"ens2": ("ce", "seed1"), "ens3": ("ce", "seed1", "seed2")}
 #: option → (decision rows, confirmation rows, least mean Δ QWK, least mean Δ accuracy) against "ce",
@@ -238,7 +241,8 @@ def write_md(res, path):
             "distill teacher), `ordinal` cross-entropy plus the expected squared distance to the true score "
             "(`tinykd-teacher fit --loss ordinal`), `seed1` / `seed2` the teacher's seed; `ens2` / `ens3` the mean of "
             "the logits of `ce` and `seed1` (and `seed2`), its seconds the members' sum; `p2`, `p2-seed1`, "
-            "`p2-seed2` patience 2 (seeds 0, 1, 2). Test rows; seconds: "
+            "`p2-seed2` patience 2 (seeds 0, 1, 2), `e5…` 5 epochs, `e5p2…` 5 epochs and patience 2, `mlauto…` "
+            "`--teacher-max-length auto` (the same seeds). Test rows; seconds: "
             "training. Williamson (issue 31's target): "
             "test QWK ≥ 0.70, at most 0.10 below the human–human QWK (`score2`, on the item's training and "
             "validation rows: its test rows have none) and |SMD| ≤ 0.15, on the point estimates; verdict: "

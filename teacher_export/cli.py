@@ -81,7 +81,9 @@ def build_parser():
     f.add_argument("--loss", choices=("ce", "ordinal"), default="ce",
                    help="ce: cross-entropy (default); ordinal: plus the expected squared distance to the true score")
     f.add_argument("--lr", type=float, default=5e-5)
-    f.add_argument("--max-length", type=int, default=128)
+    f.add_argument("--max-length", type=_length, default=128,
+                   help="word pieces read per answer and context (default 128); auto: the training rows' 99th "
+                        "percentile, rounded up to a multiple of 32, from 128 to 512")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the steps")
     f.add_argument("--weight-decay", type=float, default=0.01)
@@ -168,6 +170,15 @@ def read_job(path):
     return argparse.Namespace(cmd=command, **values)
 
 
+def _length(value):
+    from .data import length_value
+
+    try:
+        return length_value(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _job_value(path, action, value):
     """``value`` of the option ``action`` as its flag would give it; a value of the wrong type: JobError."""
     if value is None and not action.required:
@@ -176,6 +187,8 @@ def _job_value(path, action, value):
         ok = isinstance(value, bool)
     elif isinstance(action.default, list):  # a repeatable option (--where)
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif action.type is _length:
+        ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
     elif action.type in (int, float):
         ok = not isinstance(value, bool) and isinstance(value, int if action.type is int else (int, float))
         value = action.type(value) if ok else value

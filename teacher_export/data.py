@@ -21,6 +21,20 @@ ROLES = ("train", "val", "test")
 #: teacher_export's user errors are tinykd's one-line data-file errors (the command line exits with 2)
 DataError = DataFileError
 
+#: ``max_length="auto"``: this quantile of the training rows' word pieces, rounded up to a multiple of
+#: AUTO_STEP, at least AUTO_LEAST and at most AUTO_MOST (docs/decisions/teacher-length.md)
+AUTO_QUANTILE, AUTO_STEP, AUTO_LEAST, AUTO_MOST = 0.99, 32, 128, 512
+
+
+def length_value(value):
+    """A ``max_length`` as given on a command line or in a job: "auto" or a whole number >= 1."""
+    if value == "auto":
+        return value
+    n = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"max length must be auto or a whole number >= 1, got {value!r}")
+    return n
+
 
 def stratified_folds(labels, k, seed):
     """Fold number (0..k-1) per row: scikit-learn's ``StratifiedKFold`` (shuffled, ``random_state=seed``)."""

@@ -16,9 +16,9 @@ from tinykd.files.softlabels import write_soft_labels
 from tinykd.files.csvfiles import CsvReader, label_key, normalize_labels, read_table
 
 from . import __version__
-from .data import DataError, Dataset, load_dataset, stratified_folds
-from .finetune import (STOP_ON, TOLERANCE, encode, fine_tune, label_batches, log, pick_device, predict_logits,
-                       set_seed)
+from .data import DataError, Dataset, length_value, load_dataset, stratified_folds
+from .finetune import (STOP_ON, TOLERANCE, auto_length, encode, fine_tune, label_batches, log,
+                       pick_device, predict_logits, set_seed)
 from .model import base_record, load_classifier, load_tokenizer, resolve_base
 from .precision import resolve_precision
 from .workers import auto_workers, predict_logits_in_workers
@@ -103,12 +103,19 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     log(f"data: {split_sizes(ds)}; classes {ds.class_keys}; base {base_path}; device {device}; {prec.describe()}"
         + (f"; fine-tuning on from {warm_from}" if start.prev else ""))
     tok = load_tokenizer(start.folder)
+    auto = length_value(max_length) == "auto"
+    if auto:
+        tr = ds.index("train")
+        max_length = auto_length(tok, [ds.texts[i] for i in tr], None if ds.contexts is None else
+                                 [ds.contexts[i] for i in tr])
+        log(f"max_length auto: {max_length} (the training rows' 99th percentile of word pieces, rounded up)")
     enc = _encode_and_log(tok, ds, max_length)
     pad_id = tok.pad_token_id or 0
     y = _label_vector(ds)
     tr, va = ds.index("train"), ds.index("val")
     cw = _class_weights(y[tr], len(ds.classes)) if class_weight else None
     hp = {"epochs": epochs, "patience": patience, "lr": lr, "max_length": max_length,
+          **({"max_length_auto": True} if auto else {}),
           "batch_size": batch_size, "warmup": warmup, "weight_decay": weight_decay, "seed": seed,
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
           "class_weight": cw, "freeze_embeddings": freeze_embeddings,

@@ -13,6 +13,7 @@ import torch
 
 from tinykd.nn.dense import softmax
 
+from .data import AUTO_LEAST, AUTO_MOST, AUTO_QUANTILE, AUTO_STEP
 from .precision import autocast
 
 
@@ -30,6 +31,17 @@ def pick_device(device=None):
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def auto_length(tokenizer, texts, contexts=None):
+    """The ``max_length`` "auto" gives for these (training) rows: the :data:`AUTO_QUANTILE` of their word
+    pieces, untruncated, rounded up to a multiple of :data:`AUTO_STEP`, within [:data:`AUTO_LEAST`,
+    min(:data:`AUTO_MOST`, the tokenizer's limit)]."""
+    pieces = tokenizer(list(texts)) if contexts is None else tokenizer(list(texts), list(contexts))
+    lens = np.array([len(s) for s in pieces["input_ids"]] or [0])
+    want = int(np.ceil(np.quantile(lens, AUTO_QUANTILE) / AUTO_STEP) * AUTO_STEP)
+    most = min(AUTO_MOST, int(getattr(tokenizer, "model_max_length", AUTO_MOST) or AUTO_MOST))
+    return max(AUTO_LEAST, min(want, most))
 
 
 def encode(tokenizer, texts, contexts=None, max_length=128):

@@ -186,6 +186,8 @@ def test_teacher_bf16_is_validated_keyed_only_when_set_and_reaches_every_teacher
     ({"command": "fit", "data": "d.csv", "out": "o", "epochs": 2.5}, "epochs cannot be 2.5"),
     ({"command": "fit", "data": "d.csv", "out": "o", "stop_on": "f1"}, "stop_on cannot be 'f1'"),
     ({"command": "fit", "data": "d.csv", "out": "o", "where": "item=1"}, "where cannot be 'item=1'"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "max_length": "long"}, "max_length cannot be 'long'"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "max_length": 0}, "max_length cannot be 0"),
     ([1, 2], '"command" must be one of fit, export'),
 ])
 def test_bad_job_files_are_one_line_errors(tmp_path, capsys, job, message):
@@ -207,6 +209,11 @@ def test_a_job_file_left_out_options_take_the_commands_defaults(tmp_path):
     assert vars(args) == {**vars(build_parser().parse_args(["fit", "--data", "d.csv", "--out", "o", "--lr", "1",
                                                              "--class-weight"]))}
     assert isinstance(args.lr, float) and args.epochs == 6 and args.where == []
+    for length in ("auto", 256):  # a number, or "auto" (docs/decisions/teacher-length.md)
+        path.write_text(json.dumps({"command": "fit", "data": "d.csv", "out": "o", "max_length": length}))
+        assert read_job(str(path)).max_length == length
+        assert build_parser().parse_args(["fit", "--data", "d.csv", "--out", "o", "--max-length",
+                                          str(length)]).max_length == length
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(JobError, match="bad.json"):
         read_job(str(tmp_path / "bad.json"))

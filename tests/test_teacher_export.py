@@ -515,3 +515,37 @@ def test_ordinal_loss_is_cross_entropy_plus_the_expected_squared_score_distance(
     assert read_sidecar(res["path"])["hyperparameters"]["loss"] == "ordinal"
     with pytest.raises(ValueError, match="loss must be one of"):
         run_fit(data=data, out=str(tmp_path / "o2"), base=tiny_base, loss="hinge", **FAST)
+
+
+class _Pieces:
+    """A tokenizer whose word pieces are the words, with [CLS] and [SEP] (and one more [SEP] with a context)."""
+    model_max_length = 256
+
+    def __call__(self, texts, contexts=None):
+        return {"input_ids": [[0] * (len(t.split()) + 2 + (len(c.split()) + 1 if contexts else 0))
+                              for t, c in zip(texts, contexts or texts)]}
+
+
+def test_auto_length_is_the_99th_percentile_rounded_up_to_32_from_128_to_the_tokenizers_limit(tiny_base, tmp_path):
+    from teacher_export.data import length_value
+    from teacher_export.finetune import auto_length
+    from tinykd.distill.job import TeacherOptions
+    from tinykd.errors import OptionError
+
+    words = lambda n: " ".join(["w"] * n)  # noqa: E731
+    assert auto_length(_Pieces(), [words(10)] * 100) == 128  # 12 pieces: the least, 128
+    texts = [words(10)] * 98 + [words(148)] * 2  # 150 pieces at the 99th percentile → 160
+    assert auto_length(_Pieces(), texts) == 160
+    assert auto_length(_Pieces(), [words(10)] * 98, [words(140)] * 98) == 160  # 10 + 140 + 3 = 153 with contexts
+    assert auto_length(_Pieces(), [words(400)] * 100) == 256  # the tokenizer's limit
+    assert length_value("auto") == "auto" and length_value("96") == 96 == length_value(96)
+    for bad in ("0", "x", 0, True, 2.5):
+        with pytest.raises(ValueError, match="auto or a whole number"):
+            length_value(bad)
+    assert TeacherOptions(max_length="auto").key_options()["max_length"] == "auto"
+    with pytest.raises(OptionError, match="teacher_max_length"):
+        TeacherOptions(max_length="long")
+    data = _make_csv(tmp_path / "d.csv")[0]
+    res = run_fit(data=data, out=str(tmp_path / "o"), base=tiny_base, **{**FAST, "epochs": 1, "max_length": "auto"})
+    hp = read_sidecar(res["path"])["hyperparameters"]
+    assert hp["max_length"] == 128 and hp["max_length_auto"] is True  # short answers: the least

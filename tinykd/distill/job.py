@@ -71,15 +71,18 @@ class TeacherOptions:
     patience: int = 1
     lr: float = 8e-5
     batch_size: int = 16
-    max_length: int = 128
+    max_length: int | str = 128  #: word pieces per answer and context; "auto": docs/decisions/teacher-length.md
     stop_on: str = "accuracy"
     tolerance: float = 0.01
     bf16: str = "off"
     members: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "patience", "batch_size", "max_length", "members"):
+        for name in ("epochs", "patience", "batch_size", "members"):
             _whole(name, getattr(self, name))
+        ml = self.max_length
+        if ml != "auto" and (isinstance(ml, bool) or not isinstance(ml, numbers.Integral) or ml < 1):
+            raise OptionError("teacher_max_length", f"{{opt}} must be auto or a whole number >= 1, got {ml!r}")
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf"):
             raise OptionError("teacher_lr", f"{{opt}} must be > 0, got {lr!r}")
