@@ -45,14 +45,28 @@ def auto_length(tokenizer, texts, contexts=None):
 
 
 def encode(tokenizer, texts, contexts=None, max_length=128):
-    """Token id lists (no padding): the answer, then the context as the second segment."""
+    """Token id lists (no padding): the answer, then the context as the second segment. Over
+    ``max_length``, the context is cut before the answer: the answer stays whole wherever it fits beside one
+    word piece of context (``truncation="only_second"``); a longer answer is cut with its context
+    (``"longest_first"``)."""
+    texts = list(texts)
     if contexts is None:
-        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    else:
-        enc = tokenizer(list(texts), list(contexts), truncation="longest_first", max_length=max_length)
-    out = {"input_ids": enc["input_ids"]}
-    if "token_type_ids" in enc:
-        out["token_type_ids"] = enc["token_type_ids"]
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+    contexts = list(contexts)
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    fits = [len(a) <= room for a in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    out = {"input_ids": [None] * len(texts)}
+    for keep, how in ((True, "only_second"), (False, "longest_first")):
+        idx = [i for i, f in enumerate(fits) if f is keep]
+        if not idx:
+            continue
+        enc = tokenizer([texts[i] for i in idx], [contexts[i] for i in idx], truncation=how, max_length=max_length)
+        for k in ("input_ids", "token_type_ids"):
+            if k in enc:
+                col = out.setdefault(k, [None] * len(texts))
+                for i, v in zip(idx, enc[k]):
+                    col[i] = v
     return out
 
 

@@ -549,3 +549,22 @@ def test_auto_length_is_the_99th_percentile_rounded_up_to_32_from_128_to_the_tok
     res = run_fit(data=data, out=str(tmp_path / "o"), base=tiny_base, **{**FAST, "epochs": 1, "max_length": "auto"})
     hp = read_sidecar(res["path"])["hyperparameters"]
     assert hp["max_length"] == 128 and hp["max_length_auto"] is True  # short answers: the least
+
+
+def test_over_max_length_the_context_is_cut_before_the_answer(tiny_base):
+    from teacher_export.finetune import encode
+    from teacher_export.model import load_tokenizer
+
+    tok = load_tokenizer(tiny_base)
+    word = FILLER[0]
+    answers, context = [" ".join([word] * n) for n in (5, 20, 28, 40)], " ".join([FILLER[1]] * 20)
+    enc = encode(tok, answers, [context] * 4, max_length=32)
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    a, c = tok.convert_tokens_to_ids(word), tok.convert_tokens_to_ids(FILLER[1])
+    assert enc["input_ids"][0] == [cls] + [a] * 5 + [sep] + [c] * 20 + [sep]  # fits: nothing cut
+    assert enc["input_ids"][1] == [cls] + [a] * 20 + [sep] + [c] * 9 + [sep]  # the context cut, the answer whole
+    assert enc["input_ids"][2] == [cls] + [a] * 28 + [sep] + [c] * 1 + [sep]  # the least context: one piece
+    assert enc["input_ids"][3].count(a) < 40 and enc["input_ids"][3].count(c) >= 1  # too long: both cut
+    assert all(len(ids) <= 32 for ids in enc["input_ids"])
+    assert enc["token_type_ids"][1] == [0] * 22 + [1] * 10
+    assert encode(tok, [], [], max_length=32)["input_ids"] == []

@@ -30,6 +30,9 @@ CHOOSE_ON_VALUES = ("fidelity", "validation")
 FIDELITY_FRACTION = 0.125
 #: the fidelity rule by name (the students' cache key hashes it: a changed rule is a new name)
 FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
+#: how the teacher reads an answer with a context over its max length (teacher_export.finetune.encode); the
+#: teacher's key hashes it where the rows have a context
+PAIR_RULE = "the context is cut before the answer"
 #: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16
 #: autocast, or bfloat16 where the CPU or GPU supports it
 BF16_VALUES = ("off", "on", "auto")
@@ -199,9 +202,11 @@ class ItemChain:
         return d
 
     def teacher_key_options(self):
-        """What the teacher's key hashes of its options: :meth:`TeacherOptions.key_options`, and for a
-        warm start the previous teacher's weights and the warm epochs."""
+        """What the teacher's key hashes of its options: :meth:`TeacherOptions.key_options`, :data:`PAIR_RULE`
+        where the rows have a context, and for a warm start the previous teacher's weights and the warm epochs."""
         d = self.teacher.key_options()
+        if self.rows.contexts is not None:  # a teacher made before the context was cut first is not this one
+            d["pairs"] = PAIR_RULE
         if self.warm_from:
             d.update(epochs=self.teacher_fit_options()["epochs"], warm_from=self.warm_sha)
         return d
