@@ -257,6 +257,16 @@ def test_train_flags_default_to_the_training_options_and_are_checked_first(files
     assert "tinykd: error: --lr must be > 0, got 0.0" in err and not out.exists()
 
 
+def test_distill_reads_a_teacher_max_length_or_auto(capsys):
+    from tinykd.cli.parser import build_parser
+
+    for given, want in (("auto", "auto"), ("256", 256)):
+        assert build_parser().parse_args(["distill", "d.csv", "-o", "m.npz", "--teacher-max-length", given]) \
+            .teacher_max_length == want
+    assert main(["distill", "d.csv", "-o", "m.npz", "--teacher-max-length", "long"]) == 2
+    assert "--teacher-max-length: must be auto or a whole number >= 1, got 'long'" in capsys.readouterr().err
+
+
 def test_demo_quick(tmp_path, capsys):
     from tinykd.cli import demo
 

@@ -212,7 +212,11 @@ def _augment(sub, fmt):
     a.add_argument("--seed", type=int, default=0, help="seed of the copies")
 
 
-def _teacher_length(value):
+#: what the help of a --teacher-* flag adds to its default
+_HINTS = {"max_length": "; auto: the training rows' 99th percentile of word pieces, from 128 to 512"}
+
+
+def _length(value):
     """``--teacher-max-length``: "auto" or a whole number >= 1."""
     if value == "auto" or value.isdigit() and int(value) >= 1:
         return value if value == "auto" else int(value)
@@ -265,12 +269,9 @@ def _distill(sub, fmt):
     x.add_argument("--epochs", type=int, default=d.epochs, help="most epochs of a student")
     x.add_argument("--patience", type=int, default=d.patience, help="a student's early-stopping patience")
     x.add_argument("--seed", type=int, default=d.seed, help="every random choice")
-    for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int)):
-        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t,
-                       help=f"the teacher's fine-tuning: {k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g})")
-    x.add_argument("--teacher-max-length", type=_teacher_length, metavar="N|auto",
-                   help=f"word pieces the teacher reads per answer and context (unset: "
-                        f"{TEACHER_DEFAULTS['max_length']}); auto: the training rows' 99th percentile, from 128 to 512")
+    for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", _length)):
+        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t, help=f"the teacher's fine-tuning: "
+                       f"{k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g}{_HINTS.get(k, '')})")
     x.add_argument("--teacher-stop-on", choices=("accuracy", "loss"),
                    help="the teacher's early stopping keeps the epoch of best validation accuracy (ties: lower "
                         f"loss) or of lowest validation loss (unset: {TEACHER_DEFAULTS['stop_on']})")
