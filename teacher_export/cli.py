@@ -84,6 +84,9 @@ def build_parser():
     f.add_argument("--max-length", type=_length, default=128,
                    help="word pieces read per answer and context (default 128); auto: the training rows' 99th "
                         "percentile, rounded up to a multiple of 32, from 128 to 512")
+    f.add_argument("--truncate", choices=("longest", "context"), default="longest",
+                   help="over --max-length: longest cuts the longer of the answer and its context first (default), "
+                        "context cuts the context first, so an answer that fits is read whole")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the steps")
     f.add_argument("--weight-decay", type=float, default=0.01)
@@ -295,7 +298,8 @@ def main(argv=None):
             from .export import run_fit
 
             res = run_fit(**common, base=args.base, epochs=args.epochs, patience=args.patience, lr=args.lr,
-                          max_length=args.max_length, batch_size=args.batch_size, warmup=args.warmup,
+                          max_length=args.max_length, truncate=args.truncate, batch_size=args.batch_size,
+                          warmup=args.warmup,
                           weight_decay=args.weight_decay, crossfit=args.crossfit,
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,

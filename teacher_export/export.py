@@ -73,13 +73,15 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
             crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
             class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE, bf16="off",
-            warm_from=None, loss="ce"):
+            warm_from=None, loss="ce", truncate="longest"):
     """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
     K >= 2 also ``out/<name>-crossfit.csv``. ``bf16``: off / on / auto (:mod:`teacher_export.precision`),
     for the training steps and the labelling alike. ``warm_from``: a teacher folder ``fit`` wrote, to
     fine-tune on from (its weights, head and tokenizer; :class:`_Start`) instead of from ``base``; it is
     validated first as epoch 0 and may be kept unchanged. ``loss``: the training loss
-    (:data:`~teacher_export.finetune.LOSSES`). Returns a dict of results (paths, metrics, folds)."""
+    (:data:`~teacher_export.finetune.LOSSES`). ``max_length``: word pieces per row, or "auto"
+    (:func:`~teacher_export.finetune.auto_length`); ``truncate``: what is cut first over it
+    (:data:`~teacher_export.finetune.TRUNCATE`). Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
@@ -109,13 +111,13 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         max_length = auto_length(tok, [ds.texts[i] for i in tr], None if ds.contexts is None else
                                  [ds.contexts[i] for i in tr])
         log(f"max_length auto: {max_length} (the training rows' 99th percentile of word pieces, rounded up)")
-    enc = _encode_and_log(tok, ds, max_length)
+    enc = _encode_and_log(tok, ds, max_length, truncate)
     pad_id = tok.pad_token_id or 0
     y = _label_vector(ds)
     tr, va = ds.index("train"), ds.index("val")
     cw = _class_weights(y[tr], len(ds.classes)) if class_weight else None
     hp = {"epochs": epochs, "patience": patience, "lr": lr, "max_length": max_length,
-          **({"max_length_auto": True} if auto else {}),
+          **({"max_length_auto": True} if auto else {}), "truncate": truncate,
           "batch_size": batch_size, "warmup": warmup, "weight_decay": weight_decay, "seed": seed,
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
           "class_weight": cw, "freeze_embeddings": freeze_embeddings,
@@ -136,7 +138,8 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
         log(f"  {k}: {v}")
     if teacher_dir:
         _save_teacher(teacher_dir, model, tok, {
-            "classes": ds.class_keys, "max_length": max_length, "base_model": base_path, "text_col": text_col,
+            "classes": ds.class_keys, "max_length": max_length, "truncate": truncate, "base_model": base_path,
+            "text_col": text_col,
             "context_col": context_col, "context_file": context_file, "id_col": id_col, "label_col": label_col,
             "precision": prec.dtype, "base": start.base_rec, **warm})
     meta = {**_fit_meta(ds, data, unlabeled, start, {**hp, "optimizer": res.optimizer}, res, m, device),
@@ -211,9 +214,9 @@ class _Start:
         return {"from": os.path.abspath(self.folder), "kept_start": res.best_epoch == 0, "epochs_run": res.epochs_run}
 
 
-def _encode_and_log(tok, ds, max_length):
-    """The tokenised rows (answer, with the context as the first segment); logs the token counts."""
-    enc = encode(tok, ds.texts, ds.contexts, max_length)
+def _encode_and_log(tok, ds, max_length, truncate="longest"):
+    """The tokenised rows (the answer, then the context as the second segment); logs the token counts."""
+    enc = encode(tok, ds.texts, ds.contexts, max_length, truncate)
     lens = np.array([len(s) for s in enc["input_ids"]])
     log(f"tokens per row: median {int(np.median(lens))}, p95 {int(np.percentile(lens, 95))}, "
         f"max {lens.max()} (max_length {max_length}; {int((lens >= max_length).sum())} truncated)")
@@ -356,7 +359,7 @@ def run_crossfit(*, soft, data, out, name=None, k=3, epochs=None, base=None, tex
     os.makedirs(out, exist_ok=True)
     tok = load_tokenizer(base_path)
     max_length = int(hp.get("max_length", 128))
-    enc = encode(tok, ds.texts, ds.contexts, max_length)
+    enc = encode(tok, ds.texts, ds.contexts, max_length, hp.get("truncate", "longest"))
     y = _label_vector(ds)
     meta = {**{k_: v for k_, v in side.items() if k_ != "wall_seconds"}, **prec.record()}
     return _crossfit(ds, enc, y, logits, meta, k=int(k), n_ep=int(epochs or side.get("best_epoch") or 1),
@@ -406,7 +409,7 @@ def run_export(*, teacher, data, out, name=None, text_col=None, label_col=None, 
     set_seed(seed)
     log(prec.describe())
     tok = load_tokenizer(teacher)
-    enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128))
+    enc = encode(tok, ds.texts, ds.contexts, tm.get("max_length", 128), tm.get("truncate", "longest"))
     n_threads = torch.get_num_threads()
     workers = auto_workers(len(ds.ids), n_threads, device) if workers is None else int(workers)
     if workers > 1:

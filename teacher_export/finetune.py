@@ -44,14 +44,22 @@ def auto_length(tokenizer, texts, contexts=None):
     return max(AUTO_LEAST, min(want, most))
 
 
-def encode(tokenizer, texts, contexts=None, max_length=128):
-    """Token id lists (no padding): the answer, then the context as the second segment. Over
-    ``max_length``, the context is cut before the answer: the answer stays whole wherever it fits beside one
-    word piece of context (``truncation="only_second"``); a longer answer is cut with its context
-    (``"longest_first"``)."""
+#: how an answer and its context over ``max_length`` are cut: "longest" (the longer one first, Hugging Face's
+#: ``longest_first``) or "context" (the context first)
+TRUNCATE = ("longest", "context")
+
+
+def encode(tokenizer, texts, contexts=None, max_length=128, truncate="longest"):
+    """Token id lists (no padding): the answer, then the context as the second segment. Over ``max_length``
+    (:data:`TRUNCATE`): "longest" cuts the longer of the two first; "context" cuts the context first — the
+    answer stays whole wherever it fits beside one word piece of context (``truncation="only_second"``), and
+    a longer answer is cut with its context (``"longest_first"``)."""
+    if truncate not in TRUNCATE:
+        raise ValueError(f"truncate must be one of {', '.join(TRUNCATE)}, not {truncate!r}")
     texts = list(texts)
-    if contexts is None:
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
+    if contexts is None or truncate == "longest":
+        enc = (tokenizer(texts, truncation=True, max_length=max_length) if contexts is None else
+               tokenizer(texts, list(contexts), truncation="longest_first", max_length=max_length))
         return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
     contexts = list(contexts)
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - 1

@@ -188,6 +188,7 @@ def test_teacher_bf16_is_validated_keyed_only_when_set_and_reaches_every_teacher
     ({"command": "fit", "data": "d.csv", "out": "o", "where": "item=1"}, "where cannot be 'item=1'"),
     ({"command": "fit", "data": "d.csv", "out": "o", "max_length": "long"}, "max_length cannot be 'long'"),
     ({"command": "fit", "data": "d.csv", "out": "o", "max_length": 0}, "max_length cannot be 0"),
+    ({"command": "fit", "data": "d.csv", "out": "o", "truncate": "answer"}, "truncate cannot be 'answer'"),
     ([1, 2], '"command" must be one of fit, export'),
 ])
 def test_bad_job_files_are_one_line_errors(tmp_path, capsys, job, message):

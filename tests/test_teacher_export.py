@@ -551,14 +551,16 @@ def test_auto_length_is_the_99th_percentile_rounded_up_to_32_from_128_to_the_tok
     assert hp["max_length"] == 128 and hp["max_length_auto"] is True  # short answers: the least
 
 
-def test_over_max_length_the_context_is_cut_before_the_answer(tiny_base):
+def test_over_max_length_truncate_context_cuts_the_context_before_the_answer(tiny_base):
     from teacher_export.finetune import encode
     from teacher_export.model import load_tokenizer
 
     tok = load_tokenizer(tiny_base)
     word = FILLER[0]
     answers, context = [" ".join([word] * n) for n in (5, 20, 28, 40)], " ".join([FILLER[1]] * 20)
-    enc = encode(tok, answers, [context] * 4, max_length=32)
+    longest = encode(tok, answers, [context] * 4, max_length=32)  # the default: the longer one cut first
+    assert longest["input_ids"][1].count(tok.convert_tokens_to_ids(word)) < 20 and len(longest["input_ids"][1]) == 32
+    enc = encode(tok, answers, [context] * 4, max_length=32, truncate="context")
     cls, sep = tok.cls_token_id, tok.sep_token_id
     a, c = tok.convert_tokens_to_ids(word), tok.convert_tokens_to_ids(FILLER[1])
     assert enc["input_ids"][0] == [cls] + [a] * 5 + [sep] + [c] * 20 + [sep]  # fits: nothing cut
@@ -567,4 +569,12 @@ def test_over_max_length_the_context_is_cut_before_the_answer(tiny_base):
     assert enc["input_ids"][3].count(a) < 40 and enc["input_ids"][3].count(c) >= 1  # too long: both cut
     assert all(len(ids) <= 32 for ids in enc["input_ids"])
     assert enc["token_type_ids"][1] == [0] * 22 + [1] * 10
-    assert encode(tok, [], [], max_length=32)["input_ids"] == []
+    assert encode(tok, [], [], max_length=32, truncate="context")["input_ids"] == []
+    with pytest.raises(ValueError, match="truncate must be one of longest, context"):
+        encode(tok, answers, [context] * 4, truncate="answer")
+    from tinykd.distill.job import TeacherOptions
+    from tinykd.errors import OptionError
+    assert "truncate" not in TeacherOptions().key_options()  # the default: the keys of earlier work folders
+    assert TeacherOptions(truncate="context").key_options()["truncate"] == "context"
+    with pytest.raises(OptionError, match="teacher_truncate"):
+        TeacherOptions(truncate="answer")

@@ -116,9 +116,6 @@ def test_a_warm_chain_fits_from_the_previous_teacher_for_at_most_two_epochs_and_
     assert cold["epochs"] == 10 and "warm_from" not in cold and chain.teacher_key_options() == \
         TeacherOptions().key_options()
     import dataclasses
-    from tinykd.distill.job import PAIR_RULE
-    with_context = dataclasses.replace(chain, rows=dataclasses.replace(rows, contexts=("a question",)))
-    assert with_context.teacher_key_options() == {**TeacherOptions().key_options(), "pairs": PAIR_RULE}
     w = dataclasses.replace(chain, warm_from="/prev/teacher-teacher", warm_sha="S")
     job = fit_job(w, "out", None)
     assert job["warm_from"] == "/prev/teacher-teacher" and job["epochs"] == W.WARM_EPOCHS and "base" not in job

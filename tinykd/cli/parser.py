@@ -8,7 +8,7 @@ import argparse
 
 from tinykd._version import __version__
 from tinykd.distill.job import (AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, STUDENT_OPTIONS,
-                               TEACHER_DEFAULTS)
+                                TEACHER_DEFAULTS, TRUNCATE_VALUES)
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -269,23 +269,7 @@ def _distill(sub, fmt):
     x.add_argument("--epochs", type=int, default=d.epochs, help="most epochs of a student")
     x.add_argument("--patience", type=int, default=d.patience, help="a student's early-stopping patience")
     x.add_argument("--seed", type=int, default=d.seed, help="every random choice")
-    for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", _length)):
-        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t, help=f"the teacher's fine-tuning: "
-                       f"{k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g}{_HINTS.get(k, '')})")
-    x.add_argument("--teacher-stop-on", choices=("accuracy", "loss"),
-                   help="the teacher's early stopping keeps the epoch of best validation accuracy (ties: lower "
-                        f"loss) or of lowest validation loss (unset: {TEACHER_DEFAULTS['stop_on']})")
-    x.add_argument("--teacher-tolerance", type=float, metavar="ACC",
-                   help="validation accuracies within ACC of the teacher's best count as tied, the tied epoch of "
-                        f"lowest validation loss kept (unset: {TEACHER_DEFAULTS['tolerance']:g}; 0: the best)")
-    x.add_argument("--teacher-bf16", choices=BF16_VALUES,
-                   help="the teacher's fine-tuning and labelling under bfloat16 autocast (weights stay float32): "
-                   "on; auto (on where the CPU has AVX-512 BF16 or AMX, or the GPU bfloat16; else float32); "
-                   f"off (unset: {TEACHER_DEFAULTS['bf16']}; docs/teacher.md#bfloat16)")
-    x.add_argument("--teacher-members", type=int, metavar="N",
-                   help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "
-                   "set, their log-probabilities averaged: N times the teacher's time "
-                   f"(unset: {TEACHER_DEFAULTS['members']})")
+    _teacher_args(x)
     x.add_argument("--no-offsets", action="store_true",
                    help="no per-class decision offsets chosen on validation rows (tinykd.train.offsets)")
     x.add_argument("--choose-on", choices=CHOOSE_ON_VALUES, default=CHOOSE_ON,
@@ -303,6 +287,29 @@ def _distill(sub, fmt):
                    "the worker's threads)")
     _dask_args(x, "run each item's teacher, copies, labels and students as one Dask task (with --item-col; "
                "--work on a filesystem every worker sees)")
+
+
+def _teacher_args(x):
+    """distill's --teacher-* flags: the teacher's fine-tuning options (unset: :data:`TEACHER_DEFAULTS`)."""
+    for k, t in (("epochs", int), ("patience", int), ("lr", float), ("batch_size", int), ("max_length", _length)):
+        x.add_argument(f"--teacher-{k.replace('_', '-')}", type=t, help=f"the teacher's fine-tuning: "
+                       f"{k.replace('_', ' ')} (unset: {TEACHER_DEFAULTS[k]:g}{_HINTS.get(k, '')})")
+    x.add_argument("--teacher-stop-on", choices=("accuracy", "loss"),
+                   help="the teacher's early stopping keeps the epoch of best validation accuracy (ties: lower "
+                        f"loss) or of lowest validation loss (unset: {TEACHER_DEFAULTS['stop_on']})")
+    x.add_argument("--teacher-tolerance", type=float, metavar="ACC",
+                   help="validation accuracies within ACC of the teacher's best count as tied, the tied epoch of "
+                        f"lowest validation loss kept (unset: {TEACHER_DEFAULTS['tolerance']:g}; 0: the best)")
+    x.add_argument("--teacher-truncate", choices=TRUNCATE_VALUES, help="over the max length, cut the longer of answer "
+                   "and context first (longest, unset) or the context first (context): docs/teacher.md#the-commands")
+    x.add_argument("--teacher-bf16", choices=BF16_VALUES,
+                   help="the teacher's fine-tuning and labelling under bfloat16 autocast (weights stay float32): "
+                   "on; auto (on where the CPU has AVX-512 BF16 or AMX, or the GPU bfloat16; else float32); "
+                   f"off (unset: {TEACHER_DEFAULTS['bf16']}; docs/teacher.md#bfloat16)")
+    x.add_argument("--teacher-members", type=int, metavar="N",
+                   help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "
+                   "set, their log-probabilities averaged: N times the teacher's time "
+                   f"(unset: {TEACHER_DEFAULTS['members']})")
 
 
 def _label_names_arg(p):

@@ -30,9 +30,8 @@ CHOOSE_ON_VALUES = ("fidelity", "validation")
 FIDELITY_FRACTION = 0.125
 #: the fidelity rule by name (the students' cache key hashes it: a changed rule is a new name)
 FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
-#: how the teacher reads an answer with a context over its max length (teacher_export.finetune.encode); the
-#: teacher's key hashes it where the rows have a context
-PAIR_RULE = "the context is cut before the answer"
+#: what the teacher cuts first from an answer and its context over its max length (teacher_export.finetune.encode)
+TRUNCATE_VALUES = ("longest", "context")
 #: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16
 #: autocast, or bfloat16 where the CPU or GPU supports it
 BF16_VALUES = ("off", "on", "auto")
@@ -79,6 +78,7 @@ class TeacherOptions:
     tolerance: float = 0.01
     bf16: str = "off"
     members: int = 1
+    truncate: str = "longest"  #: :data:`TRUNCATE_VALUES`
 
     def __post_init__(self):
         for name in ("epochs", "patience", "batch_size", "members"):
@@ -94,6 +94,8 @@ class TeacherOptions:
         tol = self.tolerance
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < 1:
             raise OptionError("teacher_tolerance", f"{{opt}} must be at least 0 and below 1, got {tol!r}")
+        if not isinstance(self.truncate, str) or self.truncate not in TRUNCATE_VALUES:
+            raise OptionError("teacher_truncate", f"{{opt}} must be longest or context, got {self.truncate!r}")
         if not isinstance(self.bf16, str) or self.bf16 not in BF16_VALUES:
             raise OptionError("teacher_bf16", f"{{opt}} must be off, on or auto, got {self.bf16!r}")
 
@@ -121,6 +123,8 @@ class TeacherOptions:
             del d["tolerance"]
         if self.bf16 == "off":
             del d["bf16"]
+        if self.truncate == "longest":
+            del d["truncate"]
         del d["members"]  # each member is a teacher stage of its own (its seed in its key)
         return d
 
@@ -202,11 +206,9 @@ class ItemChain:
         return d
 
     def teacher_key_options(self):
-        """What the teacher's key hashes of its options: :meth:`TeacherOptions.key_options`, :data:`PAIR_RULE`
-        where the rows have a context, and for a warm start the previous teacher's weights and the warm epochs."""
+        """What the teacher's key hashes of its options: :meth:`TeacherOptions.key_options`, and for a
+        warm start the previous teacher's weights and the warm epochs."""
         d = self.teacher.key_options()
-        if self.rows.contexts is not None:  # a teacher made before the context was cut first is not this one
-            d["pairs"] = PAIR_RULE
         if self.warm_from:
             d.update(epochs=self.teacher_fit_options()["epochs"], warm_from=self.warm_sha)
         return d

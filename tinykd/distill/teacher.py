@@ -117,7 +117,8 @@ def rows_job(chain, folder, threads, member=0):
 def fit_job(chain, folder, threads, member=0):
     """``tinykd-teacher fit`` of ``chain``'s teacher (an ensemble's ``member``) on its rows (its
     probabilities for them too)."""
-    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items() if k not in ("bf16", "members")}
+    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items() if k not in ("bf16", "members")
+               and (k != "truncate" or v != "longest")}  # job files of the default stay as they were
     start = {"warm_from": chain.warm_from} if chain.warm_from else {"base": chain.base} if chain.base else {}
     return {"command": "fit", **rows_job(chain, folder, threads, member), **start, **options,
             "progress_every": PROGRESS_EVERY, **bf16_job(chain.teacher.bf16)}
