@@ -41,7 +41,8 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
                for m in (4, 16)},  # the students' expected-score term, μ (docs/decisions/student-ordinal.md)
             "lam-16": dict(choose_on="validation", lams=(16.0,)),  # docs/decisions/student-lambda-average.md
             "average-3": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(average=3.0)),
-            "long-2": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(long_weight=2))}
+            "long-2": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(long_weight=2)),
+            "vectors": dict(choose_on="validation", teacher_vectors=True)}  # docs/decisions/student-teacher-vectors.md
 #: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
 #: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
@@ -52,7 +53,8 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "unlabeled": (("asap-2", "ela-4"), ("asap-1", "ela-7", "asap-10", "ela-9"), 0.0, 0.0, 0.005),
          **{how: (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1", "asap-5", "asap-10"), -0.005, 0.005,
                   0.005) for how in ("ordinal-4", "lam-16", "average-3")},
-         "long-2": (("asap-1", "ela-4", "ela-9"), ("ela-7", "asap-2", "asap-6"), -0.005, 0.005, 0.005)}
+         "long-2": (("asap-1", "ela-4", "ela-9"), ("ela-7", "asap-2", "asap-6"), -0.005, 0.005, 0.005),
+         "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005)}
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -159,7 +161,8 @@ def write_md(runs, path):
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
              "expected-score term), `lam-16` (`--lam 16`), `average-3` (weights averaged over 3 epochs), `long-2` (the long answers "
-             "counted twice), `ensemble` "
+             "counted twice), `vectors` (`--teacher-vectors`: the KD students' embeddings start from the teacher's "
+             "word vectors), `ensemble` "
              "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
@@ -185,7 +188,8 @@ def write_md(runs, path):
               "to its own (ensemble) teacher. `ordinal-4` (docs/decisions/student-ordinal.md) passes when its mean "
               "QWK is at least 0.005 higher, its mean accuracy at most 0.5 points lower and its mean seed spread at "
               "most 0.5 points higher, and so do `lam-16` and `average-3` (docs/decisions/student-lambda-average.md) and "
-              "`long-2` (docs/decisions/student-long-answers.md); "
+              "`long-2` (docs/decisions/student-long-answers.md) and `vectors` "
+              "(docs/decisions/student-teacher-vectors.md); "
               "`ordinal-16` is the one-seed pilot that chose μ.", ""]
     for how, (decide, confirm, *_) in RULES.items():
         for label, group in (("decision rows", decide), ("confirmation rows", confirm)):

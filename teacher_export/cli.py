@@ -1,6 +1,6 @@
-"""Command line: ``python -m teacher_export fit|crossfit|export|merge|job ...`` (console script ``tinykd-teacher``).
+"""Command line: ``python -m teacher_export fit|crossfit|export|vectors|merge|base|job ...`` (``tinykd-teacher``).
 
-``job FILE.json`` runs ``fit`` or ``export`` from a JSON object ``{"command": "fit" | "export", ...}`` whose other
+``job FILE.json`` runs ``fit``, ``export`` or ``vectors`` from a JSON object ``{"command": "fit" | …}`` whose other
 keys are that command's options by their Python names (``text_col``, ``max_length``; ``where`` a list), typed
 as JSON (numbers, strings, true/false); an option left out takes its default. ``tinykd distill`` runs its
 teacher so, and sets ``TINYKD_TEACHER_PARENT``: the teacher then ends when the run does (:func:`end_with_parent`).
@@ -118,6 +118,17 @@ def build_parser():
                    help="processes that label on the CPU, the threads shared among them (default: one per "
                    "thread, at most 4, from 10,000 answers; 1: this process); the probabilities are the same")
     _bf16_arg(e)
+    v = sub.add_parser("vectors", help="word vectors of a fine-tuned teacher for the words of a file's answers",
+                       description="Write OUT/NAME.npz (words, vectors): each distinct word of the answers (tinykd's "
+                       "tokenizer), read alone, as the mean of the teacher's last hidden state over its pieces; "
+                       "a student's embedding can start from them (docs/decisions/student-teacher-vectors.md).")
+    v.add_argument("--teacher", required=True, help="folder written by 'fit' (<out>/<name>-teacher)")
+    v.add_argument("--data", required=True, help="CSV of answers")
+    v.add_argument("--text-col", default="text")
+    v.add_argument("--out", required=True, help="output folder")
+    v.add_argument("--name", default="vectors", help="the file's name, without .npz")
+    v.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    v.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
                        description="Write one soft-label file holding the rows of every FILE: the classes are "
                        "the union of the files' (a class a file lacks is 0 in its rows); an id in two files "
@@ -134,15 +145,15 @@ def build_parser():
                    help="folder holding the pieces (repeatable; default: site-packages)")
     b.add_argument("--to", default=None, metavar="FOLDER",
                    help="the model folder to write (default: $TINYKD_BASES/NAME, else ~/.cache/tinykd/bases/NAME)")
-    j = sub.add_parser("job", help="run fit or export from a JSON job file (as tinykd distill does)",
-                       description="Run the command a JSON job file names: {\"command\": \"fit\" | \"export\", "
-                       "option: value, ...}, the options by their Python names (text_col, max_length, ...).")
+    j = sub.add_parser("job", help="run fit, export or vectors from a JSON job file (as tinykd distill does)",
+                       description="Run the command a JSON job file names: {\"command\": \"fit\" | \"export\" | "
+                       "\"vectors\", option: value, ...}, the options by their Python names (text_col, ...).")
     j.add_argument("file", help="the JSON job file")
     return ap
 
 
 #: the commands a job file may run
-JOB_COMMANDS = ("fit", "export")
+JOB_COMMANDS = ("fit", "export", "vectors")
 
 
 class JobError(ValueError):
@@ -258,6 +269,21 @@ def _base(args):
     return 0
 
 
+def _vectors(args):
+    from .data import DataError
+    from .model import BaseModelError
+    from .vectors import run_vectors
+
+    try:
+        res = run_vectors(teacher=args.teacher, data=args.data, out=args.out, text_col=args.text_col, name=args.name,
+                          device=args.device, threads=args.threads)
+    except (DataError, BaseModelError, OSError) as e:
+        print(f"tinykd-teacher: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(json.dumps(res))
+    return 0
+
+
 def main(argv=None):
     end_with_parent()
     args = build_parser().parse_args(argv)
@@ -272,6 +298,9 @@ def main(argv=None):
 
     if args.cmd == "base":
         return _base(args)
+
+    if args.cmd == "vectors":
+        return _vectors(args)
 
     if args.cmd == "merge":
         try:

@@ -201,7 +201,8 @@ def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_call
     assert all(v["fidelity"]["n"] == 32 for lam, v in d["validation"].items() if lam != "0.0")  # stopped on it
 
 
-def test_the_ordinal_term_and_long_weight_reach_the_kd_students_and_text_scores_leave_ordinal_out(tmp_path, tiny_base, teacher_calls):
+def test_the_ordinal_term_and_long_weight_reach_the_kd_students_and_text_leaves_ordinal_out(tmp_path, tiny_base,
+                                                                                          teacher_calls):
     data = make_csv(tmp_path / "d.csv")
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
     D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
@@ -229,6 +230,28 @@ def test_the_ordinal_term_and_long_weight_reach_the_kd_students_and_text_scores_
     again = D.distill(str(tmp_path / "t.csv"), out, base=tiny_base, teacher_options=TEACHER, work=text_work,
                       **STUDENT, ordinal=4.0)
     assert again.ran == [] and "ordinal" not in tinykd.load(out).meta["training"]  # no order: the same students
+
+
+def test_teacher_vectors_start_the_kd_students_embeddings_in_a_stage_of_their_own(tmp_path, tiny_base, teacher_calls):
+    from teacher_export.vectors import words_of
+    from tinykd.files.csvfiles import read_table
+
+    data = make_csv(tmp_path / "d.csv", seed=2)
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    before = tinykd.load(out).meta
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_vectors=True)
+    assert [r.split(":")[0] for r in res.ran] == ["vectors", "students"]  # the teacher, copies and labels stay
+    m = tinykd.load(out).meta
+    assert m["distill"]["validation"]["0.0"] == before["distill"]["validation"]["0.0"]  # the plain NN: unchanged
+    assert m["training"].get("word_vectors", 0) > 0 if m["distill"]["lam"] else "word_vectors" not in m["training"]
+    (folder,) = glob.glob(os.path.join(work, "vectors-*"))
+    copies = read_table(glob.glob(os.path.join(work, "copies-*", "copies.csv"))[0])
+    with np.load(os.path.join(folder, "vectors.npz")) as f:
+        assert f["words"].tolist() == words_of(copies.column("text")) and f["vectors"].shape[1] == 32  # tiny hidden
+        assert np.isfinite(f["vectors"]).all() and len({tuple(v) for v in f["vectors"].round(5)}) > 1
+    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_vectors=True)
+    assert again.ran == []
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):

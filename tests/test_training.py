@@ -102,6 +102,34 @@ def test_long_weight_repeats_the_rows_at_least_as_long_as_the_scored_answers_upp
         TrainOptions(long_weight=0)
 
 
+def test_word_vectors_start_the_embedding_rows_of_the_words_found_by_pca_at_the_random_starts_scale(task, monkeypatch):
+    from sklearn.decomposition import PCA
+
+    from tinykd.nn.embedding import pretrained_rows
+    from tinykd.train import fitting
+
+    (X, y), _ = task
+    rng = np.random.default_rng(3)
+    words = WORDS[:20] + ["alpha", "beta", "not-in-the-data"]
+    vectors = rng.normal(size=(len(words), 12))
+    starts = []
+    real = fitting.train
+    monkeypatch.setattr(fitting, "train",
+                        lambda net, *a, **k: starts.append(net.p["emb.E"].copy()) or real(net, *a, **k))
+    st = tinykd.fit(X, y, preset="falling_weights", epochs=1, verbose=False, word_vectors=(words, vectors))
+    tokens = st.vocab.tokens
+    found = [i for i, t in enumerate(tokens) if t in words]
+    assert len(found) == 22 == st.meta["training"]["word_vectors"]  # every word of the task; not the unseen one
+    want = PCA(n_components=12, svd_solver="full").fit_transform(vectors[[words.index(tokens[i]) for i in found]])
+    E = starts[0]
+    np.testing.assert_allclose(E[found, :12], want * (0.05 / np.sqrt(3) / want.std()), rtol=1e-5, atol=1e-7)
+    assert np.abs(E[found, 12:]).max() <= 0.05 and np.abs(E[[0, 1]]).max() <= 0.05  # the rest: the random start
+    ids, rows = pretrained_rows(["<pad>", "w0"], ["w0"], vectors[:1], 8)
+    assert len(ids) == 0  # one word found: no components to take
+    with pytest.raises(ValueError, match="word_vectors must be"):
+        tinykd.fit(X, y, epochs=1, verbose=False, word_vectors=(words, vectors[:3]))
+
+
 def test_transfer_rows_train_only_the_soft_term(task):
     (X, y), _ = task
     teacher = np.eye(3)[y] * 0.9 + 0.1 / 3

@@ -306,6 +306,9 @@ def _teacher_args(x):
                    help="the teacher's fine-tuning and labelling under bfloat16 autocast (weights stay float32): "
                    "on; auto (on where the CPU has AVX-512 BF16 or AMX, or the GPU bfloat16; else float32); "
                    f"off (unset: {TEACHER_DEFAULTS['bf16']}; docs/teacher.md#bfloat16)")
+    x.add_argument("--teacher-vectors", action="store_true",
+                   help="the KD students' word embeddings start from the teacher's word vectors (a stage of their "
+                   "own; docs/decisions/student-teacher-vectors.md)")
     x.add_argument("--teacher-members", type=int, metavar="N",
                    help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "
                    "set, their log-probabilities averaged: N times the teacher's time "

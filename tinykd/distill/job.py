@@ -30,6 +30,8 @@ CHOOSE_ON_VALUES = ("fidelity", "validation")
 FIDELITY_FRACTION = 0.125
 #: the fidelity rule by name (the students' cache key hashes it: a changed rule is a new name)
 FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
+#: the teacher's word vectors by name (the vectors stage's key hashes it: teacher_export.vectors)
+VECTORS_RULE = "word vectors: the teacher's last hidden state of [CLS] word [SEP], mean over the word's pieces"
 #: what the teacher cuts first from an answer and its context over its max length (teacher_export.finetune.encode)
 TRUNCATE_VALUES = ("longest", "context")
 #: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16
@@ -190,6 +192,7 @@ class ItemChain:
     stop_on: str | None = None  #: what the KD students stop on (:data:`CHOOSE_ON_VALUES`; None: ``choose_on``)
     warm_from: str | None = None  #: the previous round's teacher it fine-tunes on from (:mod:`tinykd.distill.warm`)
     warm_sha: str | None = None  #: the SHA-256 of that teacher's weights (the teacher's key hashes it)
+    vectors: bool = False  #: the KD students start from the teacher's word vectors (a stage of their own)
 
     @property
     def stops_on(self):

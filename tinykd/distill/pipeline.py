@@ -42,14 +42,14 @@ from typing import NamedTuple
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
 from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STUDENT_AVERAGE,
-                                STUDENT_OPTIONS, TEACHER_DEFAULTS, ItemChain, ItemRows, TeacherOptions, presets_for,
-                                student_options)
+                                STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain, ItemRows, TeacherOptions,
+                                presets_for, student_options)
 from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
                                     teacher_available, teacher_base_option, teacher_base_record, teacher_folder,
-                                    teacher_version)
+                                    teacher_version, word_vectors)
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
@@ -93,7 +93,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             teacher_dir=None, base=None, teacher_options=None, work=None, preset="auto", lams=LAMS, options=None,
             temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
             patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
-            stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None):
+            stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None,
+            teacher_vectors=False):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -120,7 +121,8 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     by the workers; ``label_names``: the scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against the
     data's scores before any training); ``warm_start``: the model file of a previous round on these answers
     (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's column, read with the rows for the report alone (no
-    stage key hashes it). Each item's context is stored where its rows share one
+    stage key hashes it); ``teacher_vectors``: the KD students' embeddings start from the teacher's word vectors.
+    Each item's context is stored where its rows share one
     (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
@@ -133,9 +135,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
                                offsets=None if offsets is None else bool(offsets))
     aug = _check_options(copies, teacher_threads, lams, augment_options, students, preset)
     _check_choice(choose_on, stop_on)
-    base_seed = students.seed
-    if student_seed is not None:
-        students = students.replace(seed=student_seed)
+    base_seed, students = students.seed, students if student_seed is None else students.replace(seed=student_seed)
     teacher = _teacher_options(teacher_options, teacher_dir, warm_start)
     base = teacher_base_option(base, teacher_dir)
     warm = _warm_teachers(warm_start, teacher_dir, base)
@@ -158,7 +158,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
             teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
             presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed, choose_on=choose_on,
-            stop_on=None if (stop_on or choose_on) == choose_on else stop_on)
+            stop_on=None if (stop_on or choose_on) == choose_on else stop_on, vectors=bool(teacher_vectors))
         chains = [_item_chain(template, table, g, teacher_dir, u_rows, warm) for g in _items(table)]
         done = _run_chains(chains, client, log, t_start)
         for r in done:
@@ -318,9 +318,14 @@ def distill_item(chain, log, worker_threads=None):
         cache.run("ensemble", l_key, f"{chain.name}: {len(members)} teachers", average_members,
                   [m.teacher_csv for m in members], [m.labels_csv for m in members])
         t_csv, l_csv = (os.path.join(cache.folder("ensemble", l_key), f) for f in ("teacher.csv", "labels.csv"))
+    v_npz = None
+    if chain.vectors:  # the KD students start from the (first) teacher's word vectors
+        v_key = stage_key(members[0].labels_key, VECTORS_RULE)
+        cache.run("vectors", v_key, chain.name, word_vectors, teacher, c_csv, threads, log)
+        v_npz, l_key = os.path.join(cache.folder("vectors", v_key), "vectors.npz"), stage_key(l_key, v_key)
     s_key = _students_key(cache, chain, l_key)
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
-                  log)
+                  log, v_npz)
     return {"teacher": t, "teacher_dir": teacher, "teachers": len(members), "copies": c, "labels": lab, "students": s,
             "teacher_csv": t_csv,
             "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,

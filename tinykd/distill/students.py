@@ -24,8 +24,8 @@ class StudentData(NamedTuple):
     """What every student of an item trains on: its labelled training rows (``texts``, ``y``,
     ``contexts``) with the teacher's probabilities ``p_train`` (n, K), the ``validation`` rows
     ``(texts, labels, contexts)`` (None: none), the ``transfer`` set ``(texts, p (m, K), contexts)``
-    (None: empty) and the ``fidelity`` rows ``(texts, p, contexts)`` (None: the students are chosen on
-    the validation rows)."""
+    (None: empty), the ``fidelity`` rows ``(texts, p, contexts)`` (None: the students are chosen on
+    the validation rows) and the teacher's word ``vectors`` (None: none)."""
 
     texts: list
     y: np.ndarray
@@ -34,10 +34,12 @@ class StudentData(NamedTuple):
     validation: tuple | None
     transfer: tuple | None
     fidelity: tuple | None = None
+    vectors: tuple | None = None  #: ``(words, vectors)``: the teacher's word vectors for the KD students' start
 
 
-def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer):
-    """The :class:`StudentData` of ``chain`` from the teacher's files (classes in the students' order)."""
+def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer, vectors_npz=None):
+    """The :class:`StudentData` of ``chain`` from the teacher's files (classes in the students' order) and the
+    vectors stage's ``vectors_npz`` (None: none)."""
     from tinykd.files.softlabels import read_soft_labels
 
     rows, train, val = chain.rows, chain.rows.where("train"), chain.rows.where("val")
@@ -55,7 +57,11 @@ def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer):
     if chain.stops_on == "fidelity":
         p_val = read_soft_labels(teacher_csv, [rows.ids[i] for i in val], want) if val else None
         transfer, fidelity = fidelity_rows(transfer, t_ids, rows.take(val) if val else None, p_val, chain.seed)
-    return StudentData(texts, y, contexts, p_train, rows.take(val) if val else None, transfer, fidelity)
+    vectors = None
+    if vectors_npz:
+        with np.load(vectors_npz) as f:
+            vectors = (f["words"].tolist(), f["vectors"])
+    return StudentData(texts, y, contexts, p_train, rows.take(val) if val else None, transfer, fidelity, vectors)
 
 
 def fidelity_rows(transfer, ids, validation, p_val, seed):
@@ -105,7 +111,8 @@ class _Trainer:
         d = self.data
         s = fitting.fit(d.texts, d.y, d.p_train if lam else None, options=options, contexts=d.contexts,
                         validation=d.validation, transfer=d.transfer if lam else None, verbose=False,
-                        name=self.chain.name, settings=settings, on_epoch=stop, fidelity=d.fidelity if lam else None)
+                        name=self.chain.name, settings=settings, on_epoch=stop, fidelity=d.fidelity if lam else None,
+                        word_vectors=d.vectors if lam else None)
         m = dict(s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0})
         f = s.meta.get("fidelity_metrics")
         if f:
@@ -159,12 +166,12 @@ def choose(runs, presets, teacher_validation=None, on="fidelity"):
     return max(kd + [plain] if teacher_below else kd, key=rank), plain
 
 
-def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfer, threads, log):
+def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfer, threads, log, vectors_npz=None):
     """The students stage: every student of ``chain`` trained (:func:`side_by_side` on ``threads``),
     the best on validation saved as ``folder/student.npz`` and the best plain NN as ``plain.npz``.
     Returns λ and the preset kept, every student's validation metrics, and the teacher's and TF-IDF +
     LR's (on the test rows too)."""
-    data = student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer)
+    data = student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer, vectors_npz)
     presets = list(chain.presets)
     pairs = student_pairs(presets, chain.lams)
     runs = dict(zip(pairs, side_by_side(_Trainer(chain, data, log), pairs, threads)))

@@ -214,6 +214,15 @@ def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16
     return {**result, "reused": len(reused)}
 
 
+def word_vectors(folder, teacher, copies_csv, threads, log):
+    """The vectors stage: ``folder/vectors.npz``, the ``teacher``'s word vectors for the words of the transfer
+    set ``copies_csv`` (``tinykd-teacher vectors``; docs/decisions/student-teacher-vectors.md)."""
+    job = {"command": "vectors", "teacher": teacher, "data": copies_csv, "out": folder,
+           **({"threads": threads} if threads else {})}
+    run_teacher_job(folder, job, log)
+    return {"teacher": teacher}
+
+
 def run_teacher_job(folder, job, log):
     """Write ``job`` to ``folder/job.json`` and run ``python -m teacher_export job`` on it; a failure is a
     :class:`TeacherError` saying what failed, where, and what to do."""
@@ -222,7 +231,8 @@ def run_teacher_job(folder, job, log):
     try:
         run_teacher(["job", path], log)
     except TeacherError as e:
-        doing = "fine-tuning" if job["command"] == "fit" else f"labelling with {job['teacher']}"
+        doing = {"fit": "fine-tuning", "vectors": f"reading word vectors from {job.get('teacher')}"}.get(
+            job["command"], f"labelling with {job.get('teacher')}")
         failed = (f"the teacher was stopped by {e.signal} while {doing} (in {folder})" if e.signal
                   else f"the teacher failed while {doing} (in {folder}): {str(e).rstrip('.')}")
         err = TeacherError(f"{failed}; {_what_to_do(e, job)}")

@@ -60,6 +60,9 @@ PRESETS = {
 }
 
 
+#: the embedding's random start: uniform(−EMBED_SCALE, EMBED_SCALE) (Keras's default)
+EMBED_SCALE = 0.05
+
 #: a trained student's weights stay within a few units (at most 1.6 on the ASAP students); a weight
 #: beyond this cannot come from training, and could overflow float32 to NaN scores: such a
 #: network is refused when saved, loaded or scored
@@ -191,7 +194,7 @@ class StudentNet:
             lim = np.sqrt(6.0 / (shape[0] + shape[1]))
             return rng.uniform(-lim, lim, size=shape)
 
-        p["emb.E"][:] = rng.uniform(-0.05, 0.05, size=p["emb.E"].shape)
+        p["emb.E"][:] = rng.uniform(-EMBED_SCALE, EMBED_SCALE, size=p["emb.E"].shape)
         for d in _directions(cfg):
             p[f"rnn.{d}.W"][:] = glorot(p[f"rnn.{d}.W"].shape)
             q, r = np.linalg.qr(rng.normal(size=(4 * H, H)))

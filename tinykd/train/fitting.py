@@ -33,7 +33,8 @@ import numpy as np
 
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import check_classes, shown
-from tinykd.nn.network import StudentNet
+from tinykd.nn.embedding import pretrained_rows
+from tinykd.nn.network import EMBED_SCALE, StudentNet
 from tinykd.quality.metrics import scoring_metrics
 from tinykd.scoring.student import Student
 from tinykd.scoring.text import Vocabulary, as_list
@@ -66,7 +67,8 @@ def take(xs, idx):
 
 # ------------------------------------------------------------------------------ fit
 def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation=None, transfer=None,
-        verbose=True, stream=None, settings=None, name="model", on_epoch=None, fidelity=None, **option_values):
+        verbose=True, stream=None, settings=None, name="model", on_epoch=None, fidelity=None, word_vectors=None,
+        **option_values):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
 
     Parameters
@@ -91,6 +93,8 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
         fidelity to its teacher is measured: given, early stopping watches the mean KL(teacher ‖
         student) on them instead of the validation loss, and the decision offsets are chosen on them
         against the teacher's arg-max (docs/decisions/student-fidelity.md); ``meta["fidelity_metrics"]``.
+    word_vectors : ``(words, vectors (n, H))``: the embedding rows of the vocabulary's words found there start
+        from these vectors (:func:`tinykd.nn.embedding.pretrained_rows`; docs/decisions/student-teacher-vectors.md).
     verbose, stream : progress lines and notes (default ``sys.stderr``).
     settings : :class:`tinykd.settings.Settings` (cores, BLAS threads; no effect on results).
     name : how notes and errors name this student (e.g. ``"item 'Q1'"``).
@@ -106,6 +110,7 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
     stream = sys.stderr if stream is None else stream
     note = Notes(verbose, stream)
     prep = _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity)
+    prep.start = _pretrained(word_vectors, prep)
     net, history = _run(prep, options, settings=settings, verbose=verbose, stream=stream, name=name, note=note,
                         on_epoch=on_epoch)
     return _record(prep, net, history, options, name, note, time.time() - t_start)
@@ -128,8 +133,8 @@ class _Rows(NamedTuple):
 class Prepared:
     """One student's rows, ready to train: the ``classes`` (sorted), the training rows' class
     indices ``y``, how many transfer rows follow them, whether a teacher is given, whether a
-    context goes before each answer, the network config, the fitted vocabulary and the encoded
-    training (and validation, or None) rows."""
+    context goes before each answer, the network config, the fitted vocabulary, the encoded
+    training (and validation, or None) rows, the fidelity rows and the embedding's pretrained start."""
     classes: np.ndarray
     y: np.ndarray
     n_transfer: int
@@ -140,6 +145,7 @@ class Prepared:
     data: TrainData
     val: TrainData | None
     fid: TrainData | None = None
+    start: tuple | None = None  #: ``(ids, rows)`` of the embedding that start from word vectors
 
 
 def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity=None):
@@ -184,6 +190,18 @@ def _long_repeated(data, n_scored, weight):
     long_ = np.flatnonzero(data.lengths >= np.quantile(data.lengths[:n_scored], LONG_QUANTILE))
     idx = np.concatenate([np.arange(len(data))] + [long_] * (weight - 1))
     return TrainData(data.ids[idx], data.lengths[idx], data.y[idx], None if data.teacher is None else data.teacher[idx])
+
+
+def _pretrained(word_vectors, prep):
+    """``(ids, rows)`` of the embedding that start from ``word_vectors`` (None: none given)."""
+    if word_vectors is None:
+        return None
+    words, vectors = word_vectors
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) != len(words) or not np.isfinite(vectors).all():
+        raise ValueError(f"word_vectors must be (words, vectors) with one finite row per word, got {len(words)} "
+                         f"words and vectors of shape {vectors.shape}")
+    return pretrained_rows(prep.vocab.tokens, words, vectors, prep.config["embed_dim"], EMBED_SCALE)
 
 
 def _fidelity_rows(fidelity, K, vocab, uses_context):
@@ -321,6 +339,9 @@ def _run(prep, options, *, settings, verbose, stream, name, note, on_epoch):
     """The network, trained (:func:`tinykd.train.loop.train`); ``(net, history)``. Ctrl-C is a
     ``KeyboardInterrupt``; a loss not finite in the first epoch an :class:`OptionError` on ``lr``."""
     net = StudentNet(prep.config, len(prep.vocab), len(prep.classes), seed=options.seed)
+    if prep.start is not None:
+        ids, rows = prep.start
+        net.p["emb.E"][ids, :rows.shape[1]] = rows
     if verbose:
         n_val = 0 if prep.val is None else len(prep.val)
         print(f"tinykd: training {options.preset or 'custom'} student ({net.size:,} parameters) on "
@@ -354,6 +375,7 @@ def _record(prep, net, history, options, name, note, seconds):
             "lam": o.lam_for(prep.teacher), "temperature": float(o.temperature), "soft_loss": o.soft_loss,
             **({"ordinal": float(o.ordinal)} if o.ordinal and prep.teacher else {}),
             **({"long_weight": int(o.long_weight)} if o.long_weight != 1 else {}),
+            **({"word_vectors": int(len(prep.start[0]))} if prep.start is not None else {}),
             "seed": int(o.seed), "epochs": int(o.epochs), "batch_size": int(o.batch_size), "lr": float(o.lr),
             "patience": int(o.patience), **({"average_epochs": float(o.average)} if o.average is not None else {}),
             "n_train": int(len(prep.y)), "n_val": 0 if prep.val is None else int(len(prep.val)),
