@@ -51,6 +51,7 @@ def over_seeds(name, change):
 
 #: option → the teacher job's changed keys
 OPTIONS = {"ce": {}, "ordinal": {"loss": "ordinal"}, "seed1": {"seed": 1}, "seed2": {"seed": 2},
+           "mpnet-bf16": {"base": "mpnet", "bf16": "on"},  # a one-seed measurement, no rule (docs/teacher.md#bases)
            **{k: v for name, change in SEEDED.values() for k, v in over_seeds(name, change).items()}}
 #: groups of options compared by their mean over seeds: the teacher a user gets is one draw of them
 GROUPS = {"patience 1": ("ce", "seed1", "seed2"),
@@ -242,7 +243,8 @@ def write_md(res, path):
             "(`tinykd-teacher fit --loss ordinal`), `seed1` / `seed2` the teacher's seed; `ens2` / `ens3` the mean of "
             "the logits of `ce` and `seed1` (and `seed2`), its seconds the members' sum; `p2`, `p2-seed1`, "
             "`p2-seed2` patience 2 (seeds 0, 1, 2), `e5…` 5 epochs, `e5p2…` 5 epochs and patience 2, `mlauto…` "
-            "`--teacher-max-length auto` (the same seeds). Test rows; seconds: "
+            "`--teacher-max-length auto` (the same seeds), `mpnet-bf16` the all-mpnet-base-v2 base under bfloat16 "
+            "autocast (seed 0 only: a measurement, no rule). Test rows; seconds: "
             "training. Williamson (issue 31's target): "
             "test QWK ≥ 0.70, at most 0.10 below the human–human QWK (`score2`, on the item's training and "
             "validation rows: its test rows have none) and |SMD| ≤ 0.15, on the point estimates; verdict: "
