@@ -42,7 +42,9 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             "lam-16": dict(choose_on="validation", lams=(16.0,)),  # docs/decisions/student-lambda-average.md
             "average-3": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(average=3.0)),
             "long-2": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(long_weight=2)),
-            "vectors": dict(choose_on="validation", teacher_vectors=True)}  # docs/decisions/student-teacher-vectors.md
+            "vectors": dict(choose_on="validation", teacher_vectors=True),  # docs/decisions/student-teacher-vectors.md
+            # the mpnet teacher teacher_table.py fine-tuned (option mpnet-bf16), labelling under bfloat16: no rule
+            "mpnet": dict(choose_on="validation", teacher_options={"bf16": "on"})}
 #: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
 #: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
@@ -97,12 +99,22 @@ def unlabeled_file(data):
     return path
 
 
+def mpnet_teacher(key):
+    """The mpnet teacher of row ``key`` that ``teacher_table.py --options mpnet-bf16`` fine-tuned."""
+    folder = ROOT / "runs" / "teacher-table" / f"{key}-mpnet-bf16" / "teacher-teacher"
+    if not (folder / "teacher.json").exists():
+        raise SystemExit(f"--choose-on mpnet: run python benchmarks/teacher_table.py --options mpnet-bf16 --rows {key}")
+    return str(folder)
+
+
 def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     """One ``distill`` run of row ``key`` with the students' ``seed`` stopped and chosen as the variant
     ``choose_on`` says (:data:`VARIANTS`), the teacher's, the copies' and the split's ``teacher_seed``."""
     name, data, opts, command = table[key]
     if choose_on == "unlabeled":
         opts = {**opts, "unlabeled": unlabeled_file(data)}
+    if choose_on == "mpnet":
+        opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
     t0 = time.time()
     res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
@@ -162,7 +174,8 @@ def write_md(runs, path):
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
              "expected-score term), `lam-16` (`--lam 16`), `average-3` (weights averaged over 3 epochs), `long-2` (the long answers "
              "counted twice), `vectors` (`--teacher-vectors`: the KD students' embeddings start from the teacher's "
-             "word vectors), `ensemble` "
+             "word vectors), `mpnet` (the all-mpnet-base-v2 teacher of `teacher_table.py`'s `mpnet-bf16`, given "
+             "with `--teacher-dir`; no rule), `ensemble` "
              "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
