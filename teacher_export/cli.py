@@ -59,6 +59,8 @@ def _bf16_arg(p, default="off"):
 
 
 def build_parser():
+    from .data import TRUNCATE
+
     ap = argparse.ArgumentParser(prog="tinykd-teacher", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fit", help="fine-tune a teacher and export its soft labels")
@@ -84,7 +86,7 @@ def build_parser():
     f.add_argument("--max-length", type=_length, default=128,
                    help="word pieces read per answer and context (default 128); auto: the training rows' 99th "
                         "percentile, rounded up to a multiple of 32, from 128 to 512")
-    f.add_argument("--truncate", choices=("longest", "context"), default="longest",
+    f.add_argument("--truncate", choices=TRUNCATE, default="longest",
                    help="over --max-length: longest cuts the longer of the answer and its context first (default), "
                         "context cuts the context first, so an answer that fits is read whole")
     f.add_argument("--batch-size", type=int, default=16)
@@ -127,7 +129,7 @@ def build_parser():
     v.add_argument("--text-col", default="text")
     v.add_argument("--out", required=True, help="output folder")
     v.add_argument("--name", default="vectors", help="the file's name, without .npz")
-    v.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    v.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU when present)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
                        description="Write one soft-label file holding the rows of every FILE: the classes are "
@@ -328,8 +330,7 @@ def main(argv=None):
 
             res = run_fit(**common, base=args.base, epochs=args.epochs, patience=args.patience, lr=args.lr,
                           max_length=args.max_length, truncate=args.truncate, batch_size=args.batch_size,
-                          warmup=args.warmup,
-                          weight_decay=args.weight_decay, crossfit=args.crossfit,
+                          warmup=args.warmup, weight_decay=args.weight_decay, crossfit=args.crossfit,
                           crossfit_epochs=args.crossfit_epochs, save_teacher=not args.no_save_teacher,
                           progress_every=args.progress_every, class_weight=args.class_weight,
                           freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on,

@@ -24,6 +24,9 @@ DataError = DataFileError
 #: ``max_length="auto"``: this quantile of the training rows' word pieces, rounded up to a multiple of
 #: AUTO_STEP, at least AUTO_LEAST and at most AUTO_MOST (docs/decisions/teacher-length.md)
 AUTO_QUANTILE, AUTO_STEP, AUTO_LEAST, AUTO_MOST = 0.99, 32, 128, 512
+#: how an answer and its context over ``max_length`` are cut: "longest" (the longer one first, Hugging Face's
+#: ``longest_first``) or "context" (the context first: :func:`teacher_export.finetune.encode`)
+TRUNCATE = ("longest", "context")
 
 
 def length_value(value):

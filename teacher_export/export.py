@@ -81,7 +81,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     validated first as epoch 0 and may be kept unchanged. ``loss``: the training loss
     (:data:`~teacher_export.finetune.LOSSES`). ``max_length``: word pieces per row, or "auto"
     (:func:`~teacher_export.finetune.auto_length`); ``truncate``: what is cut first over it
-    (:data:`~teacher_export.finetune.TRUNCATE`). Returns a dict of results (paths, metrics, folds)."""
+    (:data:`~teacher_export.data.TRUNCATE`). Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")

@@ -13,7 +13,7 @@ import torch
 
 from tinykd.nn.dense import softmax
 
-from .data import AUTO_LEAST, AUTO_MOST, AUTO_QUANTILE, AUTO_STEP
+from .data import AUTO_LEAST, AUTO_MOST, AUTO_QUANTILE, AUTO_STEP, TRUNCATE
 from .precision import autocast
 
 
@@ -42,11 +42,6 @@ def auto_length(tokenizer, texts, contexts=None):
     want = int(np.ceil(np.quantile(lens, AUTO_QUANTILE) / AUTO_STEP) * AUTO_STEP)
     most = min(AUTO_MOST, int(getattr(tokenizer, "model_max_length", AUTO_MOST) or AUTO_MOST))
     return max(AUTO_LEAST, min(want, most))
-
-
-#: how an answer and its context over ``max_length`` are cut: "longest" (the longer one first, Hugging Face's
-#: ``longest_first``) or "context" (the context first)
-TRUNCATE = ("longest", "context")
 
 
 def encode(tokenizer, texts, contexts=None, max_length=128, truncate="longest"):
