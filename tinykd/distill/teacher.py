@@ -117,17 +117,21 @@ def rows_job(chain, folder, threads, member=0):
 def fit_job(chain, folder, threads, member=0):
     """``tinykd-teacher fit`` of ``chain``'s teacher (an ensemble's ``member``) on its rows (its
     probabilities for them too)."""
-    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items() if k not in ("bf16", "members")
-               and (k != "truncate" or v != "longest")}  # job files of the default stay as they were
+    options = {k: _plain(v) for k, v in chain.teacher_fit_options().items()
+               if k != "members" and (k not in LEFT_OUT or v != LEFT_OUT[k])}
     start = {"warm_from": chain.warm_from} if chain.warm_from else {"base": chain.base} if chain.base else {}
     return {"command": "fit", **rows_job(chain, folder, threads, member), **start, **options,
-            "progress_every": PROGRESS_EVERY, **bf16_job(chain.teacher.bf16)}
+            "progress_every": PROGRESS_EVERY}
+
+
+#: teacher options a job file leaves out at these values (teacher_export's defaults), so that the job files
+#: of runs that leave them unset stay as they were
+LEFT_OUT = {"bf16": "off", "truncate": "longest"}
 
 
 def bf16_job(bf16):
-    """The teacher's precision option of a job file: none when "off" (teacher_export's default), so
-    that the job files of float32 runs stay as they were."""
-    return {} if bf16 in (None, "off") else {"bf16": bf16}
+    """The teacher's precision option of a job file: none when "off" (:data:`LEFT_OUT`)."""
+    return {} if bf16 in (None, LEFT_OUT["bf16"]) else {"bf16": bf16}
 
 
 def export_job(teacher, job):
