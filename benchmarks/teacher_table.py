@@ -41,7 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: the teacher options run over seeds 0, 1, 2: group name → (option name, the teacher job's changed keys)
 SEEDED = {"patience 2": ("p2", {"patience": 2}), "5 epochs": ("e5", {"epochs": 5}),
           "5 epochs, patience 2": ("e5p2", {"epochs": 5, "patience": 2}),
-          "length auto": ("mlauto", {"max_length": "auto"})}
+          "length auto": ("mlauto", {"max_length": "auto"}), "lr 4e-5": ("lr4", {"lr": 4e-5})}
 
 
 def over_seeds(name, change):
@@ -59,11 +59,13 @@ GROUPS = {"patience 1": ("ce", "seed1", "seed2"),
 #: the rows of the first two groups' rules (docs/decisions/teacher-patience.md, teacher-schedule.md)
 _DECIDE, _CONFIRM = ("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9")
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
-#: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md, teacher-length.md)
+#: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md, teacher-length.md,
+#: teacher-learning-rate.md)
 GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01),
-               "length auto": ("patience 1", ("ela-9", "asap-10"), ("ela-7", "asap-2"), 0.005, -0.005)}
+               "length auto": ("patience 1", ("ela-9", "asap-10"), ("ela-7", "asap-2"), 0.005, -0.005),
+               "lr 4e-5": ("patience 1", ("asap-5", "ela-4"), ("asap-1", "ela-7"), 0.005, -0.005)}
 #: ensembles: the mean of the members' logits, arg-max (no training of their own)
 ENSEMBLES = {"ens2": ("ce", "seed1"), "ens3": ("ce", "seed1", "seed2")}
 #: option → (decision rows, confirmation rows, least mean Δ QWK, least mean Δ accuracy) against "ce",
@@ -243,8 +245,9 @@ def write_md(res, path):
             "(`tinykd-teacher fit --loss ordinal`), `seed1` / `seed2` the teacher's seed; `ens2` / `ens3` the mean of "
             "the logits of `ce` and `seed1` (and `seed2`), its seconds the members' sum; `p2`, `p2-seed1`, "
             "`p2-seed2` patience 2 (seeds 0, 1, 2), `e5…` 5 epochs, `e5p2…` 5 epochs and patience 2, `mlauto…` "
-            "`--teacher-max-length auto` (the same seeds), `mpnet-bf16` the all-mpnet-base-v2 base under bfloat16 "
-            "autocast (seed 0 only: a measurement, no rule). Test rows; seconds: "
+            "`--teacher-max-length auto` (the same seeds), `lr4…` `--teacher-lr 4e-5` (the same seeds), "
+            "`mpnet-bf16` the all-mpnet-base-v2 base under bfloat16 autocast (seed 0 only: a measurement, no "
+            "rule). Test rows; seconds: "
             "training. Williamson (issue 31's target): "
             "test QWK ≥ 0.70, at most 0.10 below the human–human QWK (`score2`, on the item's training and "
             "validation rows: its test rows have none) and |SMD| ≤ 0.15, on the point estimates; verdict: "
