@@ -494,3 +494,58 @@ def test_an_ensemble_of_teachers_averages_their_log_probabilities(tmp_path, tiny
     assert teacher_of(m.meta["distill"]).endswith("an ensemble of 2)")
     with pytest.raises(tinykd.OptionError, match="teacher_members"):
         D.distill(data, out, teacher_options={"members": 2}, teacher_dir=str(tmp_path), work=str(work), **STUDENT)
+
+
+def test_a_pick_of_teachers_labels_with_the_one_of_best_validation_qwk(tmp_path, tiny_base, teacher_calls):
+    """``teacher_options={"members": 3, "combine": "pick"}``: three teachers fine-tune, the one of highest validation
+    QWK alone labels the copies and gives the pick stage's teacher.csv, bit for bit; the model records the pick."""
+    data = make_csv(tmp_path / "d.csv")
+    work = tmp_path / "work"
+    res = D.distill(data, tmp_path / "p.npz", base=tiny_base, work=str(work), **STUDENT,
+                    teacher_options={**TEACHER, "members": 3, "combine": "pick"})
+    assert teacher_calls == ["fit"] * 3 + ["export"]  # three fine-tunes, one labelling
+    assert [r.split(":")[0] for r in res.ran] == ["rows"] + ["teacher"] * 3 + ["pick", "copies", "labels", "students"]
+    stages = sorted(work.glob("teacher-*"), key=lambda p: json.loads((p / "job.json").read_text())["seed"])
+    qwks = [json.loads((p / "teacher.json").read_text())["metrics"]["val"]["qwk"] for p in stages]
+    want = qwks.index(max(qwks))  # the first of the highest
+    assert want == 2  # these data: the third teacher's is the highest, so a pick of the first would fail
+    (pick,) = work.glob("pick-*")
+    marker = json.loads((pick / "done.json").read_text())
+    assert marker["picked"] == want and marker["val_qwk"] == qwks
+    assert (pick / "teacher.csv").read_bytes() == (stages[want] / "teacher.csv").read_bytes()
+    (labels_job,) = [json.loads(p.read_text()) for p in work.glob("labels-*/job.json")]
+    assert labels_job["teacher"] == str(stages[want] / T.FITTED)
+    m = tinykd.load(tmp_path / "p.npz")
+    assert m.meta["distill"]["teachers"] == 3 and m.meta["distill"]["teacher_combine"] == "pick"
+    assert m.meta["distill"]["teacher"] == str(stages[want] / T.FITTED)
+    from tinykd.cli.info import teacher_of
+    assert teacher_of(m.meta["distill"]).endswith("the best of 3 by validation QWK)")
+
+
+@pytest.mark.parametrize("qwks, want", [((0.5, 0.7, 0.7), 1), ((0.9, 0.2), 0), ((0.3, 0.3), 0)])
+def test_pick_member_takes_the_highest_validation_qwk_ties_to_the_first(tmp_path, qwks, want):
+    folders = []
+    for k, q in enumerate(qwks):
+        f = tmp_path / f"t{k}"
+        f.mkdir()
+        (f / "teacher.json").write_text(json.dumps({"metrics": {"val": {"qwk": q}}}))
+        (f / "teacher.csv").write_text(f"id,p_0\nteacher {k},1\n")
+        folders.append(str(f))
+    out = tmp_path / "pick"
+    out.mkdir()
+    assert T.pick_member(str(out), folders) == {"picked": want, "val_qwk": list(qwks)}
+    assert (out / "teacher.csv").read_text() == f"id,p_0\nteacher {want},1\n"
+
+
+@pytest.mark.parametrize("val", [{}, {"qwk": float("nan")}, {"qwk": None}])
+def test_pick_member_refuses_a_teacher_without_validation_qwk(tmp_path, val):
+    f = tmp_path / "t0"
+    f.mkdir()
+    (f / "teacher.json").write_text(json.dumps({"metrics": {"val": val}}))
+    with pytest.raises(T.TeacherError, match="no validation QWK to pick by"):
+        T.pick_member(str(tmp_path), [str(f)])
+
+
+def test_teacher_combine_must_be_mean_or_pick():
+    with pytest.raises(tinykd.OptionError, match="teacher_combine.*mean or pick.*'best'"):
+        D.distill("x.csv", "x.npz", teacher_options={"combine": "best"})

@@ -85,7 +85,8 @@ def format_description(out):
 
 def teacher_of(distill):
     """``minilm (22.7M)``: the base of the teacher ``tinykd distill`` distilled from (``meta["distill"]``'s
-    ``teacher_base``; ``minilm (22.7M, an ensemble of 3)`` with ``--teacher-members 3``; a file written before it
+    ``teacher_base``; ``minilm (22.7M, an ensemble of 3)`` with ``--teacher-members 3``, ``…, the best of 3 by
+    validation QWK)`` with ``--teacher-combine pick`` too; a file written before it
     was recorded: the teacher's folder); None for no distill."""
     if not isinstance(distill, dict):
         return None
@@ -100,7 +101,10 @@ def teacher_of(distill):
         return f"fine-tuned in {folder}" if isinstance(folder, str) else None
     ok = isinstance(params, int) and not isinstance(params, bool)
     n = distill.get("teachers")
-    many = f", an ensemble of {n}" if isinstance(n, int) and not isinstance(n, bool) and n > 1 else ""
+    many = ""
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        pick = distill.get("teacher_combine") == "pick"
+        many = f", the best of {n} by validation QWK" if pick else f", an ensemble of {n}"
     return (f"{name} ({params / 1e6:.1f}M{many})" if ok else name + (f" ({many[2:]})" if many else ""))
 
 

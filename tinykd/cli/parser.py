@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from tinykd._version import __version__
-from tinykd.distill.job import (AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, STUDENT_OPTIONS,
-                                TEACHER_DEFAULTS, TRUNCATE_VALUES)
+from tinykd.distill.job import (AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES, COMBINE_VALUES, LAMS,
+                                STUDENT_OPTIONS, TEACHER_DEFAULTS, TRUNCATE_VALUES)
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -313,6 +313,10 @@ def _teacher_args(x):
                    help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "
                    "set, their log-probabilities averaged: N times the teacher's time "
                    f"(unset: {TEACHER_DEFAULTS['members']})")
+    x.add_argument("--teacher-combine", choices=COMBINE_VALUES,
+                   help="how --teacher-members become one teacher: mean (their log-probabilities averaged, each "
+                   "labelling the transfer set) or pick (the one of highest validation QWK labels it alone; "
+                   f"docs/decisions/teacher-pick.md) (unset: {TEACHER_DEFAULTS['combine']})")
 
 
 def _label_names_arg(p):

@@ -90,16 +90,16 @@ def _unscored(table, label_col, args):
 def work_teacher(work, ids, classes):
     """The teacher's probabilities for ``ids`` from the distill work folder ``work``: ``(proba, note)``, proba
     ``(len(ids), len(classes))`` with NaN rows for ids no teacher stage holds. Every finished teacher stage
-    (``teacher-<key>/teacher.csv`` beside its marker, and ``ensemble-<key>/`` of ``--teacher-members``) whose
-    classes are the model's counts — one per item of a per-item model, one per round — and where several hold
-    an id, the most recently finished gives it (the latest round's teacher; an ensemble, made after its
-    members). One line when none holds any of them."""
+    (``teacher-<key>/teacher.csv`` beside its marker, ``ensemble-<key>/`` and ``pick-<key>/`` of
+    ``--teacher-members``) whose classes are the model's counts — one per item of a per-item model, one per
+    round — and where several hold an id, the most recently finished gives it (the latest round's teacher; an
+    ensemble or a pick, made after its members). One line when none holds any of them."""
     if not os.path.isdir(work):
         raise OptionError("work", f"{{opt}} {work}: no such folder")
     stages = []
     for name in sorted(os.listdir(work)):
         csv_path, marker = (os.path.join(work, name, f) for f in ("teacher.csv", MARKER))
-        if name.startswith(("teacher-", "ensemble-")) and os.path.isfile(csv_path) and os.path.isfile(marker):
+        if name.startswith(("teacher-", "ensemble-", "pick-")) and os.path.isfile(csv_path) and os.path.isfile(marker):
             stages.append((os.path.getmtime(marker), csv_path))
     if not stages:
         raise OptionError("work", f"{{opt}} {work}: no finished teacher stage (teacher-*/teacher.csv beside its "

@@ -37,6 +37,11 @@ TRUNCATE_VALUES = ("longest", "context")
 #: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16
 #: autocast, or bfloat16 where the CPU or GPU supports it
 BF16_VALUES = ("off", "on", "auto")
+#: how several teachers (``members``) become one: their log-probabilities averaged, or the one of the highest
+#: validation QWK labelling alone (docs/decisions/teacher-ensemble.md, teacher-pick.md)
+COMBINE_VALUES = ("mean", "pick")
+#: the pick's rule by name (the pick stage's key hashes it)
+PICK_RULE = "pick: the member of the highest validation QWK, ties to the lower seed"
 #: the students' training options; ``lam`` and ``preset`` are set per student from the λ grid and presets
 STUDENT_OPTIONS = TrainOptions(soft_loss=SOFT_LOSS, average=STUDENT_AVERAGE)
 
@@ -69,7 +74,8 @@ class TeacherOptions:
     (:data:`BF16_VALUES`; "off", float32, by default), for its fine-tuning and its labelling alike. A bad
     value is an :class:`~tinykd.errors.OptionError` naming ``teacher_<option>``. ``members``: an ensemble of
     this many teachers (seeds ``seed`` … ``seed + members − 1``, otherwise the same), each labelling the
-    transfer set, their log-probabilities averaged (docs/decisions/teacher-ensemble.md)."""
+    transfer set, their log-probabilities averaged (docs/decisions/teacher-ensemble.md); with ``combine="pick"``
+    the member of the highest validation QWK labels it alone (docs/decisions/teacher-pick.md)."""
 
     epochs: int = 10
     patience: int = 1
@@ -81,6 +87,7 @@ class TeacherOptions:
     bf16: str = "off"
     members: int = 1
     truncate: str = "longest"  #: :data:`TRUNCATE_VALUES`
+    combine: str = "mean"  #: :data:`COMBINE_VALUES`
 
     def __post_init__(self):
         for name in ("epochs", "patience", "batch_size", "members"):
@@ -98,6 +105,8 @@ class TeacherOptions:
             raise OptionError("teacher_tolerance", f"{{opt}} must be at least 0 and below 1, got {tol!r}")
         if not isinstance(self.truncate, str) or self.truncate not in TRUNCATE_VALUES:
             raise OptionError("teacher_truncate", f"{{opt}} must be longest or context, got {self.truncate!r}")
+        if not isinstance(self.combine, str) or self.combine not in COMBINE_VALUES:
+            raise OptionError("teacher_combine", f"{{opt}} must be mean or pick, got {self.combine!r}")
         if not isinstance(self.bf16, str) or self.bf16 not in BF16_VALUES:
             raise OptionError("teacher_bf16", f"{{opt}} must be off, on or auto, got {self.bf16!r}")
 
@@ -127,7 +136,7 @@ class TeacherOptions:
             del d["bf16"]
         if self.truncate == "longest":
             del d["truncate"]
-        del d["members"]  # each member is a teacher stage of its own (its seed in its key)
+        del d["members"], d["combine"]  # each member is a teacher stage of its own (its seed in its key)
         return d
 
 

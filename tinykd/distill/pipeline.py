@@ -42,14 +42,14 @@ from typing import NamedTuple
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
 from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STUDENT_AVERAGE,
-                                STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain, ItemRows, TeacherOptions,
-                                presets_for, student_options)
+                                PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain, ItemRows,
+                                TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
-                                    teacher_available, teacher_base_option, teacher_base_record, teacher_folder,
-                                    teacher_version, word_vectors)
+                                    pick_member, teacher_available, teacher_base_option, teacher_base_record,
+                                    teacher_folder, teacher_version, word_vectors)
 from tinykd.errors import OptionError
 from tinykd.files.csvfiles import file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
@@ -306,9 +306,12 @@ def distill_item(chain, log, worker_threads=None):
     prev = _previous_copies(chain)
     c_key = copies_key(chain.rows_key, chain.item, n, chain.seed, chain.unlabeled_sha, chain.augment,
                        bool(unlabeled_answers(chain)), prev and os.path.basename(os.path.dirname(prev[0])))
-    members = []
-    for k in range(chain.teacher.members):  # the copies stage runs once, after the first teacher
-        members.append(_member(cache, chain, threads, log, k, (c_key, n, prev), members[0].copies if k else None))
+    if chain.teacher.members > 1 and chain.teacher.combine == "pick":  # docs/decisions/teacher-pick.md
+        members = [_picked(cache, chain, threads, log, (c_key, n, prev))]
+    else:
+        members = []
+        for k in range(chain.teacher.members):  # the copies stage runs once, after the first teacher
+            members.append(_member(cache, chain, threads, log, k, (c_key, n, prev), members[0].copies if k else None))
     t, teacher, c, lab, l_key, t_csv, l_csv = members[0]
     c_csv = os.path.join(cache.folder("copies", c_key), "copies.csv")
     if len(members) > 1:  # an ensemble: the members' log-probabilities averaged (docs/decisions/teacher-ensemble.md)
@@ -326,7 +329,8 @@ def distill_item(chain, log, worker_threads=None):
     s_key = _students_key(cache, chain, l_key)
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
                   log, v_npz)
-    return {"teacher": t, "teacher_dir": teacher, "teachers": len(members), "copies": c, "labels": lab, "students": s,
+    return {"teacher": t, "teacher_dir": teacher, "teachers": chain.teacher.members, "copies": c, "labels": lab,
+            "students": s, "combine": chain.teacher.combine if chain.teacher.members > 1 else None,
             "teacher_csv": t_csv,
             "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
             "cached": cache.cached}
@@ -346,11 +350,7 @@ def _member(cache, chain, threads, log, k, copies, made=None):
     teacher's with ``member`` k; member 0 is the single teacher's stage) and its labels of the copies
     (``copies``: the copies stage's key, copies per answer and previous round; made after the first teacher;
     ``made``: that stage's result, for the other members). Returns a :class:`_Member`."""
-    opts = {**chain.teacher_key_options(), **({"member": k} if k else {})}
-    t_key = teacher_key(chain.rows_key, chain.item, chain.base, opts, chain.teacher_sha,
-                        (__version__, teacher_version()))
-    name = chain.name + (f" (teacher {k + 1} of {chain.teacher.members})" if chain.teacher.members > 1 else "")
-    t = cache.run("teacher", t_key, name, fit_teacher, chain, threads, log, k)
+    t_key, name, t = _teacher_stage(cache, chain, threads, log, k)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     c_key, n, prev = copies
     c = made or cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
@@ -361,6 +361,31 @@ def _member(cache, chain, threads, log, k, copies, made=None):
                     chain.rows.contexts is not None, threads, log, chain.teacher.bf16, reuse)
     return _Member(t, teacher, c, lab, l_key, os.path.join(cache.folder("teacher", t_key), "teacher.csv"),
                    os.path.join(cache.folder("labels", l_key), "labels.csv"))
+
+
+def _teacher_stage(cache, chain, threads, log, k):
+    """The teacher stage of member ``k`` of ``chain``: ``(its key, its name in the log, its result)``."""
+    opts = {**chain.teacher_key_options(), **({"member": k} if k else {})}
+    t_key = teacher_key(chain.rows_key, chain.item, chain.base, opts, chain.teacher_sha,
+                        (__version__, teacher_version()))
+    name = chain.name + (f" (teacher {k + 1} of {chain.teacher.members})" if chain.teacher.members > 1 else "")
+    return t_key, name, cache.run("teacher", t_key, name, fit_teacher, chain, threads, log, k)
+
+
+def _picked(cache, chain, threads, log, copies):
+    """Every member's teacher stage, then the pick stage (:func:`~tinykd.distill.teacher.pick_member`), then the
+    picked member's labels of the copies: a :class:`_Member` whose teacher result counts every member's
+    seconds and records the pick, its teacher.csv the pick stage's."""
+    stages = [_teacher_stage(cache, chain, threads, log, k) for k in range(chain.teacher.members)]
+    p_key = stage_key(*(key for key, _, _ in stages), PICK_RULE)
+    p = cache.run("pick", p_key, f"{chain.name}: the best of {len(stages)} teachers", pick_member,
+                  [cache.folder("teacher", key) for key, _, _ in stages])
+    log(f"{chain.name}: teacher {p['picked'] + 1} of {len(stages)} labels the copies (validation QWK "
+        + ", ".join(f"{q:.3f}" for q in p["val_qwk"]) + ")")
+    m = _member(cache, chain, threads, log, p["picked"], copies)
+    t = {**m.teacher, "seconds": round(sum(r["seconds"] for _, _, r in stages), 1), "picked": p["picked"],
+         "val_qwk": p["val_qwk"]}
+    return m._replace(teacher=t, teacher_csv=os.path.join(cache.folder("pick", p_key), "teacher.csv"))
 
 
 class _Member(NamedTuple):
@@ -413,6 +438,7 @@ def _students(r, columns):
                                "presets": s.get("presets"), "plain_preset": s.get("plain_preset"),
                                "teacher_validation": s.get("teacher_validation"),
                                "copies": c["n"], "teacher": r["teacher_dir"], "teachers": r.get("teachers", 1),
+                               "teacher_combine": r.get("combine"),
                                "teacher_base": teacher_base_record(r["teacher_dir"])}
     student.meta["columns"] = {"text": columns.text, "label": columns.label, "id": columns.id,
                                "context": columns.context, "item": columns.item}

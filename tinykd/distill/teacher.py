@@ -118,7 +118,7 @@ def fit_job(chain, folder, threads, member=0):
     """``tinykd-teacher fit`` of ``chain``'s teacher (an ensemble's ``member``) on its rows (its
     probabilities for them too)."""
     options = {k: _plain(v) for k, v in chain.teacher_fit_options().items()
-               if k != "members" and (k not in LEFT_OUT or v != LEFT_OUT[k])}
+               if k not in ("members", "combine") and (k not in LEFT_OUT or v != LEFT_OUT[k])}
     start = {"warm_from": chain.warm_from} if chain.warm_from else {"base": chain.base} if chain.base else {}
     return {"command": "fit", **rows_job(chain, folder, threads, member), **start, **options,
             "progress_every": PROGRESS_EVERY}
@@ -182,6 +182,27 @@ def average_members(folder, teacher_csvs, labels_csvs):
                           meta={"producer": f"tinykd distill: the mean of the log-probabilities of {len(paths)} "
                                             "teachers", "members": list(paths)})
     return {"members": len(teacher_csvs)}
+
+
+def pick_member(folder, stage_folders):
+    """The pick stage (docs/decisions/teacher-pick.md): of the members' teacher stages ``stage_folders`` (in
+    seed order), the one whose fine-tuned teacher has the highest validation QWK (ties: the first); its
+    ``teacher.csv`` copied to ``folder``. Returns ``{"picked": its index, "val_qwk": each member's}``."""
+    import math
+
+    qwks = []
+    for f in stage_folders:
+        with open(os.path.join(f, "teacher.json")) as fh:
+            val = (json.load(fh).get("metrics") or {}).get("val") or {}
+        q = val.get("qwk")
+        if not isinstance(q, (int, float)) or isinstance(q, bool) or math.isnan(q):
+            raise TeacherError(f"{f}: the teacher has no validation QWK to pick by; --teacher-combine pick needs "
+                               "validation rows with more than one score")
+        qwks.append(float(q))
+    k = max(range(len(qwks)), key=lambda i: (qwks[i], -i))
+    with open(os.path.join(stage_folders[k], "teacher.csv"), "rb") as fh:
+        atomic_write_bytes(os.path.join(folder, "teacher.csv"), fh.read())
+    return {"picked": k, "val_qwk": qwks}
 
 
 def teacher_folder(chain, folder):
