@@ -44,7 +44,9 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             "long-2": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(long_weight=2)),
             "vectors": dict(choose_on="validation", teacher_vectors=True),  # docs/decisions/student-teacher-vectors.md
             # the mpnet teacher teacher_table.py fine-tuned (option mpnet-bf16), labelling under bfloat16: no rule
-            "mpnet": dict(choose_on="validation", teacher_options={"bf16": "on"})}
+            "mpnet": dict(choose_on="validation", teacher_options={"bf16": "on"}),
+            # the teacher of highest validation QWK of three seeds (docs/decisions/teacher-pick.md): no students' rule
+            "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"})}
 #: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
 #: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
@@ -198,7 +200,8 @@ def write_md(runs, path):
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher. `ensemble` (`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
-              "to its own (ensemble) teacher. `ordinal-4` (docs/decisions/student-ordinal.md) passes when its mean "
+              "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
+              "of highest validation QWK: docs/decisions/teacher-pick.md). `ordinal-4` (docs/decisions/student-ordinal.md) passes when its mean "
               "QWK is at least 0.005 higher, its mean accuracy at most 0.5 points lower and its mean seed spread at "
               "most 0.5 points higher, and so do `lam-16` and `average-3` (docs/decisions/student-lambda-average.md) and "
               "`long-2` (docs/decisions/student-long-answers.md) and `vectors` "
