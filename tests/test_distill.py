@@ -546,6 +546,8 @@ def test_pick_member_refuses_a_teacher_without_validation_qwk(tmp_path, val):
         T.pick_member(str(tmp_path), [str(f)])
 
 
-def test_teacher_combine_must_be_mean_or_pick():
+def test_teacher_combine_must_be_mean_or_pick_of_two_or_more():
     with pytest.raises(tinykd.OptionError, match="teacher_combine.*mean or pick.*'best'"):
         D.distill("x.csv", "x.npz", teacher_options={"combine": "best"})
+    with pytest.raises(tinykd.OptionError, match="teacher_combine pick needs --teacher-members 2 or more, got 1"):
+        D.distill("x.csv", "x.npz", teacher_options={"combine": "pick"})

@@ -107,6 +107,8 @@ class TeacherOptions:
             raise OptionError("teacher_truncate", f"{{opt}} must be longest or context, got {self.truncate!r}")
         if not isinstance(self.combine, str) or self.combine not in COMBINE_VALUES:
             raise OptionError("teacher_combine", f"{{opt}} must be mean or pick, got {self.combine!r}")
+        if self.combine == "pick" and self.members < 2:
+            raise OptionError("teacher_combine", f"{{opt}} pick needs --teacher-members 2 or more, got {self.members}")
         if not isinstance(self.bf16, str) or self.bf16 not in BF16_VALUES:
             raise OptionError("teacher_bf16", f"{{opt}} must be off, on or auto, got {self.bf16!r}")
 
