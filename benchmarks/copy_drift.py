@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_table import cpu  # noqa: E402
+from teacher_table import base_job  # noqa: E402
 from tinykd.distill.augment import augment  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
 from tinykd.files.softlabels import read_soft_label_table  # noqa: E402
@@ -41,18 +41,9 @@ SETTINGS = {"default (drop 0.1, swap 0.1, span 0.25)": {}, "drop 0.1 alone": dic
                                                                                                p_span=1.0)}
 
 
-def seed0_teacher(work):
-    """The seed-0 teacher stage folder of the work folder (made from scratch, finished)."""
-    for job_file in sorted(glob.glob(str(Path(work) / "teacher-*" / "job.json"))):
-        job = json.loads(Path(job_file).read_text())
-        if job.get("seed") == 0 and not job.get("warm_from") and (Path(job_file).parent / "done.json").exists():
-            return Path(job_file).parent
-    raise SystemExit(f"{work}: no finished seed-0 teacher stage; run benchmarks/distill_table.py for it first")
-
-
 def drift(row, work, copies, tmp):
     """Per setting: (copies, top score kept, top score lower, all kept)."""
-    stage = seed0_teacher(work)
+    stage, _ = base_job(str(work))
     rows = [r for r in csv.DictReader(open(glob.glob(str(Path(work) / "rows-*" / "rows.csv"))[0], newline=""))
             if r["role"] == "train"]
     tid, classes, p = read_soft_label_table(stage / "teacher.csv")

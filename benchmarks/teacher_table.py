@@ -266,11 +266,12 @@ def pick_lines(res):
                              f"{mean['accuracy']:.3f} / {mean['qwk']:.3f}")
     for g, (decide, confirm, least_q, least_a) in PICK_RULES.items():
         for what, rows in (("decision", decide), ("confirmation", confirm)):
-            both = [r for r in rows if picked(res, r, g)]
+            picks = {r: picked(res, r, g) for r in rows}
+            both = [r for r in rows if picks[r]]
             if not both:
                 lines.append(f"- the pick of {g}, {what} rows: not all run yet")
                 continue
-            d = {k: sum(res[f"{r}|{picked(res, r, g)}"]["test"][k] - _seed_mean(res, r, g, k) for r in both) / len(both)
+            d = {k: sum(res[f"{r}|{picks[r]}"]["test"][k] - _seed_mean(res, r, g, k) for r in both) / len(both)
                  for k in ("accuracy", "qwk")}
             ok = d["qwk"] >= least_q and d["accuracy"] >= least_a
             verdict = "passes" if ok else "fails"

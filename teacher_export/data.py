@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinykd.distill.job import TRUNCATE_VALUES
 from tinykd.train.splits import holdout, split_712
 from tinykd.files.csvfiles import (DataFileError, duplicated, file_sha256, label_key, label_sort_key, normalize_labels, parse_where,
                            read_table, sniff_encoding)
@@ -25,8 +26,8 @@ DataError = DataFileError
 #: AUTO_STEP, at least AUTO_LEAST and at most AUTO_MOST (docs/decisions/teacher-length.md)
 AUTO_QUANTILE, AUTO_STEP, AUTO_LEAST, AUTO_MOST = 0.99, 32, 128, 512
 #: how an answer and its context over ``max_length`` are cut: "longest" (the longer one first, Hugging Face's
-#: ``longest_first``) or "context" (the context first: :func:`teacher_export.finetune.encode`)
-TRUNCATE = ("longest", "context")
+#: ``longest_first``) or "context" (the context first: :func:`teacher_export.finetune.encode`); defined once
+TRUNCATE = TRUNCATE_VALUES
 
 
 def length_value(value):

@@ -345,12 +345,13 @@ def _teacher_options(options, teacher_dir, warm_start):
     return teacher
 
 
-def _member(cache, chain, threads, log, k, copies, made=None):
+def _member(cache, chain, threads, log, k, copies, made=None, stage=None):
     """Teacher ``k`` of ``chain`` (k > 0: an ensemble's member, its seed the chain's + k, its key the
     teacher's with ``member`` k; member 0 is the single teacher's stage) and its labels of the copies
     (``copies``: the copies stage's key, copies per answer and previous round; made after the first teacher;
-    ``made``: that stage's result, for the other members). Returns a :class:`_Member`."""
-    t_key, name, t = _teacher_stage(cache, chain, threads, log, k)
+    ``made``: that stage's result, for the other members; ``stage``: its teacher stage when already run,
+    :func:`_teacher_stage`'s). Returns a :class:`_Member`."""
+    t_key, name, t = stage or _teacher_stage(cache, chain, threads, log, k)
     teacher = teacher_folder(chain, cache.folder("teacher", t_key))
     c_key, n, prev = copies
     c = made or cache.run("copies", c_key, f"{chain.name}: {n} per answer", write_copies, chain, n, prev)
@@ -382,7 +383,7 @@ def _picked(cache, chain, threads, log, copies):
                   [cache.folder("teacher", key) for key, _, _ in stages])
     log(f"{chain.name}: teacher {p['picked'] + 1} of {len(stages)} labels the copies (validation QWK "
         + ", ".join(f"{q:.3f}" for q in p["val_qwk"]) + ")")
-    m = _member(cache, chain, threads, log, p["picked"], copies)
+    m = _member(cache, chain, threads, log, p["picked"], copies, stage=stages[p["picked"]])
     t = {**m.teacher, "seconds": round(sum(r["seconds"] for _, _, r in stages), 1), "picked": p["picked"],
          "val_qwk": p["val_qwk"]}
     return m._replace(teacher=t, teacher_csv=os.path.join(cache.folder("pick", p_key), "teacher.csv"))

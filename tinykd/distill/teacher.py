@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -188,8 +189,6 @@ def pick_member(folder, stage_folders):
     """The pick stage (docs/decisions/teacher-pick.md): of the members' teacher stages ``stage_folders`` (in
     seed order), the one whose fine-tuned teacher has the highest validation QWK (ties: the first); its
     ``teacher.csv`` copied to ``folder``. Returns ``{"picked": its index, "val_qwk": each member's}``."""
-    import math
-
     qwks = []
     for f in stage_folders:
         with open(os.path.join(f, "teacher.json")) as fh:
