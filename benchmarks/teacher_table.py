@@ -41,7 +41,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: the teacher options run over seeds 0, 1, 2: group name → (option name, the teacher job's changed keys)
 SEEDED = {"patience 2": ("p2", {"patience": 2}), "5 epochs": ("e5", {"epochs": 5}),
           "5 epochs, patience 2": ("e5p2", {"epochs": 5, "patience": 2}),
-          "length auto": ("mlauto", {"max_length": "auto"}), "lr 4e-5": ("lr4", {"lr": 4e-5})}
+          "length auto": ("mlauto", {"max_length": "auto"}), "lr 4e-5": ("lr4", {"lr": 4e-5}),
+          "two raters": ("r2", {"second_label_col": "score2"})}
 
 
 def over_seeds(name, change):
@@ -65,7 +66,9 @@ GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01),
                "length auto": ("patience 1", ("ela-9", "asap-10"), ("ela-7", "asap-2"), 0.005, -0.005),
-               "lr 4e-5": ("patience 1", ("asap-5", "ela-4"), ("asap-1", "ela-7"), 0.005, -0.005)}
+               "lr 4e-5": ("patience 1", ("asap-5", "ela-4"), ("asap-1", "ela-7"), 0.005, -0.005),
+               "two raters": ("patience 1", ("asap-2", "asap-6", "ela-9"), ("asap-1", "asap-5", "asap-10", "ela-4",
+                                                                          "ela-7"), 0.01, -0.01)}
 #: picks (docs/decisions/teacher-pick.md): group → (decision rows, confirmation rows, least mean Δ QWK, least mean
 #: Δ accuracy) of the seed of highest validation QWK against the group's mean over seeds, fixed before the analysis
 PICK_RULES = {"patience 1": (_DECIDE, _CONFIRM, 0.01, -0.005)}
@@ -79,30 +82,45 @@ NAMES = {"asap-1": "asap-sas-science item 1", "asap-2": "asap-sas-science item 2
          "ela-7": "asap-sas-ela item 7", "ela-9": "asap-sas-ela item 9", "scientsbank-ua": "scientsbank 3-way test_ua"}
 
 
-def distill_teacher(work, seed=0, data=None):
+def distill_teacher(work, seed=0, data=None, finished=True):
     """The folder and job of a finished teacher stage of the row's work folder made from scratch (no warm
     start) with ``seed`` (and the rows file ``data``), or None: seed 0 is distill's own teacher, seeds 1 and 2
-    the members of ``tinykd distill --teacher-members 3``."""
+    the members of ``tinykd distill --teacher-members 3``. ``finished=False``: its job file is enough."""
     for job_file in sorted(glob.glob(os.path.join(work, "teacher-*", "job.json"))):
         job = json.loads(Path(job_file).read_text())
         if (job.get("seed") == seed and not job.get("warm_from") and data in (None, job["data"])
-                and os.path.exists(Path(job_file).parent / "done.json")):
+                and (not finished or os.path.exists(Path(job_file).parent / "done.json"))):
             return Path(job_file).parent, job
     return None
 
 
-def base_job(work):
-    """The folder and job of the row's seed-0 teacher stage made from scratch (no warm start)."""
-    found = distill_teacher(work)
+def base_job(work, finished=True):
+    """The folder and job of the row's seed-0 teacher stage made from scratch (no warm start); ``finished=False``:
+    its job file is enough (the options other than ``ce`` train from the job, not from its teacher)."""
+    found = distill_teacher(work, finished=finished)
     if found is None:
-        raise SystemExit(f"{work}: no finished seed-0 teacher stage; run benchmarks/distill_table.py for it first")
+        raise SystemExit(f"{work}: no {'finished ' if finished else ''}seed-0 teacher stage; run "
+                         "benchmarks/distill_table.py for it first (or tinykd distill until its teacher starts)")
     return found
+
+
+def with_second_rater(job, row, out, data_dir):
+    """``job`` reading ``out/rows.csv``: its rows file with the row's data file's ``score2`` joined by id."""
+    with open(rows(Path(data_dir))[row][1], newline="", encoding="utf-8") as fh:
+        score2 = {r["id"]: r.get("score2") or "" for r in csv.DictReader(fh)}
+    with open(job["data"], newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    with open(out / "rows.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(table[0]) + ["score2"])
+        w.writeheader()
+        w.writerows({**r, "score2": score2.get(r["id"], "")} for r in table)
+    return {**job, "data": str(out / "rows.csv")}
 
 
 def option_folder(row, option, work_root, out_root):
     """Where the teacher of ``option`` is: ``out_root/ROW-OPTION``, or for an option that changes the seed
     alone and was not trained there, the work folder's member of that seed when distill made one."""
-    folder, job = base_job(os.path.join(work_root, row))
+    folder, job = base_job(os.path.join(work_root, row), finished=option == "ce")
     own = Path(out_root) / f"{row}-{option}"
     if option == "ce" or (own / "done.json").exists():
         return folder if option == "ce" else own
@@ -153,8 +171,11 @@ def williamson(row, folder, job, data_dir, logits=None):
 
 def run_one(row, option, work_root, out_root, data_dir):
     """Train (or read back) the teacher of ``row`` with ``option``; returns its result."""
-    folder, job = base_job(os.path.join(work_root, row))
+    folder, job = base_job(os.path.join(work_root, row), finished=option == "ce")
     out = option_folder(row, option, work_root, out_root)
+    if "second_label_col" in OPTIONS[option]:
+        out.mkdir(parents=True, exist_ok=True)
+        job = with_second_rater(job, row, out, data_dir)
     if out == folder or (out / "done.json").exists():
         return {**result_of(out), "williamson": williamson(row, out, job, data_dir)}
     out.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,10 @@ def build_parser():
                         "tied, and the tied epoch of lowest validation loss is kept (default 0.01; 0: the best)")
     f.add_argument("--loss", choices=("ce", "ordinal"), default="ce",
                    help="ce: cross-entropy (default); ordinal: plus the expected squared distance to the true score")
+    f.add_argument("--second-label-col", default=None, metavar="COL",
+                   help="a second rater's scores: each training answer is taught the mean of its two raters' "
+                   "scores (an answer they scored apart as uncertain between them); validation and test stay on "
+                   "--label-col")
     f.add_argument("--lr", type=float, default=5e-5)
     f.add_argument("--max-length", type=_length, default=128,
                    help="word pieces read per answer and context (default 128); auto: the training rows' 99th "
@@ -335,7 +339,7 @@ def main(argv=None):
                           progress_every=args.progress_every, class_weight=args.class_weight,
                           freeze_embeddings=args.freeze_embeddings, stop_on=args.stop_on,
                           tolerance=args.tolerance, bf16=args.bf16, warm_from=args.warm_from,
-                          loss=args.loss)
+                          loss=args.loss, second_label_col=args.second_label_col)
         elif args.cmd == "crossfit":
             from .export import run_crossfit
 

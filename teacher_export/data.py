@@ -295,3 +295,20 @@ def _info(path, unlabeled, where, o):
             "context_col": o["context_col"], "context_file": o["context_file"], "split_col": split_col,
             "train_split": o["train_split"], "val_split": val_split if split_col else None,
             "test_split": o["tests"] if split_col else None, "where": where or [], "validation": validation}
+
+
+def second_rater(path, ds, col, id_col="id"):
+    """Class index (n,) of a second rater's score of each training row of ``ds`` (read from column
+    ``col`` of ``path`` by id), -1 where the cell is empty; a score outside the dataset's classes is
+    refused in one line."""
+    table = read_table(path, (col, id_col))
+    by_id = dict(zip((i.strip() for i in table.column(id_col)), table.column(col)))
+    cells = [by_id.get(ds.ids[i], "") if r == "train" else "" for i, r in enumerate(ds.roles)]
+    labels, _ = normalize_labels(cells)
+    pos = {label_key(c): j for j, c in enumerate(ds.classes)}
+    bad = sorted({label_key(v) for v in labels if v is not None and label_key(v) not in pos})
+    if bad:
+        raise DataError(f"--second-label-col {col}: score(s) {', '.join(bad)} are not among the classes "
+                        f"{', '.join(ds.class_keys)}")
+    return np.array([-1 if v is None else pos[label_key(v)] for v in labels], dtype=np.int64)
+

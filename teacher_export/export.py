@@ -16,7 +16,7 @@ from tinykd.files.softlabels import write_soft_labels
 from tinykd.files.csvfiles import CsvReader, label_key, normalize_labels, read_table
 
 from . import __version__
-from .data import DataError, Dataset, length_value, load_dataset, stratified_folds
+from .data import DataError, Dataset, length_value, load_dataset, second_rater, stratified_folds
 from .finetune import (STOP_ON, TOLERANCE, auto_length, encode, fine_tune, label_batches, log,
                        pick_device, predict_logits, set_seed)
 from .model import base_record, load_classifier, load_tokenizer, resolve_base
@@ -73,7 +73,7 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
             max_length=128, batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, crossfit=0,
             crossfit_epochs=None, device=None, threads=None, save_teacher=True, progress_every=20,
             class_weight=False, freeze_embeddings=False, stop_on="accuracy", tolerance=TOLERANCE, bf16="off",
-            warm_from=None, loss="ce", truncate="longest"):
+            warm_from=None, loss="ce", truncate="longest", second_label_col=None):
     """Fine-tune a teacher on ``data`` and write ``out/<name>.csv`` (+ ``.json``); with ``crossfit``
     K >= 2 also ``out/<name>-crossfit.csv``. ``bf16``: off / on / auto (:mod:`teacher_export.precision`),
     for the training steps and the labelling alike. ``warm_from``: a teacher folder ``fit`` wrote, to
@@ -81,7 +81,9 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     validated first as epoch 0 and may be kept unchanged. ``loss``: the training loss
     (:data:`~teacher_export.finetune.LOSSES`). ``max_length``: word pieces per row, or "auto"
     (:func:`~teacher_export.finetune.auto_length`); ``truncate``: what is cut first over it
-    (:data:`~teacher_export.data.TRUNCATE`). Returns a dict of results (paths, metrics, folds)."""
+    (:data:`~teacher_export.data.TRUNCATE`). ``second_label_col``: a column of a second rater's scores; each
+    training row is taught the mean of its raters' scores (:func:`~teacher_export.finetune.rater_targets`),
+    validation and test stay on ``label_col``. Returns a dict of results (paths, metrics, folds)."""
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
@@ -116,18 +118,25 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     y = _label_vector(ds)
     tr, va = ds.index("train"), ds.index("val")
     cw = _class_weights(y[tr], len(ds.classes)) if class_weight else None
+    y2 = second_rater(data, ds, second_label_col, id_col) if second_label_col else None
+    raters = {} if y2 is None else {"second_label_col": second_label_col, "second_rater_rows": int((y2[tr] >= 0).sum()),
+                                    "raters_differ": int(((y2[tr] >= 0) & (y2[tr] != y[tr])).sum())}
+    if raters:
+        log(f"second rater ({second_label_col}): {raters['second_rater_rows']} training rows, "
+            f"{raters['raters_differ']} scored apart from {label_col}")
     hp = {"epochs": epochs, "patience": patience, "lr": lr, "max_length": max_length,
           **({"max_length_auto": True} if auto else {}), "truncate": truncate,
           "batch_size": batch_size, "warmup": warmup, "weight_decay": weight_decay, "seed": seed,
           "optimizer": "AdamW", "schedule": "linear warm-up then linear decay", "grad_clip": 1.0,
           "class_weight": cw, "freeze_embeddings": freeze_embeddings,
           "early_stopping": f"validation {stop_on}, best epoch restored", "stop_on": stop_on,
-          **({"tolerance": tolerance} if stop_on == "accuracy" else {}), "bf16": bf16, "loss": loss}
+          **({"tolerance": tolerance} if stop_on == "accuracy" else {}), "bf16": bf16, "loss": loss,
+          **raters}
     res = fine_tune(model, enc, y, tr, va, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                     warmup=warmup, weight_decay=weight_decay, seed=seed, device=device, pad_id=pad_id,
                     progress_every=progress_every, class_weight=cw, freeze_embeddings=freeze_embeddings,
                     stop_on=stop_on, tolerance=tolerance, bf16=prec.bf16, validate_start=bool(start.prev),
-                    loss=loss)
+                    loss=loss, y2=y2)
     warm = {"warm": start.warm_record(res)} if start.prev else {}
     log(f"predicting {len(ds.ids)} rows")
     logits = predict_logits(model, enc, None, batch_size=64, device=device, pad_id=pad_id, progress=50,

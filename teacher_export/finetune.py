@@ -243,7 +243,7 @@ class FitResult:
 def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, lr=5e-5,
               batch_size=16, warmup=0.1, weight_decay=0.01, seed=0, device=None, pad_id=0,
               progress_every=20, class_weight=None, tag="", freeze_embeddings=False, stop_on="accuracy",
-              tolerance=TOLERANCE, bf16=False, validate_start=False, loss="ce"):
+              tolerance=TOLERANCE, bf16=False, validate_start=False, loss="ce", y2=None):
     """Fine-tune ``model`` in place on rows ``train_idx`` of ``enc`` (labels ``y``, indexed like
     ``enc``). With ``val_idx``: early stopping with ``patience`` and the best epoch's weights
     restored, the epoch being :func:`kept_epoch`'s (``stop_on``, ``tolerance``). An epoch improves
@@ -256,7 +256,9 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     recorded as epoch 0 (``loss`` None) and kept unless a later epoch beats its validation accuracy by more
     than ``tolerance`` (:class:`EarlyStopping`'s ``keep_start``): then the weights are restored unchanged, and
     the training that follows is the same as without it (validating draws no random numbers). ``loss``:
-    "ce" (cross-entropy) or "ordinal" (:class:`OrdinalLoss`); validation stays cross-entropy either way."""
+    "ce" (cross-entropy) or "ordinal" (:class:`OrdinalLoss`); validation stays cross-entropy either way.
+    ``y2``: a second rater's class index per row (-1: none); a training row's target is then
+    :func:`rater_targets`' (needs ``loss="ce"``); validation stays on ``y``."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
     if stop_on not in STOP_ON:
@@ -268,6 +270,10 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     model.to(device)
     train_idx = np.asarray(train_idx, dtype=int)
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if y2 is not None:
+        if loss != "ce":
+            raise ValueError(f"a second rater's scores need loss 'ce', not {loss!r}")
+        y_t = torch.as_tensor(rater_targets(y, y2, model.config.num_labels), dtype=torch.float32)
     rng = np.random.default_rng(seed)
     total = (len(train_idx) + batch_size - 1) // batch_size * epochs
     opt, sched = _optimizer(model, lr, weight_decay, int(round(warmup * total)), total, freeze_embeddings)
@@ -312,6 +318,24 @@ def fine_tune(model, enc, y, train_idx, val_idx=None, *, epochs=6, patience=2, l
     res.seconds = round(time.time() - t_start, 1)
     model.eval()
     return res
+
+
+def rater_targets(y, y2, n_classes):
+    """The training targets (n, K) of two raters: row i is the mean of the one-hot rows of ``y[i]``
+    and ``y2[i]`` (just ``y[i]``'s where ``y2[i]`` is -1; zeros where ``y[i]`` is -1), so an answer the
+    raters scored apart is taught as uncertain between their scores::
+
+        t_ik = ([y_i = k] + [y2_i = k]) / 2   (y2_i given),   [y_i = k]   (otherwise)
+
+    The cross-entropy with these targets, −Σ_k t_ik log p_ik, is the mean of the two raters' losses."""
+    y, y2 = np.asarray(y, dtype=np.int64), np.asarray(y2, dtype=np.int64)
+    if y.shape != y2.shape:
+        raise ValueError(f"y and y2 differ in shape: {y.shape} and {y2.shape}")
+    eye = np.eye(n_classes, dtype=np.float64)
+    t = np.where((y >= 0)[:, None], eye[np.clip(y, 0, None)], 0.0)
+    two = (y >= 0) & (y2 >= 0)
+    t[two] = (t[two] + eye[y2[two]]) / 2
+    return t
 
 
 class OrdinalLoss(torch.nn.Module):
