@@ -13,7 +13,7 @@ finished options' logits. A finished (row, option) is read from its folder, so a
 ``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
 rewritten from it, with each option's rule (:data:`RULES`, :data:`GROUP_RULES`; fixed before its runs:
 docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md, teacher-schedule.md,
-teacher-length.md) applied to its decision rows and
+teacher-length.md, teacher-learning-rate.md, teacher-second-rater.md) applied to its decision rows and
 to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
 """
 from __future__ import annotations

@@ -87,6 +87,9 @@ def run_fit(*, data, out, name=None, text_col="text", label_col="label", id_col=
     t_all = time.time()
     if stop_on not in STOP_ON:
         raise ValueError(f"stop_on must be one of {STOP_ON}, not {stop_on!r}")
+    if second_label_col and crossfit:
+        raise DataError(f"--second-label-col {second_label_col} and --crossfit: the fold teachers learn the official "
+                        "score alone; pass one of the two")
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device(device)

@@ -578,3 +578,52 @@ def test_over_max_length_truncate_context_cuts_the_context_before_the_answer(tin
     assert TeacherOptions(truncate="context").key_options()["truncate"] == "context"
     with pytest.raises(OptionError, match="teacher_truncate"):
         TeacherOptions(truncate="answer")
+
+
+def test_a_second_rater_teaches_the_mean_of_both_scores(tiny_base, tmp_path):
+    from teacher_export.finetune import rater_targets
+
+    t = rater_targets([0, 1, 2, -1], [0, 2, -1, 1], 3)
+    np.testing.assert_array_equal(t, [[1, 0, 0], [0, 0.5, 0.5], [0, 0, 1], [0, 0, 0]])
+    z = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])  # the loss against the mean is the mean of the raters' losses
+    two = torch.nn.functional.cross_entropy(z, torch.tensor(rater_targets([0, 1], [1, 2], 3), dtype=torch.float32))
+    one = [torch.nn.functional.cross_entropy(z, torch.tensor(y)) for y in ([0, 1], [1, 2])]
+    assert two.item() == pytest.approx((one[0].item() + one[1].item()) / 2, abs=1e-6)
+    data, rows = _make_csv(tmp_path / "d.csv")
+    with open(data, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    for k, r in enumerate(table):  # the second rater: one below the first on every other training row, else the same
+        r["score2"] = str(max(int(r["label"]) - 1, 0) if k % 2 else r["label"]) if r["split"] == "train" else ""
+    agree = [{**r, "score2": r["label"] if r["split"] == "train" else ""} for r in table]
+    for name, rs in (("two.csv", table), ("agree.csv", agree)):
+        with open(tmp_path / name, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rs[0]))
+            w.writeheader()
+            w.writerows(rs)
+    split = dict(split_col="split", val_split="val", test_split="test", **{**FAST, "epochs": 1})
+    plain = run_fit(data=data, out=str(tmp_path / "p"), base=tiny_base, **split)
+    same = run_fit(data=str(tmp_path / "agree.csv"), out=str(tmp_path / "s"), base=tiny_base,
+                   second_label_col="score2", **split)
+    two = run_fit(data=str(tmp_path / "two.csv"), out=str(tmp_path / "t"), base=tiny_base,
+                  second_label_col="score2", **split)
+    np.testing.assert_allclose(same["proba"], plain["proba"], atol=1e-5)  # raters who agree: the one-hot targets
+    assert np.abs(two["proba"] - plain["proba"]).max() > 1e-3
+    hp = read_sidecar(two["path"])["hyperparameters"]
+    n_train = sum(r["split"] == "train" for r in table)
+    differ = sum(r["score2"] != r["label"] for r in table if r["split"] == "train")
+    assert (hp["second_label_col"], hp["second_rater_rows"], hp["raters_differ"]) == ("score2", n_train, differ) \
+        and differ > 10
+    bad = [{**r, "score2": "7" if r["split"] == "train" else ""} for r in table]
+    with open(tmp_path / "bad.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(bad[0]))
+        w.writeheader()
+        w.writerows(bad)
+    with pytest.raises(DataError, match=r"--second-label-col score2: score\(s\) 7 are not among the classes"):
+        run_fit(data=str(tmp_path / "bad.csv"), out=str(tmp_path / "b"), base=tiny_base, second_label_col="score2",
+                **split)
+    with pytest.raises(DataError, match="--second-label-col score2 and --crossfit: the fold teachers"):
+        run_fit(data=str(tmp_path / "two.csv"), out=str(tmp_path / "c"), base=tiny_base, second_label_col="score2",
+                crossfit=3, **split)
+    with pytest.raises(ValueError, match="a second rater's scores need loss 'ce'"):
+        run_fit(data=str(tmp_path / "two.csv"), out=str(tmp_path / "o"), base=tiny_base, second_label_col="score2",
+                loss="ordinal", **split)
