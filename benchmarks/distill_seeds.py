@@ -18,6 +18,7 @@ rows, each on its own.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -46,7 +47,12 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             # the mpnet teacher teacher_table.py fine-tuned (option mpnet-bf16), labelling under bfloat16: no rule
             "mpnet": dict(choose_on="validation", teacher_options={"bf16": "on"}),
             # the teacher of highest validation QWK of three seeds (docs/decisions/teacher-pick.md): no students' rule
-            "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"})}
+            "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"}),
+            # the row's test answers, unscored, as transfer data (:func:`scored_file`): reported apart, no rule
+            "scored": dict(choose_on="validation"),
+            "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
+#: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
+SEEN_TEST = ("scored",)
 #: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
 #: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
@@ -58,6 +64,7 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          **{how: (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1", "asap-5", "asap-10"), -0.005, 0.005,
                   0.005) for how in ("ordinal-4", "lam-16", "average-3")},
          "long-2": (("asap-1", "ela-4", "ela-9"), ("ela-7", "asap-2", "asap-6"), -0.005, 0.005, 0.005),
+         "7t": (("asap-2", "asap-6", "ela-4"), ("asap-5", "asap-10", "ela-9", "scientsbank-ua"), -0.005, -0.005, 0.0),
          "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005)}
 
 
@@ -101,6 +108,24 @@ def unlabeled_file(data):
     return path
 
 
+def scored_file(key, data, opts, work_root):
+    """The row's test answers without their scores (ids ``scored-<id>``), written to ``work_root/KEY-scored.csv``
+    for ``--unlabeled``: the answers a school is about to score, as transfer data (issue 30: reported apart)."""
+    if "split_col" not in opts:
+        raise SystemExit(f"--choose-on scored: row {key} has no split column to find its test answers")
+    where = dict(w.split("=", 1) for w in opts.get("where", []))
+    with open(data, newline="", encoding="utf-8") as fh:
+        rd = csv.DictReader(fh)
+        keep = [r for r in rd if r[opts["split_col"]] == opts.get("test_split", "test")
+                and all(r[c] == v for c, v in where.items())]
+    path = work_root / f"{key}-scored.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", *where, "text"])
+        w.writerows([f"scored-{r['id']}", *where.values(), r["text"]] for r in keep)
+    return path
+
+
 def mpnet_teacher(key):
     """The mpnet teacher of row ``key`` that ``teacher_table.py --options mpnet-bf16`` fine-tuned."""
     folder = ROOT / "runs" / "teacher-table" / f"{key}-mpnet-bf16" / "teacher-teacher"
@@ -115,6 +140,8 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     name, data, opts, command = table[key]
     if choose_on == "unlabeled":
         opts = {**opts, "unlabeled": unlabeled_file(data)}
+    if choose_on == "scored":
+        opts = {**opts, "unlabeled": scored_file(key, data, opts, work_root)}
     if choose_on == "mpnet":
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
@@ -177,7 +204,9 @@ def write_md(runs, path):
              "expected-score term), `lam-16` (`--lam 16`), `average-3` (weights averaged over 3 epochs), `long-2` (the long answers "
              "counted twice), `vectors` (`--teacher-vectors`: the KD students' embeddings start from the teacher's "
              "word vectors), `mpnet` (the all-mpnet-base-v2 teacher of `teacher_table.py`'s `mpnet-bf16`, given "
-             "with `--teacher-dir`; no rule), `ensemble` "
+             "with `--teacher-dir`; no rule), `scored` (`--unlabeled` the row's test answers without their scores: the "
+             "answers a school is about to score as transfer data; its students have seen the teacher's labels of "
+             "their test answers, so it is reported apart and never counts towards a target), `ensemble` "
              "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
@@ -216,7 +245,8 @@ def write_md(runs, path):
             da = sum(v["acc"] - v["t_acc"] for v in got) / len(got)
             dq = sum(v["qwk"] - v["t_qwk"] for v in got) / len(got)
             worst = min(got, key=lambda v: v["acc"] - v["t_acc"])
-            lines.append(f"- {how}, all {len(got)} row(s): mean Δ accuracy {da:+.3f}, Δ QWK {dq:+.3f}; worst row "
+            seen = " (seen test answers: apart)" if how in SEEN_TEST else ""
+            lines.append(f"- {how}{seen}, all {len(got)} row(s): mean Δ accuracy {da:+.3f}, Δ QWK {dq:+.3f}; worst row "
                          f"{worst['name']} {worst['acc'] - worst['t_acc']:+.3f} / {worst['qwk'] - worst['t_qwk']:+.3f}; "
                          f"below the plain NN by more than 0.5 points on "
                          f"{sum(v['acc'] < v['plain'] - 0.005 for v in got)} row(s)")
