@@ -311,4 +311,3 @@ def second_rater(path, ds, col, id_col="id"):
         raise DataError(f"--second-label-col {col}: score(s) {', '.join(bad)} are not among the classes "
                         f"{', '.join(ds.class_keys)}")
     return np.array([-1 if v is None else pos[label_key(v)] for v in labels], dtype=np.int64)
-
