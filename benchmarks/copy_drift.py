@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import subprocess
 import sys
 import tempfile
@@ -43,9 +42,9 @@ SETTINGS = {"default (drop 0.1, swap 0.1, span 0.25)": {}, "drop 0.1 alone": dic
 
 def drift(row, work, copies, tmp):
     """Per setting: (copies, top score kept, top score lower, all kept)."""
-    stage, _ = base_job(str(work))
-    rows = [r for r in csv.DictReader(open(glob.glob(str(Path(work) / "rows-*" / "rows.csv"))[0], newline=""))
-            if r["role"] == "train"]
+    stage, job = base_job(str(work))
+    with open(job["data"], newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["role"] == "train"]
     tid, classes, p = read_soft_label_table(stage / "teacher.csv")
     at = {i: k for k, i in enumerate(tid)}
     orig = {r["id"]: int(p[at[r["id"]]].argmax()) for r in rows}

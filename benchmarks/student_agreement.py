@@ -51,7 +51,6 @@ def row_agreement(work, variant):
         table = list(csv.DictReader(fh))
     ids, keys, p = read_soft_label_table(teacher_dir / "teacher.csv")
     pos = {i: k for k, i in enumerate(ids)}
-    classes = [int(k) for k in keys]
     out = {"seeds": len(students), "agree": {}}
     for role in ROLES:
         part = [r for r in table if r["role"] == role]
@@ -61,11 +60,11 @@ def row_agreement(work, variant):
         probs = [s.predict_proba(texts, ctx) for s in students]
         out["agree"][role] = float(np.mean([(q.argmax(1) == t).mean() for q in probs]))
         if role == "test":
-            y = np.array([classes.index(int(r["label"])) for r in part])
-            each = [accuracy_qwk(y, q.argmax(1), len(classes)) for q in probs]
+            y = np.array([keys.index(r["label"]) for r in part])
+            each = [accuracy_qwk(y, q.argmax(1), len(keys)) for q in probs]
             out["students"] = [float(np.mean([e[0] for e in each])), float(np.mean([e[1] for e in each]))]
-            out["ensemble"] = list(accuracy_qwk(y, np.mean(probs, 0).argmax(1), len(classes)))
-            out["teacher"] = list(accuracy_qwk(y, t, len(classes)))
+            out["ensemble"] = list(accuracy_qwk(y, np.mean(probs, 0).argmax(1), len(keys)))
+            out["teacher"] = list(accuracy_qwk(y, t, len(keys)))
     return out
 
 

@@ -105,7 +105,11 @@ def base_job(work, finished=True):
 
 
 def with_second_rater(job, row, out, data_dir):
-    """``job`` reading ``out/rows.csv``: its rows file with the row's data file's ``score2`` joined by id."""
+    """``job`` reading ``out/rows.csv``: its rows file with the row's data file's ``score2`` joined by id (written
+    once: a finished run's is read back as it is)."""
+    done = {**job, "data": str(out / "rows.csv")}
+    if (out / "rows.csv").exists():
+        return done
     with open(rows(Path(data_dir))[row][1], newline="", encoding="utf-8") as fh:
         score2 = {r["id"]: r.get("score2") or "" for r in csv.DictReader(fh)}
     with open(job["data"], newline="", encoding="utf-8") as fh:
@@ -114,7 +118,7 @@ def with_second_rater(job, row, out, data_dir):
         w = csv.DictWriter(fh, fieldnames=list(table[0]) + ["score2"])
         w.writeheader()
         w.writerows({**r, "score2": score2.get(r["id"], "")} for r in table)
-    return {**job, "data": str(out / "rows.csv")}
+    return done
 
 
 def option_folder(row, option, work_root, out_root):

@@ -14,8 +14,8 @@ import numpy as np
 
 from tinykd.distill.job import TRUNCATE_VALUES
 from tinykd.train.splits import holdout, split_712
-from tinykd.files.csvfiles import (DataFileError, duplicated, file_sha256, label_key, label_sort_key, normalize_labels, parse_where,
-                           read_table, sniff_encoding)
+from tinykd.files.csvfiles import (DataFileError, coerce_labels, duplicated, file_sha256, label_key, label_sort_key,
+                           normalize_labels, parse_where, read_table, sniff_encoding)
 
 ROLES = ("train", "val", "test")
 
@@ -303,8 +303,8 @@ def second_rater(path, ds, col, id_col="id"):
     refused in one line."""
     table = read_table(path, (col, id_col))
     by_id = dict(zip((i.strip() for i in table.column(id_col)), table.column(col)))
-    cells = [by_id.get(ds.ids[i], "") if r == "train" else "" for i, r in enumerate(ds.roles)]
-    labels, _ = normalize_labels(cells)
+    labels = coerce_labels([by_id.get(ds.ids[i], "") if r == "train" else "" for i, r in enumerate(ds.roles)],
+                           ds.classes)
     pos = {label_key(c): j for j, c in enumerate(ds.classes)}
     bad = sorted({label_key(v) for v in labels if v is not None and label_key(v) not in pos})
     if bad:
