@@ -13,8 +13,8 @@ finished options' logits. A finished (row, option) is read from its folder, so a
 ``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
 rewritten from it, with each option's rule (:data:`RULES`, :data:`GROUP_RULES`; fixed before its runs:
 docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md, teacher-schedule.md,
-teacher-length.md, teacher-learning-rate.md, teacher-second-rater.md) applied to its decision rows and
-to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
+teacher-length.md, teacher-learning-rate.md, teacher-second-rater.md, teacher-key.md) applied to its decision rows
+and to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 SEEDED = {"patience 2": ("p2", {"patience": 2}), "5 epochs": ("e5", {"epochs": 5}),
           "5 epochs, patience 2": ("e5p2", {"epochs": 5, "patience": 2}),
           "length auto": ("mlauto", {"max_length": "auto"}), "lr 4e-5": ("lr4", {"lr": 4e-5}),
-          "two raters": ("r2", {"second_label_col": "score2"})}
+          "two raters": ("r2", {"second_label_col": "score2"}),
+          "scoring key": ("key", {"context_file": "key", "truncate": "context"})}
 
 
 def over_seeds(name, change):
@@ -61,14 +62,15 @@ GROUPS = {"patience 1": ("ce", "seed1", "seed2"),
 _DECIDE, _CONFIRM = ("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9")
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
 #: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md, teacher-length.md,
-#: teacher-learning-rate.md)
+#: teacher-learning-rate.md, teacher-second-rater.md, teacher-key.md)
 GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01),
                "length auto": ("patience 1", ("ela-9", "asap-10"), ("ela-7", "asap-2"), 0.005, -0.005),
                "lr 4e-5": ("patience 1", ("asap-5", "ela-4"), ("asap-1", "ela-7"), 0.005, -0.005),
                "two raters": ("patience 1", ("asap-2", "asap-6", "ela-9"), ("asap-1", "asap-5", "asap-10", "ela-4",
-                                                                          "ela-7"), 0.01, -0.01)}
+                                                                          "ela-7"), 0.01, -0.01),
+               "scoring key": ("patience 1", ("asap-5", "asap-6"), ("asap-1",), 0.01, -0.01)}
 #: picks (docs/decisions/teacher-pick.md): group → (decision rows, confirmation rows, least mean Δ QWK, least mean
 #: Δ accuracy) of the seed of highest validation QWK against the group's mean over seeds, fixed before the analysis
 PICK_RULES = {"patience 1": (_DECIDE, _CONFIRM, 0.01, -0.005)}
@@ -119,6 +121,14 @@ def with_second_rater(job, row, out, data_dir):
         w.writeheader()
         w.writerows({**r, "score2": score2.get(r["id"], "")} for r in table)
     return done
+
+
+def key_file(row, data_dir):
+    """The scoring key of ``row``'s item (``prompts/essay_N_key.txt`` beside its data file); one-line exit if none."""
+    path = Path(rows(Path(data_dir))[row][1]).parent / "prompts" / f"essay_{row.split('-')[-1]}_key.txt"
+    if not path.is_file():
+        raise SystemExit(f"{row}: no scoring key ({path})")
+    return str(path)
 
 
 def option_folder(row, option, work_root, out_root):
@@ -184,6 +194,8 @@ def run_one(row, option, work_root, out_root, data_dir):
         return {**result_of(out), "williamson": williamson(row, out, job, data_dir)}
     out.mkdir(parents=True, exist_ok=True)
     job = {**job, **OPTIONS[option], "out": str(out)}
+    if job.get("context_file") == "key":
+        job["context_file"] = key_file(row, data_dir)
     (out / "job.json").write_text(json.dumps(job, indent=1))
     subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
     (out / "done.json").write_text("{}")
@@ -315,7 +327,9 @@ def write_md(res, path):
             "(`tinykd-teacher fit --loss ordinal`), `seed1` / `seed2` the teacher's seed; `ens2` / `ens3` the mean of "
             "the logits of `ce` and `seed1` (and `seed2`), its seconds the members' sum; `p2`, `p2-seed1`, "
             "`p2-seed2` patience 2 (seeds 0, 1, 2), `e5…` 5 epochs, `e5p2…` 5 epochs and patience 2, `mlauto…` "
-            "`--teacher-max-length auto` (the same seeds), `lr4…` `--teacher-lr 4e-5` (the same seeds), "
+            "`--teacher-max-length auto` (the same seeds), `lr4…` `--teacher-lr 4e-5` (the same seeds), `r2…` the "
+            "mean of both raters' scores (`tinykd-teacher fit --second-label-col score2`), `key…` the item's scoring "
+            "key as the context, cut before the answer (`--context-file …/essay_N_key.txt --truncate context`; the same seeds), "
             "`mpnet-bf16` the all-mpnet-base-v2 base under bfloat16 autocast (seed 0 only: a measurement, no "
             "rule). Test rows; seconds: "
             "training. Williamson (issue 31's target): "
