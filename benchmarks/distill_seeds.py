@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_table import ORDER, cpu, rows, student  # noqa: E402
+import numpy as np  # noqa: E402
 from tinykd.distill.job import STUDENT_OPTIONS  # noqa: E402
 from tinykd.distill.pipeline import distill  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
@@ -50,6 +51,8 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"}),
             # the row's test answers, unscored, as transfer data (:func:`scored_file`): reported apart, no rule
             "scored": dict(choose_on="validation"),
+            # the other items' training answers of the same data set as transfer data (:func:`others_file`)
+            "others": dict(choose_on="validation"),
             "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
 SEEN_TEST = ("scored",)
@@ -65,7 +68,8 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
                   0.005) for how in ("ordinal-4", "lam-16", "average-3")},
          "long-2": (("asap-1", "ela-4", "ela-9"), ("ela-7", "asap-2", "asap-6"), -0.005, 0.005, 0.005),
          "7t": (("asap-2", "asap-6", "ela-4"), ("asap-5", "asap-10", "ela-9", "scientsbank-ua"), -0.005, -0.005, 0.0),
-         "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005)}
+         "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005),
+         "others": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -126,6 +130,27 @@ def scored_file(key, data, opts, work_root):
     return path
 
 
+def others_file(key, data, opts, work_root):
+    """The training answers of the data set's other items, unscored, as many as the row's own training answers
+    (drawn with seed 0; ids ``other-<item>-<id>``, the row's item in the item column), written to
+    ``work_root/KEY-others.csv`` for ``--unlabeled`` (issue 30: answers to the other items as transfer data)."""
+    if "split_col" not in opts or not opts.get("where"):
+        raise SystemExit(f"--choose-on others: row {key} is not one item of a data set with a split column")
+    where = dict(w.split("=", 1) for w in opts["where"])
+    col, item = next(iter(where.items()))
+    with open(data, newline="", encoding="utf-8") as fh:
+        train = [r for r in csv.DictReader(fh) if r[opts["split_col"]] == "train"]
+    own = sum(r[col] == item for r in train)
+    other = [r for r in train if r[col] != item]
+    keep = [other[i] for i in sorted(np.random.default_rng(0).choice(len(other), min(own, len(other)), replace=False))]
+    path = work_root / f"{key}-others.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", col, "text"])
+        w.writerows([f"other-{r[col]}-{r['id']}", item, r["text"]] for r in keep)
+    return path
+
+
 def mpnet_teacher(key):
     """The mpnet teacher of row ``key`` that ``teacher_table.py --options mpnet-bf16`` fine-tuned."""
     folder = ROOT / "runs" / "teacher-table" / f"{key}-mpnet-bf16" / "teacher-teacher"
@@ -142,6 +167,8 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
         opts = {**opts, "unlabeled": unlabeled_file(data)}
     if choose_on == "scored":
         opts = {**opts, "unlabeled": scored_file(key, data, opts, work_root)}
+    if choose_on == "others":
+        opts = {**opts, "unlabeled": others_file(key, data, opts, work_root)}
     if choose_on == "mpnet":
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
@@ -206,7 +233,8 @@ def write_md(runs, path):
              "word vectors), `mpnet` (the all-mpnet-base-v2 teacher of `teacher_table.py`'s `mpnet-bf16`, given "
              "with `--teacher-dir`; no rule), `scored` (`--unlabeled` the row's test answers without their scores: the "
              "answers a school is about to score as transfer data; its students have seen the teacher's labels of "
-             "their test answers, so it is reported apart and never counts towards a target), `ensemble` "
+             "their test answers, so it is reported apart and never counts towards a target), `others` (`--unlabeled` "
+             "as many training answers of the data set's other items, unscored), `ensemble` "
              "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
@@ -227,7 +255,7 @@ def write_md(runs, path):
               "`fidelity-stop` (stop and offsets on fidelity, choice on validation) when its mean accuracy is not "
               "lower, its mean QWK at most 0.005 lower and its mean seed spread at most 0.5 points higher; `unlabeled` "
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
-              "seed spread is at most 0.5 points higher. `ensemble` (`--teacher-members 3`, the teacher an ensemble of "
+              "seed spread is at most 0.5 points higher, and so does `others` (the same page). `ensemble` (`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
               "of highest validation QWK: docs/decisions/teacher-pick.md). `ordinal-4` (docs/decisions/student-ordinal.md) passes when its mean "
