@@ -55,14 +55,19 @@ def over_seeds(name, change):
 OPTIONS = {"ce": {}, "ordinal": {"loss": "ordinal"}, "seed1": {"seed": 1}, "seed2": {"seed": 2},
            "mpnet-bf16": {"base": "mpnet", "bf16": "on"},  # a one-seed measurement, no rule (docs/teacher.md#bases)
            **{k: v for name, change in SEEDED.values() for k, v in over_seeds(name, change).items()}}
+#: one teacher across a data set's items (docs/decisions/teacher-across-items.md): option → (data set, its rows,
+#: the teacher job's changed keys); a training answer's context is its item's name, every item's rows train it
+ACROSS = {f"across{f'-seed{k}' if k else ''}": ("asap-sas-science", ("asap-1", "asap-2", "asap-5", "asap-6", "asap-10"),
+                                               {"seed": k} if k else {}) for k in range(3)}
 #: groups of options compared by their mean over seeds: the teacher a user gets is one draw of them
 GROUPS = {"patience 1": ("ce", "seed1", "seed2"),
-          **{group: tuple(over_seeds(name, {})) for group, (name, _) in SEEDED.items()}}
+          **{group: tuple(over_seeds(name, {})) for group, (name, _) in SEEDED.items()}, "across items": tuple(ACROSS)}
 #: the rows of the first two groups' rules (docs/decisions/teacher-patience.md, teacher-schedule.md)
 _DECIDE, _CONFIRM = ("asap-1", "asap-10", "ela-7"), ("asap-2", "asap-5", "asap-6", "ela-4", "ela-9")
 #: group → (the group it is compared with, decision rows, confirmation rows, least mean Δ QWK, least mean Δ
 #: accuracy), fixed before the runs (docs/decisions/teacher-patience.md, teacher-schedule.md, teacher-length.md,
-#: teacher-learning-rate.md, teacher-second-rater.md, teacher-key.md)
+#: teacher-learning-rate.md, teacher-second-rater.md, teacher-key.md,
+#: teacher-across-items.md)
 GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "5 epochs, patience 2": ("patience 1", ("asap-5", "asap-6", "ela-4"), ("asap-2", "ela-9"), 0.01, -0.01),
@@ -70,7 +75,8 @@ GROUP_RULES = {"patience 2": ("patience 1", _DECIDE, _CONFIRM, 0.01, -0.01),
                "lr 4e-5": ("patience 1", ("asap-5", "ela-4"), ("asap-1", "ela-7"), 0.005, -0.005),
                "two raters": ("patience 1", ("asap-2", "asap-6", "ela-9"), ("asap-1", "asap-5", "asap-10", "ela-4",
                                                                           "ela-7"), 0.01, -0.01),
-               "scoring key": ("patience 1", ("asap-5", "asap-6"), ("asap-1",), 0.01, -0.01)}
+               "scoring key": ("patience 1", ("asap-5", "asap-6"), ("asap-1",), 0.01, -0.01),
+               "across items": ("patience 1", ("asap-2", "asap-10"), ("asap-1", "asap-5", "asap-6"), 0.01, -0.01)}
 #: picks (docs/decisions/teacher-pick.md): group → (decision rows, confirmation rows, least mean Δ QWK, least mean
 #: Δ accuracy) of the seed of highest validation QWK against the group's mean over seeds, fixed before the analysis
 PICK_RULES = {"patience 1": (_DECIDE, _CONFIRM, 0.01, -0.005)}
@@ -200,6 +206,57 @@ def run_one(row, option, work_root, out_root, data_dir):
     subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
     (out / "done.json").write_text("{}")
     return {**result_of(out), "williamson": williamson(row, out, job, data_dir)}
+
+
+def across_rows(data_set, items, data_dir, out):
+    """``out/rows.csv``: the rows of ``items`` of ``data_set``, role from ``aera_split`` as distill's rows files have
+    it, context the item's name ("item N"); written once."""
+    path = out / "rows.csv"
+    if not path.exists():
+        with open(Path(data_dir) / data_set / f"{data_set}.csv", newline="", encoding="utf-8") as fh:
+            keep = [r for r in csv.DictReader(fh) if f"asap-{r['item']}" in items]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "text", "label", "role", "context"])
+            w.writerows([r["id"], r["text"], r["label"], r["aera_split"], f"item {r['item']}"] for r in keep)
+    return path
+
+
+def run_across(option, work_root, out_root, data_dir):
+    """Train (or read back) the one teacher of ``option`` (:data:`ACROSS`) and return ``{row: result}``: each
+    item's test and validation metrics, its arg-max over the item's own classes; epochs and seconds are the
+    shared run's."""
+    from tinykd.train.offsets import accuracy_qwk
+
+    data_set, items, change = ACROSS[option]
+    out = Path(out_root) / option
+    out.mkdir(parents=True, exist_ok=True)
+    _, job = base_job(os.path.join(work_root, items[0]), finished=False)
+    job = {**job, **change, "data": str(across_rows(data_set, items, data_dir, out)), "context_col": "context",
+           "out": str(out)}
+    if not (out / "done.json").exists():
+        (out / "job.json").write_text(json.dumps(job, indent=1))
+        subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
+        (out / "done.json").write_text("{}")
+    logits, keys = teacher_logits(out)
+    shared = {k: v for k, v in result_of(out).items() if k not in ("test", "val")}
+    found = {}
+    for row in items:
+        _, own = base_job(os.path.join(work_root, row), finished=False)
+        with open(own["data"], newline="", encoding="utf-8") as fh:
+            table = list(csv.DictReader(fh))
+        classes = sorted({int(r["label"]) for r in table})
+        cols = [keys.index(str(c)) for c in classes]
+        mine = {i: [v[c] for c in cols] for i, v in logits.items()}
+        res = {}
+        for role in ("test", "val"):
+            got = [r for r in table if r["role"] == role]
+            y = [classes.index(int(r["label"])) for r in got]
+            acc, qwk = accuracy_qwk(y, [int(np.argmax(mine[r["id"]])) for r in got], len(classes))
+            res[role] = {"accuracy": acc, "qwk": qwk, "n": len(got)}
+        w = williamson(row, out, own, data_dir, (mine, [str(c) for c in classes]))
+        found[row] = {**shared, **res, "williamson": w}
+    return found
 
 
 def ensemble(row, members, work_root, out_root, data_dir):
@@ -341,7 +398,7 @@ def write_md(res, path):
             "|---|---|---|---|---|---:|---|---:|---:|---|---|"]
     body = []
     for r in ORDER:
-        for opt in list(OPTIONS) + list(ENSEMBLES):
+        for opt in list(OPTIONS) + list(ENSEMBLES) + list(ACROSS):
             v = res.get(f"{r}|{opt}")
             if v:
                 body.append(f"| {NAMES[r]} | {opt} | {v['test']['accuracy']:.3f} / {v['test']['qwk']:.3f} | "
@@ -367,6 +424,11 @@ def main(argv=None):
     res = json.loads(jpath.read_text()) if jpath.exists() else {}
     if not a.md_only:
         for opt in a.options.split(","):
+            if opt in ACROSS:
+                for row, v in run_across(opt, a.work_root, a.out_root, a.data_dir).items():
+                    res[f"{row}|{opt}"] = v
+                atomic_write_bytes(jpath, (json.dumps(res, indent=1, sort_keys=True) + "\n").encode())
+                continue
             for row in a.rows.split(","):
                 res[f"{row}|{opt}"] = (ensemble(row, ENSEMBLES[opt], a.work_root, a.out_root, a.data_dir)
                                        if opt in ENSEMBLES else run_one(row, opt, a.work_root, a.out_root, a.data_dir))
