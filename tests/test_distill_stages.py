@@ -280,3 +280,75 @@ def test_a_students_folder_made_before_the_plain_nn_rule_is_used_when_it_kept_a_
     assert _students_key(Cache({legacy: {"lam": 4.0}, new: {"lam": 4.0}}), chain, "L") == new
     fid = dataclasses.replace(chain, choose_on="fidelity")
     assert _students_key(Cache({}), fid, "L") == students_key(*parts[:7], "fidelity", "fidelity")
+
+
+def _items_csv(path, counts):
+    """A data file of items ``{item: training rows}``, each with one validation and two test rows, its answers
+    naming their item and row."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "item", "split", "text", "label"])
+        for item, n in counts.items():
+            for k in range(n + 3):
+                role = "train" if k < n else "val" if k == n else "test"
+                w.writerow([f"{item}{k}", item, role, f"answer {k} to {item}", k % 2])
+    return str(path)
+
+
+def test_other_items_are_as_many_training_answers_of_the_other_items(tmp_path):
+    """distill's default with one --where COL=V: the other values' training answers (never their validation or test
+    rows, never the chosen item's), as many as the chosen item's training answers, drawn by the seed, in file order;
+    all of them where they are fewer; none without other items, with another --where or with --item-col."""
+    from tinykd.distill.rows import Columns, other_items, read_rows
+
+    data = _items_csv(tmp_path / "d.csv", {"a": 5, "b": 4, "c": 6, "z": 20})
+    cols = Columns("text", "label", "id", None, None, "split", "train", None, "test")
+
+    def others(where, seed=0, columns=cols):
+        table, c, _ = read_rows(data, columns, where, seed)
+        return other_items(data, c, where, table, seed)
+
+    got, sha = others(["item=a"])
+    picked = [r[0] for r in got]
+    assert len(got) == 5 and len(set(picked)) == 5 and len(sha) == 64
+    assert all(i.split("-")[1] in "bcz" and i.split("-")[2][0] == i.split("-")[1] for i in picked)
+    order = {f"other-{it}-{it}{k}": n for n, (it, k) in enumerate((it, k) for it, m in (("b", 4), ("c", 6), ("z", 20))
+                                                                   for k in range(m))}
+    assert all(i in order for i in picked)  # training rows only: no validation or test row
+    assert [order[i] for i in picked] == sorted(order[i] for i in picked)  # file order
+    assert all(r[1] == f"answer {r[0].split('-')[2][1:]} to {r[0].split('-')[1]}" and r[2:] == ("", None) for r in got)
+    assert others(["item=a"]) == (got, sha)  # the seed decides the draw
+    assert [r[0] for r in others(["item=a"], seed=1)[0]] != picked
+    many, _ = others(["item=z"])  # z has 20 training answers, the others 15 together: all of them
+    assert [r[0] for r in many] == [f"other-{it}-{it}{k}" for it, m in (("a", 5), ("b", 4), ("c", 6)) for k in range(m)]
+    single = _items_csv(tmp_path / "one.csv", {"a": 5})
+    t, c, _ = read_rows(single, cols, ["item=a"], 0)
+    assert other_items(single, c, ["item=a"], t, 0) == ([], None)  # no other item
+    assert others(None) == ([], None) and others(["item=a", "label=1"]) == ([], None)
+    assert others(None, columns=cols._replace(item="item")) == ([], None)  # --item-col: not measured, left out
+
+
+def test_no_other_items_flag_reaches_distill(monkeypatch, tmp_path):
+    """``tinykd distill --no-other-items`` passes ``other_items=False`` to distill; without it, True."""
+    import tinykd.cli.commands as C
+    import tinykd.distill.pipeline as P
+    from tinykd.cli.parser import build_parser
+
+    seen = []
+
+    def fake(data, out, **kw):
+        seen.append(kw["other_items"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(P, "teacher_available", lambda: True)
+    monkeypatch.setattr(P, "distill", fake)
+    monkeypatch.setattr(T, "teacher_base_option", lambda *a: None)
+    data = _items_csv(tmp_path / "d.csv", {"a": 5, "b": 4})
+    for extra in ([], ["--no-other-items"]):
+        args = build_parser().parse_args(["distill", data, "--out", str(tmp_path / "m.npz"), "--where", "item=a"]
+                                         + extra)
+        with pytest.raises(SystemExit):
+            C.cmd_distill(args)
+    assert seen == [True, False]

@@ -45,6 +45,7 @@ from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS,
                                 PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain, ItemRows,
                                 TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
+from tinykd.distill.rows import other_items as read_other_items  # noqa: I001
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
@@ -94,7 +95,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
             patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
             stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None,
-            teacher_vectors=False):
+            teacher_vectors=False, other_items=True):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -121,9 +122,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     by the workers; ``label_names``: the scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against the
     data's scores before any training); ``warm_start``: the model file of a previous round on these answers
     (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's column, read with the rows for the report alone (no
-    stage key hashes it); ``teacher_vectors``: the KD students' embeddings start from the teacher's word vectors.
-    Each item's context is stored where its rows share one
-    (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
+    stage key hashes it); ``teacher_vectors``: the KD students' embeddings start from the teacher's word vectors;
+    ``other_items``: the other items' answers join the transfer set (:func:`_transfer_answers`). Contexts are
+    stored per item (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
@@ -151,7 +152,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         table, roles_sha = _warm_roles(table, warm, log)
         r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where, roles_sha)
         rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
-        u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
+        u_rows, u_sha = _transfer_answers(data, unlabeled, other_items, columns, where, table, base_seed)
         template = ItemChain(
             work=cache.root, item=None, name="all rows", rows_key=r_key,
             rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
@@ -168,6 +169,17 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         model.save(out)
         seconds = {**cache.seconds, "total": round(time.time() - t_start, 1)}
     return DistillResult(model, report, seconds, cache.ran, cache.cached, work, _made_seconds(rows_made, done))
+
+
+def _transfer_answers(data, unlabeled, other_items, columns, where, table, seed):
+    """The unscored answers of the transfer set and their SHA-256 (None: none): those of the ``unlabeled`` file,
+    then, with ``other_items`` and one ``where`` ``COL=V``, as many of the file's other values' training answers as
+    the chosen rows' (:func:`tinykd.distill.rows.other_items`; docs/decisions/transfer-data.md)."""
+    u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
+    o_rows, o_sha = read_other_items(data, columns, where, table, seed) if other_items else ([], None)
+    if o_sha is None:
+        return u_rows, u_sha
+    return list(u_rows) + o_rows, f"{u_sha}+{o_sha}" if u_sha else o_sha
 
 
 def _warm_teachers(warm_start, teacher_dir, base):

@@ -141,3 +141,33 @@ def write_rows(folder, table):
             w.writerow(row)
     counts = {r: t.roles.count(r) for r in ("train", "val", "test", "unlabeled", "other")}
     return {"dir": os.path.basename(folder), "roles": counts}
+
+
+def other_items(data, columns, where, table, seed):
+    """The training answers of the data set's other items, unscored, for the transfer set of rows chosen by one
+    ``--where COL=V`` (docs/decisions/transfer-data.md): the file's rows with another value of ``COL`` whose role
+    (the same rule, per value of ``COL``) is training, as many as the chosen rows' training answers (all where
+    fewer), drawn with ``seed``, in file order. Returns ``(id, text, context, None)`` rows with ids
+    ``other-<their COL>-<id>`` and their SHA-256, or ``([], None)``: no other items, another ``--where``, or
+    ``--item-col`` (one chain per item; not measured)."""
+    import numpy as np
+
+    from tinykd.files.csvfiles import parse_where
+
+    conds = parse_where(where)
+    if table.items is not None or len(conds) != 1 or conds[0][0] == columns.split:
+        return [], None
+    col, value = conds[0]
+    try:
+        pool, _, _ = read_rows(data, columns._replace(item=col), None, seed)
+    except (DataFileError, ValueError):
+        return [], None  # the other items' rows cannot be read as this item's were: none are used
+    own = sum(1 for i, r in zip(pool.items, pool.roles) if i == value and r == "train")
+    other = [k for k, (i, r) in enumerate(zip(pool.items, pool.roles)) if i != value and r == "train"]
+    if not other or not own:
+        return [], None
+    pick = sorted(np.random.default_rng(seed).choice(len(other), min(own, len(other)), replace=False))
+    out = [(f"other-{pool.items[other[k]]}-{pool.ids[other[k]]}", pool.texts[other[k]],
+            pool.contexts[other[k]] if pool.contexts is not None else "", None) for k in pick]
+    sha = hashlib.sha256("\x1e".join("\x1f".join(map(str, r)) for r in out).encode()).hexdigest()
+    return out, sha
