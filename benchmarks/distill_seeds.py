@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_table import ORDER, cpu, rows, student  # noqa: E402
-import numpy as np  # noqa: E402
 from tinykd.distill.job import STUDENT_OPTIONS  # noqa: E402
 from tinykd.distill.pipeline import distill  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
@@ -51,7 +50,8 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"}),
             # the row's test answers, unscored, as transfer data (:func:`scored_file`): reported apart, no rule
             "scored": dict(choose_on="validation"),
-            # the other items' training answers of the same data set as transfer data (:func:`others_file`)
+            # distill's default since 2026-12-07: the other items' training answers join the transfer set
+            # (docs/decisions/transfer-data.md); every other variant runs without them, as it was measured
             "others": dict(choose_on="validation"),
             "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -130,27 +130,6 @@ def scored_file(key, data, opts, work_root):
     return path
 
 
-def others_file(key, data, opts, work_root):
-    """The training answers of the data set's other items, unscored, as many as the row's own training answers
-    (drawn with seed 0; ids ``other-<item>-<id>``, the row's item in the item column), written to
-    ``work_root/KEY-others.csv`` for ``--unlabeled`` (issue 30: answers to the other items as transfer data)."""
-    if "split_col" not in opts or not opts.get("where"):
-        raise SystemExit(f"--choose-on others: row {key} is not one item of a data set with a split column")
-    where = dict(w.split("=", 1) for w in opts["where"])
-    col, item = next(iter(where.items()))
-    with open(data, newline="", encoding="utf-8") as fh:
-        train = [r for r in csv.DictReader(fh) if r[opts["split_col"]] == "train"]
-    own = sum(r[col] == item for r in train)
-    other = [r for r in train if r[col] != item]
-    keep = [other[i] for i in sorted(np.random.default_rng(0).choice(len(other), min(own, len(other)), replace=False))]
-    path = work_root / f"{key}-others.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", col, "text"])
-        w.writerows([f"other-{r[col]}-{r['id']}", item, r["text"]] for r in keep)
-    return path
-
-
 def mpnet_teacher(key):
     """The mpnet teacher of row ``key`` that ``teacher_table.py --options mpnet-bf16`` fine-tuned."""
     folder = ROOT / "runs" / "teacher-table" / f"{key}-mpnet-bf16" / "teacher-teacher"
@@ -167,14 +146,13 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
         opts = {**opts, "unlabeled": unlabeled_file(data)}
     if choose_on == "scored":
         opts = {**opts, "unlabeled": scored_file(key, data, opts, work_root)}
-    if choose_on == "others":
-        opts = {**opts, "unlabeled": others_file(key, data, opts, work_root)}
     if choose_on == "mpnet":
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
     t0 = time.time()
     res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
-                  seed=teacher_seed, verbose=False, **VARIANTS[choose_on], **opts)
+                  seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
+                  **opts)
     m, d = res.report["all rows"], res.model.meta["distill"]
     return {"row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
             "teacher": m["teacher"], "plain": m["plain NN"], "tfidf": m["TF-IDF + LR"], "preset": d["preset"],
@@ -233,8 +211,10 @@ def write_md(runs, path):
              "word vectors), `mpnet` (the all-mpnet-base-v2 teacher of `teacher_table.py`'s `mpnet-bf16`, given "
              "with `--teacher-dir`; no rule), `scored` (`--unlabeled` the row's test answers without their scores: the "
              "answers a school is about to score as transfer data; its students have seen the teacher's labels of "
-             "their test answers, so it is reported apart and never counts towards a target), `others` (`--unlabeled` "
-             "as many training answers of the data set's other items, unscored), `ensemble` "
+             "their test answers, so it is reported apart and never counts towards a target), `others` (distill's "
+             "default since 2026-12-07: as many training answers of the data set's other items, unscored, join the "
+             "transfer set; every other variant, `validation` included, is run without them, as measured before), "
+             "`ensemble` "
              "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
