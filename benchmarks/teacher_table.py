@@ -13,8 +13,9 @@ finished options' logits. A finished (row, option) is read from its folder, so a
 ``benchmarks/results/teacher_table.json`` keeps each (row, option) as it finishes; ``teacher_table.md`` is
 rewritten from it, with each option's rule (:data:`RULES`, :data:`GROUP_RULES`; fixed before its runs:
 docs/decisions/teacher-loss.md, teacher-ensemble.md, teacher-patience.md, teacher-schedule.md,
-teacher-length.md, teacher-learning-rate.md, teacher-second-rater.md, teacher-key.md) applied to its decision rows
-and to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`) compare their means over seeds.
+teacher-length.md, teacher-learning-rate.md, teacher-second-rater.md, teacher-key.md, teacher-across-items.md)
+applied to its decision rows and to its confirmation rows, each on its own; groups of seeds (:data:`GROUPS`)
+compare their means over seeds.
 """
 from __future__ import annotations
 
@@ -386,7 +387,9 @@ def write_md(res, path):
             "`p2-seed2` patience 2 (seeds 0, 1, 2), `e5…` 5 epochs, `e5p2…` 5 epochs and patience 2, `mlauto…` "
             "`--teacher-max-length auto` (the same seeds), `lr4…` `--teacher-lr 4e-5` (the same seeds), `r2…` the "
             "mean of both raters' scores (`tinykd-teacher fit --second-label-col score2`), `key…` the item's scoring "
-            "key as the context, cut before the answer (`--context-file …/essay_N_key.txt --truncate context`; the same seeds), "
+            "key as the context, cut before the answer (`--context-file …/essay_N_key.txt --truncate context`; the "
+            "same seeds), `across…` one teacher trained on the five science items together, each answer with its "
+            "item's name as context (seeds 0–2), read per item, its seconds the one run's, "
             "`mpnet-bf16` the all-mpnet-base-v2 base under bfloat16 autocast (seed 0 only: a measurement, no "
             "rule). Test rows; seconds: "
             "training. Williamson (issue 31's target): "

@@ -44,8 +44,7 @@ from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_c
 from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STUDENT_AVERAGE,
                                 PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain, ItemRows,
                                 TeacherOptions, presets_for, student_options)
-from tinykd.distill.rows import Columns, read_rows, read_unlabeled, write_rows
-from tinykd.distill.rows import other_items as read_other_items  # noqa: I001
+from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
