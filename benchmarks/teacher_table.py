@@ -190,6 +190,28 @@ def williamson(row, folder, job, data_dir, logits=None):
             "verdict": u["verdict"]["status"]}
 
 
+def train(out, job):
+    """Run the teacher ``job`` in ``out`` (its job file, then ``done.json`` once it has finished)."""
+    (out / "job.json").write_text(json.dumps(job, indent=1))
+    subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
+    (out / "done.json").write_text("{}")
+
+
+def role_metrics(table, logits, keys):
+    """``{"test": …, "val": …}``: n, accuracy and QWK of the arg-max of ``logits`` (``{id: [one per key]}``) on
+    the rows of ``table`` (a rows file's dicts) of each role."""
+    from tinykd.train.offsets import accuracy_qwk
+
+    out = {}
+    for role in ("test", "val"):
+        part = [r for r in table if r["role"] == role]
+        y = [keys.index(r["label"]) for r in part]
+        pred = [max(range(len(keys)), key=lambda k: logits[r["id"]][k]) for r in part]
+        acc, qwk = accuracy_qwk(y, pred, len(keys))
+        out[role] = {"n": len(part), "accuracy": acc, "qwk": qwk}
+    return out
+
+
 def run_one(row, option, work_root, out_root, data_dir):
     """Train (or read back) the teacher of ``row`` with ``option``; returns its result."""
     folder, job = base_job(os.path.join(work_root, row), finished=option == "ce")
@@ -203,9 +225,7 @@ def run_one(row, option, work_root, out_root, data_dir):
     job = {**job, **OPTIONS[option], "out": str(out)}
     if job.get("context_file") == "key":
         job["context_file"] = key_file(row, data_dir)
-    (out / "job.json").write_text(json.dumps(job, indent=1))
-    subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
-    (out / "done.json").write_text("{}")
+    train(out, job)
     return {**result_of(out), "williamson": williamson(row, out, job, data_dir)}
 
 
@@ -227,8 +247,6 @@ def run_across(option, work_root, out_root, data_dir):
     """Train (or read back) the one teacher of ``option`` (:data:`ACROSS`) and return ``{row: result}``: each
     item's test and validation metrics, its arg-max over the item's own classes; epochs and seconds are the
     shared run's."""
-    from tinykd.train.offsets import accuracy_qwk
-
     data_set, items, change = ACROSS[option]
     out = Path(out_root) / option
     out.mkdir(parents=True, exist_ok=True)
@@ -236,9 +254,7 @@ def run_across(option, work_root, out_root, data_dir):
     job = {**job, **change, "data": str(across_rows(data_set, items, data_dir, out)), "context_col": "context",
            "out": str(out)}
     if not (out / "done.json").exists():
-        (out / "job.json").write_text(json.dumps(job, indent=1))
-        subprocess.run([sys.executable, "-m", "teacher_export", "job", str(out / "job.json")], check=True, cwd=ROOT)
-        (out / "done.json").write_text("{}")
+        train(out, job)
     logits, keys = teacher_logits(out)
     shared = {k: v for k, v in result_of(out).items() if k not in ("test", "val")}
     found = {}
@@ -246,24 +262,16 @@ def run_across(option, work_root, out_root, data_dir):
         _, own = base_job(os.path.join(work_root, row), finished=False)
         with open(own["data"], newline="", encoding="utf-8") as fh:
             table = list(csv.DictReader(fh))
-        classes = sorted({int(r["label"]) for r in table})
-        cols = [keys.index(str(c)) for c in classes]
+        mine_keys = [str(c) for c in sorted({int(r["label"]) for r in table})]
+        cols = [keys.index(k) for k in mine_keys]
         mine = {i: [v[c] for c in cols] for i, v in logits.items()}
-        res = {}
-        for role in ("test", "val"):
-            got = [r for r in table if r["role"] == role]
-            y = [classes.index(int(r["label"])) for r in got]
-            acc, qwk = accuracy_qwk(y, [int(np.argmax(mine[r["id"]])) for r in got], len(classes))
-            res[role] = {"accuracy": acc, "qwk": qwk, "n": len(got)}
-        w = williamson(row, out, own, data_dir, (mine, [str(c) for c in classes]))
-        found[row] = {**shared, **res, "williamson": w}
+        w = williamson(row, out, own, data_dir, (mine, mine_keys))
+        found[row] = {**shared, **role_metrics(table, mine, mine_keys), "williamson": w}
     return found
 
 
 def ensemble(row, members, work_root, out_root, data_dir):
     """The ensemble of ``members`` (options already run): mean logits, arg-max; test and validation metrics."""
-    from tinykd.train.offsets import accuracy_qwk
-
     folder, job = base_job(os.path.join(work_root, row))
     folders = [option_folder(row, m, work_root, out_root) for m in members]
     runs = [teacher_logits(f) for f in folders]
@@ -271,13 +279,7 @@ def ensemble(row, members, work_root, out_root, data_dir):
     mean = {i: [sum(r[0][i][k] for r in runs) / len(runs) for k in range(len(keys))] for i in runs[0][0]}
     with open(job["data"], newline="", encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
-    out = {}
-    for role, name in (("test", "test"), ("val", "val")):
-        part = [r for r in table if r["role"] == role]
-        y = [keys.index(r["label"]) for r in part]
-        pred = [max(range(len(keys)), key=lambda k: mean[r["id"]][k]) for r in part]
-        acc, qwk = accuracy_qwk(y, pred, len(keys))
-        out[name] = {"n": len(part), "accuracy": acc, "qwk": qwk}
+    out = role_metrics(table, mean, keys)
     seconds = sum(result_of(f)["train_seconds"] for f in folders)
     return {**out, "best_epoch": "–", "epochs_run": "–", "train_seconds": seconds, "members": list(members),
             "williamson": williamson(row, folder, job, data_dir, logits=(mean, keys))}

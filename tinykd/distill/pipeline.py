@@ -51,7 +51,7 @@ from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_membe
                                     pick_member, teacher_available, teacher_base_option, teacher_base_record,
                                     teacher_folder, teacher_version, word_vectors)
 from tinykd.errors import OptionError
-from tinykd.files.csvfiles import file_sha256, label_key
+from tinykd.files.csvfiles import DataFileError, file_sha256, label_key
 from tinykd.train.offsets import RULE as OFFSETS_RULE
 
 __all__ = ["distill", "distill_item", "format_report", "DistillResult", "side_by_side", "auto_copies",
@@ -151,7 +151,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         table, roles_sha = _warm_roles(table, warm, log)
         r_key = rows_key(data_sha, *columns.key_parts(), base_seed, where, roles_sha)
         rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
-        u_rows, u_sha = _transfer_answers(data, unlabeled, other_items, columns, where, table, base_seed)
+        u_rows, u_sha = _transfer_answers(data, unlabeled, other_items, columns, where, table, base_seed, log)
         template = ItemChain(
             work=cache.root, item=None, name="all rows", rows_key=r_key,
             rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
@@ -170,14 +170,21 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     return DistillResult(model, report, seconds, cache.ran, cache.cached, work, _made_seconds(rows_made, done))
 
 
-def _transfer_answers(data, unlabeled, other_items, columns, where, table, seed):
+def _transfer_answers(data, unlabeled, other_items, columns, where, table, seed, log):
     """The unscored answers of the transfer set and their SHA-256 (None: none): those of the ``unlabeled`` file,
     then, with ``other_items`` and one ``where`` ``COL=V``, as many of the file's other values' training answers as
-    the chosen rows' (:func:`tinykd.distill.rows.other_items`; docs/decisions/transfer-data.md)."""
+    the chosen rows' (:func:`tinykd.distill.rows.other_items`; docs/decisions/transfer-data.md). Other items whose
+    rows cannot be read as the chosen ones were are left out, and the log says why."""
     u_rows, u_sha = read_unlabeled(unlabeled, columns, where) if unlabeled else ([], None)
-    o_rows, o_sha = read_other_items(data, columns, where, table, seed) if other_items else ([], None)
+    o_rows, o_sha = [], None
+    if other_items:
+        try:
+            o_rows, o_sha = read_other_items(data, columns, where, table, seed)
+        except (DataFileError, ValueError) as e:
+            log(f"the other items' answers are left out of the transfer set: {e}")
     if o_sha is None:
         return u_rows, u_sha
+    log(f"transfer set: {len(o_rows):,} training answers of the other items join it (--no-other-items: none)")
     return list(u_rows) + o_rows, f"{u_sha}+{o_sha}" if u_sha else o_sha
 
 

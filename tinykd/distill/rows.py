@@ -149,7 +149,8 @@ def other_items(data, columns, where, table, seed):
     (the same rule, per value of ``COL``) is training, as many as the chosen rows' training answers (all where
     fewer), drawn with ``seed``, in file order. Returns ``(id, text, context, None)`` rows with ids
     ``other-<their COL>-<id>`` and their SHA-256, or ``([], None)``: no other items, another ``--where``, or
-    ``--item-col`` (one chain per item; not measured)."""
+    ``--item-col`` (one chain per item; not measured). The whole file is read again (without ``where``); what
+    cannot be read so raises as :func:`read_rows` does."""
     import numpy as np
 
     from tinykd.files.csvfiles import parse_where
@@ -158,10 +159,7 @@ def other_items(data, columns, where, table, seed):
     if table.items is not None or len(conds) != 1 or conds[0][0] == columns.split:
         return [], None
     col, value = conds[0]
-    try:
-        pool, _, _ = read_rows(data, columns._replace(item=col), None, seed)
-    except (DataFileError, ValueError):
-        return [], None  # the other items' rows cannot be read as this item's were: none are used
+    pool, _, _ = read_rows(data, columns._replace(item=col), None, seed)
     own = sum(1 for i, r in zip(pool.items, pool.roles) if i == value and r == "train")
     other = [k for k, (i, r) in enumerate(zip(pool.items, pool.roles)) if i != value and r == "train"]
     if not other or not own:
