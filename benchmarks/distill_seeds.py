@@ -53,12 +53,18 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             # distill's default since 2026-12-07: the other items' training answers join the transfer set
             # (docs/decisions/transfer-data.md); every other variant runs without them, as it was measured
             "others": dict(choose_on="validation"),
+            # the copies made by word drops and swaps alone (docs/decisions/copies-span.md), with the other items
+            "no-span": dict(choose_on="validation", augment_options={"p_span": 0.0}),
             "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
+#: variants run with the other items' answers in the transfer set (distill's ``other_items``)
+WITH_OTHERS = ("others", "no-span")
+#: the variant each rule compares against (the default when the rule was fixed); "validation" when not named
+BASELINE = {"no-span": "others"}
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
 SEEN_TEST = ("scored",)
-#: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
+#: per variant: the rows it is decided on, those that confirm it, and its rule against its baseline — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
-#: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
+#: above the baseline's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
 RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
                       ("asap-5", "asap-6", "ela-4", "ela-7", "ela-9", "scientsbank-ua"), -0.005, -0.005, None),
          "fidelity-stop": (("asap-10", "asap-5", "asap-6"), ("ela-4", "ela-7", "ela-9", "scientsbank-ua"),
@@ -69,7 +75,8 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "long-2": (("asap-1", "ela-4", "ela-9"), ("ela-7", "asap-2", "asap-6"), -0.005, 0.005, 0.005),
          "7t": (("asap-2", "asap-6", "ela-4"), ("asap-5", "asap-10", "ela-9", "scientsbank-ua"), -0.005, -0.005, 0.0),
          "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005),
-         "others": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+         "others": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
+         "no-span": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -151,7 +158,7 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     work = work_root / key
     t0 = time.time()
     res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
-                  seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
+                  seed=teacher_seed, verbose=False, other_items=choose_on in WITH_OTHERS, **VARIANTS[choose_on],
                   **opts)
     m, d = res.report["all rows"], res.model.meta["distill"]
     return {"row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
@@ -181,20 +188,22 @@ def summary(runs):
 
 
 def verdict(s, group, how):
-    """The rule of variant ``how`` on the rows ``group`` that have it and "validation": (text, passed or None)."""
-    both = [r for r in group if (r, how) in s and (r, "validation") in s]
+    """The rule of variant ``how`` on the rows ``group`` that have it and its baseline (:data:`BASELINE`):
+    (text, passed or None)."""
+    base = BASELINE.get(how, "validation")
+    both = [r for r in group if (r, how) in s and (r, base) in s]
     if not both:
         return "no row run with both", None
     _, _, min_acc, min_qwk, max_spread = RULES[how]
     k = len(both)
-    da = sum(s[(r, how)]["acc"] - s[(r, "validation")]["acc"] for r in both) / k
-    dq = sum(s[(r, how)]["qwk"] - s[(r, "validation")]["qwk"] for r in both) / k
+    da = sum(s[(r, how)]["acc"] - s[(r, base)]["acc"] for r in both) / k
+    dq = sum(s[(r, how)]["qwk"] - s[(r, base)]["qwk"] for r in both) / k
     sf = sum(s[(r, how)]["spread"] for r in both) / k
-    sv = sum(s[(r, "validation")]["spread"] for r in both) / k
+    sv = sum(s[(r, base)]["spread"] for r in both) / k
     ok = da >= min_acc and dq >= min_qwk and (sf < sv if max_spread is None else sf <= sv + max_spread)
-    return (f"{k} row(s) ({', '.join(both)}): {how} − validation, mean over rows of the mean over seeds: accuracy "
+    return (f"{k} row(s) ({', '.join(both)}): {how} − {base}, mean over rows of the mean over seeds: accuracy "
             f"{100 * da:+.2f} points, QWK {dq:+.4f}; mean seed spread {100 * sf:.1f} points ({how}) vs {100 * sv:.1f} "
-            f"(validation) → {'passes' if ok else 'fails'}"), ok
+            f"({base}) → {'passes' if ok else 'fails'}"), ok
 
 
 def write_md(runs, path):
