@@ -58,6 +58,10 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
 #: variants run with the other items' answers in the transfer set (distill's ``other_items``)
 WITH_OTHERS = ("others", "no-span")
+#: distill's default (its targets are the issue's); on a row without ``--where`` it equals "validation"
+DEFAULT = "others"
+#: rows of one item (no ``--where``): distill adds no other items' answers, so DEFAULT's students are validation's
+ONE_ITEM = ("scientsbank-ua",)
 #: the variant each rule compares against (the default when the rule was fixed); "validation" when not named
 BASELINE = {"no-span": "others"}
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -84,9 +88,16 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
 SPREAD_BEFORE = {"asap-1": 3.9, "asap-2": 4.0, "asap-5": 0.5, "asap-6": 0.7, "asap-10": 1.6, "scientsbank-ua": 1.1}
 
 
+def default_runs(s, how):
+    """Each row's runs of variant ``how``; for :data:`DEFAULT`, a row without ``--where`` (no other items, so the
+    same students) falls back to its "validation" runs."""
+    pick = lambda r: (r, how) if (r, how) in s or how != DEFAULT or r not in ONE_ITEM else (r, "validation")  # noqa: E731
+    return {r: s[pick(r)] for r in ORDER if pick(r) in s and s[pick(r)]["n"] >= 3}
+
+
 def target_lines(s, how="validation"):
     """The targets of the issue on the rows of ``how``: mean and worst Δ to the teacher, the plain NN, the spread."""
-    got = {r: s[(r, how)] for r in ORDER if (r, how) in s and s[(r, how)]["n"] >= 3}
+    got = default_runs(s, how)
     if not got:
         return []
     da = sum(v["acc"] - v["t_acc"] for v in got.values()) / len(got)
@@ -268,7 +279,7 @@ def write_md(runs, path):
                          f"{worst['name']} {worst['acc'] - worst['t_acc']:+.3f} / {worst['qwk'] - worst['t_qwk']:+.3f}; "
                          f"below the plain NN by more than 0.5 points on "
                          f"{sum(v['acc'] < v['plain'] - 0.005 for v in got)} row(s)")
-    lines += target_lines(s)
+    lines += target_lines(s, DEFAULT)
     lines += teacher_seed_lines(runs)
     lines += ["", "Commands: each row's `tinykd distill` command (benchmarks/results/distill_table.md) with "
               "`--student-seed S` and the variant's flag. The students' seconds are the slowest seed's, as measured "
