@@ -53,17 +53,15 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             # distill's default since 2026-12-07: the other items' training answers join the transfer set
             # (docs/decisions/transfer-data.md); every other variant runs without them, as it was measured
             "others": dict(choose_on="validation"),
-            # the copies made by word drops and swaps alone (docs/decisions/copies-span.md), with the other items
+            # the copies made by word drops and swaps alone (docs/decisions/copies-span.md)
             "no-span": dict(choose_on="validation", augment_options={"p_span": 0.0}),
             "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
 #: variants run with the other items' answers in the transfer set (distill's ``other_items``)
-WITH_OTHERS = ("others", "no-span")
-#: distill's default (its targets are the issue's); on a row without ``--where`` it equals "validation"
-DEFAULT = "others"
-#: rows of one item (no ``--where``): distill adds no other items' answers, so DEFAULT's students are validation's
-ONE_ITEM = ("scientsbank-ua",)
+WITH_OTHERS = ("others",)
+#: distill's default (its targets are the issue's)
+DEFAULT = "validation"
 #: the variant each rule compares against (the default when the rule was fixed); "validation" when not named
-BASELINE = {"no-span": "others"}
+BASELINE = {}
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
 SEEN_TEST = ("scored",)
 #: per variant: the rows it is decided on, those that confirm it, and its rule against its baseline — the
@@ -88,16 +86,9 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
 SPREAD_BEFORE = {"asap-1": 3.9, "asap-2": 4.0, "asap-5": 0.5, "asap-6": 0.7, "asap-10": 1.6, "scientsbank-ua": 1.1}
 
 
-def default_runs(s, how):
-    """Each row's runs of variant ``how``; for :data:`DEFAULT`, a row without ``--where`` (no other items, so the
-    same students) falls back to its "validation" runs."""
-    pick = lambda r: (r, how) if (r, how) in s or how != DEFAULT or r not in ONE_ITEM else (r, "validation")  # noqa: E731
-    return {r: s[pick(r)] for r in ORDER if pick(r) in s and s[pick(r)]["n"] >= 3}
-
-
 def target_lines(s, how="validation"):
     """The targets of the issue on the rows of ``how``: mean and worst Δ to the teacher, the plain NN, the spread."""
-    got = default_runs(s, how)
+    got = {r: s[(r, how)] for r in ORDER if (r, how) in s and s[(r, how)]["n"] >= 3}
     if not got:
         return []
     da = sum(v["acc"] - v["t_acc"] for v in got.values()) / len(got)
@@ -194,7 +185,8 @@ def summary(runs):
             "t_acc": t["accuracy"], "t_qwk": t["qwk"],
             "plain": sum(r["plain"]["accuracy"] for r in rs) / len(rs),
             "presets": ", ".join(f"{r['preset']} {r['lam']:g}" for r in sorted(rs, key=lambda r: r["seed"])),
-            "seconds": max(r["students_seconds"] or 0 for r in rs)}
+            "seconds": max(r["students_seconds"] or 0 for r in rs),
+            "cpu": rs[0]["cpu"] if len({r["cpu"] for r in rs}) == 1 else "mixed"}
     return rows_
 
 
@@ -202,9 +194,12 @@ def verdict(s, group, how):
     """The rule of variant ``how`` on the rows ``group`` that have it and its baseline (:data:`BASELINE`):
     (text, passed or None)."""
     base = BASELINE.get(how, "validation")
-    both = [r for r in group if (r, how) in s and (r, base) in s]
+    run = [r for r in group if (r, how) in s and (r, base) in s]
+    both = [r for r in run if s[(r, how)]["cpu"] == s[(r, base)]["cpu"] != "mixed"]  # a student is the CPU's
+    left = [r for r in run if r not in both]
+    apart = f" ({', '.join(left)}: not on one kind of CPU, left out)" if left else ""
     if not both:
-        return "no row run with both", None
+        return "no row run with both on one kind of CPU" + apart, None
     _, _, min_acc, min_qwk, max_spread = RULES[how]
     k = len(both)
     da = sum(s[(r, how)]["acc"] - s[(r, base)]["acc"] for r in both) / k
@@ -214,7 +209,7 @@ def verdict(s, group, how):
     ok = da >= min_acc and dq >= min_qwk and (sf < sv if max_spread is None else sf <= sv + max_spread)
     return (f"{k} row(s) ({', '.join(both)}): {how} − {base}, mean over rows of the mean over seeds: accuracy "
             f"{100 * da:+.2f} points, QWK {dq:+.4f}; mean seed spread {100 * sf:.1f} points ({how}) vs {100 * sv:.1f} "
-            f"({base}) → {'passes' if ok else 'fails'}"), ok
+            f"({base}) → {'passes' if ok else 'fails'}{apart}"), ok
 
 
 def write_md(runs, path):
