@@ -50,8 +50,7 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"}),
             # the row's test answers, unscored, as transfer data (:func:`scored_file`): reported apart, no rule
             "scored": dict(choose_on="validation"),
-            # distill's default since 2026-12-07: the other items' training answers join the transfer set
-            # (docs/decisions/transfer-data.md); every other variant runs without them, as it was measured
+            # --other-items: the other items' training answers join the transfer set (docs/decisions/transfer-data.md)
             "others": dict(choose_on="validation"),
             # the copies made by word drops and swaps alone (docs/decisions/copies-span.md)
             "no-span": dict(choose_on="validation", augment_options={"p_span": 0.0}),
@@ -226,10 +225,10 @@ def write_md(runs, path):
              "word vectors), `mpnet` (the all-mpnet-base-v2 teacher of `teacher_table.py`'s `mpnet-bf16`, given "
              "with `--teacher-dir`; no rule), `scored` (`--unlabeled` the row's test answers without their scores: the "
              "answers a school is about to score as transfer data; its students have seen the teacher's labels of "
-             "their test answers, so it is reported apart and never counts towards a target), `others` (distill's "
-             "default since 2026-12-07: as many training answers of the data set's other items, unscored, join the "
-             "transfer set; every other variant, `validation` included, is run without them, as measured before), "
-             "`ensemble` "
+             "their test answers, so it is reported apart and never counts towards a target), `others` "
+             "(`--other-items`: as many training answers of the data set's other items, unscored, join the transfer "
+             "set; distill's default on 2026-12-07 until the check of docs/decisions/transfer-data.md took it out), "
+             "`no-span` (the copies made without the span operation: docs/decisions/copies-span.md), `ensemble` "
              "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
@@ -250,7 +249,8 @@ def write_md(runs, path):
               "`fidelity-stop` (stop and offsets on fidelity, choice on validation) when its mean accuracy is not "
               "lower, its mean QWK at most 0.005 lower and its mean seed spread at most 0.5 points higher; `unlabeled` "
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
-              "seed spread is at most 0.5 points higher, and so does `others` (the same page). `ensemble` "
+              "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
+              "(docs/decisions/copies-span.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "

@@ -399,6 +399,30 @@ def test_distill_with_unlabeled_answers_copies_and_labels_them(tmp_path, tiny_ba
         assert m.meta["training"]["n_transfer"] == 54 * 2 + 20 * 3
 
 
+def test_other_items_join_the_transfer_set_only_when_asked(tmp_path, tiny_base, teacher_calls):
+    """``where`` item=Q1 on a file of items Q1 and Q2: by default the transfer set is Q1's copies alone;
+    ``other_items=True`` reuses the teacher and labels as many of Q2's training answers as Q1's, each as it
+    is and with as many copies as a training answer (docs/decisions/transfer-data.md)."""
+    data = make_csv(tmp_path / "d.csv")
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    kw = dict(base=tiny_base, teacher_options=TEACHER, work=work, where=["item=Q1"], **STUDENT)
+    D.distill(data, out, **kw)
+    res = D.distill(data, out, other_items=True, **kw)
+    assert [r.split(":")[0] for r in res.ran] == ["copies", "labels", "students"]
+    assert teacher_calls == ["fit", "export", "export"]
+    ids = {}
+    for p in glob.glob(os.path.join(work, "labels-*", "labels.csv")):
+        with open(p) as f:
+            ids[len(ids)] = [r[0] for r in list(csv.reader(f))[1:]]
+    without, with_others = sorted(ids.values(), key=len)
+    assert not any(i.startswith("other-") for i in without)
+    others = [i for i in with_others if i.startswith("other-Q2-")]
+    own = {i.split("~")[0] for i in without}  # Q1's training answers, labelled through their 2 copies each
+    assert len({i.split("~")[0] for i in others}) == len(own) == 27
+    assert len(others) == 3 * len(own)  # each other answer as it is and its 2 copies
+    assert len(with_others) == len(without) + len(others)
+
+
 def test_distill_teacher_bf16_auto_reaches_the_fit_and_the_labels(tmp_path, tiny_base, teacher_calls):
     """teacher_options bf16="auto" (``--teacher-bf16 auto``): the teacher's fine-tuning, its labels of the
     item's rows and of the copies all run in the precision this machine supports, and every sidecar says it."""

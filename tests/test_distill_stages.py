@@ -330,8 +330,9 @@ def test_other_items_are_as_many_training_answers_of_the_other_items(tmp_path):
     assert others(None, columns=cols._replace(item="item")) == ([], None)  # --item-col: not measured, left out
 
 
-def test_no_other_items_flag_reaches_distill(monkeypatch, tmp_path):
-    """``tinykd distill --no-other-items`` passes ``other_items=False`` to distill; without it, True."""
+def test_other_items_flag_reaches_distill(monkeypatch, tmp_path):
+    """``tinykd distill --other-items`` passes ``other_items=True`` to distill; without it or with
+    ``--no-other-items``, False (the default since the check of docs/decisions/transfer-data.md)."""
     import tinykd.cli.commands as C
     import tinykd.distill.pipeline as P
     from tinykd.cli.parser import build_parser
@@ -346,9 +347,9 @@ def test_no_other_items_flag_reaches_distill(monkeypatch, tmp_path):
     monkeypatch.setattr(P, "distill", fake)
     monkeypatch.setattr(T, "teacher_base_option", lambda *a: None)
     data = _items_csv(tmp_path / "d.csv", {"a": 5, "b": 4})
-    for extra in ([], ["--no-other-items"]):
+    for extra in ([], ["--other-items"], ["--no-other-items"]):
         args = build_parser().parse_args(["distill", data, "--out", str(tmp_path / "m.npz"), "--where", "item=a"]
                                          + extra)
         with pytest.raises(SystemExit):
             C.cmd_distill(args)
-    assert seen == [True, False]
+    assert seen == [False, True, False]

@@ -476,7 +476,7 @@ def cmd_distill(args):
                           teacher_threads=args.teacher_threads, offsets=not args.no_offsets, client=client,
                           student_seed=args.student_seed, choose_on=args.choose_on, stop_on=args.stop_on,
                           label_names=args.label_names, warm_start=args.warm_start, rater2_col=args.rater2_col,
-                          teacher_vectors=args.teacher_vectors, other_items=not args.no_other_items,
+                          teacher_vectors=args.teacher_vectors, other_items=args.other_items,
                           verbose=not args.quiet)
         except TeacherError as e:  # the teacher's process failed: what failed and what to do, one line
             raise CLIError(str(e)) from e

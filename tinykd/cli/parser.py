@@ -246,9 +246,9 @@ def _distill(sub, fmt):
                    "folder (unset: minilm)")
     x.add_argument("--unlabeled", help="CSV of unscored answers (same id/text/item columns): the teacher "
                    "labels them and their copies for the transfer set")
-    x.add_argument("--no-other-items", action="store_true",
-                   help="leave the data set's other items out of the transfer set (by default, with one "
-                   "--where COL=V, as many of the other values' training answers as the chosen rows' join it)")
+    x.add_argument("--other-items", action=argparse.BooleanOptionalAction, default=False,
+                   help="with one --where COL=V, as many of the other values' training answers as the chosen "
+                   "rows' join the transfer set (default: no; docs/decisions/transfer-data.md)")
     _columns(x, text="answer column", label="human score column", id="id column")
     x.add_argument("--context-col", help="context column placed before the answer (e.g. the question)")
     x.add_argument("--item-col", help="one teacher and one student per value of this column")

@@ -94,7 +94,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
             patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
             stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None,
-            teacher_vectors=False, other_items=True):
+            teacher_vectors=False, other_items=False):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -184,7 +184,7 @@ def _transfer_answers(data, unlabeled, other_items, columns, where, table, seed,
             log(f"the other items' answers are left out of the transfer set: {e}")
     if o_sha is None:
         return u_rows, u_sha
-    log(f"transfer set: {len(o_rows):,} training answers of the other items join it (--no-other-items: none)")
+    log(f"transfer set: {len(o_rows):,} training answers of the other items join it (--other-items)")
     return list(u_rows) + o_rows, f"{u_sha}+{o_sha}" if u_sha else o_sha
 
 
