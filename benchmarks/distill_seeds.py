@@ -80,6 +80,12 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "no-span": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 
 
+#: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
+#: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
+WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
+CHECKED = ("others", "no-span")
+
+
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
 #: was filed: distill_seeds.md at commit 2b07dec (three student seeds, weight averaging, family-26 EPYC)
 SPREAD_BEFORE = {"asap-1": 3.9, "asap-2": 4.0, "asap-5": 0.5, "asap-6": 0.7, "asap-10": 1.6, "scientsbank-ua": 1.1}
@@ -263,6 +269,8 @@ def write_md(runs, path):
     for how, (decide, confirm, *_) in RULES.items():
         for label, group in (("decision rows", decide), ("confirmation rows", confirm)):
             lines.append(f"- `{how}`, {label}: {verdict(s, group, how)[0]}")
+        if how in CHECKED:
+            lines.append(f"- `{how}`, the check over the eight `--where` rows: {verdict(s, WHERE_ROWS, how)[0]}")
     for how in VARIANTS:
         got = [s[(r, how)] for r in ORDER if (r, how) in s]
         if got:
