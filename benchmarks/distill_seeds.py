@@ -59,13 +59,11 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
 WITH_OTHERS = ("others",)
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
-#: the variant each rule compares against (the default when the rule was fixed); "validation" when not named
-BASELINE = {}
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
 SEEN_TEST = ("scored",)
-#: per variant: the rows it is decided on, those that confirm it, and its rule against its baseline — the
+#: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
-#: above the baseline's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
+#: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
 RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
                       ("asap-5", "asap-6", "ela-4", "ela-7", "ela-9", "scientsbank-ua"), -0.005, -0.005, None),
          "fidelity-stop": (("asap-10", "asap-5", "asap-6"), ("ela-4", "ela-7", "ela-9", "scientsbank-ua"),
@@ -196,9 +194,9 @@ def summary(runs):
 
 
 def verdict(s, group, how):
-    """The rule of variant ``how`` on the rows ``group`` that have it and its baseline (:data:`BASELINE`):
+    """The rule of variant ``how`` on the rows ``group`` run with it and with "validation" on one kind of CPU:
     (text, passed or None)."""
-    base = BASELINE.get(how, "validation")
+    base = "validation"
     run = [r for r in group if (r, how) in s and (r, base) in s]
     both = [r for r in run if s[(r, how)]["cpu"] == s[(r, base)]["cpu"] != "mixed"]  # a student is the CPU's
     left = [r for r in run if r not in both]
