@@ -55,8 +55,6 @@ VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_
             # the copies made by word drops and swaps alone (docs/decisions/copies-span.md)
             "no-span": dict(choose_on="validation", augment_options={"p_span": 0.0}),
             "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
-#: variants run with the other items' answers in the transfer set (distill's ``other_items``)
-WITH_OTHERS = ("others",)
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -89,7 +87,7 @@ CHECKED = ("others", "no-span")
 SPREAD_BEFORE = {"asap-1": 3.9, "asap-2": 4.0, "asap-5": 0.5, "asap-6": 0.7, "asap-10": 1.6, "scientsbank-ua": 1.1}
 
 
-def target_lines(s, how="validation"):
+def target_lines(s, how=DEFAULT):
     """The targets of the issue on the rows of ``how``: mean and worst Δ to the teacher, the plain NN, the spread."""
     got = {r: s[(r, how)] for r in ORDER if (r, how) in s and s[(r, how)]["n"] >= 3}
     if not got:
@@ -163,7 +161,7 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     work = work_root / key
     t0 = time.time()
     res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
-                  seed=teacher_seed, verbose=False, other_items=choose_on in WITH_OTHERS, **VARIANTS[choose_on],
+                  seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
                   **opts)
     m, d = res.report["all rows"], res.model.meta["distill"]
     return {"row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
@@ -280,7 +278,7 @@ def write_md(runs, path):
                          f"{worst['name']} {worst['acc'] - worst['t_acc']:+.3f} / {worst['qwk'] - worst['t_qwk']:+.3f}; "
                          f"below the plain NN by more than 0.5 points on "
                          f"{sum(v['acc'] < v['plain'] - 0.005 for v in got)} row(s)")
-    lines += target_lines(s, DEFAULT)
+    lines += target_lines(s)
     lines += teacher_seed_lines(runs)
     lines += ["", "Commands: each row's `tinykd distill` command (benchmarks/results/distill_table.md) with "
               "`--student-seed S` and the variant's flag. The students' seconds are the slowest seed's, as measured "
