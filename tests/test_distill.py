@@ -96,12 +96,12 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     d = m.meta["distill"]
     assert m.classes == [0, 1, 2] and d["lam"] in (0.0, 1.0, 4.0) and set(d["validation"]) == {"0.0", "1.0", "4.0"}
     assert d["copies"] == 54 * 2  # 54 training answers × 2 copies
-    # the kept student is the best on validation (accuracy, then QWK), never chosen on test rows; the plain
-    # NN a candidate only when the teacher is below it there (docs/decisions/plain-nn-choice.md)
+    # the kept student is the one of lowest validation log-loss (docs/decisions/student-choice.md), never chosen
+    # on test rows; the plain NN a candidate only when the teacher is below it there (plain-nn-choice.md)
     v = d["validation"]
     plain_in = d["teacher_validation"]["accuracy"] < v["0.0"]["accuracy"]
-    best = max((m_ for lam, m_ in v.items() if plain_in or lam != "0.0"), key=lambda m_: (m_["accuracy"], m_["qwk"]))
-    assert v[str(d["lam"])]["accuracy"] == best["accuracy"]
+    best = min((m_ for lam, m_ in v.items() if plain_in or lam != "0.0"), key=lambda m_: m_["logloss"])
+    assert v[str(d["lam"])]["logloss"] == best["logloss"]
     assert m.meta["training"]["n_transfer"] == (108 if d["lam"] else 0) and m.meta["training"]["n_val"] == 18
     rep = res.report["all rows"]
     assert rep["n"] == 18 and set(rep) >= {"teacher", "plain NN", "TF-IDF + LR"}
@@ -145,10 +145,13 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     auto = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work), **{**STUDENT, "preset": "auto"})
     assert [r.split(":")[0] for r in auto.ran] == ["students"]  # only the students' stage depends on the preset
     d = tinykd.load(out).meta["distill"]
-    cands = [(v["accuracy"], v["qwk"], float(lam), -i) for i, pr in enumerate(("falling_weights", "bathtub"))
-             for lam, v in d["presets"][pr].items()]
-    assert set(d["presets"]) == {"falling_weights", "bathtub"} and len(cands) == 6
-    assert max(cands)[2:] == (d["lam"], -["falling_weights", "bathtub"].index(d["preset"]))  # best on validation
+    pres = ["falling_weights", "bathtub"]
+    runs = {(pr, float(lam)): v for pr in pres for lam, v in d["presets"][pr].items()}
+    assert set(d["presets"]) == set(pres) and len(runs) == 6
+    plain = max((k for k in runs if not k[1]), key=lambda k: (runs[k]["accuracy"], runs[k]["qwk"], -pres.index(k[0])))
+    pool = [k for k in runs if k[1]] + ([plain] if d["teacher_validation"]["accuracy"] < runs[plain]["accuracy"] else [])
+    best = min(pool, key=lambda k: (runs[k]["logloss"], -k[1], pres.index(k[0])))  # lowest validation log-loss
+    assert best == (d["preset"], d["lam"])
     assert tinykd.load(out).meta["preset"] == d["preset"] and d["validation"] == d["presets"][d["preset"]]
 
     more = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=str(work),
@@ -171,6 +174,10 @@ def test_distill_single_then_resume_and_invalidate(tmp_path, tiny_base, teacher_
     assert teacher_calls == ["fit", "export", "export", "export"]  # bad options: refused before any teacher run
     with pytest.raises(tinykd.OptionError, match="stop_on"):
         D.distill(data, out, base=tiny_base, work=str(work), **STUDENT, choose_on="fidelity", stop_on="validation")
+    with pytest.raises(tinykd.OptionError, match="stop_on"):
+        D.distill(data, out, base=tiny_base, work=str(work), **STUDENT, stop_on="accuracy")
+    with pytest.raises(tinykd.OptionError, match="choose_on"):
+        D.distill(data, out, base=tiny_base, work=str(work), **STUDENT, choose_on="qwk")
 
 
 def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_calls):
@@ -195,9 +202,9 @@ def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_call
     assert [r.split(":")[0] for r in stop.ran] == ["students"]
     d = tinykd.load(out).meta["distill"]
     plain_in = d["teacher_validation"]["accuracy"] < d["validation"]["0.0"]["accuracy"]
-    best = max((v for lam, v in d["validation"].items() if plain_in or lam != "0.0"),
-               key=lambda v: (v["accuracy"], v["qwk"]))
-    assert d["validation"][str(d["lam"])]["accuracy"] == best["accuracy"]  # chosen on validation
+    best = min((v for lam, v in d["validation"].items() if plain_in or lam != "0.0"), key=lambda v: v["logloss"])
+    assert d["validation"][str(d["lam"])]["logloss"] == best["logloss"]  # chosen on validation log-loss
+    assert all(v["logloss"] > 0 for v in d["presets"][d["preset"]].values())
     assert all(v["fidelity"]["n"] == 32 for lam, v in d["validation"].items() if lam != "0.0")  # stopped on it
 
 

@@ -67,12 +67,14 @@ def test_stage_keys_are_those_of_earlier_work_folders():
     lab = labels_key(t, c)
     assert lab == "ad1dafe3d3f6bed9"
     options = student_options(seed=3)
-    assert students_key(lab, "auto", ("bathtub", "7t"), (4.0,), options, "RULE", "0.0.0") == "c135f36e9985a867"
+    # the students were chosen on validation accuracy then ("accuracy"); the log-loss choice is a new key
+    acc = students_key(lab, "auto", ("bathtub", "7t"), (4.0,), options, "RULE", "0.0.0", "accuracy")
+    assert acc == "c135f36e9985a867" != students_key(lab, "auto", ("bathtub", "7t"), (4.0,), options, "RULE", "0.0.0")
     ce = options.replace(temperature=2.0, soft_loss="ce", offsets=False, average=None)
-    assert students_key(lab, "7t", ("7t",), (1.0, 4.0), ce, "RULE", "0.0.0") == "87fdbfe7a0f8ae3c"
+    assert students_key(lab, "7t", ("7t",), (1.0, 4.0), ce, "RULE", "0.0.0", "accuracy") == "87fdbfe7a0f8ae3c"
     # an option the old keys did not hash is hashed once it differs from its default
     for changed in (options.replace(lr=2e-3), options.replace(ordinal=4.0)):
-        assert students_key(lab, "auto", ("bathtub", "7t"), (4.0,), changed, "RULE", "0.0.0") != "c135f36e9985a867"
+        assert students_key(lab, "auto", ("bathtub", "7t"), (4.0,), changed, "RULE", "0.0.0", "accuracy") != acc
 
 
 def test_students_and_teacher_options_come_from_one_place():
@@ -282,6 +284,23 @@ def test_a_students_folder_made_before_the_plain_nn_rule_is_used_when_it_kept_a_
     assert _students_key(Cache({}), fid, "L") == students_key(*parts[:7], "fidelity", "fidelity")
 
 
+def test_the_choice_by_log_loss_has_a_key_of_its_own(tmp_path):
+    """docs/decisions/student-choice.md: the default (log-loss) trains and chooses in a students' folder of its
+    own; ``choose_on="accuracy"`` reads the folders made before (pinned in test_stage_keys_are_those_of_earlier_…)."""
+    import dataclasses
+
+    from tinykd.distill.pipeline import _students_key
+
+    class Cache:
+        def result(self, stage, key):
+            return None
+
+    chain = _chain(tmp_path)
+    keys = {on: _students_key(Cache(), dataclasses.replace(chain, choose_on=on), "L")
+            for on in ("validation", "accuracy", "fidelity")}
+    assert len(set(keys.values())) == 3
+
+
 def _items_csv(path, counts):
     """A data file of items ``{item: training rows}``, each with one validation and two test rows, its answers
     naming their item and row."""
@@ -353,3 +372,30 @@ def test_other_items_flag_reaches_distill(monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             C.cmd_distill(args)
     assert seen == [False, True, False]
+
+
+def test_choose_on_reaches_distill_and_stop_on_refuses_accuracy(monkeypatch, tmp_path, capsys):
+    """``--choose-on`` validation (the default: log-loss), accuracy or fidelity reaches distill as given;
+    ``--stop-on accuracy`` is refused by the parser (the students stop on validation or fidelity)."""
+    import tinykd.cli.commands as C
+    import tinykd.distill.pipeline as P
+    from tinykd.cli.parser import build_parser
+
+    seen = []
+
+    def fake(data, out, **kw):
+        seen.append(kw["choose_on"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(P, "teacher_available", lambda: True)
+    monkeypatch.setattr(P, "distill", fake)
+    monkeypatch.setattr(T, "teacher_base_option", lambda *a: None)
+    data = _items_csv(tmp_path / "d.csv", {"a": 5})
+    base = ["distill", data, "--out", str(tmp_path / "m.npz")]
+    for extra in ([], ["--choose-on", "accuracy"], ["--choose-on", "fidelity"]):
+        with pytest.raises(SystemExit):
+            C.cmd_distill(build_parser().parse_args(base + extra))
+    assert seen == ["validation", "accuracy", "fidelity"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--stop-on", "accuracy"])
+    assert "--stop-on: invalid choice: 'accuracy'" in capsys.readouterr().err

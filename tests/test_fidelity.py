@@ -85,10 +85,62 @@ def test_the_plain_nn_is_kept_only_when_the_teacher_is_below_it():
     runs = {("bathtub", 4.0): m(0.795, 0.700), ("7t", 4.0): m(0.792, 0.706), ("bathtub", 0.0): m(0.804, 0.680),
             ("7t", 0.0): m(0.782, 0.658)}
     presets = ["bathtub", "7t"]
-    assert choose(runs, presets, {"accuracy": 0.813}, on="validation") == (("bathtub", 4.0), ("bathtub", 0.0))
-    assert choose(runs, presets, {"accuracy": 0.800}, on="validation") == (("bathtub", 0.0), ("bathtub", 0.0))
-    assert choose(runs, presets, None, on="validation")[0] == ("bathtub", 4.0)  # no validation rows: no teacher bar
+    assert choose(runs, presets, {"accuracy": 0.813}, on="accuracy") == (("bathtub", 4.0), ("bathtub", 0.0))
+    assert choose(runs, presets, {"accuracy": 0.800}, on="accuracy") == (("bathtub", 0.0), ("bathtub", 0.0))
+    assert choose(runs, presets, None, on="accuracy")[0] == ("bathtub", 4.0)  # no validation rows: no teacher bar
+    assert choose(runs, presets, None, on="validation")[0] == ("bathtub", 4.0)  # no log-loss measured: accuracy
     runs_fid = {k: (None, {**v[1], "fidelity": {"agreement": 0.9 - 0.1 * (k[0] == "7t"), "kl": 0.1}}) if k[1] else v
                 for k, v in runs.items()}
     assert choose(runs_fid, presets, {"accuracy": 0.813}, on="fidelity")[0] == ("bathtub", 4.0)
     assert choose(runs_fid, presets, {"accuracy": 0.790}, on="fidelity")[0] == ("bathtub", 0.0)
+
+
+def test_the_kd_student_of_lower_validation_log_loss_is_kept():
+    """docs/decisions/student-choice.md: science 1, seed 1 — bathtub one answer ahead on validation accuracy,
+    7t of lower log-loss — keeps 7t; by accuracy, bathtub. The plain NN, when the teacher is below it, competes
+    on the same log-loss; ties go to the larger λ, then the earlier preset."""
+    from tinykd.distill.students import choose
+
+    m = lambda a, q, ll: (None, {"accuracy": a, "qwk": q, "logloss": ll})  # noqa: E731
+    runs = {("bathtub", 4.0): m(0.734, 0.830, 0.640), ("7t", 4.0): m(0.731, 0.834, 0.612),
+            ("bathtub", 0.0): m(0.590, 0.760, 0.950), ("7t", 0.0): m(0.581, 0.756, 0.700)}
+    presets = ["bathtub", "7t"]
+    assert choose(runs, presets, {"accuracy": 0.760}, on="validation") == (("7t", 4.0), ("bathtub", 0.0))
+    assert choose(runs, presets, {"accuracy": 0.760}, on="accuracy") == (("bathtub", 4.0), ("bathtub", 0.0))
+    assert choose(runs, presets, {"accuracy": 0.580}, on="validation")[0] == ("7t", 4.0)  # the plain NN's 0.950
+    runs[("bathtub", 0.0)] = m(0.590, 0.760, 0.600)
+    assert choose(runs, presets, {"accuracy": 0.580}, on="validation")[0] == ("bathtub", 0.0)
+    assert choose(runs, presets, {"accuracy": 0.760}, on="validation")[0] == ("7t", 4.0)  # teacher above: no plain
+    runs[("bathtub", 4.0)] = m(0.734, 0.830, 0.612)
+    assert choose(runs, presets, {"accuracy": 0.760}, on="validation")[0] == ("bathtub", 4.0)  # a tie: the earlier
+
+
+def test_log_loss_is_scikit_learns_with_a_floor():
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    from tinykd.quality.metrics import LOG_LOSS_FLOOR, log_loss
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=50)
+    y = rng.integers(0, 3, size=50)
+    assert log_loss(p, y) == pytest.approx(sk_log_loss(y, p, labels=[0, 1, 2]), rel=1e-12)
+    assert log_loss([[1.0, 0.0], [0.5, 0.5]], [1, 0]) == pytest.approx((-np.log(LOG_LOSS_FLOOR) - np.log(0.5)) / 2)
+    assert np.isnan(log_loss(np.zeros((0, 2)), []))
+
+
+def test_validation_log_loss_reads_the_students_classes_and_calibration():
+    """The labels matched to the student's own class order; its calibrated probabilities (the temperature);
+    a label it has no class for scores the floor."""
+    from tinykd.distill.students import validation_log_loss
+    from tinykd.quality.metrics import LOG_LOSS_FLOOR
+
+    class Fake:
+        classes = [2, 0, 1]
+
+        def predict_proba(self, texts, contexts=None):
+            assert contexts == ["c"] * len(texts)
+            return np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]], dtype=np.float32)[: len(texts)]
+
+    got = validation_log_loss(Fake(), (["a", "b", "c"], [2, 1, 0], ["c"] * 3))
+    assert got == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.3])), rel=1e-6)
+    assert validation_log_loss(Fake(), (["a"], [5], ["c"])) == pytest.approx(-np.log(LOG_LOSS_FLOOR))

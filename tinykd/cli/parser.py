@@ -8,7 +8,7 @@ import argparse
 
 from tinykd._version import __version__
 from tinykd.distill.job import (AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES, COMBINE_VALUES, LAMS,
-                                STUDENT_OPTIONS, TEACHER_DEFAULTS, TRUNCATE_VALUES)
+                                STOP_ON_VALUES, STUDENT_OPTIONS, TEACHER_DEFAULTS, TRUNCATE_VALUES)
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -277,9 +277,9 @@ def _distill(sub, fmt):
                    help="no per-class decision offsets chosen on validation rows (tinykd.train.offsets)")
     x.add_argument("--choose-on", choices=CHOOSE_ON_VALUES, default=CHOOSE_ON,
                    help="what the KD students stop on and are chosen by: their agreement with the teacher on rows "
-                   "none trains on (fidelity), or the validation rows' human scores (validation) "
-                   "(docs/decisions/student-fidelity.md)")
-    x.add_argument("--stop-on", choices=CHOOSE_ON_VALUES,
+                   "none trains on (fidelity), or the validation rows' human scores: the lower log-loss (validation; "
+                   "docs/decisions/student-choice.md) or the higher accuracy (accuracy, the rule before it)")
+    x.add_argument("--stop-on", choices=STOP_ON_VALUES,
                    help="what the KD students stop on (unset: as --choose-on); fidelity with --choose-on validation: "
                    "they stop on their fidelity to the teacher and the one kept is chosen on the validation rows")
     x.add_argument("--student-seed", type=int, metavar="S",

@@ -23,9 +23,13 @@ AUTO_PRESETS = ("bathtub", "7t")
 #: the students average their weights over about the last epoch (docs/decisions/weight-averaging.md)
 STUDENT_AVERAGE = 1.0
 #: what the KD students stop on and are chosen by: "fidelity" — their agreement with the teacher on rows
-#: not trained on (docs/decisions/student-fidelity.md) — or "validation" (the human validation rows)
+#: not trained on (docs/decisions/student-fidelity.md) — or the human validation rows: "validation", the
+#: lower log-loss (docs/decisions/student-choice.md), or "accuracy", the higher accuracy (the rule before it)
 CHOOSE_ON = "validation"
-CHOOSE_ON_VALUES = ("fidelity", "validation")
+CHOOSE_ON_VALUES = ("fidelity", "validation", "accuracy")
+STOP_ON_VALUES = ("fidelity", "validation")
+#: the choice on the validation rows by name (the students' cache key hashes it for "validation")
+LOSS_RULE = "the KD student of lower validation log-loss (calibrated probabilities, clipped at 1e-7)"
 #: the share of the training answers whose copies are held out of the transfer set to measure fidelity
 FIDELITY_FRACTION = 0.125
 #: the fidelity rule by name (the students' cache key hashes it: a changed rule is a new name)
@@ -200,7 +204,7 @@ class ItemChain:
     options: TrainOptions  #: the students' options (``preset`` and ``lam`` set per student; their seed)
     seed: int = 0  #: the seed of the rows' split, the teacher and the copies (the students': ``options.seed``)
     choose_on: str = CHOOSE_ON  #: :data:`CHOOSE_ON_VALUES`
-    stop_on: str | None = None  #: what the KD students stop on (:data:`CHOOSE_ON_VALUES`; None: ``choose_on``)
+    stop_on: str | None = None  #: what the KD students stop on (:data:`STOP_ON_VALUES`; None: ``choose_on``)
     warm_from: str | None = None  #: the previous round's teacher it fine-tunes on from (:mod:`tinykd.distill.warm`)
     warm_sha: str | None = None  #: the SHA-256 of that teacher's weights (the teacher's key hashes it)
     vectors: bool = False  #: the KD students start from the teacher's word vectors (a stage of their own)

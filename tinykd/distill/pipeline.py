@@ -41,9 +41,9 @@ from typing import NamedTuple
 
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
-from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STUDENT_AVERAGE,
-                                PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain, ItemRows,
-                                TeacherOptions, presets_for, student_options)
+from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STOP_ON_VALUES,
+                                STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain,
+                                ItemRows, TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
@@ -110,7 +110,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     that students of several seeds learn from one teacher and one transfer set); ``stop_on``: what the KD students
     stop on (None: ``choose_on``; "fidelity" with ``choose_on`` "validation": they stop on fidelity and the kept one
     is chosen on the validation rows); ``choose_on``: what the KD students stop on and are chosen by
-    (:data:`CHOOSE_ON_VALUES`: their fidelity to the teacher on rows not trained on, or the validation rows);
+    (:data:`CHOOSE_ON_VALUES`: fidelity to the teacher, or the validation rows by log-loss or by accuracy);
     ``lams``: the KD students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
     one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``: perturbed copies per
     training answer (None: :func:`auto_copies`); ``augment_options``: :func:`tinykd.distill.augment.augment`'s
@@ -216,10 +216,12 @@ def _warm_roles(table, warm, log):
 
 
 def _check_choice(choose_on, stop_on):
-    """``choose_on`` and ``stop_on`` (:data:`CHOOSE_ON_VALUES`; choosing on fidelity needs stopping on it)."""
-    for name, value in (("choose_on", choose_on), ("stop_on", stop_on or choose_on)):
-        if value not in CHOOSE_ON_VALUES:
-            raise OptionError(name, f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {value!r}")
+    """``choose_on`` (:data:`CHOOSE_ON_VALUES`) and ``stop_on`` (:data:`STOP_ON_VALUES`; choosing on fidelity needs
+    stopping on it)."""
+    if choose_on not in CHOOSE_ON_VALUES:
+        raise OptionError("choose_on", f"{{opt}} must be one of {', '.join(CHOOSE_ON_VALUES)}, got {choose_on!r}")
+    if stop_on is not None and stop_on not in STOP_ON_VALUES:
+        raise OptionError("stop_on", f"{{opt}} must be one of {', '.join(STOP_ON_VALUES)}, got {stop_on!r}")
     if choose_on == "fidelity" and stop_on == "validation":
         raise OptionError("stop_on", "{opt} validation cannot go with choose_on fidelity (the fidelity rows are "
                           "measured by the students that stop on them)")

@@ -28,7 +28,7 @@ import shutil
 import stat
 import time
 
-from tinykd.distill.job import FIDELITY_RULE
+from tinykd.distill.job import FIDELITY_RULE, LOSS_RULE
 from tinykd.errors import OptionError
 from tinykd.files.atomic import atomic_write_bytes
 from tinykd.files.csvfiles import file_sha256
@@ -255,8 +255,9 @@ def students_key(labels, preset, presets, lams, options, offsets_rule, version, 
     :class:`~tinykd.train.options.TrainOptions` of the students (T only with the cross-entropy soft
     term, the soft term only when not "ce", epochs, patience, seed, the offsets rule when on, the
     averaging when on, any other option changed from its default), tinykd's version, what the
-    students are chosen on when not the validation rows (:data:`tinykd.distill.job.FIDELITY_RULE`) and,
-    given, the rule that keeps the plain NN (:data:`tinykd.distill.students.PLAIN_RULE`)."""
+    students are chosen on when not the validation rows' accuracy (:data:`tinykd.distill.job.FIDELITY_RULE`,
+    :data:`~tinykd.distill.job.LOSS_RULE`: a stage made before the loss rule keeps its key under "accuracy")
+    and, given, the rule that keeps the plain NN (:data:`tinykd.distill.students.PLAIN_RULE`)."""
     from tinykd.train.options import TrainOptions
 
     o, default = options, TrainOptions()
@@ -266,5 +267,6 @@ def students_key(labels, preset, presets, lams, options, offsets_rule, version, 
                      o.epochs, o.patience, o.seed, *([offsets_rule] if o.offsets else []), version,
                      *([("average", o.average)] if o.average is not None else []), *changed,
                      *([FIDELITY_RULE] if choose_on == "fidelity" else []),
+                     *([("choice", LOSS_RULE)] if choose_on == "validation" else []),
                      *([("stop", FIDELITY_RULE)] if choose_on != "fidelity" and stop_on == "fidelity" else []),
                      *([("plain", plain_rule)] if plain_rule else []))

@@ -1,13 +1,14 @@
 """The students' stage of ``tinykd distill``: for each preset the plain NN (λ = 0) and the KD students
 over the λ grid (the transfer set in their soft term), trained on the cores side by side.
 
-Which is kept (``chain.choose_on``, docs/decisions/student-fidelity.md): "fidelity" — the KD students
-stop on, and are chosen by, their fidelity to the teacher on rows none of them trains on (the
-validation rows and the copies of a seeded 1/8 of the training answers, held out of the transfer
-set): thousands of rows the teacher labelled, not a few hundred human scores. "validation" (the
-default): the one of best validation accuracy (then QWK). Either way the plain NN is kept only when
-the teacher itself is below it on the validation rows (docs/decisions/plain-nn-choice.md). The teacher is checked against TF-IDF + logistic regression on the
-validation rows. Test rows never choose."""
+Which is kept (``chain.choose_on``): "validation" (the default, docs/decisions/student-choice.md) — the
+one of lower log-loss on the validation rows: every probability counts, not only the arg-max, so a few
+answers' luck decides less; "accuracy" — the one of best validation accuracy (then QWK), the rule before;
+"fidelity" (docs/decisions/student-fidelity.md) — the KD students stop on, and are chosen by, their
+fidelity to the teacher on rows none of them trains on (the validation rows and the copies of a seeded 1/8
+of the training answers, held out of the transfer set). Whichever, the plain NN is kept only when the
+teacher itself is below it on the validation rows (docs/decisions/plain-nn-choice.md). The teacher is
+checked against TF-IDF + logistic regression on the validation rows. Test rows never choose."""
 from __future__ import annotations
 
 import functools
@@ -114,6 +115,8 @@ class _Trainer:
                         name=self.chain.name, settings=settings, on_epoch=stop, fidelity=d.fidelity if lam else None,
                         word_vectors=d.vectors if lam else None)
         m = dict(s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0})
+        if d.validation is not None:
+            m["logloss"] = validation_log_loss(s, d.validation)
         f = s.meta.get("fidelity_metrics")
         if f:
             m["fidelity"] = {"agreement": f["agreement"], "kl": f["kl"], "n": f["n"]}
@@ -121,6 +124,19 @@ class _Trainer:
         self.log(f"[students] {self.chain.name}: {preset}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
                  f"QWK {m['qwk']:.3f}{fid} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
         return s, m
+
+
+def validation_log_loss(student, validation):
+    """The student's :func:`~tinykd.quality.metrics.log_loss` on the ``validation`` rows ``(texts, labels,
+    contexts)``, its probabilities calibrated as :meth:`~tinykd.scoring.student.Student.predict_proba` gives them;
+    a label the student has no class for scores the floor."""
+    from tinykd.quality.metrics import log_loss
+
+    texts, labels, contexts = validation
+    own = {label_key(c): k for k, c in enumerate(student.classes)}
+    proba = np.asarray(student.predict_proba(texts, contexts), dtype=np.float64)
+    proba = np.concatenate([proba, np.zeros((len(proba), 1))], axis=1)  # the column of a label not among its classes
+    return log_loss(proba, [own.get(label_key(v), len(own)) for v in labels])
 
 
 def student_pairs(presets, lams):
@@ -136,6 +152,11 @@ def _rank(runs, presets, pair):
     return m["accuracy"], m["qwk"], pair[1], -presets.index(pair[0])
 
 
+def _loss_rank(runs, presets, pair):
+    """The lower validation log-loss; ties: the larger λ, then the earlier preset."""
+    return -runs[pair][1]["logloss"], pair[1], -presets.index(pair[0])
+
+
 def _fidelity_rank(runs, presets, pair):
     """Agreement with the teacher on the fidelity rows, then the lower KL; ties: the larger λ, then the
     earlier preset."""
@@ -149,11 +170,13 @@ PLAIN_RULE = "plain NN only when the teacher is below it on validation"
 
 
 def choose(runs, presets, teacher_validation=None, on="fidelity"):
-    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics)). The plain NN
-    is a candidate only when ``teacher_validation`` (the teacher's validation metrics) is below its
-    validation accuracy (:data:`PLAIN_RULE`): a few answers' lead on a few hundred validation rows is
-    a draw, and a teacher above it has something to teach. The KD students measured on fidelity rows
-    (``on`` "fidelity") are ranked by it; otherwise every candidate by validation accuracy, then QWK."""
+    """``(best, best plain NN)`` of ``runs`` ((preset, λ) → (student, validation metrics)); the best plain NN
+    is the one of best validation accuracy, then QWK. The plain NN is a candidate only when
+    ``teacher_validation`` (the teacher's validation metrics) is below its validation accuracy
+    (:data:`PLAIN_RULE`): a few answers' lead on a few hundred validation rows is a draw, and a teacher
+    above it has something to teach. The KD students measured on fidelity rows (``on`` "fidelity") are
+    ranked by it; with ``on`` "validation" every candidate by its validation log-loss (``"logloss"``, the
+    lower first) where all have one; otherwise by validation accuracy, then QWK."""
     rank = functools.partial(_rank, runs, list(presets))
     plain = max((k for k in runs if k[1] == 0.0), key=rank)
     kd = [k for k in runs if k[1] != 0.0]
@@ -163,7 +186,10 @@ def choose(runs, presets, teacher_validation=None, on="fidelity"):
     fid = [k for k in kd if "fidelity" in runs[k][1]]
     if on == "fidelity" and fid:
         return (plain if teacher_below else max(fid, key=functools.partial(_fidelity_rank, runs, list(presets)))), plain
-    return max(kd + [plain] if teacher_below else kd, key=rank), plain
+    pool = kd + [plain] if teacher_below else kd
+    if on == "validation" and all("logloss" in runs[k][1] for k in pool):
+        rank = functools.partial(_loss_rank, runs, list(presets))
+    return max(pool, key=rank), plain
 
 
 def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfer, threads, log, vectors_npz=None):

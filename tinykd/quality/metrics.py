@@ -48,6 +48,20 @@ def scoring_metrics(y_true, y_pred, labels=None):
     }
 
 
+#: a probability below this counts as this in :func:`log_loss`: one answer scored with certainty the wrong way
+#: would otherwise weigh as much as all the others
+LOG_LOSS_FLOOR = 1e-7
+
+
+def log_loss(proba, y):
+    """Mean cross-entropy −(1/n) Σ log p[i, y_i] of probabilities ``proba`` (n, K) against class indices ``y``
+    (n,), each probability clipped to [:data:`LOG_LOSS_FLOOR`, 1]; NaN for no rows."""
+    proba, y = np.asarray(proba, dtype=np.float64), np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        return float("nan")
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], LOG_LOSS_FLOOR, 1.0))))
+
+
 def classification_details(y_true, y_pred, labels):
     """Per-class precision / recall / F1 / support and the confusion matrix (rows = truth)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
