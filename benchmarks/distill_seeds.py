@@ -34,34 +34,37 @@ from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: the ways of stopping and choosing the students compared (distill's ``choose_on`` / ``stop_on``)
-VARIANTS = {"validation": dict(choose_on="validation"), "fidelity": dict(choose_on="fidelity"),
-            "fidelity-stop": dict(choose_on="validation", stop_on="fidelity"),
-            "unlabeled": dict(choose_on="validation"),  # + the row's unlabeled file (:func:`unlabeled_file`)
-            "ensemble": dict(choose_on="validation", teacher_options={"members": 3}),  # --teacher-members 3
-            **{f"ordinal-{m:g}": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(ordinal=float(m)))
+#: every variant before "validation" chose on validation accuracy (the default until docs/decisions/student-choice.md)
+VARIANTS = {"validation": dict(choose_on="validation"), "accuracy": dict(choose_on="accuracy"), "fidelity": dict(choose_on="fidelity"),
+            "fidelity-stop": dict(choose_on="accuracy", stop_on="fidelity"),
+            "unlabeled": dict(choose_on="accuracy"),  # + the row's unlabeled file (:func:`unlabeled_file`)
+            "ensemble": dict(choose_on="accuracy", teacher_options={"members": 3}),  # --teacher-members 3
+            **{f"ordinal-{m:g}": dict(choose_on="accuracy", options=STUDENT_OPTIONS.replace(ordinal=float(m)))
                for m in (4, 16)},  # the students' expected-score term, μ (docs/decisions/student-ordinal.md)
-            "lam-16": dict(choose_on="validation", lams=(16.0,)),  # docs/decisions/student-lambda-average.md
-            "average-3": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(average=3.0)),
-            "long-2": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(long_weight=2)),
-            "vectors": dict(choose_on="validation", teacher_vectors=True),  # docs/decisions/student-teacher-vectors.md
+            "lam-16": dict(choose_on="accuracy", lams=(16.0,)),  # docs/decisions/student-lambda-average.md
+            "average-3": dict(choose_on="accuracy", options=STUDENT_OPTIONS.replace(average=3.0)),
+            "long-2": dict(choose_on="accuracy", options=STUDENT_OPTIONS.replace(long_weight=2)),
+            "vectors": dict(choose_on="accuracy", teacher_vectors=True),  # docs/decisions/student-teacher-vectors.md
             # the mpnet teacher teacher_table.py fine-tuned (option mpnet-bf16), labelling under bfloat16: no rule
-            "mpnet": dict(choose_on="validation", teacher_options={"bf16": "on"}),
+            "mpnet": dict(choose_on="accuracy", teacher_options={"bf16": "on"}),
             # the teacher of highest validation QWK of three seeds (docs/decisions/teacher-pick.md): no students' rule
-            "pick": dict(choose_on="validation", teacher_options={"members": 3, "combine": "pick"}),
+            "pick": dict(choose_on="accuracy", teacher_options={"members": 3, "combine": "pick"}),
             # the row's test answers, unscored, as transfer data (:func:`scored_file`): reported apart, no rule
-            "scored": dict(choose_on="validation"),
+            "scored": dict(choose_on="accuracy"),
             # --other-items: the other items' training answers join the transfer set (docs/decisions/transfer-data.md)
-            "others": dict(choose_on="validation"),
+            "others": dict(choose_on="accuracy"),
             # the copies made by word drops and swaps alone (docs/decisions/copies-span.md)
-            "no-span": dict(choose_on="validation", augment_options={"p_span": 0.0}),
-            "7t": dict(choose_on="validation", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
+            "no-span": dict(choose_on="accuracy", augment_options={"p_span": 0.0}),
+            "7t": dict(choose_on="accuracy", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
+#: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
+BASE = "accuracy"
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
 SEEN_TEST = ("scored",)
-#: per variant: the rows it is decided on, those that confirm it, and its rule against "validation" — the
+#: per variant: the rows it is decided on, those that confirm it, and its rule against :data:`BASE` — the
 #: least mean Δ accuracy and Δ QWK (over rows, of each row's mean over seeds) and the most mean spread
-#: above validation's (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
+#: above its (None: lower) — as fixed before its runs (docs/decisions/student-fidelity.md)
 RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
                       ("asap-5", "asap-6", "ela-4", "ela-7", "ela-9", "scientsbank-ua"), -0.005, -0.005, None),
          "fidelity-stop": (("asap-10", "asap-5", "asap-6"), ("ela-4", "ela-7", "ela-9", "scientsbank-ua"),
@@ -192,9 +195,9 @@ def summary(runs):
 
 
 def verdict(s, group, how):
-    """The rule of variant ``how`` on the rows ``group`` run with it and with "validation" on one kind of CPU:
+    """The rule of variant ``how`` on the rows ``group`` run with it and with :data:`BASE` on one kind of CPU:
     (text, passed or None)."""
-    base = "validation"
+    base = BASE
     run = [r for r in group if (r, how) in s and (r, base) in s]
     both = [r for r in run if s[(r, how)]["cpu"] == s[(r, base)]["cpu"] != "mixed"]  # a student is the CPU's
     left = [r for r in run if r not in both]
@@ -219,7 +222,9 @@ def write_md(runs, path):
     lines = ["# `tinykd distill`'s students over seeds: stopped and chosen on validation or on fidelity", "",
              f"Generated by `python benchmarks/distill_seeds.py` ({' / '.join(cpus)}, 2 cores, no GPU). The "
              "teacher, copies and labels of each row are its `distill_table.py` run's (seed 0); only the students' "
-             "seed (`--student-seed`) and the variant change: `validation` (the default), `fidelity` (`--choose-on fidelity`), "
+             "seed (`--student-seed`) and the variant change: `validation` (the default: the KD student of lower validation "
+             "log-loss kept, docs/decisions/student-choice.md), `accuracy` (`--choose-on accuracy`: the one of higher "
+             "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
              "expected-score term), `lam-16` (`--lam 16`), `average-3` (weights averaged over 3 epochs), `long-2` (the long answers "
@@ -244,8 +249,9 @@ def write_md(runs, path):
                              f"{v['worst_acc']:.3f} / {v['worst_qwk']:.3f} | {100 * v['spread']:.1f} | "
                              f"{v['t_acc']:.3f} / {v['t_qwk']:.3f} | {v['acc'] - v['t_acc']:+.3f} | "
                              f"{v['qwk'] - v['t_qwk']:+.3f} | {v['plain']:.3f} | {v['presets']} | {v['seconds']:.0f} |")
-    lines += ["", "The rules (docs/decisions/student-fidelity.md, each fixed before its runs): against `validation` "
-              "(stopping and choice on the validation rows), on the decision rows and then on the confirmation rows, "
+    lines += ["", "The rules (docs/decisions/student-fidelity.md, each fixed before its runs): against `accuracy` "
+              "(stopping on the validation rows and the KD student of higher validation accuracy kept: distill's default "
+              "until docs/decisions/student-choice.md), on the decision rows and then on the confirmation rows, "
               "each on its own: `fidelity` (stop, offsets and choice on fidelity) passes when its mean accuracy is at "
               "most 0.5 points and its mean QWK at most 0.005 below and its mean seed spread is lower; "
               "`fidelity-stop` (stop and offsets on fidelity, choice on validation) when its mean accuracy is not "
@@ -290,7 +296,7 @@ def teacher_seed_lines(runs):
     """The rows run over several teacher seeds (the students' seed fixed at 0, the default choice)."""
     by = {}
     for r in runs:
-        if r["choose_on"] == "validation" and r["seed"] == 0:
+        if r["choose_on"] == DEFAULT and r["seed"] == 0:
             by.setdefault(r["row"], {})[r.get("teacher_seed", 0)] = r
     lines = []
     for row, rs in by.items():

@@ -1,4 +1,4 @@
-"""Which of ``tinykd distill``'s students each way of choosing keeps, over student seeds (docs/decisions/student-choice.md).
+"""Which of ``tinykd distill``'s students each way of choosing keeps, over student seeds.
 
     python benchmarks/student_choice.py [--rows asap-1,…] [--seeds 0,1,2]
     python benchmarks/student_choice.py --md-only      # rewrite the table from its .json; run nothing
@@ -12,7 +12,7 @@ of choosing then keeps one of them: ``accuracy`` (distill's rule: validation acc
 and ``kl`` (the lower on the validation rows), and as diagnostics ``7t`` and ``bathtub`` always and ``oracle``
 (the KD student better on the test rows: not a rule). The plain NN is a candidate only when the teacher is
 below it on validation, as in distill. ``benchmarks/results/student_choice.json`` keeps each run;
-``student_choice.md`` is rewritten from it.
+``student_choice.md`` is rewritten from it. The rule: docs/decisions/student-choice.md.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from tinykd.distill.stages import stage_key  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
 from tinykd.files.csvfiles import label_key  # noqa: E402
 from tinykd.files.softlabels import read_soft_labels  # noqa: E402
-from tinykd.quality.metrics import scoring_metrics  # noqa: E402
+from tinykd.quality.metrics import LOG_LOSS_FLOOR as EPS, log_loss, scoring_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: the ways of choosing compared; the first is distill's
@@ -46,7 +46,6 @@ GROUPS = (("decision", ("ela-7", "asap-2")), ("confirmation", ("ela-4", "asap-1"
           ("the check over the eight `--where` rows", WHERE_ROWS))
 #: the students' stage key gets this: its folder is not the default run's, which keeps only two students
 MARK = "every student measured: benchmarks/student_choice.py"
-EPS = 1e-7
 
 
 def measure(chain, teacher_csv, student, role):
@@ -59,7 +58,7 @@ def measure(chain, teacher_csv, student, role):
     y = np.array([keys.index(label_key(v)) for v in labels])
     q = read_soft_labels(teacher_csv, [rows_.ids[i] for i in idx], keys)
     m = scoring_metrics([keys[i] for i in y], [keys[i] for i in proba.argmax(1)], labels=keys)
-    m["logloss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], EPS, 1.0))))
+    m["logloss"] = log_loss(proba, y)
     m["kl"] = float(np.mean(np.sum(q * (np.log(np.clip(q, EPS, 1.0)) - np.log(np.clip(proba, EPS, 1.0))), axis=1)))
     return m
 
@@ -104,7 +103,7 @@ def run_one(key, table, work_root, seed):
     pipeline.train_students, pipeline._students_key = every_student, _marked_key
     try:
         distill(data, work_root / key / f"choice-{seed}.npz", work=work_root / key, student_seed=seed, seed=0,
-                verbose=False, **VARIANTS["validation"], **opts)
+                verbose=False, **VARIANTS["accuracy"], **opts)
     finally:
         pipeline.train_students, pipeline._students_key = _TRAIN, _KEY
     done = json.loads(Path(_FOLDER["now"], "done.json").read_text(encoding="utf-8"))
@@ -196,22 +195,27 @@ def write_md(runs, path, seeds_json):
 
 
 def same_as_seeds(runs, seeds_json):
-    """Whether ``accuracy`` keeps the students of ``distill_seeds.py``'s ``validation`` runs (same CPU)."""
+    """Whether ``accuracy`` and ``logloss`` keep the students of ``distill_seeds.py``'s ``accuracy`` and ``validation``
+    runs (distill's choice before and after docs/decisions/student-choice.md; same CPU)."""
     if not seeds_json.exists():
         return []
-    old = {(r["row"], r["seed"]): r for r in json.loads(seeds_json.read_text(encoding="utf-8"))
-           if r["choose_on"] == "validation" and not r.get("teacher_seed")}
-    diff, same = [], 0
-    for r in runs:
-        o, e = old.get((r["row"], r["seed"])), pick(r, "accuracy")
-        if o is None or o["cpu"] != r["cpu"]:
-            continue
-        if abs(o["student"]["accuracy"] - e["test"]["accuracy"]) < 1e-9 and abs(o["student"]["qwk"] - e["test"]["qwk"]) < 1e-9:
-            same += 1
-        else:
-            diff.append(f"{r['row']} seed {r['seed']}")
-    return ["", f"`accuracy` keeps the same student as `distill_seeds.md`'s `validation` run (same test accuracy and QWK, "
-            f"same CPU) in {same} of {same + len(diff)} runs" + (f"; not in {', '.join(diff)}" if diff else "") + "."]
+    seeds = json.loads(seeds_json.read_text(encoding="utf-8"))
+    lines = []
+    for how, variant in (("accuracy", "accuracy"), ("logloss", "validation")):
+        old = {(r["row"], r["seed"]): r for r in seeds if r["choose_on"] == variant and not r.get("teacher_seed")}
+        diff, same = [], 0
+        for r in runs:
+            o, e = old.get((r["row"], r["seed"])), pick(r, how)
+            if o is None or o["cpu"] != r["cpu"]:
+                continue
+            if all(abs(o["student"][k] - e["test"][k]) < 1e-9 for k in ("accuracy", "qwk")):
+                same += 1
+            else:
+                diff.append(f"{r['row']} seed {r['seed']}")
+        lines += ["", f"`{how}` keeps the same student as `distill_seeds.md`'s `{variant}` run (same test accuracy and "
+                  f"QWK, same CPU) in {same} of {same + len(diff)} runs" + (f"; not in {', '.join(diff)}" if diff else "")
+                  + "."]
+    return lines
 
 
 def main(argv=None):
