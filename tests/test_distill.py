@@ -296,6 +296,9 @@ def test_per_item_from_the_command_line(tmp_path, tiny_base, capsys):
     assert [v.split(" (")[0] for v in verdicts] == [f"  item Q{q}: {w}" for q in (1, 2) for w in ("teacher", "student")]
     assert all("(12 rows): TOO FEW ANSWERS TO JUDGE — " in v and "QWK degradation" in v for v in verdicts), verdicts
     assert "[teacher] item Q2" in err  # progress per stage and item
+    kept = [ln for ln in err.splitlines() if "[students] item Q1: kept" in ln]
+    assert len(kept) == 1 and "(lowest validation log-loss)" in kept[0], err  # why this student
+    assert "[students] item Q1: falling_weights, λ = 4: validation accuracy" in err and ", log-loss " in err
     tb = b.students["Q1"].meta["distill"]["teacher_base"]  # the base its teacher was fine-tuned from
     assert tb["name"] is None and tb["model"] == tiny_base and tb["params"] > 0
     rc, so, err = run_cli(capsys, "info", out)

@@ -121,8 +121,9 @@ class _Trainer:
         if f:
             m["fidelity"] = {"agreement": f["agreement"], "kl": f["kl"], "n": f["n"]}
         fid = f", agreement with the teacher {f['agreement']:.3f} (KL {f['kl']:.4f})" if f else ""
+        ll = f", log-loss {m['logloss']:.3f}" if "logloss" in m else ""
         self.log(f"[students] {self.chain.name}: {preset}, λ = {lam:g}: validation accuracy {m['accuracy']:.3f}, "
-                 f"QWK {m['qwk']:.3f}{fid} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
+                 f"QWK {m['qwk']:.3f}{ll}{fid} ({len(s.meta['history'])} epochs, {s.meta['training']['seconds']:.0f} s)")
         return s, m
 
 
@@ -205,7 +206,9 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
     best, plain = choose(runs, presets, bars["teacher_validation"], chain.choose_on)
     if best[1] == 0.0:
         log(f"[students] {chain.name}: the teacher is below the plain NN on validation; keeping the plain NN")
-    log(f"[students] {chain.name}: kept {best[0]}, λ = {best[1]:g}")
+    by = ("lowest validation log-loss" if chain.choose_on == "validation" and "logloss" in runs[best][1] else
+          "best agreement with the teacher" if chain.choose_on == "fidelity" and best[1] else "best validation accuracy")
+    log(f"[students] {chain.name}: kept {best[0]}, λ = {best[1]:g} ({by})")
     runs[best][0].save(os.path.join(folder, "student.npz"))
     runs[plain][0].save(os.path.join(folder, "plain.npz"))
     return {"lam": best[1], "preset": best[0], "plain_preset": plain[0],
