@@ -35,7 +35,8 @@ from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 #: the ways of stopping and choosing the students compared (distill's ``choose_on`` / ``stop_on``)
 #: every variant before "validation" chose on validation accuracy (the default until docs/decisions/student-choice.md)
-VARIANTS = {"validation": dict(choose_on="validation"), "accuracy": dict(choose_on="accuracy"), "fidelity": dict(choose_on="fidelity"),
+VARIANTS = {"validation": dict(choose_on="validation"), "accuracy": dict(choose_on="accuracy"),
+            "fidelity": dict(choose_on="fidelity"),
             "fidelity-stop": dict(choose_on="accuracy", stop_on="fidelity"),
             "unlabeled": dict(choose_on="accuracy"),  # + the row's unlabeled file (:func:`unlabeled_file`)
             "ensemble": dict(choose_on="accuracy", teacher_options={"members": 3}),  # --teacher-members 3
