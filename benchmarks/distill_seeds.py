@@ -56,7 +56,9 @@ VARIANTS = {"validation": dict(choose_on="validation"), "accuracy": dict(choose_
             "others": dict(choose_on="accuracy"),
             # the copies made by word drops and swaps alone (docs/decisions/copies-span.md)
             "no-span": dict(choose_on="accuracy", augment_options={"p_span": 0.0}),
-            "7t": dict(choose_on="accuracy", preset="7t")}  # one preset, no choice (docs/decisions/student-preset.md)
+            "7t": dict(choose_on="accuracy", preset="7t"),  # one preset, no choice (docs/decisions/student-preset.md)
+            # KD students of λ 4 and 16, the one of lower validation log-loss kept (docs/decisions/student-lambda-choice.md)
+            "lams-4-16": dict(choose_on="validation", lams=(4.0, 16.0))}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
@@ -77,13 +79,16 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "7t": (("asap-2", "asap-6", "ela-4"), ("asap-5", "asap-10", "ela-9", "scientsbank-ua"), -0.005, -0.005, 0.0),
          "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005),
          "others": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
-         "no-span": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+         "no-span": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
+         "lams-4-16": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+#: the rules fixed against today's default rather than :data:`BASE`
+RULE_BASE = {"lams-4-16": DEFAULT}
 
 
 #: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
 #: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
 WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
-CHECKED = ("others", "no-span")
+CHECKED = ("others", "no-span", "lams-4-16")
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -196,9 +201,10 @@ def summary(runs):
 
 
 def verdict(s, group, how):
-    """The rule of variant ``how`` on the rows ``group`` run with it and with :data:`BASE` on one kind of CPU:
+    """The rule of variant ``how`` on the rows ``group`` run with it and with its base (:data:`RULE_BASE`, else
+    :data:`BASE`) on one kind of CPU:
     (text, passed or None)."""
-    base = BASE
+    base = RULE_BASE.get(how, BASE)
     run = [r for r in group if (r, how) in s and (r, base) in s]
     both = [r for r in run if s[(r, how)]["cpu"] == s[(r, base)]["cpu"] != "mixed"]  # a student is the CPU's
     left = [r for r in run if r not in both]
@@ -237,7 +243,8 @@ def write_md(runs, path):
              "(`--other-items`: as many training answers of the data set's other items, unscored, join the transfer "
              "set; distill's default on 2026-12-07 until the check of docs/decisions/transfer-data.md took it out), "
              "`no-span` (the copies made without the span operation: docs/decisions/copies-span.md), `ensemble` "
-             "(`--teacher-members 3`). Test rows; mean over seeds and the worst seed; "
+             "(`--teacher-members 3`), `lams-4-16` (`--lam 4 16`: KD students of both λ, the one of lower validation "
+             "log-loss kept; docs/decisions/student-lambda-choice.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -259,7 +266,7 @@ def write_md(runs, path):
               "lower, its mean QWK at most 0.005 lower and its mean seed spread at most 0.5 points higher; `unlabeled` "
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
-              "(docs/decisions/copies-span.md). `ensemble` "
+              "(docs/decisions/copies-span.md), and `lams-4-16` against `validation` (docs/decisions/student-lambda-choice.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
