@@ -280,7 +280,9 @@ def write_md(runs, path):
         for label, group in (("decision rows", decide), ("confirmation rows", confirm)):
             lines.append(f"- `{how}`, {label}: {verdict(s, group, how)[0]}")
         if how in CHECKED:
-            lines.append(f"- `{how}`, the check over the eight `--where` rows: {verdict(s, WHERE_ROWS, how)[0]}")
+            done = all((r, how) in s for r in WHERE_ROWS)
+            lines.append(f"- `{how}`, the check over the eight `--where` rows: "
+                         + (verdict(s, WHERE_ROWS, how)[0] if done else "not run (a group before it failed)"))
     for how in VARIANTS:
         got = [s[(r, how)] for r in ORDER if (r, how) in s]
         if got:
