@@ -1208,6 +1208,21 @@ _FIELDS = [("students", "default", "config", k) for k in ("embed_dim", "units", 
           [("items",), ("item_col",), ("version",), ("students",)]
 
 
+def test_a_model_file_that_says_it_reads_a_context_is_scored_with_one(tmp_path, model):
+    """The fuzzer's find (a valid ``uses_context`` set to true): the file loads; a score without a context is
+    refused in one line, with one it works."""
+    meta = meta_of(model.members)
+    meta["students"]["default"]["meta"]["uses_context"] = True
+    p = tmp_path / "ctx.npz"
+    craft(p, with_changes(model.members, meta=meta))
+    out = load(p)
+    assert out.uses_context
+    with pytest.raises(ValueError, match="pass contexts=") as e:
+        out.predict_proba(["acid rain"])
+    assert "\n" not in str(e.value)
+    assert out.predict_proba(["acid rain"], ["why is it acid?"]).shape[0] == 1
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_model_files_load_or_refuse_in_one_line_with_bounded_memory(tmp_path, model, data):
@@ -1239,7 +1254,7 @@ def test_fuzzed_model_files_load_or_refuse_in_one_line_with_bounded_memory(tmp_p
     if isinstance(out, Exception):
         assert isinstance(out, ModelFileError), repr(out)
         assert "\n" not in str(out)
-    else:
-        assert out.predict_proba(["acid rain"]).shape[0] == 1
+    else:  # a file that says its model reads a context (a valid value) is scored with one
+        assert out.predict_proba(["acid rain"], ["why is it acid?"] if out.uses_context else None).shape[0] == 1
         assert format_description(describe(p)) and json.dumps(describe(p), default=str)  # what tinykd info prints
     assert peak < PEAK_LIMIT, f"{peak / 2**20:.1f} MiB for a {os.path.getsize(p) / 1024:.1f} KiB file"
