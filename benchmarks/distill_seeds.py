@@ -324,24 +324,37 @@ def teacher_seed_lines(runs):
     return lines
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def seed_parser(description, out):
+    """The options of a runner over the rows and student seeds: the data and work folders, ``--rows``,
+    ``--seeds``, its table ``--out`` and ``--md-only``."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--work-root", type=Path, default=ROOT / "runs" / "distill")
     ap.add_argument("--rows", default=",".join(ORDER))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--choose-on", default="validation,fidelity-stop",
-                    help=f"the variants, comma-separated: {', '.join(VARIANTS)}")
-    ap.add_argument("--teacher-seeds", default="0", help="seeds of the split, teacher and copies (each a new "
-                    "teacher); the rows' table uses seed 0, the others are reported apart")
-    ap.add_argument("--out", type=Path, default=RESULTS / "distill_seeds.md")
+    ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--md-only", action="store_true", help="rewrite the table from the .json beside --out")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def asked_rows(ap, args):
+    """``(the rows' table, the rows --rows names)``; an unknown row is the parser's error."""
     table = rows(args.data_dir)
     pick = [r for r in args.rows.split(",") if r]
     unknown = [r for r in pick if r not in table]
     if unknown:
         ap.error(f"--rows: unknown row(s) {', '.join(unknown)}; the rows are {', '.join(ORDER)}")
+    return table, pick
+
+
+def main(argv=None):
+    ap = seed_parser(__doc__.splitlines()[0], RESULTS / "distill_seeds.md")
+    ap.add_argument("--choose-on", default="validation,fidelity-stop",
+                    help=f"the variants, comma-separated: {', '.join(VARIANTS)}")
+    ap.add_argument("--teacher-seeds", default="0", help="seeds of the split, teacher and copies (each a new "
+                    "teacher); the rows' table uses seed 0, the others are reported apart")
+    args = ap.parse_args(argv)
+    table, pick = asked_rows(ap, args)
     js = args.out.with_suffix(".json")
     runs = json.loads(js.read_text(encoding="utf-8")) if js.exists() else []
     for key in () if args.md_only else pick:

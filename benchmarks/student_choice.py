@@ -16,7 +16,6 @@ below it on validation, as in distill. ``benchmarks/results/student_choice.json`
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,10 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill_seeds import VARIANTS, WHERE_ROWS, summary, target_lines  # noqa: E402
-from distill_table import ORDER, cpu, rows  # noqa: E402
+from distill_seeds import VARIANTS, WHERE_ROWS, asked_rows, seed_parser, summary, target_lines  # noqa: E402
+from distill_table import ORDER, cpu  # noqa: E402
 import tinykd.distill.pipeline as pipeline  # noqa: E402
 import tinykd.distill.students as students  # noqa: E402
+from tinykd.distill.students import choose  # noqa: E402
 from tinykd.distill.pipeline import distill  # noqa: E402
 from tinykd.distill.stages import stage_key  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
@@ -114,28 +114,27 @@ def run_one(key, table, work_root, seed):
 
 def pick(run, how):
     """The student (an ``every`` entry) that the way of choosing ``how`` keeps in one run."""
-    order = run["presets_order"]
-    kd, plain = [e for e in run["every"] if e["lam"]], best_plain(run)
     if how in DIAGNOSTICS:
+        kd = [e for e in run["every"] if e["lam"]]
         return max(kd, key=lambda e: e["test"]["accuracy"]) if how == "oracle" else next(e for e in kd if e["preset"] == how)
-    pool = kd + ([plain] if run["teacher_val"]["accuracy"] < plain["val"]["accuracy"] else [])
-    if how == "accuracy":
-        return max(pool, key=lambda e: (e["val"]["accuracy"], e["val"]["qwk"], e["lam"], -order.index(e["preset"])))
-    return min(pool, key=lambda e: (e["val"][how], -e["lam"], order.index(e["preset"])))
+    return kept(run, how)[0]
 
 
-def best_plain(run):
-    """The plain NN distill keeps beside the student: validation accuracy, then QWK, then the earlier preset."""
-    order = run["presets_order"]
-    return max((e for e in run["every"] if not e["lam"]),
-               key=lambda e: (e["val"]["accuracy"], e["val"]["qwk"], -order.index(e["preset"])))
+def kept(run, how):
+    """``(student, plain NN)`` (``every`` entries) that the rule ``how`` keeps: distill's own
+    :func:`~tinykd.distill.students.choose` (``kl``: its log-loss rule read on the KL column)."""
+    by_pair = {(e["preset"], e["lam"]): e for e in run["every"]}
+    column = "kl" if how == "kl" else "logloss"
+    runs = {k: (None, {**e["val"], "logloss": e["val"][column]}) for k, e in by_pair.items()}
+    best, plain = choose(runs, run["presets_order"], run["teacher_val"], on="accuracy" if how == "accuracy" else "validation")
+    return by_pair[best], by_pair[plain]
 
 
 def as_seed_runs(runs):
     """The runs as ``distill_seeds.py``'s records, one per (row, seed, way of choosing): its summary reads them."""
     out = []
     for r in runs:
-        plain = best_plain(r)
+        plain = kept(r, "accuracy")[1]
         for how in RULES + DIAGNOSTICS:
             e = pick(r, how)
             out.append({"row": r["row"], "name": r["name"], "seed": r["seed"], "choose_on": how, "student": e["test"],
@@ -219,19 +218,9 @@ def same_as_seeds(runs, seeds_json):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--work-root", type=Path, default=ROOT / "runs" / "distill")
-    ap.add_argument("--rows", default=",".join(ORDER))
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--out", type=Path, default=RESULTS / "student_choice.md")
-    ap.add_argument("--md-only", action="store_true", help="rewrite the table from the .json beside --out")
+    ap = seed_parser(__doc__.splitlines()[0], RESULTS / "student_choice.md")
     args = ap.parse_args(argv)
-    table = rows(args.data_dir)
-    pick_rows = [r for r in args.rows.split(",") if r]
-    unknown = [r for r in pick_rows if r not in table]
-    if unknown:
-        ap.error(f"--rows: unknown row(s) {', '.join(unknown)}; the rows are {', '.join(ORDER)}")
+    table, pick_rows = asked_rows(ap, args)
     js, seeds_json = args.out.with_suffix(".json"), RESULTS / "distill_seeds.json"
     runs = json.loads(js.read_text(encoding="utf-8")) if js.exists() else []
     for key in () if args.md_only else pick_rows:

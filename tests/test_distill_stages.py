@@ -349,9 +349,9 @@ def test_other_items_are_as_many_training_answers_of_the_other_items(tmp_path):
     assert others(None, columns=cols._replace(item="item")) == ([], None)  # --item-col: not measured, left out
 
 
-def test_other_items_flag_reaches_distill(monkeypatch, tmp_path):
-    """``tinykd distill --other-items`` passes ``other_items=True`` to distill; without it or with
-    ``--no-other-items``, False (the default since the check of docs/decisions/transfer-data.md)."""
+def _distill_gets(monkeypatch, key, argvs):
+    """What ``tinykd distill`` passes to distill as ``key`` for each argument list of ``argvs`` (distill
+    itself replaced: nothing runs)."""
     import tinykd.cli.commands as C
     import tinykd.distill.pipeline as P
     from tinykd.cli.parser import build_parser
@@ -359,42 +359,36 @@ def test_other_items_flag_reaches_distill(monkeypatch, tmp_path):
     seen = []
 
     def fake(data, out, **kw):
-        seen.append(kw["other_items"])
+        seen.append(kw[key])
         raise SystemExit(0)
 
     monkeypatch.setattr(P, "teacher_available", lambda: True)
     monkeypatch.setattr(P, "distill", fake)
     monkeypatch.setattr(T, "teacher_base_option", lambda *a: None)
-    data = _items_csv(tmp_path / "d.csv", {"a": 5, "b": 4})
-    for extra in ([], ["--other-items"], ["--no-other-items"]):
-        args = build_parser().parse_args(["distill", data, "--out", str(tmp_path / "m.npz"), "--where", "item=a"]
-                                         + extra)
+    for argv in argvs:
         with pytest.raises(SystemExit):
-            C.cmd_distill(args)
+            C.cmd_distill(build_parser().parse_args(argv))
+    return seen
+
+
+def test_other_items_flag_reaches_distill(monkeypatch, tmp_path):
+    """``tinykd distill --other-items`` passes ``other_items=True`` to distill; without it or with
+    ``--no-other-items``, False (the default since the check of docs/decisions/transfer-data.md)."""
+    data = _items_csv(tmp_path / "d.csv", {"a": 5, "b": 4})
+    base = ["distill", data, "--out", str(tmp_path / "m.npz"), "--where", "item=a"]
+    seen = _distill_gets(monkeypatch, "other_items", [base + x for x in ([], ["--other-items"], ["--no-other-items"])])
     assert seen == [False, True, False]
 
 
 def test_choose_on_reaches_distill_and_stop_on_refuses_accuracy(monkeypatch, tmp_path, capsys):
     """``--choose-on`` validation (the default: log-loss), accuracy or fidelity reaches distill as given;
     ``--stop-on accuracy`` is refused by the parser (the students stop on validation or fidelity)."""
-    import tinykd.cli.commands as C
-    import tinykd.distill.pipeline as P
     from tinykd.cli.parser import build_parser
 
-    seen = []
-
-    def fake(data, out, **kw):
-        seen.append(kw["choose_on"])
-        raise SystemExit(0)
-
-    monkeypatch.setattr(P, "teacher_available", lambda: True)
-    monkeypatch.setattr(P, "distill", fake)
-    monkeypatch.setattr(T, "teacher_base_option", lambda *a: None)
     data = _items_csv(tmp_path / "d.csv", {"a": 5})
     base = ["distill", data, "--out", str(tmp_path / "m.npz")]
-    for extra in ([], ["--choose-on", "accuracy"], ["--choose-on", "fidelity"]):
-        with pytest.raises(SystemExit):
-            C.cmd_distill(build_parser().parse_args(base + extra))
+    seen = _distill_gets(monkeypatch, "choose_on",
+                         [base + x for x in ([], ["--choose-on", "accuracy"], ["--choose-on", "fidelity"])])
     assert seen == ["validation", "accuracy", "fidelity"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["--stop-on", "accuracy"])
