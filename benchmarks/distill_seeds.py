@@ -58,7 +58,9 @@ VARIANTS = {"validation": dict(choose_on="validation"), "accuracy": dict(choose_
             "no-span": dict(choose_on="accuracy", augment_options={"p_span": 0.0}),
             "7t": dict(choose_on="accuracy", preset="7t"),  # one preset, no choice (docs/decisions/student-preset.md)
             # KD students of λ 4 and 16, the one of lower validation log-loss kept (docs/decisions/student-lambda-choice.md)
-            "lams-4-16": dict(choose_on="validation", lams=(4.0, 16.0))}
+            "lams-4-16": dict(choose_on="validation", lams=(4.0, 16.0)),
+            # the transfer rows weighted to the teacher's class mix on the answers (docs/decisions/transfer-balance.md)
+            "balanced": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(balance_transfer=True))}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
@@ -80,15 +82,16 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "vectors": (("asap-2", "asap-6", "ela-4"), ("ela-7", "ela-9", "asap-1"), -0.005, 0.005, 0.005),
          "others": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "no-span": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
-         "lams-4-16": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+         "lams-4-16": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
+         "balanced": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 #: the rules fixed against today's default rather than :data:`BASE`
-RULE_BASE = {"lams-4-16": DEFAULT}
+RULE_BASE = {"lams-4-16": DEFAULT, "balanced": DEFAULT}
 
 
 #: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
 #: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
 WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
-CHECKED = ("others", "no-span", "lams-4-16")
+CHECKED = ("others", "no-span", "lams-4-16", "balanced")
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -244,7 +247,9 @@ def write_md(runs, path):
              "set; distill's default on 2026-12-07 until the check of docs/decisions/transfer-data.md took it out), "
              "`no-span` (the copies made without the span operation: docs/decisions/copies-span.md), `ensemble` "
              "(`--teacher-members 3`), `lams-4-16` (`--lam 4 16`: KD students of both λ, the one of lower validation "
-             "log-loss kept; docs/decisions/student-lambda-choice.md). Test rows; mean over seeds and the worst seed; "
+             "log-loss kept; docs/decisions/student-lambda-choice.md), `balanced` (`TrainOptions(balance_transfer=True)`: "
+             "the KD students' transfer rows weighted to the teacher's class mix on the training answers; "
+             "docs/decisions/transfer-balance.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -266,7 +271,8 @@ def write_md(runs, path):
               "lower, its mean QWK at most 0.005 lower and its mean seed spread at most 0.5 points higher; `unlabeled` "
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
-              "(docs/decisions/copies-span.md), and `lams-4-16` against `validation` (docs/decisions/student-lambda-choice.md). `ensemble` "
+              "(docs/decisions/copies-span.md), and `lams-4-16` and `balanced` against `validation` (docs/decisions/student-lambda-choice.md, "
+              "transfer-balance.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
@@ -277,8 +283,11 @@ def write_md(runs, path):
               "(docs/decisions/student-teacher-vectors.md); "
               "`ordinal-16` is the one-seed pilot that chose μ.", ""]
     for how, (decide, confirm, *_) in RULES.items():
-        for label, group in (("decision rows", decide), ("confirmation rows", confirm)):
-            lines.append(f"- `{how}`, {label}: {verdict(s, group, how)[0]}")
+        first = verdict(s, decide, how)
+        lines.append(f"- `{how}`, decision rows: {first[0]}")
+        ran = any((r, how) in s for r in confirm)
+        lines.append(f"- `{how}`, confirmation rows: " + (verdict(s, confirm, how)[0] if ran or first[1] is not False
+                                                          else "not run (the decision rows failed)"))
         if how in CHECKED:
             done = all((r, how) in s for r in WHERE_ROWS)
             lines.append(f"- `{how}`, the check over the eight `--where` rows: "

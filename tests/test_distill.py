@@ -208,7 +208,7 @@ def test_distill_stops_and_chooses_on_fidelity(tmp_path, tiny_base, teacher_call
     assert all(v["fidelity"]["n"] == 32 for lam, v in d["validation"].items() if lam != "0.0")  # stopped on it
 
 
-def test_the_ordinal_term_and_long_weight_reach_the_kd_students_and_text_leaves_ordinal_out(tmp_path, tiny_base,
+def test_the_ordinal_term_long_weight_and_balance_reach_the_kd_students_and_text_leaves_ordinal_out(tmp_path, tiny_base,
                                                                                           teacher_calls):
     data = make_csv(tmp_path / "d.csv")
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
@@ -225,6 +225,13 @@ def test_the_ordinal_term_and_long_weight_reach_the_kd_students_and_text_leaves_
     m = tinykd.load(out).meta
     assert m["training"].get("long_weight") == (2 if m["distill"]["lam"] else None)  # the KD students only
     assert m["distill"]["validation"]["0.0"] == before["0.0"]
+    balanced = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT,
+                         options=D.STUDENT_OPTIONS.replace(balance_transfer=True))
+    assert [r.split(":")[0] for r in balanced.ran] == ["students"]
+    m = tinykd.load(out).meta
+    assert m["training"].get("balance_transfer") == (True if m["distill"]["lam"] else None)
+    assert m["distill"]["validation"]["0.0"] == before["0.0"]
+    assert m["distill"]["validation"]["4.0"] != before["4.0"]  # weighted transfer rows: another KD student
     words = {"0": "none", "1": "partial", "2": "full"}
     with open(data, newline="") as fh:
         rows = [{**r, "label": words[r["label"]]} for r in csv.DictReader(fh)]

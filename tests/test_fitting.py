@@ -309,3 +309,61 @@ def test_val_split_must_not_be_the_training_split():
         tinykd.fit_items(columns(rows, "text"), columns(rows, "label"), splits=columns(rows, "split"),
                          val_split="train", **SMALL)
     assert e.value.for_cli().startswith("--val-split")
+
+
+def test_balance_weights_give_the_transfer_rows_the_answers_class_mix():
+    """balance_weights: add-one shares a_c (answers) and b_c (transfer), w = clip(a_c / b_c, 0.2, 5) scaled to mean 1;
+    the weighted arg-max mix of the transfer rows moves to the answers' mix."""
+    from tinykd.train.fitting import balance_weights
+
+    eye = np.eye(3)
+    answers = eye[[0] * 5 + [1] * 3 + [2] * 2]          # a = (6, 4, 3) / 13
+    transfer = eye[[0] * 11 + [1] * 5 + [2] * 1]         # b = (12, 6, 2) / 20
+    w = balance_weights(answers, transfer)
+    a, b = np.array([6, 4, 3]) / 13, np.array([12, 6, 2]) / 20
+    raw = (a / b)[transfer.argmax(1)]
+    np.testing.assert_allclose(w, raw * len(raw) / raw.sum(), rtol=1e-12)
+    assert w.mean() == pytest.approx(1.0)
+    mix = np.bincount(transfer.argmax(1), weights=w, minlength=3)
+    v = np.array([11, 5, 1]) * a / b  # each class's count times its weight: near a when b is near the counts' shares
+    np.testing.assert_allclose(mix / mix.sum(), v / v.sum(), rtol=1e-12)
+    assert abs(mix / mix.sum() - a).max() < abs(np.array([11, 5, 1]) / 17 - a).max() / 2
+    # a class the transfer rows almost lack: a / b = (51/102) / (2/102) = 25.5 is held at 5 (class 0: 0.51)
+    w = balance_weights(eye[[2] * 50 + [0] * 50], eye[[0] * 99 + [2]])
+    assert w[-1] / w[0] == pytest.approx(5.0 / (51 / 100), rel=1e-12)
+    # rows without the teacher (NaN) are not counted among the answers
+    nan_row = np.full((1, 3), np.nan)
+    np.testing.assert_array_equal(balance_weights(np.vstack([answers, nan_row]), transfer), balance_weights(answers, transfer))
+
+
+def test_balance_transfer_trains_on_weighted_rows_and_says_so(monkeypatch):
+    """TrainOptions(balance_transfer=True): the transfer rows reach training with balance_weights, the scored rows
+    with 1; the model file's training record says so; off (the default), no weights and no record."""
+    import tinykd.train.fitting as fitting
+    from tinykd.train.options import TrainOptions
+
+    seen = {}
+    real = fitting.train
+
+    def spy(net, data, *a, **k):
+        seen["w"] = data.weights
+        return real(net, data, *a, **k)
+
+    monkeypatch.setattr(fitting, "train", spy)
+    rng = np.random.default_rng(0)
+    texts = ["good answer"] * 6 + ["bad answer"] * 6
+    y = [1] * 6 + [0] * 6
+    p = np.where(np.array(y)[:, None] == 1, [0.2, 0.8], [0.9, 0.1])
+    tx_p = np.array([[0.9, 0.1]] * 9 + [[0.3, 0.7]] * 3)
+    tx = (["bad"] * 9 + ["good"] * 3, tx_p)
+    opts = TrainOptions(epochs=1, seed=0, batch_size=4, offsets=False)
+    s = fitting.fit(texts, y, p, options=opts.replace(balance_transfer=True), transfer=tx, verbose=False,
+                    validation=(texts[:4], y[:4]))
+    expect = fitting.balance_weights(p, tx_p)
+    np.testing.assert_allclose(seen["w"], np.concatenate([np.ones(12), expect]))
+    assert expect[-1] > expect[0] and s.meta["training"]["balance_transfer"] is True
+    s = fitting.fit(texts, y, p, options=opts, transfer=tx, verbose=False, validation=(texts[:4], y[:4]))
+    assert seen["w"] is None and "balance_transfer" not in s.meta["training"]
+    with pytest.raises(Exception, match="balance_transfer"):
+        TrainOptions(balance_transfer="yes")
+    del rng

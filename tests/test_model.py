@@ -265,3 +265,32 @@ def test_mse_soft_term_on_centred_logits_value_and_gradient():
     assert both[0] == pytest.approx(cross_entropy(z, y)[0] + kd_loss(z, None, p, lam=lam, soft="mse")[0])
     with pytest.raises(ValueError, match="soft must be one of"):
         kd_loss(z, y, p, soft="kl")
+
+
+@pytest.mark.parametrize("soft", ["ce", "mse"])
+def test_row_weights_scale_each_row_and_match_repeated_rows(soft):
+    """weights: L = 1/B Σ w_b [row b's terms]; the gradient numerically; all ones is exactly no weights; a row of
+    weight 2 in a batch of B is that row twice in a batch of B + 1, rescaled by (B + 1) / B."""
+    from conftest import numgrad
+
+    rng = np.random.default_rng(11)
+    B, K = 5, 3
+    z, p = rng.normal(size=(B, K)), np.exp(log_softmax(rng.normal(size=(B, K)) * 2))
+    y, hm = rng.integers(0, K, B), np.array([True, False, True, False, False])
+    w = np.array([2.0, 0.5, 1.0, 3.0, 0.0])
+    kw = dict(lam=0.7, temperature=2.0, hard_mask=hm, soft=soft, ordinal=0.3)
+    loss, grad, parts = kd_loss(z, y, p, weights=w, **kw)
+    each = [kd_loss(z[b:b + 1], y[b:b + 1], p[b:b + 1], **{**kw, "hard_mask": hm[b:b + 1]}) for b in range(B)]
+    assert loss == pytest.approx(sum(w[b] * each[b][0] for b in range(B)) / B, rel=1e-12)
+    np.testing.assert_allclose(grad, np.stack([w[b] * each[b][1][0] for b in range(B)]) / B, rtol=1e-12, atol=1e-15)
+    zz = z.copy()
+    np.testing.assert_allclose(grad, numgrad(lambda: kd_loss(zz, y, p, weights=w, **kw)[0], zz), atol=1e-7)
+    plain = kd_loss(z, y, p, **kw)
+    ones = kd_loss(z, y, p, weights=np.ones(B), **kw)
+    assert ones[0] == plain[0] and np.array_equal(ones[1], plain[1])
+    w2 = np.array([2.0, 1, 1, 1, 1])
+    r = [0, 0, 1, 2, 3, 4]
+    rep = kd_loss(z[r], y[r], p[r], **{**kw, "hard_mask": hm[r]})[0]
+    assert kd_loss(z, y, p, weights=w2, **kw)[0] == pytest.approx(rep * (B + 1) / B, rel=1e-12)
+    with pytest.raises(ValueError, match="weights must be 5 finite values"):
+        kd_loss(z, y, p, weights=-w, **kw)

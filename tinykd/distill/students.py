@@ -106,8 +106,9 @@ class _Trainer:
 
         preset, lam = pair
         o = self.chain.options
-        kd = (dict(temperature=o.temperature, soft_loss=o.soft_loss, ordinal=o.ordinal, long_weight=o.long_weight)
-              if lam else dict(temperature=1.0, soft_loss="ce", ordinal=0.0, long_weight=1))
+        kd = (dict(temperature=o.temperature, soft_loss=o.soft_loss, ordinal=o.ordinal, long_weight=o.long_weight,
+                   balance_transfer=o.balance_transfer) if lam else
+              dict(temperature=1.0, soft_loss="ce", ordinal=0.0, long_weight=1, balance_transfer=False))
         options = o.replace(preset=preset, lam=lam, **kd)
         d = self.data
         s = fitting.fit(d.texts, d.y, d.p_train if lam else None, options=options, contexts=d.contexts,

@@ -168,14 +168,39 @@ def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, n
     all_ctx = (rows.contexts + (tx.contexts or [""] * len(tx.texts))) if uses_context else None
     ids, lengths = vocab.encode(rows.texts + tx.texts, all_ctx)
     t_all = rows.teacher if tx.teacher is None else np.concatenate([rows.teacher, tx.teacher])
-    data = _long_repeated(TrainData(ids, lengths, np.concatenate([rows.y, tx.y]), t_all), len(rows.texts),
-                       options.long_weight)
+    w = (np.concatenate([np.ones(len(rows.texts)), balance_weights(rows.teacher, tx.teacher)])
+         if options.balance_transfer and len(tx.texts) else None)
+    data = _long_repeated(TrainData(ids, lengths, np.concatenate([rows.y, tx.y]), t_all, w), len(rows.texts),
+                          options.long_weight)
     val_data = None
     if len(val.texts):
         v_ids, v_len = vocab.encode(val.texts, val.contexts if uses_context else None)
         val_data = TrainData(v_ids, v_len, val.y)
     return Prepared(enc.classes_, rows.y, len(tx.texts), teacher is not None, uses_context, cfg, vocab, data,
                     val_data, _fidelity_rows(fidelity, K, vocab, uses_context))
+
+
+#: the bounds of a transfer row's weight (:func:`balance_weights`)
+BALANCE_CLIP = (0.2, 5.0)
+
+
+def balance_weights(answers, transfer):
+    """The transfer rows' weights that give them the teacher's class mix on the scored answers.
+
+    ``answers`` (n, K) and ``transfer`` (m, K): the teacher's probabilities (rows with NaN are not counted).
+    With ``a_c``, ``b_c`` the add-one shares of the arg-max class c among the answers and the transfer rows,
+    a transfer row of arg-max c weighs ``clip(a_c / b_c, *BALANCE_CLIP)``, then all m are scaled to mean 1
+    (docs/decisions/transfer-balance.md). Returns (m,)."""
+    K = transfer.shape[1]
+
+    def shares(p):
+        p = p[np.isfinite(p).all(axis=1)]
+        return (np.bincount(p.argmax(axis=1), minlength=K) + 1.0) / (len(p) + K)
+
+    w = np.clip(shares(answers) / shares(transfer), *BALANCE_CLIP)
+    cls = np.nan_to_num(transfer, nan=-1.0).argmax(axis=1)
+    out = w[cls]
+    return out * (len(out) / out.sum())
 
 
 #: the share of the scored training answers shorter than a "long" row (:attr:`TrainOptions.long_weight`)
@@ -189,7 +214,8 @@ def _long_repeated(data, n_scored, weight):
         return data
     long_ = np.flatnonzero(data.lengths >= np.quantile(data.lengths[:n_scored], LONG_QUANTILE))
     idx = np.concatenate([np.arange(len(data))] + [long_] * (weight - 1))
-    return TrainData(data.ids[idx], data.lengths[idx], data.y[idx], None if data.teacher is None else data.teacher[idx])
+    return TrainData(data.ids[idx], data.lengths[idx], data.y[idx], None if data.teacher is None else data.teacher[idx],
+                     None if data.weights is None else data.weights[idx])
 
 
 def _pretrained(word_vectors, prep):
@@ -375,6 +401,7 @@ def _record(prep, net, history, options, name, note, seconds):
             "lam": o.lam_for(prep.teacher), "temperature": float(o.temperature), "soft_loss": o.soft_loss,
             **({"ordinal": float(o.ordinal)} if o.ordinal and prep.teacher else {}),
             **({"long_weight": int(o.long_weight)} if o.long_weight != 1 else {}),
+            **({"balance_transfer": True} if prep.data.weights is not None else {}),
             **({"word_vectors": int(len(prep.start[0]))} if prep.start is not None else {}),
             "seed": int(o.seed), "epochs": int(o.epochs), "batch_size": int(o.batch_size), "lr": float(o.lr),
             "patience": int(o.patience), **({"average_epochs": float(o.average)} if o.average is not None else {}),

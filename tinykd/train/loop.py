@@ -25,10 +25,10 @@ from tinykd.train.options import TrainOptions
 
 class TrainData:
     """Encoded training rows: ``ids`` (n, L), ``lengths`` (n,), labels ``y`` (n,) with −1
-    for an unlabeled (transfer) row, and optional ``teacher`` probabilities (n, K) with
-    NaN rows where no teacher row exists."""
+    for an unlabeled (transfer) row, optional ``teacher`` probabilities (n, K) with
+    NaN rows where no teacher row exists, and optional row ``weights`` (n,) in the loss."""
 
-    def __init__(self, ids, lengths, y, teacher=None):
+    def __init__(self, ids, lengths, y, teacher=None, weights=None):
         self.ids = np.ascontiguousarray(ids, dtype=np.int32)
         self.lengths = np.ascontiguousarray(lengths, dtype=np.int32)
         self.y = np.asarray(y, dtype=np.int64)
@@ -38,6 +38,9 @@ class TrainData:
             raise ValueError("ids, lengths and y must have the same number of rows")
         if self.teacher is not None and self.teacher.shape[0] != n:
             raise ValueError(f"teacher has {self.teacher.shape[0]} rows, data has {n}")
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        if self.weights is not None and self.weights.shape != (n,):
+            raise ValueError(f"weights has shape {self.weights.shape}, data has {n} rows")
 
     def __len__(self):
         return len(self.lengths)
@@ -120,9 +123,10 @@ class _Run:
             teacher = None
             if tp is not None and sm.any():  # a row without a teacher row: uniform, masked out of the soft term
                 teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
+            w = None if data.weights is None else data.weights[np.sort(idx)]  # batch() sorts its rows
             loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=self.lam, temperature=o.temperature,
                                   hard_mask=hm, soft_mask=sm, soft=o.soft_loss,
-                                  ordinal=o.ordinal)
+                                  ordinal=o.ordinal, weights=w)
             loss += net.penalty()
             if not np.isfinite(loss):
                 return None

@@ -18,7 +18,8 @@ Gradient::
     dL/dz_b = [ (q_b − y_b) + λ T (q_T,b − p_T,b) ] / B
 
 Rows without a hard label (transfer data) or without a teacher row are
-masked out of their term; the mean is always over the whole batch.
+masked out of their term; the mean is always over the whole batch. Row weights ``w`` (B,), when given,
+multiply each row's terms and its gradient row: ``L = 1/B Σ_b w_b [ … ]``, ``dL/dz_b = w_b [ … ] / B``.
 
 ``soft="mse"`` matches logits instead (Tang et al. 2019; Ba & Caruana 2014): with
 ``t = log p`` (the teacher's logits up to a constant per row), both centred over the K
@@ -79,18 +80,20 @@ def soft_cross_entropy(z, p):
     return float(loss), ((np.exp(logq) - p) / B).astype(z.dtype, copy=False)
 
 
-def ordinal_term(z, p, weight):
+def ordinal_term(z, p, weight, rows=None):
     """``weight`` · the summed squared gap between the expected scores of ``softmax(z)`` and ``p`` (rows
-    (B, K), classes at ``k / (K − 1)``; see the module docstring), and its gradient d/dz (B, K)."""
+    (B, K), classes at ``k / (K − 1)``; see the module docstring), each row's times ``rows[b]`` when given,
+    and its gradient d/dz (B, K)."""
     q = np.exp(log_softmax(z))
     s = np.linspace(0.0, 1.0, z.shape[1])
     e_q = q @ s
     gap = e_q - p @ s
-    return weight * float(gap @ gap), 2.0 * weight * gap[:, None] * q * (s[None, :] - e_q[:, None])
+    wgap = gap if rows is None else gap * rows
+    return weight * float(wgap @ gap), 2.0 * weight * wgap[:, None] * q * (s[None, :] - e_q[:, None])
 
 
 def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False,
-            hard_mask=None, soft_mask=None, soft="ce", ordinal=0.0):
+            hard_mask=None, soft_mask=None, soft="ce", ordinal=0.0, weights=None):
     """The distillation loss ``L`` above and its gradient ``dL/dz``.
 
     Parameters
@@ -102,6 +105,7 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
     hard_mask, soft_mask : (B,) bool — which rows take part in each term.
     soft : "ce" (Eq. 4, the default) or "mse" (centred logits, see above).
     ordinal : μ of the expected-score term on the rows with a teacher row (0: none; see above).
+    weights : (B,) non-negative row weights, or None (every row 1).
 
     Returns ``(loss, dz, parts)`` where ``parts`` holds the hard, soft and ordinal terms.
     """
@@ -114,6 +118,9 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
     if ordinal < 0:
         raise ValueError(f"ordinal must be >= 0, got {ordinal}")
     B, K = z.shape
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is not None and (w.shape != (B,) or not (np.isfinite(w) & (w >= 0)).all()):
+        raise ValueError(f"weights must be {B} finite values >= 0, one per row")
     zd = z.astype(np.float64)
     dz = np.zeros((B, K), dtype=np.float64)
     hard = soft_term = ord_term = 0.0
@@ -122,28 +129,37 @@ def kd_loss(z, y=None, teacher=None, lam=1.0, temperature=1.0, from_logits=False
         if hm.any():
             logq = log_softmax(zd[hm])
             yy = np.asarray(y)[hm]
-            hard = -logq[np.arange(len(yy)), yy].sum() / B
             g = np.exp(logq)
             g[np.arange(len(yy)), yy] -= 1.0
+            nll = -logq[np.arange(len(yy)), yy]
+            if w is not None:
+                nll, g = nll * w[hm], g * w[hm, None]
+            hard = nll.sum() / B
             dz[hm] += g / B
     sm = None if teacher is None else np.ones(B, bool) if soft_mask is None else np.asarray(soft_mask, bool)
     # the teacher's rows as log-probabilities, once for every term that reads them
     t = teacher_log_probs(np.asarray(teacher)[sm], from_logits) if sm is not None and sm.any() and (
         lam > 0 or ordinal > 0) else None
     if t is not None and lam > 0:
+        ws = None if w is None else w[sm, None]
         if soft == "mse":
             diff = (zd[sm] - zd[sm].mean(axis=1, keepdims=True)) - (t - t.mean(axis=1, keepdims=True))
-            soft_term = lam * float((diff * diff).sum()) / (B * K)
-            dz[sm] += 2.0 * lam * diff / (B * K)
+            wdiff = diff if ws is None else diff * ws
+            soft_term = lam * float((wdiff * diff).sum()) / (B * K)
+            dz[sm] += 2.0 * lam * wdiff / (B * K)
         else:
             T = float(temperature)
             pT = np.exp(log_softmax(t / T))
             logqT = log_softmax(zd[sm] / T)
-            dz[sm] += lam * T * (np.exp(logqT) - pT) / B
-            soft_term = -lam * T * T * (pT * logqT).sum() / B
+            g, ce = np.exp(logqT) - pT, pT * logqT
+            if ws is not None:
+                g, ce = g * ws, ce * ws
+            dz[sm] += lam * T * g / B
+            soft_term = -lam * T * T * ce.sum() / B
     if t is not None and ordinal > 0:
         p = np.exp(t)
-        ord_term, g = ordinal_term(zd[sm], p / p.sum(axis=1, keepdims=True), ordinal)
+        ord_term, g = ordinal_term(zd[sm], p / p.sum(axis=1, keepdims=True), ordinal,
+                                   None if w is None else w[sm])
         ord_term /= B
         dz[sm] += g / B
     parts = {"hard": float(hard), "soft": float(soft_term), "ordinal": float(ord_term)}

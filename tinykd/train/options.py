@@ -55,6 +55,9 @@ class TrainOptions:
     long_weight : how many times per epoch a training row (scored or transfer) counts when it is at least as
         long, in the tokens the student reads, as the 75th percentile of the scored training answers; 1: once,
         like every row (docs/decisions/student-long-answers.md).
+    balance_transfer : weigh each transfer row in the loss so that the teacher's class mix (its arg-max) on the
+        transfer rows matches its mix on the scored training answers (:func:`tinykd.train.fitting.balance_weights`;
+        docs/decisions/transfer-balance.md); False: every row weighs 1.
     """
 
     preset: str | None = "7t"
@@ -73,6 +76,7 @@ class TrainOptions:
     offsets: bool = True
     average: float | None = None
     long_weight: int = 1
+    balance_transfer: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "patience", "long_weight"):
@@ -94,8 +98,9 @@ class TrainOptions:
             raise OptionError("validation_fraction",
                               f"{{opt}} must be between 0 and 1, got {self.validation_fraction!r}")
         check_seed(self.seed)
-        if not isinstance(self.offsets, (bool, np.bool_)):
-            raise OptionError("offsets", f"{{opt}} must be True or False, got {self.offsets!r}")
+        for name in ("offsets", "balance_transfer"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise OptionError(name, f"{{opt}} must be True or False, got {getattr(self, name)!r}")
         check_average(self.average)
         if self.config is not None and not isinstance(self.config, dict):
             raise OptionError("config", f"{{opt}} must be a dict of network settings, got {type(self.config).__name__}")
