@@ -62,7 +62,9 @@ VARIANTS = {"validation": dict(choose_on="validation"), "accuracy": dict(choose_
             # the transfer rows weighted to the teacher's class mix on the answers (docs/decisions/transfer-balance.md)
             "balanced": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(balance_transfer=True)),
             # 32 copies per training answer instead of 16 (docs/decisions/transfer-copies-32.md)
-            "copies-32": dict(choose_on="validation", copies=32)}
+            "copies-32": dict(choose_on="validation", copies=32),
+            # decision offsets for the plain NNs only (docs/decisions/student-offsets.md)
+            "kd-no-offsets": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(offsets="plain"))}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
@@ -86,15 +88,16 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "no-span": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "lams-4-16": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "balanced": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
-         "copies-32": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+         "copies-32": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
+         "kd-no-offsets": (("asap-2", "ela-9"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 #: the rules fixed against today's default rather than :data:`BASE`
-RULE_BASE = {"lams-4-16": DEFAULT, "balanced": DEFAULT, "copies-32": DEFAULT}
+RULE_BASE = {"lams-4-16": DEFAULT, "balanced": DEFAULT, "copies-32": DEFAULT, "kd-no-offsets": DEFAULT}
 
 
 #: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
 #: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
 WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
-CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32")
+CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32", "kd-no-offsets")
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"

@@ -99,3 +99,36 @@ def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
     few = fit(texts[160:], y[160:], validation=(texts[:60], y[:60]), preset="falling_weights", epochs=1, seed=0,
               verbose=False)
     assert not any(few.meta["decision_offsets"]["offsets"]) and "fewer than" in few.meta["decision_offsets"]["reason"]
+
+
+def test_offsets_plain_gives_offsets_to_a_student_without_a_teacher_only():
+    """offsets="plain" (docs/decisions/student-offsets.md): the plain NN's offsets as with True, bit for bit; a KD
+    student none, its weights those of offsets=False; any other value refused naming the option; a students'
+    stage key of its own."""
+    from tinykd.distill.stages import students_key
+    from tinykd.errors import OptionError
+    from tinykd.train.fitting import fit
+    from tinykd.train.options import TrainOptions
+
+    rng = np.random.default_rng(2)
+    words = ["sun", "moon", "rain", "wind", "snow", "star", "cloud", "storm"]
+    texts, y = [], []
+    for i in range(480):
+        k = 2 if i % 12 == 0 else i % 2
+        texts.append(" ".join(rng.choice(words[:4] if k == 0 else words[4:] if k == 1 else words[2:6], 6)))
+        y.append(k)
+    val, kw = (texts[:160], y[:160]), dict(preset="falling_weights", epochs=3, seed=0, verbose=False)
+    plain = fit(texts[160:], y[160:], validation=val, offsets="plain", **kw)
+    on = fit(texts[160:], y[160:], validation=val, **kw)
+    assert plain.meta["decision_offsets"] == on.meta["decision_offsets"] and any(on.meta["decision_offsets"]["offsets"])
+    assert np.array_equal(plain.net.params, on.net.params)
+    p = np.eye(3)[np.asarray(y[160:])] * 0.8 + 0.2 / 3
+    kd = fit(texts[160:], y[160:], p, validation=val, offsets="plain", **kw)
+    kd_off = fit(texts[160:], y[160:], p, validation=val, offsets=False, **kw)
+    assert "decision_offsets" not in kd.meta and np.array_equal(kd.net.params, kd_off.net.params)
+    assert kd.meta["validation_metrics"] == kd_off.meta["validation_metrics"]
+    with pytest.raises(OptionError, match="offsets must be True, False or \"plain\""):
+        TrainOptions(offsets="kd")
+    keys = {v: students_key("L", "auto", ("bathtub", "7t"), (4.0,), TrainOptions(offsets=v), "rule", "v")
+            for v in (True, False, "plain")}
+    assert len(set(keys.values())) == 3

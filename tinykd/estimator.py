@@ -72,8 +72,8 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
     epochs, batch_size, lr, patience : training settings.
     validation_fraction : float — stratified share held out for early stopping.
     config : dict or None — overrides of the preset's network config.
-    offsets : bool, default True — per-class decision offsets chosen on the validation rows
-        (:mod:`tinykd.train.offsets`), folded into the output layer's bias.
+    offsets : bool or "plain", default True — per-class decision offsets chosen on the validation rows
+        (:mod:`tinykd.train.offsets`), folded into the output layer's bias; "plain": only without ``teacher_proba``.
     random_state : int, None, ``numpy.random.RandomState`` or ``Generator``, default 0 — the seed of
         every random choice (init, shuffling, dropout, holdout; :func:`tinykd.fit` calls it ``seed``):
         an int is the seed; otherwise each ``fit`` draws one from it (None: NumPy's global generator).

@@ -417,7 +417,7 @@ def _record(prep, net, history, options, name, note, seconds):
         meta["calibration"] = {"method": None, "temperature": None, "n_val": 0,
                                "reason": "no validation rows: confidence is the raw softmax"}
     else:
-        meta.update(_validation_meta(net, prep.val, labels, o, name, note, prep.fid))
+        meta.update(_validation_meta(net, prep.val, labels, o.offsets_for(prep.teacher), o.seed, name, note, prep.fid))
         meta["notes"] = list(note)
     if prep.fid is not None:
         from tinykd.train.loop import evaluate_fidelity
@@ -428,14 +428,14 @@ def _record(prep, net, history, options, name, note, seconds):
     return Student(prep.vocab, net, labels, meta)
 
 
-def _validation_meta(net, val, labels, options, name, note, fid=None):
-    """What a model file keeps of its validation rows: decision offsets (folded into ``net``'s
+def _validation_meta(net, val, labels, offsets, seed, name, note, fid=None):
+    """What a model file keeps of its validation rows: decision offsets when ``offsets`` (folded into ``net``'s
     output bias; chosen on the fidelity rows ``fid`` against the teacher's arg-max when given),
-    metrics, the calibration and the stored predictions."""
+    metrics, the calibration and the stored predictions (a sample drawn with ``seed``)."""
     meta = {}
     with blas_threads(1):  # the same bits in every process: the calibration is fitted on these
         logits = net.predict_logits(val.ids, val.lengths)  # the training forward: no scoring kernels compiled
-    if options.offsets:
+    if offsets:
         on = val if fid is None else fid
         with blas_threads(1):
             on_logits = logits if fid is None else net.predict_logits(fid.ids, fid.lengths)
@@ -454,7 +454,7 @@ def _validation_meta(net, val, labels, options, name, note, fid=None):
     # sample of at most STORED_VALIDATION_ROWS, so that the metadata stays within what a model file may hold
     stored = np.arange(len(val.y))
     if len(stored) > STORED_VALIDATION_ROWS:
-        stored = np.sort(np.random.default_rng(options.seed).choice(len(val.y), STORED_VALIDATION_ROWS,
+        stored = np.sort(np.random.default_rng(seed).choice(len(val.y), STORED_VALIDATION_ROWS,
                                                                     replace=False))
     meta["validation_predictions"] = {"y": [int(val.y[k]) for k in stored],
                                       "logits": [[float(str(v)) for v in logits[k]] for k in stored]}

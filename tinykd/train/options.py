@@ -50,7 +50,8 @@ class TrainOptions:
     validation_fraction : the share of the labelled training rows held out for early stopping when no
         validation rows are given.
     seed : every random choice (init, shuffling, dropout, holdout).
-    offsets : choose per-class decision offsets on the validation rows (:mod:`tinykd.train.offsets`).
+    offsets : choose per-class decision offsets on the validation rows (:mod:`tinykd.train.offsets`): True, False,
+        or "plain" (only for a student trained without a teacher; docs/decisions/student-offsets.md).
     average : None, or Polyak averaging of the weights over about the last ``average`` epochs.
     long_weight : how many times per epoch a training row (scored or transfer) counts when it is at least as
         long, in the tokens the student reads, as the 75th percentile of the scored training answers; 1: once,
@@ -73,7 +74,7 @@ class TrainOptions:
     clip_norm: float = 5.0
     validation_fraction: float = 0.125
     seed: int = 0
-    offsets: bool = True
+    offsets: bool | str = True
     average: float | None = None
     long_weight: int = 1
     balance_transfer: bool = False
@@ -98,9 +99,10 @@ class TrainOptions:
             raise OptionError("validation_fraction",
                               f"{{opt}} must be between 0 and 1, got {self.validation_fraction!r}")
         check_seed(self.seed)
-        for name in ("offsets", "balance_transfer"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise OptionError(name, f"{{opt}} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.offsets, (bool, np.bool_)) and self.offsets != "plain":
+            raise OptionError("offsets", f"{{opt}} must be True, False or \"plain\", got {self.offsets!r}")
+        if not isinstance(self.balance_transfer, (bool, np.bool_)):
+            raise OptionError("balance_transfer", f"{{opt}} must be True or False, got {self.balance_transfer!r}")
         check_average(self.average)
         if self.config is not None and not isinstance(self.config, dict):
             raise OptionError("config", f"{{opt}} must be a dict of network settings, got {type(self.config).__name__}")
@@ -122,6 +124,10 @@ class TrainOptions:
         if not has_teacher:
             return 0.0
         return DEFAULT_LAM if self.lam is None else float(self.lam)
+
+    def offsets_for(self, has_teacher):
+        """Whether a student with (``has_teacher``) or without a teacher gets decision offsets."""
+        return not has_teacher if isinstance(self.offsets, str) else bool(self.offsets)
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
