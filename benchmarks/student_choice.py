@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill_seeds import VARIANTS, WHERE_ROWS, asked_rows, seed_parser, summary, target_lines  # noqa: E402
+from distill_seeds import VARIANTS, WHERE_ROWS, asked_rows, copies_max, seed_parser, summary, target_lines  # noqa: E402
 from distill_table import ORDER, cpu  # noqa: E402
 import tinykd.distill.pipeline as pipeline  # noqa: E402
 import tinykd.distill.students as students  # noqa: E402
@@ -102,8 +102,9 @@ def run_one(key, table, work_root, seed):
     name, data, opts, command = table[key]
     pipeline.train_students, pipeline._students_key = every_student, _marked_key
     try:
-        distill(data, work_root / key / f"choice-{seed}.npz", work=work_root / key, student_seed=seed, seed=0,
-                verbose=False, **VARIANTS["accuracy"], **opts)
+        with copies_max("accuracy"):  # at most 16 copies, as when it ran
+            distill(data, work_root / key / f"choice-{seed}.npz", work=work_root / key, student_seed=seed, seed=0,
+                    verbose=False, **VARIANTS["accuracy"], **opts)
     finally:
         pipeline.train_students, pipeline._students_key = _TRAIN, _KEY
     done = json.loads(Path(_FOLDER["now"], "done.json").read_text(encoding="utf-8"))

@@ -242,12 +242,12 @@ def test_one_teacher_file_per_item_joins_by_id(tmp_path, capsys):
 
 def test_default_lambda_and_copy_count():
     """λ = 4 with a teacher (the same default in fit and distill), 0 without; distill's copies
-    keep the transfer set near 48,000 answers, 16 at most and 2 at least."""
+    keep the transfer set near 48,000 answers, 32 at most and 2 at least."""
     import tinykd.distill.pipeline as D
     from tinykd.train.options import DEFAULT_LAM
 
     assert D.LAMS == (DEFAULT_LAM,) == (4.0,)
-    assert [D.auto_copies(n) for n in (10, 1338, 3000, 3100, 4348, 12000, 50000)] == [16, 16, 16, 15, 11, 4, 2]
+    assert [D.auto_copies(n) for n in (10, 1338, 1500, 1600, 4348, 12000, 50000)] == [32, 32, 32, 30, 11, 4, 2]
 
 
 def test_options_object_or_keywords_train_the_same_student():

@@ -259,7 +259,7 @@ def _distill(sub, fmt):
     x.add_argument("--val-split", default=None, help="split value of validation rows (unset: 'val', else 1/8)")
     x.add_argument("--test-split", default="test", help="split value(s) of the reported test rows")
     x.add_argument("--copies", type=int, default=None,
-                   help="perturbed copies of each training answer (unset: 16, fewer above 3,000 answers)")
+                   help="perturbed copies of each training answer (unset: 32, fewer above 1,500 answers)")
     x.add_argument("--lam", type=float, nargs="+", default=None,
                    help=f"λ value(s) of the KD student, the best on validation kept (unset: {lams})")
     x.add_argument("--soft-loss", choices=SOFT_LOSSES, default=d.soft_loss,

@@ -7,12 +7,12 @@ import os
 from tinykd.files.csvfiles import AtomicCsvWriter
 
 #: copies per training answer: as many as keep the transfer set near TRANSFER_SIZE answers, between 2
-#: and COPIES_MAX (docs/decisions/student-recipe.md)
-COPIES_MAX, TRANSFER_SIZE = 16, 48000
+#: and COPIES_MAX (docs/decisions/student-recipe.md; 32, not 16: docs/decisions/transfer-copies-32.md)
+COPIES_MAX, TRANSFER_SIZE = 32, 48000
 
 
 def auto_copies(n_train):
-    """The default copy count for ``n_train`` training answers (16 up to 3,000 answers, 2 from 24,000)."""
+    """The default copy count for ``n_train`` training answers (32 up to 1,500 answers, 2 from 24,000)."""
     return min(COPIES_MAX, max(2, TRANSFER_SIZE // max(int(n_train), 1)))
 
 
