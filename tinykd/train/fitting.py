@@ -454,8 +454,7 @@ def _validation_meta(net, val, labels, offsets, seed, name, note, fid=None):
     # sample of at most STORED_VALIDATION_ROWS, so that the metadata stays within what a model file may hold
     stored = np.arange(len(val.y))
     if len(stored) > STORED_VALIDATION_ROWS:
-        stored = np.sort(np.random.default_rng(seed).choice(len(val.y), STORED_VALIDATION_ROWS,
-                                                                    replace=False))
+        stored = np.sort(np.random.default_rng(seed).choice(len(val.y), STORED_VALIDATION_ROWS, replace=False))
     meta["validation_predictions"] = {"y": [int(val.y[k]) for k in stored],
                                       "logits": [[float(str(v)) for v in logits[k]] for k in stored]}
     return meta
