@@ -56,9 +56,8 @@ def test_fit_offsets_finds_the_rare_class_and_keeps_zero_when_nothing_helps():
     assert not b2.any() and before2 == after2 == (1.0, 1.0)
 
 
-def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
-    from tinykd.train.fitting import fit
-
+def _rare_class_rows():
+    """480 answers of six words in three classes, class 2 (1 row in 12) sharing words with both others."""
     rng = np.random.default_rng(2)
     words = ["sun", "moon", "rain", "wind", "snow", "star", "cloud", "storm"]
     texts, y = [], []
@@ -66,6 +65,13 @@ def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
         k = 2 if i % 12 == 0 else i % 2
         texts.append(" ".join(rng.choice(words[:4] if k == 0 else words[4:] if k == 1 else words[2:6], 6)))
         y.append(k)
+    return texts, y
+
+
+def test_fit_folds_the_offsets_into_the_output_bias(tmp_path):
+    from tinykd.train.fitting import fit
+
+    texts, y = _rare_class_rows()
     val = (texts[:160], y[:160])
     on = fit(texts[160:], y[160:], validation=val, preset="falling_weights", epochs=3, seed=0, verbose=False)
     off = fit(texts[160:], y[160:], validation=val, preset="falling_weights", epochs=3, seed=0, verbose=False,
@@ -110,13 +116,7 @@ def test_offsets_plain_gives_offsets_to_a_student_without_a_teacher_only():
     from tinykd.train.fitting import fit
     from tinykd.train.options import TrainOptions
 
-    rng = np.random.default_rng(2)
-    words = ["sun", "moon", "rain", "wind", "snow", "star", "cloud", "storm"]
-    texts, y = [], []
-    for i in range(480):
-        k = 2 if i % 12 == 0 else i % 2
-        texts.append(" ".join(rng.choice(words[:4] if k == 0 else words[4:] if k == 1 else words[2:6], 6)))
-        y.append(k)
+    texts, y = _rare_class_rows()
     val, kw = (texts[:160], y[:160]), dict(preset="falling_weights", epochs=3, seed=0, verbose=False)
     plain = fit(texts[160:], y[160:], validation=val, offsets="plain", **kw)
     on = fit(texts[160:], y[160:], validation=val, **kw)

@@ -115,15 +115,15 @@ class _Run:
         order = self.rng.permutation(len(data))
         total, count = 0.0, 0
         for s in range(0, len(data), o.batch_size):
-            idx = order[s:s + o.batch_size]
+            idx = np.sort(order[s:s + o.batch_size])  # the batch's rows in the order batch() gives them
             ids, lens, y, tp = data.batch(idx)
             hm = y >= 0
-            sm = None if self.soft_all is None else self.soft_all[np.sort(idx)]
+            sm = None if self.soft_all is None else self.soft_all[idx]
             z, cache = net.forward(ids, lens, training=True, rng=self.rng, parallel=parallel)
             teacher = None
             if tp is not None and sm.any():  # a row without a teacher row: uniform, masked out of the soft term
                 teacher = np.where(sm[:, None], tp, 1.0 / tp.shape[1])
-            w = None if data.weights is None else data.weights[np.sort(idx)]  # batch() sorts its rows
+            w = None if data.weights is None else data.weights[idx]
             loss, dz, _ = kd_loss(z, np.where(hm, y, 0), teacher, lam=self.lam, temperature=o.temperature,
                                   hard_mask=hm, soft_mask=sm, soft=o.soft_loss,
                                   ordinal=o.ordinal, weights=w)
