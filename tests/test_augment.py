@@ -76,3 +76,32 @@ def test_bad_arguments(kw, msg):
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         augment(**args)
+
+
+def test_splice_joins_a_prefix_of_the_answer_and_a_suffix_of_another():
+    texts = [" ".join(f"{c}{i}" for i in range(40)) for c in "pqrstu"]  # each answer's own words
+    ids = [f"id{c}" for c in "pqrstu"]
+    base = augment(texts, ids, n=6, seed=1)
+    assert augment(texts, ids, n=6, seed=1, p_splice=0.0)[:2] == base[:2]  # off: nothing drawn, today's copies
+    _, spliced, src = augment(texts, ids, n=200, seed=1, p_drop=0, p_swap=0, p_span=0, p_splice=1.0)
+    partners = set()
+    for t, j in zip(spliced, src.tolist()):
+        ws = t.split()
+        own = [w for w in ws if w[0] == "pqrstu"[j]]
+        rest = ws[len(own):]
+        assert own == texts[j].split()[:len(own)]  # a prefix of its own answer ...
+        assert len({w[0] for w in rest}) <= 1  # ... then one other answer's words ...
+        if rest:
+            other = texts["pqrstu".index(rest[0][0])].split()
+            assert rest == other[len(other) - len(rest):] and rest[0][0] != "pqrstu"[j]  # ... to its end
+            partners.add(rest[0][0])
+    assert partners == set("pqrstu")
+    mean_len = np.mean([len(t.split()) for t in spliced])
+    assert 36 < mean_len < 44  # two uniform cuts: about one answer long on average
+    # the same copies whatever the order of the answers
+    order = [3, 0, 5, 1, 4, 2]
+    ids2, t2, _ = augment([texts[j] for j in order], [ids[j] for j in order], n=20, seed=1, p_splice=0.5)
+    ids1, t1, _ = augment(texts, ids, n=20, seed=1, p_splice=0.5)
+    assert dict(zip(ids2, t2)) == dict(zip(ids1, t1))
+    with pytest.raises(ValueError, match="p_splice"):
+        augment(texts, ids, n=1, p_splice=1.5)

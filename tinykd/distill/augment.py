@@ -16,11 +16,14 @@ Each copy of an answer (its tokens, :func:`tinykd.scoring.text.tokenize`) is mad
   unigram distribution of all the training tokens (Tang et al. draw a word of the same part of speech,
   which needs a tagger tinykd does not have);
 * **span**: with probability ``p_span`` only a contiguous span of 30–90 % of the tokens is kept (an
-  answer cut short; Tang et al. sample a 1–5-gram, which for multi-sentence answers is too little).
+  answer cut short; Tang et al. sample a 1–5-gram, which for multi-sentence answers is too little);
+* **splice**: with probability ``p_splice`` (0 by default) the copy's words up to a random cut are followed by
+  another answer's words from a random cut on (the partner drawn among the others, ordered by id): a new answer
+  mixing two answers' points, for the teacher to say what the mix is worth (docs/decisions/transfer-splice.md).
 
 The random stream of copy ``k`` of the answer with id ``i`` is seeded by ``(seed, crc32(i), k)``: a copy
-depends only on its own answer, id and ``k`` (and on the unigram table of the whole training set), not on
-the order of the answers. The copy's id is ``f"{i}~aug{k}"``.
+depends only on its own answer, id and ``k`` (and on the unigram table of the whole training set and, for a
+splice, on its partner), not on the order of the answers. The copy's id is ``f"{i}~aug{k}"``.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ __all__ = ["augment", "augment_rows", "MASK"]
 MASK = "[MASK]"
 
 
-def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25, seed=0):
+def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25, p_splice=0.0, seed=0):
     """``n`` perturbed copies of every text.
 
     Parameters
@@ -50,7 +53,7 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25,
         One id per text (compared as strings); copies get ids ``"<id>~aug<k>"``, k = 0..n-1.
     n : int
         Copies per text (>= 0).
-    p_drop, p_mask, p_swap, p_span : float in [0, 1]
+    p_drop, p_mask, p_swap, p_span, p_splice : float in [0, 1]
         Probabilities of the operations (see the module docstring); ``p_mask + p_swap <= 1``.
     seed : int
 
@@ -69,7 +72,8 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25,
     if int(n) != n or n < 0:
         raise ValueError(f"augment: n must be a whole number >= 0, got {n!r}")
     seed = check_seed(seed)
-    for name, p in (("p_drop", p_drop), ("p_mask", p_mask), ("p_swap", p_swap), ("p_span", p_span)):
+    for name, p in (("p_drop", p_drop), ("p_mask", p_mask), ("p_swap", p_swap), ("p_span", p_span),
+                    ("p_splice", p_splice)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"augment: {name} must be within [0, 1], got {p!r}")
     if p_mask + p_swap > 1.0:
@@ -79,6 +83,8 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25,
     words = sorted(counts)
     prob = np.array([counts[w] for w in words], dtype=np.float64)
     prob /= max(prob.sum(), 1.0)
+    by_id = sorted(range(len(ids)), key=ids.__getitem__)  # splice partners: the same whatever the answers' order
+    rank = {j: r for r, j in enumerate(by_id)}
     new_ids, new_texts, source = [], [], []
     for j, (i, ws) in enumerate(zip(ids, toks)):
         crc = zlib.crc32(i.encode("utf-8"))
@@ -98,6 +104,10 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25,
                 m = max(1, int(round(len(out) * rng.uniform(0.3, 0.9))))
                 start = int(rng.integers(0, len(out) - m + 1))
                 out = out[start:start + m]
+            if p_splice and len(ids) > 1 and rng.random() < p_splice:  # (0 draws nothing: copies stay as before)
+                other = toks[by_id[(rank[j] + 1 + int(rng.integers(len(ids) - 1))) % len(ids)]]
+                cut = int(rng.integers(0, len(out) + 1))
+                out = out[:cut] + other[int(rng.integers(0, len(other) + 1)):]
             new_ids.append(f"{i}~aug{k}")
             new_texts.append(" ".join(out))
             source.append(j)
@@ -105,7 +115,7 @@ def augment(texts, ids, n=8, *, p_drop=0.1, p_mask=0.0, p_swap=0.1, p_span=0.25,
 
 
 def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=None, n=8, p_drop=0.1,
-                 p_mask=0.0, p_swap=0.1, p_span=0.25, seed=0):
+                 p_mask=0.0, p_swap=0.1, p_span=0.25, p_splice=0.0, seed=0):
     """The copies ``tinykd augment`` appends to a data file: ``n`` perturbed copies of every
     labelled training row, one unigram table per item (swaps stay within an item).
 
@@ -129,7 +139,7 @@ def augment_rows(texts, ids, labels, *, splits=None, train_split="train", items=
     for rows in groups.values():
         new_ids, new_texts, origin = augment([texts[i] for i in rows], [ids[i] for i in rows], n=n,
                                              p_drop=p_drop, p_mask=p_mask, p_swap=p_swap, p_span=p_span,
-                                             seed=seed)
+                                             p_splice=p_splice, seed=seed)
         clash = set(ids).intersection(new_ids)
         if clash:
             raise ValueError(f"ids like {sorted(clash)[0]!r} already exist; is it an augmented file?")

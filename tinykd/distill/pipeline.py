@@ -60,7 +60,7 @@ __all__ = ["distill", "distill_item", "format_report", "DistillResult", "side_by
            "TeacherError"]
 
 #: augment's options ``augment_options`` may set
-AUGMENT_OPTIONS = ("p_drop", "p_mask", "p_swap", "p_span")
+AUGMENT_OPTIONS = ("p_drop", "p_mask", "p_swap", "p_span", "p_splice")
 
 
 class DistillResult:
@@ -114,7 +114,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``lams``: the KD students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
     one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``: perturbed copies per
     training answer (None: :func:`auto_copies`); ``augment_options``: :func:`tinykd.distill.augment.augment`'s
-    ``p_drop``, ``p_mask``, ``p_swap``, ``p_span`` (unset: its defaults); ``where``: ``["COL=VALUE", …]`` keeps only
+    ``p_drop``, ``p_mask``, ``p_swap``, ``p_span``, ``p_splice`` (unset: its defaults); ``where``: ``["COL=VALUE", …]`` keeps only
     those rows (of the data and the unlabeled file); ``teacher_threads``: torch CPU threads of the teacher's processes
     (None: torch's default in one process, the worker's thread count on a Dask worker); ``client``: a
     ``distributed.Client`` — each item's chain (:func:`distill_item`) then runs as a Dask task, the work folder shared
