@@ -68,12 +68,14 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             # decision offsets for the plain NNs only (docs/decisions/student-offsets.md)
             "kd-no-offsets": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(offsets="plain")),
             # a quarter of the copies spliced with another answer's end (docs/decisions/transfer-splice.md)
-            "splice": dict(choose_on="validation", augment_options={"p_splice": 0.25})}
+            "splice": dict(choose_on="validation", augment_options={"p_splice": 0.25}),
+            # every student's offsets the mean over 32 bootstrap fits (docs/decisions/offsets-bagged.md)
+            "offsets-bagged": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(offsets="bagged"))}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`copies_max`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
-AT_32 = ("validation", "copies-32", "kd-no-offsets", "splice")
+AT_32 = ("validation", "copies-32", "kd-no-offsets", "splice", "offsets-bagged")
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
 BASE = "accuracy"
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -97,16 +99,17 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "balanced": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "copies-32": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "kd-no-offsets": (("asap-2", "ela-9"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
-         "splice": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+         "splice": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
+         "offsets-bagged": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 #: the rules fixed against today's default rather than :data:`BASE`
 RULE_BASE = {"lams-4-16": "copies-16", "balanced": "copies-16", "copies-32": "copies-16", "kd-no-offsets": DEFAULT,
-             "splice": DEFAULT}
+             "splice": DEFAULT, "offsets-bagged": DEFAULT}
 
 
 #: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
 #: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
 WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
-CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32", "kd-no-offsets", "splice")
+CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32", "kd-no-offsets", "splice", "offsets-bagged")
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -264,7 +267,7 @@ def write_md(runs, path):
              "seed (`--student-seed`) and the variant change: `validation` (the default: 32 copies per answer, the KD student "
              "of lower validation log-loss kept; docs/decisions/transfer-copies-32.md, student-choice.md), `copies-16` "
              "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but `copies-32`, "
-             "`kd-no-offsets` and `splice` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             "`kd-no-offsets`, `splice` and `offsets-bagged` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -283,7 +286,9 @@ def write_md(runs, path):
              "docs/decisions/transfer-balance.md), `copies-32` (`--copies 32`: docs/decisions/transfer-copies-32.md), "
              "`kd-no-offsets` (`TrainOptions(offsets=\"plain\")`: decision offsets for the plain NNs only; "
              "docs/decisions/student-offsets.md), `splice` (`augment_options={\"p_splice\": 0.25}`: a quarter of the "
-             "copies end with another training answer's words; docs/decisions/transfer-splice.md). Test rows; mean over seeds and the worst seed; "
+             "copies end with another training answer's words; docs/decisions/transfer-splice.md), `offsets-bagged` (`TrainOptions(offsets=\"bagged\")`: every "
+             "student's decision offsets the mean of 32 fits on bootstrap resamples of the validation rows; "
+             "docs/decisions/offsets-bagged.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -306,8 +311,8 @@ def write_md(runs, path):
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
               "(docs/decisions/copies-span.md), and `lams-4-16`, `balanced` and `copies-32` against `copies-16` (docs/decisions/student-lambda-choice.md, "
-              "transfer-balance.md, transfer-copies-32.md) and `kd-no-offsets` and `splice` against `validation` "
-              "(docs/decisions/student-offsets.md, transfer-splice.md). `ensemble` "
+              "transfer-balance.md, transfer-copies-32.md) and `kd-no-offsets`, `splice` and `offsets-bagged` against "
+              "`validation` (docs/decisions/student-offsets.md, transfer-splice.md, offsets-bagged.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
@@ -325,8 +330,10 @@ def write_md(runs, path):
                                                           else "not run (the decision rows failed)"))
         if how in CHECKED:
             done = all((r, how) in s for r in WHERE_ROWS)
+            failed = first[1] is False or verdict(s, confirm, how)[1] is False
             lines.append(f"- `{how}`, the check over the eight `--where` rows: "
-                         + (verdict(s, WHERE_ROWS, how)[0] if done else "not run (a group before it failed)"))
+                         + (verdict(s, WHERE_ROWS, how)[0] if done else
+                            "not run (a group before it failed)" if failed else "not run yet"))
     for how in VARIANTS:
         got = [s[(r, how)] for r in ORDER if (r, how) in s]
         if got:

@@ -440,7 +440,7 @@ def _validation_meta(net, val, labels, offsets, seed, name, note, fid=None):
         with blas_threads(1):
             on_logits = logits if fid is None else net.predict_logits(fid.ids, fid.lengths)
         meta["decision_offsets"] = _decision_offsets(net, on, on_logits, name, note, "validation" if fid is None
-                                                     else "fidelity")
+                                                     else "fidelity", bagged=offsets == "bagged", seed=seed)
         if any(meta["decision_offsets"]["offsets"]):
             with blas_threads(1):
                 logits = net.predict_logits(val.ids, val.lengths)
@@ -460,23 +460,25 @@ def _validation_meta(net, val, labels, offsets, seed, name, note, fid=None):
     return meta
 
 
-def _decision_offsets(net, val, logits, name, note, rows="validation"):
+def _decision_offsets(net, val, logits, name, note, rows="validation", bagged=False, seed=0):
     """Per-class offsets chosen on the ``rows`` ``val`` (validation rows and their labels, or the fidelity
-    rows and the teacher's arg-max: :func:`tinykd.train.offsets.fit_offsets`), added to the output layer's
-    bias in place; what was chosen, as ``meta["decision_offsets"]`` records it."""
-    from tinykd.train.offsets import MIN_ROWS, fit_offsets
+    rows and the teacher's arg-max: :func:`tinykd.train.offsets.fit_offsets`, or with ``bagged`` their mean
+    over bootstrap resamples drawn with ``seed``: :func:`~tinykd.train.offsets.fit_offsets_bagged`), added to
+    the output layer's bias in place; what was chosen, as ``meta["decision_offsets"]`` records it."""
+    from tinykd.train.offsets import BAGS, MIN_ROWS, fit_offsets, fit_offsets_bagged
 
     K = logits.shape[1]
     if len(val.y) < MIN_ROWS:
         return {"offsets": [0.0] * K, "n_val": int(len(val.y)),
                 "reason": f"fewer than {MIN_ROWS} validation rows: no decision offsets"}
-    b, before, after = fit_offsets(logits, val.y)
+    b, before, after = fit_offsets_bagged(logits, val.y, seed) if bagged else fit_offsets(logits, val.y)
     what = "validation accuracy" if rows == "validation" else "agreement with the teacher"
     if b.any():
         net.p["out.b"][...] += b.astype(net.p["out.b"].dtype)
         note(f"{name}: decision offsets {', '.join(f'{v:+g}' for v in b)} ({what} "
              f"{before[0]:.3f} → {after[0]:.3f}, QWK {before[1]:.3f} → {after[1]:.3f}), folded into the output bias")
     return {"offsets": [float(v) for v in b], "n_val": int(len(val.y)), "chosen_on": rows,
+            **({"bagged": BAGS} if bagged else {}),
             "validation_before": {"accuracy": before[0], "qwk": before[1]},
             "validation_after": {"accuracy": after[0], "qwk": after[1]}}
 

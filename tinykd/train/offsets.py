@@ -26,6 +26,8 @@ PASSES = 3
 MIN_ROWS = 100
 #: the rule, by name (a cache key of ``tinykd distill``'s students hashes it: a changed rule is a new name)
 RULE = "offsets: accuracy and QWK, neither lowered"
+#: bootstrap resamples of the validation rows whose offsets :func:`fit_offsets_bagged` averages
+BAGS = 32
 
 
 def accuracy_qwk(y, pred, n_classes):
@@ -82,3 +84,21 @@ def fit_offsets(logits, y, grid=GRID, passes=PASSES):
         if not changed:
             break
     return b, before, best
+
+
+def fit_offsets_bagged(logits, y, seed=0, bags=BAGS):
+    """Offsets ``b`` (K,) averaged over :func:`fit_offsets` on ``bags`` bootstrap resamples of the rows (drawn with
+    ``seed``): a value that a few rows' luck chose in one resample is outvoted by the others, so the offsets
+    depend less on which few hundred answers validate (docs/decisions/offsets-bagged.md). Returns ``(b, before,
+    after)`` as :func:`fit_offsets` does, both measured on all the rows."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
+        raise ValueError(f"need (n, K) logits and n labels with n > 0, got {z.shape} and {y.shape}")
+    if isinstance(bags, bool) or int(bags) != bags or bags < 1:
+        raise ValueError(f"bags must be a whole number >= 1, got {bags!r}")
+    rng = np.random.default_rng(seed)
+    fits = [fit_offsets(z[pick], y[pick])[0] for pick in (rng.integers(0, len(y), len(y)) for _ in range(bags))]
+    b = np.round(np.mean(fits, axis=0), 4)  # four decimals: what the model file records is what was added
+    K = z.shape[1]
+    return b, accuracy_qwk(y, z.argmax(axis=1), K), accuracy_qwk(y, (z + b).argmax(axis=1), K)

@@ -20,6 +20,8 @@ from tinykd.train.losses import SOFT_LOSSES
 DEFAULT_LAM = 4.0
 #: the largest λ (the paper's grid is 0.5–16): beyond it the soft term's loss can overflow
 MAX_LAM = 1000.0
+#: the string values of ``offsets``
+OFFSETS_MODES = ("plain", "bagged")
 #: the temperatures T accepted: beyond them T² (or 1/T) overflows the loss
 TEMPERATURES = (0.01, 100.0)
 
@@ -51,7 +53,8 @@ class TrainOptions:
         validation rows are given.
     seed : every random choice (init, shuffling, dropout, holdout).
     offsets : choose per-class decision offsets on the validation rows (:mod:`tinykd.train.offsets`): True, False,
-        or "plain" (only for a student trained without a teacher; docs/decisions/student-offsets.md).
+        "plain" (only for a student trained without a teacher; docs/decisions/student-offsets.md) or "bagged" (every
+        student, the offsets averaged over bootstrap resamples of the rows; docs/decisions/offsets-bagged.md).
     average : None, or Polyak averaging of the weights over about the last ``average`` epochs.
     long_weight : how many times per epoch a training row (scored or transfer) counts when it is at least as
         long, in the tokens the student reads, as the 75th percentile of the scored training answers; 1: once,
@@ -99,8 +102,8 @@ class TrainOptions:
             raise OptionError("validation_fraction",
                               f"{{opt}} must be between 0 and 1, got {self.validation_fraction!r}")
         check_seed(self.seed)
-        if not isinstance(self.offsets, (bool, np.bool_)) and self.offsets != "plain":
-            raise OptionError("offsets", f"{{opt}} must be True, False or \"plain\", got {self.offsets!r}")
+        if not isinstance(self.offsets, (bool, np.bool_)) and self.offsets not in OFFSETS_MODES:
+            raise OptionError("offsets", f"{{opt}} must be True, False, \"plain\" or \"bagged\", got {self.offsets!r}")
         if not isinstance(self.balance_transfer, (bool, np.bool_)):
             raise OptionError("balance_transfer", f"{{opt}} must be True or False, got {self.balance_transfer!r}")
         check_average(self.average)
@@ -126,8 +129,11 @@ class TrainOptions:
         return DEFAULT_LAM if self.lam is None else float(self.lam)
 
     def offsets_for(self, has_teacher):
-        """Whether a student with (``has_teacher``) or without a teacher gets decision offsets."""
-        return not has_teacher if isinstance(self.offsets, str) else bool(self.offsets)
+        """Whether a student with (``has_teacher``) or without a teacher gets decision offsets: False, True or
+        "bagged" (:func:`tinykd.train.offsets.fit_offsets_bagged`)."""
+        if self.offsets == "plain":
+            return not has_teacher
+        return "bagged" if self.offsets == "bagged" else bool(self.offsets)
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
