@@ -327,3 +327,17 @@ def test_augment_then_train_with_the_copies_as_transfer(files, tmp_path, capsys)
     assert main(["augment", aug, "--out", again, "--n", "3"]) == 2
     assert "already exist" in capsys.readouterr().err and not os.path.exists(again)
     assert main(["augment", files["data"], "--out", again, "--p-drop", "2"]) == 2
+    assert "p_drop" in capsys.readouterr().err
+    # --p-splice: the same copies as augment(p_splice=...) makes; off by default, the copies above
+    spliced = str(tmp_path / "spliced.csv")
+    assert main(["augment", files["data"], "--out", spliced, "--n", "3", "--item-col", "item", "--p-splice", "1",
+                 "--quiet"]) == 0
+    got = read_csv(spliced)[len(src):]
+    from tinykd.distill.augment import augment_rows
+    want = augment_rows([r["text"] for r in files["rows"]], [r["id"] for r in files["rows"]],
+                        [r["label"] for r in files["rows"]], splits=[r["split"] for r in files["rows"]],
+                        items=[r["item"] for r in files["rows"]], n=3, p_splice=1.0)
+    assert [(c["id"], c["text"]) for c in got] == [(i, t) for _, i, t in want]
+    assert [c["text"] for c in got] != [c["text"] for c in copies]
+    assert main(["augment", files["data"], "--out", again, "--p-splice", "-1"]) == 2
+    assert "p_splice" in capsys.readouterr().err

@@ -431,7 +431,8 @@ def cmd_augment(args):
         copies = augment_rows(table.column(args.text_col), table.column(args.id_col), table.column(args.label_col),
                               splits=_splits(table, args), train_split=args.train_split,
                               items=table.column(args.item_col) if args.item_col else None, n=args.n,
-                              p_drop=args.p_drop, p_swap=args.p_swap, p_span=args.p_span, seed=args.seed)
+                              p_drop=args.p_drop, p_swap=args.p_swap, p_span=args.p_span, p_splice=args.p_splice,
+                              seed=args.seed)
     except OptionError:  # names the option (--seed), not the file
         raise
     except ValueError as e:

@@ -206,6 +206,8 @@ def _augment(sub, fmt):
     a.add_argument("--p-drop", type=float, default=0.1, help="probability of dropping each word")
     a.add_argument("--p-swap", type=float, default=0.1, help="probability of replacing each word by a training word")
     a.add_argument("--p-span", type=float, default=0.25, help="probability of keeping only a span of 30-90%% of the words")
+    a.add_argument("--p-splice", type=float, default=0.0, help="probability of ending a copy with another answer's "
+                   "words from a random cut on (docs/decisions/transfer-splice.md)")
     _columns(a, text="answer column", label="human score column", id="id column")
     _split_args(a)
     a.add_argument("--item-col", help="one word table per item (swaps stay within an item's answers)")
