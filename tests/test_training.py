@@ -237,6 +237,60 @@ def test_polyak_averaging_keeps_the_debiased_average_of_the_steps(monkeypatch):
         run(0)
 
 
+def test_lr_plateau_halves_the_rate_after_each_run_of_epochs_without_a_better_loss(monkeypatch):
+    """``TrainOptions(lr_plateau=k)``: each epoch records the rate it trained with; the rate halves after k, 2k, …
+    epochs without a better validation loss (counted from the best epoch, so it never rises again), the steps of
+    Adam use it, and without the option the run is today's bit for bit."""
+    from tinykd.errors import OptionError
+    from tinykd.train import optim
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 20, size=(64, 6)).astype(np.int32)
+    lengths = np.full(64, 6, np.int32)
+    data = TrainData(ids, lengths, rng.integers(0, 2, 64))  # random labels: validation loss soon rises
+    val = TrainData(ids[:32], lengths[:32], rng.integers(0, 2, 32))
+    rates, plain_step = [], optim.Adam.step
+
+    def step(self, grad):
+        rates.append(self.lr)
+        return plain_step(self, grad)
+
+    def run(plateau, patience=5):
+        net = StudentNet(make_config("falling_weights"), 20, 2, seed=0)
+        return net, train(net, data, val, TrainOptions(epochs=30, patience=patience, lr=0.05, batch_size=16,
+                                                       lr_plateau=plateau), verbose=False)
+
+    before, h0 = run(None)
+    assert "lr" not in h0["epochs"][0]
+    monkeypatch.setattr(optim.Adam, "step", step)
+    net, hist = run(2)
+    lr, best, want = 0.05, np.inf, []
+    for k, r in enumerate(hist["epochs"]):  # the rule, replayed from the recorded losses
+        want.append(lr)
+        if r["val_loss"] < best - 1e-6:
+            best, bad = r["val_loss"], 0
+        else:
+            bad += 1
+            lr = lr / 2 if bad % 2 == 0 else lr
+    assert [r["lr"] for r in hist["epochs"]] == want and min(want) < 0.05
+    assert rates == [r["lr"] for r in hist["epochs"] for _ in range(4)]  # 4 steps per epoch, each at its rate
+    assert hist["stopped"] == "patience" and len(hist["epochs"]) == hist["best_epoch"] + 5
+    # the epochs before the first halving are those of the run without it
+    first = next(k for k, r in enumerate(hist["epochs"]) if r["lr"] < 0.05)
+    assert [r["val_loss"] for r in hist["epochs"][:first]] == [r["val_loss"] for r in h0["epochs"][:first]]
+    monkeypatch.setattr(optim.Adam, "step", plain_step)
+    again, _ = run(None)
+    np.testing.assert_array_equal(again.params, before.params)
+    for bad in (0, 1.5, True):
+        with pytest.raises(OptionError, match="lr_plateau"):
+            TrainOptions(lr_plateau=bad)
+    from tinykd.distill.stages import students_key  # distill's cached students are told apart
+
+    keys = {students_key("L", "auto", ("bathtub", "7t"), (4.0,), TrainOptions(lr_plateau=v), "rule", "v")
+            for v in (None, 2, 3)}
+    assert len(keys) == 3
+
+
 def test_non_finite_loss_stops_and_keeps_weights():
     rng = np.random.default_rng(0)
     ids = rng.integers(3, 20, size=(32, 5)).astype(np.int32)

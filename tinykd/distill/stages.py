@@ -246,7 +246,7 @@ def labels_key(teacher, copies):
 
 #: the student options hashed only when they differ from TrainOptions' defaults (older keys lack them)
 _IF_CHANGED = ("config", "batch_size", "lr", "clip_norm", "validation_fraction", "ordinal",
-               "long_weight", "balance_transfer")
+               "long_weight", "balance_transfer", "lr_plateau")
 
 
 def students_key(labels, preset, presets, lams, options, offsets_rule, version, choose_on="validation",

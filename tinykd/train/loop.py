@@ -159,6 +159,9 @@ class _Run:
             self.net.params[:] = live
         if self.best_epoch != epoch:
             self.bad += 1
+            plateau = self.options.lr_plateau
+            if plateau and self.bad % plateau == 0:  # a plateau: smaller steps settle nearer its floor
+                self.opt.lr *= 0.5
         return self.bad
 
 
@@ -169,7 +172,8 @@ def train(net, data, val=None, options=None, *, settings=None, verbose=True, str
 
     Of the options this uses λ (``options.lam_for(data has a teacher)``), ``temperature``,
     ``soft_loss`` (:data:`tinykd.train.losses.SOFT_LOSSES`), ``epochs``, ``batch_size``, ``lr``,
-    ``clip_norm``, ``patience``, ``seed`` and ``average``.
+    ``clip_norm``, ``patience``, ``seed``, ``average`` and ``lr_plateau`` (the learning rate halved after that many
+    epochs without a better watched loss, and again after as many more; each record then holds its ``lr``).
     Each epoch shuffles with ``np.random.default_rng(seed)``; so do dropout masks.
     Early stopping watches ``val`` loss (training loss if there is no ``val``) — or, given
     ``fidelity`` (a :class:`TrainData` whose ``teacher`` holds the teacher's probabilities on rows
@@ -217,6 +221,8 @@ def train(net, data, val=None, options=None, *, settings=None, verbose=True, str
                 if fidelity is not None:
                     rec["fid_kl"], rec["fid_agree"] = evaluate_fidelity(net, fidelity, parallel=par)
                 rec["seconds"] = time.perf_counter() - t0
+                if options.lr_plateau:
+                    rec["lr"] = run.opt.lr  # the rate this epoch trained with
                 history["epochs"].append(rec)
                 if verbose:
                     _print_progress(rec, options.epochs, stream)

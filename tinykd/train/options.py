@@ -59,6 +59,9 @@ class TrainOptions:
     long_weight : how many times per epoch a training row (scored or transfer) counts when it is at least as
         long, in the tokens the student reads, as the 75th percentile of the scored training answers; 1: once,
         like every row (docs/decisions/student-long-answers.md).
+    lr_plateau : None, or halve the learning rate each time the validation loss has not improved for this many
+        epochs (counted from the best epoch: with 2 and ``patience`` 5, after 2 and 4 epochs without a better
+        loss; docs/decisions/student-lr-plateau.md).
     balance_transfer : weigh each transfer row in the loss so that the teacher's class mix (its arg-max) on the
         transfer rows matches its mix on the scored training answers (:func:`tinykd.train.fitting.balance_weights`;
         docs/decisions/transfer-balance.md); False: every row weighs 1.
@@ -81,6 +84,7 @@ class TrainOptions:
     average: float | None = None
     long_weight: int = 1
     balance_transfer: bool = False
+    lr_plateau: int | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "patience", "long_weight"):
@@ -107,6 +111,8 @@ class TrainOptions:
         if not isinstance(self.balance_transfer, (bool, np.bool_)):
             raise OptionError("balance_transfer", f"{{opt}} must be True or False, got {self.balance_transfer!r}")
         check_average(self.average)
+        if self.lr_plateau is not None:
+            _whole("lr_plateau", self.lr_plateau)
         if self.config is not None and not isinstance(self.config, dict):
             raise OptionError("config", f"{{opt}} must be a dict of network settings, got {type(self.config).__name__}")
         self.network()  # an unknown preset or a bad config value, now
