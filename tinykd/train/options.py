@@ -59,12 +59,12 @@ class TrainOptions:
     long_weight : how many times per epoch a training row (scored or transfer) counts when it is at least as
         long, in the tokens the student reads, as the 75th percentile of the scored training answers; 1: once,
         like every row (docs/decisions/student-long-answers.md).
-    lr_plateau : None, or halve the learning rate each time the validation loss has not improved for this many
-        epochs (counted from the best epoch: with 2 and ``patience`` 5, after 2 and 4 epochs without a better
-        loss; docs/decisions/student-lr-plateau.md).
     balance_transfer : weigh each transfer row in the loss so that the teacher's class mix (its arg-max) on the
         transfer rows matches its mix on the scored training answers (:func:`tinykd.train.fitting.balance_weights`;
         docs/decisions/transfer-balance.md); False: every row weighs 1.
+    lr_plateau : None, or halve the learning rate each time the validation loss has not improved for this many
+        epochs (counted from the best epoch: with 2 and ``patience`` 5, after 2 and 4 epochs without a better
+        loss; docs/decisions/student-lr-plateau.md).
     """
 
     preset: str | None = "7t"
