@@ -74,12 +74,15 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             # the learning rate halved after each 2 epochs without a better validation loss (student-lr-plateau.md)
             "lr-plateau": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(lr_plateau=2)),
             # patience 10 epochs and at most 80, not 5 and 40 (docs/decisions/student-patience.md)
-            "patience-10": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(patience=10, epochs=80))}
+            "patience-10": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(patience=10, epochs=80)),
+            # the item's unscored answers as transfer data under today's default (docs/decisions/transfer-data.md)
+            "unlabeled-32": dict(choose_on="validation")}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`copies_max`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
-AT_32 = ("validation", "copies-32", "kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10")
+AT_32 = ("validation", "copies-32", "kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10",
+         "unlabeled-32")
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
 BASE = "accuracy"
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -106,17 +109,19 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "splice": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "offsets-bagged": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
          "lr-plateau": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
-         "patience-10": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
+         "patience-10": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005),
+         "unlabeled-32": (("ela-7", "asap-2"), ("ela-4", "asap-1", "asap-6"), 0.0, 0.0, 0.005)}
 #: the rules fixed against today's default rather than :data:`BASE`
 RULE_BASE = {"lams-4-16": "copies-16", "balanced": "copies-16", "copies-32": "copies-16", "kd-no-offsets": DEFAULT,
-             "splice": DEFAULT, "offsets-bagged": DEFAULT, "lr-plateau": DEFAULT, "patience-10": DEFAULT}
+             "splice": DEFAULT, "offsets-bagged": DEFAULT, "lr-plateau": DEFAULT, "patience-10": DEFAULT,
+             "unlabeled-32": DEFAULT}
 
 
 #: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
 #: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
 WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
 CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32", "kd-no-offsets", "splice", "offsets-bagged",
-           "lr-plateau", "patience-10")
+           "lr-plateau", "patience-10", "unlabeled-32")
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -202,7 +207,7 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     """One ``distill`` run of row ``key`` with the students' ``seed`` stopped and chosen as the variant
     ``choose_on`` says (:data:`VARIANTS`), the teacher's, the copies' and the split's ``teacher_seed``."""
     name, data, opts, command = table[key]
-    if choose_on == "unlabeled":
+    if choose_on in ("unlabeled", "unlabeled-32"):
         opts = {**opts, "unlabeled": unlabeled_file(data)}
     if choose_on == "scored":
         opts = {**opts, "unlabeled": scored_file(key, data, opts, work_root)}
@@ -274,7 +279,7 @@ def write_md(runs, path):
              "seed (`--student-seed`) and the variant change: `validation` (the default: 32 copies per answer, the KD student "
              "of lower validation log-loss kept; docs/decisions/transfer-copies-32.md, student-choice.md), `copies-16` "
              "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but `copies-32`, "
-             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau` and `patience-10` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau`, `patience-10` and `unlabeled-32` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -298,7 +303,8 @@ def write_md(runs, path):
              "docs/decisions/offsets-bagged.md), `lr-plateau` (`TrainOptions(lr_plateau=2)`: every student's learning "
              "rate halved after each 2 epochs without a better validation loss; docs/decisions/student-lr-plateau.md), "
              "`patience-10` (the students' patience 10 epochs and at most 80, not 5 and 40; "
-             "docs/decisions/student-patience.md). Test rows; mean over seeds and the worst seed; "
+             "docs/decisions/student-patience.md), `unlabeled-32` (`unlabeled` under today's default: 32 copies, "
+             "the choice on validation log-loss; docs/decisions/transfer-data.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -322,8 +328,8 @@ def write_md(runs, path):
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
               "(docs/decisions/copies-span.md), and `lams-4-16`, `balanced` and `copies-32` against `copies-16` (docs/decisions/student-lambda-choice.md, "
               "transfer-balance.md, transfer-copies-32.md) and `kd-no-offsets`, `splice`, `offsets-bagged`, "
-              "`lr-plateau` and `patience-10` against `validation` (docs/decisions/student-offsets.md, transfer-splice.md, "
-              "offsets-bagged.md, student-lr-plateau.md, student-patience.md). `ensemble` "
+              "`lr-plateau`, `patience-10` and `unlabeled-32` against `validation` (docs/decisions/student-offsets.md, "
+              "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
