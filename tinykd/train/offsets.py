@@ -53,15 +53,21 @@ def accuracy_qwk(y, pred, n_classes):
     return float(np.trace(O)) / n, qwk
 
 
+def _logits_and_labels(logits, y):
+    """``(z (n, K) float64, y (n,) int64)``; anything else: ``ValueError``."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
+        raise ValueError(f"need (n, K) logits and n labels with n > 0, got {z.shape} and {y.shape}")
+    return z, y
+
+
 def fit_offsets(logits, y, grid=GRID, passes=PASSES):
     """Offsets ``b`` (K,), ``b[0] = 0``, that raise the validation accuracy and QWK of
     ``argmax(logits + b)`` as far as coordinate ascent over ``grid`` finds, neither ever lowered
     (see the module docstring). ``logits`` (n, K), ``y`` (n,) class indices. Returns ``(b, before, after)``,
     the last two ``(accuracy, QWK)`` with no offsets and with ``b``."""
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
-        raise ValueError(f"need (n, K) logits and n labels with n > 0, got {z.shape} and {y.shape}")
+    z, y = _logits_and_labels(logits, y)
     K = z.shape[1]
     b = np.zeros(K)
 
@@ -91,10 +97,7 @@ def fit_offsets_bagged(logits, y, seed=0, bags=BAGS):
     ``seed``): a value that a few rows' luck chose in one resample is outvoted by the others, so the offsets
     depend less on which few hundred answers validate (docs/decisions/offsets-bagged.md). Returns ``(b, before,
     after)`` as :func:`fit_offsets` does, both measured on all the rows."""
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
-        raise ValueError(f"need (n, K) logits and n labels with n > 0, got {z.shape} and {y.shape}")
+    z, y = _logits_and_labels(logits, y)
     if isinstance(bags, bool) or int(bags) != bags or bags < 1:
         raise ValueError(f"bags must be a whole number >= 1, got {bags!r}")
     rng = np.random.default_rng(seed)
