@@ -76,11 +76,15 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             # patience 10 epochs and at most 80, not 5 and 40 (docs/decisions/student-patience.md)
             "patience-10": dict(choose_on="validation", options=STUDENT_OPTIONS.replace(patience=10, epochs=80)),
             # the item's unscored answers as transfer data under today's default (docs/decisions/transfer-data.md)
-            "unlabeled-32": dict(choose_on="validation")}
+            "unlabeled-32": dict(choose_on="validation"),
+            # "auto" trains wide and 7t, wide in bathtub's place (docs/decisions/student-wide.md; :data:`AUTO`)
+            "wide": dict(choose_on="validation")}
+#: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
+AUTO = {"wide": ("wide", "7t")}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`), all run with its 32 copies
-SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32")
+SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`copies_max`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "copies-32", *SINCE_32)
@@ -163,6 +167,19 @@ def copies_max(how):
         copies.COPIES_MAX = before
 
 
+@contextlib.contextmanager
+def auto_presets(how):
+    """distill's "auto" presets those of :data:`AUTO` while variant ``how`` runs, if it names any."""
+    import tinykd.distill.job as job
+
+    before = job.AUTO_PRESETS
+    job.AUTO_PRESETS = AUTO.get(how, before)
+    try:
+        yield
+    finally:
+        job.AUTO_PRESETS = before
+
+
 def unlabeled_file(data):
     """The unscored answers beside a data file (``X.csv`` → ``X-unlabeled.csv``; docs/decisions/transfer-data.md)."""
     path = data.with_name(f"{data.stem}-unlabeled.csv")
@@ -209,7 +226,7 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
     t0 = time.time()
-    with copies_max(choose_on):
+    with copies_max(choose_on), auto_presets(choose_on):
         res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
                       seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
                       **opts)
@@ -273,7 +290,7 @@ def write_md(runs, path):
              "seed (`--student-seed`) and the variant change: `validation` (the default: 32 copies per answer, the KD student "
              "of lower validation log-loss kept; docs/decisions/transfer-copies-32.md, student-choice.md), `copies-16` "
              "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but `copies-32`, "
-             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau`, `patience-10` and `unlabeled-32` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau`, `patience-10`, `unlabeled-32` and `wide` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -298,7 +315,9 @@ def write_md(runs, path):
              "rate halved after each 2 epochs without a better validation loss; docs/decisions/student-lr-plateau.md), "
              "`patience-10` (the students' patience 10 epochs and at most 80, not 5 and 40; "
              "docs/decisions/student-patience.md), `unlabeled-32` (`unlabeled` under today's default: 32 copies, "
-             "the choice on validation log-loss; docs/decisions/transfer-data.md). Test rows; mean over seeds and the worst seed; "
+             "the choice on validation log-loss; docs/decisions/transfer-data.md), `wide` (distill's \"auto\" trains the "
+             "presets `wide` and `7t`: `wide`, tinykd's Emb 32 → BiLSTM 48, in `bathtub`'s place; "
+             "docs/decisions/student-wide.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -322,8 +341,9 @@ def write_md(runs, path):
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
               "(docs/decisions/copies-span.md), and `lams-4-16`, `balanced` and `copies-32` against `copies-16` (docs/decisions/student-lambda-choice.md, "
               "transfer-balance.md, transfer-copies-32.md) and `kd-no-offsets`, `splice`, `offsets-bagged`, "
-              "`lr-plateau`, `patience-10` and `unlabeled-32` against `validation` (docs/decisions/student-offsets.md, "
-              "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md). `ensemble` "
+              "`lr-plateau`, `patience-10`, `unlabeled-32` and `wide` against `validation` (docs/decisions/student-offsets.md, "
+              "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
+              "student-wide.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "

@@ -65,7 +65,7 @@ class KDClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters (stored as given; see :func:`tinykd.fit` for their meaning)
     ----------
-    preset : {"7t", "falling_weights", "gelatin", "bathtub"}, default "7t"
+    preset : {"7t", "falling_weights", "gelatin", "bathtub", "wide"}, default "7t"
     lam : float or None — λ of the soft term; None = 4 (``tinykd.train.options.DEFAULT_LAM``) with teacher
         probabilities, else 0.
     temperature : float, default 1.0

@@ -58,7 +58,7 @@ def _train(sub, fmt):
     t.add_argument("--from-logits", action="store_true", help="the teacher file holds only logits; apply a softmax")
     t.add_argument("--allow-missing-teacher", action="store_true",
                    help="train labeled rows with no teacher row on the hard label only (else: refuse)")
-    t.add_argument("--preset", default=d.preset, help="7t, falling_weights, gelatin or bathtub")
+    t.add_argument("--preset", default=d.preset, help="7t, falling_weights, gelatin, bathtub or wide")
     t.add_argument("--lam", type=float, default=d.lam,
                    help="λ of the soft term (unset: 4 with --teacher; 0 = plain NN)")
     t.add_argument("--temperature", type=float, default=d.temperature, help="distillation temperature T")

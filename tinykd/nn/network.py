@@ -1,4 +1,4 @@
-"""The student network, assembled from a config, and the paper's four presets.
+"""The student network, assembled from a config, the paper's four presets and one of tinykd's.
 
     ids (B, L) ─ embedding ─ (B, L, E) ─ LSTM | BiLSTM ─┬ last state  (B, R)
                                                         └ max over time (B, R)
@@ -16,7 +16,11 @@ set the embedding's share of the 0.02M–0.1M parameters):
 ``falling_weights`` Emb 32 → BiLSTM 16 → global max pool → Dense → softmax
 ``gelatin``        Emb 128 (L1) → LSTM 64 → Dense 16 SELU (L1 + L2) → softmax
 ``bathtub``        Emb 64 → BiLSTM 32 → global max pool → Dense 16 SELU → softmax
+``wide``           Emb 32 → BiLSTM 48 → global max pool → Dense 16 SELU → softmax
 =================  =========================================================
+
+``wide`` is tinykd's, not the paper's: ``bathtub`` with half its embedding and 1.5× its recurrent
+units, at fewer parameters (docs/decisions/student-wide.md).
 """
 from __future__ import annotations
 
@@ -57,6 +61,9 @@ PRESETS = {
                     max_vocab=350),
     "bathtub": dict(embed_dim=64, rnn="bilstm", units=32, pooling="max",
                     dense_units=16, dense_activation="selu", max_vocab=1000),
+    # the parameters moved from the embedding (64k → 32k) to the BiLSTM (25k → 31k): student-wide.md
+    "wide": dict(embed_dim=32, rnn="bilstm", units=48, pooling="max",
+                 dense_units=16, dense_activation="selu", max_vocab=1000),
 }
 
 

@@ -39,8 +39,8 @@ def _real(value):
 class TrainOptions:
     """How one student is trained (the network, the loss, the optimiser, early stopping).
 
-    preset : "7t", "falling_weights", "gelatin" or "bathtub" (:data:`tinykd.nn.network.PRESETS`); None: the
-        default network before ``config``.
+    preset : "7t", "falling_weights", "gelatin", "bathtub" (the paper's) or "wide" (tinykd's;
+        :data:`tinykd.nn.network.PRESETS`); None: the default network before ``config``.
     config : overrides of the preset's network settings (a dict; see :func:`tinykd.nn.network.make_config`).
     lam : λ of Eq. 4; None: :data:`DEFAULT_LAM` with teacher probabilities, 0 without (0 = the plain NN).
     temperature : T of the soft term (1 = Eq. 4 exactly).
