@@ -294,3 +294,16 @@ def test_row_weights_scale_each_row_and_match_repeated_rows(soft):
     assert kd_loss(z, y, p, weights=w2, **kw)[0] == pytest.approx(rep * (B + 1) / B, rel=1e-12)
     with pytest.raises(ValueError, match="weights must be 5 finite values"):
         kd_loss(z, y, p, weights=-w, **kw)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4, 10])
+def test_presets_within_the_papers_budget(n_classes):
+    """Every preset, at its full vocabulary, has 0.02M–0.1M parameters (the paper's students); ``wide`` moves
+    ``bathtub``'s parameters from the embedding to the BiLSTM (docs/decisions/student-wide.md)."""
+    sizes = {pr: count_params(make_config(pr), PRESETS[pr]["max_vocab"], n_classes) for pr in PRESETS}
+    assert all(20_000 <= n <= 100_000 for n in sizes.values()), sizes
+    wide, bathtub = (StudentNet(make_config(pr), 1000, 4) for pr in ("wide", "bathtub"))
+    part = {pr: {layer: sum(v.size for k, v in net.p.items() if k.startswith(layer)) for layer in ("emb.", "rnn.")}
+            for pr, net in (("wide", wide), ("bathtub", bathtub))}
+    assert part == {"wide": {"emb.": 32_000, "rnn.": 31_104}, "bathtub": {"emb.": 64_000, "rnn.": 24_832}}
+    assert wide.size == 64_724 < bathtub.size == 89_940
