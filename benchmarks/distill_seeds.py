@@ -361,7 +361,7 @@ def write_md(runs, path):
               "`long-2` (docs/decisions/student-long-answers.md) and `vectors` "
               "(docs/decisions/student-teacher-vectors.md); "
               "`ordinal-16` is the one-seed pilot that chose μ.", ""]
-    for how, (decide, confirm, *_) in RULES.items():
+    for how, (decide, confirm, *_) in ((h, rule) for h, rule in RULES.items() if any(k[1] == h for k in s)):
         first = verdict(s, decide, how)
         lines.append(f"- `{how}`, decision rows: {first[0]}")
         second = verdict(s, confirm, how)
