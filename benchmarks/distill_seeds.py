@@ -78,13 +78,15 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             # the item's unscored answers as transfer data under today's default (docs/decisions/transfer-data.md)
             "unlabeled-32": dict(choose_on="validation"),
             # "auto" trains wide and 7t, wide in bathtub's place (docs/decisions/student-wide.md; :data:`AUTO`)
-            "wide": dict(choose_on="validation")}
+            "wide": dict(choose_on="validation"),
+            # "auto" trains bathtub and wide, wide in 7t's place (docs/decisions/student-wide.md; :data:`AUTO`)
+            "bathtub-wide": dict(choose_on="validation")}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
-AUTO = {"wide": ("wide", "7t")}
+AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`), all run with its 32 copies
-SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide")
+SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide", "bathtub-wide")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`copies_max`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "copies-32", *SINCE_32)
@@ -298,7 +300,7 @@ def write_md(runs, path):
              "seed (`--student-seed`) and the variant change: `validation` (the default: 32 copies per answer, the KD student "
              "of lower validation log-loss kept; docs/decisions/transfer-copies-32.md, student-choice.md), `copies-16` "
              "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but `copies-32`, "
-             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau`, `patience-10`, `unlabeled-32` and `wide` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau`, `patience-10`, `unlabeled-32`, `wide` and `bathtub-wide` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -325,7 +327,8 @@ def write_md(runs, path):
              "docs/decisions/student-patience.md), `unlabeled-32` (`unlabeled` under today's default: 32 copies, "
              "the choice on validation log-loss; docs/decisions/transfer-data.md), `wide` (distill's \"auto\" trains the "
              "presets `wide` and `7t`: `wide`, tinykd's Emb 32 → BiLSTM 48, in `bathtub`'s place; "
-             "docs/decisions/student-wide.md). Test rows; mean over seeds and the worst seed; "
+             "docs/decisions/student-wide.md), `bathtub-wide` (\"auto\" trains `bathtub` and `wide`: `wide` in `7t`'s "
+             "place; the same page). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -349,7 +352,7 @@ def write_md(runs, path):
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
               "(docs/decisions/copies-span.md), and `lams-4-16`, `balanced` and `copies-32` against `copies-16` (docs/decisions/student-lambda-choice.md, "
               "transfer-balance.md, transfer-copies-32.md) and `kd-no-offsets`, `splice`, `offsets-bagged`, "
-              "`lr-plateau`, `patience-10`, `unlabeled-32` and `wide` against `validation` (docs/decisions/student-offsets.md, "
+              "`lr-plateau`, `patience-10`, `unlabeled-32`, `wide` and `bathtub-wide` against `validation` (docs/decisions/student-offsets.md, "
               "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
               "student-wide.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
