@@ -86,7 +86,8 @@ AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`), all run with its 32 copies
-SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide", "bathtub-wide")
+SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
+            "bathtub-wide")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`copies_max`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "copies-32", *SINCE_32)
@@ -283,6 +284,12 @@ def verdict(s, group, how):
             f"({base}) → {'passes' if ok else 'fails'}{apart}"), ok
 
 
+def names(hows):
+    """``hows`` as prose: "`a`, `b` and `c`"."""
+    quoted = [f"`{h}`" for h in hows]
+    return ", ".join(quoted[:-1]) + f" and {quoted[-1]}" if len(quoted) > 1 else "".join(quoted)
+
+
 def out_flag(path):
     """`` --out PATH`` (relative to the repository) when ``path`` is not the runner's own table, else ""."""
     path = Path(path).resolve()
@@ -299,8 +306,8 @@ def write_md(runs, path):
              "teacher, copies and labels of each row are its `distill_table.py` run's (seed 0); only the students' "
              "seed (`--student-seed`) and the variant change: `validation` (the default: 32 copies per answer, the KD student "
              "of lower validation log-loss kept; docs/decisions/transfer-copies-32.md, student-choice.md), `copies-16` "
-             "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but `copies-32`, "
-             "`kd-no-offsets`, `splice`, `offsets-bagged`, `lr-plateau`, `patience-10`, `unlabeled-32`, `wide` and `bathtub-wide` was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but "
+             f"{names(('copies-32', *SINCE_32))} was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -351,8 +358,8 @@ def write_md(runs, path):
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
               "(docs/decisions/copies-span.md), and `lams-4-16`, `balanced` and `copies-32` against `copies-16` (docs/decisions/student-lambda-choice.md, "
-              "transfer-balance.md, transfer-copies-32.md) and `kd-no-offsets`, `splice`, `offsets-bagged`, "
-              "`lr-plateau`, `patience-10`, `unlabeled-32`, `wide` and `bathtub-wide` against `validation` (docs/decisions/student-offsets.md, "
+              f"transfer-balance.md, transfer-copies-32.md) and {names(SINCE_32)} against `validation` "
+              "(docs/decisions/student-offsets.md, "
               "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
               "student-wide.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
