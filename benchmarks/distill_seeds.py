@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -89,7 +90,7 @@ DEFAULT = "validation"
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
             "bathtub-wide")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
-#: answer (:func:`copies_max`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
+#: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "copies-32", *SINCE_32)
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
 BASE = "accuracy"
@@ -157,30 +158,18 @@ def target_lines(s, how=DEFAULT):
             f"({', '.join(halved)})"]
 
 
-@contextlib.contextmanager
-def copies_max(how):
-    """distill's copies per answer capped at 16 while variant ``how`` runs, unless it is one of :data:`AT_32`."""
+def variant_defaults(how):
+    """distill's module defaults as variant ``how`` runs them (undone on exit): the copies per answer capped at 16
+    unless it is one of :data:`AT_32`, and "auto"'s presets those of :data:`AUTO` where it names any."""
     import tinykd.distill.copies as copies
-
-    before = copies.COPIES_MAX
-    copies.COPIES_MAX = before if how in AT_32 else 16
-    try:
-        yield
-    finally:
-        copies.COPIES_MAX = before
-
-
-@contextlib.contextmanager
-def auto_presets(how):
-    """distill's "auto" presets those of :data:`AUTO` while variant ``how`` runs, if it names any."""
     import tinykd.distill.job as job
 
-    before = job.AUTO_PRESETS
-    job.AUTO_PRESETS = AUTO.get(how, before)
-    try:
-        yield
-    finally:
-        job.AUTO_PRESETS = before
+    stack = contextlib.ExitStack()
+    if how not in AT_32:
+        stack.enter_context(mock.patch.object(copies, "COPIES_MAX", 16))
+    if how in AUTO:
+        stack.enter_context(mock.patch.object(job, "AUTO_PRESETS", AUTO[how]))
+    return stack
 
 
 def unlabeled_file(data):
@@ -229,7 +218,7 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
     t0 = time.time()
-    with copies_max(choose_on), auto_presets(choose_on):
+    with variant_defaults(choose_on):
         res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
                       seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
                       **opts)
