@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -35,6 +37,10 @@ from tinykd.distill.pipeline import distill  # noqa: E402
 from tinykd.files.atomic import atomic_write_bytes  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+#: the network of a `pair` member: `bathtub` with half its embedding, so that two stay within the paper's 0.1M
+HALF = {"embed_dim": 32}
+#: the second member's students' seed: the first's + this
+PAIR_SEED = 1000
 #: the ways of stopping and choosing the students compared (distill's ``choose_on`` / ``stop_on``)
 #: every variant before "validation" chose on validation accuracy (the default until docs/decisions/student-choice.md)
 VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose_on="validation"),
@@ -81,17 +87,22 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             # "auto" trains wide and 7t, wide in bathtub's place (docs/decisions/student-wide.md; :data:`AUTO`)
             "wide": dict(choose_on="validation"),
             # "auto" trains bathtub and wide, wide in 7t's place (docs/decisions/student-wide.md; :data:`AUTO`)
-            "bathtub-wide": dict(choose_on="validation")}
+            "bathtub-wide": dict(choose_on="validation"),
+            # one preset, `bathtub` with a 32-wide embedding (49.7k parameters): a member of `pair`, alone; no rule
+            "bathtub-32": dict(choose_on="validation", preset="bathtub", options=STUDENT_OPTIONS.replace(config=HALF)),
+            # two `bathtub-32` students (seeds S and S + PAIR_SEED), their logits averaged: :func:`pair_run`
+            # (docs/decisions/student-pair.md)
+            "pair": dict(choose_on="validation", preset="bathtub", options=STUDENT_OPTIONS.replace(config=HALF))}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
 AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`), all run with its 32 copies
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
-            "bathtub-wide")
+            "bathtub-wide", "pair")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
-AT_32 = ("validation", "copies-32", *SINCE_32)
+AT_32 = ("validation", "copies-32", "bathtub-32", *SINCE_32)
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
 BASE = "accuracy"
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -217,16 +228,55 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     if choose_on == "mpnet":
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
+    if choose_on == "pair":
+        return pair_run(key, table, work_root, seed, teacher_seed)
     t0 = time.time()
     with variant_defaults(choose_on):
         res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
                       seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
                       **opts)
     m, d = res.report["all rows"], res.model.meta["distill"]
-    return {"row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
+    extra = {"_model": res.model} if choose_on == "bathtub-32" else {}
+    return {**extra, "row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
             "teacher": m["teacher"], "plain": m["plain NN"], "tfidf": m["TF-IDF + LR"], "preset": d["preset"],
             "lam": d["lam"], "students_seconds": res.made_seconds.get("students"), "teacher_seed": teacher_seed,
             "wall": round(time.time() - t0, 1), "cpu": cpu(), "command": command}
+
+
+def pair_run(key, table, work_root, seed, teacher_seed=0):
+    """Variant `pair`: the `bathtub-32` runs of students' seeds ``seed`` and ``seed + PAIR_SEED`` (each a ``distill``
+    run, cached in the work folder), their kept students' logits averaged on the test rows (an ensemble of 99.4k
+    parameters for 3 classes). Each member's own test metrics, computed here, must equal its distill report's."""
+    from tinykd.files.csvfiles import label_key
+    from tinykd.quality.metrics import scoring_metrics
+
+    t0 = time.time()
+    members, found = [], []
+    for s in (seed, seed + PAIR_SEED):
+        with variant_defaults("bathtub-32"):
+            members.append(run_one(key, table, work_root, s, "bathtub-32", teacher_seed))
+        found.append(members[-1].pop("_model"))
+    folders = sorted((work_root / key).glob("rows-*/rows.csv"))
+    if len(folders) != 1:
+        raise SystemExit(f"pair: {key} needs one rows folder in its work folder, found {len(folders)}")
+    with open(folders[0], newline="", encoding="utf-8") as fh:
+        test = [r for r in csv.DictReader(fh) if r["role"] == "test"]
+    texts, truth = [r["text"] for r in test], [label_key(r["label"]) for r in test]
+    keys = [label_key(c) for c in found[0].classes]
+    if [label_key(c) for c in found[1].classes] != keys:
+        raise SystemExit(f"pair: {key}'s members have different classes")
+    logp = [np.log(np.maximum(np.asarray(m.predict_proba(texts, calibrated=False), dtype=np.float64), 1e-300))
+            for m in found]
+    for m, lp in zip(members, logp):  # the members' own metrics, as distill reported them
+        own = scoring_metrics(truth, [keys[k] for k in lp.argmax(1)], labels=keys)
+        if abs(own["accuracy"] - m["student"]["accuracy"]) > 1e-12 or abs(own["qwk"] - m["student"]["qwk"]) > 1e-12:
+            raise SystemExit(f"pair: {key} seed {m['seed']}: test metrics {own} differ from distill's {m['student']}")
+    both = scoring_metrics(truth, [keys[k] for k in (logp[0] + logp[1]).argmax(1)], labels=keys)
+    a = members[0]
+    return {**a, "choose_on": "pair", "student": both, "preset": f"{a['preset']}+{members[1]['preset']}",
+            "lam": a["lam"], "students_seconds": sum(m["students_seconds"] or 0 for m in members),
+            "members": [{k: m[k] for k in ("seed", "student", "preset", "lam")} for m in members],
+            "wall": round(time.time() - t0, 1)}
 
 
 def summary(runs):
@@ -452,6 +502,7 @@ def main(argv=None):
         for ts, seed, how in [(t, s, h) for t in map(int, args.teacher_seeds.split(","))
                               for s in map(int, args.seeds.split(",")) for h in args.choose_on.split(",")]:
             r = run_one(key, table, args.work_root, seed, how, ts)
+            r.pop("_model", None)
             print(f"{key} teacher seed {ts}, seed {seed} {how}: {r['student']['accuracy']:.3f} / "
                   f"{r['student']['qwk']:.3f} ({r['preset']}, {r['lam']:g}; teacher {r['teacher']['accuracy']:.3f}; "
                   f"{r['wall']:.0f} s)", flush=True)
