@@ -245,7 +245,7 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
 
 def pair_run(key, table, work_root, seed, teacher_seed=0):
     """Variant `pair`: the `bathtub-32` runs of students' seeds ``seed`` and ``seed + PAIR_SEED`` (each a ``distill``
-    run, cached in the work folder), their kept students' logits averaged on the test rows (an ensemble of 99.4k
+    run, cached in the work folder), their kept students' logits averaged on the test rows (an ensemble of 99.5k
     parameters for 3 classes). Each member's own test metrics, computed here, must equal its distill report's."""
     from tinykd.files.csvfiles import label_key
     from tinykd.quality.metrics import scoring_metrics
