@@ -346,7 +346,7 @@ def write_md(runs, path):
              "seed (`--student-seed`) and the variant change: `validation` (the default: 32 copies per answer, the KD student "
              "of lower validation log-loss kept; docs/decisions/transfer-copies-32.md, student-choice.md), `copies-16` "
              "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but "
-             f"{names(('copies-32', *SINCE_32))} was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             f"{names(('copies-32', 'bathtub-32', *SINCE_32))} was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -374,7 +374,9 @@ def write_md(runs, path):
              "the choice on validation log-loss; docs/decisions/transfer-data.md), `wide` (distill's \"auto\" trains the "
              "presets `wide` and `7t`: `wide`, tinykd's Emb 32 → BiLSTM 48, in `bathtub`'s place; "
              "docs/decisions/student-wide.md), `bathtub-wide` (\"auto\" trains `bathtub` and `wide`: `wide` in `7t`'s "
-             "place; the same page). Test rows; mean over seeds and the worst seed; "
+             "place; the same page), `bathtub-32` (`--preset bathtub` with a 32-wide embedding, 49.7k parameters, alone: "
+             "no rule) and `pair` (two `bathtub-32` students, seeds S and S + 1000, their logits averaged: 99.5k "
+             "parameters, no choice of preset; docs/decisions/student-pair.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -400,7 +402,7 @@ def write_md(runs, path):
               f"transfer-balance.md, transfer-copies-32.md) and {names(SINCE_32)} against `validation` "
               "(docs/decisions/student-offsets.md, "
               "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
-              "student-wide.md). `ensemble` "
+              "student-wide.md, student-pair.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
