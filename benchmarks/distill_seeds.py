@@ -219,7 +219,15 @@ def mpnet_teacher(key):
 
 def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     """One ``distill`` run of row ``key`` with the students' ``seed`` stopped and chosen as the variant
-    ``choose_on`` says (:data:`VARIANTS`), the teacher's, the copies' and the split's ``teacher_seed``."""
+    ``choose_on`` says (:data:`VARIANTS`), the teacher's, the copies' and the split's ``teacher_seed`` (`pair`: two,
+    :func:`pair_run`): its record."""
+    if choose_on == "pair":
+        return pair_run(key, table, work_root, seed, teacher_seed)
+    return distill_run(key, table, work_root, seed, choose_on, teacher_seed)[0]
+
+
+def distill_run(key, table, work_root, seed, choose_on, teacher_seed=0):
+    """``(record, kept model)`` of the ``distill`` run :func:`run_one` describes."""
     name, data, opts, command = table[key]
     if choose_on in ("unlabeled", "unlabeled-32"):
         opts = {**opts, "unlabeled": unlabeled_file(data)}
@@ -228,19 +236,16 @@ def run_one(key, table, work_root, seed, choose_on, teacher_seed=0):
     if choose_on == "mpnet":
         opts = {**opts, "teacher_dir": mpnet_teacher(key)}
     work = work_root / key
-    if choose_on == "pair":
-        return pair_run(key, table, work_root, seed, teacher_seed)
     t0 = time.time()
     with variant_defaults(choose_on):
         res = distill(data, work / f"seeds-{choose_on}-{seed}-{teacher_seed}.npz", work=work, student_seed=seed,
                       seed=teacher_seed, verbose=False, other_items=choose_on == "others", **VARIANTS[choose_on],
                       **opts)
     m, d = res.report["all rows"], res.model.meta["distill"]
-    extra = {"_model": res.model} if choose_on == "bathtub-32" else {}
-    return {**extra, "row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
+    return {"row": key, "name": name, "seed": seed, "choose_on": choose_on, "student": student(m),
             "teacher": m["teacher"], "plain": m["plain NN"], "tfidf": m["TF-IDF + LR"], "preset": d["preset"],
             "lam": d["lam"], "students_seconds": res.made_seconds.get("students"), "teacher_seed": teacher_seed,
-            "wall": round(time.time() - t0, 1), "cpu": cpu(), "command": command}
+            "wall": round(time.time() - t0, 1), "cpu": cpu(), "command": command}, res.model
 
 
 def pair_run(key, table, work_root, seed, teacher_seed=0):
@@ -251,11 +256,8 @@ def pair_run(key, table, work_root, seed, teacher_seed=0):
     from tinykd.quality.metrics import scoring_metrics
 
     t0 = time.time()
-    members, found = [], []
-    for s in (seed, seed + PAIR_SEED):
-        with variant_defaults("bathtub-32"):
-            members.append(run_one(key, table, work_root, s, "bathtub-32", teacher_seed))
-        found.append(members[-1].pop("_model"))
+    members, found = zip(*(distill_run(key, table, work_root, s, "bathtub-32", teacher_seed)
+                           for s in (seed, seed + PAIR_SEED)))
     folders = sorted((work_root / key).glob("rows-*/rows.csv"))
     if len(folders) != 1:
         raise SystemExit(f"pair: {key} needs one rows folder in its work folder, found {len(folders)}")
@@ -504,7 +506,6 @@ def main(argv=None):
         for ts, seed, how in [(t, s, h) for t in map(int, args.teacher_seeds.split(","))
                               for s in map(int, args.seeds.split(",")) for h in args.choose_on.split(",")]:
             r = run_one(key, table, args.work_root, seed, how, ts)
-            r.pop("_model", None)
             print(f"{key} teacher seed {ts}, seed {seed} {how}: {r['student']['accuracy']:.3f} / "
                   f"{r['student']['qwk']:.3f} ({r['preset']}, {r['lam']:g}; teacher {r['teacher']['accuracy']:.3f}; "
                   f"{r['wall']:.0f} s)", flush=True)
