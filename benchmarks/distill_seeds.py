@@ -381,7 +381,7 @@ def write_md(runs, path):
              "presets `wide` and `7t`: `wide`, tinykd's Emb 32 → BiLSTM 48, in `bathtub`'s place; "
              "docs/decisions/student-wide.md), `bathtub-wide` (\"auto\" trains `bathtub` and `wide`: `wide` in `7t`'s "
              "place; the same page), `bathtub-32` (`--preset bathtub` with a 32-wide embedding, 49.7k parameters, alone: "
-             "no rule) and `pair` (two `bathtub-32` students, seeds S and S + 1000, their logits averaged: 99.5k "
+             "no rule), `pair` (two `bathtub-32` students, seeds S and S + 1000, their logits averaged: 99.5k "
              "parameters, no choice of preset; docs/decisions/student-pair.md) and `bathtub-128` (`--preset bathtub` with a "
              "BiLSTM of 128 units each way: 266k parameters, beyond the paper's budget; how much of a row's gap is "
              "the budget's, never a default; the same page). Test rows; mean over seeds and the worst seed; "
