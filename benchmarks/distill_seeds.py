@@ -90,9 +90,9 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             "bathtub-wide": dict(choose_on="validation"),
             # one preset, `bathtub` with a 32-wide embedding (49.7k parameters): a member of `pair`, alone; no rule
             "bathtub-32": dict(choose_on="validation", preset="bathtub", options=STUDENT_OPTIONS.replace(config=HALF)),
-            # two `bathtub-32` students (seeds S and S + PAIR_SEED), their logits averaged: :func:`pair_run`
-            # (docs/decisions/student-pair.md)
-            "pair": dict(choose_on="validation", preset="bathtub", options=STUDENT_OPTIONS.replace(config=HALF)),
+            # two `bathtub-32` runs (seeds S and S + PAIR_SEED), their students' logits averaged; no distill run of
+            # its own (:func:`pair_run`; docs/decisions/student-pair.md)
+            "pair": {},
             # `bathtub` with a BiLSTM of 128 units each way: 266k parameters, beyond the paper's 0.1M; how much of a
             # row's gap is the budget's (a diagnostic: no rule, never a default)
             "bathtub-128": dict(choose_on="validation", preset="bathtub",
@@ -256,17 +256,14 @@ def pair_run(key, table, work_root, seed, teacher_seed=0):
     """Variant `pair`: the `bathtub-32` runs of students' seeds ``seed`` and ``seed + PAIR_SEED`` (each a ``distill``
     run, cached in the work folder), their kept students' logits averaged on the test rows (an ensemble of 99.5k
     parameters for 3 classes). Each member's own test metrics, computed here, must equal its distill report's."""
+    from student_agreement import teacher_rows
     from tinykd.files.csvfiles import label_key
     from tinykd.quality.metrics import scoring_metrics
 
     t0 = time.time()
     members, found = zip(*(distill_run(key, table, work_root, s, "bathtub-32", teacher_seed)
                            for s in (seed, seed + PAIR_SEED)))
-    folders = sorted((work_root / key).glob("rows-*/rows.csv"))
-    if len(folders) != 1:
-        raise SystemExit(f"pair: {key} needs one rows folder in its work folder, found {len(folders)}")
-    with open(folders[0], newline="", encoding="utf-8") as fh:
-        test = [r for r in csv.DictReader(fh) if r["role"] == "test"]
+    test = [r for r in teacher_rows(found, f"pair: {key}'s members")[1] if r["role"] == "test"]
     texts, truth = [r["text"] for r in test], [label_key(r["label"]) for r in test]
     keys = [label_key(c) for c in found[0].classes]
     if [label_key(c) for c in found[1].classes] != keys:

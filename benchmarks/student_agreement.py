@@ -37,18 +37,24 @@ from tinykd.train.offsets import accuracy_qwk  # noqa: E402
 ROLES = ("train", "val", "test")
 
 
+def teacher_rows(students, what="the students"):
+    """``(teacher folder, rows)``: the rows file (id, text, label, role) the ``students``' one teacher was fitted on,
+    as their distill metadata names it; students of different teachers: ``SystemExit`` naming ``what``."""
+    teacher_dir = Path(students[0].meta["distill"]["teacher"]).parent
+    if any(Path(s.meta["distill"]["teacher"]).parent != teacher_dir for s in students):
+        raise SystemExit(f"{what} were taught by different teachers")
+    job = json.loads((teacher_dir / "job.json").read_text())
+    with open(job["data"], newline="", encoding="utf-8") as fh:
+        return teacher_dir, list(csv.DictReader(fh))
+
+
 def row_agreement(work, variant):
     """The row's measures (see the module docstring), or None when no student of ``variant`` was kept there."""
     files = sorted(glob.glob(str(Path(work) / f"seeds-{variant}-*-0.npz")))
     if not files:
         return None
     students = [load(f) for f in files]
-    teacher_dir = Path(students[0].meta["distill"]["teacher"]).parent
-    if any(Path(s.meta["distill"]["teacher"]).parent != teacher_dir for s in students):
-        raise SystemExit(f"{work}: the {variant} students were taught by different teachers")
-    job = json.loads((teacher_dir / "job.json").read_text())
-    with open(job["data"], newline="", encoding="utf-8") as fh:
-        table = list(csv.DictReader(fh))
+    teacher_dir, table = teacher_rows(students, f"{work}: the {variant} students")
     ids, keys, p = read_soft_label_table(teacher_dir / "teacher.csv")
     pos = {i: k for k, i in enumerate(ids)}
     out = {"seeds": len(students), "agree": {}}

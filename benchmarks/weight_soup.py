@@ -10,13 +10,12 @@ weights are averaged into one network of the same size:
 * ``shared trunk``: one student trains 3 epochs from seed 0; two go on from its weights in their own orders.
 
 Reported on the validation rows (accuracy, QWK, log-loss of the uncalibrated probabilities) with the weights'
-distance relative to the first one's norm. ``benchmarks/results/weight_soup.md`` (+ ``.json``) is rewritten.
+distance relative to the first one's norm. ``benchmarks/results/weight_soup.md`` is rewritten.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -123,7 +122,7 @@ def write_md(res, path):
         a = w["averaged"]
         lines.append(f"| {name} | weights averaged (distance {w['distance']:.2f}) |  | {a['accuracy']:.3f} | "
                      f"{a['qwk']:.3f} | {a['logloss']:.3f} |")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def main(argv=None):
@@ -138,7 +137,6 @@ def main(argv=None):
     trunk = train(data, args.preset, 0, epochs=TRUNK_EPOCHS, patience=TRUNK_EPOCHS)
     ways["shared trunk"] = way(data, args.preset, trunk.net.params.copy())
     res = {"row": args.row, "preset": args.preset, "cpu": cpu(), "seconds": time.time() - t0, "ways": ways}
-    atomic_write_bytes(RESULTS / "weight_soup.json", (json.dumps(res, indent=1) + "\n").encode("utf-8"))
     write_md(res, RESULTS / "weight_soup.md")
     print((RESULTS / "weight_soup.md").read_text(encoding="utf-8"))
     return 0
