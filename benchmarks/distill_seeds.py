@@ -96,14 +96,17 @@ VARIANTS = {"validation": dict(choose_on="validation"), "copies-16": dict(choose
             # `bathtub` with a BiLSTM of 128 units each way: 266k parameters, beyond the paper's 0.1M; how much of a
             # row's gap is the budget's (a diagnostic: no rule, never a default)
             "bathtub-128": dict(choose_on="validation", preset="bathtub",
-                                options=STUDENT_OPTIONS.replace(config={"units": 128}))}
+                                options=STUDENT_OPTIONS.replace(config={"units": 128})),
+            # the KD students read a word outside their vocabulary as the nearest inside it by the teacher's word
+            # vectors (docs/decisions/student-aliases.md)
+            "aliases": dict(choose_on="validation", teacher_aliases=True)}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
 AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
 DEFAULT = "validation"
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`), all run with its 32 copies
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
-            "bathtub-wide", "pair")
+            "bathtub-wide", "pair", "aliases")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "copies-32", "bathtub-32", "bathtub-128", *SINCE_32)
@@ -379,9 +382,11 @@ def write_md(runs, path):
              "docs/decisions/student-wide.md), `bathtub-wide` (\"auto\" trains `bathtub` and `wide`: `wide` in `7t`'s "
              "place; the same page), `bathtub-32` (`--preset bathtub` with a 32-wide embedding, 49.7k parameters, alone: "
              "no rule), `pair` (two `bathtub-32` students, seeds S and S + 1000, their logits averaged: 99.5k "
-             "parameters, no choice of preset; docs/decisions/student-pair.md) and `bathtub-128` (`--preset bathtub` with a "
+             "parameters, no choice of preset; docs/decisions/student-pair.md), `bathtub-128` (`--preset bathtub` with a "
              "BiLSTM of 128 units each way: 266k parameters, beyond the paper's budget; how much of a row's gap is "
-             "the budget's, never a default; the same page). Test rows; mean over seeds and the worst seed; "
+             "the budget's, never a default; the same page) and `aliases` (`--teacher-aliases`: the KD students read "
+             "a word outside their vocabulary as the vocabulary word of the nearest teacher word vector; "
+             "docs/decisions/student-aliases.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",

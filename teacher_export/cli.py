@@ -133,6 +133,9 @@ def build_parser():
     v.add_argument("--text-col", default="text")
     v.add_argument("--out", required=True, help="output folder")
     v.add_argument("--name", default="vectors", help="the file's name, without .npz")
+    v.add_argument("--tokenizer-words", action="store_true",
+                   help="also every whole word of the teacher's tokenizer (about 20,000 for English): the words a "
+                   "student's aliases can come from (docs/decisions/student-aliases.md)")
     v.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU when present)")
     v.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     m = sub.add_parser("merge", help="one soft-label file from several (e.g. one per item), joined by id",
@@ -282,7 +285,7 @@ def _vectors(args):
 
     try:
         res = run_vectors(teacher=args.teacher, data=args.data, out=args.out, text_col=args.text_col, name=args.name,
-                          device=args.device, threads=args.threads)
+                          device=args.device, threads=args.threads, tokenizer_words=args.tokenizer_words)
     except (DataError, BaseModelError, OSError) as e:
         print(f"tinykd-teacher: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -29,6 +29,12 @@ def words_of(texts):
     return sorted({w for t in texts for w in tokenize(t)})
 
 
+def whole_words(tokenizer):
+    """The whole words of a teacher's tokenizer: its entries of two or more letters that tinykd's tokenizer
+    reads as one word (no ``##`` pieces, no ``[unused]`` marks, no numbers), sorted."""
+    return sorted(w for w in tokenizer.get_vocab() if len(w) > 1 and w.isalpha() and tokenize(w) == [w])
+
+
 def word_vectors(model, tokenizer, words, device=None):
     """(len(words), hidden) float32: per word the mean of ``model``'s last hidden state over its pieces."""
     device = device or torch.device("cpu")
@@ -45,15 +51,20 @@ def word_vectors(model, tokenizer, words, device=None):
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
 
 
-def run_vectors(*, teacher, data, out, text_col="text", name="vectors", device=None, threads=None):
-    """``out/<name>.npz`` (``words``, ``vectors`` float32) for the words of ``data``'s ``text_col``, from the
-    fine-tuned ``teacher`` folder. Returns ``{"path", "words", "dim"}``."""
+def run_vectors(*, teacher, data, out, text_col="text", name="vectors", device=None, threads=None,
+                tokenizer_words=False):
+    """``out/<name>.npz`` (``words``, ``vectors`` float32) for the words of ``data``'s ``text_col`` (and with
+    ``tokenizer_words`` those of the teacher's tokenizer, :func:`whole_words`), from the fine-tuned
+    ``teacher`` folder. Returns ``{"path", "words", "dim"}``."""
     if threads:
         torch.set_num_threads(int(threads))
     device = pick_device(device)
     words = words_of(read_table(data).column(text_col, "--text-col"))
+    tokenizer = load_tokenizer(teacher)
+    if tokenizer_words:
+        words = sorted(set(words) | set(whole_words(tokenizer)))
     model = load_classifier(teacher).base_model.to(device).eval()
-    vectors = word_vectors(model, load_tokenizer(teacher), words, device)
+    vectors = word_vectors(model, tokenizer, words, device)
     buf = io.BytesIO()
     np.savez(buf, words=np.array(words, dtype=str), vectors=vectors.astype(np.float32))
     os.makedirs(out, exist_ok=True)

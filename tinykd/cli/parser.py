@@ -314,6 +314,10 @@ def _teacher_args(x):
     x.add_argument("--teacher-vectors", action="store_true",
                    help="the KD students' word embeddings start from the teacher's word vectors (a stage of their "
                    "own; docs/decisions/student-teacher-vectors.md)")
+    x.add_argument("--teacher-aliases", action="store_true",
+                   help="the KD students read a word outside their vocabulary (a word of the transfer set or of the "
+                   "teacher's tokenizer) as the vocabulary word whose teacher word vector is nearest; no parameter "
+                   "is added (docs/decisions/student-aliases.md)")
     x.add_argument("--teacher-members", type=int, metavar="N",
                    help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "
                    "set, their log-probabilities averaged: N times the teacher's time "

@@ -36,6 +36,9 @@ FIDELITY_FRACTION = 0.125
 FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
 #: the teacher's word vectors by name (the vectors stage's key hashes it: teacher_export.vectors)
 VECTORS_RULE = "word vectors: the teacher's last hidden state of [CLS] word [SEP], mean over the word's pieces"
+#: the KD students' aliases by name (the vectors stage's key and the students' hash it): docs/decisions/student-aliases.md
+ALIASES_RULE = ("aliases: each word of the transfer set and of the teacher's tokenizer outside a KD student's "
+                "vocabulary reads as the vocabulary word of the nearest teacher word vector (cosine)")
 #: what the teacher cuts first from an answer and its context over its max length (teacher_export.finetune.encode)
 TRUNCATE_VALUES = ("longest", "context")
 #: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16
@@ -208,6 +211,7 @@ class ItemChain:
     warm_from: str | None = None  #: the previous round's teacher it fine-tunes on from (:mod:`tinykd.distill.warm`)
     warm_sha: str | None = None  #: the SHA-256 of that teacher's weights (the teacher's key hashes it)
     vectors: bool = False  #: the KD students start from the teacher's word vectors (a stage of their own)
+    aliases: bool = False  #: the KD students' words outside their vocabulary read as the nearest inside it
 
     @property
     def stops_on(self):

@@ -42,8 +42,8 @@ from typing import NamedTuple
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
 from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STOP_ON_VALUES,
-                                STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ItemChain,
-                                ItemRows, TeacherOptions, presets_for, student_options)
+                                STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ALIASES_RULE,
+                                ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import side_by_side, train_students
@@ -94,45 +94,45 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
             patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
             stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None,
-            teacher_vectors=False, other_items=False):
+            teacher_vectors=False, other_items=False, teacher_aliases=False):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
     ``split_col`` None: the column ``split`` when the file has one, else the paper's 7:1:2 split; ``teacher_dir``: a
     folder written by ``tinykd-teacher fit`` (one for all rows), or one holding a folder per item named as the item;
     ``base``: the teacher's pre-trained base, a name of :data:`teacher_export.bases.BASES` (``"minilm"``, the default
-    all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or
-    a dict of its fields (``epochs``, ``patience``, ``lr``, ``batch_size``, ``max_length``, ``stop_on``,
-    ``tolerance``, ``bf16``); ``options``: the students' ``TrainOptions`` (default
-    :data:`~tinykd.distill.job.STUDENT_OPTIONS`; ``preset`` and ``lams`` choose their preset and λ), which
-    ``temperature``, ``soft_loss``, ``ordinal``, ``epochs``, ``patience``, ``seed`` and ``offsets`` replace where
-    given (``seed``: every random choice, the teacher's and the copies' too; ``student_seed``: the students' alone, so
-    that students of several seeds learn from one teacher and one transfer set); ``stop_on``: what the KD students
-    stop on (None: ``choose_on``; "fidelity" with ``choose_on`` "validation": they stop on fidelity and the kept one
-    is chosen on the validation rows); ``choose_on``: what the KD students stop on and are chosen by
-    (:data:`CHOOSE_ON_VALUES`: fidelity to the teacher, or the validation rows by log-loss or by accuracy);
-    ``lams``: the KD students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS` trained (plain NN and KD), the
-    one best on validation kept; ``work``: the work folder (default ``<out>.work``); ``copies``: perturbed copies per
-    training answer (None: :func:`auto_copies`); ``augment_options``: :func:`tinykd.distill.augment.augment`'s
-    ``p_drop``, ``p_mask``, ``p_swap``, ``p_span``, ``p_splice`` (unset: its defaults); ``where``: ``["COL=VALUE", …]`` keeps only
-    those rows (of the data and the unlabeled file); ``teacher_threads``: torch CPU threads of the teacher's processes
-    (None: torch's default in one process, the worker's thread count on a Dask worker); ``client``: a
-    ``distributed.Client`` — each item's chain (:func:`distill_item`) then runs as a Dask task, the work folder shared
-    by the workers; ``label_names``: the scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against the
-    data's scores before any training); ``warm_start``: the model file of a previous round on these answers
-    (:mod:`tinykd.distill.warm`); ``rater2_col``: a second rater's column, read with the rows for the report alone (no
-    stage key hashes it); ``teacher_vectors``: the KD students' embeddings start from the teacher's word vectors;
-    ``other_items``: the other items' answers join the transfer set (:func:`_transfer_answers`). Contexts are
-    stored per item (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
+    all-MiniLM-L6-v2; ``"mpnet"``) or a folder; ``teacher_options``: a :class:`~tinykd.distill.job.TeacherOptions` or a
+    dict of its fields (``epochs``, ``patience``, ``lr``, ``batch_size``, ``max_length``, ``stop_on``, ``tolerance``,
+    ``bf16``); ``options``: the students' ``TrainOptions`` (default :data:`~tinykd.distill.job.STUDENT_OPTIONS`;
+    ``preset`` and ``lams`` choose their preset and λ), which ``temperature``, ``soft_loss``, ``ordinal``, ``epochs``,
+    ``patience``, ``seed`` and ``offsets`` replace where given (``seed``: every random choice, the teacher's and the
+    copies' too; ``student_seed``: the students' alone, so that students of several seeds learn from one teacher and
+    one transfer set); ``stop_on``: what the KD students stop on (None: ``choose_on``; "fidelity" with ``choose_on``
+    "validation": they stop on fidelity and the kept one is chosen on the validation rows); ``choose_on``: what the KD
+    students stop on and are chosen by (:data:`CHOOSE_ON_VALUES`: fidelity to the teacher, or the validation rows by
+    log-loss or by accuracy); ``lams``: the KD students' λ grid; ``preset`` "auto": each of :data:`AUTO_PRESETS`
+    trained (plain NN and KD), the one best on validation kept; ``work``: the work folder (default ``<out>.work``);
+    ``copies``: perturbed copies per training answer (None: :func:`auto_copies`); ``augment_options``:
+    :func:`tinykd.distill.augment.augment`'s ``p_drop``, ``p_mask``, ``p_swap``, ``p_span``, ``p_splice`` (unset: its
+    defaults); ``where``: ``["COL=VALUE", …]`` keeps only those rows (of the data and the unlabeled file);
+    ``teacher_threads``: torch CPU threads of the teacher's processes (None: torch's default in one process, the
+    worker's thread count on a Dask worker); ``client``: a ``distributed.Client`` — each item's chain
+    (:func:`distill_item`) then runs as a Dask task, the work folder shared by the workers; ``label_names``: the
+    scores' names (``{label: name}`` or ``"0=incorrect,…"``, checked against the data's scores before any training);
+    ``warm_start``: the model file of a previous round on these answers (:mod:`tinykd.distill.warm`); ``rater2_col``: a
+    second rater's column, read with the rows for the report alone (no stage key hashes it); ``teacher_vectors`` /
+    ``teacher_aliases``: the KD students' embeddings start from the teacher's word vectors / their words outside the
+    vocabulary read as the nearest inside it by those vectors (docs/decisions/student-aliases.md); ``other_items``: the
+    other items' answers join the transfer set (:func:`_transfer_answers`). Contexts are stored per item
+    (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
     log = _Log(verbose, stream)
     if not teacher_available():
         raise RuntimeError(TEACHER_INSTALL)
-    students = student_options(options, temperature=temperature, soft_loss=soft_loss, ordinal=ordinal,
-                               epochs=epochs, patience=patience, seed=seed,
-                               offsets=None if offsets is None else bool(offsets))
+    students = student_options(options, temperature=temperature, soft_loss=soft_loss, ordinal=ordinal, epochs=epochs,
+                               patience=patience, seed=seed, offsets=None if offsets is None else bool(offsets))
     aug = _check_options(copies, teacher_threads, lams, augment_options, students, preset)
     _check_choice(choose_on, stop_on)
     base_seed, students = students.seed, students if student_seed is None else students.replace(seed=student_seed)
@@ -153,12 +153,12 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
         rows_made = cache.run("rows", r_key, f"{len(table.texts):,} rows", write_rows, table)
         u_rows, u_sha = _transfer_answers(data, unlabeled, other_items, columns, where, table, base_seed, log)
         template = ItemChain(
-            work=cache.root, item=None, name="all rows", rows_key=r_key,
-            rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), rows=None, unlabeled_rows=(),
-            unlabeled_sha=u_sha, teacher_dir=None, teacher_sha=None, base=base,
-            teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug, preset=preset,
-            presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed, choose_on=choose_on,
-            stop_on=None if (stop_on or choose_on) == choose_on else stop_on, vectors=bool(teacher_vectors))
+            work=cache.root, item=None, name="all rows", rows_key=r_key, rows=None, unlabeled_rows=(),
+            rows_csv=os.path.join(cache.folder("rows", r_key), "rows.csv"), unlabeled_sha=u_sha, teacher_dir=None,
+            teacher_sha=None, base=base, teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug,
+            preset=preset, presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed,
+            choose_on=choose_on, stop_on=None if (stop_on or choose_on) == choose_on else stop_on,
+            vectors=bool(teacher_vectors), aliases=bool(teacher_aliases))
         chains = [_item_chain(template, table, g, teacher_dir, u_rows, warm) for g in _items(table)]
         done = _run_chains(chains, client, log, t_start)
         for r in done:
@@ -342,10 +342,11 @@ def distill_item(chain, log, worker_threads=None):
                   [m.teacher_csv for m in members], [m.labels_csv for m in members])
         t_csv, l_csv = (os.path.join(cache.folder("ensemble", l_key), f) for f in ("teacher.csv", "labels.csv"))
     v_npz = None
-    if chain.vectors:  # the KD students start from the (first) teacher's word vectors
-        v_key = stage_key(members[0].labels_key, VECTORS_RULE)
-        cache.run("vectors", v_key, chain.name, word_vectors, teacher, c_csv, threads, log)
-        v_npz, l_key = os.path.join(cache.folder("vectors", v_key), "vectors.npz"), stage_key(l_key, v_key)
+    if chain.vectors or chain.aliases:  # the (first) teacher's word vectors: the KD students' start, or aliases
+        v_key = stage_key(members[0].labels_key, VECTORS_RULE, *([ALIASES_RULE] if chain.aliases else []))
+        cache.run("vectors", v_key, chain.name, word_vectors, teacher, c_csv, threads, log, chain.aliases)
+        v_npz = os.path.join(cache.folder("vectors", v_key), "vectors.npz")
+        l_key = stage_key(l_key, v_key, *(["start"] if chain.vectors and chain.aliases else []))
     s_key = _students_key(cache, chain, l_key)
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
                   log, v_npz)

@@ -35,7 +35,7 @@ class StudentData(NamedTuple):
     validation: tuple | None
     transfer: tuple | None
     fidelity: tuple | None = None
-    vectors: tuple | None = None  #: ``(words, vectors)``: the teacher's word vectors for the KD students' start
+    vectors: tuple | None = None  #: ``(words, vectors)``: the teacher's word vectors (the KD students' start, aliases)
 
 
 def student_data(chain, teacher_csv, copies_csv, labels_csv, n_transfer, vectors_npz=None):
@@ -114,7 +114,8 @@ class _Trainer:
         s = fitting.fit(d.texts, d.y, d.p_train if lam else None, options=options, contexts=d.contexts,
                         validation=d.validation, transfer=d.transfer if lam else None, verbose=False,
                         name=self.chain.name, settings=settings, on_epoch=stop, fidelity=d.fidelity if lam else None,
-                        word_vectors=d.vectors if lam else None)
+                        word_vectors=d.vectors if lam and self.chain.vectors else None,
+                        word_aliases=d.vectors if lam and self.chain.aliases else None)
         m = dict(s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0})
         if d.validation is not None:
             m["logloss"] = validation_log_loss(s, d.validation)

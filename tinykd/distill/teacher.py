@@ -238,11 +238,12 @@ def label_copies(folder, teacher, copies_csv, n, has_context, threads, log, bf16
     return {**result, "reused": len(reused)}
 
 
-def word_vectors(folder, teacher, copies_csv, threads, log):
+def word_vectors(folder, teacher, copies_csv, threads, log, tokenizer_words=False):
     """The vectors stage: ``folder/vectors.npz``, the ``teacher``'s word vectors for the words of the transfer
-    set ``copies_csv`` (``tinykd-teacher vectors``; docs/decisions/student-teacher-vectors.md)."""
+    set ``copies_csv`` (``tinykd-teacher vectors``; docs/decisions/student-teacher-vectors.md), and with
+    ``tokenizer_words`` for the whole words of its tokenizer (docs/decisions/student-aliases.md)."""
     job = {"command": "vectors", "teacher": teacher, "data": copies_csv, "out": folder,
-           **({"threads": threads} if threads else {})}
+           **({"threads": threads} if threads else {}), **({"tokenizer_words": True} if tokenizer_words else {})}
     run_teacher_job(folder, job, log)
     return {"teacher": teacher}
 

@@ -29,7 +29,8 @@ from tinykd.scoring.text import OOV, PAD, SEP, TOKEN_PATTERN
 HOW_TO_TOKENIZE = (
     "lower-case the text (full Unicode lower-casing: Python str.lower, JavaScript toLowerCase); the tokens are "
     "the maximal runs of letters (\\p{L}), numbers (\\p{N}) and '_' — Python's re (?u)\\b\\w+\\b; map each to "
-    "its index in 'tokens' (1 = <oov> when absent); with a context: context ids cut to "
+    "its index in 'tokens', else to its id in 'aliases' (a word outside the vocabulary that reads as a vocabulary "
+    "word's id), else 1 = <oov>; with a context: context ids cut to "
     "max(max_len - 1 - len(answer), max_len // 2), then [2 = <sep>], then the answer ids, the whole cut to "
     "max_len; without: the answer ids cut to max_len. An empty answer has length 0.")
 
@@ -65,6 +66,7 @@ def describe_student(student, review_below=None):
         "tokenizer": {"lowercase": True, "token_pattern": TOKEN_PATTERN, "pad": PAD, "oov": OOV, "sep": SEP,
                       "max_len": v.max_len, "how": HOW_TO_TOKENIZE},
         "tokens": list(v.tokens),
+        "aliases": dict(v.aliases),
     }
     if student.context_text is not None:  # the one context its rows shared: the page shows and fills it in
         out["context_text"] = student.context_text

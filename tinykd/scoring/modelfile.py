@@ -5,6 +5,8 @@ Layout (format ``tinykd-model``, version 1)::
     meta.json              uint8  — UTF-8 JSON: format, version, students{name: {...}}
     <name>/params          float32 (P,) — the flat parameter buffer
     <name>/vocab           unicode (V,) — the tokens, id = position
+    <name>/aliases         unicode (A,) — optional: words outside the vocabulary …
+    <name>/alias_ids       int32 (A,)   — … and the id each reads as (3 ≤ id < V)
 
 ``meta.json`` holds, per student: the network config, vocabulary settings,
 class labels, and training metadata (λ, T, seed, data sizes, metrics). A
@@ -37,7 +39,7 @@ from tinykd._version import __version__
 from tinykd.files.atomic import atomic_write_bytes
 from tinykd.nn.network import check_weights, param_shapes
 from tinykd.scoring.modelmeta import MAX_STUDENTS, check_json_shape, check_meta
-from tinykd.scoring.text import MAX_TOKEN_CHARS
+from tinykd.scoring.text import MAX_TOKEN_CHARS, SPECIAL_TOKENS
 
 FORMAT = "tinykd-model"
 VERSION = 1
@@ -73,6 +75,11 @@ def model_bytes(students, extra=None):
         check_weights(arrays[f"{name}/params"], f"student {name!r}")  # what the reader would refuse
         arrays[f"{name}/vocab"] = np.array(st["tokens"], dtype=str)
         check_tokens(arrays[f"{name}/vocab"], f"student {name!r}")
+        if st.get("aliases"):
+            arrays[f"{name}/aliases"] = np.array(list(st["aliases"]), dtype=str)
+            arrays[f"{name}/alias_ids"] = np.array(list(st["aliases"].values()), dtype=np.int32)
+            check_aliases(arrays[f"{name}/vocab"], arrays[f"{name}/aliases"], arrays[f"{name}/alias_ids"],
+                          f"student {name!r}")
     raw = json.dumps(meta, default=_json_default).encode("utf-8")
     check_meta(json.loads(raw))  # the metadata as the reader will see it: never write a file it refuses
     arrays["meta.json"] = np.frombuffer(raw, dtype=np.uint8)
@@ -198,18 +205,19 @@ def _read_stream(f, size):
 def _read_archive(zf, size):
     """The bounds, in order, each before what it protects is read or built:
 
-    1. the members: ``.npy`` files, each name once, at most 2 per student + 1; pickled
+    1. the members: ``.npy`` files, each name once, at most 4 per student + 1; pickled
        object arrays refused from the ``.npy`` header alone (:func:`_member_headers`);
     2. what the arrays declare, with the projection tables scoring will build
        (:func:`budget`: 16 MiB + 32 × the file's size, and 1 GiB in all);
     3. the metadata: its size (1 MiB + a quarter of the file), its values
        (50,000 + the file's size / 16) and nesting (32 deep), before it is parsed; then its types
        (:mod:`tinykd.scoring.modelmeta`);
-    4. each vocabulary: its count (100,000 tokens + a quarter of the file's size in all) and its
-       token length (:data:`tinykd.scoring.text.MAX_TOKEN_CHARS`), and each parameter buffer's size,
-       against the config, from the headers (:func:`_check_students`);
+    4. each vocabulary: its count (100,000 tokens + a quarter of the file's size in all, aliases
+       included) and its token length (:data:`tinykd.scoring.text.MAX_TOKEN_CHARS`), and each parameter
+       buffer's size, against the config, from the headers (:func:`_check_students`);
     5. the weights, once read: finite and within ±:data:`tinykd.nn.network.MAX_ABS_WEIGHT`; the
-       vocabularies, once read: text, each token once (:func:`_read_students`, :func:`check_tokens`).
+       vocabularies, once read: text, each token once; the aliases: text, each once, none a vocabulary
+       word, each id a word's (:func:`_read_students`, :func:`check_tokens`, :func:`check_aliases`).
     """
     declared, headers = _member_headers(zf)
     limit = budget(size)
@@ -223,7 +231,7 @@ def _read_archive(zf, size):
         configs = check_meta(meta)
     except ValueError as e:
         raise ModelFileError(f"malformed metadata ({e})") from None
-    want = {"meta.json"} | {f"{n}/{k}" for n in configs for k in ("params", "vocab")}
+    want = {"meta.json"} | {f"{n}/{k}" for n in configs for k in ("params", "vocab", "aliases", "alias_ids")}
     extra = sorted(set(headers) - want)
     if extra:
         raise ModelFileError(f"not a tinykd model file (member {extra[0] + '.npy'!r})")
@@ -244,7 +252,7 @@ def _member_headers(zf):
     infos = zf.infolist()
     if not infos:
         raise ModelFileError("not a tinykd model file (empty archive)")
-    if len(infos) > 2 * MAX_STUDENTS + 1:
+    if len(infos) > 4 * MAX_STUDENTS + 1:
         raise ModelFileError(f"not a tinykd model file ({len(infos):,} members)")
     twice = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
     if twice:
@@ -281,7 +289,7 @@ def _check_students(meta, configs, headers):
         if v_dtype.itemsize > 4 * MAX_TOKEN_CHARS:
             raise ModelFileError(f"student {name!r} has a vocabulary token longer than {MAX_TOKEN_CHARS} characters")
         V = int(v_shape[0])
-        tokens += V
+        tokens += V + _alias_count(name, headers)
         shapes = param_shapes(cfg, V, len(sm["classes"]))
         need = int(sum(np.prod(s, dtype=np.float64) for _, s in shapes))
         _, p_shape, p_dtype = headers[f"{name}/params"]
@@ -305,9 +313,45 @@ def _read_students(zf, configs, headers):
         arrays[f"{name}/vocab"] = _read_member(zf, headers[f"{name}/vocab"][0], "vocabulary")
         try:
             check_tokens(arrays[f"{name}/vocab"], f"student {name!r}")
+            if f"{name}/aliases" in headers:
+                for k, what in (("aliases", "aliases"), ("alias_ids", "alias ids")):
+                    arrays[f"{name}/{k}"] = _read_member(zf, headers[f"{name}/{k}"][0], what)
+                check_aliases(arrays[f"{name}/vocab"], arrays[f"{name}/aliases"], arrays[f"{name}/alias_ids"],
+                              f"student {name!r}")
         except ValueError as e:
             raise ModelFileError(str(e)) from None
     return arrays
+
+
+def _alias_count(name, headers):
+    """Bound 4 for a student's aliases, from the headers: both members or neither, text and int32 of one
+    length; returns that length (0: none)."""
+    have = [k for k in ("aliases", "alias_ids") if f"{name}/{k}" in headers]
+    if not have:
+        return 0
+    if len(have) == 1:
+        raise ModelFileError(f"student {name!r} is incomplete ('{name}/{have[0]}' without its pair)")
+    _, a_shape, a_dtype = headers[f"{name}/aliases"]
+    _, i_shape, i_dtype = headers[f"{name}/alias_ids"]
+    if a_dtype.kind != "U" or len(a_shape) != 1 or a_dtype.itemsize > 4 * MAX_TOKEN_CHARS:
+        raise ModelFileError(f"student {name!r} aliases are not a list of words of at most {MAX_TOKEN_CHARS} characters")
+    if i_dtype != np.int32 or tuple(i_shape) != tuple(a_shape):
+        raise ModelFileError(f"student {name!r} has {tuple(i_shape)} {i_dtype} alias ids for {a_shape[0]:,} aliases")
+    return int(a_shape[0])
+
+
+def check_aliases(tokens, aliases, ids, where):
+    """A student's aliases: text, each word once and none a vocabulary word, each id a vocabulary word's
+    (not a special id), so that every reader maps a word to the same one id."""
+    check_tokens(aliases, f"{where} aliases")
+    first = len(SPECIAL_TOKENS)
+    bad = np.flatnonzero((ids < first) | (ids >= len(tokens)))
+    if len(bad):
+        raise ValueError(f"{where} alias {str(aliases[bad[0]])!r} reads as id {int(ids[bad[0]])}, not a vocabulary "
+                         f"word's ({first}..{len(tokens) - 1})")
+    both = np.intersect1d(tokens, aliases)
+    if len(both):
+        raise ValueError(f"{where} has {str(both[0])!r} both as a vocabulary word and as an alias")
 
 
 def check_tokens(tokens, where):

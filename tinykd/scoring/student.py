@@ -129,7 +129,7 @@ class Student:
     def to_entry(self):
         """This student as :func:`tinykd.scoring.modelfile.write_model` stores it."""
         return {"config": self.net.config, "vocab": self.vocab.to_config(), "tokens": self.vocab.tokens,
-                "classes": self.classes, "params": self.net.params, "meta": self.meta}
+                "aliases": self.vocab.aliases, "classes": self.classes, "params": self.net.params, "meta": self.meta}
 
     def save(self, path):
         """Write the model file (atomically); see :mod:`tinykd.scoring.modelfile`."""
@@ -341,7 +341,9 @@ def save(model, path):
 
 def _build_student(name, sm, arrays, settings):
     cfg = make_config(None, **sm["config"])
-    vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"])
+    aliases = ((arrays[f"{name}/aliases"].tolist(), arrays[f"{name}/alias_ids"].tolist())
+               if f"{name}/aliases" in arrays else None)
+    vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"], aliases)
     net = StudentNet(cfg, len(vocab), len(sm["classes"]), params=arrays[f"{name}/params"])
     return Student(vocab, net, sm["classes"], sm.get("meta"), settings)
 

@@ -8,7 +8,10 @@ never imports scikit-learn.
 
 Ids: ``PAD = 0`` (padding after a sequence's end), ``OOV = 1`` (a word not in
 the vocabulary), ``SEP = 2`` (between an optional context, such as the
-question, and the answer). Words follow, most frequent first.
+question, and the answer). Words follow, most frequent first. A vocabulary may
+also hold *aliases*: words outside it that read as the id of a word inside it
+(:meth:`Vocabulary.alias`: the nearest by the teacher's word vectors), so that
+a rare or unseen word a teacher knows is not an OOV to its student.
 
 An encoded batch is ``ids`` (n, L) int32, right-padded with PAD, plus
 ``lengths`` (n,) int32, the true number of tokens of each row (0 for an empty
@@ -76,6 +79,7 @@ class Vocabulary:
         self.max_len = int(max_len)
         self.tokens: list[str] = list(SPECIAL_TOKENS)
         self._index: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
+        self.aliases: dict[str, int] = {}  #: a word outside the vocabulary → the id it reads as
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -102,11 +106,37 @@ class Vocabulary:
         room = self.max_size - len(SPECIAL_TOKENS)
         self.tokens = list(SPECIAL_TOKENS) + [str(w) for w in words[order][:room]]
         self._index = {t: i for i, t in enumerate(self.tokens)}
+        self.aliases = {}
+        return self
+
+    def alias(self, words, vectors) -> "Vocabulary":
+        """Give each of ``words`` outside the vocabulary the id of the vocabulary word whose vector is nearest
+        (cosine) to its own; ``vectors`` (len(words), H), one row per word (a vocabulary word without a row
+        is never chosen). Words longer than :data:`MAX_TOKEN_CHARS`, or not single tokens, are left out."""
+        words = [str(w) for w in as_list(words, "words")]
+        v = np.asarray(vectors, dtype=np.float64)
+        if v.ndim != 2 or len(v) != len(words) or not np.isfinite(v).all():
+            raise ValueError(f"vectors must be one finite row per word: {len(words)} words, vectors of shape {v.shape}")
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        v = v / np.where(norm > 0, norm, 1.0)
+        row = {w: k for k, w in enumerate(words)}
+        inside = [(i, row[t]) for i, t in enumerate(self.tokens) if i >= len(SPECIAL_TOKENS) and t in row]
+        out = [k for k, w in enumerate(words) if w not in self._index and len(w) <= MAX_TOKEN_CHARS
+               and tokenize(w) == [w]]
+        self.aliases = {}
+        if not inside or not out:
+            return self
+        ids = np.array([i for i, _ in inside])
+        table = v[[k for _, k in inside]]
+        for lo in range(0, len(out), 4096):  # (chunk, V) similarities at a time
+            part = out[lo:lo + 4096]
+            best = (v[part] @ table.T).argmax(axis=1)
+            self.aliases.update((words[k], int(ids[b])) for k, b in zip(part, best))
         return self
 
     def _ids(self, text) -> list[int]:
-        get = self._index.get
-        return [get(tok, OOV) for tok in tokenize(text)]
+        get, alias = self._index.get, self.aliases.get
+        return [get(tok, alias(tok, OOV)) for tok in tokenize(text)]
 
     def encode(self, texts, contexts=None, max_len: int | None = None):
         """Encode texts (and optional contexts) to ``(ids, lengths)``.
@@ -148,11 +178,24 @@ class Vocabulary:
         return {"max_size": self.max_size, "min_count": self.min_count, "max_len": self.max_len}
 
     @classmethod
-    def from_tokens(cls, tokens, config: dict) -> "Vocabulary":
+    def from_tokens(cls, tokens, config: dict, aliases=None) -> "Vocabulary":
+        """The vocabulary of ``tokens`` (id = position) and ``aliases`` ``(words, ids)`` (None: none)."""
         tokens = [str(t) for t in tokens]
         if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise ValueError("vocabulary does not start with the special tokens <pad>, <oov>, <sep>")
         vocab = cls(**config)
         vocab.tokens = tokens
         vocab._index = {t: i for i, t in enumerate(tokens)}
+        if aliases is not None:
+            words, ids = [str(w) for w in aliases[0]], [int(i) for i in aliases[1]]
+            if len(words) != len(ids):
+                raise ValueError(f"{len(words)} alias words but {len(ids)} alias ids")
+            bad = next((k for k, (w, i) in enumerate(zip(words, ids))
+                        if w in vocab._index or not len(SPECIAL_TOKENS) <= i < len(tokens)), None)
+            if bad is not None:
+                raise ValueError(f"alias {bad} ({words[bad]!r} → {ids[bad]}) is a vocabulary word or reads as an "
+                                 f"id outside {len(SPECIAL_TOKENS)}..{len(tokens) - 1}")
+            vocab.aliases = dict(zip(words, ids))
+            if len(vocab.aliases) != len(words):
+                raise ValueError("an alias word is given twice")
         return vocab

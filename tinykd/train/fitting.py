@@ -68,7 +68,7 @@ def take(xs, idx):
 # ------------------------------------------------------------------------------ fit
 def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation=None, transfer=None,
         verbose=True, stream=None, settings=None, name="model", on_epoch=None, fidelity=None, word_vectors=None,
-        **option_values):
+        word_aliases=None, **option_values):
     """Train one student on texts and labels, distilling ``teacher_proba`` if given.
 
     Parameters
@@ -95,6 +95,9 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
         against the teacher's arg-max (docs/decisions/student-fidelity.md); ``meta["fidelity_metrics"]``.
     word_vectors : ``(words, vectors (n, H))``: the embedding rows of the vocabulary's words found there start
         from these vectors (:func:`tinykd.nn.embedding.pretrained_rows`; docs/decisions/student-teacher-vectors.md).
+    word_aliases : ``(words, vectors (n, H))``: each of these words outside the fitted vocabulary reads as the
+        vocabulary word of the nearest vector (:meth:`~tinykd.scoring.text.Vocabulary.alias`), in training and
+        in scoring; no parameter is added (docs/decisions/student-aliases.md).
     verbose, stream : progress lines and notes (default ``sys.stderr``).
     settings : :class:`tinykd.settings.Settings` (cores, BLAS threads; no effect on results).
     name : how notes and errors name this student (e.g. ``"item 'Q1'"``).
@@ -109,7 +112,8 @@ def fit(texts, y, teacher_proba=None, *, options=None, contexts=None, validation
     options = make_options(options, **option_values)
     stream = sys.stderr if stream is None else stream
     note = Notes(verbose, stream)
-    prep = _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity)
+    prep = _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity,
+                    word_aliases)
     prep.start = _pretrained(word_vectors, prep)
     net, history = _run(prep, options, settings=settings, verbose=verbose, stream=stream, name=name, note=note,
                         on_epoch=on_epoch)
@@ -148,7 +152,8 @@ class Prepared:
     start: tuple | None = None  #: ``(ids, rows)`` of the embedding that start from word vectors
 
 
-def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity=None):
+def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, name, note, fidelity=None,
+             aliases=None):
     """The checks, label encoding, validation and transfer rows, vocabulary and encoded arrays."""
     texts, y, contexts = _check_rows(texts, y, contexts, name)
     enc = _label_encoder(y, name)
@@ -165,6 +170,8 @@ def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, n
     uses_context = rows.contexts is not None
     vocab = Vocabulary(max_size=cfg["max_vocab"], max_len=cfg["max_len"])
     vocab.fit(rows.texts + tx.texts, contexts=(rows.contexts or []) + (tx.contexts or []) if uses_context else None)
+    if aliases is not None:
+        vocab.alias(*aliases)
     all_ctx = (rows.contexts + (tx.contexts or [""] * len(tx.texts))) if uses_context else None
     ids, lengths = vocab.encode(rows.texts + tx.texts, all_ctx)
     t_all = rows.teacher if tx.teacher is None else np.concatenate([rows.teacher, tx.teacher])
@@ -403,6 +410,7 @@ def _record(prep, net, history, options, name, note, seconds):
             **({"long_weight": int(o.long_weight)} if o.long_weight != 1 else {}),
             **({"balance_transfer": True} if prep.data.weights is not None else {}),
             **({"word_vectors": int(len(prep.start[0]))} if prep.start is not None else {}),
+            **({"aliases": len(prep.vocab.aliases)} if prep.vocab.aliases else {}),
             "seed": int(o.seed), "epochs": int(o.epochs), "batch_size": int(o.batch_size), "lr": float(o.lr),
             "patience": int(o.patience), **({"average_epochs": float(o.average)} if o.average is not None else {}),
             "n_train": int(len(prep.y)), "n_val": 0 if prep.val is None else int(len(prep.val)),

@@ -3,7 +3,8 @@
  * The same maths as tinykd's Python scorer (tinykd/scoring/):
  *   text -> tokens (tinykd.scoring.text.tokenize: Python's str.lower, then the maximal runs of Python's \w,
  *           read from the Unicode tables tinykd export writes into this file: never the browser's own)
- *        -> ids (OOV = 1; with a context: context + [SEP = 2] + answer, cut to max_len)
+ *        -> ids (a word outside the vocabulary: its alias's id, else OOV = 1; with a context:
+ *                context + [SEP = 2] + answer, cut to max_len)
  *        -> embedding -> LSTM | BiLSTM (gates i, f, g, o) -> last state | max over the real steps
  *        -> [dense + relu | selu] -> dense -> softmax(logits / T)
  * The weights are Float32Arrays decoded from model.js (var TINYKD_MODEL, written by
@@ -98,6 +99,7 @@
     for (name in s.weights) W[name] = decode(s.weights[name]);
     var index = new Map();
     for (var i = 0; i < s.tokens.length; i++) index.set(s.tokens[i], i);
+    for (var a in s.aliases || {}) if (Object.prototype.hasOwnProperty.call(s.aliases, a)) index.set(a, s.aliases[a]);
     var dirs = cfg.rnn === "bilstm" ? ["fwd", "bwd"] : ["fwd"];
     var m = {
       item: s.item, classes: s.classes, temperature: s.temperature, review_below: s.review_below,
