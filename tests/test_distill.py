@@ -268,6 +268,37 @@ def test_teacher_vectors_start_the_kd_students_embeddings_in_a_stage_of_their_ow
     assert again.ran == []
 
 
+def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_their_vocabulary(tmp_path, tiny_base,
+                                                                                              teacher_calls):
+    from teacher_export.vectors import words_of
+    from tinykd.files.csvfiles import read_table
+
+    data = make_csv(tmp_path / "d.csv", seed=2)
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    before = tinykd.load(out).meta
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases=True)
+    assert [r.split(":")[0] for r in res.ran] == ["vectors", "students"]  # the teacher, copies and labels stay
+    st = tinykd.load(out)
+    assert st.meta["distill"]["validation"]["0.0"] == before["distill"]["validation"]["0.0"]  # the plain NN: unchanged
+    copies = read_table(glob.glob(os.path.join(work, "copies-*", "copies.csv"))[0])
+    (folder,) = glob.glob(os.path.join(work, "vectors-*"))
+    with np.load(os.path.join(folder, "vectors.npz")) as f:
+        extra = set(f["words"].tolist()) - set(words_of(copies.column("text")))
+    assert extra == {"what", "happens", "explain", "why"}  # the tiny tokenizer's whole words no answer holds
+    if st.meta["distill"]["lam"]:  # a KD student: the teacher's words read as its own
+        assert extra <= set(st.vocab.aliases) and st.meta["training"]["aliases"] == len(st.vocab.aliases)
+        p = st.predict_proba(["why", "what"])
+        np.testing.assert_array_equal(p, st.predict_proba([st.vocab.tokens[st.vocab.aliases[w]] for w in ("why", "what")]))
+    else:
+        assert st.vocab.aliases == {}
+    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases=True)
+    assert again.ran == []
+    both = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases=True,
+                     teacher_vectors=True)
+    assert [r.split(":")[0] for r in both.ran] == ["students"]  # the same vectors, students of their own
+
+
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):
     data = make_csv(tmp_path / "d.csv", seed=1)
     out, work = tmp_path / "m.npz", str(tmp_path / "w")

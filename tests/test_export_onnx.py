@@ -40,7 +40,9 @@ def _run(sess, ids, lengths):
 
 
 def _vocab(entry):
-    return Vocabulary.from_tokens(entry["tokens"], {"max_len": entry["tokenizer"]["max_len"]})
+    aliases = entry["aliases"]
+    return Vocabulary.from_tokens(entry["tokens"], {"max_len": entry["tokenizer"]["max_len"]},
+                                  (list(aliases), list(aliases.values())))
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,10 @@ def texts():
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_onnx_runtime_matches_tinykd(preset, texts, tmp_path):
     st = export_student(preset, TEXTS, temperature=0.7 if preset != "gelatin" else 1.9)
+    if preset == "bathtub":  # aliases (docs/decisions/student-aliases.md): the JSON's consumer reads them too
+        words = st.vocab.tokens[3:] + ["zzzz", "qqqq", "émigrés"]
+        st.vocab.alias(words, np.random.default_rng(1).normal(size=(len(words), 5)))
+        assert len(st.vocab.aliases) == 3
     path = tmp_path / "scorer.onnx"
     written = tinykd_export_onnx(st, path, review_below=0.55)
     assert written == [str(tmp_path / "scorer.json"), str(path)]
@@ -62,6 +68,7 @@ def test_onnx_runtime_matches_tinykd(preset, texts, tmp_path):
     ids, lengths = _vocab(meta).encode(texts)  # the JSON alone encodes as the student does
     ids0, lengths0 = st.encode(texts)
     assert np.array_equal(ids, ids0) and np.array_equal(lengths, lengths0) and lengths.min() == 0
+    assert (ids[-2, :2] > 2).all() == bool(st.vocab.aliases)  # "zzzz qqqq": aliases, else OOV
     want = st.predict_proba(texts)
     assert want.max() > 0.8 and want.min() < 0.1  # the probabilities spread: a real test of the network
     sess = _session(str(path))

@@ -171,6 +171,26 @@ def test_bundle_page_every_preset_and_a_context(answers, tmp_path):
 
 
 @needs_chromium
+def test_the_page_reads_aliases_as_python_does(answers, tmp_path):
+    """A student with aliases (docs/decisions/student-aliases.md): the page reads each alias as the id Python
+    reads it as; the aliases change the probabilities (they are not read as OOV)."""
+    st = export_student("bathtub", TEXTS, seed=4)
+    rng = np.random.default_rng(4)
+    extra = ["zorblat", "quindle", "frabjous", "snark"]
+    words = st.vocab.tokens[3:] + extra
+    st.vocab.alias(words, rng.normal(size=(len(words), 6)))
+    assert set(st.vocab.aliases) == set(extra)
+    texts = [f"{a[:80]} {w}" for a, w in zip(answers[:40], extra * 10)]
+    folder = tmp_path / "page"
+    export_web(st, folder)
+    got = np.array(run_page(tmp_path, str(folder), texts)["proba"])
+    want = st.predict_proba(texts).astype(np.float64)
+    assert float(np.abs(got - want).max()) <= TOL, float(np.abs(got - want).max())
+    st.vocab.aliases = {}
+    assert float(np.abs(st.predict_proba(texts) - want).max()) > 10 * TOL  # without them: other probabilities
+
+
+@needs_chromium
 def test_the_page_itself_opens_from_file_and_is_not_blank(web7t, tmp_path):
     from matplotlib.image import imread
 

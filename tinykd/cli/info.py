@@ -23,7 +23,7 @@ def describe(path):
             "preset": st.meta.get("preset"), "classes": st.classes, "label_names": st.label_names,
             "label_names_given": st.meta.get("label_names") is not None, "context_text": st.context_text,
             "n_params": st.n_params,
-            "vocab_size": len(st.vocab), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
+            "vocab_size": len(st.vocab), "aliases": len(st.vocab.aliases), "max_len": st.vocab.max_len, "uses_context": st.uses_context,
             "config": st.net.config, "columns": st.meta.get("columns"), "training": st.meta.get("training"),
             "validation_metrics": st.meta.get("validation_metrics"), "calibration": st.meta.get("calibration"),
             "decision_offsets": st.meta.get("decision_offsets"), "temperature": st.temperature,
@@ -59,8 +59,9 @@ def format_description(out):
         tr = s["training"] or {}
         head = f"item {name}: " if bundle else ""
         ctx = ", question/context before the answer" if s["uses_context"] else ""
+        al = f" (and {s['aliases']:,} words read as one of them)" if s["aliases"] else ""
         lines.append(f"{head}preset {s['preset']}, {s['n_params']:,} parameters, vocabulary {s['vocab_size']:,} "
-                     f"words, max length {s['max_len']} tokens{ctx}")
+                     f"words{al}, max length {s['max_len']} tokens{ctx}")
         lines.append(f"  classes: {classes_named(s['classes'], s['label_names'])}")
         if s["context_text"]:
             lines.append(f"  {(s['columns'] or {}).get('context') or 'context'} (every row's): "
