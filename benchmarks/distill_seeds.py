@@ -412,7 +412,7 @@ def write_md(runs, path):
               f"transfer-balance.md, transfer-copies-32.md) and {names(SINCE_32)} against `validation` "
               "(docs/decisions/student-offsets.md, "
               "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
-              "student-wide.md, student-pair.md). `ensemble` "
+              "student-wide.md, student-pair.md, student-aliases.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
