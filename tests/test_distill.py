@@ -277,7 +277,7 @@ def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_the
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
     D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
     before = tinykd.load(out).meta
-    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases=True)
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train")
     assert [r.split(":")[0] for r in res.ran] == ["vectors", "students"]  # the teacher, copies and labels stay
     st = tinykd.load(out)
     assert st.meta["distill"]["validation"]["0.0"] == before["distill"]["validation"]["0.0"]  # the plain NN: unchanged
@@ -292,11 +292,31 @@ def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_the
         np.testing.assert_array_equal(p, st.predict_proba([st.vocab.tokens[st.vocab.aliases[w]] for w in ("why", "what")]))
     else:
         assert st.vocab.aliases == {}
-    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases=True)
+    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train")
     assert again.ran == []
-    both = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases=True,
+    both = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train",
                      teacher_vectors=True)
     assert [r.split(":")[0] for r in both.ran] == ["students"]  # the same vectors, students of their own
+
+
+def test_unseen_aliases_come_after_the_students_who_stay_as_they_were(tmp_path, tiny_base, teacher_calls):
+    data = make_csv(tmp_path / "d.csv", seed=2)
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    before = tinykd.load(out)
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="unseen")
+    assert [r.split(":")[0] for r in res.ran] == ["vectors", "unseen"]  # the students are today's, cached
+    st = tinykd.load(out)
+    assert st.meta["distill"]["lam"] and np.array_equal(st.net.params, before.net.params)
+    assert set(st.vocab.aliases) == {"what", "happens", "explain", "why"}  # the words no answer or copy holds
+    assert st.meta["training"]["aliases"] == 4 and st.meta["training"]["aliases_after_training"] is True
+    texts = ["the acid rain dissolves the marble", "water in a cup"]
+    np.testing.assert_array_equal(st.predict_proba(texts), before.predict_proba(texts))  # words it read: as before
+    why = st.vocab.tokens[st.vocab.aliases["why"]]
+    np.testing.assert_array_equal(st.predict_proba(["why"]), st.predict_proba([why]))
+    assert not np.array_equal(st.predict_proba(["why"]), before.predict_proba(["why"]))  # before: an OOV
+    with pytest.raises(tinykd.OptionError, match="teacher_aliases must be one of train, unseen"):
+        D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="yes")
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):

@@ -43,10 +43,10 @@ from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
 from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STOP_ON_VALUES,
                                 STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ALIASES_RULE,
-                                ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
+                                ALIASES_MODES, UNSEEN_RULE, ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
-from tinykd.distill.students import side_by_side, train_students
+from tinykd.distill.students import alias_unseen, side_by_side, train_students
 from tinykd.distill.teacher import (TEACHER_INSTALL, TeacherError, average_members, fit_teacher, label_copies,
                                     pick_member, teacher_available, teacher_base_option, teacher_base_record,
                                     teacher_folder, teacher_version, word_vectors)
@@ -94,7 +94,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
             patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
             stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None,
-            teacher_vectors=False, other_items=False, teacher_aliases=False):
+            teacher_vectors=False, other_items=False, teacher_aliases=None):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -158,7 +158,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             teacher_sha=None, base=base, teacher=teacher, teacher_threads=teacher_threads, copies=copies, augment=aug,
             preset=preset, presets=presets_for(preset), lams=tuple(lams), options=students, seed=base_seed,
             choose_on=choose_on, stop_on=None if (stop_on or choose_on) == choose_on else stop_on,
-            vectors=bool(teacher_vectors), aliases=bool(teacher_aliases))
+            vectors=bool(teacher_vectors), aliases=_aliases_mode(teacher_aliases))
         chains = [_item_chain(template, table, g, teacher_dir, u_rows, warm) for g in _items(table)]
         done = _run_chains(chains, client, log, t_start)
         for r in done:
@@ -213,6 +213,13 @@ def _warm_roles(table, warm, log):
     log(f"warm start: the answers of the previous round keep their roles ({changed:,} that this round's split would "
         f"have moved); {new:,} newly scored answers")
     return table._replace(roles=roles), sha
+
+
+def _aliases_mode(value):
+    """``teacher_aliases`` checked: None (no aliases) or one of :data:`ALIASES_MODES`."""
+    if value is not None and value not in ALIASES_MODES:
+        raise OptionError("teacher_aliases", f"{{opt}} must be one of {', '.join(ALIASES_MODES)} (or None), got {value!r}")
+    return value
 
 
 def _check_choice(choose_on, stop_on):
@@ -344,16 +351,22 @@ def distill_item(chain, log, worker_threads=None):
     v_npz = None
     if chain.vectors or chain.aliases:  # the (first) teacher's word vectors: the KD students' start, or aliases
         v_key = stage_key(members[0].labels_key, VECTORS_RULE, *([ALIASES_RULE] if chain.aliases else []))
-        cache.run("vectors", v_key, chain.name, word_vectors, teacher, c_csv, threads, log, chain.aliases)
+        cache.run("vectors", v_key, chain.name, word_vectors, teacher, c_csv, threads, log, bool(chain.aliases))
         v_npz = os.path.join(cache.folder("vectors", v_key), "vectors.npz")
-        l_key = stage_key(l_key, v_key, *(["start"] if chain.vectors and chain.aliases else []))
+        if chain.vectors or chain.aliases == "train":  # the students read them; "unseen": only the stage after
+            l_key = stage_key(l_key, v_key, *(["start"] if chain.vectors and chain.aliases else []))
     s_key = _students_key(cache, chain, l_key)
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
                   log, v_npz)
+    students_dir = cache.folder("students", s_key)
+    if chain.aliases == "unseen":  # the kept KD student reads the words it never read as the nearest it did
+        u_key = stage_key(s_key, v_key, UNSEEN_RULE)
+        s = {**s, **cache.run("unseen", u_key, chain.name, alias_unseen, students_dir, v_npz, chain, c_csv, log)}
+        students_dir = cache.folder("unseen", u_key)
     return {"teacher": t, "teacher_dir": teacher, "teachers": chain.teacher.members, "copies": c, "labels": lab,
             "students": s, "combine": chain.teacher.combine if chain.teacher.members > 1 else None,
             "teacher_csv": t_csv,
-            "students_dir": cache.folder("students", s_key), "seconds": cache.seconds, "ran": cache.ran,
+            "students_dir": students_dir, "seconds": cache.seconds, "ran": cache.ran,
             "cached": cache.cached}
 
 

@@ -115,7 +115,7 @@ class _Trainer:
                         validation=d.validation, transfer=d.transfer if lam else None, verbose=False,
                         name=self.chain.name, settings=settings, on_epoch=stop, fidelity=d.fidelity if lam else None,
                         word_vectors=d.vectors if lam and self.chain.vectors else None,
-                        word_aliases=d.vectors if lam and self.chain.aliases else None)
+                        word_aliases=d.vectors if lam and self.chain.aliases == "train" else None)
         m = dict(s.meta.get("validation_metrics") or {"accuracy": 0.0, "qwk": 0.0})
         if d.validation is not None:
             m["logloss"] = validation_log_loss(s, d.validation)
@@ -217,6 +217,35 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
             "validation": {str(lam): m for (pr, lam), (_, m) in runs.items() if pr == best[0]},
             "presets": {pr: {str(lam): m for (p_, lam), (_, m) in runs.items() if p_ == pr} for pr in presets},
             **bars}
+
+
+def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log):
+    """The "unseen" stage (:data:`~tinykd.distill.job.UNSEEN_RULE`; docs/decisions/student-aliases.md): the students
+    stage's kept student, when a KD student, with an alias for each word of the teacher's ``vectors_npz`` that none
+    of its training answers, their contexts or the copies of ``copies_csv`` holds — the words it never read, so its
+    training, stopping and choice stay as they were — saved with the plain NN in ``folder``. ``{"aliases": n}``."""
+    import shutil
+
+    from tinykd.scoring.student import load
+    from tinykd.scoring.text import tokenize
+
+    student = load(os.path.join(students_dir, "student.npz"))
+    n = 0
+    if student.meta["training"].get("lam"):
+        texts, _, contexts = chain.rows.take(chain.rows.where("train"))
+        if os.path.exists(copies_csv):
+            texts = list(texts) + [r[1] for r in read_table(copies_csv).rows]
+        seen = {w for t in list(texts) + list(contexts or []) for w in tokenize(t)}
+        with np.load(vectors_npz) as f:
+            words, vectors = f["words"].tolist(), f["vectors"]
+        keep = [k for k, w in enumerate(words) if w not in seen or w in student.vocab]
+        student.vocab.alias([words[k] for k in keep], vectors[keep])
+        n = len(student.vocab.aliases)
+        student.meta["training"].update(aliases=n, aliases_after_training=True)
+        log(f"[students] {chain.name}: {n:,} words no training answer holds read as the nearest of the student's")
+    student.save(os.path.join(folder, "student.npz"))
+    shutil.copyfile(os.path.join(students_dir, "plain.npz"), os.path.join(folder, "plain.npz"))
+    return {"aliases": n}
 
 
 def _bars(chain, data, teacher_csv, log):

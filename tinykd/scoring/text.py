@@ -84,6 +84,10 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def __contains__(self, word) -> bool:
+        """Whether ``word`` is a vocabulary word (an alias is not)."""
+        return word in self._index
+
     def fit(self, texts, contexts=None) -> "Vocabulary":
         """Count words with scikit-learn's vectorizer and keep the most frequent.
 
