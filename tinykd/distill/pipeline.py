@@ -361,7 +361,8 @@ def distill_item(chain, log, worker_threads=None):
     students_dir = cache.folder("students", s_key)
     if chain.aliases == "unseen":  # the kept KD student reads the words it never read as the nearest it did
         u_key = stage_key(s_key, v_key, UNSEEN_RULE)
-        s = {**s, **cache.run("unseen", u_key, chain.name, alias_unseen, students_dir, v_npz, chain, c_csv, log)}
+        u = cache.run("unseen", u_key, chain.name, alias_unseen, students_dir, v_npz, chain, c_csv, log)
+        s = {**s, "aliases": u["aliases"]}  # the students' seconds stay theirs
         students_dir = cache.folder("unseen", u_key)
     return {"teacher": t, "teacher_dir": teacher, "teachers": chain.teacher.members, "copies": c, "labels": lab,
             "students": s, "combine": chain.teacher.combine if chain.teacher.members > 1 else None,
