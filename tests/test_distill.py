@@ -302,10 +302,11 @@ def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_the
 def test_unseen_aliases_come_after_the_students_who_stay_as_they_were(tmp_path, tiny_base, teacher_calls):
     data = make_csv(tmp_path / "d.csv", seed=2)
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
-    D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    first = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
     before = tinykd.load(out)
     res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="unseen")
     assert [r.split(":")[0] for r in res.ran] == ["vectors", "unseen"]  # the students are today's, cached
+    assert res.made_seconds["students"] == first.made_seconds["students"] > 0  # and so are their seconds
     st = tinykd.load(out)
     assert st.meta["distill"]["lam"] and np.array_equal(st.net.params, before.net.params)
     assert set(st.vocab.aliases) == {"what", "happens", "explain", "why"}  # the words no answer or copy holds
