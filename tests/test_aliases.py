@@ -75,7 +75,8 @@ def test_fit_with_aliases_scores_an_alias_as_the_word_it_reads_as(aliased):
     st = aliased
     near = {w: st.vocab.tokens[i] for w, i in st.vocab.aliases.items()}
     assert set(near) == {"vinegar", "bowl"} and st.meta["training"]["aliases"] == 2
-    assert near["vinegar"] in ("acid", "rain", "dissolves", "marble") and near["bowl"] in ("water", "cup", "size", "lid")
+    assert near["vinegar"] in ("acid", "rain", "dissolves", "marble")
+    assert near["bowl"] in ("water", "cup", "size", "lid")
     p = st.predict_proba(["vinegar the is", f"{near['vinegar']} the is", "zebra the is"])
     np.testing.assert_array_equal(p[0], p[1])  # the same ids, the same probabilities
     assert not np.allclose(p[0], p[2])  # an unknown word reads as OOV, not as the alias

@@ -289,7 +289,8 @@ def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_the
     if st.meta["distill"]["lam"]:  # a KD student: the teacher's words read as its own
         assert extra <= set(st.vocab.aliases) and st.meta["training"]["aliases"] == len(st.vocab.aliases)
         p = st.predict_proba(["why", "what"])
-        np.testing.assert_array_equal(p, st.predict_proba([st.vocab.tokens[st.vocab.aliases[w]] for w in ("why", "what")]))
+        read_as = [st.vocab.tokens[st.vocab.aliases[w]] for w in ("why", "what")]
+        np.testing.assert_array_equal(p, st.predict_proba(read_as))
     else:
         assert st.vocab.aliases == {}
     again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train")

@@ -36,11 +36,12 @@ FIDELITY_FRACTION = 0.125
 FIDELITY_RULE = "fidelity: KL on validation rows and 1/8 of the answers' copies; agreement chooses"
 #: the teacher's word vectors by name (the vectors stage's key hashes it: teacher_export.vectors)
 VECTORS_RULE = "word vectors: the teacher's last hidden state of [CLS] word [SEP], mean over the word's pieces"
-#: the KD students' aliases by name (the vectors stage's key and the students' hash it): docs/decisions/student-aliases.md
+#: the KD students' aliases by name (the vectors stage's key and the students' hash it):
+#: docs/decisions/student-aliases.md
 ALIASES_RULE = ("aliases: each word of the transfer set and of the teacher's tokenizer outside a KD student's "
                 "vocabulary reads as the vocabulary word of the nearest teacher word vector (cosine)")
-#: ``teacher_aliases``: "train" — from the start of training (:data:`ALIASES_RULE`); "unseen" — after training, for the
-#: words the kept KD student never read (:data:`UNSEEN_RULE`)
+#: ``teacher_aliases``: "train" — from the start of training (:data:`ALIASES_RULE`); "unseen" — after training,
+#: for the words the kept KD student never read (:data:`UNSEEN_RULE`)
 ALIASES_MODES = ("train", "unseen")
 #: the "unseen" stage by name (its key hashes it)
 UNSEEN_RULE = ("aliases after training: each word of the teacher's vectors that no training answer, context or "
@@ -217,7 +218,7 @@ class ItemChain:
     warm_from: str | None = None  #: the previous round's teacher it fine-tunes on from (:mod:`tinykd.distill.warm`)
     warm_sha: str | None = None  #: the SHA-256 of that teacher's weights (the teacher's key hashes it)
     vectors: bool = False  #: the KD students start from the teacher's word vectors (a stage of their own)
-    aliases: str | None = None  #: :data:`ALIASES_MODES`: words outside a KD student's vocabulary read as the nearest in it
+    aliases: str | None = None  #: :data:`ALIASES_MODES` (None: none): a KD student's outside words read as inside ones
 
     @property
     def stops_on(self):

@@ -41,9 +41,9 @@ from typing import NamedTuple
 
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
-from tinykd.distill.job import (AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STOP_ON_VALUES,
-                                STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, VECTORS_RULE, ALIASES_RULE,
-                                ALIASES_MODES, UNSEEN_RULE, ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
+from tinykd.distill.job import (ALIASES_MODES, ALIASES_RULE, AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS,
+                                STOP_ON_VALUES, STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, UNSEEN_RULE,
+                                VECTORS_RULE, ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import alias_unseen, side_by_side, train_students
@@ -218,7 +218,8 @@ def _warm_roles(table, warm, log):
 def _aliases_mode(value):
     """``teacher_aliases`` checked: None (no aliases) or one of :data:`ALIASES_MODES`."""
     if value is not None and value not in ALIASES_MODES:
-        raise OptionError("teacher_aliases", f"{{opt}} must be one of {', '.join(ALIASES_MODES)} (or None), got {value!r}")
+        raise OptionError("teacher_aliases",
+                          f"{{opt}} must be one of {', '.join(ALIASES_MODES)} (or None), got {value!r}")
     return value
 
 

@@ -334,7 +334,8 @@ def _alias_count(name, headers):
     _, a_shape, a_dtype = headers[f"{name}/aliases"]
     _, i_shape, i_dtype = headers[f"{name}/alias_ids"]
     if a_dtype.kind != "U" or len(a_shape) != 1 or a_dtype.itemsize > 4 * MAX_TOKEN_CHARS:
-        raise ModelFileError(f"student {name!r} aliases are not a list of words of at most {MAX_TOKEN_CHARS} characters")
+        raise ModelFileError(f"student {name!r} aliases are not a list of words of at most {MAX_TOKEN_CHARS} "
+                             "characters")
     if i_dtype != np.int32 or tuple(i_shape) != tuple(a_shape):
         raise ModelFileError(f"student {name!r} has {tuple(i_shape)} {i_dtype} alias ids for {a_shape[0]:,} aliases")
     return int(a_shape[0])
