@@ -341,9 +341,9 @@ def save(model, path):
 
 def _build_student(name, sm, arrays, settings):
     cfg = make_config(None, **sm["config"])
-    aliases = ((arrays[f"{name}/aliases"].tolist(), arrays[f"{name}/alias_ids"].tolist())
-               if f"{name}/aliases" in arrays else None)
-    vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"], aliases)
+    vocab = Vocabulary.from_tokens(arrays[f"{name}/vocab"].tolist(), sm["vocab"])
+    if f"{name}/aliases" in arrays:  # checked by the reader (modelfile.check_aliases), as the tokens are
+        vocab.aliases = dict(zip(arrays[f"{name}/aliases"].tolist(), arrays[f"{name}/alias_ids"].tolist()))
     net = StudentNet(cfg, len(vocab), len(sm["classes"]), params=arrays[f"{name}/params"])
     return Student(vocab, net, sm["classes"], sm.get("meta"), settings)
 

@@ -140,7 +140,8 @@ class Vocabulary:
 
     def _ids(self, text) -> list[int]:
         get, alias = self._index.get, self.aliases.get
-        return [get(tok, alias(tok, OOV)) for tok in tokenize(text)]
+        # a word's id is never 0 (PAD): the aliases are looked up only for the words outside the vocabulary
+        return [get(tok) or alias(tok, OOV) for tok in tokenize(text)]
 
     def encode(self, texts, contexts=None, max_len: int | None = None):
         """Encode texts (and optional contexts) to ``(ids, lengths)``.
