@@ -257,6 +257,22 @@ def test_train_flags_default_to_the_training_options_and_are_checked_first(files
     assert "tinykd: error: --lr must be > 0, got 0.0" in err and not out.exists()
 
 
+def test_distill_aliases_the_unseen_words_unless_told_none(tmp_path, monkeypatch):
+    import tinykd.distill.pipeline as D
+
+    given = []
+
+    def fake(data, out, **kw):  # what the command gives distill, then stop
+        given.append(kw["teacher_aliases"])
+        raise D.TeacherError("stop here")
+
+    monkeypatch.setattr(D, "teacher_available", lambda: True)
+    monkeypatch.setattr(D, "distill", fake)
+    for flag in ([], ["--teacher-aliases", "none"], ["--teacher-aliases", "train"]):
+        assert main(["distill", "d.csv", "-o", str(tmp_path / "m.npz"), *flag]) == 2
+    assert given == ["unseen", None, "train"]
+
+
 def test_distill_reads_a_teacher_max_length_or_auto(capsys):
     from tinykd.cli.parser import build_parser
 

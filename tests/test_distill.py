@@ -25,7 +25,14 @@ from tinykd.quality.evaluate import verdict_summary  # noqa: E402
 from conftest import FILLER, WORDS, assert_user_error, model_contents, run_cli  # noqa: E402
 
 TEACHER = dict(epochs=4, patience=2, lr=3e-3, batch_size=8, max_length=32)
-STUDENT = dict(copies=2, lams=(1.0, 4.0), epochs=3, patience=2, preset="falling_weights", verbose=False)
+# the tests of other stages run without the default's aliases (its vectors stage): the alias tests below run them
+STUDENT = dict(copies=2, lams=(1.0, 4.0), epochs=3, patience=2, preset="falling_weights", verbose=False,
+               teacher_aliases=None)
+
+
+def student(**kw):
+    """:data:`STUDENT` with ``kw`` in place."""
+    return {**STUDENT, **kw}
 
 
 def make_csv(path, n=90, seed=0):
@@ -277,7 +284,7 @@ def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_the
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
     D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
     before = tinykd.load(out).meta
-    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train")
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **student(teacher_aliases="train"))
     assert [r.split(":")[0] for r in res.ran] == ["vectors", "students"]  # the teacher, copies and labels stay
     st = tinykd.load(out)
     assert st.meta["distill"]["validation"]["0.0"] == before["distill"]["validation"]["0.0"]  # the plain NN: unchanged
@@ -293,20 +300,24 @@ def test_teacher_aliases_let_the_kd_students_read_the_teachers_words_outside_the
         np.testing.assert_array_equal(p, st.predict_proba(read_as))
     else:
         assert st.vocab.aliases == {}
-    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train")
+    again = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **student(teacher_aliases="train"))
     assert again.ran == []
-    both = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="train",
+    both = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **student(teacher_aliases="train"),
                      teacher_vectors=True)
     assert [r.split(":")[0] for r in both.ran] == ["students"]  # the same vectors, students of their own
 
 
-def test_unseen_aliases_come_after_the_students_who_stay_as_they_were(tmp_path, tiny_base, teacher_calls):
+def test_unseen_aliases_are_the_default_and_come_after_the_students_who_stay_as_they_were(tmp_path, tiny_base,
+                                                                                        teacher_calls):
     data = make_csv(tmp_path / "d.csv", seed=2)
     out, work = tmp_path / "m.npz", str(tmp_path / "work")
-    first = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)
+    first = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT)  # no aliases
     before = tinykd.load(out)
-    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="unseen")
-    assert [r.split(":")[0] for r in res.ran] == ["vectors", "unseen"]  # the students are today's, cached
+    assert before.vocab.aliases == {} and J.ALIASES_DEFAULT == "unseen"
+    default = {k: v for k, v in STUDENT.items() if k != "teacher_aliases"}
+    res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **default)
+    assert [r.split(":")[0] for r in res.ran] == ["vectors", "unseen"]  # the students are the same, cached
+    assert teacher_calls == ["fit", "export", "vectors"]
     assert res.made_seconds["students"] == first.made_seconds["students"] > 0  # and so are their seconds
     st = tinykd.load(out)
     assert st.meta["distill"]["lam"] and np.array_equal(st.net.params, before.net.params)
@@ -318,7 +329,7 @@ def test_unseen_aliases_come_after_the_students_who_stay_as_they_were(tmp_path, 
     np.testing.assert_array_equal(st.predict_proba(["why"]), st.predict_proba([why]))
     assert not np.array_equal(st.predict_proba(["why"]), before.predict_proba(["why"]))  # before: an OOV
     with pytest.raises(tinykd.OptionError, match="teacher_aliases must be one of train, unseen"):
-        D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **STUDENT, teacher_aliases="yes")
+        D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **student(teacher_aliases="yes"))
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):
@@ -416,7 +427,8 @@ def test_cli_distill_jobs(tmp_path, tiny_base, capsys):
     assert rc == 0, err
     rc, so2, err = run_cli(capsys, *args, "--out", tmp_path / "jobs.npz", "--jobs", "2")  # every stage cached
     assert rc == 0, err
-    assert "reused 9 finished stage(s)" in so2 and "[2/2] item Q" in err
+    # rows, then per item: teacher, copies, labels, vectors, students and unseen (the default's aliases)
+    assert "reused 13 finished stage(s)" in so2 and "[2/2] item Q" in err
     strip = lambda s: [ln for ln in s.splitlines() if not ln.startswith(("saved", "seconds", "reused"))]  # noqa: E731
     assert strip(so2) == strip(so)  # the same report
     np.testing.assert_array_equal(tinykd.load(tmp_path / "jobs.npz").students["Q1"].net.params,

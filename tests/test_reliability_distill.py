@@ -138,8 +138,10 @@ def make_csv(path, n=48, seed=0, extra="", prefix="r"):
 
 
 #: the students' quickest recipe (the tests here are about the work folder, not the students)
-QUICK = dict(copies=1, lams=(1.0,), epochs=1, patience=1, preset="falling_weights", verbose=False)
-QUICK_CLI = ["--copies", "1", "--lam", "1", "--epochs", "1", "--patience", "1", "--preset", "falling_weights"]
+QUICK = dict(copies=1, lams=(1.0,), epochs=1, patience=1, preset="falling_weights", verbose=False,
+             teacher_aliases=None)
+QUICK_CLI = ["--copies", "1", "--lam", "1", "--epochs", "1", "--patience", "1", "--preset", "falling_weights",
+             "--teacher-aliases", "none"]  # no vectors stage: the fake teacher has none
 
 
 def _rows_folders(work):

@@ -478,7 +478,8 @@ def cmd_distill(args):
                           student_seed=args.student_seed, choose_on=args.choose_on, stop_on=args.stop_on,
                           label_names=args.label_names, warm_start=args.warm_start, rater2_col=args.rater2_col,
                           teacher_vectors=args.teacher_vectors, other_items=args.other_items,
-                          teacher_aliases=args.teacher_aliases, verbose=not args.quiet)
+                          teacher_aliases=None if args.teacher_aliases == "none" else args.teacher_aliases,
+                          verbose=not args.quiet)
         except TeacherError as e:  # the teacher's process failed: what failed and what to do, one line
             raise CLIError(str(e)) from e
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1024:.1f} KB; work folder {res.work})")

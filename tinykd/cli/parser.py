@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from tinykd._version import __version__
-from tinykd.distill.job import (ALIASES_MODES, AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES, COMBINE_VALUES,
-                                LAMS, STOP_ON_VALUES, STUDENT_OPTIONS, TEACHER_DEFAULTS, TRUNCATE_VALUES)
+from tinykd.distill.job import (ALIASES_DEFAULT, ALIASES_MODES, AUTO_PRESETS, BF16_VALUES, CHOOSE_ON, CHOOSE_ON_VALUES,
+                                COMBINE_VALUES, LAMS, STOP_ON_VALUES, STUDENT_OPTIONS, TEACHER_DEFAULTS, TRUNCATE_VALUES)
 from tinykd.scoring.scorefile import CHUNK_ROWS
 from tinykd.scoring.scorer import REVIEW_BELOW
 from tinykd.train.losses import SOFT_LOSSES
@@ -314,10 +314,11 @@ def _teacher_args(x):
     x.add_argument("--teacher-vectors", action="store_true",
                    help="the KD students' word embeddings start from the teacher's word vectors (a stage of their "
                    "own; docs/decisions/student-teacher-vectors.md)")
-    x.add_argument("--teacher-aliases", choices=ALIASES_MODES,
+    x.add_argument("--teacher-aliases", choices=("none", *ALIASES_MODES), default=ALIASES_DEFAULT,
                    help="a KD student reads a word outside its vocabulary (a word of the transfer set or of the "
-                   "teacher's tokenizer) as the vocabulary word whose teacher word vector is nearest: from the start "
-                   "of training (train), or, after training, the words it never read (unseen); no parameter is added "
+                   "teacher's tokenizer) as the vocabulary word whose teacher word vector is nearest: after training, "
+                   f"the words it never read (unseen, the default: {ALIASES_DEFAULT}), from the start of training "
+                   "(train), or never (none: no vectors stage); no parameter is added "
                    "(docs/decisions/student-aliases.md)")
     x.add_argument("--teacher-members", type=int, metavar="N",
                    help="an ensemble of N teachers (seeds --seed … --seed + N − 1), each labelling the transfer "

@@ -41,9 +41,10 @@ from typing import NamedTuple
 
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
-from tinykd.distill.job import (ALIASES_MODES, ALIASES_RULE, AUTO_PRESETS, CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, SOFT_LOSS,
-                                STOP_ON_VALUES, STUDENT_AVERAGE, PICK_RULE, STUDENT_OPTIONS, TEACHER_DEFAULTS, UNSEEN_RULE,
-                                VECTORS_RULE, ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
+from tinykd.distill.job import (ALIASES_DEFAULT, ALIASES_MODES, ALIASES_RULE, AUTO_PRESETS, CHOOSE_ON,
+                                CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STOP_ON_VALUES, STUDENT_AVERAGE, PICK_RULE,
+                                STUDENT_OPTIONS, TEACHER_DEFAULTS, UNSEEN_RULE, VECTORS_RULE, ItemChain, ItemRows,
+                                TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import alias_unseen, side_by_side, train_students
@@ -94,7 +95,7 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
             temperature=None, soft_loss=None, ordinal=None, copies=None, augment_options=None, epochs=None,
             patience=None, seed=None, where=None, teacher_threads=None, offsets=None, client=None, verbose=True,
             stream=None, student_seed=None, choose_on=CHOOSE_ON, label_names=None, stop_on=None, warm_start=None,
-            teacher_vectors=False, other_items=False, teacher_aliases=None):
+            teacher_vectors=False, other_items=False, teacher_aliases=ALIASES_DEFAULT):
     """Fine-tune a teacher (one per item), label perturbed copies of the training answers with it,
     train the students and choose λ on validation rows; save the model at ``out``.
 
@@ -122,9 +123,10 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``warm_start``: the model file of a previous round on these answers (:mod:`tinykd.distill.warm`); ``rater2_col``: a
     second rater's column, read with the rows for the report alone (no stage key hashes it); ``teacher_vectors`` /
     ``teacher_aliases``: the KD students' embeddings start from the teacher's word vectors / their words outside the
-    vocabulary read as the nearest inside it by those vectors (docs/decisions/student-aliases.md); ``other_items``: the
-    other items' answers join the transfer set (:func:`_transfer_answers`). Contexts are stored per item
-    (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
+    vocabulary read as the nearest inside it by those vectors (docs/decisions/student-aliases.md; default "unseen":
+    only the words the kept student never read, after training; None: no aliases, no vectors stage);
+    ``other_items``: the other items' answers join the transfer set (:func:`_transfer_answers`). Contexts are stored
+    per item (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
