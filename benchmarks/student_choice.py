@@ -104,7 +104,7 @@ def run_one(key, table, work_root, seed):
     try:
         with copies_max("accuracy"):  # at most 16 copies, as when it ran
             distill(data, work_root / key / f"choice-{seed}.npz", work=work_root / key, student_seed=seed, seed=0,
-                    verbose=False, **VARIANTS["accuracy"], **opts)
+                    verbose=False, teacher_aliases=None, **VARIANTS["accuracy"], **opts)  # as when it ran
     finally:
         pipeline.train_students, pipeline._students_key = _TRAIN, _KEY
     done = json.loads(Path(_FOLDER["now"], "done.json").read_text(encoding="utf-8"))
