@@ -123,10 +123,9 @@ def distill(data, out, *, text_col="text", label_col="label", id_col="id", conte
     ``warm_start``: the model file of a previous round on these answers (:mod:`tinykd.distill.warm`); ``rater2_col``: a
     second rater's column, read with the rows for the report alone (no stage key hashes it); ``teacher_vectors`` /
     ``teacher_aliases``: the KD students' embeddings start from the teacher's word vectors / their words outside the
-    vocabulary read as the nearest inside it by those vectors (docs/decisions/student-aliases.md; default "unseen":
-    only the words the kept student never read, after training; None: no aliases, no vectors stage);
-    ``other_items``: the other items' answers join the transfer set (:func:`_transfer_answers`). Contexts are stored
-    per item (:func:`tinykd.scoring.student.store_contexts`). Returns a :class:`DistillResult`."""
+    vocabulary read as the nearest inside it by those vectors (student-aliases.md; "unseen", the default: the words
+    the kept student never read, after training; None: none); ``other_items``: the other items' answers join the
+    transfer set (:func:`_transfer_answers`). Contexts are stored per item. Returns a :class:`DistillResult`."""
     from tinykd.scoring.modelmeta import label_names_for_data
     from tinykd.scoring.student import add_names
 
