@@ -2,13 +2,19 @@
 
     W=runs/distill/scientsbank-ua   # benchmarks/distill_table.py's SciEntsBank row
     python benchmarks/build_demo_data.py ../shared/data/scientsbank/scientsbank.csv \
-        --teacher $W/teacher-*/teacher.csv --transfer $W/labels-*/labels.csv --teacher-dir $W/teacher-*/teacher
+        --teacher $W/teacher-*/teacher.csv --transfer $W/labels-*/labels.csv --teacher-dir $W/teacher-*/teacher \
+        --vectors $W/vectors-*/vectors.npz
 
 Copies the SciEntsBank ``train`` and ``test_ua`` answers (CC BY-SA 3.0), the probabilities that
 ``tinykd distill``'s teacher gave them and its transfer set (the perturbed copies of the training
 answers: ids and numbers only; ``tinykd demo`` makes the copies again); ``--teacher-dir`` adds the
 teacher's parameter count, size and measured time per answer (in a separate process: tinykd never
-imports torch). ``--crossfit``: out-of-fold probabilities for the training rows instead.
+imports torch); ``--vectors`` (the work folder's vectors stage: the teacher's word vectors) the aliases of
+distill's "unseen" stage for the demo's KD student: each word of the vectors that none of its training answers,
+reference answers or copies holds, and the word of its vocabulary whose vector is nearest (cosine). The demo's
+vocabulary is the one ``fit`` gives its full run (:func:`tinykd.train.fitting.fit_vocabulary` on the demo's
+own rows and copies), so only ``word, reads_as`` pairs are bundled. ``--crossfit``: out-of-fold probabilities
+for the training rows instead. ``--vectors`` without ``--teacher``: the aliases alone, for the bundled files.
 """
 from __future__ import annotations
 
@@ -23,8 +29,8 @@ import sys
 import tempfile
 
 from tinykd.files.atomic import atomic_write_bytes
-from tinykd.cli.demo import (COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, TEACHER_FILE, TEACHER_META, TEST_SPLIT,
-                             TRANSFER_FILE)
+from tinykd.cli.demo import (ALIASES_FILE, COLUMNS, CONTEXT, DATA_DIR, DATA_FILE, FULL, TEACHER_FILE, TEACHER_META,
+                             TEST_SPLIT, TRANSFER_FILE, _Data, _transfer, seen_words)
 from tinykd.files.softlabels import read_sidecar, read_soft_label_table
 
 from teacher_export.model import safetensors_params
@@ -67,7 +73,30 @@ def write_transfer(transfer, classes, data_dir):
     return n
 
 
-def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None, transfer=None):
+def write_aliases(vectors_npz, data_dir):
+    """The demo's alias pairs (see the module's text) as the bundled file; their count."""
+    import numpy as np
+
+    from tinykd.train.fitting import fit_vocabulary
+
+    data = _Data(data_dir, False, os.path.join(data_dir, TRANSFER_FILE))
+    kd = _transfer(data, os.path.join(data_dir, TRANSFER_FILE), os.path.join(data_dir, TEACHER_FILE), FULL.seed)
+    texts, _, contexts = kd["transfer"]
+    vocab = fit_vocabulary(FULL.network(), data.texts + list(texts), data.contexts + list(contexts))
+    seen = seen_words(data, kd)
+    with np.load(vectors_npz) as f:
+        words, vectors = f["words"].tolist(), f["vectors"]
+    keep = [k for k, w in enumerate(words) if w not in seen or w in vocab]  # the vocabulary's own: the targets
+    vocab.alias([words[k] for k in keep], vectors[keep])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["word", "reads_as"])
+    w.writerows([word, vocab.tokens[i]] for word, i in sorted(vocab.aliases.items()))
+    atomic_write_bytes(os.path.join(data_dir, ALIASES_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
+    return len(vocab.aliases)
+
+
+def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=None, transfer=None, vectors=None):
     """Write the bundled files from the SciEntsBank CSV and the teacher's soft-label files.
 
     ``teacher``: the teacher's soft-label CSV (``benchmarks/teacher/scientsbank.csv``);
@@ -112,6 +141,7 @@ def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=No
     meta = {"source": os.path.basename(teacher), "crossfit_source": os.path.basename(crossfit) if crossfit else None,
             "train_rows_crossfitted": n_cf, "classes": classes, "sidecar": side,
             "transfer_rows": write_transfer(transfer, classes, data_dir) if transfer else 0}
+    meta["aliases"] = write_aliases(vectors, data_dir) if vectors else 0  # after the transfer file it reads
     meta["base_model_name"] = "MiniLM-L6, fine-tuned" if "minilm" in str(side.get("base_model", "")).lower() \
         else side.get("base_model")
     if teacher_dir:
@@ -127,8 +157,16 @@ def main(argv=None):
     ap.add_argument("--crossfit", help="benchmarks/teacher/scientsbank-crossfit.csv")
     ap.add_argument("--teacher-dir", help="the saved teacher folder: parameters, size and timing")
     ap.add_argument("--transfer", help="distill's labels.csv: the teacher's probabilities of the copies")
+    ap.add_argument("--vectors", help="distill's vectors.npz: the teacher's word vectors, for the aliases")
     args = ap.parse_args(argv)
-    build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir, transfer=args.transfer)
+    build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir, transfer=args.transfer,
+          vectors=args.vectors)
+    if args.vectors and not args.teacher:  # the aliases alone, for the bundled teacher files as they are
+        path = os.path.join(DATA_DIR, TEACHER_META)
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta["aliases"] = write_aliases(args.vectors, DATA_DIR)
+        atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return 0
 
 

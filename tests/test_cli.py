@@ -303,6 +303,13 @@ def test_demo_quick(tmp_path, capsys):
     if os.path.exists(os.path.join(demo.DATA_DIR, demo.TRANSFER_FILE)):  # trained as distill trains
         tr = m.meta["training"]
         assert tr["lam"] == 4.0 and tr["soft_loss"] == "mse" and tr["n_transfer"] == 11 * tr["n_train"]
+    if os.path.exists(os.path.join(demo.DATA_DIR, demo.ALIASES_FILE)):  # distill's "unseen" aliases, bundled
+        pairs = {r["word"]: r["reads_as"] for r in demo._read_gz_csv(os.path.join(demo.DATA_DIR, demo.ALIASES_FILE))}
+        got = {w: m.vocab.tokens[i] for w, i in m.vocab.aliases.items()}
+        assert m.meta["training"]["aliases"] == len(got) > 100 and m.meta["training"]["aliases_after_training"]
+        assert all(pairs[w] == t and w not in m.vocab for w, t in got.items())  # each read as its bundled word
+        w = next(iter(got))
+        np.testing.assert_array_equal(m.predict_proba([f"the {w}"], ["x"]), m.predict_proba([f"the {got[w]}"], ["x"]))
 
 
 def test_split_col_can_be_switched_off_and_evaluate_warns(files, tmp_path, capsys):

@@ -13,13 +13,17 @@ Bundled under ``tinykd/data/`` (package data, no downloads):
 * ``scientsbank-demo-transfer.csv.gz`` — that teacher's probabilities for its transfer
   set: the perturbed copies of the training answers, ids and numbers only (the demo
   makes the copies again from the bundled answers with the same seed:
-  :func:`tinykd.distill.augment.augment_rows`). Both written by
+  :func:`tinykd.distill.augment.augment_rows`);
+* ``scientsbank-demo-aliases.csv.gz`` — ``word, reads_as``: each word of that teacher's word vectors that
+  no training answer, reference answer or copy holds, and the word of the full run's KD student vocabulary
+  whose teacher vector is nearest (distill's default "unseen" aliases, docs/decisions/student-aliases.md:
+  the vectors need the teacher, so the pairs are bundled). All three written by
   ``python benchmarks/build_demo_data.py``.
 
 The demo trains as ``tinykd distill`` does with its defaults (the ``7t`` preset only): the
 plain NN (λ = 0) on the human scores, and the KD student (the teacher's logits matched by
-MSE, λ = 4, the copies in the soft term, weight averaging), with distill's split (the
-copies' answers train, the other training answers validate). It prints
+MSE, λ = 4, the copies in the soft term, weight averaging, then the aliases of the words it never read),
+with distill's split (the copies' answers train, the other training answers validate). It prints
 accuracy, QWK, macro-F1, parameters, size and milliseconds per response for each on
 ``test_ua`` (unseen answers to the training questions) beside the teacher's; saves the KD
 model and its report page into one folder (``tinykd-demo/`` unless ``--out`` /
@@ -43,6 +47,7 @@ DATA_FILE = "scientsbank-demo.csv.gz"
 TEACHER_FILE = "scientsbank-demo-teacher.csv.gz"
 TEACHER_META = "scientsbank-demo-teacher.json"
 TRANSFER_FILE = "scientsbank-demo-transfer.csv.gz"
+ALIASES_FILE = "scientsbank-demo-aliases.csv.gz"
 LABEL_NAMES = {0: "correct", 1: "contradictory", 2: "incorrect"}
 COLUMNS = ["id", "item", "split", "label", "text", "question", "reference_answer"]
 CONTEXT = "reference_answer"
@@ -230,12 +235,39 @@ def _train_all(data, options, teacher_file, data_dir, quiet, log):
         print(f"\n[2/2] KD student (λ = {lam:g}): human scores + the teacher's probabilities"
               + (f" on {len(kd['transfer'][0]):,} copies of the answers" if kd else ""), file=log, flush=True)
         final = fit(data.texts, data.y_train, p_train, **common, **kd, options=options.replace(lam=lam))
+        if kd:
+            _alias_unseen(final, data, kd, os.path.join(os.path.dirname(teacher_file), ALIASES_FILE), log)
         results.append(_student_row("KD student", lam, final, data, options))
     for st in (r["model"] for r in results if "model" in r):
         st.meta["columns"] = {"text": "text", "label": "label", "id": "id", "context": CONTEXT, "item": None}
         st.meta["data_file"] = DATA_FILE
         st.label_names = LABEL_NAMES  # the rubric's words: scored files, the report and the page say them
     return results, final
+
+
+def seen_words(data, kd):
+    """The words the KD student read in training: its training answers', their reference answers' and the
+    copies' (distill's "unseen" stage: :func:`tinykd.distill.students.alias_unseen`)."""
+    from tinykd.scoring.text import tokenize
+
+    texts = data.texts + list(kd["transfer"][0]) + sorted(set(data.contexts))
+    return {w for t in texts for w in tokenize(t)}
+
+
+def _alias_unseen(student, data, kd, aliases_file, log):
+    """distill's "unseen" aliases on the trained KD ``student``: each bundled word it never read reads as the id of
+    its bundled vocabulary word (nearest by the teacher's vectors, for the full run's vocabulary; with --quick
+    the pairs whose word stays outside and whose vocabulary word is inside the sample's vocabulary)."""
+    if not os.path.exists(aliases_file):
+        print("note: the bundled aliases are not in this install; the KD student has none", file=log, flush=True)
+        return
+    seen, index = seen_words(data, kd), {t: i for i, t in enumerate(student.vocab.tokens)}
+    student.vocab.aliases = {r["word"]: index[r["reads_as"]] for r in _read_gz_csv(aliases_file)
+                             if r["word"] not in seen and r["word"] not in index and r["reads_as"] in index}
+    n = len(student.vocab.aliases)
+    student.meta["training"].update(aliases=n, aliases_after_training=True)
+    print(f"{n:,} words the KD student never read read as the nearest of its vocabulary by the teacher's vectors",
+          file=log, flush=True)
 
 
 def _table(say, results, n_test, has_teacher):

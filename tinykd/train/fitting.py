@@ -168,8 +168,8 @@ def _prepare(texts, y, teacher_proba, contexts, validation, transfer, options, n
     tx = _transfer_rows(transfer, K)
     cfg = options.network()
     uses_context = rows.contexts is not None
-    vocab = Vocabulary(max_size=cfg["max_vocab"], max_len=cfg["max_len"])
-    vocab.fit(rows.texts + tx.texts, contexts=(rows.contexts or []) + (tx.contexts or []) if uses_context else None)
+    vocab = fit_vocabulary(cfg, rows.texts + tx.texts,
+                           (rows.contexts or []) + (tx.contexts or []) if uses_context else None)
     if aliases is not None:
         vocab.alias(*aliases)
     all_ctx = (rows.contexts + (tx.contexts or [""] * len(tx.texts))) if uses_context else None
@@ -357,6 +357,12 @@ def _validation_rows(rows, validation, enc, options, name, note):
         v_texts, v_ctx, v_labels = take(v_texts, keep), take(v_ctx, keep), v_labels[keep]
     v_y = enc.transform(v_labels) if len(keep) else np.zeros(0, np.int64)
     return rows, _Rows(v_texts, v_ctx, v_y, None)
+
+
+def fit_vocabulary(config, texts, contexts=None):
+    """The vocabulary :func:`fit` gives a network of ``config`` trained on ``texts`` (its training and transfer
+    answers, in that order) and their ``contexts``: the ``max_vocab`` most frequent words."""
+    return Vocabulary(max_size=config["max_vocab"], max_len=config["max_len"]).fit(texts, contexts=contexts)
 
 
 def _transfer_rows(transfer, K):
