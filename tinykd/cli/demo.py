@@ -266,8 +266,8 @@ def _alias_unseen(student, data, kd, aliases_file, log):
                              if r["word"] not in seen and r["word"] not in index and r["reads_as"] in index}
     n = len(student.vocab.aliases)
     student.meta["training"].update(aliases=n, aliases_after_training=True)
-    print(f"{n:,} words the KD student never read read as the nearest of its vocabulary by the teacher's vectors",
-          file=log, flush=True)
+    print(f"the KD student reads {n:,} words it never read as the nearest of its vocabulary by the teacher's "
+          "vectors", file=log, flush=True)
 
 
 def _table(say, results, n_test, has_teacher):
