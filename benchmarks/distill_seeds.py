@@ -105,7 +105,10 @@ VARIANTS = {"validation": dict(choose_on="validation"),
             "aliases": dict(choose_on="validation", teacher_aliases="train"),
             # the kept KD student, trained as today, reads the words no training answer or copy holds as the nearest
             # of its vocabulary by the teacher's word vectors (docs/decisions/student-aliases.md)
-            "unseen": dict(choose_on="validation", teacher_aliases="unseen")}
+            "unseen": dict(choose_on="validation", teacher_aliases="unseen"),
+            # the kept KD student, trained as today, reads every word outside its vocabulary (read in training or
+            # not) as the nearest of it by the teacher's word vectors (docs/decisions/student-aliases.md)
+            "outside": dict(choose_on="validation", teacher_aliases="outside")}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
 AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
@@ -113,9 +116,11 @@ DEFAULT = "validation"
 #: the variants whose rules were fixed against the default of 32 copies without aliases (``no-aliases``)
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
             "bathtub-wide", "pair", "aliases", "unseen")
+#: the variants whose rules were fixed against today's default (:data:`DEFAULT`: 32 copies, unseen aliases)
+SINCE_ALIASES = ("outside",)
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
-AT_32 = ("validation", "no-aliases", "copies-32", "bathtub-32", "bathtub-128", *SINCE_32)
+AT_32 = ("validation", "no-aliases", "copies-32", "bathtub-32", "bathtub-128", *SINCE_32, *SINCE_ALIASES)
 #: what every rule of :data:`RULES` was fixed against: the default of its day, the choice on validation accuracy
 BASE = "accuracy"
 #: variants whose students have seen the test answers (their teacher's labels): reported apart, never in the targets
@@ -140,16 +145,17 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          "kd-no-offsets": (("asap-2", "ela-9"), STANDARD[1], *STANDARD[2:]),
          **{how: STANDARD for how in SINCE_32 if how not in ("kd-no-offsets", "unseen")},
          # decided on the rows its pilot never read, then checked over the eight (docs/decisions/student-aliases.md)
-         "unseen": (("ela-9", "asap-5", "asap-10"), (), *STANDARD[2:])}
+         "unseen": (("ela-9", "asap-5", "asap-10"), (), *STANDARD[2:]),
+         "outside": STANDARD}
 #: the rules fixed against today's default rather than :data:`BASE`
 RULE_BASE = {"lams-4-16": "copies-16", "balanced": "copies-16", "copies-32": "copies-16",
-             **{how: "no-aliases" for how in SINCE_32}}  # the default of their day
+             **{how: "no-aliases" for how in SINCE_32}, **{how: DEFAULT for how in SINCE_ALIASES}}
 
 
 #: the rows chosen with ``--where``; a change that passed its rule is checked over all of them, by the same rule
 #: (docs/decisions/transfer-data.md, copies-span.md: both passed their rows and failed this check)
 WHERE_ROWS = tuple(r for r in ORDER if r != "scientsbank-ua")
-CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32", *SINCE_32)
+CHECKED = ("others", "no-span", "lams-4-16", "balanced", "copies-32", *SINCE_32, *SINCE_ALIASES)
 
 
 #: the seed spread (points) of the kept student when the issue "a student that keeps its teacher's accuracy"
@@ -363,7 +369,7 @@ def write_md(runs, path):
              "student-aliases.md), `no-aliases` (`--teacher-aliases none`: the default before student-aliases.md; "
              "every variant below but `aliases` and `unseen` is run without aliases), `copies-16` "
              "(the default before transfer-copies-32.md: at most 16 copies per answer; every variant below but "
-             f"{names(('copies-32', 'bathtub-32', 'bathtub-128', *SINCE_32))} was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
+             f"{names(('copies-32', 'bathtub-32', 'bathtub-128', *SINCE_32, *SINCE_ALIASES))} was run so), `accuracy` (`--choose-on accuracy`: the one of higher "
              "validation accuracy, the default before; every variant below chooses so), `fidelity` (`--choose-on fidelity`), "
              "`fidelity-stop` (`--stop-on fidelity`), `unlabeled` (`--unlabeled` the item's unscored answers, "
              "copied like the training answers), `ordinal-4` / `ordinal-16` (`--ordinal 4` / `16`: the KD students' "
@@ -398,7 +404,9 @@ def write_md(runs, path):
              "the budget's, never a default; the same page), `aliases` (`--teacher-aliases train`: the KD students read "
              "a word outside their vocabulary as the vocabulary word of the nearest teacher word vector; "
              "docs/decisions/student-aliases.md) and `unseen` (`--teacher-aliases unseen`: the kept KD student, "
-             "trained as by `no-aliases`, reads so only the words no training answer or copy holds; the same page). Test rows; mean over seeds and the worst seed; "
+             "trained as by `no-aliases`, reads so only the words no training answer or copy holds; the same page) and `outside` "
+             "(`--teacher-aliases outside`: the kept KD student reads so every word outside its vocabulary; the same "
+             "page). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -421,7 +429,8 @@ def write_md(runs, path):
               "(docs/decisions/transfer-data.md) when its mean accuracy and its mean QWK are not lower and its mean "
               "seed spread is at most 0.5 points higher, and so do `others` (the same page) and `no-span` "
               "(docs/decisions/copies-span.md), and `lams-4-16`, `balanced` and `copies-32` against `copies-16` (docs/decisions/student-lambda-choice.md, "
-              f"transfer-balance.md, transfer-copies-32.md) and {names(SINCE_32)} against `no-aliases` "
+              f"transfer-balance.md, transfer-copies-32.md), {names(SINCE_32)} against `no-aliases` and "
+              f"{names(SINCE_ALIASES)} against `validation` "
               "(docs/decisions/student-offsets.md, "
               "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
               "student-wide.md, student-pair.md, student-aliases.md). `ensemble` "

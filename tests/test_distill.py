@@ -328,8 +328,32 @@ def test_unseen_aliases_are_the_default_and_come_after_the_students_who_stay_as_
     why = st.vocab.tokens[st.vocab.aliases["why"]]
     np.testing.assert_array_equal(st.predict_proba(["why"]), st.predict_proba([why]))
     assert not np.array_equal(st.predict_proba(["why"]), before.predict_proba(["why"]))  # before: an OOV
-    with pytest.raises(tinykd.OptionError, match="teacher_aliases must be one of train, unseen"):
+    with pytest.raises(tinykd.OptionError, match="teacher_aliases must be one of train, unseen, outside"):
         D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, **student(teacher_aliases="yes"))
+
+
+def test_outside_aliases_also_read_the_training_words_outside_the_vocabulary(tmp_path, tiny_base, teacher_calls):
+    from tinykd.scoring.text import tokenize
+
+    data = make_csv(tmp_path / "d.csv", seed=2)
+    out, work = tmp_path / "m.npz", str(tmp_path / "work")
+    small = J.STUDENT_OPTIONS.replace(config={"max_vocab": 12})  # 9 words: most training words stay outside
+    got = {}
+    for mode in ("unseen", "outside"):
+        res = D.distill(data, out, base=tiny_base, teacher_options=TEACHER, work=work, options=small,
+                        **student(teacher_aliases=mode))
+        got[mode] = tinykd.load(out)
+    assert [r.split(":")[0] for r in res.ran] == ["unseen"]  # the same vectors and students: only the stage after
+    unseen, outside = got["unseen"], got["outside"]
+    assert outside.meta["distill"]["lam"] and np.array_equal(outside.net.params, unseen.net.params)
+    with open(data, newline="") as fh:
+        training = {w for r in csv.DictReader(fh) if r["split"] == "train" for w in tokenize(r["text"])}
+    inside = set(outside.vocab.tokens)
+    assert set(unseen.vocab.aliases) == {"what", "happens", "explain", "why"}  # unseen: the words never read
+    assert set(outside.vocab.aliases) == set(unseen.vocab.aliases) | (training - inside)  # outside: every other
+    w = sorted(training - inside)[0]
+    np.testing.assert_array_equal(outside.predict_proba([w]), outside.predict_proba([outside.vocab.tokens[
+        outside.vocab.aliases[w]]]))
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, tiny_base, teacher_calls, monkeypatch):

@@ -41,13 +41,19 @@ VECTORS_RULE = "word vectors: the teacher's last hidden state of [CLS] word [SEP
 ALIASES_RULE = ("aliases: each word of the transfer set and of the teacher's tokenizer outside a KD student's "
                 "vocabulary reads as the vocabulary word of the nearest teacher word vector (cosine)")
 #: ``teacher_aliases``: "train" — from the start of training (:data:`ALIASES_RULE`); "unseen" — after training,
-#: for the words the kept KD student never read (:data:`UNSEEN_RULE`); None (``--teacher-aliases none``): none
-ALIASES_MODES = ("train", "unseen")
+#: for the words the kept KD student never read (:data:`UNSEEN_RULE`); "outside" — after training, for every word
+#: outside its vocabulary (:data:`OUTSIDE_RULE`); None (``--teacher-aliases none``): none
+ALIASES_MODES = ("train", "unseen", "outside")
+#: the modes whose aliases come after training, in a stage after the students' (which is then the one without)
+AFTER_TRAINING = ("unseen", "outside")
 #: distill's default: it passed its rule over the eight ``--where`` rows (docs/decisions/student-aliases.md)
 ALIASES_DEFAULT = "unseen"
 #: the "unseen" stage by name (its key hashes it)
 UNSEEN_RULE = ("aliases after training: each word of the teacher's vectors that no training answer, context or "
                "copy holds reads, in the kept KD student, as the vocabulary word of the nearest teacher word vector")
+#: the "outside" mode's stage by name (its key hashes it)
+OUTSIDE_RULE = ("aliases after training: each word of the teacher's vectors outside the kept KD student's vocabulary "
+                "reads as the vocabulary word of the nearest teacher word vector")
 #: what the teacher cuts first from an answer and its context over its max length (teacher_export.finetune.encode)
 TRUNCATE_VALUES = ("longest", "context")
 #: the teacher's precision choices (``tinykd-teacher --bf16``; teacher_export.precision): float32, bfloat16

@@ -41,10 +41,10 @@ from typing import NamedTuple
 
 from tinykd._version import __version__
 from tinykd.distill.copies import COPIES_MAX, TRANSFER_SIZE, auto_copies, copy_count, unlabeled_answers, write_copies
-from tinykd.distill.job import (ALIASES_DEFAULT, ALIASES_MODES, ALIASES_RULE, AUTO_PRESETS, CHOOSE_ON,
-                                CHOOSE_ON_VALUES, LAMS, SOFT_LOSS, STOP_ON_VALUES, STUDENT_AVERAGE, PICK_RULE,
-                                STUDENT_OPTIONS, TEACHER_DEFAULTS, UNSEEN_RULE, VECTORS_RULE, ItemChain, ItemRows,
-                                TeacherOptions, presets_for, student_options)
+from tinykd.distill.job import (AFTER_TRAINING, ALIASES_DEFAULT, ALIASES_MODES, ALIASES_RULE, AUTO_PRESETS,
+                                CHOOSE_ON, CHOOSE_ON_VALUES, LAMS, OUTSIDE_RULE, PICK_RULE, SOFT_LOSS, STOP_ON_VALUES,
+                                STUDENT_AVERAGE, STUDENT_OPTIONS, TEACHER_DEFAULTS, UNSEEN_RULE, VECTORS_RULE,
+                                ItemChain, ItemRows, TeacherOptions, presets_for, student_options)
 from tinykd.distill.rows import Columns, other_items as read_other_items, read_rows, read_unlabeled, write_rows
 from tinykd.distill.stages import StageCache, copies_key, labels_key, rows_key, stage_key, students_key, teacher_key
 from tinykd.distill.students import alias_unseen, side_by_side, train_students
@@ -361,9 +361,10 @@ def distill_item(chain, log, worker_threads=None):
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
                   log, v_npz)
     students_dir = cache.folder("students", s_key)
-    if chain.aliases == "unseen":  # the kept KD student reads the words it never read as the nearest it did
-        u_key = stage_key(s_key, v_key, UNSEEN_RULE)
-        u = cache.run("unseen", u_key, chain.name, alias_unseen, students_dir, v_npz, chain, c_csv, log)
+    if chain.aliases in AFTER_TRAINING:  # the kept KD student reads the words it never read as the nearest it did
+        u_key = stage_key(s_key, v_key, UNSEEN_RULE if chain.aliases == "unseen" else OUTSIDE_RULE)
+        u = cache.run("unseen", u_key, chain.name, alias_unseen, students_dir, v_npz, chain, c_csv, log,
+                      chain.aliases == "outside")
         s = {**s, "aliases": u["aliases"]}  # the students' seconds stay theirs
         students_dir = cache.folder("unseen", u_key)
     return {"teacher": t, "teacher_dir": teacher, "teachers": chain.teacher.members, "copies": c, "labels": lab,

@@ -219,11 +219,12 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
             **bars}
 
 
-def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log):
+def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log, outside=False):
     """The "unseen" stage (:data:`~tinykd.distill.job.UNSEEN_RULE`; docs/decisions/student-aliases.md): the students
     stage's kept student, when a KD student, with an alias for each word of the teacher's ``vectors_npz`` that none
     of its training answers, their contexts or the copies of ``copies_csv`` holds — the words it never read, so its
-    training, stopping and choice stay as they were — saved with the plain NN in ``folder``. ``{"aliases": n}``."""
+    training, stopping and choice stay as they were — saved with the plain NN in ``folder``; with ``outside``
+    (:data:`~tinykd.distill.job.OUTSIDE_RULE`) every word of the vectors outside its vocabulary. ``{"aliases": n}``."""
     import shutil
 
     from tinykd.scoring.student import load
@@ -238,11 +239,12 @@ def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log):
         seen = {w for t in list(texts) + list(contexts or []) for w in tokenize(t)}
         with np.load(vectors_npz) as f:
             words, vectors = f["words"].tolist(), f["vectors"]
-        keep = [k for k, w in enumerate(words) if w not in seen or w in student.vocab]
+        keep = [k for k, w in enumerate(words) if outside or w not in seen or w in student.vocab]
         student.vocab.alias([words[k] for k in keep], vectors[keep])
         n = len(student.vocab.aliases)
         student.meta["training"].update(aliases=n, aliases_after_training=True)
-        log(f"[students] {chain.name}: {n:,} words no training answer holds read as the nearest of the student's")
+        log(f"[unseen] {chain.name}: {n:,} words {'outside its vocabulary' if outside else 'no training answer holds'} "
+            "read as the nearest of the student's")
     student.save(os.path.join(folder, "student.npz"))
     shutil.copyfile(os.path.join(students_dir, "plain.npz"), os.path.join(folder, "plain.npz"))
     return {"aliases": n}
