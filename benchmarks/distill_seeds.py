@@ -540,7 +540,9 @@ def main(argv=None):
                   f"{r['student']['qwk']:.3f} ({r['preset']}, {r['lam']:g}; teacher {r['teacher']['accuracy']:.3f}; "
                   f"{r['wall']:.0f} s)", flush=True)
             same = (key, seed, how, ts)
-            runs = [x for x in runs if (x["row"], x["seed"], x["choose_on"], x.get("teacher_seed", 0)) != same] + [r]
+            at = [k for k, x in enumerate(runs)
+                  if (x["row"], x["seed"], x["choose_on"], x.get("teacher_seed", 0)) == same]
+            runs = runs[:at[0]] + [r] + runs[at[0] + 1:] if at else runs + [r]  # a rerun keeps its place: small diffs
             atomic_write_bytes(js, (json.dumps(runs, indent=1) + "\n").encode("utf-8"))
             write_md(runs, args.out)
     write_md(runs, args.out)
