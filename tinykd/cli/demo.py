@@ -248,10 +248,9 @@ def _train_all(data, options, teacher_file, data_dir, quiet, log):
 def seen_words(data, kd):
     """The words the KD student read in training: its training answers', their reference answers' and the
     copies' (distill's "unseen" stage: :func:`tinykd.distill.students.alias_unseen`)."""
-    from tinykd.scoring.text import tokenize
+    from tinykd.distill.students import words_read
 
-    texts = data.texts + list(kd["transfer"][0]) + sorted(set(data.contexts))
-    return {w for t in texts for w in tokenize(t)}
+    return words_read(data.texts + list(kd["transfer"][0]), set(data.contexts))
 
 
 def _alias_unseen(student, data, kd, aliases_file, log):

@@ -219,6 +219,14 @@ def train_students(folder, chain, teacher_csv, copies_csv, labels_csv, n_transfe
             **bars}
 
 
+def words_read(texts, contexts=None):
+    """The words a student read in training: those of its ``texts`` (training answers and their copies) and of
+    their ``contexts``, as its tokenizer reads them."""
+    from tinykd.scoring.text import tokenize
+
+    return {w for t in list(texts) + list(contexts or []) for w in tokenize(t)}
+
+
 def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log, outside=False):
     """The "unseen" stage (:data:`~tinykd.distill.job.UNSEEN_RULE`; docs/decisions/student-aliases.md): the students
     stage's kept student, when a KD student, with an alias for each word of the teacher's ``vectors_npz`` that none
@@ -228,15 +236,15 @@ def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log, outs
     import shutil
 
     from tinykd.scoring.student import load
-    from tinykd.scoring.text import tokenize
 
     student = load(os.path.join(students_dir, "student.npz"))
     n = 0
     if student.meta["training"].get("lam"):
-        texts, _, contexts = chain.rows.take(chain.rows.where("train"))
-        if os.path.exists(copies_csv):
-            texts = list(texts) + [r[1] for r in read_table(copies_csv).rows]
-        seen = {w for t in list(texts) + list(contexts or []) for w in tokenize(t)}
+        seen = set()  # "outside": every word outside the vocabulary, read or not
+        if not outside:
+            texts, _, contexts = chain.rows.take(chain.rows.where("train"))
+            copies = [r[1] for r in read_table(copies_csv).rows] if os.path.exists(copies_csv) else []
+            seen = words_read(list(texts) + copies, contexts)
         with np.load(vectors_npz) as f:
             words, vectors = f["words"].tolist(), f["vectors"]
         keep = [k for k, w in enumerate(words) if outside or w not in seen or w in student.vocab]
