@@ -75,19 +75,14 @@ def write_transfer(transfer, classes, data_dir):
 
 def write_aliases(vectors_npz, data_dir):
     """The demo's alias pairs (see the module's text) as the bundled file; their count."""
-    import numpy as np
-
+    from tinykd.distill.students import alias_unread
     from tinykd.train.fitting import fit_vocabulary
 
     data = _Data(data_dir, False, os.path.join(data_dir, TRANSFER_FILE))
     kd = _transfer(data, os.path.join(data_dir, TRANSFER_FILE), os.path.join(data_dir, TEACHER_FILE), FULL.seed)
     texts, _, contexts = kd["transfer"]
     vocab = fit_vocabulary(FULL.network(), data.texts + list(texts), data.contexts + list(contexts))
-    seen = seen_words(data, kd)
-    with np.load(vectors_npz) as f:
-        words, vectors = f["words"].tolist(), f["vectors"]
-    keep = [k for k, w in enumerate(words) if w not in seen or w in vocab]  # the vocabulary's own: the targets
-    vocab.alias([words[k] for k in keep], vectors[keep])
+    alias_unread(vocab, vectors_npz, seen_words(data, kd))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["word", "reads_as"])
@@ -111,6 +106,12 @@ def build(source, teacher=None, crossfit=None, data_dir=DATA_DIR, teacher_dir=No
         w.writerow([r["id"], r["item"], r["split"], r["label3"], r["text"], r["question"], r["reference_answer"]])
     atomic_write_bytes(os.path.join(data_dir, DATA_FILE), gzip.compress(buf.getvalue().encode("utf-8"), 9, mtime=0))
     if teacher is None:
+        if vectors:  # the aliases alone, beside the bundled teacher files as they are
+            path = os.path.join(data_dir, TEACHER_META)
+            with open(path, encoding="utf-8") as f:
+                meta = json.load(f)
+            meta["aliases"] = write_aliases(vectors, data_dir)
+            atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
         return
     ids, classes, p = read_soft_label_table(teacher)
     pos = {i: k for k, i in enumerate(ids)}
@@ -161,12 +162,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     build(args.source, args.teacher, args.crossfit, teacher_dir=args.teacher_dir, transfer=args.transfer,
           vectors=args.vectors)
-    if args.vectors and not args.teacher:  # the aliases alone, for the bundled teacher files as they are
-        path = os.path.join(DATA_DIR, TEACHER_META)
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-        meta["aliases"] = write_aliases(args.vectors, DATA_DIR)
-        atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return 0
 
 

@@ -227,6 +227,17 @@ def words_read(texts, contexts=None):
     return {w for t in list(texts) + list(contexts or []) for w in tokenize(t)}
 
 
+def alias_unread(vocab, vectors_npz, seen):
+    """Give ``vocab`` an alias for each word of the teacher's ``vectors_npz`` outside ``seen`` (the words the student
+    read in training; empty: every word outside the vocabulary): the vocabulary word of the nearest vector. The
+    vocabulary's own words stay among the vectors, as the targets. Returns the number of aliases."""
+    with np.load(vectors_npz) as f:
+        words, vectors = f["words"].tolist(), f["vectors"]
+    keep = [k for k, w in enumerate(words) if w not in seen or w in vocab]
+    vocab.alias([words[k] for k in keep], vectors[keep])
+    return len(vocab.aliases)
+
+
 def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log, outside=False):
     """The "unseen" stage (:data:`~tinykd.distill.job.UNSEEN_RULE`; docs/decisions/student-aliases.md): the students
     stage's kept student, when a KD student, with an alias for each word of the teacher's ``vectors_npz`` that none
@@ -245,11 +256,7 @@ def alias_unseen(folder, students_dir, vectors_npz, chain, copies_csv, log, outs
             texts, _, contexts = chain.rows.take(chain.rows.where("train"))
             copies = [r[1] for r in read_table(copies_csv).rows] if os.path.exists(copies_csv) else []
             seen = words_read(list(texts) + copies, contexts)
-        with np.load(vectors_npz) as f:
-            words, vectors = f["words"].tolist(), f["vectors"]
-        keep = [k for k, w in enumerate(words) if outside or w not in seen or w in student.vocab]
-        student.vocab.alias([words[k] for k in keep], vectors[keep])
-        n = len(student.vocab.aliases)
+        n = alias_unread(student.vocab, vectors_npz, seen)
         student.meta["training"].update(aliases=n, aliases_after_training=True)
         log(f"[unseen] {chain.name}: {n:,} words {'outside its vocabulary' if outside else 'no training answer holds'} "
             "read as the nearest of the student's")
