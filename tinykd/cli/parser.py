@@ -317,7 +317,8 @@ def _teacher_args(x):
     x.add_argument("--teacher-aliases", choices=("none", *ALIASES_MODES), default=ALIASES_DEFAULT,
                    help="a KD student reads a word outside its vocabulary (a word of the transfer set or of the "
                    "teacher's tokenizer) as the vocabulary word whose teacher word vector is nearest: after training, "
-                   "the words it never read (unseen), from the start of training (train), or never (none: no "
+                   "the words it never read (unseen) or every word outside it (outside), from the start of training "
+                   "(train), or never (none: no "
                    f"vectors stage); no parameter is added (default: {ALIASES_DEFAULT}; "
                    "docs/decisions/student-aliases.md)")
     x.add_argument("--teacher-members", type=int, metavar="N",

@@ -361,7 +361,7 @@ def distill_item(chain, log, worker_threads=None):
     s = cache.run("students", s_key, chain.name, train_students, chain, t_csv, c_csv, l_csv, c["n"], worker_threads,
                   log, v_npz)
     students_dir = cache.folder("students", s_key)
-    if chain.aliases in AFTER_TRAINING:  # the kept KD student reads the words it never read as the nearest it did
+    if chain.aliases in AFTER_TRAINING:  # the kept KD student's aliases, given after its training and choice
         u_key = stage_key(s_key, v_key, UNSEEN_RULE if chain.aliases == "unseen" else OUTSIDE_RULE)
         u = cache.run("unseen", u_key, chain.name, alias_unseen, students_dir, v_npz, chain, c_csv, log,
                       chain.aliases == "outside")
