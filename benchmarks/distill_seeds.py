@@ -112,7 +112,12 @@ VARIANTS = {"validation": dict(choose_on="validation"),
             # every student's dropout (after the pooling and after the hidden dense layer) 0.1 or 0.3 instead of the
             # presets' 0.2, as today's default otherwise (docs/decisions/student-dropout.md)
             **{f"dropout-{d:g}": dict(choose_on="validation", teacher_aliases="unseen",
-                                     options=STUDENT_OPTIONS.replace(config={"dropout": d})) for d in (0.1, 0.3)}}
+                                     options=STUDENT_OPTIONS.replace(config={"dropout": d})) for d in (0.1, 0.3)},
+            # every student's Adam learning rate halved, or its batch doubled, as today's default otherwise
+            # (docs/decisions/student-step.md)
+            "lr-5e-4": dict(choose_on="validation", teacher_aliases="unseen", options=STUDENT_OPTIONS.replace(lr=5e-4)),
+            "batch-64": dict(choose_on="validation", teacher_aliases="unseen",
+                             options=STUDENT_OPTIONS.replace(batch_size=64))}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
 AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
@@ -121,7 +126,7 @@ DEFAULT = "validation"
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
             "bathtub-wide", "pair", "aliases", "unseen")
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`: 32 copies, unseen aliases)
-SINCE_ALIASES = ("outside", "dropout-0.1", "dropout-0.3")
+SINCE_ALIASES = ("outside", "dropout-0.1", "dropout-0.3", "lr-5e-4", "batch-64")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "no-aliases", "copies-32", "bathtub-32", "bathtub-128", *SINCE_32, *SINCE_ALIASES)
@@ -150,7 +155,7 @@ RULES = {"fidelity": (("asap-1", "asap-2", "asap-10"),
          **{how: STANDARD for how in SINCE_32 if how not in ("kd-no-offsets", "unseen")},
          # decided on the rows its pilot never read, then checked over the eight (docs/decisions/student-aliases.md)
          "unseen": (("ela-9", "asap-5", "asap-10"), (), *STANDARD[2:]),
-         "outside": STANDARD, "dropout-0.1": STANDARD, "dropout-0.3": STANDARD}
+         **{how: STANDARD for how in SINCE_ALIASES}}
 #: the rules fixed against today's default rather than :data:`BASE`
 RULE_BASE = {"lams-4-16": "copies-16", "balanced": "copies-16", "copies-32": "copies-16",
              **{how: "no-aliases" for how in SINCE_32}, **{how: DEFAULT for how in SINCE_ALIASES}}
@@ -411,7 +416,8 @@ def write_md(runs, path):
              "trained as by `no-aliases`, reads so only the words no training answer or copy holds; the same page) and `outside` "
              "(`--teacher-aliases outside`: the kept KD student reads so every word outside its vocabulary; the same "
              "page), `dropout-0.1` and `dropout-0.3` (every student's dropout 0.1 or 0.3, not the presets' 0.2; "
-             "docs/decisions/student-dropout.md). Test rows; mean over seeds and the worst seed; "
+             "docs/decisions/student-dropout.md), `lr-5e-4` and `batch-64` (every student's learning rate 5e-4, not 1e-3, "
+             "or its batch 64 rows, not 32; docs/decisions/student-step.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
@@ -438,7 +444,7 @@ def write_md(runs, path):
               f"{names(SINCE_ALIASES)} against `validation` "
               "(docs/decisions/student-offsets.md, "
               "transfer-splice.md, offsets-bagged.md, student-lr-plateau.md, student-patience.md, transfer-data.md, "
-              "student-wide.md, student-pair.md, student-aliases.md, student-dropout.md). `ensemble` "
+              "student-wide.md, student-pair.md, student-aliases.md, student-dropout.md, student-step.md). `ensemble` "
               "(`--teacher-members 3`, the teacher an ensemble of "
               "three seeds: docs/decisions/teacher-ensemble.md) is a teacher option and has no students' rule; its Δ is "
               "to its own (ensemble) teacher, and so is `pick` (`--teacher-members 3 --teacher-combine pick`, the seed "
