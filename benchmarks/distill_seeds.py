@@ -113,11 +113,12 @@ VARIANTS = {"validation": dict(choose_on="validation"),
             # presets' 0.2, as today's default otherwise (docs/decisions/student-dropout.md)
             **{f"dropout-{d:g}": dict(choose_on="validation", teacher_aliases="unseen",
                                      options=STUDENT_OPTIONS.replace(config={"dropout": d})) for d in (0.1, 0.3)},
-            # every student's Adam learning rate halved, or its batch doubled, as today's default otherwise
-            # (docs/decisions/student-step.md)
-            "lr-5e-4": dict(choose_on="validation", teacher_aliases="unseen", options=STUDENT_OPTIONS.replace(lr=5e-4)),
-            "batch-64": dict(choose_on="validation", teacher_aliases="unseen",
-                             options=STUDENT_OPTIONS.replace(batch_size=64))}
+            # every student's Adam learning rate halved or doubled, or its batch doubled or halved, as today's
+            # default otherwise (docs/decisions/student-step.md)
+            **{f"lr-{name}": dict(choose_on="validation", teacher_aliases="unseen",
+                                  options=STUDENT_OPTIONS.replace(lr=lr)) for name, lr in (("5e-4", 5e-4), ("2e-3", 2e-3))},
+            **{f"batch-{b}": dict(choose_on="validation", teacher_aliases="unseen",
+                                  options=STUDENT_OPTIONS.replace(batch_size=b)) for b in (64, 16)}}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
 AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
@@ -126,7 +127,7 @@ DEFAULT = "validation"
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
             "bathtub-wide", "pair", "aliases", "unseen")
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`: 32 copies, unseen aliases)
-SINCE_ALIASES = ("outside", "dropout-0.1", "dropout-0.3", "lr-5e-4", "batch-64")
+SINCE_ALIASES = ("outside", "dropout-0.1", "dropout-0.3", "lr-5e-4", "batch-64", "lr-2e-3", "batch-16")
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "no-aliases", "copies-32", "bathtub-32", "bathtub-128", *SINCE_32, *SINCE_ALIASES)
@@ -416,8 +417,9 @@ def write_md(runs, path):
              "trained as by `no-aliases`, reads so only the words no training answer or copy holds; the same page) and `outside` "
              "(`--teacher-aliases outside`: the kept KD student reads so every word outside its vocabulary; the same "
              "page), `dropout-0.1` and `dropout-0.3` (every student's dropout 0.1 or 0.3, not the presets' 0.2; "
-             "docs/decisions/student-dropout.md), `lr-5e-4` and `batch-64` (every student's learning rate 5e-4, not 1e-3, "
-             "or its batch 64 rows, not 32; docs/decisions/student-step.md). Test rows; mean over seeds and the worst seed; "
+             "docs/decisions/student-dropout.md), `lr-5e-4`, `lr-2e-3`, `batch-64` and `batch-16` (every "
+             "student's learning rate 5e-4 or 2e-3, not 1e-3, or its batch 64 or 16 rows, not 32; "
+             "docs/decisions/student-step.md). Test rows; mean over seeds and the worst seed; "
              "spread = max − min test accuracy over the seeds; Δ = student − teacher.", "",
              "| data set | variant | seeds | student acc / QWK (mean) | worst acc / QWK | spread (points) "
              "| teacher acc / QWK | Δ acc | Δ QWK | plain NN acc | kept (by seed) | students s |",
