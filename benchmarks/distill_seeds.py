@@ -41,6 +41,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 HALF = {"embed_dim": 32}
 #: the second member's students' seed: the first's + this
 PAIR_SEED = 1000
+#: variants of today's default (32 copies, unseen aliases) that change only the students' options: every student's
+#: dropout (after the pooling and the hidden dense layer) 0.1 or 0.3, not the presets' 0.2 (docs/decisions/
+#: student-dropout.md); its Adam learning rate halved or doubled, or its batch doubled or halved (student-step.md)
+TODAY_OPTIONS = {"dropout-0.1": dict(config={"dropout": 0.1}), "dropout-0.3": dict(config={"dropout": 0.3}),
+                 "lr-5e-4": dict(lr=5e-4), "lr-2e-3": dict(lr=2e-3), "batch-64": dict(batch_size=64),
+                 "batch-16": dict(batch_size=16)}
 #: the ways of stopping and choosing the students compared (distill's ``choose_on`` / ``stop_on``)
 #: every variant before "validation" chose on validation accuracy (the default until docs/decisions/student-choice.md)
 #: every variant but "validation" runs with no aliases (:func:`distill_run`), the default until student-aliases.md
@@ -109,16 +115,9 @@ VARIANTS = {"validation": dict(choose_on="validation"),
             # the kept KD student, trained as today, reads every word outside its vocabulary (read in training or
             # not) as the nearest of it by the teacher's word vectors (docs/decisions/student-aliases.md)
             "outside": dict(choose_on="validation", teacher_aliases="outside"),
-            # every student's dropout (after the pooling and after the hidden dense layer) 0.1 or 0.3 instead of the
-            # presets' 0.2, as today's default otherwise (docs/decisions/student-dropout.md)
-            **{f"dropout-{d:g}": dict(choose_on="validation", teacher_aliases="unseen",
-                                     options=STUDENT_OPTIONS.replace(config={"dropout": d})) for d in (0.1, 0.3)},
-            # every student's Adam learning rate halved or doubled, or its batch doubled or halved, as today's
-            # default otherwise (docs/decisions/student-step.md)
-            **{f"lr-{name}": dict(choose_on="validation", teacher_aliases="unseen",
-                                  options=STUDENT_OPTIONS.replace(lr=lr)) for name, lr in (("5e-4", 5e-4), ("2e-3", 2e-3))},
-            **{f"batch-{b}": dict(choose_on="validation", teacher_aliases="unseen",
-                                  options=STUDENT_OPTIONS.replace(batch_size=b)) for b in (64, 16)}}
+            # today's default with other students' options (:data:`TODAY_OPTIONS`)
+            **{how: dict(choose_on="validation", teacher_aliases="unseen", options=STUDENT_OPTIONS.replace(**kw))
+               for how, kw in TODAY_OPTIONS.items()}}
 #: the variants whose "auto" trains other presets than distill's (:data:`tinykd.distill.job.AUTO_PRESETS`)
 AUTO = {"wide": ("wide", "7t"), "bathtub-wide": ("bathtub", "wide")}
 #: distill's default (its targets are the issue's)
@@ -127,7 +126,7 @@ DEFAULT = "validation"
 SINCE_32 = ("kd-no-offsets", "splice", "offsets-bagged", "lr-plateau", "patience-10", "unlabeled-32", "wide",
             "bathtub-wide", "pair", "aliases", "unseen")
 #: the variants whose rules were fixed against today's default (:data:`DEFAULT`: 32 copies, unseen aliases)
-SINCE_ALIASES = ("outside", "dropout-0.1", "dropout-0.3", "lr-5e-4", "batch-64", "lr-2e-3", "batch-16")
+SINCE_ALIASES = ("outside", *TODAY_OPTIONS)
 #: the variants run with distill's copies of today; every other one was run, and runs, with at most 16 copies per
 #: answer (:func:`variant_defaults`), the default until docs/decisions/transfer-copies-32.md: ``copies-16`` is that default
 AT_32 = ("validation", "no-aliases", "copies-32", "bathtub-32", "bathtub-128", *SINCE_32, *SINCE_ALIASES)
